@@ -1,0 +1,287 @@
+//! Detectors: learn an asset's normal behaviour, score how far a frame is
+//! from it.
+//!
+//! A detector never decides: it returns a [`Score`] (higher is more
+//! anomalous, with per-signal contributions) and a
+//! [`Threshold`](crate::threshold::Threshold) turns scores into decisions.
+//!
+//! The registry is two enums: [`DetectorConfig`] is inert configuration
+//! (`type = "pca"` in TOML) and [`AnyDetector`] is the built, possibly
+//! fitted, detector. A new detector is one file plus one variant in each.
+//! [`FittedModel`] wraps a detector with the format version and signal names
+//! so a model fitted on history scores the same at the edge.
+
+mod ewma;
+mod pca;
+mod robust_z;
+
+pub use ewma::{Ewma, EwmaConfig};
+pub use pca::{Pca, PcaConfig};
+pub use robust_z::{RobustZ, RobustZConfig};
+
+use serde::{Deserialize, Serialize};
+
+/// What can go wrong when learning or scoring.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DetectorError {
+    /// Too few usable rows to learn from.
+    #[error("not enough data to learn: {needed} usable rows needed, {got} given")]
+    NotEnoughData {
+        /// Rows the detector needs at least.
+        needed: usize,
+        /// Usable rows it got.
+        got: usize,
+    },
+    /// A row's width differs from what the detector learned.
+    #[error("row has {got} values, the detector expects {expected}")]
+    DimensionMismatch {
+        /// Width learned.
+        expected: usize,
+        /// Width given.
+        got: usize,
+    },
+    /// `score` before `learn` on a detector that needs a baseline.
+    #[error("the detector has not learned a baseline yet")]
+    NotFitted,
+    /// Every value of the row was missing.
+    #[error("every value of the row is missing")]
+    NoData,
+    /// A setting is out of its range.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
+    /// A model artifact of another format version.
+    #[error("model format {found} is not supported (this build reads format {supported})")]
+    UnsupportedFormat {
+        /// Version in the artifact.
+        found: u32,
+        /// Version this build reads.
+        supported: u32,
+    },
+}
+
+/// A detector's verdict on one frame before any threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Anomaly score: higher is more anomalous; 0 is perfectly normal.
+    pub value: f64,
+    /// Per-signal contributions in score units, in the asset's signal order.
+    pub contributions: Vec<f64>,
+    /// Hotelling's T² when the detector computes it.
+    pub t2: Option<f64>,
+    /// Squared prediction error (Q) when the detector computes it.
+    pub spe: Option<f64>,
+}
+
+/// The contract every detector keeps (checked by the conformance suite).
+pub trait Detector {
+    /// Learn normal behaviour from baseline rows (one value per signal, NaN
+    /// when missing). Learning again replaces what was learned.
+    ///
+    /// # Errors
+    /// [`DetectorError::NotEnoughData`] when the rows cannot support a model,
+    /// [`DetectorError::DimensionMismatch`] when rows differ in width.
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError>;
+
+    /// Score one row. Streaming detectors also update their state with it,
+    /// using only the past to score (causal).
+    ///
+    /// # Errors
+    /// [`DetectorError::NotFitted`], [`DetectorError::DimensionMismatch`] or
+    /// [`DetectorError::NoData`] when every value is missing.
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError>;
+}
+
+/// Configuration of one detector: the registry of detector kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DetectorConfig {
+    /// Rolling median/MAD z-score per signal.
+    RobustZ(RobustZConfig),
+    /// Exponentially weighted moving average residual per signal.
+    Ewma(EwmaConfig),
+    /// PCA with Hotelling T² and SPE (Q) limits.
+    Pca(PcaConfig),
+}
+
+impl DetectorConfig {
+    /// Short name of the detector kind.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DetectorConfig::RobustZ(_) => "robust_z",
+            DetectorConfig::Ewma(_) => "ewma",
+            DetectorConfig::Pca(_) => "pca",
+        }
+    }
+
+    /// Every problem with the settings (empty when valid).
+    #[must_use]
+    pub fn validate(&self) -> Vec<String> {
+        match self {
+            DetectorConfig::RobustZ(c) => c.validate(),
+            DetectorConfig::Ewma(c) => c.validate(),
+            DetectorConfig::Pca(c) => c.validate(),
+        }
+    }
+
+    /// Build an unfitted detector.
+    ///
+    /// # Errors
+    /// [`DetectorError::InvalidSetting`] when [`validate`](Self::validate)
+    /// reports a problem.
+    pub fn build(&self) -> Result<AnyDetector, DetectorError> {
+        let problems = self.validate();
+        if !problems.is_empty() {
+            return Err(DetectorError::InvalidSetting(problems.join("; ")));
+        }
+        Ok(match self {
+            DetectorConfig::RobustZ(c) => AnyDetector::RobustZ(RobustZ::new(c.clone())),
+            DetectorConfig::Ewma(c) => AnyDetector::Ewma(Ewma::new(c.clone())),
+            DetectorConfig::Pca(c) => AnyDetector::Pca(Pca::new(c.clone())),
+        })
+    }
+
+    /// Rows the detector wants before it can score (0 for detectors that
+    /// warm up while scoring).
+    #[must_use]
+    pub fn min_baseline_rows(&self) -> usize {
+        match self {
+            DetectorConfig::Pca(_) => Pca::MIN_ROWS,
+            _ => 0,
+        }
+    }
+}
+
+/// A built detector of any kind, with its learned state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnyDetector {
+    /// See [`RobustZ`].
+    RobustZ(RobustZ),
+    /// See [`Ewma`].
+    Ewma(Ewma),
+    /// See [`Pca`].
+    Pca(Pca),
+}
+
+impl Detector for AnyDetector {
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+        match self {
+            AnyDetector::RobustZ(d) => d.learn(rows),
+            AnyDetector::Ewma(d) => d.learn(rows),
+            AnyDetector::Pca(d) => d.learn(rows),
+        }
+    }
+
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+        match self {
+            AnyDetector::RobustZ(d) => d.score(row),
+            AnyDetector::Ewma(d) => d.score(row),
+            AnyDetector::Pca(d) => d.score(row),
+        }
+    }
+}
+
+/// The on-disk model artifact: versioned, self-describing JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FittedModel {
+    /// Artifact format version; see [`FittedModel::FORMAT`].
+    pub format: u32,
+    /// Signal names in the order the detector expects values.
+    pub signals: Vec<String>,
+    /// The detector with its learned state.
+    pub detector: AnyDetector,
+    /// The threshold level set when the model was fitted (a quantile of the
+    /// baseline scores), so the edge decides exactly as the fit did.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+impl FittedModel {
+    /// The artifact format this build writes and reads.
+    pub const FORMAT: u32 = 1;
+
+    /// Wrap a fitted detector.
+    #[must_use]
+    pub fn new(signals: Vec<String>, detector: AnyDetector) -> Self {
+        FittedModel {
+            format: Self::FORMAT,
+            signals,
+            detector,
+            threshold: None,
+        }
+    }
+
+    /// Check the format version after loading.
+    ///
+    /// # Errors
+    /// [`DetectorError::UnsupportedFormat`] for another version.
+    pub fn check_format(&self) -> Result<(), DetectorError> {
+        if self.format == Self::FORMAT {
+            Ok(())
+        } else {
+            Err(DetectorError::UnsupportedFormat {
+                found: self.format,
+                supported: Self::FORMAT,
+            })
+        }
+    }
+}
+
+/// Checks shared by every detector's `learn`: non-empty, equal widths.
+/// Returns the width.
+pub(crate) fn check_rows(rows: &[Vec<f64>], needed: usize) -> Result<usize, DetectorError> {
+    let Some(first) = rows.first() else {
+        return Err(DetectorError::NotEnoughData {
+            needed: needed.max(1),
+            got: 0,
+        });
+    };
+    let width = first.len();
+    if width == 0 {
+        return Err(DetectorError::NotEnoughData {
+            needed: needed.max(1),
+            got: 0,
+        });
+    }
+    if let Some(bad) = rows.iter().find(|r| r.len() != width) {
+        return Err(DetectorError::DimensionMismatch {
+            expected: width,
+            got: bad.len(),
+        });
+    }
+    Ok(width)
+}
+
+/// Checks shared by every detector's `score`: width and not all missing.
+pub(crate) fn check_row(row: &[f64], expected: usize) -> Result<(), DetectorError> {
+    if row.len() != expected {
+        return Err(DetectorError::DimensionMismatch {
+            expected,
+            got: row.len(),
+        });
+    }
+    if row.iter().all(|v| !v.is_finite()) {
+        return Err(DetectorError::NoData);
+    }
+    Ok(())
+}
+
+/// Score of per-signal detectors: the largest per-signal value, which is
+/// also each signal's contribution.
+pub(crate) fn max_of(contributions: Vec<f64>) -> Score {
+    let value = contributions
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    Score {
+        value,
+        contributions,
+        t2: None,
+        spe: None,
+    }
+}
+
+#[cfg(test)]
+mod conformance;

@@ -1,0 +1,22 @@
+//! usan-core: the engine's algorithms without any IO.
+//!
+//! Everything here is synchronous and deterministic so that each piece can be
+//! tested alone and a model fitted on history scores the same at the edge:
+//!
+//! - [`model`]: the plant data model (assets, signals, samples, findings);
+//! - [`frame`]: turning per-signal samples into aligned per-asset frames;
+//! - [`detector`]: the [`Detector`](detector::Detector) trait, its registry and
+//!   the detectors themselves;
+//! - [`threshold`]: turning scores into decisions, with persistence;
+//! - [`alarm`]: the alarm lifecycle people work with;
+//! - [`stats`]: small numeric helpers shared by the above.
+
+pub mod alarm;
+pub mod detector;
+pub mod frame;
+pub mod model;
+pub mod stats;
+pub mod threshold;
+
+pub use detector::{Detector, DetectorConfig, DetectorError, FittedModel, Score};
+pub use model::{Contribution, Finding, Quality, Sample, SignalSpec, Timestamp};

@@ -1,0 +1,266 @@
+//! Thresholds turn scores into decisions, with persistence and hysteresis.
+//!
+//! One score over the level is not an alarm: a frame is declared anomalous
+//! once at least `k` of the last `n` scores exceed the level, and stays
+//! anomalous until none of the last `n` do. That cuts the flapping a noisy
+//! score would otherwise cause, at the price of up to `k − 1` frames of
+//! detection delay.
+
+use crate::stats::quantile;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Inert threshold settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// A fixed level. Exactly one of `value` and `quantile` is set.
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// The level is this quantile of the scores on the baseline, times `margin`.
+    #[serde(default)]
+    pub quantile: Option<f64>,
+    /// Factor applied to a quantile level.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+    /// Exceedances needed among the last `n` scores to turn anomalous.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Length of the persistence window.
+    #[serde(default = "default_n")]
+    pub n: usize,
+}
+
+fn default_margin() -> f64 {
+    1.0
+}
+fn default_k() -> usize {
+    3
+}
+fn default_n() -> usize {
+    5
+}
+
+impl ThresholdConfig {
+    /// A static level with the default persistence.
+    #[must_use]
+    pub fn fixed(value: f64) -> Self {
+        ThresholdConfig {
+            value: Some(value),
+            quantile: None,
+            margin: 1.0,
+            k: default_k(),
+            n: default_n(),
+        }
+    }
+
+    /// Every problem with the settings (empty when valid).
+    #[must_use]
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match (self.value, self.quantile) {
+            (Some(_), Some(_)) => {
+                problems.push("threshold: set `value` or `quantile`, not both".into())
+            }
+            (None, None) => problems.push("threshold: set `value` or `quantile`".into()),
+            (Some(v), None) if !v.is_finite() => {
+                problems.push(format!("threshold.value must be finite, got {v}"))
+            }
+            (None, Some(q)) if !(q > 0.0 && q < 1.0) => {
+                problems.push(format!("threshold.quantile must be in (0, 1), got {q}"))
+            }
+            _ => {}
+        }
+        if !(self.margin.is_finite() && self.margin > 0.0) {
+            problems.push(format!(
+                "threshold.margin must be positive, got {}",
+                self.margin
+            ));
+        }
+        if self.n == 0 || self.n > 64 {
+            problems.push(format!(
+                "threshold.n must be between 1 and 64, got {}",
+                self.n
+            ));
+        }
+        if self.k == 0 || self.k > self.n {
+            problems.push(format!(
+                "threshold.k must be between 1 and n ({}), got {}",
+                self.n, self.k
+            ));
+        }
+        problems
+    }
+
+    /// Whether the level needs baseline scores to be set.
+    #[must_use]
+    pub fn needs_training_scores(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// Build the runtime threshold at a known level (e.g. from a model artifact).
+    #[must_use]
+    pub fn build_at(&self, level: f64) -> Threshold {
+        Threshold {
+            level,
+            k: self.k.max(1),
+            n: self.n.max(1),
+            recent: VecDeque::new(),
+            exceeding: 0,
+            anomalous: false,
+        }
+    }
+
+    /// Build the runtime threshold; `training_scores` set a quantile level.
+    /// A quantile level with no finite training score falls back to +inf
+    /// (never fires) rather than guessing.
+    #[must_use]
+    pub fn build(&self, training_scores: &[f64]) -> Threshold {
+        let level = match (self.value, self.quantile) {
+            (Some(v), _) => v,
+            (None, Some(q)) => {
+                quantile(training_scores, q).map_or(f64::INFINITY, |l| l * self.margin)
+            }
+            (None, None) => f64::INFINITY,
+        };
+        self.build_at(level)
+    }
+}
+
+/// What a threshold decided for one score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// This score alone is over the level.
+    pub exceeded: bool,
+    /// The persistence rule declares the asset anomalous.
+    pub anomalous: bool,
+    /// `anomalous` just turned on with this score.
+    pub rising: bool,
+    /// `anomalous` just turned off with this score.
+    pub falling: bool,
+}
+
+/// A threshold in use: the level plus the persistence window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    level: f64,
+    k: usize,
+    n: usize,
+    recent: VecDeque<bool>,
+    exceeding: usize,
+    anomalous: bool,
+}
+
+impl Threshold {
+    /// The level scores are compared with.
+    #[must_use]
+    pub fn level(&self) -> f64 {
+        self.level
+    }
+
+    /// Decide on the next score. NaN never exceeds.
+    pub fn decide(&mut self, score: f64) -> Decision {
+        let exceeded = score > self.level;
+        if self.recent.len() == self.n && self.recent.pop_front() == Some(true) {
+            self.exceeding -= 1;
+        }
+        self.recent.push_back(exceeded);
+        if exceeded {
+            self.exceeding += 1;
+        }
+        let was = self.anomalous;
+        if !was && self.exceeding >= self.k {
+            self.anomalous = true;
+        } else if was && self.exceeding == 0 {
+            self.anomalous = false;
+        }
+        Decision {
+            exceeded,
+            anomalous: self.anomalous,
+            rising: !was && self.anomalous,
+            falling: was && !self.anomalous,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(config: &ThresholdConfig, scores: &[f64]) -> String {
+        let mut threshold = config.build(&[]);
+        scores
+            .iter()
+            .map(|s| {
+                if threshold.decide(*s).anomalous {
+                    '1'
+                } else {
+                    '0'
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn persistence_and_hysteresis_table() {
+        let cases: &[(usize, usize, &[f64], &str)] = &[
+            (1, 1, &[0.0, 2.0, 0.0, 2.0], "0101"),
+            (3, 5, &[2.0, 0.0, 2.0, 0.0, 0.0, 0.0], "000000"),
+            (
+                3,
+                5,
+                &[2.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                "0001111100",
+            ),
+            (2, 3, &[2.0, 2.0, 0.0, 2.0, 0.0, 0.0, 0.0], "0111110"),
+            (1, 2, &[f64::NAN, 2.0, f64::NAN, f64::NAN], "0110"),
+        ];
+        for (k, n, scores, want) in cases {
+            let config = ThresholdConfig {
+                k: *k,
+                n: *n,
+                ..ThresholdConfig::fixed(1.0)
+            };
+            assert_eq!(run(&config, scores), *want, "k={k} n={n} {scores:?}");
+        }
+    }
+
+    #[test]
+    fn rising_and_falling_edges() {
+        let mut t = ThresholdConfig {
+            k: 1,
+            n: 1,
+            ..ThresholdConfig::fixed(1.0)
+        }
+        .build(&[]);
+        assert!(t.decide(2.0).rising);
+        assert!(!t.decide(2.0).rising);
+        assert!(t.decide(0.0).falling);
+    }
+
+    #[test]
+    fn quantile_level_from_training_scores() {
+        let config = ThresholdConfig {
+            value: None,
+            quantile: Some(0.5),
+            margin: 2.0,
+            k: 1,
+            n: 1,
+        };
+        assert!(config.validate().is_empty());
+        assert_eq!(config.build(&[1.0, 2.0, 3.0]).level(), 4.0);
+        assert_eq!(config.build(&[]).level(), f64::INFINITY);
+    }
+
+    #[test]
+    fn validation_reports_everything() {
+        let config = ThresholdConfig {
+            value: Some(1.0),
+            quantile: Some(0.9),
+            margin: -1.0,
+            k: 9,
+            n: 0,
+        };
+        assert_eq!(config.validate().len(), 4);
+    }
+}

@@ -1,0 +1,470 @@
+//! The HTTP API, versioned under `/api/v1`, plus `GET /metrics`.
+//!
+//! Every error is JSON, `{"error": "...", "details": [...]}`, with a 4xx for
+//! anything the caller can fix. Input is validated whole before anything
+//! changes, so a bad request never leaves half of itself behind.
+
+use crate::config::{Plant, ServerConfig};
+use crate::metrics::Metrics;
+use crate::pipeline::{AlarmBook, Engine, LiveState};
+use crate::source::{Router as SampleRouter, http as push};
+use crate::store::{AlarmAction, AlarmQuery, Store, StoreError};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use usan_core::alarm::AlarmState;
+use usan_core::model::Timestamp;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    plant: Arc<Plant>,
+    store: Arc<dyn Store>,
+    router: SampleRouter,
+    live: Arc<LiveState>,
+    alarms: Arc<AlarmBook>,
+    metrics: Arc<Metrics>,
+    server: ServerConfig,
+    push_enabled: bool,
+    gauges: Arc<dyn Fn() -> Vec<(&'static str, &'static str, f64)> + Send + Sync>,
+    started: std::time::Instant,
+}
+
+impl ApiState {
+    /// The API's view of a running engine.
+    #[must_use]
+    pub fn new(engine: &Engine) -> Self {
+        let router = engine.router.clone();
+        let store_queue_probe = engine.store_queue_depth_probe();
+        let plant = engine.plant.clone();
+        let alarms = engine.alarms.clone();
+        let worker_router = router.clone();
+        let gauges = Arc::new(move || {
+            vec![
+                (
+                    "usan_worker_queue_depth",
+                    "Batches waiting for the asset workers.",
+                    worker_router.queued() as f64,
+                ),
+                (
+                    "usan_store_queue_depth",
+                    "Batches waiting for the store writer.",
+                    store_queue_probe() as f64,
+                ),
+                (
+                    "usan_assets",
+                    "Configured assets.",
+                    plant.assets.len() as f64,
+                ),
+                (
+                    "usan_open_alarms",
+                    "Alarms raised or acknowledged, not cleared.",
+                    alarms.open_count() as f64,
+                ),
+            ]
+        });
+        ApiState {
+            plant: engine.plant.clone(),
+            store: engine.store.clone(),
+            router,
+            live: engine.live.clone(),
+            alarms: engine.alarms.clone(),
+            metrics: engine.metrics.clone(),
+            server: engine.config.server.clone(),
+            push_enabled: engine
+                .config
+                .sources
+                .iter()
+                .any(|s| matches!(s, crate::source::SourceConfig::Http(_))),
+            gauges,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Vec<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.message, "details": self.details });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSuchAlarm(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            StoreError::Transition(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            other => {
+                tracing::error!("store error in API: {other}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, r.body_text())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("worker failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+/// The full router.
+pub fn router(state: ApiState) -> Router {
+    let max_body = state.server.max_body_bytes;
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/assets", get(assets))
+        .route("/api/v1/assets/{id}", get(asset))
+        .route("/api/v1/findings", get(findings))
+        .route("/api/v1/alarms", get(alarms))
+        .route("/api/v1/alarms/{id}", get(alarm))
+        .route("/api/v1/alarms/{id}/acknowledge", post(acknowledge))
+        .route("/api/v1/alarms/{id}/clear", post(clear))
+        .route("/api/v1/samples", get(samples).post(push_samples))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see /api/v1/health",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "assets": state.plant.assets.len(),
+        "uptime_s": state.started.elapsed().as_secs(),
+    }))
+}
+
+#[derive(Serialize)]
+struct AssetView {
+    id: String,
+    site: String,
+    line: String,
+    health: &'static str,
+    frames: u64,
+    last_ts: Option<Timestamp>,
+    signals: Vec<usan_core::model::SignalSpec>,
+    detectors: Vec<crate::pipeline::DetectorLive>,
+}
+
+fn asset_view(state: &ApiState, index: usize) -> AssetView {
+    let asset = &state.plant.assets[index];
+    let live = state.live.get(index).unwrap_or_default();
+    AssetView {
+        id: asset.path.asset.clone(),
+        site: asset.path.site.clone(),
+        line: asset.path.line.clone(),
+        health: live.health(),
+        frames: live.frames,
+        last_ts: live.last_ts,
+        signals: asset.signals.clone(),
+        detectors: live.detectors,
+    }
+}
+
+async fn assets(State(state): State<ApiState>) -> Json<Vec<AssetView>> {
+    Json(
+        (0..state.plant.assets.len())
+            .map(|i| asset_view(&state, i))
+            .collect(),
+    )
+}
+
+async fn asset(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AssetView>> {
+    let index = *state
+        .plant
+        .asset_index
+        .get(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{id}`")))?;
+    Ok(Json(asset_view(&state, index)))
+}
+
+fn check_asset(state: &ApiState, asset: Option<&str>) -> ApiResult<()> {
+    match asset {
+        Some(a) if !state.plant.asset_index.contains_key(a) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown asset `{a}`"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A time in a query string: RFC 3339 or epoch milliseconds.
+fn parse_query_time(name: &str, value: Option<&str>) -> ApiResult<Option<Timestamp>> {
+    let Some(value) = value else { return Ok(None) };
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(Some(Timestamp(ms)));
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| Some(Timestamp(t.timestamp_millis())))
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`{name}` must be RFC 3339 or epoch milliseconds"),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindingsQuery {
+    asset: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn findings(
+    State(state): State<ApiState>,
+    query: Result<Query<FindingsQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<usan_core::model::Finding>>> {
+    let Query(q) = query?;
+    check_asset(&state, q.asset.as_deref())?;
+    let since = parse_query_time("since", q.since.as_deref())?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let store = state.store.clone();
+    Ok(Json(
+        blocking(move || store.findings(q.asset.as_deref(), since, limit)).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlarmsQuery {
+    asset: Option<String>,
+    /// `open` (default), `raised`, `acknowledged`, `cleared` or `all`.
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn alarms(
+    State(state): State<ApiState>,
+    query: Result<Query<AlarmsQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<usan_core::alarm::Alarm>>> {
+    let Query(q) = query?;
+    check_asset(&state, q.asset.as_deref())?;
+    let states = match q.state.as_deref().unwrap_or("open") {
+        "open" => vec![AlarmState::Raised, AlarmState::Acknowledged],
+        "all" => Vec::new(),
+        other => vec![AlarmState::parse(other).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "`state` is one of open, raised, acknowledged, cleared, all",
+            )
+        })?],
+    };
+    let query = AlarmQuery {
+        asset: q.asset,
+        states,
+        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.alarms(&query)).await?))
+}
+
+async fn alarm(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<usan_core::alarm::Alarm>> {
+    let store = state.store.clone();
+    blocking(move || store.alarm(id))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no alarm {id}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlarmActionBody {
+    /// Who does it.
+    by: String,
+    /// Why, or what was done.
+    #[serde(default)]
+    note: String,
+}
+
+async fn transition(
+    state: ApiState,
+    id: i64,
+    body: Result<Json<AlarmActionBody>, JsonRejection>,
+    action: AlarmAction,
+) -> ApiResult<Json<usan_core::alarm::Alarm>> {
+    let Json(body) = body?;
+    if body.by.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`by` must name who acts on the alarm",
+        ));
+    }
+    if body.note.len() > 4096 || body.by.len() > 256 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`by` is at most 256 and `note` 4096 bytes",
+        ));
+    }
+    let alarms = state.alarms.clone();
+    Ok(Json(
+        blocking(move || alarms.transition(id, action, &body.by, &body.note)).await?,
+    ))
+}
+
+async fn acknowledge(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    body: Result<Json<AlarmActionBody>, JsonRejection>,
+) -> ApiResult<Json<usan_core::alarm::Alarm>> {
+    transition(state, id, body, AlarmAction::Acknowledge).await
+}
+
+async fn clear(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    body: Result<Json<AlarmActionBody>, JsonRejection>,
+) -> ApiResult<Json<usan_core::alarm::Alarm>> {
+    transition(state, id, body, AlarmAction::Clear).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SamplesQuery {
+    asset: String,
+    signal: String,
+    from: Option<String>,
+    to: Option<String>,
+    max_points: Option<usize>,
+}
+
+async fn samples(
+    State(state): State<ApiState>,
+    query: Result<Query<SamplesQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(q) = query?;
+    let index = *state.plant.asset_index.get(&q.asset).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown asset `{}`", q.asset),
+        )
+    })?;
+    if !state.plant.assets[index]
+        .signal_index
+        .contains_key(&q.signal)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("asset `{}` has no signal `{}`", q.asset, q.signal),
+        ));
+    }
+    let from = parse_query_time("from", q.from.as_deref())?.unwrap_or(Timestamp(i64::MIN));
+    let to = parse_query_time("to", q.to.as_deref())?.unwrap_or(Timestamp(i64::MAX));
+    if from > to {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "`from` is after `to`",
+        ));
+    }
+    let max_points = q.max_points.unwrap_or(1000).clamp(1, 100_000);
+    let store = state.store.clone();
+    let (asset, signal) = (q.asset.clone(), q.signal.clone());
+    let points = blocking(move || store.series(&asset, &signal, from, to, max_points)).await?;
+    let downsampled = points.iter().any(|p| p.count > 1);
+    Ok(Json(
+        json!({ "asset": q.asset, "signal": q.signal, "downsampled": downsampled, "points": points }),
+    ))
+}
+
+async fn push_samples(
+    State(state): State<ApiState>,
+    body: Result<Json<push::PushRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    if !state.push_enabled {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "push is off: add a [[sources]] entry with type = \"http\"",
+        ));
+    }
+    let Json(request) = body.inspect_err(|_| state.metrics.http_rejected.add(1))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let latest = Timestamp(now + state.server.max_future.0.as_millis() as i64);
+    let batches = push::validate(request, &state.plant, latest).map_err(|details| {
+        state.metrics.http_rejected.add(1);
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: "the batch was refused; nothing was accepted".into(),
+            details,
+        }
+    })?;
+    let accepted: usize = batches.iter().map(crate::source::Batch::sample_count).sum();
+    for batch in batches {
+        state
+            .router
+            .send(batch)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))))
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let gauges = (state.gauges)();
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(&gauges),
+    )
+}

@@ -1,0 +1,883 @@
+//! Configuration: one TOML file, inert data, validated once.
+//!
+//! Loading happens in three passes so a user sees every mistake at once:
+//! the TOML syntax (the parser's first error, with its line), then the shape
+//! of each section and each array entry on its own (unknown fields, wrong
+//! types), then the meaning (unknown references, duplicates, bad ranges).
+//! Every error carries the path of the offending entry and, where the file
+//! has it, its line number. [`Config::plant`] then turns the data into the
+//! indexed form the runtime uses.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use usan_core::detector::DetectorConfig;
+use usan_core::frame::FramePolicy;
+use usan_core::model::{AssetPath, SignalSpec};
+use usan_core::threshold::ThresholdConfig;
+
+use crate::sink::SinkConfig;
+use crate::source::SourceConfig;
+
+/// A duration written the human way (`200ms`, `30s`, `7d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Where samples, findings, alarms and models are kept.
+    pub store: StoreConfig,
+    /// The HTTP API.
+    pub server: ServerConfig,
+    /// Runtime sizing and frame policy.
+    pub pipeline: PipelineConfig,
+    /// Where data comes from.
+    pub sources: Vec<SourceConfig>,
+    /// Detector templates, applied to assets by name.
+    pub detectors: Vec<DetectorSpec>,
+    /// The monitored equipment.
+    pub assets: Vec<AssetConfig>,
+    /// How alarms behave.
+    pub alarms: AlarmConfig,
+    /// Where findings and alarms are sent besides the store.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// `[store]`: the embedded SQLite store (PostgreSQL comes with scale-out).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// Embedded SQLite in WAL mode.
+    Sqlite {
+        /// Database file; `:memory:` keeps nothing.
+        #[serde(default = "default_store_path")]
+        path: PathBuf,
+        /// Samples and findings older than this (source time) are deleted.
+        #[serde(default)]
+        retention: Option<HumanDuration>,
+        /// Accepted samples and findings are committed at least this often.
+        #[serde(default = "default_flush_interval")]
+        flush_interval: HumanDuration,
+    },
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("usan.db")
+}
+fn default_flush_interval() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sqlite {
+            path: default_store_path(),
+            retention: None,
+            flush_interval: default_flush_interval(),
+        }
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address; the `--listen` flag overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Samples stamped later than now plus this are refused.
+    #[serde(default = "default_max_future")]
+    pub max_future: HumanDuration,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_future() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            max_future: default_max_future(),
+        }
+    }
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Capacity of every channel, in batches.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Asset worker tasks; assets are sharded over them.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// How samples become frames.
+    #[serde(default)]
+    pub frame: FramePolicy,
+    /// Fitted model artifacts, `<dir>/<asset>/<detector>.json`, loaded at start.
+    #[serde(default)]
+    pub models_dir: Option<PathBuf>,
+    /// Keep raw samples in the store (findings and alarms are always kept).
+    #[serde(default = "default_true")]
+    pub store_samples: bool,
+}
+
+fn default_queue_capacity() -> usize {
+    1024
+}
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue_capacity: default_queue_capacity(),
+            workers: default_workers(),
+            frame: FramePolicy::default(),
+            models_dir: None,
+            store_samples: true,
+        }
+    }
+}
+
+/// `[[detectors]]`: a named detector, its threshold and how it learns.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSpec {
+    /// Name, referenced by assets and shown in findings.
+    pub name: String,
+    /// The algorithm and its settings (`type = "pca"`, ...).
+    pub algorithm: DetectorConfig,
+    /// Frames of each asset to learn from when no fitted model is loaded.
+    #[serde(default = "default_baseline_frames")]
+    pub baseline_frames: usize,
+    /// Decision rule; defaults depend on the algorithm.
+    #[serde(default)]
+    pub threshold: Option<ThresholdConfig>,
+}
+
+fn default_baseline_frames() -> usize {
+    100
+}
+
+impl DetectorSpec {
+    /// The configured threshold, or the algorithm's default.
+    #[must_use]
+    pub fn threshold(&self) -> ThresholdConfig {
+        self.threshold
+            .clone()
+            .unwrap_or_else(|| match self.algorithm {
+                // PCA scores are ratios to the limit: 1.0 is the limit itself.
+                DetectorConfig::Pca(_) => ThresholdConfig::fixed(1.0),
+                // Robust z and EWMA scores are sigmas.
+                DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => ThresholdConfig::fixed(6.0),
+            })
+    }
+}
+
+/// A signal written as a bare name or as a table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SignalEntry {
+    /// `"temperature"`
+    Name(String),
+    /// `{ name = "temperature", unit = "degC", lower_spec = 10.0 }`
+    Spec(SignalSpecEntry),
+}
+
+/// The table form of a signal.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalSpecEntry {
+    name: String,
+    #[serde(default)]
+    unit: Option<String>,
+    #[serde(default)]
+    lower_spec: Option<f64>,
+    #[serde(default)]
+    upper_spec: Option<f64>,
+}
+
+impl SignalEntry {
+    fn spec(&self) -> SignalSpec {
+        match self {
+            SignalEntry::Name(name) => SignalSpec {
+                name: name.clone(),
+                unit: None,
+                lower_spec: None,
+                upper_spec: None,
+            },
+            SignalEntry::Spec(s) => SignalSpec {
+                name: s.name.clone(),
+                unit: s.unit.clone(),
+                lower_spec: s.lower_spec,
+                upper_spec: s.upper_spec,
+            },
+        }
+    }
+}
+
+/// `[[assets]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Identifier, unique in the file.
+    pub id: String,
+    /// ISA-95 site.
+    #[serde(default = "default_site")]
+    pub site: String,
+    /// ISA-95 line or area.
+    #[serde(default = "default_line")]
+    pub line: String,
+    /// Signals, in the order detectors see them.
+    pub signals: Vec<SignalEntry>,
+    /// Detector names to run; all detectors when absent.
+    #[serde(default)]
+    pub detectors: Option<Vec<String>>,
+}
+
+fn default_site() -> String {
+    "site".into()
+}
+fn default_line() -> String {
+    "line".into()
+}
+
+/// `[alarms]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmConfig {
+    /// Clear an alarm by itself once its condition has returned to normal
+    /// and somebody has acknowledged it.
+    #[serde(default)]
+    pub auto_clear: bool,
+}
+
+/// One problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where: `assets[2].signals`.
+    pub path: String,
+    /// Line number in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} error(s) in the configuration:", self.0.len())?;
+        for error in &self.0 {
+            writeln!(f, "  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const SECTIONS: &[&str] = &[
+    "store",
+    "server",
+    "pipeline",
+    "sources",
+    "detectors",
+    "assets",
+    "alarms",
+    "sinks",
+];
+
+impl Config {
+    /// Read and validate a configuration file. Relative paths inside it are
+    /// resolved against the file's folder.
+    ///
+    /// # Errors
+    /// Every problem found, or the file cannot be read.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let mut config = Config::parse(&text).map_err(anyhow::Error::new)?;
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// Parse and validate configuration text.
+    ///
+    /// # Errors
+    /// Every problem found, each with its path and line.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_of(text, span.start));
+            ConfigErrors(vec![ConfigError {
+                path: "(syntax)".into(),
+                line,
+                message: e.message().to_string(),
+            }])
+        })?;
+        let locator = Locator::new(text);
+        let mut errors = Vec::new();
+        let mut config = Config::default();
+        for (key, value) in &table {
+            match key.as_str() {
+                "store" => section(&locator, key, value, &mut errors, |v| config.store = v),
+                "server" => section(&locator, key, value, &mut errors, |v| config.server = v),
+                "pipeline" => section(&locator, key, value, &mut errors, |v| config.pipeline = v),
+                "alarms" => section(&locator, key, value, &mut errors, |v| config.alarms = v),
+                "sources" => config.sources = entries(&locator, key, value, &mut errors),
+                "detectors" => config.detectors = entries(&locator, key, value, &mut errors),
+                "assets" => config.assets = entries(&locator, key, value, &mut errors),
+                "sinks" => config.sinks = entries(&locator, key, value, &mut errors),
+                other => errors.push(locator.error(
+                    &[Seg::Key(other)],
+                    format!(
+                        "unknown section `{other}`; expected one of {}",
+                        SECTIONS.join(", ")
+                    ),
+                )),
+            }
+        }
+        config.validate(&locator, &mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() && p.as_os_str() != ":memory:" {
+                *p = dir.join(&*p);
+            }
+        };
+        let StoreConfig::Sqlite { path, .. } = &mut self.store;
+        resolve(path);
+        if let Some(models) = &mut self.pipeline.models_dir {
+            resolve(models);
+        }
+        for source in &mut self.sources {
+            source.resolve_paths(dir);
+        }
+        for sink in &mut self.sinks {
+            sink.resolve_paths(dir);
+        }
+    }
+
+    fn validate(&self, locator: &Locator, errors: &mut Vec<ConfigError>) {
+        if self.pipeline.queue_capacity == 0 {
+            errors.push(locator.error(
+                &[Seg::Key("pipeline"), Seg::Key("queue_capacity")],
+                "must be at least 1".into(),
+            ));
+        }
+        if self.pipeline.workers == 0 {
+            errors.push(locator.error(
+                &[Seg::Key("pipeline"), Seg::Key("workers")],
+                "must be at least 1".into(),
+            ));
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(locator.error(
+                &[Seg::Key("server"), Seg::Key("listen")],
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.server.listen
+                ),
+            ));
+        }
+        let mut detector_names = HashSet::new();
+        for (i, detector) in self.detectors.iter().enumerate() {
+            let at = [Seg::Key("detectors"), Seg::Index(i)];
+            if !detector_names.insert(detector.name.as_str()) {
+                errors.push(locator.error(
+                    &at,
+                    format!("detector name `{}` is used twice", detector.name),
+                ));
+            }
+            for problem in detector.algorithm.validate() {
+                errors.push(locator.error(&[at[0], at[1], Seg::Key("algorithm")], problem));
+            }
+            for problem in detector.threshold().validate() {
+                errors.push(locator.error(&[at[0], at[1], Seg::Key("threshold")], problem));
+            }
+            let min = detector.algorithm.min_baseline_rows();
+            if detector.baseline_frames < min.max(1) {
+                errors.push(locator.error(
+                    &[at[0], at[1], Seg::Key("baseline_frames")],
+                    format!(
+                        "{} needs at least {} baseline frames, got {}",
+                        detector.algorithm.kind(),
+                        min.max(1),
+                        detector.baseline_frames
+                    ),
+                ));
+            }
+        }
+        let mut asset_ids = HashSet::new();
+        for (i, asset) in self.assets.iter().enumerate() {
+            let at = [Seg::Key("assets"), Seg::Index(i)];
+            if asset.id.trim().is_empty() {
+                errors.push(locator.error(&at, "asset id is empty".into()));
+            }
+            if !asset_ids.insert(asset.id.as_str()) {
+                errors.push(locator.error(&at, format!("asset id `{}` is used twice", asset.id)));
+            }
+            if asset.signals.is_empty() {
+                errors.push(locator.error(
+                    &[at[0], at[1], Seg::Key("signals")],
+                    "an asset needs at least one signal".into(),
+                ));
+            }
+            let mut signal_names = HashSet::new();
+            for (j, signal) in asset.signals.iter().enumerate() {
+                let spec = signal.spec();
+                let sat = [at[0], at[1], Seg::Key("signals"), Seg::Index(j)];
+                if !signal_names.insert(spec.name.clone()) {
+                    errors.push(
+                        locator.error(&sat, format!("signal `{}` is listed twice", spec.name)),
+                    );
+                }
+                if let (Some(lo), Some(hi)) = (spec.lower_spec, spec.upper_spec)
+                    && lo >= hi
+                {
+                    errors.push(locator.error(
+                        &sat,
+                        format!("lower_spec {lo} is not below upper_spec {hi}"),
+                    ));
+                }
+            }
+            for name in asset.detectors.iter().flatten() {
+                if !detector_names.contains(name.as_str()) {
+                    errors.push(locator.error(
+                        &[at[0], at[1], Seg::Key("detectors")],
+                        format!(
+                            "no detector named `{name}` (defined: {})",
+                            sorted(&detector_names)
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut source_names = HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let at = [Seg::Key("sources"), Seg::Index(i)];
+            if !source_names.insert(source.name()) {
+                errors.push(locator.error(
+                    &at,
+                    format!("source name `{}` is used twice", source.name()),
+                ));
+            }
+            for problem in source.validate(&asset_ids) {
+                errors.push(locator.error(&at, problem));
+            }
+        }
+        for (i, sink) in self.sinks.iter().enumerate() {
+            for problem in sink.validate() {
+                errors.push(locator.error(&[Seg::Key("sinks"), Seg::Index(i)], problem));
+            }
+        }
+    }
+
+    /// The indexed plant the runtime works on.
+    #[must_use]
+    pub fn plant(&self) -> Plant {
+        let assets: Vec<PlantAsset> = self
+            .assets
+            .iter()
+            .map(|a| {
+                let signals: Vec<SignalSpec> = a.signals.iter().map(SignalEntry::spec).collect();
+                let signal_index = signals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.name.clone(), i))
+                    .collect();
+                let detectors = self
+                    .detectors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| {
+                        a.detectors
+                            .as_ref()
+                            .is_none_or(|names| names.contains(&d.name))
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                PlantAsset {
+                    path: AssetPath {
+                        site: a.site.clone(),
+                        line: a.line.clone(),
+                        asset: a.id.clone(),
+                    },
+                    signals,
+                    signal_index,
+                    detectors,
+                }
+            })
+            .collect();
+        let asset_index = assets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.path.asset.clone(), i))
+            .collect();
+        Plant {
+            assets,
+            asset_index,
+            detectors: self.detectors.clone(),
+        }
+    }
+}
+
+fn sorted(names: &HashSet<&str>) -> String {
+    let mut v: Vec<&str> = names.iter().copied().collect();
+    v.sort_unstable();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// One asset, indexed for the hot path.
+#[derive(Debug, Clone)]
+pub struct PlantAsset {
+    /// Where it is.
+    pub path: AssetPath,
+    /// Its signals in frame order.
+    pub signals: Vec<SignalSpec>,
+    /// Signal name to index.
+    pub signal_index: HashMap<String, usize>,
+    /// Indices into [`Plant::detectors`].
+    pub detectors: Vec<usize>,
+}
+
+impl PlantAsset {
+    /// Signal names in frame order.
+    #[must_use]
+    pub fn signal_names(&self) -> Vec<String> {
+        self.signals.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// The configured plant, indexed.
+#[derive(Debug, Clone)]
+pub struct Plant {
+    /// Assets in configuration order.
+    pub assets: Vec<PlantAsset>,
+    /// Asset id to index.
+    pub asset_index: HashMap<String, usize>,
+    /// Detector templates.
+    pub detectors: Vec<DetectorSpec>,
+}
+
+// ---- shape pass helpers ----
+
+fn section<T: DeserializeOwned>(
+    locator: &Locator,
+    key: &str,
+    value: &toml::Value,
+    errors: &mut Vec<ConfigError>,
+    mut set: impl FnMut(T),
+) {
+    match value.clone().try_into::<T>() {
+        Ok(v) => set(v),
+        Err(e) => errors.push(locator.shape_error(&[Seg::Key(key)], e.message())),
+    }
+}
+
+fn entries<T: DeserializeOwned>(
+    locator: &Locator,
+    key: &str,
+    value: &toml::Value,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<T> {
+    let Some(items) = value.as_array() else {
+        errors.push(locator.error(
+            &[Seg::Key(key)],
+            format!("`{key}` must be an array: write [[{key}]] tables"),
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.clone().try_into::<T>() {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                errors.push(locator.shape_error(&[Seg::Key(key), Seg::Index(i)], e.message()))
+            }
+        }
+    }
+    out
+}
+
+/// A step in a path into the document.
+#[derive(Debug, Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Finds line numbers for paths, using the span-keeping TOML parser.
+struct Locator<'t> {
+    text: &'t str,
+    doc: Option<toml_edit::Document<&'t str>>,
+}
+
+impl<'t> Locator<'t> {
+    fn new(text: &'t str) -> Self {
+        Locator {
+            text,
+            doc: toml_edit::Document::parse(text).ok(),
+        }
+    }
+
+    fn line(&self, path: &[Seg]) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let mut item = doc.as_item();
+        let mut best = None;
+        for seg in path {
+            let next = match seg {
+                Seg::Key(k) => item.get(*k),
+                Seg::Index(i) => item.get(*i),
+            };
+            match next {
+                Some(n) => {
+                    item = n;
+                    if let Some(span) = item.span() {
+                        best = Some(span.start);
+                    }
+                }
+                None => break,
+            }
+        }
+        best.map(|offset| line_of(self.text, offset))
+    }
+
+    fn error(&self, path: &[Seg], message: String) -> ConfigError {
+        ConfigError {
+            path: path_string(path),
+            line: self.line(path),
+            message,
+        }
+    }
+
+    fn item(&self, path: &[Seg]) -> Option<&toml_edit::Item> {
+        let mut item = self.doc.as_ref()?.as_item();
+        for seg in path {
+            item = match seg {
+                Seg::Key(k) => item.get(*k)?,
+                Seg::Index(i) => item.get(*i)?,
+            };
+        }
+        Some(item)
+    }
+
+    /// A serde error; points at the field it names, searched below `path`.
+    fn shape_error(&self, path: &[Seg], message: &str) -> ConfigError {
+        let field_line = message
+            .split('`')
+            .nth(1)
+            .and_then(|field| self.item(path).and_then(|item| find_key_item(item, field)))
+            .map(|offset| line_of(self.text, offset));
+        ConfigError {
+            path: path_string(path),
+            line: field_line.or_else(|| self.line(path)),
+            message: message.trim().to_string(),
+        }
+    }
+}
+
+/// Byte offset of the first key named `field` anywhere below `item`.
+fn find_key_item(item: &toml_edit::Item, field: &str) -> Option<usize> {
+    match item {
+        toml_edit::Item::Table(table) => table.iter().find_map(|(key, child)| {
+            if key == field {
+                child
+                    .span()
+                    .or_else(|| table.key(key).and_then(|k| k.span()))
+                    .map(|s| s.start)
+            } else {
+                find_key_item(child, field)
+            }
+        }),
+        toml_edit::Item::Value(value) => find_key_value(value, field),
+        toml_edit::Item::ArrayOfTables(array) => array.iter().find_map(|t| {
+            let wrapped = toml_edit::Item::Table(t.clone());
+            find_key_item(&wrapped, field)
+        }),
+        toml_edit::Item::None => None,
+    }
+}
+
+fn find_key_value(value: &toml_edit::Value, field: &str) -> Option<usize> {
+    match value {
+        toml_edit::Value::InlineTable(table) => table.iter().find_map(|(key, child)| {
+            if key == field {
+                child.span().map(|s| s.start)
+            } else {
+                find_key_value(child, field)
+            }
+        }),
+        toml_edit::Value::Array(array) => array.iter().find_map(|v| find_key_value(v, field)),
+        _ => None,
+    }
+}
+
+fn path_string(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[store]
+type = "sqlite"
+path = ":memory:"
+
+[[detectors]]
+name = "pca"
+algorithm = { type = "pca", variance = 0.9 }
+baseline_frames = 50
+
+[[assets]]
+id = "pump-1"
+signals = ["flow", { name = "temp", unit = "degC" }]
+
+[[sources]]
+type = "http"
+name = "push"
+"#;
+
+    #[test]
+    fn good_config_parses_and_indexes() {
+        let config = Config::parse(GOOD).unwrap();
+        let plant = config.plant();
+        assert_eq!(plant.assets[0].signal_index["temp"], 1);
+        assert_eq!(plant.assets[0].detectors, vec![0]);
+        assert_eq!(plant.assets[0].signals[1].unit.as_deref(), Some("degC"));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let bad = r#"
+[store]
+type = "sqlite"
+path = ":memory:"
+flush_interval = "soon"
+
+[[detectors]]
+name = "pca"
+algorithm = { type = "pca", variance = 3.0 }
+
+[[detectors]]
+name = "z"
+algorithm = { type = "robust_z", colour = "red" }
+
+[[assets]]
+id = "pump-1"
+signals = ["flow", "flow"]
+detectors = ["pca", "nope"]
+
+[[assets]]
+id = "pump-1"
+signals = []
+
+[mystery]
+x = 1
+"#;
+        let errors = Config::parse(bad).unwrap_err().0;
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+        assert!(has("invalid duration"), "{text:#?}");
+        assert!(has("colour"), "{text:#?}");
+        assert!(has("pca.variance"), "{text:#?}");
+        assert!(has("signal `flow` is listed twice"), "{text:#?}");
+        assert!(has("no detector named `nope`"), "{text:#?}");
+        assert!(has("asset id `pump-1` is used twice"), "{text:#?}");
+        assert!(has("at least one signal"), "{text:#?}");
+        assert!(has("unknown section `mystery`"), "{text:#?}");
+        assert!(errors.iter().all(|e| e.line.is_some()), "{text:#?}");
+        let colour = errors
+            .iter()
+            .find(|e| e.message.contains("colour"))
+            .unwrap();
+        assert_eq!(colour.line, Some(13));
+        let mystery = errors
+            .iter()
+            .find(|e| e.message.contains("mystery"))
+            .unwrap();
+        assert_eq!(mystery.line, Some(24));
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let errors = Config::parse("[store]\ntype = \n").unwrap_err().0;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, Some(2), "{errors:?}");
+    }
+}

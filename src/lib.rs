@@ -1,0 +1,17 @@
+//! usan: the engine behind the `usan` binary.
+//!
+//! The algorithms live in `usan-core`; this crate is everything with IO:
+//! configuration ([`config`]), the runtime ([`pipeline`]), [`source`]s,
+//! [`sink`]s, the [`store`], the HTTP [`api`], and the commands the binary
+//! runs ([`serve`], [`batch`], [`demo`]).
+
+pub mod api;
+pub mod batch;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod pipeline;
+pub mod serve;
+pub mod sink;
+pub mod source;
+pub mod store;

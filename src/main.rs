@@ -1,0 +1,186 @@
+//! usan: industrial AI engine. The command line.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use usan::{batch, config, demo, serve};
+
+/// usan (우산): connects to plant data, learns each asset's normal
+/// behaviour, detects and explains faults, raises alarms.
+#[derive(Parser)]
+#[command(name = "usan", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Monitor a demo plant of NASA C-MAPSS turbofan engines (no services needed).
+    Demo {
+        /// Address of the HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Stop after this long (e.g. `30s`); runs until Ctrl-C when absent.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Keep the demo's store in this file instead of a temporary one.
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Run the engine and the API on a configuration file.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Address of the HTTP API (overrides `[server] listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Stop after this long (e.g. `10m`); runs until Ctrl-C or SIGTERM when absent.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Stop once every replay source has reached its end and everything is stored.
+        #[arg(long)]
+        exit_when_done: bool,
+    },
+    /// Validate a configuration file and report every error at once.
+    Check {
+        /// Configuration file (TOML).
+        config: PathBuf,
+    },
+    /// Fit a configuration's detectors on a history CSV and write model artifacts.
+    Fit {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// History CSV, read with the settings of the config's file source.
+        #[arg(long)]
+        data: PathBuf,
+        /// Which file source of the config describes the CSV (when there are several).
+        #[arg(long)]
+        source: Option<String>,
+        /// Folder for the artifacts, `<out>/<asset>/<detector>.json`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Fit on each asset's first N rows only (all rows when absent).
+        #[arg(long)]
+        rows: Option<usize>,
+    },
+    /// Score a CSV with fitted models and write one finding per row and detector.
+    Score {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// CSV to score, read with the settings of the config's file source.
+        #[arg(long)]
+        data: PathBuf,
+        /// Which file source of the config describes the CSV.
+        #[arg(long)]
+        source: Option<String>,
+        /// Folder of fitted artifacts written by `usan fit`.
+        #[arg(long)]
+        models: PathBuf,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,usan=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Fit {
+            config,
+            data,
+            source,
+            out,
+            rows,
+        } => batch::fit(&config, &data, source.as_deref(), &out, rows),
+        Command::Score {
+            config,
+            data,
+            source,
+            models,
+            out,
+        } => batch::score(&config, &data, source.as_deref(), &models, &out),
+        Command::Serve {
+            config,
+            listen,
+            duration,
+            exit_when_done,
+        } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let mut config = config::Config::load(&config)?;
+                if let Some(listen) = listen {
+                    config.server.listen = listen;
+                }
+                serve::serve(
+                    config,
+                    serve::ServeOptions {
+                        duration,
+                        exit_when_done,
+                        live_view: false,
+                    },
+                )
+                .await
+            })
+        }),
+        Command::Demo {
+            listen,
+            duration,
+            store,
+        } => runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration, store))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::Config::load(path)?;
+    let plant = config.plant();
+    let mut problems = Vec::new();
+    for source in &config.sources {
+        if let Err(e) = source.build(&plant) {
+            problems.push(format!("{e:#}"));
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} source(s) cannot start:\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    let signals: usize = plant.assets.iter().map(|a| a.signals.len()).sum();
+    println!(
+        "{}: ok ({} assets, {} signals, {} detectors, {} sources, {} sinks)",
+        path.display(),
+        plant.assets.len(),
+        signals,
+        plant.detectors.len(),
+        config.sources.len(),
+        config.sinks.len()
+    );
+    Ok(())
+}

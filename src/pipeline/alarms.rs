@@ -1,0 +1,144 @@
+//! The open alarms, shared by the workers (which raise and update them) and
+//! the API (where people acknowledge and clear them).
+//!
+//! One lock orders the two, so a person clearing an alarm and a worker
+//! folding in a new anomalous frame never overwrite each other; every change
+//! is written to the store while the lock is held. Calls block on the store.
+
+use crate::store::{AlarmAction, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use usan_core::alarm::{Alarm, AlarmState};
+use usan_core::model::{Contribution, Timestamp};
+
+type Key = (String, String);
+
+/// Open (not cleared) alarms by asset and detector.
+pub struct AlarmBook {
+    store: Arc<dyn Store>,
+    open: Mutex<HashMap<Key, Alarm>>,
+    auto_clear: bool,
+}
+
+/// How many anomalous frames pass between persisted updates of an open
+/// alarm's counters (a new peak is always persisted at once).
+const PERSIST_EVERY: u64 = 50;
+
+impl AlarmBook {
+    /// A book holding the alarms that were open when the engine stopped.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, open_alarms: Vec<Alarm>, auto_clear: bool) -> Self {
+        let open = open_alarms
+            .into_iter()
+            .filter(Alarm::is_open)
+            .map(|a| ((a.asset.clone(), a.detector.clone()), a))
+            .collect();
+        AlarmBook {
+            store,
+            open: Mutex::new(open),
+            auto_clear,
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, HashMap<Key, Alarm>>, StoreError> {
+        self.open.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// Alarms not cleared.
+    #[must_use]
+    pub fn open_count(&self) -> usize {
+        self.open.lock().map(|o| o.len()).unwrap_or(0)
+    }
+
+    /// An anomalous frame: raise a new alarm (returned) or update the open one.
+    ///
+    /// # Errors
+    /// When the store refuses the write.
+    pub fn on_anomalous(
+        &self,
+        asset: &str,
+        detector: &str,
+        ts: Timestamp,
+        score: f64,
+        threshold: f64,
+        top: Vec<Contribution>,
+    ) -> Result<Option<Alarm>, StoreError> {
+        let mut open = self.lock()?;
+        let key = (asset.to_string(), detector.to_string());
+        if let Some(alarm) = open.get_mut(&key) {
+            let was_active = alarm.active;
+            let peak = alarm.peak_score;
+            alarm.observe(ts, score, top);
+            if !was_active || alarm.peak_score > peak || alarm.frames % PERSIST_EVERY == 0 {
+                self.store.update_alarm_observation(alarm)?;
+            }
+            return Ok(None);
+        }
+        let mut alarm = Alarm::raise(asset, detector, ts, score, threshold, top);
+        self.store.insert_alarm(&mut alarm)?;
+        open.insert(key, alarm.clone());
+        Ok(Some(alarm))
+    }
+
+    /// The condition returned to normal: mark the open alarm inactive (and
+    /// clear it when auto-clear is on and somebody acknowledged it).
+    ///
+    /// # Errors
+    /// When the store refuses the write.
+    pub fn on_normal(
+        &self,
+        asset: &str,
+        detector: &str,
+        ts: Timestamp,
+    ) -> Result<Option<Alarm>, StoreError> {
+        let mut open = self.lock()?;
+        let key = (asset.to_string(), detector.to_string());
+        let Some(alarm) = open.get_mut(&key) else {
+            return Ok(None);
+        };
+        if !alarm.active {
+            return Ok(None);
+        }
+        alarm.condition_cleared();
+        self.store.update_alarm_observation(alarm)?;
+        let snapshot = alarm.clone();
+        if self.auto_clear && alarm.state == AlarmState::Acknowledged {
+            self.store.transition_alarm(
+                alarm.id,
+                AlarmAction::Clear,
+                "usan",
+                "condition returned to normal",
+                ts,
+            )?;
+            open.remove(&key);
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// A person acknowledges or clears an alarm; committed before returning.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchAlarm`], [`StoreError::Transition`] or a database error.
+    pub fn transition(
+        &self,
+        id: i64,
+        action: AlarmAction,
+        by: &str,
+        note: &str,
+    ) -> Result<Alarm, StoreError> {
+        let mut open = self.lock()?;
+        let now = Timestamp(chrono::Utc::now().timestamp_millis());
+        let alarm = self.store.transition_alarm(id, action, by, note, now)?;
+        let key = (alarm.asset.clone(), alarm.detector.clone());
+        if alarm.is_open() {
+            if let Some(held) = open.get_mut(&key) {
+                held.state = alarm.state;
+                held.acknowledged = alarm.acknowledged.clone();
+                held.notes = alarm.notes.clone();
+            }
+        } else if open.get(&key).is_some_and(|held| held.id == id) {
+            open.remove(&key);
+        }
+        Ok(alarm)
+    }
+}

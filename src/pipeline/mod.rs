@@ -1,0 +1,460 @@
+//! The runtime: sources → per-asset workers → alarms → sinks and store.
+//!
+//! Every hop is a bounded channel, so a slow store or sink pushes back to
+//! the sources instead of growing memory. Assets are sharded over worker
+//! tasks by index; a worker owns its assets' state outright (no locks on the
+//! hot path). Shutdown stops the sources, lets the workers drain and flush
+//! what they accepted, then lets the store writer commit and the sinks write
+//! the rest.
+
+mod alarms;
+mod worker;
+
+pub use alarms::AlarmBook;
+
+use crate::config::{Config, Plant, StoreConfig};
+use crate::metrics::Metrics;
+use crate::sink::Event;
+use crate::source::{Router, SourceContext};
+use crate::store::{Store, WriteBatch};
+use anyhow::Context;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use usan_core::detector::FittedModel;
+use usan_core::model::{Contribution, Timestamp};
+
+/// What the API shows about one detector on one asset.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DetectorLive {
+    /// Detector name.
+    pub name: String,
+    /// `learning`, `monitoring` or `failed: ...`.
+    pub status: String,
+    /// Baseline frames collected while learning.
+    pub baseline_frames: usize,
+    /// Baseline frames wanted.
+    pub baseline_needed: usize,
+    /// Latest score.
+    pub score: Option<f64>,
+    /// Threshold level.
+    pub threshold: Option<f64>,
+    /// Whether the threshold currently declares the asset anomalous.
+    pub anomalous: bool,
+    /// Signals explaining the latest score, largest first.
+    pub top_signals: Vec<Contribution>,
+}
+
+/// What the API shows about one asset.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct AssetLive {
+    /// Frames assembled.
+    pub frames: u64,
+    /// Source time of the newest frame.
+    pub last_ts: Option<Timestamp>,
+    /// Per detector.
+    pub detectors: Vec<DetectorLive>,
+}
+
+impl AssetLive {
+    /// `learning`, `normal`, `anomalous` or `idle` (no data yet).
+    #[must_use]
+    pub fn health(&self) -> &'static str {
+        if self.detectors.iter().any(|d| d.anomalous) {
+            "anomalous"
+        } else if self.frames == 0 {
+            "idle"
+        } else if self.detectors.iter().any(|d| d.status == "learning") {
+            "learning"
+        } else {
+            "normal"
+        }
+    }
+}
+
+/// Live state of every asset, updated by the workers after each batch.
+pub struct LiveState {
+    assets: Vec<Mutex<AssetLive>>,
+}
+
+impl LiveState {
+    fn new(assets: usize) -> Self {
+        LiveState {
+            assets: (0..assets)
+                .map(|_| Mutex::new(AssetLive::default()))
+                .collect(),
+        }
+    }
+
+    /// A copy of one asset's state.
+    #[must_use]
+    pub fn get(&self, asset: usize) -> Option<AssetLive> {
+        self.assets
+            .get(asset)
+            .map(|m| m.lock().map(|g| g.clone()).unwrap_or_default())
+    }
+
+    pub(crate) fn set(&self, asset: usize, live: AssetLive) {
+        if let Some(slot) = self.assets.get(asset)
+            && let Ok(mut guard) = slot.lock()
+        {
+            *guard = live;
+        }
+    }
+}
+
+/// A running engine.
+pub struct Engine {
+    /// The configured plant.
+    pub plant: Arc<Plant>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Where sources (and the push API) send batches.
+    pub router: Router,
+    /// Live asset state.
+    pub live: Arc<LiveState>,
+    /// Open alarms and their transitions.
+    pub alarms: Arc<AlarmBook>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The configuration it runs.
+    pub config: Arc<Config>,
+    shutdown: watch::Sender<bool>,
+    sources: Vec<(String, JoinHandle<anyhow::Result<()>>)>,
+    workers: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+    sinks: JoinHandle<()>,
+    store_queue: mpsc::Sender<WriteBatch>,
+}
+
+/// Open the store a configuration names.
+///
+/// # Errors
+/// When the store cannot be opened.
+pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    match config {
+        StoreConfig::Sqlite { path, .. } => {
+            let store = crate::store::sqlite::SqliteStore::open(path)
+                .with_context(|| format!("cannot open the store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Fitted models from `<dir>/<asset>/<detector>.json`.
+fn models_from_dir(
+    dir: &std::path::Path,
+    plant: &Plant,
+) -> anyhow::Result<HashMap<(String, String), FittedModel>> {
+    let mut out = HashMap::new();
+    for asset in &plant.assets {
+        for &d in &asset.detectors {
+            let name = &plant.detectors[d].name;
+            let path = dir.join(&asset.path.asset).join(format!("{name}.json"));
+            if !path.exists() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read model {}", path.display()))?;
+            let model: FittedModel = serde_json::from_str(&text)
+                .with_context(|| format!("model {} is not a usan model", path.display()))?;
+            model
+                .check_format()
+                .with_context(|| format!("model {}", path.display()))?;
+            out.insert((asset.path.asset.clone(), name.clone()), model);
+        }
+    }
+    Ok(out)
+}
+
+impl Engine {
+    /// Build every component and start the sources, workers, writer and sinks.
+    ///
+    /// # Errors
+    /// When the store, a source, a sink or a model cannot be prepared.
+    pub async fn start(config: Config) -> anyhow::Result<Engine> {
+        let config = Arc::new(config);
+        let plant = Arc::new(config.plant());
+        let store = open_store(&config.store)?;
+        let metrics = Arc::new(Metrics::default());
+        let live = Arc::new(LiveState::new(plant.assets.len()));
+
+        let (resume, stored_models, open_alarms) = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let resume = store.last_frame_times()?;
+                let models = store.models()?;
+                let open = store.alarms(&crate::store::AlarmQuery {
+                    states: vec![
+                        usan_core::alarm::AlarmState::Raised,
+                        usan_core::alarm::AlarmState::Acknowledged,
+                    ],
+                    limit: 100_000,
+                    ..Default::default()
+                })?;
+                Ok((resume, models, open))
+            })
+            .await??
+        };
+        let mut models: HashMap<(String, String), FittedModel> = stored_models
+            .into_iter()
+            .map(|(a, d, m)| ((a, d), m))
+            .collect();
+        if let Some(dir) = &config.pipeline.models_dir {
+            models.extend(models_from_dir(dir, &plant)?);
+        }
+        let alarms = Arc::new(AlarmBook::new(
+            store.clone(),
+            open_alarms,
+            config.alarms.auto_clear,
+        ));
+
+        let capacity = config.pipeline.queue_capacity;
+        let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(capacity);
+        let (sink_tx, sink_rx) = mpsc::channel::<Vec<Event>>(capacity);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let workers_n = config.pipeline.workers.min(plant.assets.len().max(1));
+        let mut shard_senders = Vec::new();
+        let mut workers = Vec::new();
+        for shard in 0..workers_n {
+            let (tx, rx) = mpsc::channel(capacity);
+            shard_senders.push(tx);
+            let assets: Vec<usize> = (0..plant.assets.len())
+                .filter(|a| a % workers_n == shard)
+                .collect();
+            let worker = worker::Worker::new(worker::WorkerParts {
+                plant: plant.clone(),
+                assets,
+                policy: config.pipeline.frame,
+                store_samples: config.pipeline.store_samples,
+                models: &models,
+                resume: &resume,
+                store: store.clone(),
+                store_queue: store_tx.clone(),
+                sink_queue: sink_tx.clone(),
+                alarms: alarms.clone(),
+                live: live.clone(),
+                metrics: metrics.clone(),
+            });
+            workers.push(tokio::spawn(worker.run(rx)));
+        }
+        let router = Router::new(shard_senders, metrics.clone());
+
+        let StoreConfig::Sqlite {
+            flush_interval,
+            retention,
+            ..
+        } = &config.store;
+        let writer = tokio::spawn(store_writer(
+            store.clone(),
+            store_rx,
+            flush_interval.0,
+            retention.map(|r| r.0),
+            metrics.clone(),
+        ));
+
+        let mut sinks_built = Vec::new();
+        for sink in &config.sinks {
+            sinks_built.push(sink.build()?);
+        }
+        let sinks = tokio::spawn(sink_loop(sinks_built, sink_rx));
+
+        let resume_idx: HashMap<usize, Timestamp> = resume
+            .iter()
+            .filter_map(|(name, ts)| plant.asset_index.get(name).map(|i| (*i, *ts)))
+            .collect();
+        let mut sources = Vec::new();
+        for source_config in &config.sources {
+            let Some(source) = source_config.build(&plant)? else {
+                continue;
+            };
+            let context = SourceContext {
+                plant: plant.clone(),
+                router: router.clone(),
+                shutdown: shutdown_rx.clone(),
+                resume_after: resume_idx.clone(),
+                metrics: metrics.clone(),
+            };
+            let name = source_config.name().to_string();
+            sources.push((name, tokio::spawn(source.run(context))));
+        }
+
+        Ok(Engine {
+            plant,
+            store,
+            router,
+            live,
+            alarms,
+            metrics,
+            config,
+            shutdown,
+            sources,
+            workers,
+            writer,
+            sinks,
+            store_queue: store_tx,
+        })
+    }
+
+    /// Whether every source task has finished (a replay reached its end).
+    #[must_use]
+    pub fn sources_finished(&self) -> bool {
+        self.sources.iter().all(|(_, h)| h.is_finished())
+    }
+
+    /// Batches waiting for the store writer.
+    #[must_use]
+    pub fn store_queue_depth(&self) -> usize {
+        self.store_queue.max_capacity() - self.store_queue.capacity()
+    }
+
+    /// A probe of the store queue depth that does not keep the queue open.
+    pub fn store_queue_depth_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let weak = self.store_queue.downgrade();
+        move || {
+            weak.upgrade()
+                .map_or(0, |q| q.max_capacity() - q.capacity())
+        }
+    }
+
+    /// A watch that turns `true` at shutdown.
+    #[must_use]
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Stop the sources, drain and flush everything accepted, and wait.
+    /// Every `Router` clone handed out (e.g. to the API) must be dropped first.
+    ///
+    /// # Errors
+    /// The first source error, after everything else has been flushed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let mut first_error = None;
+        for (name, handle) in self.sources {
+            match handle.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e.context(format!("source `{name}` failed")));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(anyhow::anyhow!("source `{name}` panicked: {e}"));
+                }
+            }
+        }
+        drop(self.router);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        drop(self.store_queue);
+        let _ = self.writer.await;
+        let _ = self.sinks.await;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Wait until every source has finished (a replay has ended) or shutdown.
+    pub async fn wait_for_sources(&self) {
+        let mut shutdown = self.shutdown.subscribe();
+        while !self.sources_finished() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Wait until the queues are empty (everything accepted has been
+    /// processed and handed to the store writer).
+    pub async fn wait_idle(&self) {
+        while self.router.queued() > 0 || self.store_queue_depth() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Batches writes and commits them at least every `flush_interval`.
+async fn store_writer(
+    store: Arc<dyn Store>,
+    mut queue: mpsc::Receiver<WriteBatch>,
+    flush_interval: Duration,
+    retention: Option<Duration>,
+    metrics: Arc<Metrics>,
+) {
+    const MAX_FRAMES_PER_COMMIT: usize = 100_000;
+    let mut pending = WriteBatch::default();
+    let mut pending_frames = 0usize;
+    let mut deadline = tokio::time::Instant::now() + flush_interval;
+    let mut newest = i64::MIN;
+    let mut last_retention = tokio::time::Instant::now();
+    loop {
+        let received = tokio::time::timeout_at(deadline, queue.recv()).await;
+        let closed = matches!(received, Ok(None));
+        if let Ok(Some(batch)) = received {
+            for frames in &batch.frames {
+                pending_frames += frames.rows.len();
+                if let Some((ts, _)) = frames.rows.last() {
+                    newest = newest.max(ts.0);
+                }
+            }
+            pending.frames.extend(batch.frames);
+            pending.findings.extend(batch.findings);
+        }
+        let due = tokio::time::Instant::now() >= deadline;
+        if (due || closed || pending_frames >= MAX_FRAMES_PER_COMMIT) && !pending.is_empty() {
+            let batch = std::mem::take(&mut pending);
+            let frames = pending_frames as u64;
+            pending_frames = 0;
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.write(&batch)).await {
+                Ok(Ok(())) => {
+                    metrics.frames_stored.add(frames);
+                    metrics.store_commits.add(1);
+                }
+                Ok(Err(e)) => {
+                    metrics.store_errors.add(1);
+                    tracing::error!("store write failed, {frames} frames lost: {e}");
+                }
+                Err(e) => tracing::error!("store writer thread failed: {e}"),
+            }
+        }
+        if due || closed {
+            deadline = tokio::time::Instant::now() + flush_interval;
+        }
+        if let Some(keep) = retention
+            && last_retention.elapsed() > Duration::from_secs(60)
+            && newest > i64::MIN
+        {
+            last_retention = tokio::time::Instant::now();
+            let before = Timestamp(newest - keep.as_millis() as i64);
+            let store = store.clone();
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || store.delete_before(before)).await
+            {
+                tracing::error!("retention delete failed: {e}");
+            }
+        }
+        if closed {
+            break;
+        }
+    }
+}
+
+async fn sink_loop(
+    mut sinks: Vec<Box<dyn crate::sink::Sink>>,
+    mut queue: mpsc::Receiver<Vec<Event>>,
+) {
+    while let Some(events) = queue.recv().await {
+        for sink in &mut sinks {
+            if let Err(e) = sink.write(&events) {
+                tracing::error!("sink write failed: {e:#}");
+            }
+        }
+    }
+}

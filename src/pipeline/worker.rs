@@ -1,0 +1,413 @@
+//! One worker: owns a shard of assets and runs, for each batch, frame
+//! assembly → detectors → thresholds → findings and alarms.
+//!
+//! A detector without a fitted model learns from the asset's first
+//! `baseline_frames` frames, saves its model to the store, then scores.
+
+use super::{AlarmBook, AssetLive, DetectorLive, LiveState};
+use crate::config::{DetectorSpec, Plant};
+use crate::metrics::Metrics;
+use crate::sink::Event;
+use crate::source::Batch;
+use crate::store::{FrameBatch, Store, WriteBatch};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use usan_core::detector::{AnyDetector, Detector, DetectorError, FittedModel};
+use usan_core::frame::{AssemblyStats, Frame, FrameAssembler, FramePolicy};
+use usan_core::model::{Finding, Timestamp};
+use usan_core::threshold::Threshold;
+
+/// How many signals a finding names.
+const TOP_SIGNALS: usize = 5;
+/// A baseline that cannot be fitted is retried with more frames, up to this factor.
+const MAX_BASELINE_GROWTH: usize = 8;
+
+enum Stage {
+    Learning {
+        rows: Vec<Vec<f64>>,
+        needed: usize,
+    },
+    Monitoring {
+        detector: Box<AnyDetector>,
+        threshold: Threshold,
+    },
+    Failed(String),
+}
+
+struct DetectorRun {
+    spec: DetectorSpec,
+    stage: Stage,
+    live: DetectorLive,
+}
+
+struct AssetRun {
+    index: usize,
+    id: String,
+    signals: Vec<String>,
+    assembler: FrameAssembler,
+    seen: AssemblyStats,
+    detectors: Vec<DetectorRun>,
+    live: AssetLive,
+}
+
+/// Everything a worker is built from.
+pub(crate) struct WorkerParts<'a> {
+    pub plant: Arc<Plant>,
+    pub assets: Vec<usize>,
+    pub policy: FramePolicy,
+    pub store_samples: bool,
+    pub models: &'a HashMap<(String, String), FittedModel>,
+    pub resume: &'a HashMap<String, Timestamp>,
+    pub store: Arc<dyn Store>,
+    pub store_queue: mpsc::Sender<WriteBatch>,
+    pub sink_queue: mpsc::Sender<Vec<Event>>,
+    pub alarms: Arc<AlarmBook>,
+    pub live: Arc<LiveState>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub(crate) struct Worker {
+    assets: HashMap<usize, AssetRun>,
+    store_samples: bool,
+    store: Arc<dyn Store>,
+    store_queue: mpsc::Sender<WriteBatch>,
+    sink_queue: mpsc::Sender<Vec<Event>>,
+    alarms: Arc<AlarmBook>,
+    live: Arc<LiveState>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    pub(crate) fn new(parts: WorkerParts<'_>) -> Self {
+        let mut assets = HashMap::new();
+        for &index in &parts.assets {
+            let asset = &parts.plant.assets[index];
+            let id = asset.path.asset.clone();
+            let signals = asset.signal_names();
+            let mut assembler = FrameAssembler::new(signals.len(), parts.policy);
+            if let Some(ts) = parts.resume.get(&id) {
+                assembler.set_watermark(*ts);
+            }
+            let detectors = asset
+                .detectors
+                .iter()
+                .map(|&d| {
+                    let spec = parts.plant.detectors[d].clone();
+                    let stage = match parts.models.get(&(id.clone(), spec.name.clone())) {
+                        Some(model) if model.signals == signals => {
+                            let threshold = match model.threshold {
+                                Some(level) => spec.threshold().build_at(level),
+                                None => spec.threshold().build(&[]),
+                            };
+                            Stage::Monitoring { detector: Box::new(model.detector.clone()), threshold }
+                        }
+                        Some(_) => {
+                            tracing::warn!(asset = %id, detector = %spec.name, "stored model has other signals; learning again");
+                            Stage::Learning { rows: Vec::new(), needed: spec.baseline_frames }
+                        }
+                        None => Stage::Learning { rows: Vec::new(), needed: spec.baseline_frames },
+                    };
+                    let live = DetectorLive { name: spec.name.clone(), baseline_needed: spec.baseline_frames, ..Default::default() };
+                    let mut run = DetectorRun { spec, stage, live };
+                    run.refresh_status();
+                    run
+                })
+                .collect::<Vec<_>>();
+            let live = AssetLive {
+                detectors: detectors.iter().map(|d| d.live.clone()).collect(),
+                ..Default::default()
+            };
+            parts.live.set(index, live.clone());
+            assets.insert(
+                index,
+                AssetRun {
+                    index,
+                    id,
+                    signals,
+                    assembler,
+                    seen: AssemblyStats::default(),
+                    detectors,
+                    live,
+                },
+            );
+        }
+        Worker {
+            assets,
+            store_samples: parts.store_samples,
+            store: parts.store,
+            store_queue: parts.store_queue,
+            sink_queue: parts.sink_queue,
+            alarms: parts.alarms,
+            live: parts.live,
+            metrics: parts.metrics,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut input: mpsc::Receiver<Batch>) {
+        let mut frames = Vec::new();
+        while let Some(batch) = input.recv().await {
+            let asset = batch.asset();
+            let Some(run) = self.assets.get_mut(&asset) else {
+                self.metrics
+                    .samples_dropped
+                    .add(batch.sample_count() as u64);
+                continue;
+            };
+            frames.clear();
+            match batch {
+                Batch::Rows { rows, .. } => {
+                    for (ts, values) in rows {
+                        run.assembler.push_row(ts, values, &mut frames);
+                    }
+                }
+                Batch::Samples { samples, .. } => {
+                    for sample in samples {
+                        run.assembler.push(sample, &mut frames);
+                    }
+                }
+            }
+            self.process(asset, &frames).await;
+        }
+        // Input closed: flush what is still pending.
+        let indices: Vec<usize> = self.assets.keys().copied().collect();
+        for asset in indices {
+            frames.clear();
+            if let Some(run) = self.assets.get_mut(&asset) {
+                run.assembler.flush(&mut frames);
+            }
+            self.process(asset, &frames).await;
+        }
+    }
+
+    async fn process(&mut self, asset: usize, frames: &[Frame]) {
+        let Some(run) = self.assets.get_mut(&asset) else {
+            return;
+        };
+        let stats = run.assembler.stats();
+        self.metrics.samples_late.add(stats.late - run.seen.late);
+        self.metrics
+            .samples_duplicate
+            .add(stats.duplicate - run.seen.duplicate);
+        self.metrics.samples_dropped.add(
+            (stats.not_good - run.seen.not_good) + (stats.unknown_signal - run.seen.unknown_signal),
+        );
+        run.seen = stats;
+        if frames.is_empty() {
+            return;
+        }
+        self.metrics.frames.add(frames.len() as u64);
+        let mut findings = Vec::new();
+        let mut events = Vec::new();
+        let mut scored = 0u64;
+        for frame in frames {
+            let mut frame_scored = false;
+            for detector in &mut run.detectors {
+                let outcome =
+                    detector.step(&run.id, &run.signals, frame, &self.store, &self.metrics);
+                let Some((score, decision, finding)) = outcome else {
+                    continue;
+                };
+                frame_scored = true;
+                if let Some(finding) = finding {
+                    if decision.anomalous {
+                        let raised = tokio::task::block_in_place(|| {
+                            self.alarms.on_anomalous(
+                                &run.id,
+                                &detector.spec.name,
+                                frame.ts,
+                                score,
+                                finding.threshold,
+                                finding.contributions.clone(),
+                            )
+                        });
+                        match raised {
+                            Ok(Some(alarm)) => {
+                                self.metrics.alarms_raised.add(1);
+                                events.push(Event::AlarmRaised(alarm));
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(asset = %run.id, "cannot record alarm: {e}"),
+                        }
+                    }
+                    events.push(Event::Finding(finding.clone()));
+                    findings.push(finding);
+                }
+                if decision.falling {
+                    match tokio::task::block_in_place(|| {
+                        self.alarms
+                            .on_normal(&run.id, &detector.spec.name, frame.ts)
+                    }) {
+                        Ok(Some(alarm)) => events.push(Event::AlarmConditionCleared(alarm)),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(asset = %run.id, "cannot update alarm: {e}"),
+                    }
+                }
+            }
+            if frame_scored {
+                scored += 1;
+            }
+        }
+        self.metrics.frames_scored.add(scored);
+        self.metrics.findings.add(findings.len() as u64);
+
+        let last = frames.last().map(|f| f.ts);
+        run.live.frames += frames.len() as u64;
+        run.live.last_ts = last.or(run.live.last_ts);
+        run.live.detectors = run.detectors.iter().map(|d| d.live.clone()).collect();
+        self.live.set(run.index, run.live.clone());
+
+        let frame_batch = self.store_samples.then(|| FrameBatch {
+            asset: run.id.clone(),
+            signals: run.signals.clone(),
+            rows: frames
+                .iter()
+                .map(|f| {
+                    let mut values = f.values.clone();
+                    for &i in &f.filled {
+                        values[i] = f64::NAN;
+                    }
+                    (f.ts, values)
+                })
+                .collect(),
+        });
+        let batch = WriteBatch {
+            frames: frame_batch.into_iter().collect(),
+            findings,
+        };
+        if !batch.is_empty() && self.store_queue.send(batch).await.is_err() {
+            tracing::error!("store writer has stopped; frames not stored");
+        }
+        if !events.is_empty() {
+            let _ = self.sink_queue.send(events).await;
+        }
+    }
+}
+
+impl DetectorRun {
+    fn refresh_status(&mut self) {
+        self.live.status = match &self.stage {
+            Stage::Learning { rows, needed } => {
+                self.live.baseline_frames = rows.len();
+                self.live.baseline_needed = *needed;
+                "learning".into()
+            }
+            Stage::Monitoring { threshold, .. } => {
+                self.live.threshold = Some(threshold.level()).filter(|l| l.is_finite());
+                "monitoring".into()
+            }
+            Stage::Failed(why) => format!("failed: {why}"),
+        };
+    }
+
+    /// Learn or score one frame. Returns the score, the decision and a
+    /// finding when the score exceeded the threshold.
+    fn step(
+        &mut self,
+        asset: &str,
+        signals: &[String],
+        frame: &Frame,
+        store: &Arc<dyn Store>,
+        metrics: &Metrics,
+    ) -> Option<(f64, usan_core::threshold::Decision, Option<Finding>)> {
+        match &mut self.stage {
+            Stage::Failed(_) => None,
+            Stage::Learning { rows, needed } => {
+                rows.push(frame.values.clone());
+                self.live.baseline_frames = rows.len();
+                if rows.len() >= *needed {
+                    self.finish_learning(asset, signals, store, metrics);
+                }
+                None
+            }
+            Stage::Monitoring {
+                detector,
+                threshold,
+            } => {
+                let score = match detector.score(&frame.values) {
+                    Ok(score) => score,
+                    Err(DetectorError::NoData) => return None,
+                    Err(e) => {
+                        metrics.detector_errors.add(1);
+                        tracing::debug!(asset, detector = %self.spec.name, "score failed: {e}");
+                        return None;
+                    }
+                };
+                let decision = threshold.decide(score.value);
+                let top = usan_core::model::Finding::ranked_contributions(
+                    signals,
+                    &score.contributions,
+                    TOP_SIGNALS,
+                );
+                self.live.score = Some(score.value).filter(|v| v.is_finite());
+                self.live.anomalous = decision.anomalous;
+                self.live.top_signals = top.clone();
+                let finding = decision.exceeded.then(|| Finding {
+                    asset: asset.to_string(),
+                    detector: self.spec.name.clone(),
+                    ts: frame.ts,
+                    score: score.value,
+                    threshold: threshold.level(),
+                    anomalous: decision.anomalous,
+                    contributions: top,
+                });
+                Some((score.value, decision, finding))
+            }
+        }
+    }
+
+    fn finish_learning(
+        &mut self,
+        asset: &str,
+        signals: &[String],
+        store: &Arc<dyn Store>,
+        metrics: &Metrics,
+    ) {
+        let Stage::Learning { rows, needed } = &mut self.stage else {
+            return;
+        };
+        let built = self.spec.algorithm.build().and_then(|mut detector| {
+            detector.learn(rows)?;
+            Ok(detector)
+        });
+        match built {
+            Ok(detector) => {
+                let threshold_config = self.spec.threshold();
+                let threshold = if threshold_config.needs_training_scores() {
+                    let mut probe = detector.clone();
+                    let scores: Vec<f64> = rows
+                        .iter()
+                        .filter_map(|r| probe.score(r).ok())
+                        .map(|s| s.value)
+                        .collect();
+                    threshold_config.build(&scores)
+                } else {
+                    threshold_config.build(&[])
+                };
+                let mut model = FittedModel::new(signals.to_vec(), detector.clone());
+                model.threshold = Some(threshold.level()).filter(|l| l.is_finite());
+                if let Err(e) =
+                    tokio::task::block_in_place(|| store.save_model(asset, &self.spec.name, &model))
+                {
+                    tracing::error!(asset, detector = %self.spec.name, "cannot save the fitted model: {e}");
+                }
+                tracing::info!(asset, detector = %self.spec.name, frames = rows.len(), "baseline learned; monitoring");
+                self.stage = Stage::Monitoring {
+                    detector: Box::new(detector),
+                    threshold,
+                };
+            }
+            Err(e) => {
+                metrics.detector_errors.add(1);
+                if *needed < self.spec.baseline_frames * MAX_BASELINE_GROWTH {
+                    tracing::warn!(asset, detector = %self.spec.name, "baseline not usable yet ({e}); collecting more");
+                    *needed *= 2;
+                } else {
+                    tracing::error!(asset, detector = %self.spec.name, "cannot learn a baseline: {e}");
+                    self.stage = Stage::Failed(e.to_string());
+                }
+            }
+        }
+        self.refresh_status();
+    }
+}

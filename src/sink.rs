@@ -1,0 +1,127 @@
+//! Sinks: where findings and alarm events go besides the store.
+//!
+//! A sink `write`s batches of [`Event`]s; it runs on its own task behind a
+//! bounded channel, so a slow sink slows the events, never the detectors.
+//! The registry of kinds is [`SinkConfig`].
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use usan_core::alarm::Alarm;
+use usan_core::model::Finding;
+
+/// What sinks receive.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A score over its threshold.
+    Finding(Finding),
+    /// A new alarm.
+    AlarmRaised(Alarm),
+    /// An open alarm's condition returned to normal.
+    AlarmConditionCleared(Alarm),
+}
+
+/// `[[sinks]]`: the registry of sink kinds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Alarm events as log lines on standard error.
+    Log,
+    /// Every event as a JSON line appended to a file.
+    Jsonl {
+        /// The file.
+        path: PathBuf,
+        /// Also write findings (alarms only when false).
+        #[serde(default)]
+        findings: bool,
+    },
+}
+
+impl SinkConfig {
+    pub(crate) fn validate(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
+        if let SinkConfig::Jsonl { path, .. } = self
+            && path.is_relative()
+        {
+            *path = dir.join(&*path);
+        }
+    }
+
+    /// Build the sink.
+    ///
+    /// # Errors
+    /// When its file cannot be opened.
+    pub fn build(&self) -> anyhow::Result<Box<dyn Sink>> {
+        Ok(match self {
+            SinkConfig::Log => Box::new(LogSink),
+            SinkConfig::Jsonl { path, findings } => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("jsonl sink: cannot open {}: {e}", path.display())
+                    })?;
+                Box::new(JsonlSink {
+                    out: std::io::BufWriter::new(file),
+                    findings: *findings,
+                })
+            }
+        })
+    }
+}
+
+/// The contract every sink keeps.
+pub trait Sink: Send {
+    /// Deliver a batch of events.
+    ///
+    /// # Errors
+    /// When the destination refuses; the runtime logs and goes on.
+    fn write(&mut self, events: &[Event]) -> anyhow::Result<()>;
+}
+
+struct LogSink;
+
+impl Sink for LogSink {
+    fn write(&mut self, events: &[Event]) -> anyhow::Result<()> {
+        for event in events {
+            match event {
+                Event::AlarmRaised(a) => tracing::warn!(
+                    alarm = a.id,
+                    asset = %a.asset,
+                    detector = %a.detector,
+                    "alarm raised: {}",
+                    a.notes.first().map_or("", |n| n.text.as_str())
+                ),
+                Event::AlarmConditionCleared(a) => {
+                    tracing::info!(alarm = a.id, asset = %a.asset, detector = %a.detector, "alarm condition returned to normal")
+                }
+                Event::Finding(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+struct JsonlSink {
+    out: std::io::BufWriter<std::fs::File>,
+    findings: bool,
+}
+
+impl Sink for JsonlSink {
+    fn write(&mut self, events: &[Event]) -> anyhow::Result<()> {
+        for event in events {
+            if matches!(event, Event::Finding(_)) && !self.findings {
+                continue;
+            }
+            serde_json::to_writer(&mut self.out, event)?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,496 @@
+//! File replay: a CSV history played back at 1×, N× or as fast as possible.
+//!
+//! The header names the columns; `columns` maps column names to signal names
+//! (a column named like a signal maps itself). Rows belong to one fixed
+//! `asset`, or to the asset named by `asset_column` through
+//! `asset_template` (`"engine-{}"` turns unit `3` into `engine-3`).
+//! Timestamps come from `time_column` (RFC 3339, `YYYY-MM-DD HH:MM:SS`, or a
+//! number of `time_unit_s` seconds after `time_origin`), or from the row
+//! number times `period`. Empty, `NA` and `NaN` cells are missing values;
+//! other unparsable cells are counted as bad values and treated as missing.
+//! A replay after a restart skips rows at or before what the store holds.
+
+use super::{Batch, BoxFuture, Source, SourceContext};
+use crate::config::{HumanDuration, Plant};
+use anyhow::{Context, bail};
+use serde::{Deserialize, Deserializer};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use usan_core::model::Timestamp;
+
+/// Replay pace.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Speed {
+    /// As fast as the engine takes it.
+    #[default]
+    Max,
+    /// This many source seconds per wall second (1.0 = real time).
+    Factor(f64),
+}
+
+impl<'de> Deserialize<'de> for Speed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
+            Raw::Number(f) => Err(serde::de::Error::custom(format!(
+                "speed must be positive, got {f}"
+            ))),
+            Raw::Text(t) if t == "max" => Ok(Speed::Max),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "speed is a number or \"max\", got {t:?}"
+            ))),
+        }
+    }
+}
+
+/// `[[sources]] type = "file"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Source name.
+    pub name: String,
+    /// CSV file.
+    pub path: PathBuf,
+    /// Field delimiter, one character (`","`, `";"`, `"\t"`).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    /// Column with the timestamp.
+    #[serde(default)]
+    pub time_column: Option<String>,
+    /// Origin of numeric timestamps (RFC 3339); the Unix epoch when absent.
+    #[serde(default)]
+    pub time_origin: Option<String>,
+    /// Seconds per unit of a numeric timestamp (3600 when the column counts hours).
+    #[serde(default = "default_time_unit")]
+    pub time_unit_s: f64,
+    /// Row spacing when there is no time column.
+    #[serde(default)]
+    pub period: Option<HumanDuration>,
+    /// The asset every row belongs to.
+    #[serde(default)]
+    pub asset: Option<String>,
+    /// Column naming each row's asset.
+    #[serde(default)]
+    pub asset_column: Option<String>,
+    /// Turns an `asset_column` value into an asset id; `{}` is the value.
+    #[serde(default = "default_template")]
+    pub asset_template: String,
+    /// Column name to signal name, for columns not named like their signal.
+    #[serde(default)]
+    pub columns: HashMap<String, String>,
+    /// Replay pace: a number (source seconds per wall second) or `"max"`.
+    #[serde(default)]
+    pub speed: Speed,
+}
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+fn default_time_unit() -> f64 {
+    1.0
+}
+fn default_template() -> String {
+    "{}".into()
+}
+
+impl FileSourceConfig {
+    pub(crate) fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.delimiter.len() != 1 {
+            problems.push(format!(
+                "delimiter must be one character, got {:?}",
+                self.delimiter
+            ));
+        }
+        match (&self.asset, &self.asset_column) {
+            (None, None) => problems.push("set `asset` or `asset_column`".into()),
+            (Some(_), Some(_)) => problems.push("set `asset` or `asset_column`, not both".into()),
+            (Some(a), None) if !assets.contains(a.as_str()) => {
+                problems.push(format!("no asset `{a}` is configured"))
+            }
+            _ => {}
+        }
+        if !self.asset_template.contains("{}") {
+            problems.push(format!(
+                "asset_template must contain {{}}, got {:?}",
+                self.asset_template
+            ));
+        }
+        if self.time_column.is_none() && self.period.is_none() {
+            problems.push("set `time_column` or `period`".into());
+        }
+        if !(self.time_unit_s.is_finite() && self.time_unit_s > 0.0) {
+            problems.push(format!(
+                "time_unit_s must be positive, got {}",
+                self.time_unit_s
+            ));
+        }
+        if let Some(origin) = &self.time_origin
+            && chrono::DateTime::parse_from_rfc3339(origin).is_err()
+        {
+            problems.push(format!("time_origin {origin:?} is not an RFC 3339 time"));
+        }
+        problems
+    }
+}
+
+/// A prepared replay.
+pub struct FileSource {
+    config: FileSourceConfig,
+    reader: csv::Reader<std::fs::File>,
+    time_index: Option<usize>,
+    asset_index: Option<usize>,
+    /// Per asset index: for each CSV column, the signal index it feeds.
+    layouts: HashMap<usize, Vec<Option<usize>>>,
+    origin_ms: i64,
+    record: csv::StringRecord,
+    row: u64,
+}
+
+impl FileSource {
+    /// Open the file and map its header onto the plant.
+    ///
+    /// # Errors
+    /// When the file cannot be read or lacks a configured column.
+    pub fn open(config: &FileSourceConfig, plant: &Plant) -> anyhow::Result<Self> {
+        let delimiter = config.delimiter.as_bytes().first().copied().unwrap_or(b',');
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .trim(csv::Trim::All)
+            .from_path(&config.path)
+            .with_context(|| {
+                format!(
+                    "source `{}`: cannot open {}",
+                    config.name,
+                    config.path.display()
+                )
+            })?;
+        let header: Vec<String> = reader
+            .headers()
+            .with_context(|| {
+                format!(
+                    "source `{}`: cannot read the header of {}",
+                    config.name,
+                    config.path.display()
+                )
+            })?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let find = |name: &str| header.iter().position(|h| h == name);
+        let time_index = match &config.time_column {
+            Some(c) => Some(find(c).with_context(|| {
+                format!(
+                    "source `{}`: no column `{c}` in {} (columns: {})",
+                    config.name,
+                    config.path.display(),
+                    header.join(", ")
+                )
+            })?),
+            None => None,
+        };
+        let asset_index = match &config.asset_column {
+            Some(c) => Some(find(c).with_context(|| {
+                format!(
+                    "source `{}`: no column `{c}` in {} (columns: {})",
+                    config.name,
+                    config.path.display(),
+                    header.join(", ")
+                )
+            })?),
+            None => None,
+        };
+        for column in config.columns.keys() {
+            if find(column).is_none() {
+                bail!(
+                    "source `{}`: mapped column `{column}` is not in {}",
+                    config.name,
+                    config.path.display()
+                );
+            }
+        }
+        let layout_for = |asset: usize| -> Vec<Option<usize>> {
+            let signals = &plant.assets[asset].signal_index;
+            header
+                .iter()
+                .map(|h| signals.get(config.columns.get(h).unwrap_or(h)).copied())
+                .collect()
+        };
+        let candidates: Vec<usize> = match &config.asset {
+            Some(id) => plant.asset_index.get(id).copied().into_iter().collect(),
+            None => (0..plant.assets.len()).collect(),
+        };
+        let mut layouts = HashMap::new();
+        for asset in candidates {
+            let layout = layout_for(asset);
+            if config.asset.is_some() && layout.iter().all(Option::is_none) {
+                bail!(
+                    "source `{}`: no column of {} matches a signal of asset `{}`",
+                    config.name,
+                    config.path.display(),
+                    plant.assets[asset].path.asset
+                );
+            }
+            layouts.insert(asset, layout);
+        }
+        let origin_ms = match &config.time_origin {
+            Some(o) => chrono::DateTime::parse_from_rfc3339(o)
+                .with_context(|| format!("source `{}`: bad time_origin", config.name))?
+                .timestamp_millis(),
+            None => 0,
+        };
+        Ok(FileSource {
+            config: config.clone(),
+            reader,
+            time_index,
+            asset_index,
+            layouts,
+            origin_ms,
+            record: csv::StringRecord::new(),
+            row: 0,
+        })
+    }
+
+    fn timestamp(&self, cell: Option<&str>, row: u64) -> anyhow::Result<Timestamp> {
+        if let Some(cell) = cell {
+            return parse_time(cell, self.origin_ms, self.config.time_unit_s).with_context(|| {
+                format!(
+                    "source `{}`: row {row}: bad timestamp {cell:?}",
+                    self.config.name
+                )
+            });
+        }
+        let period_ms = self.config.period.map_or(1000, |p| p.0.as_millis() as i64);
+        Ok(Timestamp(self.origin_ms + period_ms * row as i64))
+    }
+
+    /// The next row that belongs to a configured asset, as
+    /// `(asset index, timestamp, values in signal order)`; `None` at the end.
+    /// Rows of unconfigured assets are counted in `skipped` and passed over.
+    ///
+    /// # Errors
+    /// When the file cannot be read or a timestamp cannot be parsed.
+    pub fn next_row(
+        &mut self,
+        plant: &Plant,
+        counts: &mut RowCounts,
+    ) -> anyhow::Result<Option<(usize, Timestamp, Vec<f64>)>> {
+        loop {
+            let more = self.reader.read_record(&mut self.record).with_context(|| {
+                format!(
+                    "source `{}`: cannot read row {}",
+                    self.config.name,
+                    self.row + 1
+                )
+            })?;
+            if !more {
+                return Ok(None);
+            }
+            self.row += 1;
+            let asset = match self.asset_index {
+                None => *self
+                    .layouts
+                    .keys()
+                    .next()
+                    .context("no asset for this file")?,
+                Some(column) => {
+                    let key = self.record.get(column).unwrap_or_default();
+                    let id = self.config.asset_template.replace("{}", key);
+                    match plant.asset_index.get(&id) {
+                        Some(a) => *a,
+                        None => {
+                            counts.skipped += 1;
+                            if counts.unknown_assets.insert(id.clone()) {
+                                tracing::warn!(source = %self.config.name, asset = %id, "rows for an unconfigured asset are skipped");
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let cell = self.time_index.and_then(|i| self.record.get(i));
+            let ts = self.timestamp(cell, self.row)?;
+            let layout = &self.layouts[&asset];
+            let mut values = vec![f64::NAN; plant.assets[asset].signals.len()];
+            for (cell, target) in self.record.iter().zip(layout) {
+                if let Some(signal) = target {
+                    values[*signal] = parse_value(cell).unwrap_or_else(|| {
+                        counts.bad_values += 1;
+                        f64::NAN
+                    });
+                }
+            }
+            return Ok(Some((asset, ts, values)));
+        }
+    }
+
+    /// Bytes read so far (for progress bars).
+    #[must_use]
+    pub fn position(&self) -> u64 {
+        self.reader.position().byte()
+    }
+
+    /// The blocking replay loop (runs on a blocking thread).
+    fn replay(mut self, context: SourceContext) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Handle::current();
+        let plant = context.plant.clone();
+        let mut pending: HashMap<usize, Vec<(Timestamp, Vec<f64>)>> = HashMap::new();
+        let mut pace: Option<(Timestamp, Instant)> = None;
+        let mut counts = RowCounts::default();
+        const BATCH_ROWS: usize = 256;
+        let send = |pending: &mut HashMap<usize, Vec<(Timestamp, Vec<f64>)>>| -> bool {
+            for (asset, rows) in pending.drain() {
+                if !rows.is_empty()
+                    && runtime
+                        .block_on(context.router.send(Batch::Rows { asset, rows }))
+                        .is_err()
+                {
+                    return false;
+                }
+            }
+            true
+        };
+        let mut reported = RowCounts::default();
+        while !*context.shutdown.borrow() {
+            let Some((asset, ts, values)) = self.next_row(&plant, &mut counts)? else {
+                break;
+            };
+            context
+                .metrics
+                .samples_dropped
+                .add(counts.skipped - reported.skipped);
+            context
+                .metrics
+                .bad_values
+                .add(counts.bad_values - reported.bad_values);
+            reported.skipped = counts.skipped;
+            reported.bad_values = counts.bad_values;
+            if context
+                .resume_after
+                .get(&asset)
+                .is_some_and(|last| ts <= *last)
+            {
+                continue;
+            }
+            if let Speed::Factor(speed) = self.config.speed {
+                let (start_ts, start_wall) = *pace.get_or_insert((ts, Instant::now()));
+                let due =
+                    Duration::from_secs_f64(((ts.0 - start_ts.0).max(0) as f64 / 1000.0) / speed);
+                let elapsed = start_wall.elapsed();
+                if due > elapsed {
+                    if !send(&mut pending) {
+                        break;
+                    }
+                    sleep_unless_shutdown(due - elapsed, &context.shutdown);
+                }
+            }
+            let rows = pending.entry(asset).or_default();
+            rows.push((ts, values));
+            if rows.len() >= BATCH_ROWS && !send(&mut pending) {
+                break;
+            }
+        }
+        send(&mut pending);
+        tracing::info!(source = %self.config.name, rows = self.row, "replay finished");
+        Ok(())
+    }
+}
+
+/// What [`FileSource::next_row`] passed over.
+#[derive(Debug, Default, Clone)]
+pub struct RowCounts {
+    /// Rows of unconfigured assets.
+    pub skipped: u64,
+    /// Cells that were not numbers.
+    pub bad_values: u64,
+    /// The unconfigured asset ids seen.
+    pub unknown_assets: HashSet<String>,
+}
+
+fn sleep_unless_shutdown(duration: Duration, shutdown: &tokio::sync::watch::Receiver<bool>) {
+    let end = Instant::now() + duration;
+    while !*shutdown.borrow() {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+impl Source for FileSource {
+    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<anyhow::Result<()>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.replay(context))
+                .await
+                .context("file replay thread failed")?
+        })
+    }
+}
+
+/// A cell as a value: `None` for unparsable text; NaN for an empty or NA cell.
+pub(crate) fn parse_value(cell: &str) -> Option<f64> {
+    match cell {
+        "" | "NA" | "NaN" | "nan" | "null" => Some(f64::NAN),
+        _ => cell.parse::<f64>().ok().filter(|v| v.is_finite()),
+    }
+}
+
+/// A timestamp cell: a number of `unit_s` seconds after `origin_ms`, RFC 3339,
+/// or `YYYY-MM-DD HH:MM:SS[.fff]` taken as UTC.
+pub(crate) fn parse_time(cell: &str, origin_ms: i64, unit_s: f64) -> Option<Timestamp> {
+    if let Ok(number) = cell.parse::<f64>() {
+        return number
+            .is_finite()
+            .then(|| Timestamp(origin_ms + (number * unit_s * 1000.0).round() as i64));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(cell) {
+        return Some(Timestamp(t.timestamp_millis()));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(cell, format) {
+            return Some(Timestamp(t.and_utc().timestamp_millis()));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_cells_table() {
+        let cases: &[(&str, i64, f64, Option<i64>)] = &[
+            ("10", 0, 1.0, Some(10_000)),
+            ("2", 1_000, 3600.0, Some(7_201_000)),
+            ("2026-01-01T00:00:01Z", 0, 1.0, Some(1_767_225_601_000)),
+            ("2026-01-01 00:00:01.5", 0, 1.0, Some(1_767_225_601_500)),
+            ("yesterday", 0, 1.0, None),
+            ("inf", 0, 1.0, None),
+        ];
+        for (cell, origin, unit, want) in cases {
+            assert_eq!(
+                parse_time(cell, *origin, *unit).map(|t| t.0),
+                *want,
+                "{cell}"
+            );
+        }
+    }
+
+    #[test]
+    fn value_cells_table() {
+        assert_eq!(parse_value("1.5"), Some(1.5));
+        assert!(parse_value("").unwrap().is_nan());
+        assert!(parse_value("NA").unwrap().is_nan());
+        assert_eq!(parse_value("abc"), None);
+        assert_eq!(parse_value("inf"), None);
+    }
+}

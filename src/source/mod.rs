@@ -1,0 +1,184 @@
+//! Sources: where plant data enters the engine.
+//!
+//! A source `run`s until shutdown, turning whatever it reads (a CSV file, an
+//! HTTP request, later OPC UA, MQTT, Modbus) into [`Batch`]es addressed by
+//! asset and signal index, and sends them through the [`Router`], whose
+//! bounded channels push back when the engine is busy. The registry of kinds
+//! is [`SourceConfig`].
+
+pub mod file;
+pub mod http;
+
+use crate::config::Plant;
+use crate::metrics::Metrics;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use usan_core::model::{Sample, Timestamp};
+
+/// What sources send: one asset's data, as whole rows or as loose samples.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Batch {
+    /// Rows of values in the asset's signal order (NaN = missing).
+    Rows {
+        /// Asset index.
+        asset: usize,
+        /// `(timestamp, values)` rows.
+        rows: Vec<(Timestamp, Vec<f64>)>,
+    },
+    /// Loose samples of one asset, any signals, any order.
+    Samples {
+        /// Asset index.
+        asset: usize,
+        /// The samples.
+        samples: Vec<Sample>,
+    },
+}
+
+impl Batch {
+    /// The asset the batch belongs to.
+    #[must_use]
+    pub fn asset(&self) -> usize {
+        match self {
+            Batch::Rows { asset, .. } | Batch::Samples { asset, .. } => *asset,
+        }
+    }
+
+    /// Number of values carried.
+    #[must_use]
+    pub fn sample_count(&self) -> usize {
+        match self {
+            Batch::Rows { rows, .. } => rows
+                .iter()
+                .map(|(_, v)| v.iter().filter(|x| !x.is_nan()).count())
+                .sum(),
+            Batch::Samples { samples, .. } => samples.len(),
+        }
+    }
+}
+
+/// Sends batches to the worker that owns the asset (sharded by asset index).
+#[derive(Clone)]
+pub struct Router {
+    shards: Arc<Vec<mpsc::Sender<Batch>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The engine is shutting down; the batch was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("the pipeline is shutting down")]
+pub struct Closed;
+
+impl Router {
+    /// A router over the workers' input channels.
+    #[must_use]
+    pub fn new(shards: Vec<mpsc::Sender<Batch>>, metrics: Arc<Metrics>) -> Self {
+        Router {
+            shards: Arc::new(shards),
+            metrics,
+        }
+    }
+
+    /// Send a batch, waiting while the owning worker's queue is full.
+    ///
+    /// # Errors
+    /// [`Closed`] when the pipeline is shutting down.
+    pub async fn send(&self, batch: Batch) -> Result<(), Closed> {
+        let count = batch.sample_count() as u64;
+        let shard = &self.shards[batch.asset() % self.shards.len()];
+        shard.send(batch).await.map_err(|_| Closed)?;
+        self.metrics.samples_in.add(count);
+        Ok(())
+    }
+
+    /// Batches waiting in the workers' queues, summed.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.max_capacity() - s.capacity())
+            .sum()
+    }
+}
+
+/// What a running source is given.
+pub struct SourceContext {
+    /// The configured plant.
+    pub plant: Arc<Plant>,
+    /// Where batches go.
+    pub router: Router,
+    /// Becomes `true` at shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// Per asset, the newest timestamp already in the store: a replay resumes after it.
+    pub resume_after: HashMap<usize, Timestamp>,
+    /// Engine counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A boxed future, for the object-safe [`Source::run`].
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The contract every source keeps.
+pub trait Source: Send {
+    /// Read until the input ends or shutdown is signalled.
+    ///
+    /// # Errors
+    /// When the source cannot go on (unreadable file, bad data); the error
+    /// names the source.
+    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<anyhow::Result<()>>;
+}
+
+/// `[[sources]]`: the registry of source kinds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // inert configuration, built once
+pub enum SourceConfig {
+    /// Replay a CSV file.
+    File(file::FileSourceConfig),
+    /// Accept `POST /api/v1/samples`.
+    Http(http::HttpSourceConfig),
+}
+
+impl SourceConfig {
+    /// Configured name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        match self {
+            SourceConfig::File(c) => &c.name,
+            SourceConfig::Http(c) => &c.name,
+        }
+    }
+
+    /// Every problem with the settings, given the configured asset ids.
+    #[must_use]
+    pub fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
+        match self {
+            SourceConfig::File(c) => c.validate(assets),
+            SourceConfig::Http(_) => Vec::new(),
+        }
+    }
+
+    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
+        if let SourceConfig::File(c) = self
+            && c.path.is_relative()
+        {
+            c.path = dir.join(&c.path);
+        }
+    }
+
+    /// Build the running source; `None` for sources served by the API.
+    ///
+    /// # Errors
+    /// When the source cannot be prepared (e.g. the file's header does not
+    /// have the configured columns).
+    pub fn build(&self, plant: &Plant) -> anyhow::Result<Option<Box<dyn Source>>> {
+        match self {
+            SourceConfig::File(c) => Ok(Some(Box::new(file::FileSource::open(c, plant)?))),
+            SourceConfig::Http(_) => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Storage: samples (as frames), findings, alarms and model artifacts.
+//!
+//! [`Store`] is the one boundary; [`sqlite::SqliteStore`] is the embedded
+//! implementation (a PostgreSQL one comes with scale-out).
+//!
+//! **Flush policy.** Frames and findings are batched by the store writer
+//! and committed at least every `flush_interval` (200 ms by default) and at
+//! shutdown; a crash loses at most the uncommitted interval, and a replay
+//! source resumes after the newest stored frame. Alarm changes (raise,
+//! acknowledge, clear) are committed before the call returns, so an
+//! acknowledgement the API confirmed is never lost. SQLite runs in WAL mode
+//! with `synchronous=FULL`: a committed transaction survives `kill -9` and
+//! power loss, and a torn write is rolled back on the next open.
+
+pub mod sqlite;
+
+use serde::Serialize;
+use std::collections::HashMap;
+use usan_core::alarm::{Alarm, AlarmState, AlarmTransitionError};
+use usan_core::detector::FittedModel;
+use usan_core::model::{Finding, Timestamp};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A stored JSON column could not be read or written.
+    #[error("stored data is not valid: {0}")]
+    Encoding(#[from] serde_json::Error),
+    /// No alarm with that id.
+    #[error("no alarm {0}")]
+    NoSuchAlarm(i64),
+    /// The alarm lifecycle forbids it.
+    #[error(transparent)]
+    Transition(#[from] AlarmTransitionError),
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("store lock poisoned")]
+    Poisoned,
+}
+
+/// Frames of one asset to persist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameBatch {
+    /// Asset id.
+    pub asset: String,
+    /// Signal names, the layout of `rows`.
+    pub signals: Vec<String>,
+    /// `(timestamp, values)`; NaN marks a value that was not measured.
+    pub rows: Vec<(Timestamp, Vec<f64>)>,
+}
+
+/// What the store writer commits in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    /// Frames, per asset.
+    pub frames: Vec<FrameBatch>,
+    /// Findings.
+    pub findings: Vec<Finding>,
+}
+
+impl WriteBatch {
+    /// Nothing to write.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.findings.is_empty()
+    }
+}
+
+/// Which alarms to list.
+#[derive(Debug, Clone, Default)]
+pub struct AlarmQuery {
+    /// Only this asset.
+    pub asset: Option<String>,
+    /// Only these states.
+    pub states: Vec<AlarmState>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// One point of a signal's history; a bucket of points when downsampled.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Start of the bucket (the point's own time when not downsampled).
+    pub ts: i64,
+    /// Mean over the bucket.
+    pub value: f64,
+    /// Smallest value in the bucket.
+    pub min: f64,
+    /// Largest value in the bucket.
+    pub max: f64,
+    /// Points in the bucket.
+    pub count: usize,
+}
+
+/// The storage boundary. Calls block; async callers use `spawn_blocking`.
+pub trait Store: Send + Sync {
+    /// Commit frames and findings in one transaction.
+    ///
+    /// # Errors
+    /// When the database refuses the write; nothing of the batch is kept.
+    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+
+    /// Persist a newly raised alarm and give it its id.
+    ///
+    /// # Errors
+    /// When the database refuses the write.
+    fn insert_alarm(&self, alarm: &mut Alarm) -> Result<(), StoreError>;
+
+    /// Persist what the engine observed on an open alarm (activity, count,
+    /// peak, explanation), leaving what people set untouched.
+    ///
+    /// # Errors
+    /// When the database refuses the write.
+    fn update_alarm_observation(&self, alarm: &Alarm) -> Result<(), StoreError>;
+
+    /// Acknowledge or clear an alarm, committed before returning.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchAlarm`], [`StoreError::Transition`] or a database error.
+    fn transition_alarm(
+        &self,
+        id: i64,
+        action: AlarmAction,
+        by: &str,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<Alarm, StoreError>;
+
+    /// One alarm.
+    ///
+    /// # Errors
+    /// A database error.
+    fn alarm(&self, id: i64) -> Result<Option<Alarm>, StoreError>;
+
+    /// Alarms matching the query, newest first.
+    ///
+    /// # Errors
+    /// A database error.
+    fn alarms(&self, query: &AlarmQuery) -> Result<Vec<Alarm>, StoreError>;
+
+    /// Findings, newest first.
+    ///
+    /// # Errors
+    /// A database error.
+    fn findings(
+        &self,
+        asset: Option<&str>,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<Finding>, StoreError>;
+
+    /// A signal's history in `[from, to]`, at most `max_points` points
+    /// (equal-time buckets beyond that). `None` when the asset has no such signal stored.
+    ///
+    /// # Errors
+    /// A database error.
+    fn series(
+        &self,
+        asset: &str,
+        signal: &str,
+        from: Timestamp,
+        to: Timestamp,
+        max_points: usize,
+    ) -> Result<Vec<SeriesPoint>, StoreError>;
+
+    /// Newest stored frame time per asset.
+    ///
+    /// # Errors
+    /// A database error.
+    fn last_frame_times(&self) -> Result<HashMap<String, Timestamp>, StoreError>;
+
+    /// Stored frame count (all assets).
+    ///
+    /// # Errors
+    /// A database error.
+    fn frame_count(&self) -> Result<u64, StoreError>;
+
+    /// Save (replace) the model artifact of an asset's detector.
+    ///
+    /// # Errors
+    /// A database error.
+    fn save_model(
+        &self,
+        asset: &str,
+        detector: &str,
+        model: &FittedModel,
+    ) -> Result<(), StoreError>;
+
+    /// Every stored model artifact.
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    fn models(&self) -> Result<Vec<(String, String, FittedModel)>, StoreError>;
+
+    /// Delete frames and findings older than `before`; returns rows deleted.
+    ///
+    /// # Errors
+    /// A database error.
+    fn delete_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// What a person does to an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmAction {
+    /// Take it.
+    Acknowledge,
+    /// Close it.
+    Clear,
+}

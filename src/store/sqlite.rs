@@ -1,0 +1,629 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Samples are stored a frame per row (`asset, ts, layout, values`), the
+//! values packed as little-endian f64 (NaN = not measured). That is a tenth
+//! of the rows of a sample-per-row table and what makes hundreds of thousands
+//! of samples per second persistable on an edge box. `layout` names the
+//! signals of the blob, so changing an asset's signals never misreads old
+//! rows. One connection writes, another reads, so API queries do not wait
+//! for the writer's transaction.
+
+use super::{AlarmAction, AlarmQuery, FrameBatch, SeriesPoint, Store, StoreError, WriteBatch};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use usan_core::alarm::{Alarm, AlarmState, Signoff};
+use usan_core::detector::FittedModel;
+use usan_core::model::{Contribution, Finding, Timestamp};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assets(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS layouts(id INTEGER PRIMARY KEY, signals TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS frames(
+  asset_id INTEGER NOT NULL, ts INTEGER NOT NULL, layout_id INTEGER NOT NULL, vals BLOB NOT NULL,
+  PRIMARY KEY(asset_id, ts)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS findings(
+  id INTEGER PRIMARY KEY, asset TEXT NOT NULL, detector TEXT NOT NULL, ts INTEGER NOT NULL,
+  score REAL, threshold REAL, anomalous INTEGER NOT NULL, contributions TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS findings_by_asset ON findings(asset, ts);
+CREATE INDEX IF NOT EXISTS findings_by_time ON findings(ts);
+CREATE TABLE IF NOT EXISTS alarms(
+  id INTEGER PRIMARY KEY, asset TEXT NOT NULL, detector TEXT NOT NULL, state TEXT NOT NULL,
+  active INTEGER NOT NULL, raised_at INTEGER NOT NULL, last_seen_at INTEGER NOT NULL,
+  frames INTEGER NOT NULL, peak_score REAL, threshold REAL, top_signals TEXT NOT NULL,
+  ack_by TEXT, ack_at INTEGER, cleared_by TEXT, cleared_at INTEGER, notes TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alarms_by_state ON alarms(state, id);
+CREATE TABLE IF NOT EXISTS models(
+  asset TEXT NOT NULL, detector TEXT NOT NULL, created_at INTEGER NOT NULL, artifact TEXT NOT NULL,
+  PRIMARY KEY(asset, detector));
+";
+
+/// SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    write: Arc<Mutex<Connection>>,
+    read: Arc<Mutex<Connection>>,
+    ids: Mutex<IdCache>,
+}
+
+#[derive(Default)]
+struct IdCache {
+    assets: HashMap<String, i64>,
+    layouts: HashMap<Vec<String>, i64>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
+    mutex.lock().map_err(|_| StoreError::Poisoned)
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open (creating when absent) the database at `path`; `:memory:` keeps
+    /// everything in memory.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or has another schema version.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let in_memory = path.as_os_str() == ":memory:";
+        let write = open_connection(path)?;
+        write.execute_batch(SCHEMA)?;
+        let version: Option<i64> = write
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .and_then(|v| v.parse().ok());
+        match version {
+            None => {
+                write.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(v) if v != SCHEMA_VERSION => {
+                return Err(StoreError::Database(rusqlite::Error::InvalidParameterName(
+                    format!("store schema version {v}, this build uses {SCHEMA_VERSION}"),
+                )));
+            }
+            Some(_) => {}
+        }
+        let write = Arc::new(Mutex::new(write));
+        let read = if in_memory {
+            write.clone()
+        } else {
+            Arc::new(Mutex::new(open_connection(path)?))
+        };
+        Ok(SqliteStore {
+            write,
+            read,
+            ids: Mutex::new(IdCache::default()),
+        })
+    }
+
+    fn asset_id(
+        &self,
+        conn: &Connection,
+        ids: &mut IdCache,
+        name: &str,
+    ) -> Result<i64, StoreError> {
+        if let Some(id) = ids.assets.get(name) {
+            return Ok(*id);
+        }
+        conn.execute("INSERT OR IGNORE INTO assets(name) VALUES (?1)", [name])?;
+        let id = conn.query_row("SELECT id FROM assets WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })?;
+        ids.assets.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn layout_id(
+        &self,
+        conn: &Connection,
+        ids: &mut IdCache,
+        signals: &[String],
+    ) -> Result<i64, StoreError> {
+        if let Some(id) = ids.layouts.get(signals) {
+            return Ok(*id);
+        }
+        let json = serde_json::to_string(signals)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO layouts(signals) VALUES (?1)",
+            [&json],
+        )?;
+        let id = conn.query_row("SELECT id FROM layouts WHERE signals = ?1", [&json], |r| {
+            r.get(0)
+        })?;
+        ids.layouts.insert(signals.to_vec(), id);
+        Ok(id)
+    }
+
+    fn write_frames(
+        &self,
+        conn: &Connection,
+        ids: &mut IdCache,
+        batch: &FrameBatch,
+    ) -> Result<(), StoreError> {
+        let asset_id = self.asset_id(conn, ids, &batch.asset)?;
+        let layout_id = self.layout_id(conn, ids, &batch.signals)?;
+        let mut stmt = conn.prepare_cached(
+            "INSERT OR REPLACE INTO frames(asset_id, ts, layout_id, vals) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut blob = Vec::with_capacity(batch.signals.len() * 8);
+        for (ts, values) in &batch.rows {
+            blob.clear();
+            for v in values {
+                blob.extend_from_slice(&v.to_le_bytes());
+            }
+            stmt.execute(params![asset_id, ts.0, layout_id, blob])?;
+        }
+        Ok(())
+    }
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+fn alarm_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
+    let state: String = row.get("state")?;
+    let json_err = |e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let top: String = row.get("top_signals")?;
+    let notes: String = row.get("notes")?;
+    let ack_by: Option<String> = row.get("ack_by")?;
+    let ack_at: Option<i64> = row.get("ack_at")?;
+    let cleared_by: Option<String> = row.get("cleared_by")?;
+    let cleared_at: Option<i64> = row.get("cleared_at")?;
+    Ok(Alarm {
+        id: row.get("id")?,
+        asset: row.get("asset")?,
+        detector: row.get("detector")?,
+        state: AlarmState::parse(&state).unwrap_or(AlarmState::Raised),
+        active: row.get::<_, i64>("active")? != 0,
+        raised_at: Timestamp(row.get("raised_at")?),
+        last_seen_at: Timestamp(row.get("last_seen_at")?),
+        frames: row.get::<_, i64>("frames")? as u64,
+        peak_score: row.get::<_, Option<f64>>("peak_score")?.unwrap_or(f64::NAN),
+        threshold: row.get::<_, Option<f64>>("threshold")?.unwrap_or(f64::NAN),
+        top_signals: serde_json::from_str(&top).map_err(json_err)?,
+        acknowledged: ack_by.zip(ack_at).map(|(by, at)| Signoff {
+            by,
+            at: Timestamp(at),
+        }),
+        cleared: cleared_by.zip(cleared_at).map(|(by, at)| Signoff {
+            by,
+            at: Timestamp(at),
+        }),
+        notes: serde_json::from_str(&notes).map_err(json_err)?,
+    })
+}
+
+fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
+    let contributions: String = row.get("contributions")?;
+    let contributions: Vec<Contribution> = serde_json::from_str(&contributions).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(Finding {
+        asset: row.get("asset")?,
+        detector: row.get("detector")?,
+        ts: Timestamp(row.get("ts")?),
+        score: row.get::<_, Option<f64>>("score")?.unwrap_or(f64::NAN),
+        threshold: row.get::<_, Option<f64>>("threshold")?.unwrap_or(f64::NAN),
+        anomalous: row.get::<_, i64>("anomalous")? != 0,
+        contributions,
+    })
+}
+
+impl Store for SqliteStore {
+    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut conn = lock(&self.write)?;
+        let mut ids = lock(&self.ids)?;
+        let tx = conn.transaction()?;
+        for frames in &batch.frames {
+            self.write_frames(&tx, &mut ids, frames)?;
+        }
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO findings(asset, detector, ts, score, threshold, anomalous, contributions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for f in &batch.findings {
+                stmt.execute(params![
+                    f.asset,
+                    f.detector,
+                    f.ts.0,
+                    finite(f.score),
+                    finite(f.threshold),
+                    f.anomalous as i64,
+                    serde_json::to_string(&f.contributions)?
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_alarm(&self, alarm: &mut Alarm) -> Result<(), StoreError> {
+        let conn = lock(&self.write)?;
+        conn.execute(
+            "INSERT INTO alarms(asset, detector, state, active, raised_at, last_seen_at, frames, peak_score, threshold, top_signals, notes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                alarm.asset,
+                alarm.detector,
+                alarm.state.as_str(),
+                alarm.active as i64,
+                alarm.raised_at.0,
+                alarm.last_seen_at.0,
+                alarm.frames as i64,
+                finite(alarm.peak_score),
+                finite(alarm.threshold),
+                serde_json::to_string(&alarm.top_signals)?,
+                serde_json::to_string(&alarm.notes)?
+            ],
+        )?;
+        alarm.id = conn.last_insert_rowid();
+        Ok(())
+    }
+
+    fn update_alarm_observation(&self, alarm: &Alarm) -> Result<(), StoreError> {
+        let conn = lock(&self.write)?;
+        conn.execute(
+            "UPDATE alarms SET active = ?2, last_seen_at = ?3, frames = ?4, peak_score = ?5, top_signals = ?6 WHERE id = ?1",
+            params![
+                alarm.id,
+                alarm.active as i64,
+                alarm.last_seen_at.0,
+                alarm.frames as i64,
+                finite(alarm.peak_score),
+                serde_json::to_string(&alarm.top_signals)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn transition_alarm(
+        &self,
+        id: i64,
+        action: AlarmAction,
+        by: &str,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<Alarm, StoreError> {
+        let mut conn = lock(&self.write)?;
+        let tx = conn.transaction()?;
+        let mut alarm = tx
+            .query_row("SELECT * FROM alarms WHERE id = ?1", [id], alarm_from_row)
+            .optional()?
+            .ok_or(StoreError::NoSuchAlarm(id))?;
+        match action {
+            AlarmAction::Acknowledge => alarm.acknowledge(by, note, at)?,
+            AlarmAction::Clear => alarm.clear(by, note, at)?,
+        }
+        tx.execute(
+            "UPDATE alarms SET state = ?2, ack_by = ?3, ack_at = ?4, cleared_by = ?5, cleared_at = ?6, notes = ?7 WHERE id = ?1",
+            params![
+                id,
+                alarm.state.as_str(),
+                alarm.acknowledged.as_ref().map(|a| a.by.clone()),
+                alarm.acknowledged.as_ref().map(|a| a.at.0),
+                alarm.cleared.as_ref().map(|c| c.by.clone()),
+                alarm.cleared.as_ref().map(|c| c.at.0),
+                serde_json::to_string(&alarm.notes)?
+            ],
+        )?;
+        tx.commit()?;
+        Ok(alarm)
+    }
+
+    fn alarm(&self, id: i64) -> Result<Option<Alarm>, StoreError> {
+        let conn = lock(&self.read)?;
+        Ok(conn
+            .query_row("SELECT * FROM alarms WHERE id = ?1", [id], alarm_from_row)
+            .optional()?)
+    }
+
+    fn alarms(&self, query: &AlarmQuery) -> Result<Vec<Alarm>, StoreError> {
+        let conn = lock(&self.read)?;
+        let states: Vec<&str> = if query.states.is_empty() {
+            vec!["raised", "acknowledged", "cleared"]
+        } else {
+            query.states.iter().map(|s| s.as_str()).collect()
+        };
+        let placeholders = (0..states.len())
+            .map(|i| format!("?{}", i + 3))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT * FROM alarms WHERE (?1 IS NULL OR asset = ?1) AND state IN ({placeholders}) ORDER BY id DESC LIMIT ?2"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            query
+                .asset
+                .clone()
+                .map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text),
+            rusqlite::types::Value::Integer(query.limit.max(1) as i64),
+        ];
+        values.extend(
+            states
+                .iter()
+                .map(|s| rusqlite::types::Value::Text((*s).to_string())),
+        );
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), alarm_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn findings(
+        &self,
+        asset: Option<&str>,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<Finding>, StoreError> {
+        let conn = lock(&self.read)?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT * FROM findings WHERE (?1 IS NULL OR asset = ?1) AND ts >= ?2 ORDER BY ts DESC, id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![asset, since.map_or(i64::MIN, |t| t.0), limit.max(1) as i64],
+            finding_from_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn series(
+        &self,
+        asset: &str,
+        signal: &str,
+        from: Timestamp,
+        to: Timestamp,
+        max_points: usize,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let conn = lock(&self.read)?;
+        let mut layouts: HashMap<i64, Option<usize>> = HashMap::new();
+        let mut stmt = conn.prepare_cached(
+            "SELECT f.ts, f.layout_id, f.vals FROM frames f JOIN assets a ON a.id = f.asset_id
+             WHERE a.name = ?1 AND f.ts BETWEEN ?2 AND ?3 ORDER BY f.ts",
+        )?;
+        let mut rows = stmt.query(params![asset, from.0, to.0])?;
+        let mut points: Vec<(i64, f64)> = Vec::new();
+        while let Some(row) = rows.next()? {
+            let layout_id: i64 = row.get(1)?;
+            let position = match layouts.get(&layout_id) {
+                Some(p) => *p,
+                None => {
+                    let json: String = conn.query_row(
+                        "SELECT signals FROM layouts WHERE id = ?1",
+                        [layout_id],
+                        |r| r.get(0),
+                    )?;
+                    let names: Vec<String> = serde_json::from_str(&json)?;
+                    let p = names.iter().position(|n| n == signal);
+                    layouts.insert(layout_id, p);
+                    p
+                }
+            };
+            let Some(position) = position else { continue };
+            let blob: Vec<u8> = row.get(2)?;
+            let Some(bytes) = blob.get(position * 8..position * 8 + 8) else {
+                continue;
+            };
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(bytes);
+            let value = f64::from_le_bytes(raw);
+            if value.is_finite() {
+                points.push((row.get(0)?, value));
+            }
+        }
+        Ok(downsample(&points, max_points.max(1)))
+    }
+
+    fn last_frame_times(&self) -> Result<HashMap<String, Timestamp>, StoreError> {
+        let conn = lock(&self.read)?;
+        let mut stmt = conn.prepare(
+            "SELECT a.name, (SELECT MAX(ts) FROM frames f WHERE f.asset_id = a.id) FROM assets a",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (name, ts) = row?;
+            if let Some(ts) = ts {
+                out.insert(name, Timestamp(ts));
+            }
+        }
+        Ok(out)
+    }
+
+    fn frame_count(&self) -> Result<u64, StoreError> {
+        let conn = lock(&self.read)?;
+        Ok(conn.query_row("SELECT COUNT(*) FROM frames", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    fn save_model(
+        &self,
+        asset: &str,
+        detector: &str,
+        model: &FittedModel,
+    ) -> Result<(), StoreError> {
+        let conn = lock(&self.write)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO models(asset, detector, created_at, artifact) VALUES (?1, ?2, ?3, ?4)",
+            params![asset, detector, chrono::Utc::now().timestamp_millis(), serde_json::to_string(model)?],
+        )?;
+        Ok(())
+    }
+
+    fn models(&self) -> Result<Vec<(String, String, FittedModel)>, StoreError> {
+        let conn = lock(&self.read)?;
+        let mut stmt = conn.prepare("SELECT asset, detector, artifact FROM models")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (asset, detector, artifact) = row?;
+            out.push((asset, detector, serde_json::from_str(&artifact)?));
+        }
+        Ok(out)
+    }
+
+    fn delete_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let conn = lock(&self.write)?;
+        let frames = conn.execute("DELETE FROM frames WHERE ts < ?1", [before.0])?;
+        let findings = conn.execute("DELETE FROM findings WHERE ts < ?1", [before.0])?;
+        Ok((frames + findings) as u64)
+    }
+}
+
+/// Equal-time buckets (mean, min, max) when there are more than `max_points`.
+fn downsample(points: &[(i64, f64)], max_points: usize) -> Vec<SeriesPoint> {
+    let single = |(ts, v): &(i64, f64)| SeriesPoint {
+        ts: *ts,
+        value: *v,
+        min: *v,
+        max: *v,
+        count: 1,
+    };
+    if points.len() <= max_points {
+        return points.iter().map(single).collect();
+    }
+    let (first, last) = (points[0].0, points[points.len() - 1].0);
+    let width = ((last - first) / max_points as i64).max(1) + 1;
+    let mut out: Vec<SeriesPoint> = Vec::with_capacity(max_points);
+    for (ts, v) in points {
+        let start = first + (ts - first) / width * width;
+        match out.last_mut() {
+            Some(b) if b.ts == start => {
+                b.value += v;
+                b.min = b.min.min(*v);
+                b.max = b.max.max(*v);
+                b.count += 1;
+            }
+            _ => out.push(SeriesPoint {
+                ts: start,
+                value: *v,
+                min: *v,
+                max: *v,
+                count: 1,
+            }),
+        }
+    }
+    for b in &mut out {
+        b.value /= b.count as f64;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> SqliteStore {
+        SqliteStore::open(Path::new(":memory:")).unwrap()
+    }
+
+    #[test]
+    fn frames_round_trip_and_downsample() {
+        let store = store();
+        let rows = (0..1000)
+            .map(|i| (Timestamp(i * 1000), vec![i as f64, f64::NAN]))
+            .collect();
+        let batch = FrameBatch {
+            asset: "a".into(),
+            signals: vec!["x".into(), "y".into()],
+            rows,
+        };
+        store
+            .write(&WriteBatch {
+                frames: vec![batch],
+                findings: vec![],
+            })
+            .unwrap();
+        let all = store
+            .series("a", "x", Timestamp(0), Timestamp(i64::MAX), 5000)
+            .unwrap();
+        assert_eq!(all.len(), 1000);
+        assert_eq!(all[10].value, 10.0);
+        assert!(
+            store
+                .series("a", "y", Timestamp(0), Timestamp(i64::MAX), 5000)
+                .unwrap()
+                .is_empty()
+        );
+        let coarse = store
+            .series("a", "x", Timestamp(0), Timestamp(i64::MAX), 10)
+            .unwrap();
+        assert!(coarse.len() <= 10, "{}", coarse.len());
+        assert_eq!(coarse.iter().map(|b| b.count).sum::<usize>(), 1000);
+        assert_eq!(coarse[0].min, 0.0);
+        assert_eq!(store.last_frame_times().unwrap()["a"], Timestamp(999_000));
+        assert_eq!(store.frame_count().unwrap(), 1000);
+        assert_eq!(store.delete_before(Timestamp(500_000)).unwrap(), 500);
+    }
+
+    #[test]
+    fn alarm_lifecycle_is_persisted() {
+        let store = store();
+        let mut alarm = Alarm::raise("a", "pca", Timestamp(5), 3.0, 1.0, vec![]);
+        store.insert_alarm(&mut alarm).unwrap();
+        assert!(alarm.id > 0);
+        alarm.observe(
+            Timestamp(9),
+            7.0,
+            vec![Contribution {
+                signal: "x".into(),
+                value: 6.0,
+            }],
+        );
+        store.update_alarm_observation(&alarm).unwrap();
+        let acked = store
+            .transition_alarm(
+                alarm.id,
+                AlarmAction::Acknowledge,
+                "kim",
+                "on it",
+                Timestamp(10),
+            )
+            .unwrap();
+        assert_eq!(acked.state, AlarmState::Acknowledged);
+        assert_eq!(acked.peak_score, 7.0);
+        let again =
+            store.transition_alarm(alarm.id, AlarmAction::Acknowledge, "lee", "", Timestamp(11));
+        assert!(matches!(again, Err(StoreError::Transition(_))));
+        assert!(matches!(
+            store.transition_alarm(999, AlarmAction::Clear, "x", "", Timestamp(0)),
+            Err(StoreError::NoSuchAlarm(999))
+        ));
+        let open = store
+            .alarms(&AlarmQuery {
+                states: vec![AlarmState::Acknowledged],
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].notes.len(), 2);
+    }
+}
