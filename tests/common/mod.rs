@@ -1,0 +1,192 @@
+//! Test harness: run the real `usan` binary on a configuration and talk to
+//! its API, so the integration tests read like what an operator does.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A configuration file in `dir`, from `text` with `{repo}` and `{dir}` filled in.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = text
+        .replace("{repo}", &repo().display().to_string())
+        .replace("{dir}", &dir.display().to_string());
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `usan ARGS...` to completion.
+pub fn usan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_usan"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// A running `usan` process with an API.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Server {
+    /// `usan serve --config CONFIG --listen 127.0.0.1:PORT EXTRA...`, ready when health answers.
+    pub fn serve(config: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ];
+        args.extend_from_slice(extra);
+        Server::spawn(&args, port)
+    }
+
+    /// Any `usan` subcommand that serves the API on `port`.
+    pub fn spawn(args: &[&str], port: u16) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_usan"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        server.wait_until("the API answers", Duration::from_secs(30), |s| {
+            s.try_get("/api/v1/health").is_some()
+        });
+        server
+    }
+
+    fn try_get(&self, path: &str) -> Option<Value> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .ok()?;
+        response.json().ok()
+    }
+
+    /// GET, expecting 200 and JSON.
+    pub fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().unwrap()
+    }
+
+    /// GET, returning status and body text.
+    pub fn get_raw(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    }
+
+    /// POST a raw body with a content type; returns status and JSON body.
+    pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    /// POST JSON; returns status and JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, "application/json", serde_json::to_vec(body).unwrap())
+    }
+
+    /// Poll `check` until it holds or `limit` passes (then panic naming `what`).
+    pub fn wait_until(&self, what: &str, limit: Duration, check: impl Fn(&Server) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after {limit:?} waiting until {what}");
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+
+    /// Wait for the process to exit by itself.
+    pub fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > limit {
+                self.child.kill().unwrap();
+                panic!("usan did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Open a store file read-only for checks.
+pub fn open_store(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
