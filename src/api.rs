@@ -47,26 +47,10 @@ impl ApiState {
         let worker_router = router.clone();
         let gauges = Arc::new(move || {
             vec![
-                (
-                    "usan_worker_queue_depth",
-                    "Batches waiting for the asset workers.",
-                    worker_router.queued() as f64,
-                ),
-                (
-                    "usan_store_queue_depth",
-                    "Batches waiting for the store writer.",
-                    store_queue_probe() as f64,
-                ),
-                (
-                    "usan_assets",
-                    "Configured assets.",
-                    plant.assets.len() as f64,
-                ),
-                (
-                    "usan_open_alarms",
-                    "Alarms raised or acknowledged, not cleared.",
-                    alarms.open_count() as f64,
-                ),
+                ("usan_worker_queue_depth", "Batches waiting for the asset workers.", worker_router.queued() as f64),
+                ("usan_store_queue_depth", "Batches waiting for the store writer.", store_queue_probe() as f64),
+                ("usan_assets", "Configured assets.", plant.assets.len() as f64),
+                ("usan_open_alarms", "Alarms raised or acknowledged, not cleared.", alarms.open_count() as f64),
             ]
         });
         ApiState {
@@ -77,11 +61,7 @@ impl ApiState {
             alarms: engine.alarms.clone(),
             metrics: engine.metrics.clone(),
             server: engine.config.server.clone(),
-            push_enabled: engine
-                .config
-                .sources
-                .iter()
-                .any(|s| matches!(s, crate::source::SourceConfig::Http(_))),
+            push_enabled: engine.config.sources.iter().any(|s| matches!(s, crate::source::SourceConfig::Http(_))),
             gauges,
             started: std::time::Instant::now(),
         }
@@ -98,11 +78,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            details: Vec::new(),
-        }
+        ApiError { status, message: message.into(), details: Vec::new() }
     }
 }
 
@@ -120,10 +96,7 @@ impl From<StoreError> for ApiError {
             StoreError::Transition(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             other => {
                 tracing::error!("store error in API: {other}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage error; see the server log",
-                )
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage error; see the server log")
             }
         }
     }
@@ -143,17 +116,10 @@ impl From<QueryRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> ApiResult<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("worker failed: {e}"),
-            )
-        })?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}")))?
         .map_err(ApiError::from)
 }
 
@@ -171,12 +137,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alarms/{id}/clear", post(clear))
         .route("/api/v1/samples", get(samples).post(push_samples))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no such endpoint; see /api/v1/health",
-            )
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/health") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -218,17 +179,10 @@ fn asset_view(state: &ApiState, index: usize) -> AssetView {
 }
 
 async fn assets(State(state): State<ApiState>) -> Json<Vec<AssetView>> {
-    Json(
-        (0..state.plant.assets.len())
-            .map(|i| asset_view(&state, i))
-            .collect(),
-    )
+    Json((0..state.plant.assets.len()).map(|i| asset_view(&state, i)).collect())
 }
 
-async fn asset(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<AssetView>> {
+async fn asset(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<AssetView>> {
     let index = *state
         .plant
         .asset_index
@@ -239,10 +193,9 @@ async fn asset(
 
 fn check_asset(state: &ApiState, asset: Option<&str>) -> ApiResult<()> {
     match asset {
-        Some(a) if !state.plant.asset_index.contains_key(a) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown asset `{a}`"),
-        )),
+        Some(a) if !state.plant.asset_index.contains_key(a) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{a}`")))
+        }
         _ => Ok(()),
     }
 }
@@ -255,12 +208,7 @@ fn parse_query_time(name: &str, value: Option<&str>) -> ApiResult<Option<Timesta
     }
     chrono::DateTime::parse_from_rfc3339(value)
         .map(|t| Some(Timestamp(t.timestamp_millis())))
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("`{name}` must be RFC 3339 or epoch milliseconds"),
-            )
-        })
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("`{name}` must be RFC 3339 or epoch milliseconds")))
 }
 
 #[derive(Deserialize)]
@@ -280,9 +228,7 @@ async fn findings(
     let since = parse_query_time("since", q.since.as_deref())?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let store = state.store.clone();
-    Ok(Json(
-        blocking(move || store.findings(q.asset.as_deref(), since, limit)).await?,
-    ))
+    Ok(Json(blocking(move || store.findings(q.asset.as_deref(), since, limit)).await?))
 }
 
 #[derive(Deserialize)]
@@ -304,25 +250,15 @@ async fn alarms(
         "open" => vec![AlarmState::Raised, AlarmState::Acknowledged],
         "all" => Vec::new(),
         other => vec![AlarmState::parse(other).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "`state` is one of open, raised, acknowledged, cleared, all",
-            )
+            ApiError::new(StatusCode::BAD_REQUEST, "`state` is one of open, raised, acknowledged, cleared, all")
         })?],
     };
-    let query = AlarmQuery {
-        asset: q.asset,
-        states,
-        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
-    };
+    let query = AlarmQuery { asset: q.asset, states, limit: q.limit.unwrap_or(100).clamp(1, 10_000) };
     let store = state.store.clone();
     Ok(Json(blocking(move || store.alarms(&query)).await?))
 }
 
-async fn alarm(
-    State(state): State<ApiState>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<usan_core::alarm::Alarm>> {
+async fn alarm(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<Json<usan_core::alarm::Alarm>> {
     let store = state.store.clone();
     blocking(move || store.alarm(id))
         .await?
@@ -348,21 +284,13 @@ async fn transition(
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
     let Json(body) = body?;
     if body.by.trim().is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "`by` must name who acts on the alarm",
-        ));
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "`by` must name who acts on the alarm"));
     }
     if body.note.len() > 4096 || body.by.len() > 256 {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "`by` is at most 256 and `note` 4096 bytes",
-        ));
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "`by` is at most 256 and `note` 4096 bytes"));
     }
     let alarms = state.alarms.clone();
-    Ok(Json(
-        blocking(move || alarms.transition(id, action, &body.by, &body.note)).await?,
-    ))
+    Ok(Json(blocking(move || alarms.transition(id, action, &body.by, &body.note)).await?))
 }
 
 async fn acknowledge(
@@ -396,37 +324,25 @@ async fn samples(
     query: Result<Query<SamplesQuery>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let Query(q) = query?;
-    let index = *state.plant.asset_index.get(&q.asset).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown asset `{}`", q.asset),
-        )
-    })?;
-    if !state.plant.assets[index]
-        .signal_index
-        .contains_key(&q.signal)
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("asset `{}` has no signal `{}`", q.asset, q.signal),
-        ));
+    let index = *state
+        .plant
+        .asset_index
+        .get(&q.asset)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{}`", q.asset)))?;
+    if !state.plant.assets[index].signal_index.contains_key(&q.signal) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("asset `{}` has no signal `{}`", q.asset, q.signal)));
     }
     let from = parse_query_time("from", q.from.as_deref())?.unwrap_or(Timestamp(i64::MIN));
     let to = parse_query_time("to", q.to.as_deref())?.unwrap_or(Timestamp(i64::MAX));
     if from > to {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "`from` is after `to`",
-        ));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`from` is after `to`"));
     }
     let max_points = q.max_points.unwrap_or(1000).clamp(1, 100_000);
     let store = state.store.clone();
     let (asset, signal) = (q.asset.clone(), q.signal.clone());
     let points = blocking(move || store.series(&asset, &signal, from, to, max_points)).await?;
     let downsampled = points.iter().any(|p| p.count > 1);
-    Ok(Json(
-        json!({ "asset": q.asset, "signal": q.signal, "downsampled": downsampled, "points": points }),
-    ))
+    Ok(Json(json!({ "asset": q.asset, "signal": q.signal, "downsampled": downsampled, "points": points })))
 }
 
 async fn push_samples(
@@ -434,10 +350,7 @@ async fn push_samples(
     body: Result<Json<push::PushRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     if !state.push_enabled {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "push is off: add a [[sources]] entry with type = \"http\"",
-        ));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "push is off: add a [[sources]] entry with type = \"http\""));
     }
     let Json(request) = body.inspect_err(|_| state.metrics.http_rejected.add(1))?;
     let now = chrono::Utc::now().timestamp_millis();
@@ -452,19 +365,12 @@ async fn push_samples(
     })?;
     let accepted: usize = batches.iter().map(crate::source::Batch::sample_count).sum();
     for batch in batches {
-        state
-            .router
-            .send(batch)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        state.router.send(batch).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))))
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let gauges = (state.gauges)();
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(&gauges),
-    )
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render(&gauges))
 }

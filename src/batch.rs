@@ -21,11 +21,7 @@ use usan_core::model::{Finding, Timestamp};
 
 type Rows = BTreeMap<usize, Vec<(Timestamp, Vec<f64>)>>;
 
-fn file_source(
-    config: &Config,
-    name: Option<&str>,
-    data: &Path,
-) -> anyhow::Result<FileSourceConfig> {
+fn file_source(config: &Config, name: Option<&str>, data: &Path) -> anyhow::Result<FileSourceConfig> {
     let files: Vec<&FileSourceConfig> = config
         .sources
         .iter()
@@ -35,10 +31,9 @@ fn file_source(
         })
         .collect();
     let chosen = match name {
-        Some(name) => files
-            .into_iter()
-            .find(|f| f.name == name)
-            .with_context(|| format!("no file source named `{name}`"))?,
+        Some(name) => {
+            files.into_iter().find(|f| f.name == name).with_context(|| format!("no file source named `{name}`"))?
+        }
         None => match files.as_slice() {
             [one] => *one,
             [] => bail!("the configuration has no file source describing the CSV columns"),
@@ -52,9 +47,7 @@ fn file_source(
 
 fn progress(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
-    {
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_string());
@@ -63,14 +56,8 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 
 /// Read every row of `data`, grouped per asset, aligned into frames with
 /// the configured frame policy.
-fn read_frames(
-    plant: &Plant,
-    source: &FileSourceConfig,
-    policy: FramePolicy,
-) -> anyhow::Result<Rows> {
-    let total = std::fs::metadata(&source.path)
-        .map(|m| m.len())
-        .unwrap_or(0);
+fn read_frames(plant: &Plant, source: &FileSourceConfig, policy: FramePolicy) -> anyhow::Result<Rows> {
+    let total = std::fs::metadata(&source.path).map(|m| m.len()).unwrap_or(0);
     let mut file = FileSource::open(source, plant)?;
     let bar = progress(total, "reading");
     let mut counts = RowCounts::default();
@@ -79,14 +66,10 @@ fn read_frames(
     let mut frames = Vec::new();
     let mut n = 0u64;
     while let Some((asset, ts, values)) = file.next_row(plant, &mut counts)? {
-        let assembler = assemblers
-            .entry(asset)
-            .or_insert_with(|| FrameAssembler::new(values.len(), policy));
+        let assembler = assemblers.entry(asset).or_insert_with(|| FrameAssembler::new(values.len(), policy));
         frames.clear();
         assembler.push_row(ts, values, &mut frames);
-        out.entry(asset)
-            .or_default()
-            .extend(frames.drain(..).map(|f| (f.ts, f.values)));
+        out.entry(asset).or_default().extend(frames.drain(..).map(|f| (f.ts, f.values)));
         n += 1;
         if n.is_multiple_of(4096) {
             bar.set_position(file.position());
@@ -95,22 +78,14 @@ fn read_frames(
     for (asset, assembler) in &mut assemblers {
         frames.clear();
         assembler.flush(&mut frames);
-        out.entry(*asset)
-            .or_default()
-            .extend(frames.drain(..).map(|f| (f.ts, f.values)));
+        out.entry(*asset).or_default().extend(frames.drain(..).map(|f| (f.ts, f.values)));
     }
     bar.finish_and_clear();
     if counts.bad_values > 0 {
-        eprintln!(
-            "note: {} cells were not numbers and were treated as missing",
-            counts.bad_values
-        );
+        eprintln!("note: {} cells were not numbers and were treated as missing", counts.bad_values);
     }
     if counts.skipped > 0 {
-        eprintln!(
-            "note: {} rows of unconfigured assets were skipped",
-            counts.skipped
-        );
+        eprintln!("note: {} rows of unconfigured assets were skipped", counts.skipped);
     }
     Ok(out)
 }
@@ -141,20 +116,13 @@ pub fn fit(
         for &d in &plant_asset.detectors {
             let spec = &plant.detectors[d];
             let mut detector = spec.algorithm.build()?;
-            detector.learn(&baseline).with_context(|| {
-                format!(
-                    "asset `{}`, detector `{}`",
-                    plant_asset.path.asset, spec.name
-                )
-            })?;
+            detector
+                .learn(&baseline)
+                .with_context(|| format!("asset `{}`, detector `{}`", plant_asset.path.asset, spec.name))?;
             let threshold_config = spec.threshold();
             let level = if threshold_config.needs_training_scores() {
                 let mut probe = detector.clone();
-                let scores: Vec<f64> = baseline
-                    .iter()
-                    .filter_map(|r| probe.score(r).ok())
-                    .map(|s| s.value)
-                    .collect();
+                let scores: Vec<f64> = baseline.iter().filter_map(|r| probe.score(r).ok()).map(|s| s.value).collect();
                 threshold_config.build(&scores).level()
             } else {
                 threshold_config.build(&[]).level()
@@ -162,19 +130,14 @@ pub fn fit(
             let mut model = FittedModel::new(plant_asset.signal_names(), detector);
             model.threshold = Some(level).filter(|l| l.is_finite());
             let dir = out.join(&plant_asset.path.asset);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             let path = dir.join(format!("{}.json", spec.name));
             std::fs::write(&path, serde_json::to_string_pretty(&model)?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             written += 1;
         }
     }
-    println!(
-        "fitted {written} model(s) on {} asset(s) into {}",
-        frames.len(),
-        out.display()
-    );
+    println!("fitted {written} model(s) on {} asset(s) into {}", frames.len(), out.display());
     Ok(())
 }
 
@@ -182,24 +145,14 @@ pub fn fit(
 ///
 /// # Errors
 /// When the configuration, data or a model cannot be read.
-pub fn score(
-    config_path: &Path,
-    data: &Path,
-    source: Option<&str>,
-    models: &Path,
-    out: &Path,
-) -> anyhow::Result<()> {
+pub fn score(config_path: &Path, data: &Path, source: Option<&str>, models: &Path, out: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let plant = config.plant();
     let source = file_source(&config, source, data)?;
     let frames = read_frames(&plant, &source, config.pipeline.frame)?;
-    let file =
-        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut writer = std::io::BufWriter::new(file);
-    writeln!(
-        writer,
-        "asset,ts,detector,score,threshold,exceeded,anomalous,t2,spe,top_signal,top_contribution"
-    )?;
+    writeln!(writer, "asset,ts,detector,score,threshold,exceeded,anomalous,t2,spe,top_signal,top_contribution")?;
     let mut lines = 0u64;
     let mut anomalous = 0u64;
     for (asset, asset_rows) in &frames {
@@ -207,20 +160,14 @@ pub fn score(
         let names = plant_asset.signal_names();
         for &d in &plant_asset.detectors {
             let spec = &plant.detectors[d];
-            let path = models
-                .join(&plant_asset.path.asset)
-                .join(format!("{}.json", spec.name));
+            let path = models.join(&plant_asset.path.asset).join(format!("{}.json", spec.name));
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("no fitted model {} (run usan fit)", path.display()))?;
-            let model: FittedModel = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a usan model", path.display()))?;
+            let model: FittedModel =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a usan model", path.display()))?;
             model.check_format()?;
             if model.signals != names {
-                bail!(
-                    "{} was fitted on other signals than asset `{}` has now",
-                    path.display(),
-                    plant_asset.path.asset
-                );
+                bail!("{} was fitted on other signals than asset `{}` has now", path.display(), plant_asset.path.asset);
             }
             let mut threshold = match model.threshold {
                 Some(level) => spec.threshold().build_at(level),
@@ -255,9 +202,6 @@ pub fn score(
         }
     }
     writer.flush()?;
-    println!(
-        "scored {lines} row(s) ({anomalous} anomalous) into {}",
-        out.display()
-    );
+    println!("scored {lines} row(s) ({anomalous} anomalous) into {}", out.display());
     Ok(())
 }

@@ -83,11 +83,7 @@ fn default_flush_interval() -> HumanDuration {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig::Sqlite {
-            path: default_store_path(),
-            retention: None,
-            flush_interval: default_flush_interval(),
-        }
+        StoreConfig::Sqlite { path: default_store_path(), retention: None, flush_interval: default_flush_interval() }
     }
 }
 
@@ -118,11 +114,7 @@ fn default_max_future() -> HumanDuration {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            listen: default_listen(),
-            max_body_bytes: default_max_body(),
-            max_future: default_max_future(),
-        }
+        ServerConfig { listen: default_listen(), max_body_bytes: default_max_body(), max_future: default_max_future() }
     }
 }
 
@@ -193,14 +185,12 @@ impl DetectorSpec {
     /// The configured threshold, or the algorithm's default.
     #[must_use]
     pub fn threshold(&self) -> ThresholdConfig {
-        self.threshold
-            .clone()
-            .unwrap_or_else(|| match self.algorithm {
-                // PCA scores are ratios to the limit: 1.0 is the limit itself.
-                DetectorConfig::Pca(_) => ThresholdConfig::fixed(1.0),
-                // Robust z and EWMA scores are sigmas.
-                DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => ThresholdConfig::fixed(6.0),
-            })
+        self.threshold.clone().unwrap_or_else(|| match self.algorithm {
+            // PCA scores are ratios to the limit: 1.0 is the limit itself.
+            DetectorConfig::Pca(_) => ThresholdConfig::fixed(1.0),
+            // Robust z and EWMA scores are sigmas.
+            DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => ThresholdConfig::fixed(6.0),
+        })
     }
 }
 
@@ -230,12 +220,9 @@ pub struct SignalSpecEntry {
 impl SignalEntry {
     fn spec(&self) -> SignalSpec {
         match self {
-            SignalEntry::Name(name) => SignalSpec {
-                name: name.clone(),
-                unit: None,
-                lower_spec: None,
-                upper_spec: None,
-            },
+            SignalEntry::Name(name) => {
+                SignalSpec { name: name.clone(), unit: None, lower_spec: None, upper_spec: None }
+            }
             SignalEntry::Spec(s) => SignalSpec {
                 name: s.name.clone(),
                 unit: s.unit.clone(),
@@ -318,16 +305,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: &[&str] = &[
-    "store",
-    "server",
-    "pipeline",
-    "sources",
-    "detectors",
-    "assets",
-    "alarms",
-    "sinks",
-];
+const SECTIONS: &[&str] = &["store", "server", "pipeline", "sources", "detectors", "assets", "alarms", "sinks"];
 
 impl Config {
     /// Read and validate a configuration file. Relative paths inside it are
@@ -336,8 +314,8 @@ impl Config {
     /// # Errors
     /// Every problem found, or the file cannot be read.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
         let mut config = Config::parse(&text).map_err(anyhow::Error::new)?;
         if let Some(dir) = path.parent() {
             config.resolve_paths(dir);
@@ -352,11 +330,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         let table: toml::Table = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| line_of(text, span.start));
-            ConfigErrors(vec![ConfigError {
-                path: "(syntax)".into(),
-                line,
-                message: e.message().to_string(),
-            }])
+            ConfigErrors(vec![ConfigError { path: "(syntax)".into(), line, message: e.message().to_string() }])
         })?;
         let locator = Locator::new(text);
         let mut errors = Vec::new();
@@ -373,19 +347,12 @@ impl Config {
                 "sinks" => config.sinks = entries(&locator, key, value, &mut errors),
                 other => errors.push(locator.error(
                     &[Seg::Key(other)],
-                    format!(
-                        "unknown section `{other}`; expected one of {}",
-                        SECTIONS.join(", ")
-                    ),
+                    format!("unknown section `{other}`; expected one of {}", SECTIONS.join(", ")),
                 )),
             }
         }
         config.validate(&locator, &mut errors);
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(errors))
-        }
+        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
 
     fn resolve_paths(&mut self, dir: &Path) {
@@ -409,34 +376,23 @@ impl Config {
 
     fn validate(&self, locator: &Locator, errors: &mut Vec<ConfigError>) {
         if self.pipeline.queue_capacity == 0 {
-            errors.push(locator.error(
-                &[Seg::Key("pipeline"), Seg::Key("queue_capacity")],
-                "must be at least 1".into(),
-            ));
+            errors
+                .push(locator.error(&[Seg::Key("pipeline"), Seg::Key("queue_capacity")], "must be at least 1".into()));
         }
         if self.pipeline.workers == 0 {
-            errors.push(locator.error(
-                &[Seg::Key("pipeline"), Seg::Key("workers")],
-                "must be at least 1".into(),
-            ));
+            errors.push(locator.error(&[Seg::Key("pipeline"), Seg::Key("workers")], "must be at least 1".into()));
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             errors.push(locator.error(
                 &[Seg::Key("server"), Seg::Key("listen")],
-                format!(
-                    "`{}` is not an address like 127.0.0.1:8080",
-                    self.server.listen
-                ),
+                format!("`{}` is not an address like 127.0.0.1:8080", self.server.listen),
             ));
         }
         let mut detector_names = HashSet::new();
         for (i, detector) in self.detectors.iter().enumerate() {
             let at = [Seg::Key("detectors"), Seg::Index(i)];
             if !detector_names.insert(detector.name.as_str()) {
-                errors.push(locator.error(
-                    &at,
-                    format!("detector name `{}` is used twice", detector.name),
-                ));
+                errors.push(locator.error(&at, format!("detector name `{}` is used twice", detector.name)));
             }
             for problem in detector.algorithm.validate() {
                 errors.push(locator.error(&[at[0], at[1], Seg::Key("algorithm")], problem));
@@ -467,37 +423,28 @@ impl Config {
                 errors.push(locator.error(&at, format!("asset id `{}` is used twice", asset.id)));
             }
             if asset.signals.is_empty() {
-                errors.push(locator.error(
-                    &[at[0], at[1], Seg::Key("signals")],
-                    "an asset needs at least one signal".into(),
-                ));
+                errors.push(
+                    locator.error(&[at[0], at[1], Seg::Key("signals")], "an asset needs at least one signal".into()),
+                );
             }
             let mut signal_names = HashSet::new();
             for (j, signal) in asset.signals.iter().enumerate() {
                 let spec = signal.spec();
                 let sat = [at[0], at[1], Seg::Key("signals"), Seg::Index(j)];
                 if !signal_names.insert(spec.name.clone()) {
-                    errors.push(
-                        locator.error(&sat, format!("signal `{}` is listed twice", spec.name)),
-                    );
+                    errors.push(locator.error(&sat, format!("signal `{}` is listed twice", spec.name)));
                 }
                 if let (Some(lo), Some(hi)) = (spec.lower_spec, spec.upper_spec)
                     && lo >= hi
                 {
-                    errors.push(locator.error(
-                        &sat,
-                        format!("lower_spec {lo} is not below upper_spec {hi}"),
-                    ));
+                    errors.push(locator.error(&sat, format!("lower_spec {lo} is not below upper_spec {hi}")));
                 }
             }
             for name in asset.detectors.iter().flatten() {
                 if !detector_names.contains(name.as_str()) {
                     errors.push(locator.error(
                         &[at[0], at[1], Seg::Key("detectors")],
-                        format!(
-                            "no detector named `{name}` (defined: {})",
-                            sorted(&detector_names)
-                        ),
+                        format!("no detector named `{name}` (defined: {})", sorted(&detector_names)),
                     ));
                 }
             }
@@ -506,10 +453,7 @@ impl Config {
         for (i, source) in self.sources.iter().enumerate() {
             let at = [Seg::Key("sources"), Seg::Index(i)];
             if !source_names.insert(source.name()) {
-                errors.push(locator.error(
-                    &at,
-                    format!("source name `{}` is used twice", source.name()),
-                ));
+                errors.push(locator.error(&at, format!("source name `{}` is used twice", source.name())));
             }
             for problem in source.validate(&asset_ids) {
                 errors.push(locator.error(&at, problem));
@@ -530,55 +474,31 @@ impl Config {
             .iter()
             .map(|a| {
                 let signals: Vec<SignalSpec> = a.signals.iter().map(SignalEntry::spec).collect();
-                let signal_index = signals
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.name.clone(), i))
-                    .collect();
+                let signal_index = signals.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
                 let detectors = self
                     .detectors
                     .iter()
                     .enumerate()
-                    .filter(|(_, d)| {
-                        a.detectors
-                            .as_ref()
-                            .is_none_or(|names| names.contains(&d.name))
-                    })
+                    .filter(|(_, d)| a.detectors.as_ref().is_none_or(|names| names.contains(&d.name)))
                     .map(|(i, _)| i)
                     .collect();
                 PlantAsset {
-                    path: AssetPath {
-                        site: a.site.clone(),
-                        line: a.line.clone(),
-                        asset: a.id.clone(),
-                    },
+                    path: AssetPath { site: a.site.clone(), line: a.line.clone(), asset: a.id.clone() },
                     signals,
                     signal_index,
                     detectors,
                 }
             })
             .collect();
-        let asset_index = assets
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.path.asset.clone(), i))
-            .collect();
-        Plant {
-            assets,
-            asset_index,
-            detectors: self.detectors.clone(),
-        }
+        let asset_index = assets.iter().enumerate().map(|(i, a)| (a.path.asset.clone(), i)).collect();
+        Plant { assets, asset_index, detectors: self.detectors.clone() }
     }
 }
 
 fn sorted(names: &HashSet<&str>) -> String {
     let mut v: Vec<&str> = names.iter().copied().collect();
     v.sort_unstable();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
+    if v.is_empty() { "none".into() } else { v.join(", ") }
 }
 
 /// One asset, indexed for the hot path.
@@ -635,19 +555,14 @@ fn entries<T: DeserializeOwned>(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<T> {
     let Some(items) = value.as_array() else {
-        errors.push(locator.error(
-            &[Seg::Key(key)],
-            format!("`{key}` must be an array: write [[{key}]] tables"),
-        ));
+        errors.push(locator.error(&[Seg::Key(key)], format!("`{key}` must be an array: write [[{key}]] tables")));
         return Vec::new();
     };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item.clone().try_into::<T>() {
             Ok(v) => out.push(v),
-            Err(e) => {
-                errors.push(locator.shape_error(&[Seg::Key(key), Seg::Index(i)], e.message()))
-            }
+            Err(e) => errors.push(locator.shape_error(&[Seg::Key(key), Seg::Index(i)], e.message())),
         }
     }
     out
@@ -668,10 +583,7 @@ struct Locator<'t> {
 
 impl<'t> Locator<'t> {
     fn new(text: &'t str) -> Self {
-        Locator {
-            text,
-            doc: toml_edit::Document::parse(text).ok(),
-        }
+        Locator { text, doc: toml_edit::Document::parse(text).ok() }
     }
 
     fn line(&self, path: &[Seg]) -> Option<usize> {
@@ -697,11 +609,7 @@ impl<'t> Locator<'t> {
     }
 
     fn error(&self, path: &[Seg], message: String) -> ConfigError {
-        ConfigError {
-            path: path_string(path),
-            line: self.line(path),
-            message,
-        }
+        ConfigError { path: path_string(path), line: self.line(path), message }
     }
 
     fn item(&self, path: &[Seg]) -> Option<&toml_edit::Item> {
@@ -735,10 +643,7 @@ fn find_key_item(item: &toml_edit::Item, field: &str) -> Option<usize> {
     match item {
         toml_edit::Item::Table(table) => table.iter().find_map(|(key, child)| {
             if key == field {
-                child
-                    .span()
-                    .or_else(|| table.key(key).and_then(|k| k.span()))
-                    .map(|s| s.start)
+                child.span().or_else(|| table.key(key).and_then(|k| k.span())).map(|s| s.start)
             } else {
                 find_key_item(child, field)
             }
@@ -755,11 +660,7 @@ fn find_key_item(item: &toml_edit::Item, field: &str) -> Option<usize> {
 fn find_key_value(value: &toml_edit::Value, field: &str) -> Option<usize> {
     match value {
         toml_edit::Value::InlineTable(table) => table.iter().find_map(|(key, child)| {
-            if key == field {
-                child.span().map(|s| s.start)
-            } else {
-                find_key_value(child, field)
-            }
+            if key == field { child.span().map(|s| s.start) } else { find_key_value(child, field) }
         }),
         toml_edit::Value::Array(array) => array.iter().find_map(|v| find_key_value(v, field)),
         _ => None,
@@ -783,11 +684,7 @@ fn path_string(path: &[Seg]) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 #[cfg(test)]
@@ -862,15 +759,9 @@ x = 1
         assert!(has("at least one signal"), "{text:#?}");
         assert!(has("unknown section `mystery`"), "{text:#?}");
         assert!(errors.iter().all(|e| e.line.is_some()), "{text:#?}");
-        let colour = errors
-            .iter()
-            .find(|e| e.message.contains("colour"))
-            .unwrap();
+        let colour = errors.iter().find(|e| e.message.contains("colour")).unwrap();
         assert_eq!(colour.line, Some(13));
-        let mystery = errors
-            .iter()
-            .find(|e| e.message.contains("mystery"))
-            .unwrap();
+        let mystery = errors.iter().find(|e| e.message.contains("mystery")).unwrap();
         assert_eq!(mystery.line, Some(24));
     }
 

@@ -21,23 +21,16 @@ const DEMO_DATA: &str = include_str!("../examples/data/cmapss_fd001_demo.csv");
 ///
 /// # Errors
 /// When the demo files cannot be written or the engine cannot start.
-pub async fn run(
-    listen: &str,
-    duration: Option<Duration>,
-    store: Option<PathBuf>,
-) -> anyhow::Result<()> {
+pub async fn run(listen: &str, duration: Option<Duration>, store: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("usan-demo-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("data"))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("data")).with_context(|| format!("cannot create {}", dir.display()))?;
     let config_path = dir.join("demo.toml");
     std::fs::write(&config_path, DEMO_CONFIG)?;
     std::fs::write(dir.join("data/cmapss_fd001_demo.csv"), DEMO_DATA)?;
     let mut config = Config::load(&config_path)?;
     config.server.listen = listen.to_string();
     if let Some(path) = store {
-        let StoreConfig::Sqlite {
-            path: store_path, ..
-        } = &mut config.store;
+        let StoreConfig::Sqlite { path: store_path, .. } = &mut config.store;
         *store_path = path;
     }
     println!(
@@ -45,15 +38,7 @@ pub async fn run(
          API: http://{listen}/api/v1/assets  alarms: http://{listen}/api/v1/alarms  metrics: http://{listen}/metrics\n",
         config.assets.len()
     );
-    let result = serve(
-        config,
-        ServeOptions {
-            duration,
-            exit_when_done: false,
-            live_view: true,
-        },
-    )
-    .await;
+    let result = serve(config, ServeOptions { duration, exit_when_done: false, live_view: true }).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -80,11 +65,7 @@ pub fn live_view(engine: &Engine) -> String {
         engine.metrics.alarms_raised.get(),
         open.len()
     );
-    let _ = writeln!(
-        out,
-        "{:<14} {:<10} {:>6}  {:<22} top signals",
-        "asset", "health", "frames", "score / threshold"
-    );
+    let _ = writeln!(out, "{:<14} {:<10} {:>6}  {:<22} top signals", "asset", "health", "frames", "score / threshold");
     for (i, asset) in engine.plant.assets.iter().enumerate() {
         let live = engine.live.get(i).unwrap_or_default();
         let first = live.detectors.first();
@@ -92,12 +73,9 @@ pub fn live_view(engine: &Engine) -> String {
             Some(d) if d.status == "learning" => {
                 format!("learning {}/{}", d.baseline_frames, d.baseline_needed)
             }
-            Some(d) => format!(
-                "{} {:.2} / {:.2}",
-                d.name,
-                d.score.unwrap_or(f64::NAN),
-                d.threshold.unwrap_or(f64::NAN)
-            ),
+            Some(d) => {
+                format!("{} {:.2} / {:.2}", d.name, d.score.unwrap_or(f64::NAN), d.threshold.unwrap_or(f64::NAN))
+            }
             None => "-".into(),
         };
         let top = first
@@ -110,11 +88,7 @@ pub fn live_view(engine: &Engine) -> String {
                     .join(", ")
             })
             .unwrap_or_default();
-        let alarm = if open.iter().any(|a| a.asset == asset.path.asset) {
-            " [ALARM]"
-        } else {
-            ""
-        };
+        let alarm = if open.iter().any(|a| a.asset == asset.path.asset) { " [ALARM]" } else { "" };
         let _ = writeln!(
             out,
             "{:<14} {:<10} {:>6}  {:<22} {top}{alarm}",

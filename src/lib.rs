@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod metrics;

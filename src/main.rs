@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use usan::{batch, config, demo, serve};
+use usan::{batch, bench, config, demo, serve};
 
 /// usan (우산): connects to plant data, learns each asset's normal
 /// behaviour, detects and explains faults, raises alarms.
@@ -52,15 +52,8 @@ enum Command {
     },
     /// Fit a configuration's detectors on a history CSV and write model artifacts.
     Fit {
-        /// Configuration file (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// History CSV, read with the settings of the config's file source.
-        #[arg(long)]
-        data: PathBuf,
-        /// Which file source of the config describes the CSV (when there are several).
-        #[arg(long)]
-        source: Option<String>,
+        #[command(flatten)]
+        history: HistoryArgs,
         /// Folder for the artifacts, `<out>/<asset>/<detector>.json`.
         #[arg(long)]
         out: PathBuf,
@@ -68,23 +61,81 @@ enum Command {
         #[arg(long)]
         rows: Option<usize>,
     },
+    /// Measure the hot paths on this machine (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Score a CSV with fitted models and write one finding per row and detector.
     Score {
-        /// Configuration file (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// CSV to score, read with the settings of the config's file source.
-        #[arg(long)]
-        data: PathBuf,
-        /// Which file source of the config describes the CSV.
-        #[arg(long)]
-        source: Option<String>,
+        #[command(flatten)]
+        history: HistoryArgs,
         /// Folder of fitted artifacts written by `usan fit`.
         #[arg(long)]
         models: PathBuf,
         /// Output CSV.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+/// A CSV read the way one of a configuration's file sources reads it.
+#[derive(clap::Args)]
+struct HistoryArgs {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// The CSV, read with the settings of the config's file source.
+    #[arg(long)]
+    data: PathBuf,
+    /// Which file source of the config describes the CSV (when there are several).
+    #[arg(long)]
+    source: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Scoring throughput of each detector (same data as the Python peers).
+    Detectors {
+        /// Rows to score.
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        /// Signal counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "8,52")]
+        dims: Vec<usize>,
+    },
+    /// A CSV replayed at full speed through detectors into the store.
+    Pipeline {
+        /// Assets.
+        #[arg(long, default_value_t = 10)]
+        assets: usize,
+        /// Signals per asset.
+        #[arg(long, default_value_t = 20)]
+        signals: usize,
+        /// Rows per asset.
+        #[arg(long, default_value_t = 20_000)]
+        rows: usize,
+        /// Detector: none, robust_z, ewma or pca.
+        #[arg(long, default_value = "robust_z")]
+        detector: String,
+    },
+    /// A generated plant fed at a fixed rate; prints resident memory over time.
+    Soak {
+        /// Assets.
+        #[arg(long, default_value_t = 1000)]
+        assets: usize,
+        /// Signals per asset.
+        #[arg(long, default_value_t = 20)]
+        signals: usize,
+        /// Samples per second.
+        #[arg(long, default_value_t = 20_000)]
+        rate: usize,
+        /// How long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        duration: Duration,
+        /// Detector: none, robust_z, ewma or pca.
+        #[arg(long, default_value = "pca")]
+        detector: String,
     },
 }
 
@@ -99,47 +150,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => check(&config),
-        Command::Fit {
-            config,
-            data,
-            source,
-            out,
-            rows,
-        } => batch::fit(&config, &data, source.as_deref(), &out, rows),
-        Command::Score {
-            config,
-            data,
-            source,
-            models,
-            out,
-        } => batch::score(&config, &data, source.as_deref(), &models, &out),
-        Command::Serve {
-            config,
-            listen,
-            duration,
-            exit_when_done,
-        } => runtime().and_then(|rt| {
+        Command::Fit { history: h, out, rows } => batch::fit(&h.config, &h.data, h.source.as_deref(), &out, rows),
+        Command::Score { history: h, models, out } => {
+            batch::score(&h.config, &h.data, h.source.as_deref(), &models, &out)
+        }
+        Command::Serve { config, listen, duration, exit_when_done } => runtime().and_then(|rt| {
             rt.block_on(async {
                 let mut config = config::Config::load(&config)?;
                 if let Some(listen) = listen {
                     config.server.listen = listen;
                 }
-                serve::serve(
-                    config,
-                    serve::ServeOptions {
-                        duration,
-                        exit_when_done,
-                        live_view: false,
-                    },
-                )
-                .await
+                serve::serve(config, serve::ServeOptions { duration, exit_when_done, live_view: false }).await
             })
         }),
-        Command::Demo {
-            listen,
-            duration,
-            store,
-        } => runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration, store))),
+        Command::Bench { what } => match what {
+            BenchCommand::Detectors { rows, dims } => bench::detectors(rows, &dims),
+            BenchCommand::Pipeline { assets, signals, rows, detector } => {
+                runtime().and_then(|rt| rt.block_on(bench::pipeline(assets, signals, rows, &detector)))
+            }
+            BenchCommand::Soak { assets, signals, rate, duration, detector } => {
+                runtime().and_then(|rt| rt.block_on(bench::soak(assets, signals, rate, duration, &detector)))
+            }
+        },
+        Command::Demo { listen, duration, store } => {
+            runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration, store)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,9 +186,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
@@ -166,11 +199,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     if !problems.is_empty() {
-        anyhow::bail!(
-            "{} source(s) cannot start:\n  {}",
-            problems.len(),
-            problems.join("\n  ")
-        );
+        anyhow::bail!("{} source(s) cannot start:\n  {}", problems.len(), problems.join("\n  "));
     }
     let signals: usize = plant.assets.iter().map(|a| a.signals.len()).sum();
     println!(

@@ -58,86 +58,31 @@ impl Metrics {
     #[must_use]
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let counters: [(&str, &str, &Counter); 14] = [
-            (
-                "usan_samples_in_total",
-                "Values accepted from sources.",
-                &self.samples_in,
-            ),
+            ("usan_samples_in_total", "Values accepted from sources.", &self.samples_in),
             (
                 "usan_samples_dropped_total",
                 "Values dropped (unknown asset or signal, bad quality).",
                 &self.samples_dropped,
             ),
-            (
-                "usan_samples_late_total",
-                "Values older than their asset's last emitted frame.",
-                &self.samples_late,
-            ),
-            (
-                "usan_samples_duplicate_total",
-                "Values replacing a pending value.",
-                &self.samples_duplicate,
-            ),
-            (
-                "usan_bad_values_total",
-                "Cells that were not numbers.",
-                &self.bad_values,
-            ),
+            ("usan_samples_late_total", "Values older than their asset's last emitted frame.", &self.samples_late),
+            ("usan_samples_duplicate_total", "Values replacing a pending value.", &self.samples_duplicate),
+            ("usan_bad_values_total", "Cells that were not numbers.", &self.bad_values),
             ("usan_frames_total", "Frames assembled.", &self.frames),
-            (
-                "usan_frames_scored_total",
-                "Frames scored by at least one detector.",
-                &self.frames_scored,
-            ),
-            (
-                "usan_findings_total",
-                "Scores over their threshold.",
-                &self.findings,
-            ),
-            (
-                "usan_alarms_raised_total",
-                "Alarms raised.",
-                &self.alarms_raised,
-            ),
-            (
-                "usan_detector_errors_total",
-                "Detector learn or score errors.",
-                &self.detector_errors,
-            ),
-            (
-                "usan_frames_stored_total",
-                "Frames written to the store.",
-                &self.frames_stored,
-            ),
-            (
-                "usan_store_commits_total",
-                "Store commits.",
-                &self.store_commits,
-            ),
-            (
-                "usan_store_errors_total",
-                "Store write failures.",
-                &self.store_errors,
-            ),
-            (
-                "usan_http_rejected_total",
-                "HTTP requests refused for bad input.",
-                &self.http_rejected,
-            ),
+            ("usan_frames_scored_total", "Frames scored by at least one detector.", &self.frames_scored),
+            ("usan_findings_total", "Scores over their threshold.", &self.findings),
+            ("usan_alarms_raised_total", "Alarms raised.", &self.alarms_raised),
+            ("usan_detector_errors_total", "Detector learn or score errors.", &self.detector_errors),
+            ("usan_frames_stored_total", "Frames written to the store.", &self.frames_stored),
+            ("usan_store_commits_total", "Store commits.", &self.store_commits),
+            ("usan_store_errors_total", "Store write failures.", &self.store_errors),
+            ("usan_http_rejected_total", "HTTP requests refused for bad input.", &self.http_rejected),
         ];
         let mut out = String::new();
         for (name, help, counter) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.get()
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.get());
         }
         for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         out
     }

@@ -27,9 +27,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> 
     let engine = Engine::start(config).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| {
-            format!("cannot listen on {listen} (is another usan running? use --listen)")
-        })?;
+        .with_context(|| format!("cannot listen on {listen} (is another usan running? use --listen)"))?;
     tracing::info!("API on http://{listen}/api/v1/health");
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let app = router(ApiState::new(&engine));
@@ -44,10 +42,7 @@ pub async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> 
     let reason = wait_for_stop(&engine, options).await;
     tracing::info!("stopping: {reason}; flushing what was accepted");
     let _ = stop_server.send(());
-    server
-        .await
-        .context("API task failed")?
-        .context("API server failed")?;
+    server.await.context("API task failed")?.context("API server failed")?;
     if options.live_view {
         println!("{}", crate::demo::live_view(&engine));
     }

@@ -63,13 +63,8 @@ impl SinkConfig {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("jsonl sink: cannot open {}: {e}", path.display())
-                    })?;
-                Box::new(JsonlSink {
-                    out: std::io::BufWriter::new(file),
-                    findings: *findings,
-                })
+                    .map_err(|e| anyhow::anyhow!("jsonl sink: cannot open {}: {e}", path.display()))?;
+                Box::new(JsonlSink { out: std::io::BufWriter::new(file), findings: *findings })
             }
         })
     }

@@ -31,35 +31,16 @@ fn demo_runs_30s_and_alarms_only_on_failing_engines() {
     let store = dir.path().join("demo.db");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let server = Server::spawn(
-        &[
-            "demo",
-            "--duration",
-            "30s",
-            "--listen",
-            &listen,
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        port,
-    );
+    let server =
+        Server::spawn(&["demo", "--duration", "30s", "--listen", &listen, "--store", store.to_str().unwrap()], port);
 
     let lives = lives();
     let assets = server.get("/api/v1/assets");
-    let ids: Vec<&str> = assets
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = assets.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 10);
     assert!(ids.iter().all(|id| lives.contains_key(*id)), "{ids:?}");
     server.wait_until("the engines are monitored", Duration::from_secs(20), |s| {
-        s.get("/api/v1/assets")
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|a| a["detectors"][0]["status"] == "monitoring")
+        s.get("/api/v1/assets").as_array().unwrap().iter().all(|a| a["detectors"][0]["status"] == "monitoring")
     });
 
     let status = server.wait(Duration::from_secs(60));
@@ -67,25 +48,13 @@ fn demo_runs_30s_and_alarms_only_on_failing_engines() {
 
     let db = open_store(&store);
     let mut stmt = db.prepare("SELECT asset, raised_at FROM alarms").unwrap();
-    let alarms: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert!(
-        !alarms.is_empty(),
-        "at least one engine approaching failure raised an alarm"
-    );
+    let alarms: Vec<(String, i64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    assert!(!alarms.is_empty(), "at least one engine approaching failure raised an alarm");
     for (asset, raised_at) in &alarms {
         let cycle = (raised_at - ORIGIN_MS) / CYCLE_MS;
         let life = lives[asset];
-        assert!(
-            cycle > 50,
-            "{asset}: alarm at cycle {cycle}, inside the healthy start"
-        );
-        assert!(
-            life - cycle <= 90,
-            "{asset}: alarm at cycle {cycle} of {life}: approaching failure"
-        );
+        assert!(cycle > 50, "{asset}: alarm at cycle {cycle}, inside the healthy start");
+        assert!(life - cycle <= 90, "{asset}: alarm at cycle {cycle} of {life}: approaching failure");
     }
 }

@@ -33,11 +33,7 @@ impl AlarmBook {
             .filter(Alarm::is_open)
             .map(|a| ((a.asset.clone(), a.detector.clone()), a))
             .collect();
-        AlarmBook {
-            store,
-            open: Mutex::new(open),
-            auto_clear,
-        }
+        AlarmBook { store, open: Mutex::new(open), auto_clear }
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, HashMap<Key, Alarm>>, StoreError> {
@@ -85,12 +81,7 @@ impl AlarmBook {
     ///
     /// # Errors
     /// When the store refuses the write.
-    pub fn on_normal(
-        &self,
-        asset: &str,
-        detector: &str,
-        ts: Timestamp,
-    ) -> Result<Option<Alarm>, StoreError> {
+    pub fn on_normal(&self, asset: &str, detector: &str, ts: Timestamp) -> Result<Option<Alarm>, StoreError> {
         let mut open = self.lock()?;
         let key = (asset.to_string(), detector.to_string());
         let Some(alarm) = open.get_mut(&key) else {
@@ -103,13 +94,7 @@ impl AlarmBook {
         self.store.update_alarm_observation(alarm)?;
         let snapshot = alarm.clone();
         if self.auto_clear && alarm.state == AlarmState::Acknowledged {
-            self.store.transition_alarm(
-                alarm.id,
-                AlarmAction::Clear,
-                "usan",
-                "condition returned to normal",
-                ts,
-            )?;
+            self.store.transition_alarm(alarm.id, AlarmAction::Clear, "usan", "condition returned to normal", ts)?;
             open.remove(&key);
         }
         Ok(Some(snapshot))
@@ -119,13 +104,7 @@ impl AlarmBook {
     ///
     /// # Errors
     /// [`StoreError::NoSuchAlarm`], [`StoreError::Transition`] or a database error.
-    pub fn transition(
-        &self,
-        id: i64,
-        action: AlarmAction,
-        by: &str,
-        note: &str,
-    ) -> Result<Alarm, StoreError> {
+    pub fn transition(&self, id: i64, action: AlarmAction, by: &str, note: &str) -> Result<Alarm, StoreError> {
         let mut open = self.lock()?;
         let now = Timestamp(chrono::Utc::now().timestamp_millis());
         let alarm = self.store.transition_alarm(id, action, by, note, now)?;

@@ -82,19 +82,13 @@ pub struct LiveState {
 
 impl LiveState {
     fn new(assets: usize) -> Self {
-        LiveState {
-            assets: (0..assets)
-                .map(|_| Mutex::new(AssetLive::default()))
-                .collect(),
-        }
+        LiveState { assets: (0..assets).map(|_| Mutex::new(AssetLive::default())).collect() }
     }
 
     /// A copy of one asset's state.
     #[must_use]
     pub fn get(&self, asset: usize) -> Option<AssetLive> {
-        self.assets
-            .get(asset)
-            .map(|m| m.lock().map(|g| g.clone()).unwrap_or_default())
+        self.assets.get(asset).map(|m| m.lock().map(|g| g.clone()).unwrap_or_default())
     }
 
     pub(crate) fn set(&self, asset: usize, live: AssetLive) {
@@ -145,10 +139,7 @@ pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// Fitted models from `<dir>/<asset>/<detector>.json`.
-fn models_from_dir(
-    dir: &std::path::Path,
-    plant: &Plant,
-) -> anyhow::Result<HashMap<(String, String), FittedModel>> {
+fn models_from_dir(dir: &std::path::Path, plant: &Plant) -> anyhow::Result<HashMap<(String, String), FittedModel>> {
     let mut out = HashMap::new();
     for asset in &plant.assets {
         for &d in &asset.detectors {
@@ -157,13 +148,11 @@ fn models_from_dir(
             if !path.exists() {
                 continue;
             }
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read model {}", path.display()))?;
-            let model: FittedModel = serde_json::from_str(&text)
-                .with_context(|| format!("model {} is not a usan model", path.display()))?;
-            model
-                .check_format()
-                .with_context(|| format!("model {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read model {}", path.display()))?;
+            let model: FittedModel =
+                serde_json::from_str(&text).with_context(|| format!("model {} is not a usan model", path.display()))?;
+            model.check_format().with_context(|| format!("model {}", path.display()))?;
             out.insert((asset.path.asset.clone(), name.clone()), model);
         }
     }
@@ -188,10 +177,7 @@ impl Engine {
                 let resume = store.last_frame_times()?;
                 let models = store.models()?;
                 let open = store.alarms(&crate::store::AlarmQuery {
-                    states: vec![
-                        usan_core::alarm::AlarmState::Raised,
-                        usan_core::alarm::AlarmState::Acknowledged,
-                    ],
+                    states: vec![usan_core::alarm::AlarmState::Raised, usan_core::alarm::AlarmState::Acknowledged],
                     limit: 100_000,
                     ..Default::default()
                 })?;
@@ -199,18 +185,12 @@ impl Engine {
             })
             .await??
         };
-        let mut models: HashMap<(String, String), FittedModel> = stored_models
-            .into_iter()
-            .map(|(a, d, m)| ((a, d), m))
-            .collect();
+        let mut models: HashMap<(String, String), FittedModel> =
+            stored_models.into_iter().map(|(a, d, m)| ((a, d), m)).collect();
         if let Some(dir) = &config.pipeline.models_dir {
             models.extend(models_from_dir(dir, &plant)?);
         }
-        let alarms = Arc::new(AlarmBook::new(
-            store.clone(),
-            open_alarms,
-            config.alarms.auto_clear,
-        ));
+        let alarms = Arc::new(AlarmBook::new(store.clone(), open_alarms, config.alarms.auto_clear));
 
         let capacity = config.pipeline.queue_capacity;
         let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(capacity);
@@ -223,9 +203,7 @@ impl Engine {
         for shard in 0..workers_n {
             let (tx, rx) = mpsc::channel(capacity);
             shard_senders.push(tx);
-            let assets: Vec<usize> = (0..plant.assets.len())
-                .filter(|a| a % workers_n == shard)
-                .collect();
+            let assets: Vec<usize> = (0..plant.assets.len()).filter(|a| a % workers_n == shard).collect();
             let worker = worker::Worker::new(worker::WorkerParts {
                 plant: plant.clone(),
                 assets,
@@ -244,11 +222,7 @@ impl Engine {
         }
         let router = Router::new(shard_senders, metrics.clone());
 
-        let StoreConfig::Sqlite {
-            flush_interval,
-            retention,
-            ..
-        } = &config.store;
+        let StoreConfig::Sqlite { flush_interval, retention, .. } = &config.store;
         let writer = tokio::spawn(store_writer(
             store.clone(),
             store_rx,
@@ -263,10 +237,8 @@ impl Engine {
         }
         let sinks = tokio::spawn(sink_loop(sinks_built, sink_rx));
 
-        let resume_idx: HashMap<usize, Timestamp> = resume
-            .iter()
-            .filter_map(|(name, ts)| plant.asset_index.get(name).map(|i| (*i, *ts)))
-            .collect();
+        let resume_idx: HashMap<usize, Timestamp> =
+            resume.iter().filter_map(|(name, ts)| plant.asset_index.get(name).map(|i| (*i, *ts))).collect();
         let mut sources = Vec::new();
         for source_config in &config.sources {
             let Some(source) = source_config.build(&plant)? else {
@@ -315,10 +287,7 @@ impl Engine {
     /// A probe of the store queue depth that does not keep the queue open.
     pub fn store_queue_depth_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
         let weak = self.store_queue.downgrade();
-        move || {
-            weak.upgrade()
-                .map_or(0, |q| q.max_capacity() - q.capacity())
-        }
+        move || weak.upgrade().map_or(0, |q| q.max_capacity() - q.capacity())
     }
 
     /// A watch that turns `true` at shutdown.
@@ -434,9 +403,7 @@ async fn store_writer(
             last_retention = tokio::time::Instant::now();
             let before = Timestamp(newest - keep.as_millis() as i64);
             let store = store.clone();
-            if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || store.delete_before(before)).await
-            {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.delete_before(before)).await {
                 tracing::error!("retention delete failed: {e}");
             }
         }
@@ -446,10 +413,7 @@ async fn store_writer(
     }
 }
 
-async fn sink_loop(
-    mut sinks: Vec<Box<dyn crate::sink::Sink>>,
-    mut queue: mpsc::Receiver<Vec<Event>>,
-) {
+async fn sink_loop(mut sinks: Vec<Box<dyn crate::sink::Sink>>, mut queue: mpsc::Receiver<Vec<Event>>) {
     while let Some(events) = queue.recv().await {
         for sink in &mut sinks {
             if let Err(e) = sink.write(&events) {

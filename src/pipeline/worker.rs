@@ -24,14 +24,8 @@ const TOP_SIGNALS: usize = 5;
 const MAX_BASELINE_GROWTH: usize = 8;
 
 enum Stage {
-    Learning {
-        rows: Vec<Vec<f64>>,
-        needed: usize,
-    },
-    Monitoring {
-        detector: Box<AnyDetector>,
-        threshold: Threshold,
-    },
+    Learning { rows: Vec<Vec<f64>>, needed: usize },
+    Monitoring { detector: Box<AnyDetector>, threshold: Threshold },
     Failed(String),
 }
 
@@ -114,22 +108,12 @@ impl Worker {
                     run
                 })
                 .collect::<Vec<_>>();
-            let live = AssetLive {
-                detectors: detectors.iter().map(|d| d.live.clone()).collect(),
-                ..Default::default()
-            };
+            let live =
+                AssetLive { detectors: detectors.iter().map(|d| d.live.clone()).collect(), ..Default::default() };
             parts.live.set(index, live.clone());
             assets.insert(
                 index,
-                AssetRun {
-                    index,
-                    id,
-                    signals,
-                    assembler,
-                    seen: AssemblyStats::default(),
-                    detectors,
-                    live,
-                },
+                AssetRun { index, id, signals, assembler, seen: AssemblyStats::default(), detectors, live },
             );
         }
         Worker {
@@ -149,9 +133,7 @@ impl Worker {
         while let Some(batch) = input.recv().await {
             let asset = batch.asset();
             let Some(run) = self.assets.get_mut(&asset) else {
-                self.metrics
-                    .samples_dropped
-                    .add(batch.sample_count() as u64);
+                self.metrics.samples_dropped.add(batch.sample_count() as u64);
                 continue;
             };
             frames.clear();
@@ -186,12 +168,10 @@ impl Worker {
         };
         let stats = run.assembler.stats();
         self.metrics.samples_late.add(stats.late - run.seen.late);
+        self.metrics.samples_duplicate.add(stats.duplicate - run.seen.duplicate);
         self.metrics
-            .samples_duplicate
-            .add(stats.duplicate - run.seen.duplicate);
-        self.metrics.samples_dropped.add(
-            (stats.not_good - run.seen.not_good) + (stats.unknown_signal - run.seen.unknown_signal),
-        );
+            .samples_dropped
+            .add((stats.not_good - run.seen.not_good) + (stats.unknown_signal - run.seen.unknown_signal));
         run.seen = stats;
         if frames.is_empty() {
             return;
@@ -203,8 +183,7 @@ impl Worker {
         for frame in frames {
             let mut frame_scored = false;
             for detector in &mut run.detectors {
-                let outcome =
-                    detector.step(&run.id, &run.signals, frame, &self.store, &self.metrics);
+                let outcome = detector.step(&run.id, &run.signals, frame, &self.store, &self.metrics);
                 let Some((score, decision, finding)) = outcome else {
                     continue;
                 };
@@ -234,10 +213,8 @@ impl Worker {
                     findings.push(finding);
                 }
                 if decision.falling {
-                    match tokio::task::block_in_place(|| {
-                        self.alarms
-                            .on_normal(&run.id, &detector.spec.name, frame.ts)
-                    }) {
+                    match tokio::task::block_in_place(|| self.alarms.on_normal(&run.id, &detector.spec.name, frame.ts))
+                    {
                         Ok(Some(alarm)) => events.push(Event::AlarmConditionCleared(alarm)),
                         Ok(None) => {}
                         Err(e) => tracing::error!(asset = %run.id, "cannot update alarm: {e}"),
@@ -271,10 +248,7 @@ impl Worker {
                 })
                 .collect(),
         });
-        let batch = WriteBatch {
-            frames: frame_batch.into_iter().collect(),
-            findings,
-        };
+        let batch = WriteBatch { frames: frame_batch.into_iter().collect(), findings };
         if !batch.is_empty() && self.store_queue.send(batch).await.is_err() {
             tracing::error!("store writer has stopped; frames not stored");
         }
@@ -320,10 +294,7 @@ impl DetectorRun {
                 }
                 None
             }
-            Stage::Monitoring {
-                detector,
-                threshold,
-            } => {
+            Stage::Monitoring { detector, threshold } => {
                 let score = match detector.score(&frame.values) {
                     Ok(score) => score,
                     Err(DetectorError::NoData) => return None,
@@ -334,11 +305,7 @@ impl DetectorRun {
                     }
                 };
                 let decision = threshold.decide(score.value);
-                let top = usan_core::model::Finding::ranked_contributions(
-                    signals,
-                    &score.contributions,
-                    TOP_SIGNALS,
-                );
+                let top = usan_core::model::Finding::ranked_contributions(signals, &score.contributions, TOP_SIGNALS);
                 self.live.score = Some(score.value).filter(|v| v.is_finite());
                 self.live.anomalous = decision.anomalous;
                 self.live.top_signals = top.clone();
@@ -356,13 +323,7 @@ impl DetectorRun {
         }
     }
 
-    fn finish_learning(
-        &mut self,
-        asset: &str,
-        signals: &[String],
-        store: &Arc<dyn Store>,
-        metrics: &Metrics,
-    ) {
+    fn finish_learning(&mut self, asset: &str, signals: &[String], store: &Arc<dyn Store>, metrics: &Metrics) {
         let Stage::Learning { rows, needed } = &mut self.stage else {
             return;
         };
@@ -375,27 +336,18 @@ impl DetectorRun {
                 let threshold_config = self.spec.threshold();
                 let threshold = if threshold_config.needs_training_scores() {
                     let mut probe = detector.clone();
-                    let scores: Vec<f64> = rows
-                        .iter()
-                        .filter_map(|r| probe.score(r).ok())
-                        .map(|s| s.value)
-                        .collect();
+                    let scores: Vec<f64> = rows.iter().filter_map(|r| probe.score(r).ok()).map(|s| s.value).collect();
                     threshold_config.build(&scores)
                 } else {
                     threshold_config.build(&[])
                 };
                 let mut model = FittedModel::new(signals.to_vec(), detector.clone());
                 model.threshold = Some(threshold.level()).filter(|l| l.is_finite());
-                if let Err(e) =
-                    tokio::task::block_in_place(|| store.save_model(asset, &self.spec.name, &model))
-                {
+                if let Err(e) = tokio::task::block_in_place(|| store.save_model(asset, &self.spec.name, &model)) {
                     tracing::error!(asset, detector = %self.spec.name, "cannot save the fitted model: {e}");
                 }
                 tracing::info!(asset, detector = %self.spec.name, frames = rows.len(), "baseline learned; monitoring");
-                self.stage = Stage::Monitoring {
-                    detector: Box::new(detector),
-                    threshold,
-                };
+                self.stage = Stage::Monitoring { detector: Box::new(detector), threshold };
             }
             Err(e) => {
                 metrics.detector_errors.add(1);

@@ -39,13 +39,9 @@ impl<'de> Deserialize<'de> for Speed {
         }
         match Raw::deserialize(deserializer)? {
             Raw::Number(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
-            Raw::Number(f) => Err(serde::de::Error::custom(format!(
-                "speed must be positive, got {f}"
-            ))),
+            Raw::Number(f) => Err(serde::de::Error::custom(format!("speed must be positive, got {f}"))),
             Raw::Text(t) if t == "max" => Ok(Speed::Max),
-            Raw::Text(t) => Err(serde::de::Error::custom(format!(
-                "speed is a number or \"max\", got {t:?}"
-            ))),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!("speed is a number or \"max\", got {t:?}"))),
         }
     }
 }
@@ -104,33 +100,22 @@ impl FileSourceConfig {
     pub(crate) fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
         let mut problems = Vec::new();
         if self.delimiter.len() != 1 {
-            problems.push(format!(
-                "delimiter must be one character, got {:?}",
-                self.delimiter
-            ));
+            problems.push(format!("delimiter must be one character, got {:?}", self.delimiter));
         }
         match (&self.asset, &self.asset_column) {
             (None, None) => problems.push("set `asset` or `asset_column`".into()),
             (Some(_), Some(_)) => problems.push("set `asset` or `asset_column`, not both".into()),
-            (Some(a), None) if !assets.contains(a.as_str()) => {
-                problems.push(format!("no asset `{a}` is configured"))
-            }
+            (Some(a), None) if !assets.contains(a.as_str()) => problems.push(format!("no asset `{a}` is configured")),
             _ => {}
         }
         if !self.asset_template.contains("{}") {
-            problems.push(format!(
-                "asset_template must contain {{}}, got {:?}",
-                self.asset_template
-            ));
+            problems.push(format!("asset_template must contain {{}}, got {:?}", self.asset_template));
         }
         if self.time_column.is_none() && self.period.is_none() {
             problems.push("set `time_column` or `period`".into());
         }
         if !(self.time_unit_s.is_finite() && self.time_unit_s > 0.0) {
-            problems.push(format!(
-                "time_unit_s must be positive, got {}",
-                self.time_unit_s
-            ));
+            problems.push(format!("time_unit_s must be positive, got {}", self.time_unit_s));
         }
         if let Some(origin) = &self.time_origin
             && chrono::DateTime::parse_from_rfc3339(origin).is_err()
@@ -165,63 +150,35 @@ impl FileSource {
             .delimiter(delimiter)
             .trim(csv::Trim::All)
             .from_path(&config.path)
-            .with_context(|| {
-                format!(
-                    "source `{}`: cannot open {}",
-                    config.name,
-                    config.path.display()
-                )
-            })?;
+            .with_context(|| format!("source `{}`: cannot open {}", config.name, config.path.display()))?;
         let header: Vec<String> = reader
             .headers()
-            .with_context(|| {
-                format!(
-                    "source `{}`: cannot read the header of {}",
-                    config.name,
-                    config.path.display()
-                )
-            })?
+            .with_context(|| format!("source `{}`: cannot read the header of {}", config.name, config.path.display()))?
             .iter()
             .map(str::to_string)
             .collect();
         let find = |name: &str| header.iter().position(|h| h == name);
-        let time_index = match &config.time_column {
-            Some(c) => Some(find(c).with_context(|| {
+        let required = |column: &Option<String>| -> anyhow::Result<Option<usize>> {
+            let Some(name) = column else { return Ok(None) };
+            find(name).map(Some).with_context(|| {
                 format!(
-                    "source `{}`: no column `{c}` in {} (columns: {})",
+                    "source `{}`: no column `{name}` in {} (columns: {})",
                     config.name,
                     config.path.display(),
                     header.join(", ")
                 )
-            })?),
-            None => None,
+            })
         };
-        let asset_index = match &config.asset_column {
-            Some(c) => Some(find(c).with_context(|| {
-                format!(
-                    "source `{}`: no column `{c}` in {} (columns: {})",
-                    config.name,
-                    config.path.display(),
-                    header.join(", ")
-                )
-            })?),
-            None => None,
-        };
+        let time_index = required(&config.time_column)?;
+        let asset_index = required(&config.asset_column)?;
         for column in config.columns.keys() {
             if find(column).is_none() {
-                bail!(
-                    "source `{}`: mapped column `{column}` is not in {}",
-                    config.name,
-                    config.path.display()
-                );
+                bail!("source `{}`: mapped column `{column}` is not in {}", config.name, config.path.display());
             }
         }
         let layout_for = |asset: usize| -> Vec<Option<usize>> {
             let signals = &plant.assets[asset].signal_index;
-            header
-                .iter()
-                .map(|h| signals.get(config.columns.get(h).unwrap_or(h)).copied())
-                .collect()
+            header.iter().map(|h| signals.get(config.columns.get(h).unwrap_or(h)).copied()).collect()
         };
         let candidates: Vec<usize> = match &config.asset {
             Some(id) => plant.asset_index.get(id).copied().into_iter().collect(),
@@ -260,12 +217,8 @@ impl FileSource {
 
     fn timestamp(&self, cell: Option<&str>, row: u64) -> anyhow::Result<Timestamp> {
         if let Some(cell) = cell {
-            return parse_time(cell, self.origin_ms, self.config.time_unit_s).with_context(|| {
-                format!(
-                    "source `{}`: row {row}: bad timestamp {cell:?}",
-                    self.config.name
-                )
-            });
+            return parse_time(cell, self.origin_ms, self.config.time_unit_s)
+                .with_context(|| format!("source `{}`: row {row}: bad timestamp {cell:?}", self.config.name));
         }
         let period_ms = self.config.period.map_or(1000, |p| p.0.as_millis() as i64);
         Ok(Timestamp(self.origin_ms + period_ms * row as i64))
@@ -283,23 +236,16 @@ impl FileSource {
         counts: &mut RowCounts,
     ) -> anyhow::Result<Option<(usize, Timestamp, Vec<f64>)>> {
         loop {
-            let more = self.reader.read_record(&mut self.record).with_context(|| {
-                format!(
-                    "source `{}`: cannot read row {}",
-                    self.config.name,
-                    self.row + 1
-                )
-            })?;
+            let more = self
+                .reader
+                .read_record(&mut self.record)
+                .with_context(|| format!("source `{}`: cannot read row {}", self.config.name, self.row + 1))?;
             if !more {
                 return Ok(None);
             }
             self.row += 1;
             let asset = match self.asset_index {
-                None => *self
-                    .layouts
-                    .keys()
-                    .next()
-                    .context("no asset for this file")?,
+                None => *self.layouts.keys().next().context("no asset for this file")?,
                 Some(column) => {
                     let key = self.record.get(column).unwrap_or_default();
                     let id = self.config.asset_template.replace("{}", key);
@@ -347,11 +293,7 @@ impl FileSource {
         const BATCH_ROWS: usize = 256;
         let send = |pending: &mut HashMap<usize, Vec<(Timestamp, Vec<f64>)>>| -> bool {
             for (asset, rows) in pending.drain() {
-                if !rows.is_empty()
-                    && runtime
-                        .block_on(context.router.send(Batch::Rows { asset, rows }))
-                        .is_err()
-                {
+                if !rows.is_empty() && runtime.block_on(context.router.send(Batch::Rows { asset, rows })).is_err() {
                     return false;
                 }
             }
@@ -362,27 +304,16 @@ impl FileSource {
             let Some((asset, ts, values)) = self.next_row(&plant, &mut counts)? else {
                 break;
             };
-            context
-                .metrics
-                .samples_dropped
-                .add(counts.skipped - reported.skipped);
-            context
-                .metrics
-                .bad_values
-                .add(counts.bad_values - reported.bad_values);
+            context.metrics.samples_dropped.add(counts.skipped - reported.skipped);
+            context.metrics.bad_values.add(counts.bad_values - reported.bad_values);
             reported.skipped = counts.skipped;
             reported.bad_values = counts.bad_values;
-            if context
-                .resume_after
-                .get(&asset)
-                .is_some_and(|last| ts <= *last)
-            {
+            if context.resume_after.get(&asset).is_some_and(|last| ts <= *last) {
                 continue;
             }
             if let Speed::Factor(speed) = self.config.speed {
                 let (start_ts, start_wall) = *pace.get_or_insert((ts, Instant::now()));
-                let due =
-                    Duration::from_secs_f64(((ts.0 - start_ts.0).max(0) as f64 / 1000.0) / speed);
+                let due = Duration::from_secs_f64(((ts.0 - start_ts.0).max(0) as f64 / 1000.0) / speed);
                 let elapsed = start_wall.elapsed();
                 if due > elapsed {
                     if !send(&mut pending) {
@@ -428,9 +359,7 @@ fn sleep_unless_shutdown(duration: Duration, shutdown: &tokio::sync::watch::Rece
 impl Source for FileSource {
     fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<anyhow::Result<()>> {
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || self.replay(context))
-                .await
-                .context("file replay thread failed")?
+            tokio::task::spawn_blocking(move || self.replay(context)).await.context("file replay thread failed")?
         })
     }
 }
@@ -447,9 +376,7 @@ pub(crate) fn parse_value(cell: &str) -> Option<f64> {
 /// or `YYYY-MM-DD HH:MM:SS[.fff]` taken as UTC.
 pub(crate) fn parse_time(cell: &str, origin_ms: i64, unit_s: f64) -> Option<Timestamp> {
     if let Ok(number) = cell.parse::<f64>() {
-        return number
-            .is_finite()
-            .then(|| Timestamp(origin_ms + (number * unit_s * 1000.0).round() as i64));
+        return number.is_finite().then(|| Timestamp(origin_ms + (number * unit_s * 1000.0).round() as i64));
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(cell) {
         return Some(Timestamp(t.timestamp_millis()));
@@ -477,11 +404,7 @@ mod tests {
             ("inf", 0, 1.0, None),
         ];
         for (cell, origin, unit, want) in cases {
-            assert_eq!(
-                parse_time(cell, *origin, *unit).map(|t| t.0),
-                *want,
-                "{cell}"
-            );
+            assert_eq!(parse_time(cell, *origin, *unit).map(|t| t.0), *want, "{cell}");
         }
     }
 

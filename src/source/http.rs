@@ -66,11 +66,7 @@ pub const MAX_SAMPLES_PER_REQUEST: usize = 100_000;
 ///
 /// # Errors
 /// Every problem found (up to 20 listed, then a count).
-pub fn validate(
-    request: PushRequest,
-    plant: &Plant,
-    latest_allowed: Timestamp,
-) -> Result<Vec<Batch>, Vec<String>> {
+pub fn validate(request: PushRequest, plant: &Plant, latest_allowed: Timestamp) -> Result<Vec<Batch>, Vec<String>> {
     let mut problems = Vec::new();
     if request.samples.len() > MAX_SAMPLES_PER_REQUEST {
         return Err(vec![format!(
@@ -85,48 +81,32 @@ pub fn validate(
             continue;
         };
         let Some(&signal) = plant.assets[asset].signal_index.get(&s.signal) else {
-            problems.push(format!(
-                "samples[{i}]: asset `{}` has no signal `{}`",
-                s.asset, s.signal
-            ));
+            problems.push(format!("samples[{i}]: asset `{}` has no signal `{}`", s.asset, s.signal));
             continue;
         };
         let ts = match &s.ts {
             PushTime::Millis(ms) => Some(Timestamp(*ms)),
-            PushTime::Text(text) => chrono::DateTime::parse_from_rfc3339(text)
-                .ok()
-                .map(|t| Timestamp(t.timestamp_millis())),
+            PushTime::Text(text) => {
+                chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| Timestamp(t.timestamp_millis()))
+            }
         };
         let Some(ts) = ts else {
-            problems.push(format!(
-                "samples[{i}]: ts is not RFC 3339 or epoch milliseconds"
-            ));
+            problems.push(format!("samples[{i}]: ts is not RFC 3339 or epoch milliseconds"));
             continue;
         };
         if ts > latest_allowed {
-            problems.push(format!(
-                "samples[{i}]: ts {} is too far in the future",
-                ts.0
-            ));
+            problems.push(format!("samples[{i}]: ts {} is too far in the future", ts.0));
             continue;
         }
         match s.value {
             Some(value) if value.is_finite() => {
-                per_asset.entry(asset).or_default().push(Sample {
-                    signal,
-                    ts,
-                    value,
-                    quality: s.quality,
-                });
+                per_asset.entry(asset).or_default().push(Sample { signal, ts, value, quality: s.quality });
             }
             _ => problems.push(format!("samples[{i}]: value must be a finite number")),
         }
     }
     if problems.is_empty() {
-        Ok(per_asset
-            .into_iter()
-            .map(|(asset, samples)| Batch::Samples { asset, samples })
-            .collect())
+        Ok(per_asset.into_iter().map(|(asset, samples)| Batch::Samples { asset, samples }).collect())
     } else {
         let total = problems.len();
         problems.truncate(20);

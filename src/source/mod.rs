@@ -52,10 +52,7 @@ impl Batch {
     #[must_use]
     pub fn sample_count(&self) -> usize {
         match self {
-            Batch::Rows { rows, .. } => rows
-                .iter()
-                .map(|(_, v)| v.iter().filter(|x| !x.is_nan()).count())
-                .sum(),
+            Batch::Rows { rows, .. } => rows.iter().map(|(_, v)| v.iter().filter(|x| !x.is_nan()).count()).sum(),
             Batch::Samples { samples, .. } => samples.len(),
         }
     }
@@ -77,10 +74,7 @@ impl Router {
     /// A router over the workers' input channels.
     #[must_use]
     pub fn new(shards: Vec<mpsc::Sender<Batch>>, metrics: Arc<Metrics>) -> Self {
-        Router {
-            shards: Arc::new(shards),
-            metrics,
-        }
+        Router { shards: Arc::new(shards), metrics }
     }
 
     /// Send a batch, waiting while the owning worker's queue is full.
@@ -98,10 +92,7 @@ impl Router {
     /// Batches waiting in the workers' queues, summed.
     #[must_use]
     pub fn queued(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.max_capacity() - s.capacity())
-            .sum()
+        self.shards.iter().map(|s| s.max_capacity() - s.capacity()).sum()
     }
 }
 

@@ -144,12 +144,8 @@ pub trait Store: Send + Sync {
     ///
     /// # Errors
     /// A database error.
-    fn findings(
-        &self,
-        asset: Option<&str>,
-        since: Option<Timestamp>,
-        limit: usize,
-    ) -> Result<Vec<Finding>, StoreError>;
+    fn findings(&self, asset: Option<&str>, since: Option<Timestamp>, limit: usize)
+    -> Result<Vec<Finding>, StoreError>;
 
     /// A signal's history in `[from, to]`, at most `max_points` points
     /// (equal-time buckets beyond that). `None` when the asset has no such signal stored.
@@ -181,12 +177,7 @@ pub trait Store: Send + Sync {
     ///
     /// # Errors
     /// A database error.
-    fn save_model(
-        &self,
-        asset: &str,
-        detector: &str,
-        model: &FittedModel,
-    ) -> Result<(), StoreError>;
+    fn save_model(&self, asset: &str, detector: &str, model: &FittedModel) -> Result<(), StoreError>;
 
     /// Every stored model artifact.
     ///

@@ -78,11 +78,7 @@ impl SqliteStore {
         let write = open_connection(path)?;
         write.execute_batch(SCHEMA)?;
         let version: Option<i64> = write
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get::<_, String>(0),
-            )
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
             .optional()?
             .and_then(|v| v.parse().ok());
         match version {
@@ -93,74 +89,43 @@ impl SqliteStore {
                 )?;
             }
             Some(v) if v != SCHEMA_VERSION => {
-                return Err(StoreError::Database(rusqlite::Error::InvalidParameterName(
-                    format!("store schema version {v}, this build uses {SCHEMA_VERSION}"),
-                )));
+                return Err(StoreError::Database(rusqlite::Error::InvalidParameterName(format!(
+                    "store schema version {v}, this build uses {SCHEMA_VERSION}"
+                ))));
             }
             Some(_) => {}
         }
         let write = Arc::new(Mutex::new(write));
-        let read = if in_memory {
-            write.clone()
-        } else {
-            Arc::new(Mutex::new(open_connection(path)?))
-        };
-        Ok(SqliteStore {
-            write,
-            read,
-            ids: Mutex::new(IdCache::default()),
-        })
+        let read = if in_memory { write.clone() } else { Arc::new(Mutex::new(open_connection(path)?)) };
+        Ok(SqliteStore { write, read, ids: Mutex::new(IdCache::default()) })
     }
 
-    fn asset_id(
-        &self,
-        conn: &Connection,
-        ids: &mut IdCache,
-        name: &str,
-    ) -> Result<i64, StoreError> {
+    fn asset_id(&self, conn: &Connection, ids: &mut IdCache, name: &str) -> Result<i64, StoreError> {
         if let Some(id) = ids.assets.get(name) {
             return Ok(*id);
         }
         conn.execute("INSERT OR IGNORE INTO assets(name) VALUES (?1)", [name])?;
-        let id = conn.query_row("SELECT id FROM assets WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })?;
+        let id = conn.query_row("SELECT id FROM assets WHERE name = ?1", [name], |r| r.get(0))?;
         ids.assets.insert(name.to_string(), id);
         Ok(id)
     }
 
-    fn layout_id(
-        &self,
-        conn: &Connection,
-        ids: &mut IdCache,
-        signals: &[String],
-    ) -> Result<i64, StoreError> {
+    fn layout_id(&self, conn: &Connection, ids: &mut IdCache, signals: &[String]) -> Result<i64, StoreError> {
         if let Some(id) = ids.layouts.get(signals) {
             return Ok(*id);
         }
         let json = serde_json::to_string(signals)?;
-        conn.execute(
-            "INSERT OR IGNORE INTO layouts(signals) VALUES (?1)",
-            [&json],
-        )?;
-        let id = conn.query_row("SELECT id FROM layouts WHERE signals = ?1", [&json], |r| {
-            r.get(0)
-        })?;
+        conn.execute("INSERT OR IGNORE INTO layouts(signals) VALUES (?1)", [&json])?;
+        let id = conn.query_row("SELECT id FROM layouts WHERE signals = ?1", [&json], |r| r.get(0))?;
         ids.layouts.insert(signals.to_vec(), id);
         Ok(id)
     }
 
-    fn write_frames(
-        &self,
-        conn: &Connection,
-        ids: &mut IdCache,
-        batch: &FrameBatch,
-    ) -> Result<(), StoreError> {
+    fn write_frames(&self, conn: &Connection, ids: &mut IdCache, batch: &FrameBatch) -> Result<(), StoreError> {
         let asset_id = self.asset_id(conn, ids, &batch.asset)?;
         let layout_id = self.layout_id(conn, ids, &batch.signals)?;
-        let mut stmt = conn.prepare_cached(
-            "INSERT OR REPLACE INTO frames(asset_id, ts, layout_id, vals) VALUES (?1, ?2, ?3, ?4)",
-        )?;
+        let mut stmt = conn
+            .prepare_cached("INSERT OR REPLACE INTO frames(asset_id, ts, layout_id, vals) VALUES (?1, ?2, ?3, ?4)")?;
         let mut blob = Vec::with_capacity(batch.signals.len() * 8);
         for (ts, values) in &batch.rows {
             blob.clear();
@@ -179,9 +144,8 @@ fn finite(v: f64) -> Option<f64> {
 
 fn alarm_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
     let state: String = row.get("state")?;
-    let json_err = |e: serde_json::Error| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    };
+    let json_err =
+        |e: serde_json::Error| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e));
     let top: String = row.get("top_signals")?;
     let notes: String = row.get("notes")?;
     let ack_by: Option<String> = row.get("ack_by")?;
@@ -200,23 +164,16 @@ fn alarm_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
         peak_score: row.get::<_, Option<f64>>("peak_score")?.unwrap_or(f64::NAN),
         threshold: row.get::<_, Option<f64>>("threshold")?.unwrap_or(f64::NAN),
         top_signals: serde_json::from_str(&top).map_err(json_err)?,
-        acknowledged: ack_by.zip(ack_at).map(|(by, at)| Signoff {
-            by,
-            at: Timestamp(at),
-        }),
-        cleared: cleared_by.zip(cleared_at).map(|(by, at)| Signoff {
-            by,
-            at: Timestamp(at),
-        }),
+        acknowledged: ack_by.zip(ack_at).map(|(by, at)| Signoff { by, at: Timestamp(at) }),
+        cleared: cleared_by.zip(cleared_at).map(|(by, at)| Signoff { by, at: Timestamp(at) }),
         notes: serde_json::from_str(&notes).map_err(json_err)?,
     })
 }
 
 fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
     let contributions: String = row.get("contributions")?;
-    let contributions: Vec<Contribution> = serde_json::from_str(&contributions).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+    let contributions: Vec<Contribution> = serde_json::from_str(&contributions)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
     Ok(Finding {
         asset: row.get("asset")?,
         detector: row.get("detector")?,
@@ -334,9 +291,7 @@ impl Store for SqliteStore {
 
     fn alarm(&self, id: i64) -> Result<Option<Alarm>, StoreError> {
         let conn = lock(&self.read)?;
-        Ok(conn
-            .query_row("SELECT * FROM alarms WHERE id = ?1", [id], alarm_from_row)
-            .optional()?)
+        Ok(conn.query_row("SELECT * FROM alarms WHERE id = ?1", [id], alarm_from_row).optional()?)
     }
 
     fn alarms(&self, query: &AlarmQuery) -> Result<Vec<Alarm>, StoreError> {
@@ -346,26 +301,16 @@ impl Store for SqliteStore {
         } else {
             query.states.iter().map(|s| s.as_str()).collect()
         };
-        let placeholders = (0..states.len())
-            .map(|i| format!("?{}", i + 3))
-            .collect::<Vec<_>>()
-            .join(",");
+        let placeholders = (0..states.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(",");
         let sql = format!(
             "SELECT * FROM alarms WHERE (?1 IS NULL OR asset = ?1) AND state IN ({placeholders}) ORDER BY id DESC LIMIT ?2"
         );
         let mut stmt = conn.prepare(&sql)?;
         let mut values: Vec<rusqlite::types::Value> = vec![
-            query
-                .asset
-                .clone()
-                .map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text),
+            query.asset.clone().map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text),
             rusqlite::types::Value::Integer(query.limit.max(1) as i64),
         ];
-        values.extend(
-            states
-                .iter()
-                .map(|s| rusqlite::types::Value::Text((*s).to_string())),
-        );
+        values.extend(states.iter().map(|s| rusqlite::types::Value::Text((*s).to_string())));
         let rows = stmt.query_map(rusqlite::params_from_iter(values), alarm_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -380,10 +325,8 @@ impl Store for SqliteStore {
         let mut stmt = conn.prepare_cached(
             "SELECT * FROM findings WHERE (?1 IS NULL OR asset = ?1) AND ts >= ?2 ORDER BY ts DESC, id DESC LIMIT ?3",
         )?;
-        let rows = stmt.query_map(
-            params![asset, since.map_or(i64::MIN, |t| t.0), limit.max(1) as i64],
-            finding_from_row,
-        )?;
+        let rows =
+            stmt.query_map(params![asset, since.map_or(i64::MIN, |t| t.0), limit.max(1) as i64], finding_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -408,11 +351,8 @@ impl Store for SqliteStore {
             let position = match layouts.get(&layout_id) {
                 Some(p) => *p,
                 None => {
-                    let json: String = conn.query_row(
-                        "SELECT signals FROM layouts WHERE id = ?1",
-                        [layout_id],
-                        |r| r.get(0),
-                    )?;
+                    let json: String =
+                        conn.query_row("SELECT signals FROM layouts WHERE id = ?1", [layout_id], |r| r.get(0))?;
                     let names: Vec<String> = serde_json::from_str(&json)?;
                     let p = names.iter().position(|n| n == signal);
                     layouts.insert(layout_id, p);
@@ -436,12 +376,9 @@ impl Store for SqliteStore {
 
     fn last_frame_times(&self) -> Result<HashMap<String, Timestamp>, StoreError> {
         let conn = lock(&self.read)?;
-        let mut stmt = conn.prepare(
-            "SELECT a.name, (SELECT MAX(ts) FROM frames f WHERE f.asset_id = a.id) FROM assets a",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
-        })?;
+        let mut stmt =
+            conn.prepare("SELECT a.name, (SELECT MAX(ts) FROM frames f WHERE f.asset_id = a.id) FROM assets a")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?;
         let mut out = HashMap::new();
         for row in rows {
             let (name, ts) = row?;
@@ -457,12 +394,7 @@ impl Store for SqliteStore {
         Ok(conn.query_row("SELECT COUNT(*) FROM frames", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
-    fn save_model(
-        &self,
-        asset: &str,
-        detector: &str,
-        model: &FittedModel,
-    ) -> Result<(), StoreError> {
+    fn save_model(&self, asset: &str, detector: &str, model: &FittedModel) -> Result<(), StoreError> {
         let conn = lock(&self.write)?;
         conn.execute(
             "INSERT OR REPLACE INTO models(asset, detector, created_at, artifact) VALUES (?1, ?2, ?3, ?4)",
@@ -474,13 +406,8 @@ impl Store for SqliteStore {
     fn models(&self) -> Result<Vec<(String, String, FittedModel)>, StoreError> {
         let conn = lock(&self.read)?;
         let mut stmt = conn.prepare("SELECT asset, detector, artifact FROM models")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (asset, detector, artifact) = row?;
@@ -499,13 +426,7 @@ impl Store for SqliteStore {
 
 /// Equal-time buckets (mean, min, max) when there are more than `max_points`.
 fn downsample(points: &[(i64, f64)], max_points: usize) -> Vec<SeriesPoint> {
-    let single = |(ts, v): &(i64, f64)| SeriesPoint {
-        ts: *ts,
-        value: *v,
-        min: *v,
-        max: *v,
-        count: 1,
-    };
+    let single = |(ts, v): &(i64, f64)| SeriesPoint { ts: *ts, value: *v, min: *v, max: *v, count: 1 };
     if points.len() <= max_points {
         return points.iter().map(single).collect();
     }
@@ -521,13 +442,7 @@ fn downsample(points: &[(i64, f64)], max_points: usize) -> Vec<SeriesPoint> {
                 b.max = b.max.max(*v);
                 b.count += 1;
             }
-            _ => out.push(SeriesPoint {
-                ts: start,
-                value: *v,
-                min: *v,
-                max: *v,
-                count: 1,
-            }),
+            _ => out.push(SeriesPoint { ts: start, value: *v, min: *v, max: *v, count: 1 }),
         }
     }
     for b in &mut out {
@@ -547,34 +462,14 @@ mod tests {
     #[test]
     fn frames_round_trip_and_downsample() {
         let store = store();
-        let rows = (0..1000)
-            .map(|i| (Timestamp(i * 1000), vec![i as f64, f64::NAN]))
-            .collect();
-        let batch = FrameBatch {
-            asset: "a".into(),
-            signals: vec!["x".into(), "y".into()],
-            rows,
-        };
-        store
-            .write(&WriteBatch {
-                frames: vec![batch],
-                findings: vec![],
-            })
-            .unwrap();
-        let all = store
-            .series("a", "x", Timestamp(0), Timestamp(i64::MAX), 5000)
-            .unwrap();
+        let rows = (0..1000).map(|i| (Timestamp(i * 1000), vec![i as f64, f64::NAN])).collect();
+        let batch = FrameBatch { asset: "a".into(), signals: vec!["x".into(), "y".into()], rows };
+        store.write(&WriteBatch { frames: vec![batch], findings: vec![] }).unwrap();
+        let all = store.series("a", "x", Timestamp(0), Timestamp(i64::MAX), 5000).unwrap();
         assert_eq!(all.len(), 1000);
         assert_eq!(all[10].value, 10.0);
-        assert!(
-            store
-                .series("a", "y", Timestamp(0), Timestamp(i64::MAX), 5000)
-                .unwrap()
-                .is_empty()
-        );
-        let coarse = store
-            .series("a", "x", Timestamp(0), Timestamp(i64::MAX), 10)
-            .unwrap();
+        assert!(store.series("a", "y", Timestamp(0), Timestamp(i64::MAX), 5000).unwrap().is_empty());
+        let coarse = store.series("a", "x", Timestamp(0), Timestamp(i64::MAX), 10).unwrap();
         assert!(coarse.len() <= 10, "{}", coarse.len());
         assert_eq!(coarse.iter().map(|b| b.count).sum::<usize>(), 1000);
         assert_eq!(coarse[0].min, 0.0);
@@ -589,39 +484,19 @@ mod tests {
         let mut alarm = Alarm::raise("a", "pca", Timestamp(5), 3.0, 1.0, vec![]);
         store.insert_alarm(&mut alarm).unwrap();
         assert!(alarm.id > 0);
-        alarm.observe(
-            Timestamp(9),
-            7.0,
-            vec![Contribution {
-                signal: "x".into(),
-                value: 6.0,
-            }],
-        );
+        alarm.observe(Timestamp(9), 7.0, vec![Contribution { signal: "x".into(), value: 6.0 }]);
         store.update_alarm_observation(&alarm).unwrap();
-        let acked = store
-            .transition_alarm(
-                alarm.id,
-                AlarmAction::Acknowledge,
-                "kim",
-                "on it",
-                Timestamp(10),
-            )
-            .unwrap();
+        let acked = store.transition_alarm(alarm.id, AlarmAction::Acknowledge, "kim", "on it", Timestamp(10)).unwrap();
         assert_eq!(acked.state, AlarmState::Acknowledged);
         assert_eq!(acked.peak_score, 7.0);
-        let again =
-            store.transition_alarm(alarm.id, AlarmAction::Acknowledge, "lee", "", Timestamp(11));
+        let again = store.transition_alarm(alarm.id, AlarmAction::Acknowledge, "lee", "", Timestamp(11));
         assert!(matches!(again, Err(StoreError::Transition(_))));
         assert!(matches!(
             store.transition_alarm(999, AlarmAction::Clear, "x", "", Timestamp(0)),
             Err(StoreError::NoSuchAlarm(999))
         ));
         let open = store
-            .alarms(&AlarmQuery {
-                states: vec![AlarmState::Acknowledged],
-                limit: 10,
-                ..Default::default()
-            })
+            .alarms(&AlarmQuery { states: vec![AlarmState::Acknowledged], limit: 10, ..Default::default() })
             .unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].notes.len(), 2);

@@ -15,30 +15,20 @@ pub fn repo() -> PathBuf {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A configuration file in `dir`, from `text` with `{repo}` and `{dir}` filled in.
 pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
-    let text = text
-        .replace("{repo}", &repo().display().to_string())
-        .replace("{dir}", &dir.display().to_string());
+    let text = text.replace("{repo}", &repo().display().to_string()).replace("{dir}", &dir.display().to_string());
     std::fs::write(&path, text).unwrap();
     path
 }
 
 /// `usan ARGS...` to completion.
 pub fn usan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_usan"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_usan")).args(args).env("RUST_LOG", "warn").output().unwrap()
 }
 
 /// A running `usan` process with an API.
@@ -53,13 +43,7 @@ impl Server {
     pub fn serve(config: &Path, extra: &[&str]) -> Server {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ];
+        let mut args = vec!["serve", "--config", config.to_str().unwrap(), "--listen", &listen];
         args.extend_from_slice(extra);
         Server::spawn(&args, port)
     }
@@ -76,44 +60,27 @@ impl Server {
         let server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
+            client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
         };
-        server.wait_until("the API answers", Duration::from_secs(30), |s| {
-            s.try_get("/api/v1/health").is_some()
-        });
+        server.wait_until("the API answers", Duration::from_secs(30), |s| s.try_get("/api/v1/health").is_some());
         server
     }
 
     fn try_get(&self, path: &str) -> Option<Value> {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .ok()?;
+        let response = self.client.get(format!("{}{path}", self.base)).send().ok()?;
         response.json().ok()
     }
 
     /// GET, expecting 200 and JSON.
     pub fn get(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .unwrap();
+        let response = self.client.get(format!("{}{path}", self.base)).send().unwrap();
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().unwrap()
     }
 
     /// GET, returning status and body text.
     pub fn get_raw(&self, path: &str) -> (u16, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .unwrap();
+        let response = self.client.get(format!("{}{path}", self.base)).send().unwrap();
         (response.status().as_u16(), response.text().unwrap())
     }
 
@@ -155,11 +122,7 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
         self.child.wait().unwrap()
     }
 

@@ -120,12 +120,8 @@ impl Alarm {
         threshold: f64,
         top_signals: Vec<Contribution>,
     ) -> Self {
-        let explanation = top_signals
-            .iter()
-            .take(3)
-            .map(|c| format!("{} ({:.2})", c.signal, c.value))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let explanation =
+            top_signals.iter().take(3).map(|c| format!("{} ({:.2})", c.signal, c.value)).collect::<Vec<_>>().join(", ");
         Alarm {
             id: 0,
             asset: asset.to_string(),
@@ -169,29 +165,13 @@ impl Alarm {
     ///
     /// # Errors
     /// When the alarm is already acknowledged or cleared.
-    pub fn acknowledge(
-        &mut self,
-        by: &str,
-        note: &str,
-        at: Timestamp,
-    ) -> Result<(), AlarmTransitionError> {
+    pub fn acknowledge(&mut self, by: &str, note: &str, at: Timestamp) -> Result<(), AlarmTransitionError> {
         if self.state != AlarmState::Raised {
-            return Err(AlarmTransitionError {
-                action: "acknowledge",
-                state: self.state.as_str(),
-            });
+            return Err(AlarmTransitionError { action: "acknowledge", state: self.state.as_str() });
         }
         self.state = AlarmState::Acknowledged;
-        self.acknowledged = Some(Signoff {
-            by: by.to_string(),
-            at,
-        });
-        self.notes.push(AlarmNote {
-            at,
-            by: by.into(),
-            action: "acknowledge".into(),
-            text: note.into(),
-        });
+        self.acknowledged = Some(Signoff { by: by.to_string(), at });
+        self.notes.push(AlarmNote { at, by: by.into(), action: "acknowledge".into(), text: note.into() });
         Ok(())
     }
 
@@ -199,29 +179,13 @@ impl Alarm {
     ///
     /// # Errors
     /// When the alarm is already cleared.
-    pub fn clear(
-        &mut self,
-        by: &str,
-        note: &str,
-        at: Timestamp,
-    ) -> Result<(), AlarmTransitionError> {
+    pub fn clear(&mut self, by: &str, note: &str, at: Timestamp) -> Result<(), AlarmTransitionError> {
         if self.state == AlarmState::Cleared {
-            return Err(AlarmTransitionError {
-                action: "clear",
-                state: self.state.as_str(),
-            });
+            return Err(AlarmTransitionError { action: "clear", state: self.state.as_str() });
         }
         self.state = AlarmState::Cleared;
-        self.cleared = Some(Signoff {
-            by: by.to_string(),
-            at,
-        });
-        self.notes.push(AlarmNote {
-            at,
-            by: by.into(),
-            action: "clear".into(),
-            text: note.into(),
-        });
+        self.cleared = Some(Signoff { by: by.to_string(), at });
+        self.notes.push(AlarmNote { at, by: by.into(), action: "clear".into(), text: note.into() });
         Ok(())
     }
 
@@ -237,10 +201,7 @@ mod tests {
     use super::*;
 
     fn alarm() -> Alarm {
-        let top = vec![Contribution {
-            signal: "temp".into(),
-            value: 3.0,
-        }];
+        let top = vec![Contribution { signal: "temp".into(), value: 3.0 }];
         Alarm::raise("pump-1", "pca", Timestamp(0), 2.0, 1.0, top)
     }
 
@@ -277,18 +238,8 @@ mod tests {
         let mut a = alarm();
         a.observe(Timestamp(10), 1.5, vec![]);
         assert_eq!(a.top_signals[0].signal, "temp");
-        a.observe(
-            Timestamp(20),
-            5.0,
-            vec![Contribution {
-                signal: "flow".into(),
-                value: 4.0,
-            }],
-        );
-        assert_eq!(
-            (a.frames, a.peak_score, a.last_seen_at),
-            (3, 5.0, Timestamp(20))
-        );
+        a.observe(Timestamp(20), 5.0, vec![Contribution { signal: "flow".into(), value: 4.0 }]);
+        assert_eq!((a.frames, a.peak_score, a.last_seen_at), (3, 5.0, Timestamp(20)));
         assert_eq!(a.top_signals[0].signal, "flow");
         assert!(a.notes[0].text.contains("temp"));
     }

@@ -155,10 +155,8 @@ impl FrameAssembler {
         }
         self.stats.accepted += 1;
         let signals = self.signals;
-        let slot = self.pending.entry(sample.ts).or_insert_with(|| Pending {
-            values: vec![f64::NAN; signals],
-            seen: 0,
-        });
+        let slot =
+            self.pending.entry(sample.ts).or_insert_with(|| Pending { values: vec![f64::NAN; signals], seen: 0 });
         if slot.values[sample.signal].is_nan() {
             slot.seen += 1;
         } else {
@@ -188,15 +186,7 @@ impl FrameAssembler {
             if value.is_nan() {
                 continue;
             }
-            self.push(
-                Sample {
-                    signal,
-                    ts,
-                    value,
-                    quality: Quality::Good,
-                },
-                out,
-            );
+            self.push(Sample { signal, ts, value, quality: Quality::Good }, out);
         }
     }
 
@@ -208,10 +198,9 @@ impl FrameAssembler {
     }
 
     fn emit_overdue(&mut self, out: &mut Vec<Frame>) {
-        while let (Some((&oldest, _)), Some((&newest, _))) = (
-            self.pending.first_key_value(),
-            self.pending.last_key_value(),
-        ) {
+        while let (Some((&oldest, _)), Some((&newest, _))) =
+            (self.pending.first_key_value(), self.pending.last_key_value())
+        {
             let overdue = newest.0.saturating_sub(oldest.0) > self.policy.max_lateness_ms;
             if !overdue && self.pending.len() <= self.policy.max_pending {
                 break;
@@ -233,11 +222,7 @@ impl FrameAssembler {
     fn complete(&mut self, ts: Timestamp, mut values: Vec<f64>) -> Frame {
         let mut filled = Vec::new();
         let mut missing = 0;
-        for (i, (value, last)) in values
-            .iter_mut()
-            .zip(self.last_values.iter_mut())
-            .enumerate()
-        {
+        for (i, (value, last)) in values.iter_mut().zip(self.last_values.iter_mut()).enumerate() {
             if value.is_nan() {
                 if self.policy.hold_last && !last.is_nan() {
                     *value = *last;
@@ -254,12 +239,7 @@ impl FrameAssembler {
         if !filled.is_empty() || missing > 0 {
             self.stats.incomplete_frames += 1;
         }
-        Frame {
-            ts,
-            values,
-            filled,
-            missing,
-        }
+        Frame { ts, values, filled, missing }
     }
 }
 
@@ -268,12 +248,7 @@ mod tests {
     use super::*;
 
     fn s(signal: usize, ts: i64, value: f64) -> Sample {
-        Sample {
-            signal,
-            ts: Timestamp(ts),
-            value,
-            quality: Quality::Good,
-        }
+        Sample { signal, ts: Timestamp(ts), value, quality: Quality::Good }
     }
 
     fn run(policy: FramePolicy, samples: &[Sample]) -> (Vec<Frame>, AssemblyStats) {
@@ -288,15 +263,8 @@ mod tests {
 
     #[test]
     fn alignment_policy_table() {
-        let hold = FramePolicy {
-            max_lateness_ms: 100,
-            max_pending: 8,
-            hold_last: true,
-        };
-        let no_hold = FramePolicy {
-            hold_last: false,
-            ..hold
-        };
+        let hold = FramePolicy { max_lateness_ms: 100, max_pending: 8, hold_last: true };
+        let no_hold = FramePolicy { hold_last: false, ..hold };
         struct Case {
             name: &'static str,
             policy: FramePolicy,
@@ -341,13 +309,7 @@ mod tests {
             Case {
                 name: "missing value held from last frame",
                 policy: hold,
-                input: vec![
-                    s(0, 0, 1.0),
-                    s(1, 0, 2.0),
-                    s(0, 10, 3.0),
-                    s(0, 500, 5.0),
-                    s(1, 500, 6.0),
-                ],
+                input: vec![s(0, 0, 1.0), s(1, 0, 2.0), s(0, 10, 3.0), s(0, 500, 5.0), s(1, 500, 6.0)],
                 frames: vec![(0, [1.0, 2.0]), (10, [3.0, 2.0]), (500, [5.0, 6.0])],
                 late: 0,
                 duplicate: 0,
@@ -355,13 +317,7 @@ mod tests {
             Case {
                 name: "missing value left NaN without hold",
                 policy: no_hold,
-                input: vec![
-                    s(0, 0, 1.0),
-                    s(1, 0, 2.0),
-                    s(0, 10, 3.0),
-                    s(0, 500, 5.0),
-                    s(1, 500, 6.0),
-                ],
+                input: vec![s(0, 0, 1.0), s(1, 0, 2.0), s(0, 10, 3.0), s(0, 500, 5.0), s(1, 500, 6.0)],
                 frames: vec![(0, [1.0, 2.0]), (10, [3.0, f64::NAN]), (500, [5.0, 6.0])],
                 late: 0,
                 duplicate: 0,
@@ -369,17 +325,12 @@ mod tests {
         ];
         for case in cases {
             let (frames, stats) = run(case.policy, &case.input);
-            let got: Vec<(i64, Vec<f64>)> =
-                frames.iter().map(|f| (f.ts.0, f.values.clone())).collect();
+            let got: Vec<(i64, Vec<f64>)> = frames.iter().map(|f| (f.ts.0, f.values.clone())).collect();
             assert_eq!(got.len(), case.frames.len(), "{}: {got:?}", case.name);
             for ((ts, values), (want_ts, want)) in got.iter().zip(&case.frames) {
                 assert_eq!(ts, want_ts, "{}", case.name);
                 for (v, w) in values.iter().zip(want) {
-                    assert!(
-                        v == w || (v.is_nan() && w.is_nan()),
-                        "{}: {values:?} vs {want:?}",
-                        case.name
-                    );
+                    assert!(v == w || (v.is_nan() && w.is_nan()), "{}: {values:?} vs {want:?}", case.name);
                 }
             }
             assert_eq!(stats.late, case.late, "{}", case.name);
@@ -389,11 +340,7 @@ mod tests {
 
     #[test]
     fn pending_is_bounded() {
-        let policy = FramePolicy {
-            max_lateness_ms: i64::MAX,
-            max_pending: 4,
-            hold_last: false,
-        };
+        let policy = FramePolicy { max_lateness_ms: i64::MAX, max_pending: 4, hold_last: false };
         let mut asm = FrameAssembler::new(2, policy);
         let mut out = Vec::new();
         for t in 0..100 {
@@ -407,13 +354,7 @@ mod tests {
     fn bad_quality_and_nan_are_not_scored() {
         let mut asm = FrameAssembler::new(1, FramePolicy::default());
         let mut out = Vec::new();
-        asm.push(
-            Sample {
-                quality: Quality::Bad,
-                ..s(0, 0, 1.0)
-            },
-            &mut out,
-        );
+        asm.push(Sample { quality: Quality::Bad, ..s(0, 0, 1.0) }, &mut out);
         asm.push(s(0, 1, f64::NAN), &mut out);
         asm.push(s(5, 1, 1.0), &mut out);
         assert!(out.is_empty());

@@ -117,19 +117,12 @@ pub struct Finding {
 impl Finding {
     /// Contributions sorted largest first, keeping the `top` largest.
     #[must_use]
-    pub fn ranked_contributions(
-        signals: &[String],
-        values: &[f64],
-        top: usize,
-    ) -> Vec<Contribution> {
+    pub fn ranked_contributions(signals: &[String], values: &[f64], top: usize) -> Vec<Contribution> {
         let mut ranked: Vec<Contribution> = signals
             .iter()
             .zip(values)
             .filter(|(_, v)| v.is_finite())
-            .map(|(s, v)| Contribution {
-                signal: s.clone(),
-                value: *v,
-            })
+            .map(|(s, v)| Contribution { signal: s.clone(), value: *v })
             .collect();
         ranked.sort_by(|a, b| b.value.total_cmp(&a.value));
         ranked.truncate(top);

@@ -45,13 +45,7 @@ impl ThresholdConfig {
     /// A static level with the default persistence.
     #[must_use]
     pub fn fixed(value: f64) -> Self {
-        ThresholdConfig {
-            value: Some(value),
-            quantile: None,
-            margin: 1.0,
-            k: default_k(),
-            n: default_n(),
-        }
+        ThresholdConfig { value: Some(value), quantile: None, margin: 1.0, k: default_k(), n: default_n() }
     }
 
     /// Every problem with the settings (empty when valid).
@@ -59,35 +53,22 @@ impl ThresholdConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match (self.value, self.quantile) {
-            (Some(_), Some(_)) => {
-                problems.push("threshold: set `value` or `quantile`, not both".into())
-            }
+            (Some(_), Some(_)) => problems.push("threshold: set `value` or `quantile`, not both".into()),
             (None, None) => problems.push("threshold: set `value` or `quantile`".into()),
-            (Some(v), None) if !v.is_finite() => {
-                problems.push(format!("threshold.value must be finite, got {v}"))
-            }
+            (Some(v), None) if !v.is_finite() => problems.push(format!("threshold.value must be finite, got {v}")),
             (None, Some(q)) if !(q > 0.0 && q < 1.0) => {
                 problems.push(format!("threshold.quantile must be in (0, 1), got {q}"))
             }
             _ => {}
         }
         if !(self.margin.is_finite() && self.margin > 0.0) {
-            problems.push(format!(
-                "threshold.margin must be positive, got {}",
-                self.margin
-            ));
+            problems.push(format!("threshold.margin must be positive, got {}", self.margin));
         }
         if self.n == 0 || self.n > 64 {
-            problems.push(format!(
-                "threshold.n must be between 1 and 64, got {}",
-                self.n
-            ));
+            problems.push(format!("threshold.n must be between 1 and 64, got {}", self.n));
         }
         if self.k == 0 || self.k > self.n {
-            problems.push(format!(
-                "threshold.k must be between 1 and n ({}), got {}",
-                self.n, self.k
-            ));
+            problems.push(format!("threshold.k must be between 1 and n ({}), got {}", self.n, self.k));
         }
         problems
     }
@@ -101,14 +82,7 @@ impl ThresholdConfig {
     /// Build the runtime threshold at a known level (e.g. from a model artifact).
     #[must_use]
     pub fn build_at(&self, level: f64) -> Threshold {
-        Threshold {
-            level,
-            k: self.k.max(1),
-            n: self.n.max(1),
-            recent: VecDeque::new(),
-            exceeding: 0,
-            anomalous: false,
-        }
+        Threshold { level, k: self.k.max(1), n: self.n.max(1), recent: VecDeque::new(), exceeding: 0, anomalous: false }
     }
 
     /// Build the runtime threshold; `training_scores` set a quantile level.
@@ -118,9 +92,7 @@ impl ThresholdConfig {
     pub fn build(&self, training_scores: &[f64]) -> Threshold {
         let level = match (self.value, self.quantile) {
             (Some(v), _) => v,
-            (None, Some(q)) => {
-                quantile(training_scores, q).map_or(f64::INFINITY, |l| l * self.margin)
-            }
+            (None, Some(q)) => quantile(training_scores, q).map_or(f64::INFINITY, |l| l * self.margin),
             (None, None) => f64::INFINITY,
         };
         self.build_at(level)
@@ -189,16 +161,7 @@ mod tests {
 
     fn run(config: &ThresholdConfig, scores: &[f64]) -> String {
         let mut threshold = config.build(&[]);
-        scores
-            .iter()
-            .map(|s| {
-                if threshold.decide(*s).anomalous {
-                    '1'
-                } else {
-                    '0'
-                }
-            })
-            .collect()
+        scores.iter().map(|s| if threshold.decide(*s).anomalous { '1' } else { '0' }).collect()
     }
 
     #[test]
@@ -206,33 +169,19 @@ mod tests {
         let cases: &[(usize, usize, &[f64], &str)] = &[
             (1, 1, &[0.0, 2.0, 0.0, 2.0], "0101"),
             (3, 5, &[2.0, 0.0, 2.0, 0.0, 0.0, 0.0], "000000"),
-            (
-                3,
-                5,
-                &[2.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-                "0001111100",
-            ),
+            (3, 5, &[2.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "0001111100"),
             (2, 3, &[2.0, 2.0, 0.0, 2.0, 0.0, 0.0, 0.0], "0111110"),
             (1, 2, &[f64::NAN, 2.0, f64::NAN, f64::NAN], "0110"),
         ];
         for (k, n, scores, want) in cases {
-            let config = ThresholdConfig {
-                k: *k,
-                n: *n,
-                ..ThresholdConfig::fixed(1.0)
-            };
+            let config = ThresholdConfig { k: *k, n: *n, ..ThresholdConfig::fixed(1.0) };
             assert_eq!(run(&config, scores), *want, "k={k} n={n} {scores:?}");
         }
     }
 
     #[test]
     fn rising_and_falling_edges() {
-        let mut t = ThresholdConfig {
-            k: 1,
-            n: 1,
-            ..ThresholdConfig::fixed(1.0)
-        }
-        .build(&[]);
+        let mut t = ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(1.0) }.build(&[]);
         assert!(t.decide(2.0).rising);
         assert!(!t.decide(2.0).rising);
         assert!(t.decide(0.0).falling);
@@ -240,13 +189,7 @@ mod tests {
 
     #[test]
     fn quantile_level_from_training_scores() {
-        let config = ThresholdConfig {
-            value: None,
-            quantile: Some(0.5),
-            margin: 2.0,
-            k: 1,
-            n: 1,
-        };
+        let config = ThresholdConfig { value: None, quantile: Some(0.5), margin: 2.0, k: 1, n: 1 };
         assert!(config.validate().is_empty());
         assert_eq!(config.build(&[1.0, 2.0, 3.0]).level(), 4.0);
         assert_eq!(config.build(&[]).level(), f64::INFINITY);
@@ -254,13 +197,7 @@ mod tests {
 
     #[test]
     fn validation_reports_everything() {
-        let config = ThresholdConfig {
-            value: Some(1.0),
-            quantile: Some(0.9),
-            margin: -1.0,
-            k: 9,
-            n: 0,
-        };
+        let config = ThresholdConfig { value: Some(1.0), quantile: Some(0.9), margin: -1.0, k: 9, n: 0 };
         assert_eq!(config.validate().len(), 4);
     }
 }

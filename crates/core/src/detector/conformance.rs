@@ -3,36 +3,17 @@
 
 use super::*;
 
-/// Deterministic pseudo-random normal numbers (xorshift64* + Box–Muller).
-pub(crate) struct Gaussian(u64);
-
-impl Gaussian {
-    pub(crate) fn new(seed: u64) -> Self {
-        Gaussian(seed.max(1))
-    }
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    pub(crate) fn next(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
 /// Four correlated signals around different levels and scales.
 fn normal_rows(n: usize, seed: u64) -> Vec<Vec<f64>> {
-    let mut g = Gaussian::new(seed);
+    let mut g = crate::stats::SeededNormal::new(seed);
     (0..n)
         .map(|_| {
-            let common = g.next();
+            let common = g.normal();
             vec![
-                50.0 + 2.0 * common + 0.3 * g.next(),
-                10.0 - common + 0.3 * g.next(),
-                1.0 + 0.1 * g.next(),
-                300.0 + 5.0 * common + 1.0 * g.next(),
+                50.0 + 2.0 * common + 0.3 * g.normal(),
+                10.0 - common + 0.3 * g.normal(),
+                1.0 + 0.1 * g.normal(),
+                300.0 + 5.0 * common + 1.0 * g.normal(),
             ]
         })
         .collect()
@@ -41,17 +22,10 @@ fn normal_rows(n: usize, seed: u64) -> Vec<Vec<f64>> {
 fn every_detector() -> Vec<DetectorConfig> {
     vec![
         DetectorConfig::RobustZ(RobustZConfig::default()),
-        DetectorConfig::RobustZ(RobustZConfig {
-            window: 30,
-            min_samples: 10,
-        }),
+        DetectorConfig::RobustZ(RobustZConfig { window: 30, min_samples: 10 }),
         DetectorConfig::Ewma(EwmaConfig::default()),
         DetectorConfig::Pca(PcaConfig::default()),
-        DetectorConfig::Pca(PcaConfig {
-            components: Some(1),
-            variance: 0.9,
-            alpha: 0.999,
-        }),
+        DetectorConfig::Pca(PcaConfig { components: Some(1), variance: 0.9, alpha: 0.999 }),
     ]
 }
 
@@ -78,25 +52,10 @@ fn empty_and_missing_input_are_errors_or_handled() {
     let train = normal_rows(300, 1);
     for config in every_detector() {
         let mut fresh = config.build().unwrap();
-        assert!(
-            matches!(fresh.learn(&[]), Err(DetectorError::NotEnoughData { .. })),
-            "{config:?}"
-        );
-        assert!(
-            matches!(
-                fresh.learn(&[vec![]]),
-                Err(DetectorError::NotEnoughData { .. })
-            ),
-            "{config:?}"
-        );
+        assert!(matches!(fresh.learn(&[]), Err(DetectorError::NotEnoughData { .. })), "{config:?}");
+        assert!(matches!(fresh.learn(&[vec![]]), Err(DetectorError::NotEnoughData { .. })), "{config:?}");
         let ragged = vec![vec![1.0, 2.0], vec![1.0]];
-        assert!(
-            matches!(
-                fresh.learn(&ragged),
-                Err(DetectorError::DimensionMismatch { .. })
-            ),
-            "{config:?}"
-        );
+        assert!(matches!(fresh.learn(&ragged), Err(DetectorError::DimensionMismatch { .. })), "{config:?}");
 
         let mut with_gaps = train.clone();
         for (i, row) in with_gaps.iter_mut().enumerate() {
@@ -110,30 +69,12 @@ fn empty_and_missing_input_are_errors_or_handled() {
         let _ = all_gaps.learn(&with_gaps);
 
         let mut detector = fitted(&config, &train);
-        assert_eq!(
-            detector.score(&[f64::NAN; 4]),
-            Err(DetectorError::NoData),
-            "{config:?}"
-        );
-        assert!(
-            matches!(
-                detector.score(&[1.0; 3]),
-                Err(DetectorError::DimensionMismatch { .. })
-            ),
-            "{config:?}"
-        );
-        let partial = detector
-            .score(&[50.0, f64::NAN, 1.0, f64::INFINITY])
-            .unwrap();
-        assert!(
-            partial.value.is_finite() && partial.value >= 0.0,
-            "{config:?}: {partial:?}"
-        );
+        assert_eq!(detector.score(&[f64::NAN; 4]), Err(DetectorError::NoData), "{config:?}");
+        assert!(matches!(detector.score(&[1.0; 3]), Err(DetectorError::DimensionMismatch { .. })), "{config:?}");
+        let partial = detector.score(&[50.0, f64::NAN, 1.0, f64::INFINITY]).unwrap();
+        assert!(partial.value.is_finite() && partial.value >= 0.0, "{config:?}: {partial:?}");
         assert_eq!(partial.contributions.len(), 4);
-        assert_eq!(
-            partial.contributions[1], 0.0,
-            "a missing signal contributes nothing"
-        );
+        assert_eq!(partial.contributions[1], 0.0, "a missing signal contributes nothing");
     }
 }
 
@@ -144,14 +85,10 @@ fn serde_round_trip_scores_identically() {
     let names: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
     for config in every_detector() {
         let config_json = serde_json::to_string(&config).unwrap();
-        assert_eq!(
-            serde_json::from_str::<DetectorConfig>(&config_json).unwrap(),
-            config
-        );
+        assert_eq!(serde_json::from_str::<DetectorConfig>(&config_json).unwrap(), config);
 
         let original = fitted(&config, &train);
-        let artifact =
-            serde_json::to_string(&FittedModel::new(names.clone(), original.clone())).unwrap();
+        let artifact = serde_json::to_string(&FittedModel::new(names.clone(), original.clone())).unwrap();
         let loaded: FittedModel = serde_json::from_str(&artifact).unwrap();
         loaded.check_format().unwrap();
         let (mut a, mut b) = (original, loaded.detector);
@@ -169,25 +106,12 @@ fn detects_an_obvious_injected_fault_and_blames_the_right_signal() {
     let test = normal_rows(200, 12);
     for config in every_detector() {
         let mut detector = fitted(&config, &train);
-        let normal_max = test
-            .iter()
-            .map(|r| detector.score(r).unwrap().value)
-            .fold(0.0, f64::max);
+        let normal_max = test.iter().map(|r| detector.score(r).unwrap().value).fold(0.0, f64::max);
         let mut faulty = normal_rows(1, 13).remove(0);
         faulty[2] += 3.0; // 30 sigma on a quiet signal
         let score = detector.score(&faulty).unwrap();
-        assert!(
-            score.value > normal_max,
-            "{config:?}: fault {} vs normal max {normal_max}",
-            score.value
-        );
-        let blamed = score
-            .contributions
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0;
+        assert!(score.value > normal_max, "{config:?}: fault {} vs normal max {normal_max}", score.value);
+        let blamed = score.contributions.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         assert_eq!(blamed, 2, "{config:?}: {score:?}");
         assert!(score.value.is_finite() && normal_max >= 0.0);
     }
@@ -201,24 +125,14 @@ fn unsupported_model_format_is_refused() {
         detector: DetectorConfig::Ewma(EwmaConfig::default()).build().unwrap(),
         threshold: None,
     };
-    assert!(matches!(
-        model.check_format(),
-        Err(DetectorError::UnsupportedFormat { found: 99, .. })
-    ));
+    assert!(matches!(model.check_format(), Err(DetectorError::UnsupportedFormat { found: 99, .. })));
 }
 
 #[test]
 fn invalid_settings_are_all_reported() {
-    let config = DetectorConfig::Pca(PcaConfig {
-        components: Some(0),
-        variance: 2.0,
-        alpha: 1.5,
-    });
+    let config = DetectorConfig::Pca(PcaConfig { components: Some(0), variance: 2.0, alpha: 1.5 });
     assert_eq!(config.validate().len(), 3);
     assert!(config.build().is_err());
-    let config = DetectorConfig::RobustZ(RobustZConfig {
-        window: 2,
-        min_samples: 1,
-    });
+    let config = DetectorConfig::RobustZ(RobustZConfig { window: 2, min_samples: 1 });
     assert_eq!(config.validate().len(), 2);
 }

@@ -35,11 +35,7 @@ fn default_min_samples() -> usize {
 
 impl Default for EwmaConfig {
     fn default() -> Self {
-        EwmaConfig {
-            alpha: default_alpha(),
-            beta: default_beta(),
-            min_samples: default_min_samples(),
-        }
+        EwmaConfig { alpha: default_alpha(), beta: default_beta(), min_samples: default_min_samples() }
     }
 }
 
@@ -52,10 +48,7 @@ impl EwmaConfig {
             }
         }
         if self.min_samples < 2 {
-            problems.push(format!(
-                "ewma.min_samples must be at least 2, got {}",
-                self.min_samples
-            ));
+            problems.push(format!("ewma.min_samples must be at least 2, got {}", self.min_samples));
         }
         problems
     }
@@ -79,10 +72,7 @@ impl Ewma {
     /// An empty detector; it warms up while scoring or from `learn`.
     #[must_use]
     pub fn new(config: EwmaConfig) -> Self {
-        Ewma {
-            config,
-            levels: Vec::new(),
-        }
+        Ewma { config, levels: Vec::new() }
     }
 
     /// Run the baseline through the smoother.
@@ -157,18 +147,13 @@ mod tests {
     #[test]
     fn step_is_flagged_then_absorbed() {
         let mut det = Ewma::new(EwmaConfig::default());
-        let baseline: Vec<Vec<f64>> = (0..200)
-            .map(|i| vec![10.0 + ((i * 7) % 11) as f64 * 0.1])
-            .collect();
+        let baseline: Vec<Vec<f64>> = (0..200).map(|i| vec![10.0 + ((i * 7) % 11) as f64 * 0.1]).collect();
         det.learn(&baseline).unwrap();
         assert!(det.score(&[10.5]).unwrap().value < 3.0);
         assert!(det.score(&[20.0]).unwrap().value > 10.0);
         for _ in 0..300 {
             det.score(&[20.0]).unwrap();
         }
-        assert!(
-            det.score(&[20.0]).unwrap().value < 1.0,
-            "a new level becomes normal"
-        );
+        assert!(det.score(&[20.0]).unwrap().value < 1.0, "a new level becomes normal");
     }
 }

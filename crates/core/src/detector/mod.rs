@@ -155,6 +155,7 @@ impl DetectorConfig {
 /// A built detector of any kind, with its learned state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // a few per asset; boxing would add a hop on the hot path
 pub enum AnyDetector {
     /// See [`RobustZ`].
     RobustZ(RobustZ),
@@ -204,12 +205,7 @@ impl FittedModel {
     /// Wrap a fitted detector.
     #[must_use]
     pub fn new(signals: Vec<String>, detector: AnyDetector) -> Self {
-        FittedModel {
-            format: Self::FORMAT,
-            signals,
-            detector,
-            threshold: None,
-        }
+        FittedModel { format: Self::FORMAT, signals, detector, threshold: None }
     }
 
     /// Check the format version after loading.
@@ -220,10 +216,7 @@ impl FittedModel {
         if self.format == Self::FORMAT {
             Ok(())
         } else {
-            Err(DetectorError::UnsupportedFormat {
-                found: self.format,
-                supported: Self::FORMAT,
-            })
+            Err(DetectorError::UnsupportedFormat { found: self.format, supported: Self::FORMAT })
         }
     }
 }
@@ -232,23 +225,14 @@ impl FittedModel {
 /// Returns the width.
 pub(crate) fn check_rows(rows: &[Vec<f64>], needed: usize) -> Result<usize, DetectorError> {
     let Some(first) = rows.first() else {
-        return Err(DetectorError::NotEnoughData {
-            needed: needed.max(1),
-            got: 0,
-        });
+        return Err(DetectorError::NotEnoughData { needed: needed.max(1), got: 0 });
     };
     let width = first.len();
     if width == 0 {
-        return Err(DetectorError::NotEnoughData {
-            needed: needed.max(1),
-            got: 0,
-        });
+        return Err(DetectorError::NotEnoughData { needed: needed.max(1), got: 0 });
     }
     if let Some(bad) = rows.iter().find(|r| r.len() != width) {
-        return Err(DetectorError::DimensionMismatch {
-            expected: width,
-            got: bad.len(),
-        });
+        return Err(DetectorError::DimensionMismatch { expected: width, got: bad.len() });
     }
     Ok(width)
 }
@@ -256,10 +240,7 @@ pub(crate) fn check_rows(rows: &[Vec<f64>], needed: usize) -> Result<usize, Dete
 /// Checks shared by every detector's `score`: width and not all missing.
 pub(crate) fn check_row(row: &[f64], expected: usize) -> Result<(), DetectorError> {
     if row.len() != expected {
-        return Err(DetectorError::DimensionMismatch {
-            expected,
-            got: row.len(),
-        });
+        return Err(DetectorError::DimensionMismatch { expected, got: row.len() });
     }
     if row.iter().all(|v| !v.is_finite()) {
         return Err(DetectorError::NoData);
@@ -270,17 +251,8 @@ pub(crate) fn check_row(row: &[f64], expected: usize) -> Result<(), DetectorErro
 /// Score of per-signal detectors: the largest per-signal value, which is
 /// also each signal's contribution.
 pub(crate) fn max_of(contributions: Vec<f64>) -> Score {
-    let value = contributions
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
-    Score {
-        value,
-        contributions,
-        t2: None,
-        spe: None,
-    }
+    let value = contributions.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max);
+    Score { value, contributions, t2: None, spe: None }
 }
 
 #[cfg(test)]

@@ -42,11 +42,7 @@ fn default_alpha() -> f64 {
 
 impl Default for PcaConfig {
     fn default() -> Self {
-        PcaConfig {
-            components: None,
-            variance: default_variance(),
-            alpha: default_alpha(),
-        }
+        PcaConfig { components: None, variance: default_variance(), alpha: default_alpha() }
     }
 }
 
@@ -54,10 +50,7 @@ impl PcaConfig {
     pub(crate) fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !(self.variance > 0.0 && self.variance <= 1.0) {
-            problems.push(format!(
-                "pca.variance must be in (0, 1], got {}",
-                self.variance
-            ));
+            problems.push(format!("pca.variance must be in (0, 1], got {}", self.variance));
         }
         if !(self.alpha > 0.5 && self.alpha < 1.0) {
             problems.push(format!("pca.alpha must be in (0.5, 1), got {}", self.alpha));
@@ -99,6 +92,25 @@ pub struct PcaModel {
 pub struct Pca {
     config: PcaConfig,
     model: Option<PcaModel>,
+    #[serde(skip)]
+    scratch: Scratch,
+}
+
+/// Reused buffers, so scoring a frame allocates only its contributions.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    /// Loadings transposed (components × signals), built on first use.
+    loadings_t: Vec<f64>,
+    z: Vec<f64>,
+    t: Vec<f64>,
+    /// Per used signal: P·t (reconstruction) or P·Λ⁻¹·t (toward T²).
+    back: Vec<f64>,
+}
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Self) -> bool {
+        true // scratch space is not state
+    }
 }
 
 impl Pca {
@@ -108,10 +120,7 @@ impl Pca {
     /// An unfitted monitor.
     #[must_use]
     pub fn new(config: PcaConfig) -> Self {
-        Pca {
-            config,
-            model: None,
-        }
+        Pca { config, model: None, scratch: Scratch::default() }
     }
 
     /// The fitted model, once `learn` succeeded.
@@ -127,16 +136,10 @@ impl Pca {
     /// [`Pca::MIN_ROWS`] rows have no missing value, or no signal varies.
     pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         let width = check_rows(rows, Self::MIN_ROWS)?;
-        let complete: Vec<&Vec<f64>> = rows
-            .iter()
-            .filter(|r| r.iter().all(|v| v.is_finite()))
-            .collect();
+        let complete: Vec<&Vec<f64>> = rows.iter().filter(|r| r.iter().all(|v| v.is_finite())).collect();
         let n = complete.len();
         if n < Self::MIN_ROWS {
-            return Err(DetectorError::NotEnoughData {
-                needed: Self::MIN_ROWS,
-                got: n,
-            });
+            return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS, got: n });
         }
         let (mut used, mut mean, mut scale) = (Vec::new(), Vec::new(), Vec::new());
         for j in 0..width {
@@ -151,20 +154,14 @@ impl Pca {
         }
         let p = used.len();
         if p == 0 {
-            return Err(DetectorError::NotEnoughData {
-                needed: Self::MIN_ROWS,
-                got: 0,
-            });
+            return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS, got: 0 });
         }
         let z = DMatrix::from_fn(n, p, |i, k| (complete[i][used[k]] - mean[k]) / scale[k]);
         let correlation = (z.transpose() * &z) / (n as f64 - 1.0);
         let eigen = correlation.symmetric_eigen();
         let mut order: Vec<usize> = (0..p).collect();
         order.sort_by(|a, b| eigen.eigenvalues[*b].total_cmp(&eigen.eigenvalues[*a]));
-        let eigenvalues: Vec<f64> = order
-            .iter()
-            .map(|&i| eigen.eigenvalues[i].max(0.0))
-            .collect();
+        let eigenvalues: Vec<f64> = order.iter().map(|&i| eigen.eigenvalues[i].max(0.0)).collect();
 
         let total: f64 = eigenvalues.iter().sum();
         let max_components = p.min(n - 2).max(1);
@@ -187,10 +184,7 @@ impl Pca {
         for (c, &col) in order.iter().take(components).enumerate() {
             let vector = eigen.eigenvectors.column(col);
             // Deterministic sign: the largest loading is positive.
-            let pivot = vector
-                .iter()
-                .copied()
-                .fold(0.0_f64, |a, v| if v.abs() > a.abs() { v } else { a });
+            let pivot = vector.iter().copied().fold(0.0_f64, |a, v| if v.abs() > a.abs() { v } else { a });
             let sign = if pivot < 0.0 { -1.0 } else { 1.0 };
             for j in 0..p {
                 loadings[j * components + c] = sign * vector[j];
@@ -223,68 +217,74 @@ impl Pca {
         check_row(row, model.width)?;
         let p = model.used.len();
         let k = model.components;
-        let z: Vec<f64> = model
-            .used
-            .iter()
-            .zip(model.mean.iter().zip(&model.scale))
-            .map(|(&j, (m, s))| {
-                if row[j].is_finite() {
-                    (row[j] - m) / s
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mut t = vec![0.0; k];
-        for (j, zj) in z.iter().enumerate() {
-            let loading_row = &model.loadings[j * k..(j + 1) * k];
+        let Scratch { loadings_t, z, t, back } = &mut self.scratch;
+        if loadings_t.len() != p * k {
+            *loadings_t = (0..k).flat_map(|c| (0..p).map(move |j| model.loadings[j * k + c])).collect();
+        }
+        let mut missing = false;
+        z.clear();
+        z.extend(model.used.iter().zip(model.mean.iter().zip(&model.scale)).map(|(&j, (m, s))| {
+            if row[j].is_finite() {
+                (row[j] - m) / s
+            } else {
+                missing = true;
+                0.0
+            }
+        }));
+        // t = Pᵀz, as a sum of loading rows (vectorises).
+        t.clear();
+        t.resize(k, 0.0);
+        for (loading_row, zj) in model.loadings.chunks_exact(k).zip(z.iter()) {
             for (ti, pji) in t.iter_mut().zip(loading_row) {
                 *ti += pji * zj;
             }
         }
-        let weighted: Vec<f64> = t
-            .iter()
-            .zip(&model.eigenvalues)
-            .map(|(ti, l)| ti / l.max(1e-12))
-            .collect();
-        let t2: f64 = t.iter().zip(&weighted).map(|(ti, wi)| ti * wi).sum();
-        let mut t2_parts = vec![0.0; p];
-        let mut spe_parts = vec![0.0; p];
-        for j in 0..p {
-            let loading_row = &model.loadings[j * k..(j + 1) * k];
-            let mut reconstructed = 0.0;
-            let mut toward_t2 = 0.0;
-            for ((pji, ti), wi) in loading_row.iter().zip(&t).zip(&weighted) {
-                reconstructed += pji * ti;
-                toward_t2 += pji * wi;
+        let t2: f64 = t.iter().zip(&model.eigenvalues).map(|(ti, l)| ti * ti / l.max(1e-12)).sum();
+        // P has orthonormal columns, so SPE = |z|² − |t|² unless a value is missing
+        // (a missing value has no residual of its own and is left out).
+        let reconstruct = |back: &mut Vec<f64>, weights: &mut dyn Iterator<Item = f64>| {
+            back.clear();
+            back.resize(p, 0.0);
+            for (column, w) in loadings_t.chunks_exact(p).zip(weights) {
+                for (b, pj) in back.iter_mut().zip(column) {
+                    *b += pj * w;
+                }
             }
-            let residual = z[j] - reconstructed;
-            // A missing value has no residual of its own.
-            spe_parts[j] = if row[model.used[j]].is_finite() {
-                residual * residual
-            } else {
-                0.0
-            };
-            t2_parts[j] = z[j] * toward_t2;
-        }
-        let spe: f64 = spe_parts.iter().sum();
+        };
+        let spe = if missing {
+            reconstruct(back, &mut t.iter().copied());
+            model
+                .used
+                .iter()
+                .zip(z.iter().zip(back.iter()))
+                .filter(|(j, _)| row[**j].is_finite())
+                .map(|(_, (zj, b))| (zj - b) * (zj - b))
+                .sum()
+        } else {
+            let z2: f64 = z.iter().map(|v| v * v).sum();
+            let t2_norm: f64 = t.iter().map(|v| v * v).sum();
+            (z2 - t2_norm).max(0.0)
+        };
         let t2_ratio = t2 / model.t2_limit;
         let spe_ratio = spe / model.spe_limit;
-        let (value, parts, limit) = if t2_ratio >= spe_ratio {
-            (t2_ratio, &t2_parts, model.t2_limit)
-        } else {
-            (spe_ratio, &spe_parts, model.spe_limit)
-        };
         let mut contributions = vec![0.0; model.width];
-        for (&j, part) in model.used.iter().zip(parts) {
-            contributions[j] = part.max(0.0) / limit;
-        }
-        Ok(Score {
-            value,
-            contributions,
-            t2: Some(t2),
-            spe: Some(spe),
-        })
+        let value = if t2_ratio >= spe_ratio {
+            // T² = Σⱼ zⱼ (P Λ⁻¹ t)ⱼ
+            reconstruct(back, &mut t.iter().zip(&model.eigenvalues).map(|(ti, l)| ti / l.max(1e-12)));
+            for ((&j, zj), b) in model.used.iter().zip(z.iter()).zip(back.iter()) {
+                contributions[j] = (zj * b).max(0.0) / model.t2_limit;
+            }
+            t2_ratio
+        } else {
+            reconstruct(back, &mut t.iter().copied());
+            for ((&j, zj), b) in model.used.iter().zip(z.iter()).zip(back.iter()) {
+                if row[j].is_finite() {
+                    contributions[j] = (zj - b) * (zj - b) / model.spe_limit;
+                }
+            }
+            spe_ratio
+        };
+        Ok(Score { value, contributions, t2: Some(t2), spe: Some(spe) })
     }
 }
 
@@ -298,12 +298,7 @@ fn t2_limit(alpha: f64, k: usize, n: usize) -> f64 {
 
 /// Jackson–Mudholkar SPE limit from the discarded eigenvalues.
 fn spe_limit(alpha: f64, residual_eigenvalues: &[f64]) -> f64 {
-    let theta = |power: i32| {
-        residual_eigenvalues
-            .iter()
-            .map(|l| l.powi(power))
-            .sum::<f64>()
-    };
+    let theta = |power: i32| residual_eigenvalues.iter().map(|l| l.powi(power)).sum::<f64>();
     let (theta1, theta2, theta3) = (theta(1), theta(2), theta(3));
     if theta1 <= 1e-12 || theta2 <= 1e-24 {
         // The components explain everything: any residual is news.
@@ -311,9 +306,7 @@ fn spe_limit(alpha: f64, residual_eigenvalues: &[f64]) -> f64 {
     }
     let h0 = 1.0 - 2.0 * theta1 * theta3 / (3.0 * theta2 * theta2);
     let c = normal_quantile(alpha);
-    let inner = c * (2.0 * theta2 * h0 * h0).sqrt() / theta1
-        + 1.0
-        + theta2 * h0 * (h0 - 1.0) / (theta1 * theta1);
+    let inner = c * (2.0 * theta2 * h0 * h0).sqrt() / theta1 + 1.0 + theta2 * h0 * (h0 - 1.0) / (theta1 * theta1);
     if h0.abs() < 1e-6 || inner <= 0.0 {
         // Degenerate spectrum: fall back to the chi-square approximation.
         let g = theta2 / theta1;
@@ -341,29 +334,16 @@ mod tests {
 
     #[test]
     fn broken_correlation_shows_in_spe_and_contributions() {
-        let mut pca = Pca::new(PcaConfig {
-            components: Some(2),
-            ..PcaConfig::default()
-        });
+        let mut pca = Pca::new(PcaConfig { components: Some(2), ..PcaConfig::default() });
         pca.learn(&correlated(400)).unwrap();
         let normal = pca.score(&[0.5, 0.1, 1.0]).unwrap();
         assert!(normal.value < 1.0, "normal row under the limit: {normal:?}");
         let broken = pca.score(&[0.5, 0.1, -1.0]).unwrap();
+        assert!(broken.value > 10.0, "broken correlation far over the limit: {broken:?}");
         assert!(
-            broken.value > 10.0,
-            "broken correlation far over the limit: {broken:?}"
+            broken.spe.unwrap() / pca.model().unwrap().spe_limit > broken.t2.unwrap() / pca.model().unwrap().t2_limit
         );
-        assert!(
-            broken.spe.unwrap() / pca.model().unwrap().spe_limit
-                > broken.t2.unwrap() / pca.model().unwrap().t2_limit
-        );
-        let top = broken
-            .contributions
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0;
+        let top = broken.contributions.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         assert_ne!(top, 1, "the independent signal is not blamed");
     }
 
@@ -379,16 +359,10 @@ mod tests {
 
     #[test]
     fn components_by_variance() {
-        let mut pca = Pca::new(PcaConfig {
-            variance: 0.6,
-            ..PcaConfig::default()
-        });
+        let mut pca = Pca::new(PcaConfig { variance: 0.6, ..PcaConfig::default() });
         pca.learn(&correlated(400)).unwrap();
         assert_eq!(pca.model().unwrap().components, 1);
-        let mut pca = Pca::new(PcaConfig {
-            variance: 0.99,
-            ..PcaConfig::default()
-        });
+        let mut pca = Pca::new(PcaConfig { variance: 0.99, ..PcaConfig::default() });
         pca.learn(&correlated(400)).unwrap();
         assert_eq!(pca.model().unwrap().components, 2);
     }

@@ -31,10 +31,7 @@ fn default_min_samples() -> usize {
 
 impl Default for RobustZConfig {
     fn default() -> Self {
-        RobustZConfig {
-            window: default_window(),
-            min_samples: default_min_samples(),
-        }
+        RobustZConfig { window: default_window(), min_samples: default_min_samples() }
     }
 }
 
@@ -42,10 +39,7 @@ impl RobustZConfig {
     pub(crate) fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.window < 3 {
-            problems.push(format!(
-                "robust_z.window must be at least 3, got {}",
-                self.window
-            ));
+            problems.push(format!("robust_z.window must be at least 3, got {}", self.window));
         }
         if self.min_samples < 3 || self.min_samples > self.window {
             problems.push(format!(
@@ -79,11 +73,7 @@ impl RollingWindow {
 
     fn median(&self) -> f64 {
         let n = self.sorted.len();
-        if n % 2 == 1 {
-            self.sorted[n / 2]
-        } else {
-            0.5 * (self.sorted[n / 2 - 1] + self.sorted[n / 2])
-        }
+        if n % 2 == 1 { self.sorted[n / 2] } else { 0.5 * (self.sorted[n / 2 - 1] + self.sorted[n / 2]) }
     }
 
     /// Median absolute deviation from `median`, by walking outward from the
@@ -131,8 +121,7 @@ impl RollingWindow {
         if mad > 0.0 {
             return mad;
         }
-        let mean_abs =
-            self.sorted.iter().map(|v| (v - median).abs()).sum::<f64>() / self.sorted.len() as f64;
+        let mean_abs = self.sorted.iter().map(|v| (v - median).abs()).sum::<f64>() / self.sorted.len() as f64;
         if mean_abs > 0.0 {
             // 1.2533 = sqrt(pi/2): mean absolute deviation to sigma for a normal.
             return mean_abs * 1.253_314_137_315_500_3;
@@ -152,10 +141,7 @@ impl RobustZ {
     /// An empty detector; it warms up while scoring or from `learn`.
     #[must_use]
     pub fn new(config: RobustZConfig) -> Self {
-        RobustZ {
-            config,
-            windows: Vec::new(),
-        }
+        RobustZ { config, windows: Vec::new() }
     }
 
     /// Fill the windows with the last `window` baseline values per signal.
@@ -234,10 +220,7 @@ mod tests {
 
     #[test]
     fn spike_scores_high_and_is_causal() {
-        let mut det = RobustZ::new(RobustZConfig {
-            window: 50,
-            min_samples: 10,
-        });
+        let mut det = RobustZ::new(RobustZConfig { window: 50, min_samples: 10 });
         for i in 0..50 {
             let s = det.score(&[(i % 5) as f64]).unwrap();
             if i < 10 {
@@ -245,18 +228,12 @@ mod tests {
             }
         }
         assert!(det.score(&[100.0]).unwrap().value > 20.0);
-        assert!(
-            det.score(&[2.0]).unwrap().value < 2.0,
-            "one spike does not move the median"
-        );
+        assert!(det.score(&[2.0]).unwrap().value < 2.0, "one spike does not move the median");
     }
 
     #[test]
     fn quantised_signal_with_zero_mad_still_scores() {
-        let mut det = RobustZ::new(RobustZConfig {
-            window: 20,
-            min_samples: 5,
-        });
+        let mut det = RobustZ::new(RobustZConfig { window: 20, min_samples: 5 });
         let mut rows: Vec<Vec<f64>> = vec![vec![1.0]; 19];
         rows.push(vec![2.0]);
         det.learn(&rows).unwrap();

@@ -1,0 +1,241 @@
+//! `usan bench`: the hot paths measured on this machine, so the figures in
+//! BENCHMARKS.md can be reproduced by anyone with the binary.
+//!
+//! - `detectors`: scoring throughput of each detector in usan-core, on the
+//!   same synthetic data as the Python peers' `throughput.py` (N×D standard
+//!   normal rows, 1 % shifted by +4, fitted on the first 2,000 rows).
+//! - `pipeline`: a CSV replayed as fast as possible through frame assembly,
+//!   detectors and the SQLite store; samples/s until everything is stored.
+//! - `soak`: a generated plant fed at a fixed rate for a duration, printing
+//!   resident memory over time (growth would show as a rising column).
+
+use crate::config::Config;
+use crate::pipeline::Engine;
+use crate::source::Batch;
+use anyhow::Context;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+use usan_core::detector::{Detector, DetectorConfig, EwmaConfig, PcaConfig, RobustZConfig};
+use usan_core::model::Timestamp;
+use usan_core::stats::SeededNormal;
+
+/// The peers' data: standard normal, 1 % of rows shifted by +4.
+fn synthetic(rows: usize, dims: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut g = SeededNormal::new(seed);
+    (0..rows)
+        .map(|i| {
+            let shift = if i % 100 == 37 { 4.0 } else { 0.0 };
+            (0..dims).map(|_| g.normal() + shift).collect()
+        })
+        .collect()
+}
+
+/// Scoring throughput of every detector; prints a Markdown table.
+///
+/// # Errors
+/// When a detector cannot be fitted on the synthetic data.
+pub fn detectors(rows: usize, dims: &[usize]) -> anyhow::Result<()> {
+    let candidates = [
+        ("robust_z (window 120)", DetectorConfig::RobustZ(RobustZConfig::default())),
+        ("ewma", DetectorConfig::Ewma(EwmaConfig::default())),
+        ("pca T²+SPE (90 % variance)", DetectorConfig::Pca(PcaConfig::default())),
+    ];
+    println!("| detector | D | rows | fit s | score s | rows/s | samples/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for &d in dims {
+        let data = synthetic(rows, d, 0);
+        let fit_rows = rows.min(2000);
+        for (name, config) in &candidates {
+            let mut detector = config.build()?;
+            let start = Instant::now();
+            detector.learn(&data[..fit_rows])?;
+            let fit_s = start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            let mut checksum = 0.0;
+            for row in &data {
+                checksum += detector.score(row)?.value;
+            }
+            let score_s = start.elapsed().as_secs_f64();
+            std::hint::black_box(checksum);
+            let rate = rows as f64 / score_s;
+            println!(
+                "| {name} | {d} | {rows} | {fit_s:.3} | {score_s:.3} | {} | {} |",
+                thousands(rate),
+                thousands(rate * d as f64)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn thousands(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A generated plant configuration: `assets` × `signals`, one detector.
+fn plant_config(dir: &std::path::Path, assets: usize, signals: usize, detector: &str, source: &str) -> String {
+    let mut text = String::new();
+    let _ = write!(
+        text,
+        "[store]\ntype = \"sqlite\"\npath = \"{}\"\nflush_interval = \"200ms\"\n\n[pipeline]\nqueue_capacity = 256\n\n{source}\n",
+        dir.join("bench.db").display()
+    );
+    let signal_list: Vec<String> = (0..signals).map(|s| format!("\"s{s}\"")).collect();
+    let signal_list = signal_list.join(", ");
+    match detector {
+        "none" => {}
+        "robust_z" => {
+            text.push_str("[[detectors]]\nname = \"z\"\nalgorithm = { type = \"robust_z\" }\nbaseline_frames = 1\n\n")
+        }
+        "ewma" => {
+            text.push_str("[[detectors]]\nname = \"ewma\"\nalgorithm = { type = \"ewma\" }\nbaseline_frames = 1\n\n")
+        }
+        _ => text.push_str(
+            "[[detectors]]\nname = \"pca\"\nalgorithm = { type = \"pca\", variance = 0.9 }\nbaseline_frames = 50\n\n",
+        ),
+    }
+    for a in 0..assets {
+        let _ = writeln!(text, "[[assets]]\nid = \"a{a}\"\nsignals = [{signal_list}]\n");
+    }
+    text
+}
+
+/// Replay a generated CSV at full speed into the store; prints samples/s.
+///
+/// # Errors
+/// When the engine cannot start or the files cannot be written.
+pub async fn pipeline(assets: usize, signals: usize, rows: usize, detector: &str) -> anyhow::Result<()> {
+    let dir = tempfile_dir("usan-bench-pipeline")?;
+    let csv = dir.join("history.csv");
+    {
+        let mut g = SeededNormal::new(1);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+        use std::io::Write;
+        let header: Vec<String> = (0..signals).map(|s| format!("s{s}")).collect();
+        writeln!(out, "t,asset,{}", header.join(","))?;
+        for r in 0..rows {
+            for a in 0..assets {
+                write!(out, "{r},a{a}")?;
+                for _ in 0..signals {
+                    write!(out, ",{:.4}", g.normal())?;
+                }
+                writeln!(out)?;
+            }
+        }
+    }
+    let source = format!(
+        "[[sources]]\ntype = \"file\"\nname = \"history\"\npath = \"{}\"\nasset_column = \"asset\"\ntime_column = \"t\"\nspeed = \"max\"\n",
+        csv.display()
+    );
+    let config_path = dir.join("bench.toml");
+    std::fs::write(&config_path, plant_config(&dir, assets, signals, detector, &source))?;
+    let config = Config::load(&config_path)?;
+    let expected = (assets * rows) as u64;
+    let start = Instant::now();
+    let engine = Engine::start(config).await?;
+    while engine.metrics.frames_stored.get() < expected {
+        if start.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("not everything was stored within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    engine.stop().await?;
+    let samples = expected as f64 * signals as f64;
+    println!(
+        "pipeline: {assets} assets x {signals} signals x {rows} rows, detector {detector}: {} samples in {elapsed:.2} s = {} samples/s stored ({} frames/s)",
+        thousands(samples),
+        thousands(samples / elapsed),
+        thousands(expected as f64 / elapsed)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Resident set size of this process in MiB (Linux), if readable.
+#[must_use]
+pub fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Feed a generated plant at `rate` samples/s for `duration`, printing RSS.
+///
+/// # Errors
+/// When the engine cannot start.
+pub async fn soak(
+    assets: usize,
+    signals: usize,
+    rate: usize,
+    duration: Duration,
+    detector: &str,
+) -> anyhow::Result<()> {
+    let dir = tempfile_dir("usan-bench-soak")?;
+    let config_path = dir.join("soak.toml");
+    let source = "[[sources]]\ntype = \"http\"\nname = \"push\"\n";
+    std::fs::write(&config_path, plant_config(&dir, assets, signals, detector, source))?;
+    let config = Config::load(&config_path)?;
+    let engine = Engine::start(config).await?;
+    let frames_per_tick = (rate / signals / 10).max(1);
+    let mut g = SeededNormal::new(2);
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut next_asset = 0usize;
+    let mut frame_ts = vec![0i64; assets];
+    let mut last_report = Instant::now();
+    let mut peak = 0.0f64;
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    println!("| elapsed s | samples in | frames stored | RSS MiB |");
+    println!("|---|---|---|---|");
+    while start.elapsed() < duration {
+        tick.tick().await;
+        for _ in 0..frames_per_tick {
+            let asset = next_asset;
+            next_asset = (next_asset + 1) % assets;
+            frame_ts[asset] += 1000;
+            let values: Vec<f64> = (0..signals).map(|_| g.normal()).collect();
+            engine.router.send(Batch::Rows { asset, rows: vec![(Timestamp(frame_ts[asset]), values)] }).await?;
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            let rss = rss_mib().unwrap_or(f64::NAN);
+            peak = peak.max(rss);
+            samples.push((start.elapsed().as_secs_f64(), rss));
+            println!(
+                "| {:.0} | {} | {} | {rss:.1} |",
+                start.elapsed().as_secs_f64(),
+                thousands(engine.metrics.samples_in.get() as f64),
+                thousands(engine.metrics.frames_stored.get() as f64)
+            );
+        }
+    }
+    let achieved = engine.metrics.samples_in.get() as f64 / start.elapsed().as_secs_f64();
+    engine.stop().await?;
+    let half = samples.len() / 2;
+    let early = samples[..half.max(1).min(samples.len())].iter().map(|s| s.1).fold(0.0, f64::max);
+    let late = samples[half..].iter().map(|s| s.1).fold(0.0, f64::max);
+    println!(
+        "soak: {assets} assets x {signals} signals, detector {detector}, {} samples/s for {:.0} s: peak RSS {peak:.1} MiB (first half max {early:.1}, second half max {late:.1})",
+        thousands(achieved),
+        duration.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
