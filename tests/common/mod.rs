@@ -28,7 +28,7 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// `usan ARGS...` to completion.
 pub fn usan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_usan")).args(args).env("RUST_LOG", "warn").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_usan")).args(args).env("RUST_LOG", "error").output().unwrap()
 }
 
 /// A running `usan` process with an API.
@@ -52,7 +52,7 @@ impl Server {
     pub fn spawn(args: &[&str], port: u16) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_usan"))
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

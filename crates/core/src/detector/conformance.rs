@@ -25,7 +25,13 @@ fn every_detector() -> Vec<DetectorConfig> {
         DetectorConfig::RobustZ(RobustZConfig { window: 30, min_samples: 10 }),
         DetectorConfig::Ewma(EwmaConfig::default()),
         DetectorConfig::Pca(PcaConfig::default()),
-        DetectorConfig::Pca(PcaConfig { components: Some(1), variance: 0.9, alpha: 0.999 }),
+        DetectorConfig::Pca(PcaConfig { components: Some(1), alpha: 0.999, ..PcaConfig::default() }),
+        DetectorConfig::Pca(PcaConfig {
+            lags: 2,
+            smoothing: 3,
+            limits: LimitMethod::Empirical,
+            ..PcaConfig::default()
+        }),
     ]
 }
 
@@ -130,8 +136,14 @@ fn unsupported_model_format_is_refused() {
 
 #[test]
 fn invalid_settings_are_all_reported() {
-    let config = DetectorConfig::Pca(PcaConfig { components: Some(0), variance: 2.0, alpha: 1.5 });
-    assert_eq!(config.validate().len(), 3);
+    let config = DetectorConfig::Pca(PcaConfig {
+        components: Some(0),
+        variance: 2.0,
+        alpha: 1.5,
+        smoothing: 5,
+        ..PcaConfig::default()
+    });
+    assert_eq!(config.validate().len(), 4, "{:?}", config.validate());
     assert!(config.build().is_err());
     let config = DetectorConfig::RobustZ(RobustZConfig { window: 2, min_samples: 1 });
     assert_eq!(config.validate().len(), 2);

@@ -16,7 +16,7 @@ mod pca;
 mod robust_z;
 
 pub use ewma::{Ewma, EwmaConfig};
-pub use pca::{Pca, PcaConfig};
+pub use pca::{LimitMethod, Pca, PcaConfig};
 pub use robust_z::{RobustZ, RobustZConfig};
 
 use serde::{Deserialize, Serialize};

@@ -4,19 +4,44 @@
 //! correlation structure is summarised by a few principal components. T²
 //! measures how far a frame is *inside* that model (an unusual combination
 //! of normal movements); SPE measures how far it is *off* the model (a
-//! correlation has broken). Limits come from theory at confidence `alpha`:
-//! T² from the F distribution, SPE from Jackson–Mudholkar. The score is
-//! `max(T²/T²_limit, SPE/SPE_limit)`, so 1.0 sits on the limit, and each
-//! signal's contribution to the larger ratio explains it.
+//! correlation has broken). The score is `max(T²/T²_limit, SPE/SPE_limit)`,
+//! so 1.0 sits on the limit, and each signal's contribution to the larger
+//! ratio explains it.
+//!
+//! - **Limits** at confidence `alpha` come from theory (`limits = "theory"`:
+//!   T² from the F distribution, SPE from Jackson–Mudholkar) or from data
+//!   (`"empirical"`: the `alpha` quantile of each statistic on the baseline,
+//!   scored out of fold by 5-fold cross-fitting over contiguous blocks, so
+//!   the limit is not flattered by in-sample fit).
+//! - **Dynamic PCA** (`lags = L`) models each frame together with its `L`
+//!   predecessors, so broken dynamics (not only broken correlations) show;
+//!   contributions of the lagged copies are added to their signal.
+//! - **Smoothing** (`smoothing = w`) compares the mean of the last `w`
+//!   statistics with limits set on equally smoothed baseline statistics:
+//!   small persistent shifts accumulate, single noisy frames do not. It
+//!   needs empirical limits.
 //!
 //! Signals constant in the baseline cannot be standardised and are left out
 //! of the model (contribution 0); watch them with a univariate detector.
-//! Missing values are replaced by the baseline mean (no evidence either way).
+//! Missing values (and lags before the first frames) are replaced by the
+//! baseline mean (no evidence either way) and have no residual of their own.
 
 use super::{DetectorError, Score, check_row, check_rows};
-use crate::stats::{f_quantile, mean_std, normal_quantile};
+use crate::stats::{f_quantile, mean_std, normal_quantile, quantile};
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Where the T² and SPE limits come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitMethod {
+    /// F distribution (T²) and Jackson–Mudholkar (SPE).
+    #[default]
+    Theory,
+    /// Quantiles of out-of-fold baseline statistics.
+    Empirical,
+}
 
 /// Settings of [`Pca`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +56,15 @@ pub struct PcaConfig {
     /// Confidence of the T² and SPE limits, e.g. 0.99.
     #[serde(default = "default_alpha")]
     pub alpha: f64,
+    /// Where the limits come from.
+    #[serde(default)]
+    pub limits: LimitMethod,
+    /// Previous frames modelled with each frame (dynamic PCA); 0 = static PCA.
+    #[serde(default)]
+    pub lags: usize,
+    /// Statistics averaged over this many frames before comparing; 1 = none.
+    #[serde(default = "default_smoothing")]
+    pub smoothing: usize,
 }
 
 fn default_variance() -> f64 {
@@ -39,10 +73,20 @@ fn default_variance() -> f64 {
 fn default_alpha() -> f64 {
     0.99
 }
+fn default_smoothing() -> usize {
+    1
+}
 
 impl Default for PcaConfig {
     fn default() -> Self {
-        PcaConfig { components: None, variance: default_variance(), alpha: default_alpha() }
+        PcaConfig {
+            components: None,
+            variance: default_variance(),
+            alpha: default_alpha(),
+            limits: LimitMethod::Theory,
+            lags: 0,
+            smoothing: 1,
+        }
     }
 }
 
@@ -58,6 +102,16 @@ impl PcaConfig {
         if self.components == Some(0) {
             problems.push("pca.components must be at least 1".to_string());
         }
+        if self.lags > 50 {
+            problems.push(format!("pca.lags must be at most 50, got {}", self.lags));
+        }
+        if self.smoothing == 0 || self.smoothing > 10_000 {
+            problems.push(format!("pca.smoothing must be between 1 and 10000, got {}", self.smoothing));
+        }
+        if self.smoothing > 1 && self.limits == LimitMethod::Theory {
+            problems
+                .push("pca.smoothing > 1 needs limits = \"empirical\" (theory limits hold for single frames)".into());
+        }
         problems
     }
 }
@@ -65,13 +119,13 @@ impl PcaConfig {
 /// What the PCA monitor learned from its baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PcaModel {
-    /// Width of the rows it scores.
+    /// Width of the (lag-augmented) rows it models.
     pub width: usize,
-    /// Indices of the signals in the model (not constant in the baseline).
+    /// Indices of the modelled columns (not constant in the baseline).
     pub used: Vec<usize>,
-    /// Baseline mean of each used signal.
+    /// Baseline mean of each used column.
     pub mean: Vec<f64>,
-    /// Baseline standard deviation of each used signal.
+    /// Baseline standard deviation of each used column.
     pub scale: Vec<f64>,
     /// Loadings, `used.len()` rows by `components` columns, row-major.
     pub loadings: Vec<f64>,
@@ -87,65 +141,15 @@ pub struct PcaModel {
     pub spe_limit: f64,
 }
 
-/// PCA T²/SPE detector.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Pca {
-    config: PcaConfig,
-    model: Option<PcaModel>,
-    #[serde(skip)]
-    scratch: Scratch,
-}
-
-/// Reused buffers, so scoring a frame allocates only its contributions.
-#[derive(Debug, Clone, Default)]
-struct Scratch {
-    /// Loadings transposed (components × signals), built on first use.
-    loadings_t: Vec<f64>,
-    z: Vec<f64>,
-    t: Vec<f64>,
-    /// Per used signal: P·t (reconstruction) or P·Λ⁻¹·t (toward T²).
-    back: Vec<f64>,
-}
-
-impl PartialEq for Scratch {
-    fn eq(&self, _: &Self) -> bool {
-        true // scratch space is not state
-    }
-}
-
-impl Pca {
-    /// Fewest complete baseline rows accepted.
-    pub const MIN_ROWS: usize = 10;
-
-    /// An unfitted monitor.
-    #[must_use]
-    pub fn new(config: PcaConfig) -> Self {
-        Pca { config, model: None, scratch: Scratch::default() }
-    }
-
-    /// The fitted model, once `learn` succeeded.
-    #[must_use]
-    pub fn model(&self) -> Option<&PcaModel> {
-        self.model.as_ref()
-    }
-
-    /// Fit mean, scale, loadings and limits on the complete baseline rows.
-    ///
-    /// # Errors
-    /// See [`super::Detector::learn`]; also when fewer than
-    /// [`Pca::MIN_ROWS`] rows have no missing value, or no signal varies.
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
-        let width = check_rows(rows, Self::MIN_ROWS)?;
-        let complete: Vec<&Vec<f64>> = rows.iter().filter(|r| r.iter().all(|v| v.is_finite())).collect();
-        let n = complete.len();
-        if n < Self::MIN_ROWS {
-            return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS, got: n });
-        }
+impl PcaModel {
+    /// Fit mean, scale and loadings on complete rows; `components` picks the
+    /// component count from the eigenvalues (largest first) and row count.
+    fn fit(rows: &[&[f64]], components: impl Fn(&[f64], usize) -> usize) -> Result<PcaModel, DetectorError> {
+        let n = rows.len();
+        let width = rows.first().map_or(0, |r| r.len());
         let (mut used, mut mean, mut scale) = (Vec::new(), Vec::new(), Vec::new());
         for j in 0..width {
-            let Some((m, s)) = mean_std(complete.iter().map(|r| r[j])) else {
-                continue;
-            };
+            let Some((m, s)) = mean_std(rows.iter().map(|r| r[j])) else { continue };
             if s > 1e-12 * m.abs().max(1.0) {
                 used.push(j);
                 mean.push(m);
@@ -153,77 +157,51 @@ impl Pca {
             }
         }
         let p = used.len();
-        if p == 0 {
-            return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS, got: 0 });
+        if p == 0 || n < Pca::MIN_ROWS {
+            return Err(DetectorError::NotEnoughData { needed: Pca::MIN_ROWS, got: if p == 0 { 0 } else { n } });
         }
-        let z = DMatrix::from_fn(n, p, |i, k| (complete[i][used[k]] - mean[k]) / scale[k]);
+        let z = DMatrix::from_fn(n, p, |i, k| (rows[i][used[k]] - mean[k]) / scale[k]);
         let correlation = (z.transpose() * &z) / (n as f64 - 1.0);
         let eigen = correlation.symmetric_eigen();
         let mut order: Vec<usize> = (0..p).collect();
         order.sort_by(|a, b| eigen.eigenvalues[*b].total_cmp(&eigen.eigenvalues[*a]));
         let eigenvalues: Vec<f64> = order.iter().map(|&i| eigen.eigenvalues[i].max(0.0)).collect();
-
-        let total: f64 = eigenvalues.iter().sum();
-        let max_components = p.min(n - 2).max(1);
-        let components = match self.config.components {
-            Some(k) => k.min(max_components),
-            None => {
-                let mut cumulative = 0.0;
-                let mut k = 0;
-                while k < max_components {
-                    cumulative += eigenvalues[k];
-                    k += 1;
-                    if cumulative >= self.config.variance * total {
-                        break;
-                    }
-                }
-                k.max(1)
-            }
-        };
-        let mut loadings = vec![0.0; p * components];
-        for (c, &col) in order.iter().take(components).enumerate() {
+        let k = components(&eigenvalues, n).clamp(1, p.min(n - 2).max(1));
+        let mut loadings = vec![0.0; p * k];
+        for (c, &col) in order.iter().take(k).enumerate() {
             let vector = eigen.eigenvectors.column(col);
             // Deterministic sign: the largest loading is positive.
             let pivot = vector.iter().copied().fold(0.0_f64, |a, v| if v.abs() > a.abs() { v } else { a });
             let sign = if pivot < 0.0 { -1.0 } else { 1.0 };
             for j in 0..p {
-                loadings[j * components + c] = sign * vector[j];
+                loadings[j * k + c] = sign * vector[j];
             }
         }
-        let alpha = self.config.alpha;
-        let t2_limit = t2_limit(alpha, components, n);
-        let spe_limit = spe_limit(alpha, &eigenvalues[components..]);
-        self.model = Some(PcaModel {
+        Ok(PcaModel {
             width,
             used,
             mean,
             scale,
             loadings,
-            components,
+            components: k,
             eigenvalues,
             rows: n,
-            t2_limit,
-            spe_limit,
-        });
-        Ok(())
+            t2_limit: f64::INFINITY,
+            spe_limit: f64::INFINITY,
+        })
     }
 
-    /// Score one row: T², SPE and the contributions of each signal.
-    ///
-    /// # Errors
-    /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
-        let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?;
-        check_row(row, model.width)?;
-        let p = model.used.len();
-        let k = model.components;
-        let Scratch { loadings_t, z, t, back } = &mut self.scratch;
+    /// T² and SPE of one row (`missing` values are imputed and have no residual).
+    fn statistics(&self, row: &[f64], scratch: &mut Scratch) -> (f64, f64, bool) {
+        let p = self.used.len();
+        let k = self.components;
+        let Scratch { loadings_t, z, t, back } = scratch;
         if loadings_t.len() != p * k {
-            *loadings_t = (0..k).flat_map(|c| (0..p).map(move |j| model.loadings[j * k + c])).collect();
+            *loadings_t = (0..k).flat_map(|c| (0..p).map(move |j| self.loadings[j * k + c])).collect();
         }
         let mut missing = false;
         z.clear();
-        z.extend(model.used.iter().zip(model.mean.iter().zip(&model.scale)).map(|(&j, (m, s))| {
+        z.extend(self.used.iter().zip(self.mean.iter().zip(&self.scale)).map(|(&j, (m, s))| {
             if row[j].is_finite() {
                 (row[j] - m) / s
             } else {
@@ -234,27 +212,16 @@ impl Pca {
         // t = Pᵀz, as a sum of loading rows (vectorises).
         t.clear();
         t.resize(k, 0.0);
-        for (loading_row, zj) in model.loadings.chunks_exact(k).zip(z.iter()) {
+        for (loading_row, zj) in self.loadings.chunks_exact(k).zip(z.iter()) {
             for (ti, pji) in t.iter_mut().zip(loading_row) {
                 *ti += pji * zj;
             }
         }
-        let t2: f64 = t.iter().zip(&model.eigenvalues).map(|(ti, l)| ti * ti / l.max(1e-12)).sum();
-        // P has orthonormal columns, so SPE = |z|² − |t|² unless a value is missing
-        // (a missing value has no residual of its own and is left out).
-        let reconstruct = |back: &mut Vec<f64>, weights: &mut dyn Iterator<Item = f64>| {
-            back.clear();
-            back.resize(p, 0.0);
-            for (column, w) in loadings_t.chunks_exact(p).zip(weights) {
-                for (b, pj) in back.iter_mut().zip(column) {
-                    *b += pj * w;
-                }
-            }
-        };
+        let t2: f64 = t.iter().zip(&self.eigenvalues).map(|(ti, l)| ti * ti / l.max(1e-12)).sum();
+        // P has orthonormal columns, so SPE = |z|² − |t|² unless a value is missing.
         let spe = if missing {
-            reconstruct(back, &mut t.iter().copied());
-            model
-                .used
+            back_project(loadings_t, p, back, &mut t.iter().copied());
+            self.used
                 .iter()
                 .zip(z.iter().zip(back.iter()))
                 .filter(|(j, _)| row[**j].is_finite())
@@ -265,26 +232,242 @@ impl Pca {
             let t2_norm: f64 = t.iter().map(|v| v * v).sum();
             (z2 - t2_norm).max(0.0)
         };
-        let t2_ratio = t2 / model.t2_limit;
-        let spe_ratio = spe / model.spe_limit;
-        let mut contributions = vec![0.0; model.width];
-        let value = if t2_ratio >= spe_ratio {
-            // T² = Σⱼ zⱼ (P Λ⁻¹ t)ⱼ
-            reconstruct(back, &mut t.iter().zip(&model.eigenvalues).map(|(ti, l)| ti / l.max(1e-12)));
-            for ((&j, zj), b) in model.used.iter().zip(z.iter()).zip(back.iter()) {
-                contributions[j] = (zj * b).max(0.0) / model.t2_limit;
-            }
-            t2_ratio
-        } else {
-            reconstruct(back, &mut t.iter().copied());
-            for ((&j, zj), b) in model.used.iter().zip(z.iter()).zip(back.iter()) {
+        (t2, spe, missing)
+    }
+
+    /// Per-column contributions to T² (`spe == false`) or SPE, for the row
+    /// whose `statistics` were just computed into `scratch`.
+    fn contributions(&self, row: &[f64], scratch: &mut Scratch, spe: bool, out: &mut [f64]) {
+        let p = self.used.len();
+        let Scratch { loadings_t, z, t, back } = scratch;
+        if spe {
+            back_project(loadings_t, p, back, &mut t.iter().copied());
+            for ((&j, zj), b) in self.used.iter().zip(z.iter()).zip(back.iter()) {
                 if row[j].is_finite() {
-                    contributions[j] = (zj - b) * (zj - b) / model.spe_limit;
+                    out[j] = (zj - b) * (zj - b);
                 }
             }
-            spe_ratio
+        } else {
+            // T² = Σⱼ zⱼ (P Λ⁻¹ t)ⱼ
+            back_project(loadings_t, p, back, &mut t.iter().zip(&self.eigenvalues).map(|(ti, l)| ti / l.max(1e-12)));
+            for ((&j, zj), b) in self.used.iter().zip(z.iter()).zip(back.iter()) {
+                out[j] = (zj * b).max(0.0);
+            }
+        }
+    }
+}
+
+/// `back = P · weights`, column by column (vectorises).
+fn back_project(loadings_t: &[f64], p: usize, back: &mut Vec<f64>, weights: &mut dyn Iterator<Item = f64>) {
+    back.clear();
+    back.resize(p, 0.0);
+    for (column, w) in loadings_t.chunks_exact(p).zip(weights) {
+        for (b, pj) in back.iter_mut().zip(column) {
+            *b += pj * w;
+        }
+    }
+}
+
+/// Reused buffers, so scoring a frame allocates only its contributions.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    /// Loadings transposed (components × columns), built on first use.
+    loadings_t: Vec<f64>,
+    z: Vec<f64>,
+    t: Vec<f64>,
+    back: Vec<f64>,
+}
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Self) -> bool {
+        true // scratch space is not state
+    }
+}
+
+/// PCA T²/SPE detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pca {
+    config: PcaConfig,
+    model: Option<PcaModel>,
+    /// The last `lags` raw rows, newest first.
+    #[serde(default)]
+    history: VecDeque<Vec<f64>>,
+    /// The last `smoothing` (T², SPE) pairs.
+    #[serde(default)]
+    recent: VecDeque<(f64, f64)>,
+    #[serde(skip)]
+    scratch: Scratch,
+    #[serde(skip)]
+    augmented: Vec<f64>,
+}
+
+/// Moving mean over a window of `w`, with partial windows at the start.
+fn moving_mean(values: &[f64], w: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(values.len());
+    let mut sum = 0.0;
+    for (i, v) in values.iter().enumerate() {
+        sum += v;
+        if i >= w {
+            sum -= values[i - w];
+        }
+        out.push(sum / (i + 1).min(w) as f64);
+    }
+    out
+}
+
+impl Pca {
+    /// Fewest complete baseline rows accepted.
+    pub const MIN_ROWS: usize = 10;
+    /// Folds of the cross-fitting behind empirical limits.
+    const FOLDS: usize = 5;
+
+    /// An unfitted monitor.
+    #[must_use]
+    pub fn new(config: PcaConfig) -> Self {
+        Pca {
+            config,
+            model: None,
+            history: VecDeque::new(),
+            recent: VecDeque::new(),
+            scratch: Scratch::default(),
+            augmented: Vec::new(),
+        }
+    }
+
+    /// The fitted model, once `learn` succeeded.
+    #[must_use]
+    pub fn model(&self) -> Option<&PcaModel> {
+        self.model.as_ref()
+    }
+
+    /// `row` followed by its `lags` predecessors (NaN where there are none yet).
+    fn augment_into(out: &mut Vec<f64>, row: &[f64], history: &VecDeque<Vec<f64>>, lags: usize) {
+        out.clear();
+        out.extend_from_slice(row);
+        for l in 0..lags {
+            match history.get(l) {
+                Some(previous) => out.extend_from_slice(previous),
+                None => out.extend(std::iter::repeat_n(f64::NAN, row.len())),
+            }
+        }
+    }
+
+    /// Fit on the complete baseline rows, then set the limits.
+    ///
+    /// # Errors
+    /// See [`super::Detector::learn`]; also when fewer than
+    /// [`Pca::MIN_ROWS`] rows have no missing value, or no signal varies.
+    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+        let width = check_rows(rows, Self::MIN_ROWS)?;
+        let lags = self.config.lags;
+        let augmented: Vec<Vec<f64>> = (lags..rows.len())
+            .map(|i| (0..=lags).flat_map(|l| rows[i - l].iter().copied()).collect::<Vec<f64>>())
+            .filter(|r: &Vec<f64>| r.iter().all(|v| v.is_finite()))
+            .collect();
+        let complete: Vec<&[f64]> = augmented.iter().map(Vec::as_slice).collect();
+        if complete.len() < Self::MIN_ROWS {
+            return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS + lags, got: complete.len() });
+        }
+        let config = &self.config;
+        let by_variance = |eigenvalues: &[f64], _: usize| match config.components {
+            Some(k) => k,
+            None => {
+                let total: f64 = eigenvalues.iter().sum();
+                let mut cumulative = 0.0;
+                eigenvalues
+                    .iter()
+                    .position(|l| {
+                        cumulative += l;
+                        cumulative >= config.variance * total
+                    })
+                    .map_or(eigenvalues.len(), |i| i + 1)
+            }
         };
-        Ok(Score { value, contributions, t2: Some(t2), spe: Some(spe) })
+        let mut model = PcaModel::fit(&complete, by_variance)?;
+        let k = model.components;
+        let alpha = config.alpha;
+        match config.limits {
+            LimitMethod::Theory => {
+                model.t2_limit = t2_limit(alpha, k, model.rows);
+                model.spe_limit = spe_limit(alpha, &model.eigenvalues[k..]);
+            }
+            LimitMethod::Empirical => {
+                let (t2s, spes) = Self::out_of_fold(&complete, k, config.smoothing)?;
+                model.t2_limit = quantile(&t2s, alpha).unwrap_or(f64::INFINITY).max(1e-12);
+                model.spe_limit = quantile(&spes, alpha).unwrap_or(f64::INFINITY).max(1e-12);
+            }
+        }
+        debug_assert_eq!(model.width, width * (lags + 1));
+        self.model = Some(model);
+        self.history.clear();
+        self.recent.clear();
+        Ok(())
+    }
+
+    /// Smoothed T² and SPE of every baseline row, each scored by a model
+    /// fitted without its (contiguous) fold.
+    fn out_of_fold(rows: &[&[f64]], k: usize, smoothing: usize) -> Result<(Vec<f64>, Vec<f64>), DetectorError> {
+        let n = rows.len();
+        let folds = Self::FOLDS.min(n / Self::MIN_ROWS).max(2);
+        let mut scratch = Scratch::default();
+        let (mut t2s, mut spes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for f in 0..folds {
+            let (start, end) = (f * n / folds, (f + 1) * n / folds);
+            let train: Vec<&[f64]> = rows[..start].iter().chain(&rows[end..]).copied().collect();
+            let model = PcaModel::fit(&train, |_, _| k)?;
+            scratch.loadings_t.clear();
+            let (fold_t2, fold_spe): (Vec<f64>, Vec<f64>) = rows[start..end]
+                .iter()
+                .map(|r| {
+                    let (t2, spe, _) = model.statistics(r, &mut scratch);
+                    (t2, spe)
+                })
+                .unzip();
+            t2s.extend(moving_mean(&fold_t2, smoothing));
+            spes.extend(moving_mean(&fold_spe, smoothing));
+        }
+        Ok((t2s, spes))
+    }
+
+    /// Score one row: (smoothed) T², SPE and the contributions of each signal.
+    ///
+    /// # Errors
+    /// See [`super::Detector::score`].
+    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+        let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?;
+        let lags = self.config.lags;
+        let width = model.width / (lags + 1);
+        check_row(row, width)?;
+        let mut augmented = std::mem::take(&mut self.augmented);
+        Self::augment_into(&mut augmented, row, &self.history, lags);
+        let (t2, spe, _) = model.statistics(&augmented, &mut self.scratch);
+        if lags > 0 {
+            if self.history.len() == lags {
+                self.history.pop_back();
+            }
+            self.history.push_front(row.to_vec());
+        }
+        let (t2_mean, spe_mean) = if self.config.smoothing > 1 {
+            if self.recent.len() == self.config.smoothing {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((t2, spe));
+            let n = self.recent.len() as f64;
+            let (a, b) = self.recent.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+            (a / n, b / n)
+        } else {
+            (t2, spe)
+        };
+        let t2_ratio = t2_mean / model.t2_limit;
+        let spe_ratio = spe_mean / model.spe_limit;
+        let spe_dominates = spe_ratio > t2_ratio;
+        let (value, limit) = if spe_dominates { (spe_ratio, model.spe_limit) } else { (t2_ratio, model.t2_limit) };
+        let mut parts = vec![0.0; model.width];
+        model.contributions(&augmented, &mut self.scratch, spe_dominates, &mut parts);
+        let contributions: Vec<f64> =
+            (0..width).map(|j| (0..=lags).map(|l| parts[j + l * width]).sum::<f64>() / limit).collect();
+        self.augmented = augmented;
+        Ok(Score { value, contributions, t2: Some(t2_mean), spe: Some(spe_mean) })
     }
 }
 
