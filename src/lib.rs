@@ -10,6 +10,7 @@ pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod eval;
 pub mod metrics;
 pub mod pipeline;
 pub mod serve;

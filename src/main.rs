@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use usan::{batch, bench, config, demo, serve};
+use usan::{batch, bench, config, demo, eval, serve};
 
 /// usan (우산): connects to plant data, learns each asset's normal
 /// behaviour, detects and explains faults, raises alarms.
@@ -61,6 +61,20 @@ enum Command {
         #[arg(long)]
         rows: Option<usize>,
     },
+    /// Run the detectors on a public benchmark and write the scorers' prediction files.
+    Eval {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        benchmark: Benchmark,
+        /// The benchmark's data folder.
+        data: PathBuf,
+        /// Folder for the prediction files.
+        #[arg(long)]
+        out: PathBuf,
+        /// TOML file overriding the default settings.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
     /// Measure the hot paths on this machine (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -91,6 +105,12 @@ struct HistoryArgs {
     /// Which file source of the config describes the CSV (when there are several).
     #[arg(long)]
     source: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Benchmark {
+    /// Tennessee Eastman Process (d00.dat, dXX_te.dat or dXX.dat).
+    Tep,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +183,11 @@ fn main() -> ExitCode {
                 serve::serve(config, serve::ServeOptions { duration, exit_when_done, live_view: false }).await
             })
         }),
+        Command::Eval { benchmark, data, out, settings } => {
+            eval::EvalSettings::load(settings.as_deref()).and_then(|s| match benchmark {
+                Benchmark::Tep => eval::tep::run(&data, &out, &s),
+            })
+        }
         Command::Bench { what } => match what {
             BenchCommand::Detectors { rows, dims } => bench::detectors(rows, &dims),
             BenchCommand::Pipeline { assets, signals, rows, detector } => {

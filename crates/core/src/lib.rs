@@ -14,6 +14,7 @@
 pub mod alarm;
 pub mod detector;
 pub mod frame;
+pub mod metrics;
 pub mod model;
 pub mod stats;
 pub mod threshold;

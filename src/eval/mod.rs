@@ -1,0 +1,91 @@
+//! `usan eval`: the detectors on public benchmarks, in the layouts the
+//! benchmarks' scorers read (see `../shared/bench/README.md`).
+//!
+//! Each benchmark reads any folder in its layout, writes one prediction file
+//! per input file, and prints its own metrics (the scorers' definitions),
+//! the settings it used and its wall time. Settings come from a TOML file
+//! (`--settings`) whose sections override the defaults below, so users
+//! evaluate their own detector settings the same way. Labels are read only
+//! to print metrics, never to fit or to choose a threshold.
+
+pub mod tep;
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use usan_core::detector::{DetectorConfig, LimitMethod, PcaConfig};
+use usan_core::threshold::ThresholdConfig;
+
+/// One detector and its decision rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSettings {
+    /// The algorithm (`type = "pca"`, ...).
+    pub algorithm: DetectorConfig,
+    /// The decision rule over its scores.
+    pub threshold: ThresholdConfig,
+}
+
+/// Settings of every benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSettings {
+    /// Tennessee Eastman.
+    #[serde(default = "tep::default_settings")]
+    pub tep: DetectorSettings,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        EvalSettings { tep: tep::default_settings() }
+    }
+}
+
+impl EvalSettings {
+    /// The defaults, overridden by the sections of `path` when given.
+    ///
+    /// # Errors
+    /// When the file cannot be read or has unknown or invalid settings.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let settings: EvalSettings = match path {
+            None => EvalSettings::default(),
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+        };
+        let mut problems = settings.tep.algorithm.validate();
+        problems.extend(settings.tep.threshold.validate());
+        if !problems.is_empty() {
+            anyhow::bail!("invalid eval settings:\n  {}", problems.join("\n  "));
+        }
+        Ok(settings)
+    }
+}
+
+/// A PCA settings block, for the defaults.
+pub(crate) fn pca(alpha: f64, lags: usize, smoothing: usize) -> DetectorConfig {
+    DetectorConfig::Pca(PcaConfig {
+        components: None,
+        variance: 0.9,
+        alpha,
+        limits: if smoothing > 1 { LimitMethod::Empirical } else { LimitMethod::Theory },
+        lags,
+        smoothing,
+    })
+}
+
+/// Print settings as the TOML that would reproduce them.
+pub(crate) fn print_settings<T: Serialize>(section: &str, settings: &T) {
+    #[derive(Serialize)]
+    struct Wrapper<'a, T: Serialize> {
+        #[serde(flatten)]
+        inner: std::collections::BTreeMap<&'a str, &'a T>,
+    }
+    let mut inner = std::collections::BTreeMap::new();
+    inner.insert(section, settings);
+    match toml::to_string(&Wrapper { inner }) {
+        Ok(text) => println!("settings (pass with --settings FILE to change):\n{text}"),
+        Err(e) => println!("settings: (cannot print: {e})"),
+    }
+}
