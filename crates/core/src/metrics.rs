@@ -69,10 +69,12 @@ fn ratio(a: u64, b: u64) -> f64 {
 mod tests {
     use super::*;
 
+    /// Predictions, truths, then F1, FAR % and MAR % derived by hand.
+    type Case<'a> = (&'a [bool], &'a [bool], f64, f64, f64);
+
     #[test]
     fn skab_definitions_table() {
-        // (predictions, truths, f1, far %, mar %) derived by hand.
-        let cases: &[(&[bool], &[bool], f64, f64, f64)] = &[
+        let cases: &[Case] = &[
             (&[true, true, false, false], &[true, false, true, false], 0.5, 50.0, 50.0),
             (&[true, true, true, true], &[true, true, false, false], 2.0 / 3.0, 100.0, 0.0),
             (&[false, false], &[false, false], 0.0, 0.0, 0.0),
