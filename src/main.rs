@@ -111,6 +111,8 @@ struct HistoryArgs {
 enum Benchmark {
     /// Tennessee Eastman Process (d00.dat, dXX_te.dat or dXX.dat).
     Tep,
+    /// Skoltech Anomaly Benchmark (<group>/<name>.csv).
+    Skab,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +188,7 @@ fn main() -> ExitCode {
         Command::Eval { benchmark, data, out, settings } => {
             eval::EvalSettings::load(settings.as_deref()).and_then(|s| match benchmark {
                 Benchmark::Tep => eval::tep::run(&data, &out, &s),
+                Benchmark::Skab => eval::skab::run(&data, &out, &s),
             })
         }
         Command::Bench { what } => match what {

@@ -85,3 +85,76 @@ fn eval_tep_refuses_bad_files_and_settings_clearly() {
     assert!(!result.status.success());
     assert!(String::from_utf8_lossy(&result.stderr).contains("d00.dat"));
 }
+
+/// A SKAB-layout folder made here (SKAB itself is GPL and is not shipped):
+/// three correlated sensors and a constant one, 1 Hz; in `valve1/0.csv` a
+/// valve closes at row 600 for 200 rows (flow drops, pressure rises).
+fn skab_folder(root: &std::path::Path) {
+    let data = root.join("data");
+    for group in ["valve1", "anomaly-free"] {
+        std::fs::create_dir_all(data.join(group)).unwrap();
+    }
+    let mut g = usan_core::stats::SeededNormal::new(5);
+    let mut labelled = String::from("datetime;Flow;Pressure;Current;Voltage;anomaly;changepoint\n");
+    let mut free = String::from("datetime;Flow;Pressure;Current;Voltage\n");
+    for i in 0..1000 {
+        let common = g.normal();
+        let closed = (600..800).contains(&i);
+        let flow = 32.0 + common + 0.2 * g.normal() - if closed { 6.0 } else { 0.0 };
+        let pressure = 1.0 + 0.1 * common + 0.02 * g.normal() + if closed { 0.5 } else { 0.0 };
+        let current = 2.0 + 0.05 * common + 0.01 * g.normal();
+        let time = format!("2020-03-09 10:{:02}:{:02}", i / 60 % 60, i % 60);
+        let changepoint = u8::from(i == 600 || i == 800);
+        labelled +=
+            &format!("{time};{flow:.4};{pressure:.4};{current:.4};230.0;{}.0;{changepoint}.0\n", u8::from(closed));
+        free += &format!("{time};{flow:.4};{pressure:.4};{current:.4};230.0\n");
+    }
+    std::fs::write(data.join("valve1/0.csv"), labelled).unwrap();
+    std::fs::write(data.join("anomaly-free/anomaly-free.csv"), free).unwrap();
+}
+
+#[test]
+fn eval_skab_writes_one_prediction_per_row_and_finds_the_closed_valve() {
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    skab_folder(root.path());
+    let result = usan(&["eval", "skab", root.path().to_str().unwrap(), "--out", out.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
+    assert!(stdout.contains("over 1 files (600 test rows)"), "{stdout}");
+    assert!(!out.path().join("anomaly-free").exists(), "the unlabelled file is not scored");
+
+    let text = std::fs::read_to_string(out.path().join("valve1/0.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("datetime,anomaly,changepoint,score"));
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    assert_eq!(rows.len(), 1000);
+    assert_eq!(rows[0][0], "2020-03-09 10:00:00", "datetimes are passed through");
+    assert!(rows[..400].iter().all(|r| r[1] == "0" && r[2] == "0"), "training rows are never flagged");
+    let flagged = |range: std::ops::Range<usize>| rows[range].iter().filter(|r| r[1] == "1").count();
+    assert!(flagged(605..800) >= 190, "the closed valve is found: {}", flagged(605..800));
+    assert!(flagged(400..600) <= 10, "normal rows are quiet: {}", flagged(400..600));
+    let changepoints = rows.iter().filter(|r| r[2] == "1").count();
+    assert!(changepoints >= 2, "the start and the end of the anomaly are changepoints");
+}
+
+#[test]
+fn eval_skab_refuses_wrong_delimiters_and_bad_cells_with_their_line() {
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    skab_folder(root.path());
+    let file = root.path().join("data/valve1/0.csv");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let cases = [
+        (original.replace(';', ","), "start with `datetime`"),
+        (original.replacen("230.0;0.0;0.0", "230.0;x;0.0", 1), "line 2"),
+        (original.replacen(";230.0;0.0;0.0\n", ";0.0;0.0\n", 1), "line 2 has 6 cells"),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&file, text).unwrap();
+        let result = usan(&["eval", "skab", root.path().to_str().unwrap(), "--out", out.path().to_str().unwrap()]);
+        assert!(!result.status.success());
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
+    }
+}

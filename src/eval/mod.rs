@@ -8,6 +8,7 @@
 //! evaluate their own detector settings the same way. Labels are read only
 //! to print metrics, never to fit or to choose a threshold.
 
+pub mod skab;
 pub mod tep;
 
 use serde::{Deserialize, Serialize};
@@ -32,11 +33,14 @@ pub struct EvalSettings {
     /// Tennessee Eastman.
     #[serde(default = "tep::default_settings")]
     pub tep: DetectorSettings,
+    /// SKAB.
+    #[serde(default = "skab::default_settings")]
+    pub skab: DetectorSettings,
 }
 
 impl Default for EvalSettings {
     fn default() -> Self {
-        EvalSettings { tep: tep::default_settings() }
+        EvalSettings { tep: tep::default_settings(), skab: skab::default_settings() }
     }
 }
 
@@ -54,8 +58,11 @@ impl EvalSettings {
                 toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
             }
         };
-        let mut problems = settings.tep.algorithm.validate();
-        problems.extend(settings.tep.threshold.validate());
+        let mut problems = Vec::new();
+        for section in [&settings.tep, &settings.skab] {
+            problems.extend(section.algorithm.validate());
+            problems.extend(section.threshold.validate());
+        }
         if !problems.is_empty() {
             anyhow::bail!("invalid eval settings:\n  {}", problems.join("\n  "));
         }

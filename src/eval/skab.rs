@@ -1,0 +1,194 @@
+//! `usan eval skab`: the Skoltech Anomaly Benchmark, outlier protocol.
+//!
+//! For every labelled `DATA/<group>/<name>.csv` (`;`-separated: `datetime`,
+//! the sensors, `anomaly`, `changepoint`), the detector is fitted on that
+//! file's first 400 rows only, then every row is scored in order. Writes
+//! `OUT/<group>/<name>.csv` with `datetime,anomaly,changepoint,score`, one
+//! row per input row: the 400 training rows get `anomaly = 0`; `changepoint`
+//! marks where the predicted anomaly state changes. The `anomaly-free` file
+//! has no labels and is not scored. Missing cells are missing values (the
+//! detectors accept them); a file whose header does not start with
+//! `datetime` and end with `anomaly;changepoint`, or with a cell that is
+//! not a number, is refused with its line.
+
+use super::{DetectorSettings, EvalSettings, print_settings};
+use anyhow::{Context, bail};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use usan_core::detector::Detector;
+use usan_core::metrics::Confusion;
+use usan_core::threshold::ThresholdConfig;
+
+/// Rows of each file the detector may learn from.
+pub const TRAINING_ROWS: usize = 400;
+
+/// The default SKAB detector: PCA (85 % variance) with statistics smoothed
+/// over 5 rows and cross-fitted limits at 99.9 % (see BENCHMARKS.md).
+#[must_use]
+pub fn default_settings() -> DetectorSettings {
+    let mut algorithm = super::pca(0.999, 0, 5);
+    if let usan_core::DetectorConfig::Pca(pca) = &mut algorithm {
+        pca.variance = 0.85;
+    }
+    DetectorSettings { algorithm, threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(1.0) } }
+}
+
+/// One SKAB file.
+struct SkabFile {
+    datetimes: Vec<String>,
+    rows: Vec<Vec<f64>>,
+    labels: Vec<bool>,
+}
+
+fn parse_cell(cell: &str, path: &Path, line: usize) -> anyhow::Result<f64> {
+    match cell.trim() {
+        "" | "NaN" | "nan" | "NA" => Ok(f64::NAN),
+        text => text
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .with_context(|| format!("{}: line {line}: {text:?} is not a number", path.display())),
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Option<SkabFile>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else { bail!("{} is empty", path.display()) };
+    let columns: Vec<&str> = header.split(';').map(str::trim).collect();
+    if columns.first() != Some(&"datetime") || columns.len() < 2 {
+        bail!("{}: the header must be `;`-separated and start with `datetime` (got {header:?})", path.display());
+    }
+    let labelled = columns.ends_with(&["anomaly", "changepoint"]);
+    if !labelled {
+        return Ok(None);
+    }
+    let sensors = columns.len() - 3;
+    if sensors == 0 {
+        bail!("{}: no sensor columns between datetime and anomaly", path.display());
+    }
+    let mut file = SkabFile { datetimes: Vec::new(), rows: Vec::new(), labels: Vec::new() };
+    for (i, line) in lines {
+        let cells: Vec<&str> = line.split(';').collect();
+        if cells.len() != columns.len() {
+            bail!("{}: line {} has {} cells, the header has {}", path.display(), i + 1, cells.len(), columns.len());
+        }
+        file.datetimes.push(cells[0].trim().to_string());
+        let values =
+            cells[1..=sensors].iter().map(|c| parse_cell(c, path, i + 1)).collect::<anyhow::Result<Vec<f64>>>()?;
+        file.rows.push(values);
+        file.labels.push(parse_cell(cells[sensors + 1], path, i + 1)? > 0.5);
+    }
+    Ok(Some(file))
+}
+
+/// Labelled files as `(group, name, path)`, sorted.
+fn find_files(data: &Path) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
+    let root = if data.join("data").is_dir() { data.join("data") } else { data.to_path_buf() };
+    let mut files = Vec::new();
+    for group in std::fs::read_dir(&root).with_context(|| format!("cannot list {}", root.display()))? {
+        let group = group?;
+        if !group.file_type()?.is_dir() {
+            continue;
+        }
+        let group_name = group.file_name().to_string_lossy().to_string();
+        for file in std::fs::read_dir(group.path())? {
+            let path = file?.path();
+            if path.extension().is_some_and(|e| e == "csv") {
+                let name = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+                files.push((group_name.clone(), name, path));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Score one file: per-row (anomaly, score).
+fn score_file(settings: &DetectorSettings, file: &SkabFile) -> anyhow::Result<Vec<(bool, f64)>> {
+    let training = &file.rows[..TRAINING_ROWS.min(file.rows.len())];
+    let mut detector = settings.algorithm.build()?;
+    detector.learn(training)?;
+    let mut threshold = settings.threshold.build(&[]);
+    let mut out = Vec::with_capacity(file.rows.len());
+    for (i, row) in file.rows.iter().enumerate() {
+        let score = match detector.score(row) {
+            Ok(s) => s.value,
+            Err(usan_core::DetectorError::NoData) => 0.0,
+            Err(e) => return Err(e.into()),
+        };
+        let decision = threshold.decide(score);
+        out.push((i >= TRAINING_ROWS && decision.anomalous, score));
+    }
+    Ok(out)
+}
+
+/// Run the protocol.
+///
+/// # Errors
+/// When a file is malformed or a detector cannot be fitted.
+pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let settings = &settings.skab;
+    let files = find_files(data)?;
+    let mut total = Confusion::default();
+    let mut per_group: std::collections::BTreeMap<String, Confusion> = Default::default();
+    let mut scored_files = 0;
+    let mut rows_scored = 0usize;
+    for (group, name, path) in &files {
+        let Some(file) = read_file(path)? else { continue };
+        if file.rows.len() <= TRAINING_ROWS {
+            bail!("{}: {} rows; the protocol needs more than {TRAINING_ROWS}", path.display(), file.rows.len());
+        }
+        let predictions = score_file(settings, &file).with_context(|| format!("{}", path.display()))?;
+        let dir = out.join(group);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let target = dir.join(format!("{name}.csv"));
+        let mut writer = std::io::BufWriter::new(
+            std::fs::File::create(&target).with_context(|| format!("cannot create {}", target.display()))?,
+        );
+        writeln!(writer, "datetime,anomaly,changepoint,score")?;
+        let mut previous = false;
+        let confusion = per_group.entry(group.clone()).or_default();
+        for (i, ((datetime, (anomaly, score)), truth)) in
+            file.datetimes.iter().zip(&predictions).zip(&file.labels).enumerate()
+        {
+            let changepoint = if i < TRAINING_ROWS {
+                false
+            } else if i == TRAINING_ROWS {
+                *anomaly
+            } else {
+                *anomaly != previous
+            };
+            previous = *anomaly;
+            writeln!(writer, "{datetime},{},{},{score}", u8::from(*anomaly), u8::from(changepoint))?;
+            if i >= TRAINING_ROWS {
+                confusion.add(*anomaly, *truth);
+                total.add(*anomaly, *truth);
+            }
+        }
+        writer.flush()?;
+        scored_files += 1;
+        rows_scored += file.rows.len();
+    }
+    if scored_files == 0 {
+        bail!("{} has no labelled SKAB files (<group>/<name>.csv ending in anomaly;changepoint)", data.display());
+    }
+    let wall_s = start.elapsed().as_secs_f64();
+    print_settings("skab", settings);
+    println!("| group | F1 | FAR % | MAR % |");
+    println!("|---|---|---|---|");
+    for (group, c) in &per_group {
+        println!("| {group} | {:.3} | {:.2} | {:.2} |", c.f1(), c.far(), c.mar());
+    }
+    println!(
+        "SKAB outlier detection over {scored_files} files ({} test rows): F1 {:.3}, FAR {:.2} %, MAR {:.2} %",
+        total.tp + total.fp + total.tn + total.fn_,
+        total.f1(),
+        total.far(),
+        total.mar()
+    );
+    println!("wall time {wall_s:.2} s ({rows_scored} rows, {:.0} rows/s)", rows_scored as f64 / wall_s);
+    Ok(())
+}
