@@ -113,6 +113,8 @@ enum Benchmark {
     Tep,
     /// Skoltech Anomaly Benchmark (<group>/<name>.csv).
     Skab,
+    /// Numenta Anomaly Benchmark (data/<category>/<file>.csv, labels/combined_windows.json).
+    Nab,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +191,7 @@ fn main() -> ExitCode {
             eval::EvalSettings::load(settings.as_deref()).and_then(|s| match benchmark {
                 Benchmark::Tep => eval::tep::run(&data, &out, &s),
                 Benchmark::Skab => eval::skab::run(&data, &out, &s),
+                Benchmark::Nab => eval::nab::run(&data, &out, &s),
             })
         }
         Command::Bench { what } => match what {

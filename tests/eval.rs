@@ -158,3 +158,54 @@ fn eval_skab_refuses_wrong_delimiters_and_bad_cells_with_their_line() {
         assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
     }
 }
+
+/// A NAB-layout folder: a noisy daily-ish wave with a level shift inside the
+/// one labelled window, and a second series with no anomaly.
+fn nab_folder(root: &std::path::Path) {
+    std::fs::create_dir_all(root.join("data/synthetic")).unwrap();
+    std::fs::create_dir_all(root.join("labels")).unwrap();
+    let mut g = usan_core::stats::SeededNormal::new(9);
+    let start = chrono::NaiveDate::from_ymd_opt(2014, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    let stamp = |i: i64| (start + chrono::Duration::minutes(5 * i)).format("%Y-%m-%d %H:%M:%S").to_string();
+    let mut shifted = String::from("timestamp,value\n");
+    let mut quiet = String::from("timestamp,value\n");
+    for i in 0..2000 {
+        let base = 50.0 + 0.5 * g.normal();
+        let value = if i >= 1500 { base + 20.0 } else { base };
+        shifted += &format!("{},{value:.3}\n", stamp(i));
+        quiet += &format!("{},{base:.3}\n", stamp(i));
+    }
+    std::fs::write(root.join("data/synthetic/shift.csv"), shifted).unwrap();
+    std::fs::write(root.join("data/synthetic/quiet.csv"), quiet).unwrap();
+    let labels = format!(
+        "{{\"synthetic/shift.csv\": [[\"{}.000000\", \"{}.000000\"]], \"synthetic/quiet.csv\": []}}",
+        stamp(1450),
+        stamp(1600)
+    );
+    std::fs::write(root.join("labels/combined_windows.json"), labels).unwrap();
+}
+
+#[test]
+fn eval_nab_writes_nab_results_layout_and_scores_with_nab_rules() {
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    nab_folder(root.path());
+    let result = usan(&["eval", "nab", root.path().to_str().unwrap(), "--out", out.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
+    let text = std::fs::read_to_string(out.path().join("usan/synthetic/usan_shift.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("timestamp,value,anomaly_score,label"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2000);
+    let scores: Vec<f64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
+    let labelled: Vec<usize> = rows.iter().enumerate().filter(|(_, r)| r[3] == "1").map(|(i, _)| i).collect();
+    assert_eq!((labelled[0], *labelled.last().unwrap()), (1450, 1600));
+    let onsets: Vec<usize> = (0..2000).filter(|i| scores[*i] >= 0.5).collect();
+    assert!(onsets.contains(&1500), "the shift is flagged where it starts: {onsets:?}");
+    assert!(out.path().join("usan/synthetic/usan_quiet.csv").exists());
+    let line = stdout.lines().find(|l| l.starts_with("NAB score")).unwrap();
+    let standard: f64 = line.split("standard ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!(standard > 50.0, "{line}");
+}

@@ -8,6 +8,7 @@
 //! evaluate their own detector settings the same way. Labels are read only
 //! to print metrics, never to fit or to choose a threshold.
 
+pub mod nab;
 pub mod skab;
 pub mod tep;
 
@@ -36,11 +37,14 @@ pub struct EvalSettings {
     /// SKAB.
     #[serde(default = "skab::default_settings")]
     pub skab: DetectorSettings,
+    /// NAB.
+    #[serde(default = "nab::default_settings")]
+    pub nab: DetectorSettings,
 }
 
 impl Default for EvalSettings {
     fn default() -> Self {
-        EvalSettings { tep: tep::default_settings(), skab: skab::default_settings() }
+        EvalSettings { tep: tep::default_settings(), skab: skab::default_settings(), nab: nab::default_settings() }
     }
 }
 
@@ -59,7 +63,7 @@ impl EvalSettings {
             }
         };
         let mut problems = Vec::new();
-        for section in [&settings.tep, &settings.skab] {
+        for section in [&settings.tep, &settings.skab, &settings.nab] {
             problems.extend(section.algorithm.validate());
             problems.extend(section.threshold.validate());
         }

@@ -1,6 +1,8 @@
 //! Detection metrics, defined as the public benchmarks' scorers define them,
 //! so `usan eval` prints the same numbers the scorers compute.
 
+pub mod nab;
+
 use serde::Serialize;
 
 /// Counts of a binary decision against a binary truth.

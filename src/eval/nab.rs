@@ -1,0 +1,215 @@
+//! `usan eval nab`: the Numenta Anomaly Benchmark, streaming.
+//!
+//! For every `DATA/data/<category>/<file>.csv` (`timestamp,value`), the
+//! detector scores each value using only the values before it, and usan
+//! writes NAB's results layout `OUT/usan/<category>/usan_<file>.csv` with
+//! `timestamp,value,anomaly_score,label`. NAB counts every flagged row, so
+//! usan flags the onset of each anomalous episode (where its threshold's
+//! decision turns anomalous): there the anomaly score is `r / (1 + r)` with
+//! `r = score / threshold` (at least 0.5); elsewhere it is the same value
+//! held below 0.5. `label` is 1 inside the
+//! windows of `DATA/labels/combined_windows.json` (0 when absent); the
+//! labels are read only to print the score, with NAB's own rules
+//! ([`usan_core::metrics::nab`]) at that fixed 0.5 threshold. NAB's
+//! `run.py --optimize` may pick another threshold from the same files.
+
+use super::{DetectorSettings, EvalSettings, print_settings};
+use anyhow::{Context, bail};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use usan_core::detector::{Detector, DetectorConfig, RobustZConfig};
+use usan_core::metrics::nab::{NAB_PROFILES, NabFileScore, normalized, score_file};
+use usan_core::threshold::ThresholdConfig;
+
+/// Highest anomaly score of a row that is not the onset of an episode.
+const ONSET_ONLY: f64 = 0.499;
+
+/// The default NAB detector: a rolling robust z-score.
+#[must_use]
+pub fn default_settings() -> DetectorSettings {
+    DetectorSettings {
+        algorithm: DetectorConfig::RobustZ(RobustZConfig { window: 400, min_samples: 50 }),
+        threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(8.0) },
+    }
+}
+
+fn parse_time(text: &str) -> Option<chrono::NaiveDateTime> {
+    let text = text.trim();
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+}
+
+struct Series {
+    timestamps: Vec<String>,
+    times: Vec<chrono::NaiveDateTime>,
+    values: Vec<f64>,
+}
+
+fn read_series(path: &Path) -> anyhow::Result<Series> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else { bail!("{} is empty", path.display()) };
+    if header.trim() != "timestamp,value" {
+        bail!("{}: the header must be `timestamp,value` (got {header:?})", path.display());
+    }
+    let mut series = Series { timestamps: Vec::new(), times: Vec::new(), values: Vec::new() };
+    for (i, line) in lines {
+        let (stamp, value) = line
+            .split_once(',')
+            .with_context(|| format!("{}: line {} is not `timestamp,value`", path.display(), i + 1))?;
+        let time = parse_time(stamp)
+            .with_context(|| format!("{}: line {}: bad timestamp {stamp:?}", path.display(), i + 1))?;
+        let value = match value.trim() {
+            "" | "NaN" | "nan" => f64::NAN,
+            v => v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .with_context(|| format!("{}: line {}: {v:?} is not a number", path.display(), i + 1))?,
+        };
+        series.timestamps.push(stamp.trim().to_string());
+        series.times.push(time);
+        series.values.push(value);
+    }
+    Ok(series)
+}
+
+/// Inclusive row ranges of the labelled windows of one file.
+fn window_rows(series: &Series, windows: &[(chrono::NaiveDateTime, chrono::NaiveDateTime)]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = windows
+        .iter()
+        .filter_map(|(start, end)| {
+            let first = series.times.iter().position(|t| t >= start)?;
+            let last = series.times.iter().rposition(|t| t <= end)?;
+            (first <= last).then_some((first, last))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+type Windows = HashMap<String, Vec<(chrono::NaiveDateTime, chrono::NaiveDateTime)>>;
+
+fn read_labels(data: &Path) -> anyhow::Result<Windows> {
+    let path = data.join("labels/combined_windows.json");
+    if !path.exists() {
+        return Ok(Windows::new());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let raw: HashMap<String, Vec<Vec<String>>> =
+        serde_json::from_str(&text).with_context(|| format!("{} is not NAB's windows JSON", path.display()))?;
+    let mut out = Windows::new();
+    for (file, windows) in raw {
+        let mut parsed = Vec::new();
+        for w in windows {
+            let [start, end] = w.as_slice() else { bail!("{}: {file}: a window is not [start, end]", path.display()) };
+            let (Some(s), Some(e)) = (parse_time(start), parse_time(end)) else {
+                bail!("{}: {file}: bad window times {start:?}, {end:?}", path.display())
+            };
+            parsed.push((s, e));
+        }
+        out.insert(file, parsed);
+    }
+    Ok(out)
+}
+
+fn find_files(data: &Path) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
+    let root = data.join("data");
+    let mut files = Vec::new();
+    for category in std::fs::read_dir(&root)
+        .with_context(|| format!("cannot list {} (expected DATA/data/<category>/<file>.csv)", root.display()))?
+    {
+        let category = category?;
+        if !category.file_type()?.is_dir() {
+            continue;
+        }
+        let name = category.file_name().to_string_lossy().to_string();
+        for file in std::fs::read_dir(category.path())? {
+            let path = file?.path();
+            if path.extension().is_some_and(|e| e == "csv") {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+                files.push((name.clone(), stem, path));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Run the protocol.
+///
+/// # Errors
+/// When a file or the labels are malformed.
+pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let settings = &settings.nab;
+    let labels = read_labels(data)?;
+    let files = find_files(data)?;
+    if files.is_empty() {
+        bail!("{} has no data/<category>/<file>.csv series", data.display());
+    }
+    let mut per_profile: Vec<Vec<NabFileScore>> = vec![Vec::new(); NAB_PROFILES.len()];
+    let mut rows_scored = 0usize;
+    println!("| series | rows | windows | detected | false detections |");
+    println!("|---|---|---|---|---|");
+    for (category, stem, path) in &files {
+        let series = read_series(path)?;
+        let windows =
+            window_rows(&series, labels.get(&format!("{category}/{stem}.csv")).map_or(&[][..], Vec::as_slice));
+        let mut detector = settings.algorithm.build()?;
+        let mut threshold = settings.threshold.build(&[]);
+        let level = threshold.level();
+        let dir = out.join("usan").join(category);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let target = dir.join(format!("usan_{stem}.csv"));
+        let mut writer = std::io::BufWriter::new(
+            std::fs::File::create(&target).with_context(|| format!("cannot create {}", target.display()))?,
+        );
+        writeln!(writer, "timestamp,value,anomaly_score,label")?;
+        let mut detections = Vec::with_capacity(series.values.len());
+        let mut window = windows.iter().peekable();
+        for (i, (stamp, value)) in series.timestamps.iter().zip(&series.values).enumerate() {
+            let score = match detector.score(&[*value]) {
+                Ok(s) => s.value,
+                Err(usan_core::DetectorError::NoData) => 0.0,
+                Err(e) => return Err(e.into()),
+            };
+            let decision = threshold.decide(score);
+            let ratio = (score / level).max(0.0);
+            let squashed = if ratio.is_finite() { ratio / (1.0 + ratio) } else { 1.0 };
+            let anomaly_score = if decision.rising { squashed.max(0.5) } else { squashed.min(ONSET_ONLY) };
+            detections.push(decision.rising);
+            while window.peek().is_some_and(|(_, end)| *end < i) {
+                window.next();
+            }
+            let label = window.peek().is_some_and(|(s, e)| *s <= i && i <= *e);
+            writeln!(writer, "{stamp},{value},{anomaly_score},{}", u8::from(label))?;
+        }
+        writer.flush()?;
+        rows_scored += series.values.len();
+        for (profile, scores) in NAB_PROFILES.iter().zip(per_profile.iter_mut()) {
+            scores.push(score_file(&detections, &windows, profile));
+        }
+        let standard = per_profile[0].last().copied().unwrap_or_default();
+        println!(
+            "| {category}/{stem} | {} | {} | {} | {} |",
+            series.values.len(),
+            standard.windows,
+            standard.detected_windows,
+            standard.false_positives
+        );
+    }
+    let wall_s = start.elapsed().as_secs_f64();
+    print_settings("nab", settings);
+    let scores: Vec<String> = NAB_PROFILES
+        .iter()
+        .zip(&per_profile)
+        .map(|(profile, files)| format!("{} {:.2}", profile.name, normalized(files, profile)))
+        .collect();
+    println!("NAB score over {} series at anomaly_score >= 0.5: {}", files.len(), scores.join(", "));
+    println!("wall time {wall_s:.2} s ({rows_scored} rows, {:.0} rows/s)", rows_scored as f64 / wall_s);
+    Ok(())
+}
