@@ -15,7 +15,9 @@ use crate::source::Batch;
 use anyhow::Context;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
-use usan_core::detector::{Detector, DetectorConfig, EwmaConfig, PcaConfig, RobustZConfig};
+use usan_core::detector::{
+    Detector, DetectorConfig, EwmaConfig, HalfSpaceTreesConfig, IsolationForestConfig, PcaConfig, RobustZConfig,
+};
 use usan_core::model::Timestamp;
 use usan_core::stats::SeededNormal;
 
@@ -39,6 +41,14 @@ pub fn detectors(rows: usize, dims: &[usize]) -> anyhow::Result<()> {
         ("robust_z (window 120)", DetectorConfig::RobustZ(RobustZConfig::default())),
         ("ewma", DetectorConfig::Ewma(EwmaConfig::default())),
         ("pca T²+SPE (90 % variance)", DetectorConfig::Pca(PcaConfig::default())),
+        (
+            "isolation forest (100 trees, 256 samples)",
+            DetectorConfig::IsolationForest(IsolationForestConfig::default()),
+        ),
+        (
+            "half-space trees (10 trees, height 8, window 250), score+learn",
+            DetectorConfig::HalfSpaceTrees(HalfSpaceTreesConfig::default()),
+        ),
     ];
     println!("| detector | D | rows | fit s | score s | rows/s | samples/s |");
     println!("|---|---|---|---|---|---|---|");

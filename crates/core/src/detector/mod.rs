@@ -12,10 +12,14 @@
 //! so a model fitted on history scores the same at the edge.
 
 mod ewma;
+mod hst;
+mod iforest;
 mod pca;
 mod robust_z;
 
 pub use ewma::{Ewma, EwmaConfig};
+pub use hst::{HalfSpaceTrees, HalfSpaceTreesConfig};
+pub use iforest::{IsolationForest, IsolationForestConfig};
 pub use pca::{LimitMethod, Pca, PcaConfig};
 pub use robust_z::{RobustZ, RobustZConfig};
 
@@ -101,6 +105,10 @@ pub enum DetectorConfig {
     Ewma(EwmaConfig),
     /// PCA with Hotelling T² and SPE (Q) limits.
     Pca(PcaConfig),
+    /// Isolation forest, fitted in batch, scored per frame.
+    IsolationForest(IsolationForestConfig),
+    /// Half-Space Trees, streaming.
+    HalfSpaceTrees(HalfSpaceTreesConfig),
 }
 
 impl DetectorConfig {
@@ -111,6 +119,8 @@ impl DetectorConfig {
             DetectorConfig::RobustZ(_) => "robust_z",
             DetectorConfig::Ewma(_) => "ewma",
             DetectorConfig::Pca(_) => "pca",
+            DetectorConfig::IsolationForest(_) => "isolation_forest",
+            DetectorConfig::HalfSpaceTrees(_) => "half_space_trees",
         }
     }
 
@@ -121,6 +131,8 @@ impl DetectorConfig {
             DetectorConfig::RobustZ(c) => c.validate(),
             DetectorConfig::Ewma(c) => c.validate(),
             DetectorConfig::Pca(c) => c.validate(),
+            DetectorConfig::IsolationForest(c) => c.validate(),
+            DetectorConfig::HalfSpaceTrees(c) => c.validate(),
         }
     }
 
@@ -138,6 +150,8 @@ impl DetectorConfig {
             DetectorConfig::RobustZ(c) => AnyDetector::RobustZ(RobustZ::new(c.clone())),
             DetectorConfig::Ewma(c) => AnyDetector::Ewma(Ewma::new(c.clone())),
             DetectorConfig::Pca(c) => AnyDetector::Pca(Pca::new(c.clone())),
+            DetectorConfig::IsolationForest(c) => AnyDetector::IsolationForest(IsolationForest::new(c.clone())),
+            DetectorConfig::HalfSpaceTrees(c) => AnyDetector::HalfSpaceTrees(HalfSpaceTrees::new(c.clone())),
         })
     }
 
@@ -147,7 +161,9 @@ impl DetectorConfig {
     pub fn min_baseline_rows(&self) -> usize {
         match self {
             DetectorConfig::Pca(_) => Pca::MIN_ROWS,
-            _ => 0,
+            DetectorConfig::IsolationForest(_) => IsolationForest::MIN_ROWS,
+            DetectorConfig::HalfSpaceTrees(_) => 1,
+            DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => 0,
         }
     }
 }
@@ -163,6 +179,10 @@ pub enum AnyDetector {
     Ewma(Ewma),
     /// See [`Pca`].
     Pca(Pca),
+    /// See [`IsolationForest`].
+    IsolationForest(IsolationForest),
+    /// See [`HalfSpaceTrees`].
+    HalfSpaceTrees(HalfSpaceTrees),
 }
 
 impl Detector for AnyDetector {
@@ -171,6 +191,8 @@ impl Detector for AnyDetector {
             AnyDetector::RobustZ(d) => d.learn(rows),
             AnyDetector::Ewma(d) => d.learn(rows),
             AnyDetector::Pca(d) => d.learn(rows),
+            AnyDetector::IsolationForest(d) => d.learn(rows),
+            AnyDetector::HalfSpaceTrees(d) => d.learn(rows),
         }
     }
 
@@ -179,6 +201,8 @@ impl Detector for AnyDetector {
             AnyDetector::RobustZ(d) => d.score(row),
             AnyDetector::Ewma(d) => d.score(row),
             AnyDetector::Pca(d) => d.score(row),
+            AnyDetector::IsolationForest(d) => d.score(row),
+            AnyDetector::HalfSpaceTrees(d) => d.score(row),
         }
     }
 }
