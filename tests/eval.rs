@@ -100,14 +100,16 @@ fn skab_folder(root: &std::path::Path) {
     for i in 0..1000 {
         let common = g.normal();
         let closed = (600..800).contains(&i);
-        let flow = 32.0 + common + 0.2 * g.normal() - if closed { 6.0 } else { 0.0 };
-        let pressure = 1.0 + 0.1 * common + 0.02 * g.normal() + if closed { 0.5 } else { 0.0 };
+        let normal_flow = 32.0 + common + 0.2 * g.normal();
+        let normal_pressure = 1.0 + 0.1 * common + 0.02 * g.normal();
         let current = 2.0 + 0.05 * common + 0.01 * g.normal();
+        let flow = normal_flow - if closed { 6.0 } else { 0.0 };
+        let pressure = normal_pressure + if closed { 0.5 } else { 0.0 };
         let time = format!("2020-03-09 10:{:02}:{:02}", i / 60 % 60, i % 60);
         let changepoint = u8::from(i == 600 || i == 800);
         labelled +=
             &format!("{time};{flow:.4};{pressure:.4};{current:.4};230.0;{}.0;{changepoint}.0\n", u8::from(closed));
-        free += &format!("{time};{flow:.4};{pressure:.4};{current:.4};230.0\n");
+        free += &format!("{time};{normal_flow:.4};{normal_pressure:.4};{current:.4};230.0\n");
     }
     std::fs::write(data.join("valve1/0.csv"), labelled).unwrap();
     std::fs::write(data.join("anomaly-free/anomaly-free.csv"), free).unwrap();
@@ -208,4 +210,30 @@ fn eval_nab_writes_nab_results_layout_and_scores_with_nab_rules() {
     let line = stdout.lines().find(|l| l.starts_with("NAB score")).unwrap();
     let standard: f64 = line.split("standard ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
     assert!(standard > 50.0, "{line}");
+}
+
+#[test]
+fn eval_skab_reference_run_must_match_the_sensors_unless_turned_off() {
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    skab_folder(root.path());
+    let free = root.path().join("data/anomaly-free/anomaly-free.csv");
+    let text = std::fs::read_to_string(&free).unwrap().replacen("Flow;", "Flux;", 1);
+    std::fs::write(&free, text).unwrap();
+    let data = root.path().to_str().unwrap();
+    let result = usan(&["eval", "skab", data, "--out", out.path().to_str().unwrap()]);
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("the anomaly-free run has sensors"));
+
+    let settings = root.path().join("no-reference.toml");
+    std::fs::write(
+        &settings,
+        "[skab]\nreference_rows = 0\n[skab.algorithm]\ntype = \"pca\"\n[skab.threshold]\nvalue = 1.0\nk = 1\nn = 1\n",
+    )
+    .unwrap();
+    let result =
+        usan(&["eval", "skab", data, "--out", out.path().to_str().unwrap(), "--settings", settings.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(stdout.contains("reference run: not used"), "{stdout}");
 }

@@ -36,7 +36,7 @@ pub struct EvalSettings {
     pub tep: DetectorSettings,
     /// SKAB.
     #[serde(default = "skab::default_settings")]
-    pub skab: DetectorSettings,
+    pub skab: skab::SkabSettings,
     /// NAB.
     #[serde(default = "nab::default_settings")]
     pub nab: DetectorSettings,
@@ -63,9 +63,13 @@ impl EvalSettings {
             }
         };
         let mut problems = Vec::new();
-        for section in [&settings.tep, &settings.skab, &settings.nab] {
-            problems.extend(section.algorithm.validate());
-            problems.extend(section.threshold.validate());
+        for (algorithm, threshold) in [
+            (&settings.tep.algorithm, &settings.tep.threshold),
+            (&settings.skab.algorithm, &settings.skab.threshold),
+            (&settings.nab.algorithm, &settings.nab.threshold),
+        ] {
+            problems.extend(algorithm.validate());
+            problems.extend(threshold.validate());
         }
         if !problems.is_empty() {
             anyhow::bail!("invalid eval settings:\n  {}", problems.join("\n  "));

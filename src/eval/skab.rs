@@ -6,36 +6,109 @@
 //! `OUT/<group>/<name>.csv` with `datetime,anomaly,changepoint,score`, one
 //! row per input row: the 400 training rows get `anomaly = 0`; `changepoint`
 //! marks where the predicted anomaly state changes. The `anomaly-free` file
-//! has no labels and is not scored. Missing cells are missing values (the
+//! has no labels and is not scored, but it is a long normal run, which the
+//! protocol allows fitting on: with `reference_rows = N`, N of its rows
+//! (evenly spaced) join each file's training rows, moved to that file's
+//! operating point (each sensor scaled by the ratio of the two files' means,
+//! or shifted when a mean is near zero). They teach the detector how much
+//! each sensor moves in normal operation over hours (thermal drift, for
+//! one), which 400 rows cannot show. Missing cells are missing values (the
 //! detectors accept them); a file whose header does not start with
 //! `datetime` and end with `anomaly;changepoint`, or with a cell that is
 //! not a number, is refused with its line.
 
-use super::{DetectorSettings, EvalSettings, print_settings};
+use super::{EvalSettings, print_settings};
 use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use usan_core::detector::Detector;
+use usan_core::detector::DetectorConfig;
 use usan_core::metrics::Confusion;
 use usan_core::threshold::ThresholdConfig;
 
 /// Rows of each file the detector may learn from.
 pub const TRAINING_ROWS: usize = 400;
 
-/// The default SKAB detector: PCA (85 % variance) with statistics smoothed
-/// over 5 rows and cross-fitted limits at 99.9 % (see BENCHMARKS.md).
+/// SKAB settings: a detector, its decision rule, and the reference run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkabSettings {
+    /// The algorithm (`type = "pca"`, ...).
+    pub algorithm: DetectorConfig,
+    /// The decision rule over its scores.
+    pub threshold: ThresholdConfig,
+    /// Rows of the anomaly-free run added to each file's training rows (0: none).
+    #[serde(default)]
+    pub reference_rows: usize,
+}
+
+/// The default SKAB detector: dynamic PCA (1 lag, 90 % variance),
+/// statistics smoothed over 5 rows, cross-fitted limits at 99 %, trained on
+/// each file's first 400 rows plus 1,000 rows of the anomaly-free run.
 #[must_use]
-pub fn default_settings() -> DetectorSettings {
-    let mut algorithm = super::pca(0.999, 0, 5);
-    if let usan_core::DetectorConfig::Pca(pca) = &mut algorithm {
-        pca.variance = 0.85;
+pub fn default_settings() -> SkabSettings {
+    SkabSettings {
+        algorithm: super::pca(0.99, 1, 5),
+        threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(1.0) },
+        reference_rows: 1000,
     }
-    DetectorSettings { algorithm, threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(1.0) } }
+}
+
+/// A reference run: its sensor names and rows.
+type Reference = (Vec<String>, Vec<Vec<f64>>);
+
+/// The first unlabelled file's rows (the anomaly-free run), with its sensor names.
+fn read_reference(files: &[(String, String, PathBuf)]) -> anyhow::Result<Option<Reference>> {
+    for (_, _, path) in files {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let Some(header) = text.lines().next() else { continue };
+        let columns: Vec<String> = header.split(';').map(|c| c.trim().to_string()).collect();
+        if columns.first().map(String::as_str) != Some("datetime") || columns.iter().any(|c| c == "anomaly") {
+            continue;
+        }
+        let mut rows = Vec::new();
+        for (i, line) in text.lines().enumerate().skip(1).filter(|(_, l)| !l.trim().is_empty()) {
+            let cells: Vec<&str> = line.split(';').collect();
+            if cells.len() != columns.len() {
+                bail!("{}: line {} has {} cells, the header has {}", path.display(), i + 1, cells.len(), columns.len());
+            }
+            rows.push(cells[1..].iter().map(|c| parse_cell(c, path, i + 1)).collect::<anyhow::Result<Vec<f64>>>()?);
+        }
+        return Ok(Some((columns[1..].to_vec(), rows)));
+    }
+    Ok(None)
+}
+
+/// `count` evenly spaced reference rows, moved to the operating point of `own`.
+fn transplant(reference: &[Vec<f64>], own: &[Vec<f64>], count: usize) -> Vec<Vec<f64>> {
+    let width = own.first().map_or(0, Vec::len);
+    let mean = |rows: &[Vec<f64>], j: usize| {
+        let values: Vec<f64> = rows.iter().map(|r| r[j]).filter(|v| v.is_finite()).collect();
+        values.iter().sum::<f64>() / values.len().max(1) as f64
+    };
+    let own_mean: Vec<f64> = (0..width).map(|j| mean(own, j)).collect();
+    let reference_mean: Vec<f64> = (0..width).map(|j| mean(reference, j)).collect();
+    let stride = (reference.len() / count.max(1)).max(1);
+    reference
+        .iter()
+        .step_by(stride)
+        .take(count)
+        .map(|r| {
+            (0..width)
+                .map(|j| {
+                    let (theirs, ours) = (reference_mean[j], own_mean[j]);
+                    if theirs.abs() > 1e-9 { ours * r[j] / theirs } else { r[j] - theirs + ours }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// One SKAB file.
 struct SkabFile {
+    sensors: Vec<String>,
     datetimes: Vec<String>,
     rows: Vec<Vec<f64>>,
     labels: Vec<bool>,
@@ -68,7 +141,8 @@ fn read_file(path: &Path) -> anyhow::Result<Option<SkabFile>> {
     if sensors == 0 {
         bail!("{}: no sensor columns between datetime and anomaly", path.display());
     }
-    let mut file = SkabFile { datetimes: Vec::new(), rows: Vec::new(), labels: Vec::new() };
+    let sensors_named = columns[1..=sensors].iter().map(|c| (*c).to_string()).collect();
+    let mut file = SkabFile { sensors: sensors_named, datetimes: Vec::new(), rows: Vec::new(), labels: Vec::new() };
     for (i, line) in lines {
         let cells: Vec<&str> = line.split(';').collect();
         if cells.len() != columns.len() {
@@ -106,10 +180,24 @@ fn find_files(data: &Path) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
 }
 
 /// Score one file: per-row (anomaly, score).
-fn score_file(settings: &DetectorSettings, file: &SkabFile) -> anyhow::Result<Vec<(bool, f64)>> {
-    let training = &file.rows[..TRAINING_ROWS.min(file.rows.len())];
+fn score_file(
+    settings: &SkabSettings,
+    file: &SkabFile,
+    reference: Option<&Reference>,
+) -> anyhow::Result<Vec<(bool, f64)>> {
+    let own = &file.rows[..TRAINING_ROWS.min(file.rows.len())];
+    let mut training = Vec::new();
+    if let Some((sensors, rows)) = reference
+        && settings.reference_rows > 0
+    {
+        if *sensors != file.sensors {
+            bail!("the anomaly-free run has sensors {sensors:?}, this file {:?}", file.sensors);
+        }
+        training = transplant(rows, own, settings.reference_rows);
+    }
+    training.extend_from_slice(own);
     let mut detector = settings.algorithm.build()?;
-    detector.learn(training)?;
+    detector.learn(&training)?;
     let mut threshold = settings.threshold.build(&[]);
     let mut out = Vec::with_capacity(file.rows.len());
     for (i, row) in file.rows.iter().enumerate() {
@@ -132,6 +220,7 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<(
     let start = Instant::now();
     let settings = &settings.skab;
     let files = find_files(data)?;
+    let reference = if settings.reference_rows > 0 { read_reference(&files)? } else { None };
     let mut total = Confusion::default();
     let mut per_group: std::collections::BTreeMap<String, Confusion> = Default::default();
     let mut scored_files = 0;
@@ -141,7 +230,8 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<(
         if file.rows.len() <= TRAINING_ROWS {
             bail!("{}: {} rows; the protocol needs more than {TRAINING_ROWS}", path.display(), file.rows.len());
         }
-        let predictions = score_file(settings, &file).with_context(|| format!("{}", path.display()))?;
+        let predictions =
+            score_file(settings, &file, reference.as_ref()).with_context(|| format!("{}", path.display()))?;
         let dir = out.join(group);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let target = dir.join(format!("{name}.csv"));
@@ -177,6 +267,13 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<(
     }
     let wall_s = start.elapsed().as_secs_f64();
     print_settings("skab", settings);
+    match (&reference, settings.reference_rows) {
+        (_, 0) => println!("reference run: not used"),
+        (Some((_, rows)), n) => {
+            println!("reference run: {} of its {} rows join each file's training rows", n.min(rows.len()), rows.len())
+        }
+        (None, _) => println!("reference run: none found (no unlabelled file); fitted on each file's rows alone"),
+    }
     println!("| group | F1 | FAR % | MAR % |");
     println!("|---|---|---|---|");
     for (group, c) in &per_group {
