@@ -16,7 +16,8 @@ use anyhow::Context;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 use usan_core::detector::{
-    Detector, DetectorConfig, EwmaConfig, HalfSpaceTreesConfig, IsolationForestConfig, PcaConfig, RobustZConfig,
+    Detector, DetectorConfig, EwmaConfig, HalfSpaceTreesConfig, IsolationForestConfig, MsetConfig, PcaConfig,
+    RobustZConfig,
 };
 use usan_core::model::Timestamp;
 use usan_core::stats::SeededNormal;
@@ -45,6 +46,7 @@ pub fn detectors(rows: usize, dims: &[usize]) -> anyhow::Result<()> {
             "isolation forest (100 trees, 256 samples)",
             DetectorConfig::IsolationForest(IsolationForestConfig::default()),
         ),
+        ("mset (memory 100)", DetectorConfig::Mset(MsetConfig::default())),
         (
             "half-space trees (10 trees, height 8, window 250), score+learn",
             DetectorConfig::HalfSpaceTrees(HalfSpaceTreesConfig::default()),

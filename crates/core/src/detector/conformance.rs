@@ -32,6 +32,8 @@ fn every_detector() -> Vec<DetectorConfig> {
         DetectorConfig::IsolationForest(IsolationForestConfig::default()),
         DetectorConfig::IsolationForest(IsolationForestConfig { trees: 50, sample_size: 64, seed: 7 }),
         DetectorConfig::HalfSpaceTrees(HalfSpaceTreesConfig { window: 100, ..HalfSpaceTreesConfig::default() }),
+        DetectorConfig::Mset(MsetConfig::default()),
+        DetectorConfig::Mset(MsetConfig { memory: 30, bandwidth: 2.0, ridge: 1e-2 }),
         DetectorConfig::RobustZ(RobustZConfig::default()),
         DetectorConfig::RobustZ(RobustZConfig { window: 30, min_samples: 10 }),
         DetectorConfig::Ewma(EwmaConfig::default()),

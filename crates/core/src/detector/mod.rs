@@ -14,12 +14,14 @@
 mod ewma;
 mod hst;
 mod iforest;
+mod mset;
 mod pca;
 mod robust_z;
 
 pub use ewma::{Ewma, EwmaConfig};
 pub use hst::{HalfSpaceTrees, HalfSpaceTreesConfig};
 pub use iforest::{IsolationForest, IsolationForestConfig};
+pub use mset::{Mset, MsetConfig};
 pub use pca::{LimitMethod, Pca, PcaConfig};
 pub use robust_z::{RobustZ, RobustZConfig};
 
@@ -109,6 +111,8 @@ pub enum DetectorConfig {
     IsolationForest(IsolationForestConfig),
     /// Half-Space Trees, streaming.
     HalfSpaceTrees(HalfSpaceTreesConfig),
+    /// MSET similarity-based state estimation with per-signal residuals.
+    Mset(MsetConfig),
 }
 
 impl DetectorConfig {
@@ -121,6 +125,7 @@ impl DetectorConfig {
             DetectorConfig::Pca(_) => "pca",
             DetectorConfig::IsolationForest(_) => "isolation_forest",
             DetectorConfig::HalfSpaceTrees(_) => "half_space_trees",
+            DetectorConfig::Mset(_) => "mset",
         }
     }
 
@@ -133,6 +138,7 @@ impl DetectorConfig {
             DetectorConfig::Pca(c) => c.validate(),
             DetectorConfig::IsolationForest(c) => c.validate(),
             DetectorConfig::HalfSpaceTrees(c) => c.validate(),
+            DetectorConfig::Mset(c) => c.validate(),
         }
     }
 
@@ -152,6 +158,7 @@ impl DetectorConfig {
             DetectorConfig::Pca(c) => AnyDetector::Pca(Pca::new(c.clone())),
             DetectorConfig::IsolationForest(c) => AnyDetector::IsolationForest(IsolationForest::new(c.clone())),
             DetectorConfig::HalfSpaceTrees(c) => AnyDetector::HalfSpaceTrees(HalfSpaceTrees::new(c.clone())),
+            DetectorConfig::Mset(c) => AnyDetector::Mset(Mset::new(c.clone())),
         })
     }
 
@@ -163,6 +170,7 @@ impl DetectorConfig {
             DetectorConfig::Pca(_) => Pca::MIN_ROWS,
             DetectorConfig::IsolationForest(_) => IsolationForest::MIN_ROWS,
             DetectorConfig::HalfSpaceTrees(_) => 1,
+            DetectorConfig::Mset(_) => Mset::MIN_ROWS,
             DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => 0,
         }
     }
@@ -183,6 +191,8 @@ pub enum AnyDetector {
     IsolationForest(IsolationForest),
     /// See [`HalfSpaceTrees`].
     HalfSpaceTrees(HalfSpaceTrees),
+    /// See [`Mset`].
+    Mset(Mset),
 }
 
 impl Detector for AnyDetector {
@@ -193,6 +203,7 @@ impl Detector for AnyDetector {
             AnyDetector::Pca(d) => d.learn(rows),
             AnyDetector::IsolationForest(d) => d.learn(rows),
             AnyDetector::HalfSpaceTrees(d) => d.learn(rows),
+            AnyDetector::Mset(d) => d.learn(rows),
         }
     }
 
@@ -203,6 +214,7 @@ impl Detector for AnyDetector {
             AnyDetector::Pca(d) => d.score(row),
             AnyDetector::IsolationForest(d) => d.score(row),
             AnyDetector::HalfSpaceTrees(d) => d.score(row),
+            AnyDetector::Mset(d) => d.score(row),
         }
     }
 }
