@@ -122,7 +122,8 @@ impl Mset {
         let memory = self.config.memory.min(n / 2).max(2);
         let mut chosen: Vec<usize> = Vec::with_capacity(memory);
         for j in 0..width {
-            let by = |a: &usize, b: &usize| standard[*a][j].total_cmp(&standard[*b][j]);
+            let value = |i: &usize| standard[*i][j];
+            let by = |a: &usize, b: &usize| value(a).total_cmp(&value(b));
             for pick in [(0..n).min_by(by), (0..n).max_by(by)].into_iter().flatten() {
                 if chosen.len() < memory && !chosen.contains(&pick) {
                     chosen.push(pick);
