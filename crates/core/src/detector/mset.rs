@@ -121,9 +121,9 @@ impl Mset {
         // Memory: each signal's min and max rows, then evenly spread rows.
         let memory = self.config.memory.min(n / 2).max(2);
         let mut chosen: Vec<usize> = Vec::with_capacity(memory);
-        for j in 0..width {
-            let value = |i: &usize| standard[*i][j];
-            let by = |a: &usize, b: &usize| value(a).total_cmp(&value(b));
+        let columns: Vec<Vec<f64>> = (0..width).map(|j| standard.iter().map(|r| r[j]).collect()).collect();
+        for column in &columns {
+            let by = |a: &usize, b: &usize| column[*a].total_cmp(&column[*b]);
             for pick in [(0..n).min_by(by), (0..n).max_by(by)].into_iter().flatten() {
                 if chosen.len() < memory && !chosen.contains(&pick) {
                     chosen.push(pick);
