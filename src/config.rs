@@ -192,6 +192,8 @@ impl DetectorSpec {
             DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => ThresholdConfig::fixed(6.0),
             // MSET scores are residual RMS in held-out spreads (≈ 1 when normal).
             DetectorConfig::Mset(_) => ThresholdConfig::fixed(4.0),
+            // Fused scores are ratios to each member's baseline quantile.
+            DetectorConfig::Fusion(_) => ThresholdConfig::fixed(1.5),
             // Tree ensembles' scores have no natural unit: take the baseline's own quantile.
             DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_) => {
                 ThresholdConfig { value: None, quantile: Some(0.995), ..ThresholdConfig::fixed(0.0) }

@@ -34,6 +34,10 @@ fn every_detector() -> Vec<DetectorConfig> {
         DetectorConfig::HalfSpaceTrees(HalfSpaceTreesConfig { window: 100, ..HalfSpaceTreesConfig::default() }),
         DetectorConfig::Mset(MsetConfig::default()),
         DetectorConfig::Mset(MsetConfig { memory: 30, bandwidth: 2.0, ridge: 1e-2 }),
+        DetectorConfig::Fusion(FusionConfig {
+            members: vec![DetectorConfig::Pca(PcaConfig::default()), DetectorConfig::RobustZ(RobustZConfig::default())],
+            quantile: 0.99,
+        }),
         DetectorConfig::RobustZ(RobustZConfig::default()),
         DetectorConfig::RobustZ(RobustZConfig { window: 30, min_samples: 10 }),
         DetectorConfig::Ewma(EwmaConfig::default()),

@@ -12,6 +12,7 @@
 //! so a model fitted on history scores the same at the edge.
 
 mod ewma;
+mod fusion;
 mod hst;
 mod iforest;
 mod mset;
@@ -19,6 +20,7 @@ mod pca;
 mod robust_z;
 
 pub use ewma::{Ewma, EwmaConfig};
+pub use fusion::{Fusion, FusionConfig};
 pub use hst::{HalfSpaceTrees, HalfSpaceTreesConfig};
 pub use iforest::{IsolationForest, IsolationForestConfig};
 pub use mset::{Mset, MsetConfig};
@@ -113,6 +115,8 @@ pub enum DetectorConfig {
     HalfSpaceTrees(HalfSpaceTreesConfig),
     /// MSET similarity-based state estimation with per-signal residuals.
     Mset(MsetConfig),
+    /// Several detectors fused: the largest of their baseline-scaled scores.
+    Fusion(FusionConfig),
 }
 
 impl DetectorConfig {
@@ -126,6 +130,7 @@ impl DetectorConfig {
             DetectorConfig::IsolationForest(_) => "isolation_forest",
             DetectorConfig::HalfSpaceTrees(_) => "half_space_trees",
             DetectorConfig::Mset(_) => "mset",
+            DetectorConfig::Fusion(_) => "fusion",
         }
     }
 
@@ -139,6 +144,7 @@ impl DetectorConfig {
             DetectorConfig::IsolationForest(c) => c.validate(),
             DetectorConfig::HalfSpaceTrees(c) => c.validate(),
             DetectorConfig::Mset(c) => c.validate(),
+            DetectorConfig::Fusion(c) => c.validate(),
         }
     }
 
@@ -159,6 +165,7 @@ impl DetectorConfig {
             DetectorConfig::IsolationForest(c) => AnyDetector::IsolationForest(IsolationForest::new(c.clone())),
             DetectorConfig::HalfSpaceTrees(c) => AnyDetector::HalfSpaceTrees(HalfSpaceTrees::new(c.clone())),
             DetectorConfig::Mset(c) => AnyDetector::Mset(Mset::new(c.clone())),
+            DetectorConfig::Fusion(c) => AnyDetector::Fusion(Fusion::new(c)?),
         })
     }
 
@@ -171,6 +178,7 @@ impl DetectorConfig {
             DetectorConfig::IsolationForest(_) => IsolationForest::MIN_ROWS,
             DetectorConfig::HalfSpaceTrees(_) => 1,
             DetectorConfig::Mset(_) => Mset::MIN_ROWS,
+            DetectorConfig::Fusion(c) => c.members.iter().map(DetectorConfig::min_baseline_rows).max().unwrap_or(0),
             DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => 0,
         }
     }
@@ -193,6 +201,8 @@ pub enum AnyDetector {
     HalfSpaceTrees(HalfSpaceTrees),
     /// See [`Mset`].
     Mset(Mset),
+    /// See [`Fusion`].
+    Fusion(Fusion),
 }
 
 impl Detector for AnyDetector {
@@ -204,6 +214,7 @@ impl Detector for AnyDetector {
             AnyDetector::IsolationForest(d) => d.learn(rows),
             AnyDetector::HalfSpaceTrees(d) => d.learn(rows),
             AnyDetector::Mset(d) => d.learn(rows),
+            AnyDetector::Fusion(d) => d.learn(rows),
         }
     }
 
@@ -215,6 +226,7 @@ impl Detector for AnyDetector {
             AnyDetector::IsolationForest(d) => d.score(row),
             AnyDetector::HalfSpaceTrees(d) => d.score(row),
             AnyDetector::Mset(d) => d.score(row),
+            AnyDetector::Fusion(d) => d.score(row),
         }
     }
 }

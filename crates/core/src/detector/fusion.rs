@@ -1,0 +1,94 @@
+//! Score fusion: several detectors as one.
+//!
+//! Each member's score is divided by its own `quantile` on the baseline
+//! (so 1.0 means "as unusual as the baseline's `quantile`" for every member),
+//! and the fused score is the largest of those ratios: an alarm from any
+//! member is an alarm, and its contributions explain it. Members learn the
+//! same baseline; streaming members keep their own state.
+
+use super::{AnyDetector, Detector, DetectorConfig, DetectorError, Score, check_rows};
+use crate::stats::quantile;
+use serde::{Deserialize, Serialize};
+
+/// Settings of [`Fusion`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusionConfig {
+    /// The member detectors.
+    pub members: Vec<DetectorConfig>,
+    /// Each member's score is scaled by this quantile of its baseline scores.
+    #[serde(default = "default_quantile")]
+    pub quantile: f64,
+}
+
+fn default_quantile() -> f64 {
+    0.99
+}
+
+impl FusionConfig {
+    pub(crate) fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.members.is_empty() {
+            problems.push("fusion.members must name at least one detector".into());
+        }
+        if !(self.quantile > 0.0 && self.quantile < 1.0) {
+            problems.push(format!("fusion.quantile must be in (0, 1), got {}", self.quantile));
+        }
+        for (i, member) in self.members.iter().enumerate() {
+            problems.extend(member.validate().into_iter().map(|p| format!("fusion.members[{i}]: {p}")));
+        }
+        problems
+    }
+}
+
+/// Score fusion detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fusion {
+    quantile: f64,
+    members: Vec<AnyDetector>,
+    /// Baseline quantile of each member's scores.
+    scales: Vec<f64>,
+}
+
+impl Fusion {
+    /// Unfitted members.
+    ///
+    /// # Errors
+    /// When a member's settings are invalid.
+    pub fn new(config: &FusionConfig) -> Result<Self, DetectorError> {
+        let members = config.members.iter().map(DetectorConfig::build).collect::<Result<Vec<_>, _>>()?;
+        Ok(Fusion { quantile: config.quantile, scales: vec![1.0; members.len()], members })
+    }
+
+    /// Every member learns the baseline, then its scale is measured on it.
+    ///
+    /// # Errors
+    /// The first member's learning error.
+    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+        check_rows(rows, 1)?;
+        for (member, scale) in self.members.iter_mut().zip(self.scales.iter_mut()) {
+            member.learn(rows)?;
+            let mut probe = member.clone();
+            let scores: Vec<f64> = rows.iter().filter_map(|r| probe.score(r).ok()).map(|s| s.value).collect();
+            *scale = quantile(&scores, self.quantile).filter(|q| *q > 1e-12).unwrap_or(1.0);
+        }
+        Ok(())
+    }
+
+    /// The largest scaled member score, explained by that member.
+    ///
+    /// # Errors
+    /// The first member's scoring error.
+    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+        let mut best: Option<Score> = None;
+        for (member, scale) in self.members.iter_mut().zip(&self.scales) {
+            let mut score = member.score(row)?;
+            score.value /= scale;
+            score.contributions.iter_mut().for_each(|c| *c /= scale);
+            if best.as_ref().is_none_or(|b| score.value > b.value) {
+                best = Some(score);
+            }
+        }
+        best.ok_or(DetectorError::NotFitted)
+    }
+}
