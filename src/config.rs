@@ -190,8 +190,8 @@ impl DetectorSpec {
             DetectorConfig::Pca(_) => ThresholdConfig::fixed(1.0),
             // Robust z and EWMA scores are sigmas.
             DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => ThresholdConfig::fixed(6.0),
-            // MSET scores are residual RMS in held-out spreads (≈ 1 when normal).
-            DetectorConfig::Mset(_) => ThresholdConfig::fixed(4.0),
+            // MSET and autoencoder scores are residual RMS in held-out spreads (≈ 1 when normal).
+            DetectorConfig::Mset(_) | DetectorConfig::Autoencoder(_) => ThresholdConfig::fixed(4.0),
             // Fused scores are ratios to each member's baseline quantile.
             DetectorConfig::Fusion(_) => ThresholdConfig::fixed(1.5),
             // Tree ensembles' scores have no natural unit: take the baseline's own quantile.

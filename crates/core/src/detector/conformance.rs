@@ -34,6 +34,7 @@ fn every_detector() -> Vec<DetectorConfig> {
         DetectorConfig::HalfSpaceTrees(HalfSpaceTreesConfig { window: 100, ..HalfSpaceTreesConfig::default() }),
         DetectorConfig::Mset(MsetConfig::default()),
         DetectorConfig::Mset(MsetConfig { memory: 30, bandwidth: 2.0, ridge: 1e-2 }),
+        DetectorConfig::Autoencoder(AutoencoderConfig { epochs: 30, seed: 3, ..AutoencoderConfig::default() }),
         DetectorConfig::Fusion(FusionConfig {
             members: vec![DetectorConfig::Pca(PcaConfig::default()), DetectorConfig::RobustZ(RobustZConfig::default())],
             quantile: 0.99,

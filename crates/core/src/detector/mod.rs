@@ -11,6 +11,7 @@
 //! [`FittedModel`] wraps a detector with the format version and signal names
 //! so a model fitted on history scores the same at the edge.
 
+mod autoencoder;
 mod ewma;
 mod fusion;
 mod hst;
@@ -19,6 +20,7 @@ mod mset;
 mod pca;
 mod robust_z;
 
+pub use autoencoder::{Autoencoder, AutoencoderConfig};
 pub use ewma::{Ewma, EwmaConfig};
 pub use fusion::{Fusion, FusionConfig};
 pub use hst::{HalfSpaceTrees, HalfSpaceTreesConfig};
@@ -117,6 +119,8 @@ pub enum DetectorConfig {
     Mset(MsetConfig),
     /// Several detectors fused: the largest of their baseline-scaled scores.
     Fusion(FusionConfig),
+    /// A dense autoencoder trained on the baseline; scores its reconstruction error.
+    Autoencoder(AutoencoderConfig),
 }
 
 impl DetectorConfig {
@@ -131,6 +135,7 @@ impl DetectorConfig {
             DetectorConfig::HalfSpaceTrees(_) => "half_space_trees",
             DetectorConfig::Mset(_) => "mset",
             DetectorConfig::Fusion(_) => "fusion",
+            DetectorConfig::Autoencoder(_) => "autoencoder",
         }
     }
 
@@ -145,6 +150,7 @@ impl DetectorConfig {
             DetectorConfig::HalfSpaceTrees(c) => c.validate(),
             DetectorConfig::Mset(c) => c.validate(),
             DetectorConfig::Fusion(c) => c.validate(),
+            DetectorConfig::Autoencoder(c) => c.validate(),
         }
     }
 
@@ -166,6 +172,7 @@ impl DetectorConfig {
             DetectorConfig::HalfSpaceTrees(c) => AnyDetector::HalfSpaceTrees(HalfSpaceTrees::new(c.clone())),
             DetectorConfig::Mset(c) => AnyDetector::Mset(Mset::new(c.clone())),
             DetectorConfig::Fusion(c) => AnyDetector::Fusion(Fusion::new(c)?),
+            DetectorConfig::Autoencoder(c) => AnyDetector::Autoencoder(Autoencoder::new(c.clone())),
         })
     }
 
@@ -179,6 +186,7 @@ impl DetectorConfig {
             DetectorConfig::HalfSpaceTrees(_) => 1,
             DetectorConfig::Mset(_) => Mset::MIN_ROWS,
             DetectorConfig::Fusion(c) => c.members.iter().map(DetectorConfig::min_baseline_rows).max().unwrap_or(0),
+            DetectorConfig::Autoencoder(_) => Autoencoder::MIN_ROWS,
             DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => 0,
         }
     }
@@ -203,6 +211,8 @@ pub enum AnyDetector {
     Mset(Mset),
     /// See [`Fusion`].
     Fusion(Fusion),
+    /// See [`Autoencoder`].
+    Autoencoder(Autoencoder),
 }
 
 impl Detector for AnyDetector {
@@ -215,6 +225,7 @@ impl Detector for AnyDetector {
             AnyDetector::HalfSpaceTrees(d) => d.learn(rows),
             AnyDetector::Mset(d) => d.learn(rows),
             AnyDetector::Fusion(d) => d.learn(rows),
+            AnyDetector::Autoencoder(d) => d.learn(rows),
         }
     }
 
@@ -227,6 +238,7 @@ impl Detector for AnyDetector {
             AnyDetector::HalfSpaceTrees(d) => d.score(row),
             AnyDetector::Mset(d) => d.score(row),
             AnyDetector::Fusion(d) => d.score(row),
+            AnyDetector::Autoencoder(d) => d.score(row),
         }
     }
 }
