@@ -195,7 +195,7 @@ impl DetectorSpec {
             // Fused scores are ratios to each member's baseline quantile.
             DetectorConfig::Fusion(_) => ThresholdConfig::fixed(1.5),
             // Tree ensembles' scores have no natural unit: take the baseline's own quantile.
-            DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_) => {
+            DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_) | DetectorConfig::KnnCad(_) => {
                 ThresholdConfig { value: None, quantile: Some(0.995), ..ThresholdConfig::fixed(0.0) }
             }
         })

@@ -19,20 +19,21 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use usan_core::detector::{Detector, DetectorConfig, EwmaConfig};
+use usan_core::detector::{Detector, DetectorConfig, KnnCadConfig};
 use usan_core::metrics::nab::{NAB_PROFILES, NabFileScore, normalized, score_file};
 use usan_core::threshold::ThresholdConfig;
 
 /// Highest anomaly score of a row that is not the onset of an episode.
 const ONSET_ONLY: f64 = 0.499;
 
-/// The default NAB detector: an EWMA residual (slow level, slow spread)
-/// flagging departures of 8 spreads, after 200 values of warm-up.
+/// The default NAB detector: kNN conformal anomaly detection on windows of
+/// 16 values against the 2,000 before them, flagging the onset of values
+/// stranger than 99.8 % of the last 1,000.
 #[must_use]
 pub fn default_settings() -> DetectorSettings {
     DetectorSettings {
-        algorithm: DetectorConfig::Ewma(EwmaConfig { alpha: 0.05, beta: 0.01, min_samples: 200 }),
-        threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(8.0) },
+        algorithm: DetectorConfig::KnnCad(KnnCadConfig { window: 16, reference: 2000, k: 5, calibration: 1000 }),
+        threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(0.998) },
     }
 }
 

@@ -24,7 +24,7 @@ fn normal_rows(n: usize, seed: u64) -> Vec<Vec<f64>> {
 /// the most extreme baseline frames: the suite asks them to rank the fault
 /// above typical frames rather than above the 99th percentile.
 fn saturates_outside_range(config: &DetectorConfig) -> bool {
-    matches!(config, DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_))
+    matches!(config, DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_) | DetectorConfig::KnnCad(_))
 }
 
 fn every_detector() -> Vec<DetectorConfig> {
@@ -35,6 +35,7 @@ fn every_detector() -> Vec<DetectorConfig> {
         DetectorConfig::Mset(MsetConfig::default()),
         DetectorConfig::Mset(MsetConfig { memory: 30, bandwidth: 2.0, ridge: 1e-2 }),
         DetectorConfig::Autoencoder(AutoencoderConfig { epochs: 30, seed: 3, ..AutoencoderConfig::default() }),
+        DetectorConfig::KnnCad(KnnCadConfig { window: 1, reference: 300, k: 5, calibration: 100 }),
         DetectorConfig::Fusion(FusionConfig {
             members: vec![DetectorConfig::Pca(PcaConfig::default()), DetectorConfig::RobustZ(RobustZConfig::default())],
             quantile: 0.99,

@@ -16,6 +16,7 @@ mod ewma;
 mod fusion;
 mod hst;
 mod iforest;
+mod knn_cad;
 mod mset;
 mod pca;
 mod robust_z;
@@ -25,6 +26,7 @@ pub use ewma::{Ewma, EwmaConfig};
 pub use fusion::{Fusion, FusionConfig};
 pub use hst::{HalfSpaceTrees, HalfSpaceTreesConfig};
 pub use iforest::{IsolationForest, IsolationForestConfig};
+pub use knn_cad::{KnnCad, KnnCadConfig};
 pub use mset::{Mset, MsetConfig};
 pub use pca::{LimitMethod, Pca, PcaConfig};
 pub use robust_z::{RobustZ, RobustZConfig};
@@ -121,6 +123,8 @@ pub enum DetectorConfig {
     Fusion(FusionConfig),
     /// A dense autoencoder trained on the baseline; scores its reconstruction error.
     Autoencoder(AutoencoderConfig),
+    /// kNN conformal anomaly detection on embedded windows, streaming.
+    KnnCad(KnnCadConfig),
 }
 
 impl DetectorConfig {
@@ -136,6 +140,7 @@ impl DetectorConfig {
             DetectorConfig::Mset(_) => "mset",
             DetectorConfig::Fusion(_) => "fusion",
             DetectorConfig::Autoencoder(_) => "autoencoder",
+            DetectorConfig::KnnCad(_) => "knn_cad",
         }
     }
 
@@ -151,6 +156,7 @@ impl DetectorConfig {
             DetectorConfig::Mset(c) => c.validate(),
             DetectorConfig::Fusion(c) => c.validate(),
             DetectorConfig::Autoencoder(c) => c.validate(),
+            DetectorConfig::KnnCad(c) => c.validate(),
         }
     }
 
@@ -173,6 +179,7 @@ impl DetectorConfig {
             DetectorConfig::Mset(c) => AnyDetector::Mset(Mset::new(c.clone())),
             DetectorConfig::Fusion(c) => AnyDetector::Fusion(Fusion::new(c)?),
             DetectorConfig::Autoencoder(c) => AnyDetector::Autoencoder(Autoencoder::new(c.clone())),
+            DetectorConfig::KnnCad(c) => AnyDetector::KnnCad(KnnCad::new(c.clone())),
         })
     }
 
@@ -187,7 +194,7 @@ impl DetectorConfig {
             DetectorConfig::Mset(_) => Mset::MIN_ROWS,
             DetectorConfig::Fusion(c) => c.members.iter().map(DetectorConfig::min_baseline_rows).max().unwrap_or(0),
             DetectorConfig::Autoencoder(_) => Autoencoder::MIN_ROWS,
-            DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => 0,
+            DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) | DetectorConfig::KnnCad(_) => 0,
         }
     }
 }
@@ -213,6 +220,8 @@ pub enum AnyDetector {
     Fusion(Fusion),
     /// See [`Autoencoder`].
     Autoencoder(Autoencoder),
+    /// See [`KnnCad`].
+    KnnCad(KnnCad),
 }
 
 impl Detector for AnyDetector {
@@ -226,6 +235,7 @@ impl Detector for AnyDetector {
             AnyDetector::Mset(d) => d.learn(rows),
             AnyDetector::Fusion(d) => d.learn(rows),
             AnyDetector::Autoencoder(d) => d.learn(rows),
+            AnyDetector::KnnCad(d) => d.learn(rows),
         }
     }
 
@@ -239,6 +249,7 @@ impl Detector for AnyDetector {
             AnyDetector::Mset(d) => d.score(row),
             AnyDetector::Fusion(d) => d.score(row),
             AnyDetector::Autoencoder(d) => d.score(row),
+            AnyDetector::KnnCad(d) => d.score(row),
         }
     }
 }
