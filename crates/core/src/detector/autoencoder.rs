@@ -13,8 +13,8 @@
 //! artifact scores the same anywhere. Missing values are replaced by the
 //! baseline mean on the way in and have no residual.
 
-use super::{DetectorError, Score, check_row, check_rows};
-use crate::stats::{SeededNormal, mean_std};
+use super::{DetectorError, Score, check_row, check_rows, column_mean_scale, complete_rows};
+use crate::stats::SeededNormal;
 use serde::{Deserialize, Serialize};
 
 /// Settings of [`Autoencoder`].
@@ -172,16 +172,8 @@ impl Autoencoder {
     /// See [`super::Detector::learn`].
     pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         let width = check_rows(rows, Self::MIN_ROWS)?;
-        let complete: Vec<&Vec<f64>> = rows.iter().filter(|r| r.iter().all(|v| v.is_finite())).collect();
-        if complete.len() < Self::MIN_ROWS {
-            return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS, got: complete.len() });
-        }
-        let (mut mean, mut scale) = (Vec::new(), Vec::new());
-        for j in 0..width {
-            let (m, s) = mean_std(complete.iter().map(|r| r[j])).unwrap_or((0.0, 1.0));
-            mean.push(m);
-            scale.push(if s > 1e-12 * m.abs().max(1.0) { s } else { 1.0 });
-        }
+        let complete = complete_rows(rows, Self::MIN_ROWS)?;
+        let (mean, scale) = column_mean_scale(&complete, width);
         let mut rng = SeededNormal::new(self.config.seed);
         let hidden = if self.config.hidden.is_empty() {
             vec![2 * width, (width / 2).max(2), 2 * width]

@@ -12,7 +12,7 @@
 //! like the most extreme baseline value: the forest ranks, it does not
 //! measure distance.
 
-use super::{DetectorError, Score, check_row, check_rows};
+use super::{DetectorError, Score, check_row, check_rows, complete_rows};
 use crate::stats::SeededNormal;
 use serde::{Deserialize, Serialize};
 
@@ -141,10 +141,7 @@ impl IsolationForest {
     /// See [`super::Detector::learn`].
     pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         let width = check_rows(rows, Self::MIN_ROWS)?;
-        let complete: Vec<&Vec<f64>> = rows.iter().filter(|r| r.iter().all(|v| v.is_finite())).collect();
-        if complete.len() < Self::MIN_ROWS {
-            return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS, got: complete.len() });
-        }
+        let complete = complete_rows(rows, Self::MIN_ROWS)?;
         let psi = self.config.sample_size.min(complete.len());
         let depth_limit = (psi as f64).log2().ceil() as usize;
         self.depth_limit = depth_limit;

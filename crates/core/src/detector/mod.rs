@@ -308,6 +308,26 @@ pub(crate) fn check_rows(rows: &[Vec<f64>], needed: usize) -> Result<usize, Dete
     Ok(width)
 }
 
+/// The rows without a missing value, at least `needed` of them.
+pub(crate) fn complete_rows(rows: &[Vec<f64>], needed: usize) -> Result<Vec<&Vec<f64>>, DetectorError> {
+    let complete: Vec<&Vec<f64>> = rows.iter().filter(|r| r.iter().all(|v| v.is_finite())).collect();
+    if complete.len() < needed {
+        return Err(DetectorError::NotEnoughData { needed, got: complete.len() });
+    }
+    Ok(complete)
+}
+
+/// Mean and spread of each column (spread 1 for constant columns), for
+/// standardising.
+pub(crate) fn column_mean_scale(rows: &[&Vec<f64>], width: usize) -> (Vec<f64>, Vec<f64>) {
+    (0..width)
+        .map(|j| {
+            let (m, s) = crate::stats::mean_std(rows.iter().map(|r| r[j])).unwrap_or((0.0, 1.0));
+            (m, if s > 1e-12 * m.abs().max(1.0) { s } else { 1.0 })
+        })
+        .unzip()
+}
+
 /// Checks shared by every detector's `score`: width and not all missing.
 pub(crate) fn check_row(row: &[f64], expected: usize) -> Result<(), DetectorError> {
     if row.len() != expected {

@@ -12,8 +12,7 @@
 //! root mean square of those units, so ≈ 1 on normal frames. Missing values
 //! are left out of the similarity and have no residual.
 
-use super::{DetectorError, Score, check_row, check_rows};
-use crate::stats::mean_std;
+use super::{DetectorError, Score, check_row, check_rows, column_mean_scale, complete_rows};
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
@@ -104,17 +103,9 @@ impl Mset {
     /// See [`super::Detector::learn`].
     pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         let width = check_rows(rows, Self::MIN_ROWS)?;
-        let complete: Vec<&Vec<f64>> = rows.iter().filter(|r| r.iter().all(|v| v.is_finite())).collect();
+        let complete = complete_rows(rows, Self::MIN_ROWS)?;
         let n = complete.len();
-        if n < Self::MIN_ROWS {
-            return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS, got: n });
-        }
-        let (mut mean, mut scale) = (Vec::with_capacity(width), Vec::with_capacity(width));
-        for j in 0..width {
-            let (m, s) = mean_std(complete.iter().map(|r| r[j])).unwrap_or((0.0, 1.0));
-            mean.push(m);
-            scale.push(if s > 1e-12 * m.abs().max(1.0) { s } else { 1.0 });
-        }
+        let (mean, scale) = column_mean_scale(&complete, width);
         let standard: Vec<Vec<f64>> =
             complete.iter().map(|r| r.iter().enumerate().map(|(j, v)| (v - mean[j]) / scale[j]).collect()).collect();
 
