@@ -5,6 +5,13 @@
 //! anomalous until none of the last `n` do. That cuts the flapping a noisy
 //! score would otherwise cause, at the price of up to `k − 1` frames of
 //! detection delay.
+//!
+//! A level can also be **adaptive**: with `adaptive_window = w`, the level
+//! in force is the larger of the configured level and `adaptive_margin` ×
+//! the `adaptive_quantile` of the last `w` scores seen while not anomalous.
+//! It rises when the normal score level rises (a noisier season) and never
+//! falls below the configured level; scores during an anomaly are kept out,
+//! so a long fault does not raise the bar that hides it.
 
 use crate::stats::quantile;
 use serde::{Deserialize, Serialize};
@@ -29,6 +36,19 @@ pub struct ThresholdConfig {
     /// Length of the persistence window.
     #[serde(default = "default_n")]
     pub n: usize,
+    /// Recent non-anomalous scores an adaptive level follows; none: a fixed level.
+    #[serde(default)]
+    pub adaptive_window: Option<usize>,
+    /// Quantile of those scores taken as the adaptive level.
+    #[serde(default = "default_adaptive_quantile")]
+    pub adaptive_quantile: f64,
+    /// Factor applied to the adaptive level.
+    #[serde(default = "default_margin")]
+    pub adaptive_margin: f64,
+}
+
+fn default_adaptive_quantile() -> f64 {
+    0.99
 }
 
 fn default_margin() -> f64 {
@@ -45,7 +65,16 @@ impl ThresholdConfig {
     /// A static level with the default persistence.
     #[must_use]
     pub fn fixed(value: f64) -> Self {
-        ThresholdConfig { value: Some(value), quantile: None, margin: 1.0, k: default_k(), n: default_n() }
+        ThresholdConfig {
+            value: Some(value),
+            quantile: None,
+            margin: 1.0,
+            k: default_k(),
+            n: default_n(),
+            adaptive_window: None,
+            adaptive_quantile: default_adaptive_quantile(),
+            adaptive_margin: 1.0,
+        }
     }
 
     /// Every problem with the settings (empty when valid).
@@ -70,6 +99,17 @@ impl ThresholdConfig {
         if self.k == 0 || self.k > self.n {
             problems.push(format!("threshold.k must be between 1 and n ({}), got {}", self.n, self.k));
         }
+        if let Some(w) = self.adaptive_window
+            && !(10..=1_000_000).contains(&w)
+        {
+            problems.push(format!("threshold.adaptive_window must be between 10 and 1000000, got {w}"));
+        }
+        if !(self.adaptive_quantile > 0.0 && self.adaptive_quantile < 1.0) {
+            problems.push(format!("threshold.adaptive_quantile must be in (0, 1), got {}", self.adaptive_quantile));
+        }
+        if !(self.adaptive_margin.is_finite() && self.adaptive_margin > 0.0) {
+            problems.push(format!("threshold.adaptive_margin must be positive, got {}", self.adaptive_margin));
+        }
         problems
     }
 
@@ -82,7 +122,21 @@ impl ThresholdConfig {
     /// Build the runtime threshold at a known level (e.g. from a model artifact).
     #[must_use]
     pub fn build_at(&self, level: f64) -> Threshold {
-        Threshold { level, k: self.k.max(1), n: self.n.max(1), recent: VecDeque::new(), exceeding: 0, anomalous: false }
+        Threshold {
+            level,
+            k: self.k.max(1),
+            n: self.n.max(1),
+            recent: VecDeque::new(),
+            exceeding: 0,
+            anomalous: false,
+            adaptive: self.adaptive_window.map(|window| Adaptive {
+                window,
+                quantile: self.adaptive_quantile,
+                margin: self.adaptive_margin,
+                arrival: VecDeque::new(),
+                sorted: Vec::new(),
+            }),
+        }
     }
 
     /// Build the runtime threshold; `training_scores` set a quantile level.
@@ -121,18 +175,58 @@ pub struct Threshold {
     recent: VecDeque<bool>,
     exceeding: usize,
     anomalous: bool,
+    adaptive: Option<Adaptive>,
+}
+
+/// The recent normal scores an adaptive level follows.
+#[derive(Debug, Clone, PartialEq)]
+struct Adaptive {
+    window: usize,
+    quantile: f64,
+    margin: f64,
+    arrival: VecDeque<f64>,
+    sorted: Vec<f64>,
+}
+
+impl Adaptive {
+    /// The adaptive level once a tenth of the window is filled.
+    fn level(&self) -> Option<f64> {
+        if self.sorted.len() < (self.window / 10).max(10) {
+            return None;
+        }
+        let at = ((self.sorted.len() - 1) as f64 * self.quantile).round() as usize;
+        Some(self.sorted[at] * self.margin)
+    }
+
+    fn push(&mut self, score: f64) {
+        if !score.is_finite() {
+            return;
+        }
+        if self.arrival.len() == self.window
+            && let Some(oldest) = self.arrival.pop_front()
+        {
+            let at = self.sorted.partition_point(|v| *v < oldest);
+            self.sorted.remove(at);
+        }
+        self.arrival.push_back(score);
+        let at = self.sorted.partition_point(|v| *v < score);
+        self.sorted.insert(at, score);
+    }
 }
 
 impl Threshold {
-    /// The level scores are compared with.
+    /// The level scores are compared with now (the adaptive level when higher).
     #[must_use]
     pub fn level(&self) -> f64 {
-        self.level
+        match self.adaptive.as_ref().and_then(Adaptive::level) {
+            Some(adaptive) => self.level.max(adaptive),
+            None => self.level,
+        }
     }
 
     /// Decide on the next score. NaN never exceeds.
     pub fn decide(&mut self, score: f64) -> Decision {
-        let exceeded = score > self.level;
+        let exceeded = score > self.level();
         if self.recent.len() == self.n && self.recent.pop_front() == Some(true) {
             self.exceeding -= 1;
         }
@@ -145,6 +239,11 @@ impl Threshold {
             self.anomalous = true;
         } else if was && self.exceeding == 0 {
             self.anomalous = false;
+        }
+        if !self.anomalous
+            && let Some(adaptive) = &mut self.adaptive
+        {
+            adaptive.push(score);
         }
         Decision {
             exceeded,
@@ -189,15 +288,54 @@ mod tests {
 
     #[test]
     fn quantile_level_from_training_scores() {
-        let config = ThresholdConfig { value: None, quantile: Some(0.5), margin: 2.0, k: 1, n: 1 };
+        let config = ThresholdConfig {
+            value: None,
+            quantile: Some(0.5),
+            margin: 2.0,
+            k: 1,
+            n: 1,
+            ..ThresholdConfig::fixed(0.0)
+        };
         assert!(config.validate().is_empty());
         assert_eq!(config.build(&[1.0, 2.0, 3.0]).level(), 4.0);
         assert_eq!(config.build(&[]).level(), f64::INFINITY);
     }
 
     #[test]
+    fn adaptive_level_follows_normal_scores_but_not_faults() {
+        let config = ThresholdConfig { k: 1, n: 1, adaptive_window: Some(100), ..ThresholdConfig::fixed(1.0) };
+        let mut t = config.build(&[]);
+        for i in 0..100 {
+            t.decide(0.5 + 0.01 * f64::from(i % 10)); // quiet: scores 0.5..0.59
+        }
+        assert_eq!(t.level(), 1.0, "never below the configured level");
+        for i in 0..100 {
+            t.decide(2.0 + 0.01 * f64::from(i % 10)); // a noisier season: every score exceeds 1.0 ...
+        }
+        // ... so all were anomalous and kept out: the level did not move.
+        assert_eq!(t.level(), 1.0);
+        let mut noisy =
+            ThresholdConfig { k: 5, n: 5, adaptive_window: Some(100), ..ThresholdConfig::fixed(1.0) }.build(&[]);
+        for i in 0..300 {
+            // Scores cross 1.0 two frames in five: never 5 of 5, so never anomalous.
+            noisy.decide(if i % 5 < 2 { 1.2 } else { 0.8 });
+        }
+        assert!((noisy.level() - 1.2).abs() < 1e-12, "the level rose to the normal 99 % quantile: {}", noisy.level());
+        assert!(!noisy.decide(1.1).exceeded);
+    }
+
+    #[test]
     fn validation_reports_everything() {
-        let config = ThresholdConfig { value: Some(1.0), quantile: Some(0.9), margin: -1.0, k: 9, n: 0 };
-        assert_eq!(config.validate().len(), 4);
+        let config = ThresholdConfig {
+            value: Some(1.0),
+            quantile: Some(0.9),
+            margin: -1.0,
+            k: 9,
+            n: 0,
+            adaptive_window: Some(3),
+            adaptive_quantile: 1.5,
+            adaptive_margin: 0.0,
+        };
+        assert_eq!(config.validate().len(), 7);
     }
 }
