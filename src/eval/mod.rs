@@ -82,6 +82,7 @@ impl EvalSettings {
 pub(crate) fn pca(alpha: f64, lags: usize, smoothing: usize) -> DetectorConfig {
     DetectorConfig::Pca(PcaConfig {
         components: None,
+        select: usan_core::detector::ComponentRule::Variance,
         variance: 0.9,
         alpha,
         limits: if smoothing > 1 { LimitMethod::Empirical } else { LimitMethod::Theory },

@@ -45,6 +45,7 @@ fn every_detector() -> Vec<DetectorConfig> {
         DetectorConfig::Ewma(EwmaConfig::default()),
         DetectorConfig::Pca(PcaConfig::default()),
         DetectorConfig::Pca(PcaConfig { components: Some(1), alpha: 0.999, ..PcaConfig::default() }),
+        DetectorConfig::Pca(PcaConfig { select: ComponentRule::CrossValidation, ..PcaConfig::default() }),
         DetectorConfig::Pca(PcaConfig {
             lags: 2,
             smoothing: 3,

@@ -28,7 +28,7 @@ pub use hst::{HalfSpaceTrees, HalfSpaceTreesConfig};
 pub use iforest::{IsolationForest, IsolationForestConfig};
 pub use knn_cad::{KnnCad, KnnCadConfig};
 pub use mset::{Mset, MsetConfig};
-pub use pca::{LimitMethod, Pca, PcaConfig};
+pub use pca::{ComponentRule, LimitMethod, Pca, PcaConfig};
 pub use robust_z::{RobustZ, RobustZConfig};
 
 use serde::{Deserialize, Serialize};

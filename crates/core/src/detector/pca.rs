@@ -43,13 +43,28 @@ pub enum LimitMethod {
     Empirical,
 }
 
+/// How [`Pca`] chooses its number of components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentRule {
+    /// The fewest components explaining `variance` of the total.
+    #[default]
+    Variance,
+    /// The count that best predicts each held-out value from the others
+    /// (element-wise 5-fold cross-validation, Wold's PRESS).
+    CrossValidation,
+}
+
 /// Settings of [`Pca`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PcaConfig {
-    /// Fixed number of components; when absent, chosen by `variance`.
+    /// Fixed number of components; when absent, chosen by `select`.
     #[serde(default)]
     pub components: Option<usize>,
+    /// How the number of components is chosen when not fixed.
+    #[serde(default)]
+    pub select: ComponentRule,
     /// Keep the fewest components explaining at least this share of variance.
     #[serde(default = "default_variance")]
     pub variance: f64,
@@ -81,6 +96,7 @@ impl Default for PcaConfig {
     fn default() -> Self {
         PcaConfig {
             components: None,
+            select: ComponentRule::Variance,
             variance: default_variance(),
             alpha: default_alpha(),
             limits: LimitMethod::Theory,
@@ -369,7 +385,11 @@ impl Pca {
             return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS + lags, got: complete.len() });
         }
         let config = &self.config;
-        let by_variance = |eigenvalues: &[f64], _: usize| match config.components {
+        let cross_validated = match (config.components, config.select) {
+            (None, ComponentRule::CrossValidation) => Some(Self::cross_validated_components(&complete)?),
+            _ => None,
+        };
+        let by_variance = |eigenvalues: &[f64], _: usize| match config.components.or(cross_validated) {
             Some(k) => k,
             None => {
                 let total: f64 = eigenvalues.iter().sum();
@@ -402,6 +422,52 @@ impl Pca {
         self.history.clear();
         self.recent.clear();
         Ok(())
+    }
+
+    /// The component count with the least element-wise PRESS: each held-out
+    /// value predicted from the row's other values through the loadings
+    /// fitted without its fold. With `h = |p_j|²` and `t = Pᵀz`, the
+    /// prediction of `z_j` is `(p_j·t − h z_j) / (1 − h)`, so every count up
+    /// to the largest is scored in one pass.
+    fn cross_validated_components(rows: &[&[f64]]) -> Result<usize, DetectorError> {
+        let n = rows.len();
+        let folds = Self::FOLDS.min(n / Self::MIN_ROWS).max(2);
+        let width = rows[0].len();
+        let largest = width.saturating_sub(1).clamp(1, 60);
+        let mut press = vec![0.0; largest + 1];
+        for f in 0..folds {
+            let (start, end) = (f * n / folds, (f + 1) * n / folds);
+            let train: Vec<&[f64]> = rows[..start].iter().chain(&rows[end..]).copied().collect();
+            let model = PcaModel::fit(&train, |_, _| largest)?;
+            let k_max = model.components;
+            for row in &rows[start..end] {
+                let z: Vec<f64> = model
+                    .used
+                    .iter()
+                    .zip(model.mean.iter().zip(&model.scale))
+                    .map(|(&j, (m, s))| (row[j] - m) / s)
+                    .collect();
+                let mut t = vec![0.0; k_max];
+                for (loading_row, zj) in model.loadings.chunks_exact(k_max).zip(&z) {
+                    for (ti, p) in t.iter_mut().zip(loading_row) {
+                        *ti += p * zj;
+                    }
+                }
+                for (loading_row, zj) in model.loadings.chunks_exact(k_max).zip(&z) {
+                    let (mut dot, mut h) = (0.0, 0.0);
+                    for (c, (p, tc)) in loading_row.iter().zip(&t).enumerate() {
+                        dot += p * tc;
+                        h += p * p;
+                        let predicted = (dot - h * zj) / (1.0 - h).max(1e-6);
+                        press[c + 1] += (zj - predicted) * (zj - predicted);
+                    }
+                    for slot in press.iter_mut().skip(k_max + 1) {
+                        *slot = f64::INFINITY;
+                    }
+                }
+            }
+        }
+        Ok((1..press.len()).min_by(|a, b| press[*a].total_cmp(&press[*b])).unwrap_or(1))
     }
 
     /// Smoothed T² and SPE of every baseline row, each scored by a model
@@ -547,6 +613,21 @@ mod tests {
         assert_eq!(pca.model().unwrap().components, 1);
         let mut pca = Pca::new(PcaConfig { variance: 0.99, ..PcaConfig::default() });
         pca.learn(&correlated(400)).unwrap();
+        assert_eq!(pca.model().unwrap().components, 2);
+    }
+
+    #[test]
+    fn cross_validation_finds_the_true_rank() {
+        // Six signals driven by two factors plus small noise: two components.
+        let mut g = crate::stats::SeededNormal::new(21);
+        let rows: Vec<Vec<f64>> = (0..400)
+            .map(|_| {
+                let (a, b) = (g.normal(), g.normal());
+                vec![a, b, a + b, a - b, 2.0 * a, -b].into_iter().map(|v| v + 0.05 * g.normal()).collect()
+            })
+            .collect();
+        let mut pca = Pca::new(PcaConfig { select: ComponentRule::CrossValidation, ..PcaConfig::default() });
+        pca.learn(&rows).unwrap();
         assert_eq!(pca.model().unwrap().components, 2);
     }
 
