@@ -2,6 +2,9 @@
 //!
 //! Each member's score is divided by its own `quantile` on the baseline
 //! (so 1.0 means "as unusual as the baseline's `quantile`" for every member),
+//! measured out of sample: members fitted on the first 80 % of the baseline
+//! score the last 20 % (in-sample scores would flatter detectors that
+//! memorise, like MSET), then learn the whole baseline;
 //! and the fused score is the largest of those ratios: an alarm from any
 //! member is an alarm, and its contributions explain it. Members learn the
 //! same baseline; streaming members keep their own state.
@@ -60,16 +63,27 @@ impl Fusion {
         Ok(Fusion { quantile: config.quantile, scales: vec![1.0; members.len()], members })
     }
 
-    /// Every member learns the baseline, then its scale is measured on it.
+    /// Measure each member's scale out of sample, then let it learn the
+    /// whole baseline.
     ///
     /// # Errors
     /// The first member's learning error.
     pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         check_rows(rows, 1)?;
+        let cut = rows.len() * 4 / 5;
         for (member, scale) in self.members.iter_mut().zip(self.scales.iter_mut()) {
-            member.learn(rows)?;
             let mut probe = member.clone();
-            let scores: Vec<f64> = rows.iter().filter_map(|r| probe.score(r).ok()).map(|s| s.value).collect();
+            // Too few rows to hold any out: fall back to in-sample scores.
+            let (fit, held) = if probe.learn(&rows[..cut]).is_ok() && cut < rows.len() {
+                (true, &rows[cut..])
+            } else {
+                (false, rows)
+            };
+            member.learn(rows)?;
+            if !fit {
+                probe = member.clone();
+            }
+            let scores: Vec<f64> = held.iter().filter_map(|r| probe.score(r).ok()).map(|s| s.value).collect();
             *scale = quantile(&scores, self.quantile).filter(|q| *q > 1e-12).unwrap_or(1.0);
         }
         Ok(())
