@@ -27,13 +27,14 @@ use usan_core::threshold::ThresholdConfig;
 const ONSET_ONLY: f64 = 0.499;
 
 /// The default NAB detector: kNN conformal anomaly detection on windows of
-/// 16 values against the 2,000 before them, flagging the onset of values
-/// stranger than 99.8 % of the last 1,000.
+/// 32 values against the 2,000 before them (a week of NAB's usual 5-minute
+/// steps), flagging the onset of values stranger than 99.8 % of the last
+/// 1,000; an episode ends after 150 quiet values, so one anomaly is flagged once.
 #[must_use]
 pub fn default_settings() -> DetectorSettings {
     DetectorSettings {
-        algorithm: DetectorConfig::KnnCad(KnnCadConfig { window: 16, reference: 2000, k: 5, calibration: 1000 }),
-        threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(0.998) },
+        algorithm: DetectorConfig::KnnCad(KnnCadConfig { window: 32, reference: 2000, k: 5, calibration: 1000 }),
+        threshold: ThresholdConfig { k: 1, n: 150, ..ThresholdConfig::fixed(0.998) },
     }
 }
 

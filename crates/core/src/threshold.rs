@@ -93,8 +93,8 @@ impl ThresholdConfig {
         if !(self.margin.is_finite() && self.margin > 0.0) {
             problems.push(format!("threshold.margin must be positive, got {}", self.margin));
         }
-        if self.n == 0 || self.n > 64 {
-            problems.push(format!("threshold.n must be between 1 and 64, got {}", self.n));
+        if self.n == 0 || self.n > 100_000 {
+            problems.push(format!("threshold.n must be between 1 and 100000, got {}", self.n));
         }
         if self.k == 0 || self.k > self.n {
             problems.push(format!("threshold.k must be between 1 and n ({}), got {}", self.n, self.k));
