@@ -75,6 +75,20 @@ pub fn detectors(rows: usize, dims: &[usize]) -> anyhow::Result<()> {
                 thousands(rate),
                 thousands(rate * d as f64)
             );
+            if matches!(config, DetectorConfig::Pca(_)) {
+                let mut batch = config.build()?;
+                batch.learn(&data[..fit_rows])?;
+                let start = Instant::now();
+                let values = batch.score_values(&data)?;
+                let batch_s = start.elapsed().as_secs_f64();
+                std::hint::black_box(values);
+                let rate = rows as f64 / batch_s;
+                println!(
+                    "| {name}, batch `score_values` (no contributions) | {d} | {rows} | {fit_s:.3} | {batch_s:.3} | {} | {} |",
+                    thousands(rate),
+                    thousands(rate * d as f64)
+                );
+            }
         }
     }
     Ok(())

@@ -156,6 +156,28 @@ fn detects_an_obvious_injected_fault_and_blames_the_right_signal() {
 }
 
 #[test]
+fn batch_scores_equal_row_by_row_scores() {
+    let train = normal_rows(300, 21);
+    let mut test = normal_rows(120, 22);
+    test[7][2] = f64::NAN;
+    for config in every_detector() {
+        let (mut a, mut b) = (fitted(&config, &train), fitted(&config, &train));
+        let batch = a.score_values(&test).unwrap();
+        for (row, value) in test.iter().zip(&batch) {
+            let single = b.score(row).unwrap().value;
+            assert!((single - value).abs() <= 1e-9 * single.abs().max(1.0), "{config:?}: {single} vs {value}");
+        }
+        let complete: Vec<Vec<f64>> = test.iter().filter(|r| r.iter().all(|v| v.is_finite())).cloned().collect();
+        let (mut c, mut d) = (fitted(&config, &train), fitted(&config, &train));
+        let batch = c.score_values(&complete).unwrap();
+        for (row, value) in complete.iter().zip(&batch) {
+            let single = d.score(row).unwrap().value;
+            assert!((single - value).abs() <= 1e-9 * single.abs().max(1.0), "{config:?}: {single} vs {value}");
+        }
+    }
+}
+
+#[test]
 fn unsupported_model_format_is_refused() {
     let model = FittedModel {
         format: 99,

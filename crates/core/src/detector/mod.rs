@@ -101,6 +101,23 @@ pub trait Detector {
     /// [`DetectorError::NotFitted`], [`DetectorError::DimensionMismatch`] or
     /// [`DetectorError::NoData`] when every value is missing.
     fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError>;
+
+    /// The scores of many rows in order, without contributions: the same
+    /// values as calling [`score`](Detector::score) row by row (state
+    /// updated likewise), faster where a detector has a batch path (history,
+    /// evaluation). Rows whose every value is missing score 0.
+    ///
+    /// # Errors
+    /// As [`score`](Detector::score), for the first row that fails.
+    fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
+        rows.iter()
+            .map(|row| match self.score(row) {
+                Ok(s) => Ok(s.value),
+                Err(DetectorError::NoData) => Ok(0.0),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
 }
 
 /// Configuration of one detector: the registry of detector kinds.
@@ -250,6 +267,20 @@ impl Detector for AnyDetector {
             AnyDetector::Fusion(d) => d.score(row),
             AnyDetector::Autoencoder(d) => d.score(row),
             AnyDetector::KnnCad(d) => d.score(row),
+        }
+    }
+
+    fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
+        match self {
+            AnyDetector::Pca(d) => d.score_values(rows),
+            other => rows
+                .iter()
+                .map(|row| match other.score(row) {
+                    Ok(s) => Ok(s.value),
+                    Err(DetectorError::NoData) => Ok(0.0),
+                    Err(e) => Err(e),
+                })
+                .collect(),
         }
     }
 }

@@ -495,6 +495,67 @@ impl Pca {
         Ok((t2s, spes))
     }
 
+    /// Scores of many rows (see [`super::Detector::score_values`]). Static
+    /// PCA on complete rows takes one matrix product for the whole batch;
+    /// anything else goes row by row.
+    ///
+    /// # Errors
+    /// See [`super::Detector::score`].
+    pub fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
+        let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?;
+        let batchable =
+            self.config.lags == 0 && rows.iter().all(|r| r.len() == model.width && r.iter().all(|v| v.is_finite()));
+        if !batchable {
+            return rows
+                .iter()
+                .map(|row| match self.score(row) {
+                    Ok(s) => Ok(s.value),
+                    Err(DetectorError::NoData) => Ok(0.0),
+                    Err(e) => Err(e),
+                })
+                .collect();
+        }
+        let (n, p, k) = (rows.len(), model.used.len(), model.components);
+        // Column i of `z` is row i standardised (nalgebra stores columns, so
+        // each row's values sit together), and `t = Pᵀ z` is one product.
+        let mut standard = Vec::with_capacity(n * p);
+        let mut z_norms = Vec::with_capacity(n);
+        for row in rows {
+            let mut norm = 0.0;
+            for ((&j, m), s) in model.used.iter().zip(&model.mean).zip(&model.scale) {
+                let v = (row[j] - m) / s;
+                norm += v * v;
+                standard.push(v);
+            }
+            z_norms.push(norm);
+        }
+        let z = DMatrix::from_vec(p, n, standard);
+        let loadings_t = DMatrix::from_vec(k, p, model.loadings.clone());
+        let t = loadings_t * z;
+        let mut values = Vec::with_capacity(n);
+        for (i, z_norm) in z_norms.into_iter().enumerate() {
+            let (mut t2, mut t_norm) = (0.0, 0.0);
+            for (tc, l) in t.column(i).iter().zip(&model.eigenvalues) {
+                t2 += tc * tc / l.max(1e-12);
+                t_norm += tc * tc;
+            }
+            let spe = (z_norm - t_norm).max(0.0);
+            let (t2, spe) = if self.config.smoothing > 1 {
+                if self.recent.len() == self.config.smoothing {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((t2, spe));
+                let count = self.recent.len() as f64;
+                let (a, b) = self.recent.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+                (a / count, b / count)
+            } else {
+                (t2, spe)
+            };
+            values.push((t2 / model.t2_limit).max(spe / model.spe_limit));
+        }
+        Ok(values)
+    }
+
     /// Score one row: (smoothed) T², SPE and the contributions of each signal.
     ///
     /// # Errors
