@@ -69,12 +69,15 @@ pub fn detectors(rows: usize, dims: &[usize]) -> anyhow::Result<()> {
             }
             let score_s = start.elapsed().as_secs_f64();
             std::hint::black_box(checksum);
-            let rate = rows as f64 / score_s;
-            println!(
-                "| {name} | {d} | {rows} | {fit_s:.3} | {score_s:.3} | {} | {} |",
-                thousands(rate),
-                thousands(rate * d as f64)
-            );
+            let row = |label: &str, seconds: f64| {
+                let rate = rows as f64 / seconds;
+                println!(
+                    "| {label} | {d} | {rows} | {fit_s:.3} | {seconds:.3} | {} | {} |",
+                    thousands(rate),
+                    thousands(rate * d as f64)
+                );
+            };
+            row(name, score_s);
             if matches!(config, DetectorConfig::Pca(_)) {
                 let mut batch = config.build()?;
                 batch.learn(&data[..fit_rows])?;
@@ -82,12 +85,7 @@ pub fn detectors(rows: usize, dims: &[usize]) -> anyhow::Result<()> {
                 let values = batch.score_values(&data)?;
                 let batch_s = start.elapsed().as_secs_f64();
                 std::hint::black_box(values);
-                let rate = rows as f64 / batch_s;
-                println!(
-                    "| {name}, batch `score_values` (no contributions) | {d} | {rows} | {fit_s:.3} | {batch_s:.3} | {} | {} |",
-                    thousands(rate),
-                    thousands(rate * d as f64)
-                );
+                row(&format!("{name}, batch `score_values` (no contributions)"), batch_s);
             }
         }
     }

@@ -343,36 +343,16 @@ fn fit_then_score_a_history_file() {
     let config = tep_config(dir.path(), "\"max\"");
     let data = repo().join("tests/data/tep/tep_normal_then_idv1.csv");
     let models = dir.path().join("models");
-    let out = usan(&[
-        "fit",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--source",
-        "tep",
-        "--rows",
-        "500",
-        "--out",
-        models.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(models.join("reactor/pca.json").exists());
     let scores = dir.path().join("scores.csv");
-    let out = usan(&[
-        "score",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--source",
-        "tep",
-        "--models",
-        models.to_str().unwrap(),
-        "--out",
-        scores.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let history = ["--config", config.to_str().unwrap(), "--data", data.to_str().unwrap(), "--source", "tep"];
+    let run = |command: &str, extra: &[&str]| {
+        let args: Vec<&str> = [command].iter().chain(&history).chain(extra).copied().collect();
+        let out = usan(&args);
+        assert!(out.status.success(), "usan {command}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run("fit", &["--rows", "500", "--out", models.to_str().unwrap()]);
+    assert!(models.join("reactor/pca.json").exists());
+    run("score", &["--models", models.to_str().unwrap(), "--out", scores.to_str().unwrap()]);
     let text = std::fs::read_to_string(&scores).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 1000);

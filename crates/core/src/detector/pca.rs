@@ -540,20 +540,25 @@ impl Pca {
                 t_norm += tc * tc;
             }
             let spe = (z_norm - t_norm).max(0.0);
-            let (t2, spe) = if self.config.smoothing > 1 {
-                if self.recent.len() == self.config.smoothing {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back((t2, spe));
-                let count = self.recent.len() as f64;
-                let (a, b) = self.recent.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-                (a / count, b / count)
-            } else {
-                (t2, spe)
-            };
+            let (t2, spe) = Self::smooth(&mut self.recent, self.config.smoothing, t2, spe);
             values.push((t2 / model.t2_limit).max(spe / model.spe_limit));
         }
         Ok(values)
+    }
+
+    /// Add a frame's statistics to the recent ones and return their means
+    /// (the statistics themselves without smoothing).
+    fn smooth(recent: &mut VecDeque<(f64, f64)>, smoothing: usize, t2: f64, spe: f64) -> (f64, f64) {
+        if smoothing <= 1 {
+            return (t2, spe);
+        }
+        if recent.len() == smoothing {
+            recent.pop_front();
+        }
+        recent.push_back((t2, spe));
+        let count = recent.len() as f64;
+        let (a, b) = recent.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        (a / count, b / count)
     }
 
     /// Score one row: (smoothed) T², SPE and the contributions of each signal.
@@ -574,17 +579,7 @@ impl Pca {
             }
             self.history.push_front(row.to_vec());
         }
-        let (t2_mean, spe_mean) = if self.config.smoothing > 1 {
-            if self.recent.len() == self.config.smoothing {
-                self.recent.pop_front();
-            }
-            self.recent.push_back((t2, spe));
-            let n = self.recent.len() as f64;
-            let (a, b) = self.recent.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-            (a / n, b / n)
-        } else {
-            (t2, spe)
-        };
+        let (t2_mean, spe_mean) = Self::smooth(&mut self.recent, self.config.smoothing, t2, spe);
         let t2_ratio = t2_mean / model.t2_limit;
         let spe_ratio = spe_mean / model.spe_limit;
         let spe_dominates = spe_ratio > t2_ratio;
