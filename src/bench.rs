@@ -78,7 +78,7 @@ pub fn detectors(rows: usize, dims: &[usize]) -> anyhow::Result<()> {
                 );
             };
             row(name, score_s);
-            if matches!(config, DetectorConfig::Pca(_)) {
+            if matches!(config, DetectorConfig::Pca(_) | DetectorConfig::IsolationForest(_)) {
                 let mut batch = config.build()?;
                 batch.learn(&data[..fit_rows])?;
                 let start = Instant::now();

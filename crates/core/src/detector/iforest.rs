@@ -285,6 +285,54 @@ impl IsolationForest {
             .collect();
     }
 
+    /// Scores of many rows (see [`super::Detector::score_values`]): each
+    /// tree walks a block of complete rows in lockstep while it is hot in
+    /// the cache; rows with missing values go one by one.
+    ///
+    /// # Errors
+    /// See [`super::Detector::score`].
+    pub fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
+        if self.roots.is_empty() {
+            return Err(DetectorError::NotFitted);
+        }
+        if self.fast.len() != self.nodes.len() {
+            self.prepare();
+        }
+        const BLOCK: usize = 32;
+        let mut values = Vec::with_capacity(rows.len());
+        for block in rows.chunks(BLOCK) {
+            if block.iter().any(|r| r.len() != self.width || !r.iter().all(|v| v.is_finite())) {
+                for row in block {
+                    values.push(match self.score(row) {
+                        Ok(s) => s.value,
+                        Err(DetectorError::NoData) => 0.0,
+                        Err(e) => return Err(e),
+                    });
+                }
+                continue;
+            }
+            let mut paths = [0.0f64; BLOCK];
+            let mut current = [0u32; BLOCK];
+            for &root in &self.roots {
+                current[..block.len()].fill(root);
+                for _ in 0..self.depth_limit {
+                    for (node, (row, path)) in current.iter_mut().zip(block.iter().zip(paths.iter_mut())) {
+                        let n = &self.fast[*node as usize];
+                        let side = usize::from(row[n.feature as usize] >= n.split);
+                        *path += f64::from(n.step);
+                        *node = n.children[side];
+                    }
+                }
+                for (node, path) in current.iter().zip(paths.iter_mut()).take(block.len()) {
+                    *path += self.fast[*node as usize].leaf_path;
+                }
+            }
+            let trees = self.roots.len() as f64;
+            values.extend(paths[..block.len()].iter().map(|p| 2f64.powf(-(p / trees) / self.normaliser)));
+        }
+        Ok(values)
+    }
+
     /// Score one row.
     ///
     /// # Errors

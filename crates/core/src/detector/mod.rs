@@ -273,6 +273,7 @@ impl Detector for AnyDetector {
     fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
         match self {
             AnyDetector::Pca(d) => d.score_values(rows),
+            AnyDetector::IsolationForest(d) => d.score_values(rows),
             other => rows
                 .iter()
                 .map(|row| match other.score(row) {
