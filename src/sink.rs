@@ -1,7 +1,8 @@
 //! Sinks: where findings and alarm events go besides the store.
 //!
-//! A sink `write`s batches of [`Event`]s; it runs on its own task behind a
-//! bounded channel, so a slow sink slows the events, never the detectors.
+//! A sink `write`s batches of [`Event`]s; sinks run on their own task behind
+//! a bounded channel. A sink slower than the events fills the channel and
+//! then holds the workers back (backpressure): events are never dropped.
 //! The registry of kinds is [`SinkConfig`].
 
 use serde::{Deserialize, Serialize};
