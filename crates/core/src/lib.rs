@@ -7,8 +7,10 @@
 //! - [`frame`]: turning per-signal samples into aligned per-asset frames;
 //! - [`detector`]: the [`Detector`](detector::Detector) trait, its registry and
 //!   the detectors themselves;
-//! - [`threshold`]: turning scores into decisions, with persistence;
+//! - [`threshold`]: turning scores into decisions, with persistence,
+//!   hysteresis and adaptive levels;
 //! - [`alarm`]: the alarm lifecycle people work with;
+//! - [`metrics`]: the public benchmarks' detection metrics (SKAB, NAB);
 //! - [`stats`]: small numeric helpers shared by the above.
 
 pub mod alarm;
