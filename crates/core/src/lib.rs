@@ -5,7 +5,7 @@
 //!
 //! - [`model`]: the plant data model (assets, signals, samples, findings);
 //! - [`frame`]: turning per-signal samples into aligned per-asset frames;
-//! - [`detector`]: the [`Detector`](detector::Detector) trait, its registry and
+//! - [`detector`]: the [`Detector`] trait, its registry and
 //!   the detectors themselves;
 //! - [`threshold`]: turning scores into decisions, with persistence,
 //!   hysteresis and adaptive levels;
