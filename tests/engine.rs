@@ -360,3 +360,54 @@ fn fit_then_score_a_history_file() {
     assert_eq!(anomalous(0..800), 0, "no anomaly in normal operation");
     assert!(anomalous(800..1000) >= 190, "the fault is anomalous");
 }
+
+#[test]
+fn pushed_pump_data_learns_then_alarms_on_a_closed_valve_with_fused_detectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("examples/pumps.toml"))
+        .unwrap()
+        .replace("path = \"pumps.db\"", "path = \"{dir}/pumps.db\"");
+    let config = write_config(dir.path(), "pumps.toml", &text);
+    let server = Server::serve(&config, &[]);
+    let mut g = usan_core::stats::SeededNormal::new(1);
+    let start = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    for i in 0..460i64 {
+        let c = g.normal();
+        let mut flow = 32.0 + c + 0.2 * g.normal();
+        let mut pressure = 1.0 + 0.1 * c + 0.02 * g.normal();
+        if i >= 420 {
+            flow -= 6.0;
+            pressure += 0.5;
+        }
+        let values = [
+            ("flow", flow),
+            ("pressure", pressure),
+            ("current", 2.0 + 0.05 * c + 0.01 * g.normal()),
+            ("vibration", 1.5 + 0.1 * g.normal()),
+            ("temperature", 60.0 + 0.01 * i as f64 + 0.2 * g.normal()),
+        ];
+        let samples: Vec<Value> = values
+            .iter()
+            .map(|(signal, value)| json!({"asset": "pump-1", "signal": signal, "ts": start + i * 1000, "value": value}))
+            .collect();
+        let (status, body) = server.post("/api/v1/samples", &json!({ "samples": samples }));
+        assert_eq!(status, 202, "{body}");
+    }
+    server.wait_until("460 frames are assembled", Duration::from_secs(30), |s| frames_of(s, "pump-1") >= 459);
+    let alarms = server.get("/api/v1/alarms?state=all&asset=pump-1");
+    let multivariate: Vec<&Value> =
+        alarms.as_array().unwrap().iter().filter(|a| a["detector"] == "multivariate").collect();
+    assert_eq!(multivariate.len(), 1, "{alarms:#}");
+    let raised = (multivariate[0]["raised_at"].as_i64().unwrap() - start) / 1000;
+    assert!((420..=430).contains(&raised), "raised at frame {raised}, the valve closed at 420");
+    let top: Vec<&str> = multivariate[0]["top_signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|c| c["signal"].as_str().unwrap())
+        .collect();
+    assert!(top.contains(&"flow") && top.contains(&"pressure"), "{top:?}");
+    let asset = server.get("/api/v1/assets/pump-1");
+    assert!(asset["detectors"].as_array().unwrap().iter().all(|d| d["status"] == "monitoring"), "{asset:#}");
+}
