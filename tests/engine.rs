@@ -191,8 +191,8 @@ fn tep_fault_is_found_stored_and_alarmed_while_normal_operation_is_quiet() {
 #[test]
 fn kill_9_loses_no_acknowledgement_and_the_replay_continues() {
     let dir = tempfile::tempdir().unwrap();
-    // 1000 samples x 180 s at 30,000x: about 6 s of replay; the fault starts near 4.8 s.
-    let config = tep_config(dir.path(), "30000.0");
+    // 1000 samples x 180 s at 20,000x: 9 s of replay; the fault starts near 7.2 s.
+    let config = tep_config(dir.path(), "20000.0");
     let server = Server::serve(&config, &[]);
     server.wait_until("the fault raises an alarm", Duration::from_secs(60), |s| {
         !s.get("/api/v1/alarms").as_array().unwrap().is_empty()
