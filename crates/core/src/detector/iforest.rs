@@ -298,7 +298,7 @@ impl IsolationForest {
         if self.fast.len() != self.nodes.len() {
             self.prepare();
         }
-        const BLOCK: usize = 32;
+        const BLOCK: usize = 64;
         let mut values = Vec::with_capacity(rows.len());
         for block in rows.chunks(BLOCK) {
             if block.iter().any(|r| r.len() != self.width || !r.iter().all(|v| v.is_finite())) {

@@ -502,48 +502,64 @@ impl Pca {
     /// # Errors
     /// See [`super::Detector::score`].
     pub fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
-        let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?;
-        let batchable =
-            self.config.lags == 0 && rows.iter().all(|r| r.len() == model.width && r.iter().all(|v| v.is_finite()));
-        if !batchable {
-            return rows
-                .iter()
-                .map(|row| match self.score(row) {
-                    Ok(s) => Ok(s.value),
-                    Err(DetectorError::NoData) => Ok(0.0),
-                    Err(e) => Err(e),
-                })
-                .collect();
+        if self.config.lags > 0 {
+            return rows.iter().map(|row| self.value_of(row)).collect();
         }
-        let (n, p, k) = (rows.len(), model.used.len(), model.components);
-        // Column i of `z` is row i standardised (nalgebra stores columns, so
-        // each row's values sit together), and `t = Pᵀ z` is one product.
-        let mut standard = Vec::with_capacity(n * p);
-        let mut z_norms = Vec::with_capacity(n);
-        for row in rows {
-            let mut norm = 0.0;
-            for ((&j, m), s) in model.used.iter().zip(&model.mean).zip(&model.scale) {
-                let v = (row[j] - m) / s;
-                norm += v * v;
-                standard.push(v);
-            }
-            z_norms.push(norm);
-        }
-        let z = DMatrix::from_vec(p, n, standard);
+        let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?.clone();
+        let (p, k) = (model.used.len(), model.components);
+        // Blocks of rows small enough to stay in cache. Column i of `z` is
+        // row i standardised (nalgebra stores columns, so each row's values
+        // sit together), and `t = Pᵀ z` is one product per block.
+        const BLOCK: usize = 1024;
         let loadings_t = DMatrix::from_vec(k, p, model.loadings.clone());
-        let t = loadings_t * z;
-        let mut values = Vec::with_capacity(n);
-        for (i, z_norm) in z_norms.into_iter().enumerate() {
-            let (mut t2, mut t_norm) = (0.0, 0.0);
-            for (tc, l) in t.column(i).iter().zip(&model.eigenvalues) {
-                t2 += tc * tc / l.max(1e-12);
-                t_norm += tc * tc;
+        let inverse_scale: Vec<f64> = model.scale.iter().map(|s| 1.0 / s).collect();
+        let inverse_eigen: Vec<f64> = model.eigenvalues[..k].iter().map(|l| 1.0 / l.max(1e-12)).collect();
+        let mut z = DMatrix::<f64>::zeros(p, BLOCK);
+        let mut t = DMatrix::<f64>::zeros(k, BLOCK);
+        let mut z_norms = [0.0f64; BLOCK];
+        let mut values = Vec::with_capacity(rows.len());
+        for block in rows.chunks(BLOCK) {
+            if block.iter().any(|r| r.len() != model.width || r.iter().any(|v| !v.is_finite())) {
+                for row in block {
+                    values.push(self.value_of(row)?);
+                }
+                continue;
             }
-            let spe = (z_norm - t_norm).max(0.0);
-            let (t2, spe) = Self::smooth(&mut self.recent, self.config.smoothing, t2, spe);
-            values.push((t2 / model.t2_limit).max(spe / model.spe_limit));
+            for (i, row) in block.iter().enumerate() {
+                let mut norm = 0.0;
+                for ((slot, &j), (m, inv)) in
+                    z.column_mut(i).iter_mut().zip(&model.used).zip(model.mean.iter().zip(&inverse_scale))
+                {
+                    let v = (row[j] - m) * inv;
+                    norm += v * v;
+                    *slot = v;
+                }
+                z_norms[i] = norm;
+            }
+            let used = block.len();
+            let mut t_block = t.columns_mut(0, used);
+            t_block.gemm(1.0, &loadings_t, &z.columns(0, used), 0.0);
+            for i in 0..used {
+                let (mut t2, mut t_norm) = (0.0, 0.0);
+                for (tc, inv) in t.column(i).iter().zip(&inverse_eigen) {
+                    t2 += tc * tc * inv;
+                    t_norm += tc * tc;
+                }
+                let spe = (z_norms[i] - t_norm).max(0.0);
+                let (t2, spe) = Self::smooth(&mut self.recent, self.config.smoothing, t2, spe);
+                values.push((t2 / model.t2_limit).max(spe / model.spe_limit));
+            }
         }
         Ok(values)
+    }
+
+    /// One row's score for [`Pca::score_values`] (all missing: 0).
+    fn value_of(&mut self, row: &[f64]) -> Result<f64, DetectorError> {
+        match self.score(row) {
+            Ok(s) => Ok(s.value),
+            Err(DetectorError::NoData) => Ok(0.0),
+            Err(e) => Err(e),
+        }
     }
 
     /// Add a frame's statistics to the recent ones and return their means
