@@ -539,13 +539,13 @@ impl Pca {
             let used = block.len();
             let mut t_block = t.columns_mut(0, used);
             t_block.gemm(1.0, &loadings_t, &z.columns(0, used), 0.0);
-            for i in 0..used {
+            for (i, z_norm) in z_norms.iter().enumerate().take(used) {
                 let (mut t2, mut t_norm) = (0.0, 0.0);
                 for (tc, inv) in t.column(i).iter().zip(&inverse_eigen) {
                     t2 += tc * tc * inv;
                     t_norm += tc * tc;
                 }
-                let spe = (z_norms[i] - t_norm).max(0.0);
+                let spe = (z_norm - t_norm).max(0.0);
                 let (t2, spe) = Self::smooth(&mut self.recent, self.config.smoothing, t2, spe);
                 values.push((t2 / model.t2_limit).max(spe / model.spe_limit));
             }
