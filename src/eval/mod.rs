@@ -78,6 +78,36 @@ impl EvalSettings {
     }
 }
 
+/// A benchmark file found under a data folder: `(group, file stem, path)`.
+pub(crate) type GroupFile = (String, String, std::path::PathBuf);
+
+/// Every `<root>/<group>/<name>.csv`, sorted by group then name.
+///
+/// # Errors
+/// When `root` cannot be listed (the message says which layout was expected).
+pub(crate) fn csv_files_by_group(root: &Path, layout: &str) -> anyhow::Result<Vec<GroupFile>> {
+    use anyhow::Context;
+    let mut files = Vec::new();
+    let listing =
+        std::fs::read_dir(root).with_context(|| format!("cannot list {} (expected {layout})", root.display()))?;
+    for group in listing {
+        let group = group?;
+        if !group.file_type()?.is_dir() {
+            continue;
+        }
+        let group_name = group.file_name().to_string_lossy().to_string();
+        for file in std::fs::read_dir(group.path())? {
+            let path = file?.path();
+            if path.extension().is_some_and(|e| e == "csv") {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+                files.push((group_name.clone(), stem, path));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// A PCA settings block, for the defaults.
 pub(crate) fn pca(alpha: f64, lags: usize, smoothing: usize) -> DetectorConfig {
     DetectorConfig::Pca(PcaConfig {

@@ -17,7 +17,7 @@ use super::{DetectorSettings, EvalSettings, print_settings};
 use anyhow::{Context, bail};
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use usan_core::detector::{Detector, DetectorConfig, KnnCadConfig};
 use usan_core::metrics::nab::{NAB_PROFILES, NabFileScore, normalized, score_file};
@@ -119,27 +119,8 @@ fn read_labels(data: &Path) -> anyhow::Result<Windows> {
     Ok(out)
 }
 
-fn find_files(data: &Path) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
-    let root = data.join("data");
-    let mut files = Vec::new();
-    for category in std::fs::read_dir(&root)
-        .with_context(|| format!("cannot list {} (expected DATA/data/<category>/<file>.csv)", root.display()))?
-    {
-        let category = category?;
-        if !category.file_type()?.is_dir() {
-            continue;
-        }
-        let name = category.file_name().to_string_lossy().to_string();
-        for file in std::fs::read_dir(category.path())? {
-            let path = file?.path();
-            if path.extension().is_some_and(|e| e == "csv") {
-                let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
-                files.push((name.clone(), stem, path));
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
+fn find_files(data: &Path) -> anyhow::Result<Vec<super::GroupFile>> {
+    super::csv_files_by_group(&data.join("data"), "DATA/data/<category>/<file>.csv")
 }
 
 /// Run the protocol.

@@ -17,11 +17,11 @@
 //! `datetime` and end with `anomaly;changepoint`, or with a cell that is
 //! not a number, is refused with its line.
 
-use super::{EvalSettings, print_settings};
+use super::{EvalSettings, GroupFile, print_settings};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use usan_core::detector::Detector;
 use usan_core::detector::DetectorConfig;
@@ -60,7 +60,7 @@ pub fn default_settings() -> SkabSettings {
 type Reference = (Vec<String>, Vec<Vec<f64>>);
 
 /// The first unlabelled file's rows (the anomaly-free run), with its sensor names.
-fn read_reference(files: &[(String, String, PathBuf)]) -> anyhow::Result<Option<Reference>> {
+fn read_reference(files: &[GroupFile]) -> anyhow::Result<Option<Reference>> {
     for (_, _, path) in files {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let Some(header) = text.lines().next() else { continue };
@@ -158,25 +158,9 @@ fn read_file(path: &Path) -> anyhow::Result<Option<SkabFile>> {
 }
 
 /// Labelled files as `(group, name, path)`, sorted.
-fn find_files(data: &Path) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
+fn find_files(data: &Path) -> anyhow::Result<Vec<GroupFile>> {
     let root = if data.join("data").is_dir() { data.join("data") } else { data.to_path_buf() };
-    let mut files = Vec::new();
-    for group in std::fs::read_dir(&root).with_context(|| format!("cannot list {}", root.display()))? {
-        let group = group?;
-        if !group.file_type()?.is_dir() {
-            continue;
-        }
-        let group_name = group.file_name().to_string_lossy().to_string();
-        for file in std::fs::read_dir(group.path())? {
-            let path = file?.path();
-            if path.extension().is_some_and(|e| e == "csv") {
-                let name = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
-                files.push((group_name.clone(), name, path));
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
+    super::csv_files_by_group(&root, "DATA/<group>/<name>.csv or DATA/data/<group>/<name>.csv")
 }
 
 /// Score one file: per-row (anomaly, score).
