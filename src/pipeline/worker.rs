@@ -33,6 +33,9 @@ struct DetectorRun {
     spec: DetectorSpec,
     stage: Stage,
     live: DetectorLive,
+    /// Contributions of the latest score; ranked for the live view once per
+    /// batch, not per frame.
+    last_contributions: Vec<f64>,
 }
 
 struct AssetRun {
@@ -103,7 +106,7 @@ impl Worker {
                         None => Stage::Learning { rows: Vec::new(), needed: spec.baseline_frames },
                     };
                     let live = DetectorLive { name: spec.name.clone(), baseline_needed: spec.baseline_frames, ..Default::default() };
-                    let mut run = DetectorRun { spec, stage, live };
+                    let mut run = DetectorRun { spec, stage, live, last_contributions: Vec::new() };
                     run.refresh_status();
                     run
                 })
@@ -231,6 +234,12 @@ impl Worker {
         let last = frames.last().map(|f| f.ts);
         run.live.frames += frames.len() as u64;
         run.live.last_ts = last.or(run.live.last_ts);
+        for detector in &mut run.detectors {
+            if !detector.last_contributions.is_empty() {
+                detector.live.top_signals =
+                    Finding::ranked_contributions(&run.signals, &detector.last_contributions, TOP_SIGNALS);
+            }
+        }
         run.live.detectors = run.detectors.iter().map(|d| d.live.clone()).collect();
         self.live.set(run.index, run.live.clone());
 
@@ -305,10 +314,9 @@ impl DetectorRun {
                     }
                 };
                 let decision = threshold.decide(score.value);
-                let top = usan_core::model::Finding::ranked_contributions(signals, &score.contributions, TOP_SIGNALS);
                 self.live.score = Some(score.value).filter(|v| v.is_finite());
                 self.live.anomalous = decision.anomalous;
-                self.live.top_signals = top.clone();
+                // Only findings need ranked, named contributions on the hot path.
                 let finding = decision.exceeded.then(|| Finding {
                     asset: asset.to_string(),
                     detector: self.spec.name.clone(),
@@ -316,8 +324,9 @@ impl DetectorRun {
                     score: score.value,
                     threshold: threshold.level(),
                     anomalous: decision.anomalous,
-                    contributions: top,
+                    contributions: Finding::ranked_contributions(signals, &score.contributions, TOP_SIGNALS),
                 });
+                self.last_contributions = score.contributions;
                 Some((score.value, decision, finding))
             }
         }
