@@ -168,6 +168,18 @@ fn tep_fault_is_found_stored_and_alarmed_while_normal_operation_is_quiet() {
     let anomalous: Vec<&Value> = findings.as_array().unwrap().iter().filter(|f| f["anomalous"] == true).collect();
     assert!(anomalous.len() >= 150, "the fault's findings are served: {}", anomalous.len());
     assert!(anomalous.iter().all(|f| f["ts"].as_i64().unwrap() >= sample_ts(801)));
+    // A PCA finding explains both of its statistics, each against its own limit.
+    for finding in &anomalous {
+        let statistics = finding["statistics"].as_array().unwrap();
+        let names: Vec<&str> = statistics.iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["t2", "spe"], "{finding}");
+        for statistic in statistics {
+            assert!(statistic["limit"].as_f64().unwrap() > 0.0, "{statistic}");
+            assert!(!statistic["contributions"].as_array().unwrap().is_empty(), "{statistic}");
+        }
+        let out_of_limit = statistics.iter().any(|s| s["value"].as_f64().unwrap() > s["limit"].as_f64().unwrap());
+        assert!(out_of_limit || finding["score"].as_f64().unwrap() <= 1.0, "{finding}");
+    }
 
     let metrics = server.get_raw("/metrics").1;
     assert!(metrics.contains("usan_frames_total 1000"), "{metrics}");

@@ -118,6 +118,7 @@ pub(crate) fn pca(alpha: f64, lags: usize, smoothing: usize) -> DetectorConfig {
         limits: if smoothing > 1 { LimitMethod::Empirical } else { LimitMethod::Theory },
         lags,
         smoothing,
+        ..PcaConfig::default()
     })
 }
 

@@ -8,7 +8,7 @@
 //! marks where the predicted anomaly state changes. The `anomaly-free` file
 //! has no labels and is not scored, but it is a long normal run, which the
 //! protocol allows fitting on: with `reference_rows = N`, N of its rows
-//! (evenly spaced) join each file's training rows, moved to that file's
+//! (ten contiguous stretches spread over the run, apart by missing rows) join each file's training rows, moved to that file's
 //! operating point (each sensor scaled by the ratio of the two files' means,
 //! or shifted when a mean is near zero). They teach the detector how much
 //! each sensor moves in normal operation over hours (thermal drift, for
@@ -24,7 +24,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 use usan_core::detector::Detector;
-use usan_core::detector::DetectorConfig;
+use usan_core::detector::{DetectorConfig, DifferenceRule, PcaConfig};
 use usan_core::metrics::Confusion;
 use usan_core::threshold::ThresholdConfig;
 
@@ -44,13 +44,21 @@ pub struct SkabSettings {
     pub reference_rows: usize,
 }
 
-/// The default SKAB detector: dynamic PCA (1 lag, 90 % variance),
-/// statistics smoothed over 5 rows, cross-fitted limits at 99 %, trained on
-/// each file's first 400 rows plus 1,000 rows of the anomaly-free run.
+/// The default SKAB detector: dynamic PCA (1 lag, 90 % variance), signals
+/// that trend through the training rows watched by their change over 30
+/// rows, statistics smoothed over 10 rows, cross-fitted limits at 99 %,
+/// trained on each file's first 400 rows plus 1,000 rows of the
+/// anomaly-free run.
 #[must_use]
 pub fn default_settings() -> SkabSettings {
+    let algorithm = match super::pca(0.99, 1, 10) {
+        DetectorConfig::Pca(pca) => {
+            DetectorConfig::Pca(PcaConfig { difference: DifferenceRule::Trending, difference_lag: 30, ..pca })
+        }
+        other => other,
+    };
     SkabSettings {
-        algorithm: super::pca(0.99, 1, 5),
+        algorithm,
         threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(1.0) },
         reference_rows: 1000,
     }
@@ -81,7 +89,15 @@ fn read_reference(files: &[GroupFile]) -> anyhow::Result<Option<Reference>> {
     Ok(None)
 }
 
-/// `count` evenly spaced reference rows, moved to the operating point of `own`.
+/// Contiguous stretches the reference rows are taken in, evenly spread over the run.
+const REFERENCE_STRETCHES: usize = 10;
+/// Missing rows between stretches (and before the file's own rows), so that
+/// lagged and differenced values never pair frames from different stretches.
+const REFERENCE_GAP: usize = 60;
+
+/// About `count` reference rows in [`REFERENCE_STRETCHES`] contiguous
+/// stretches spread over the run, separated by [`REFERENCE_GAP`] missing
+/// rows, and moved to the operating point of `own`.
 fn transplant(reference: &[Vec<f64>], own: &[Vec<f64>], count: usize) -> Vec<Vec<f64>> {
     let width = own.first().map_or(0, Vec::len);
     let mean = |rows: &[Vec<f64>], j: usize| {
@@ -90,20 +106,25 @@ fn transplant(reference: &[Vec<f64>], own: &[Vec<f64>], count: usize) -> Vec<Vec
     };
     let own_mean: Vec<f64> = (0..width).map(|j| mean(own, j)).collect();
     let reference_mean: Vec<f64> = (0..width).map(|j| mean(reference, j)).collect();
-    let stride = (reference.len() / count.max(1)).max(1);
-    reference
-        .iter()
-        .step_by(stride)
-        .take(count)
-        .map(|r| {
-            (0..width)
-                .map(|j| {
-                    let (theirs, ours) = (reference_mean[j], own_mean[j]);
-                    if theirs.abs() > 1e-9 { ours * r[j] / theirs } else { r[j] - theirs + ours }
-                })
-                .collect()
-        })
-        .collect()
+    let count = count.min(reference.len());
+    let stretch = count.div_ceil(REFERENCE_STRETCHES).max(1);
+    let starts = (reference.len() - stretch) / REFERENCE_STRETCHES.saturating_sub(1).max(1);
+    let mut out = Vec::with_capacity(count + REFERENCE_STRETCHES * REFERENCE_GAP);
+    for s in 0..REFERENCE_STRETCHES.min(count.div_ceil(stretch)) {
+        let start = (s * starts).min(reference.len() - stretch);
+        for r in &reference[start..start + stretch] {
+            out.push(
+                (0..width)
+                    .map(|j| {
+                        let (theirs, ours) = (reference_mean[j], own_mean[j]);
+                        if theirs.abs() > 1e-9 { ours * r[j] / theirs } else { r[j] - theirs + ours }
+                    })
+                    .collect(),
+            );
+        }
+        out.extend(std::iter::repeat_n(vec![f64::NAN; width], REFERENCE_GAP));
+    }
+    out
 }
 
 /// One SKAB file.

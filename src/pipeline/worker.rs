@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use usan_core::detector::{AnyDetector, Detector, DetectorError, FittedModel};
 use usan_core::frame::{AssemblyStats, Frame, FrameAssembler, FramePolicy};
-use usan_core::model::{Finding, Timestamp};
+use usan_core::model::{Finding, StatisticFinding, Timestamp};
 use usan_core::threshold::Threshold;
 
 /// How many signals a finding names.
@@ -325,6 +325,16 @@ impl DetectorRun {
                     threshold: threshold.level(),
                     anomalous: decision.anomalous,
                     contributions: Finding::ranked_contributions(signals, &score.contributions, TOP_SIGNALS),
+                    statistics: score
+                        .statistics
+                        .iter()
+                        .map(|s| StatisticFinding {
+                            name: s.name.clone(),
+                            value: s.value,
+                            limit: s.limit,
+                            contributions: Finding::ranked_contributions(signals, &s.contributions, TOP_SIGNALS),
+                        })
+                        .collect(),
                 });
                 self.last_contributions = score.contributions;
                 Some((score.value, decision, finding))

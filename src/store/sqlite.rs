@@ -15,9 +15,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use usan_core::alarm::{Alarm, AlarmState, Signoff};
 use usan_core::detector::FittedModel;
-use usan_core::model::{Contribution, Finding, Timestamp};
+use usan_core::model::{Contribution, Finding, StatisticFinding, Timestamp};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Steps from each older schema version to the next, applied in order on open.
+const MIGRATIONS: &[(i64, &str)] = &[(1, "ALTER TABLE findings ADD COLUMN statistics TEXT NOT NULL DEFAULT '[]';")];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -28,7 +31,8 @@ CREATE TABLE IF NOT EXISTS frames(
   PRIMARY KEY(asset_id, ts)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS findings(
   id INTEGER PRIMARY KEY, asset TEXT NOT NULL, detector TEXT NOT NULL, ts INTEGER NOT NULL,
-  score REAL, threshold REAL, anomalous INTEGER NOT NULL, contributions TEXT NOT NULL);
+  score REAL, threshold REAL, anomalous INTEGER NOT NULL, contributions TEXT NOT NULL,
+  statistics TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS findings_by_asset ON findings(asset, ts);
 CREATE INDEX IF NOT EXISTS findings_by_time ON findings(ts);
 CREATE TABLE IF NOT EXISTS alarms(
@@ -87,6 +91,14 @@ impl SqliteStore {
                     "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
                     [SCHEMA_VERSION.to_string()],
                 )?;
+            }
+            Some(v) if v < SCHEMA_VERSION => {
+                let tx = write.unchecked_transaction()?;
+                for (from, step) in MIGRATIONS.iter().filter(|(from, _)| *from >= v) {
+                    tx.execute_batch(step)?;
+                    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [(from + 1).to_string()])?;
+                }
+                tx.commit()?;
             }
             Some(v) if v != SCHEMA_VERSION => {
                 return Err(StoreError::Database(rusqlite::Error::InvalidParameterName(format!(
@@ -171,9 +183,10 @@ fn alarm_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
 }
 
 fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
-    let contributions: String = row.get("contributions")?;
-    let contributions: Vec<Contribution> = serde_json::from_str(&contributions)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+    let json = |column: &str| -> rusqlite::Result<String> { row.get(column) };
+    let decode_err = |e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e));
+    let contributions: Vec<Contribution> = serde_json::from_str(&json("contributions")?).map_err(decode_err)?;
+    let statistics: Vec<StatisticFinding> = serde_json::from_str(&json("statistics")?).map_err(decode_err)?;
     Ok(Finding {
         asset: row.get("asset")?,
         detector: row.get("detector")?,
@@ -182,6 +195,7 @@ fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
         threshold: row.get::<_, Option<f64>>("threshold")?.unwrap_or(f64::NAN),
         anomalous: row.get::<_, i64>("anomalous")? != 0,
         contributions,
+        statistics,
     })
 }
 
@@ -198,7 +212,7 @@ impl Store for SqliteStore {
         }
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO findings(asset, detector, ts, score, threshold, anomalous, contributions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO findings(asset, detector, ts, score, threshold, anomalous, contributions, statistics) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for f in &batch.findings {
                 stmt.execute(params![
@@ -208,7 +222,8 @@ impl Store for SqliteStore {
                     finite(f.score),
                     finite(f.threshold),
                     f.anomalous as i64,
-                    serde_json::to_string(&f.contributions)?
+                    serde_json::to_string(&f.contributions)?,
+                    serde_json::to_string(&f.statistics)?
                 ])?;
             }
         }
@@ -500,5 +515,45 @@ mod tests {
             .unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].notes.len(), 2);
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated_and_keeps_its_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema_version', '1');
+                 CREATE TABLE findings(
+                   id INTEGER PRIMARY KEY, asset TEXT NOT NULL, detector TEXT NOT NULL, ts INTEGER NOT NULL,
+                   score REAL, threshold REAL, anomalous INTEGER NOT NULL, contributions TEXT NOT NULL);
+                 INSERT INTO findings(asset, detector, ts, score, threshold, anomalous, contributions)
+                   VALUES ('pump', 'pca', 7, 2.5, 1.0, 1, '[{\"signal\":\"flow\",\"value\":2.0}]');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let old = store.findings(None, None, 10).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].contributions[0].signal, "flow");
+        assert!(old[0].statistics.is_empty());
+        let statistic = StatisticFinding {
+            name: "spe".into(),
+            value: 3.0,
+            limit: 1.5,
+            contributions: vec![Contribution { signal: "flow".into(), value: 2.0 }],
+        };
+        let finding = Finding { ts: Timestamp(8), statistics: vec![statistic], ..old[0].clone() };
+        store.write(&WriteBatch { frames: vec![], findings: vec![finding.clone()] }).unwrap();
+        let all = store.findings(None, None, 10).unwrap();
+        assert!(all.contains(&finding), "{all:?}");
+        drop(store);
+        let version: String = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION.to_string());
     }
 }

@@ -112,6 +112,23 @@ pub struct Finding {
     pub anomalous: bool,
     /// Per-signal contributions, largest first.
     pub contributions: Vec<Contribution>,
+    /// For detectors that watch several statistics (PCA: T² and SPE), each
+    /// one with its limit and its own contributions, largest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statistics: Vec<StatisticFinding>,
+}
+
+/// One statistic behind a [`Finding`], explained per signal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatisticFinding {
+    /// Short name: `t2` or `spe`.
+    pub name: String,
+    /// The statistic's value.
+    pub value: f64,
+    /// Its control limit.
+    pub limit: f64,
+    /// Per-signal shares of `value / limit`, largest first.
+    pub contributions: Vec<Contribution>,
 }
 
 impl Finding {

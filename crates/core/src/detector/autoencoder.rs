@@ -285,7 +285,7 @@ impl Autoencoder {
         if sum > 0.0 {
             contributions.iter_mut().for_each(|c| *c *= value / sum);
         }
-        Ok(Score { value, contributions, t2: None, spe: None })
+        Ok(Score { value, contributions, t2: None, spe: None, statistics: Vec::new() })
     }
 }
 

@@ -52,6 +52,7 @@ fn every_detector() -> Vec<DetectorConfig> {
             limits: LimitMethod::Empirical,
             ..PcaConfig::default()
         }),
+        DetectorConfig::Pca(PcaConfig { difference: DifferenceRule::All, difference_lag: 3, ..PcaConfig::default() }),
     ]
 }
 

@@ -246,7 +246,7 @@ impl HalfSpaceTrees {
         let contributions =
             credit.iter().map(|c| if credit_sum > 0.0 { value * c / credit_sum } else { 0.0 }).collect();
         self.count(&row);
-        Ok(Score { value, contributions, t2: None, spe: None })
+        Ok(Score { value, contributions, t2: None, spe: None, statistics: Vec::new() })
     }
 }
 

@@ -195,7 +195,7 @@ impl KnnCad {
         }
         check_row(row, self.width)?;
         let (value, contributions) = self.step(row);
-        Ok(Score { value, contributions, t2: None, spe: None })
+        Ok(Score { value, contributions, t2: None, spe: None, statistics: Vec::new() })
     }
 }
 

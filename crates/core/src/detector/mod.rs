@@ -28,7 +28,7 @@ pub use hst::{HalfSpaceTrees, HalfSpaceTreesConfig};
 pub use iforest::{IsolationForest, IsolationForestConfig};
 pub use knn_cad::{KnnCad, KnnCadConfig};
 pub use mset::{Mset, MsetConfig};
-pub use pca::{ComponentRule, LimitMethod, Pca, PcaConfig};
+pub use pca::{ComponentRule, DifferenceRule, LimitMethod, Pca, PcaConfig};
 pub use robust_z::{RobustZ, RobustZConfig};
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,23 @@ pub struct Score {
     pub t2: Option<f64>,
     /// Squared prediction error (Q) when the detector computes it.
     pub spe: Option<f64>,
+    /// Each monitored statistic with its own per-signal contributions, for
+    /// detectors that watch more than one (PCA: T² and SPE); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statistics: Vec<Statistic>,
+}
+
+/// One statistic of a multi-statistic detector, explained per signal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statistic {
+    /// Short name: `t2` or `spe`.
+    pub name: String,
+    /// The statistic's value (after any smoothing).
+    pub value: f64,
+    /// Its control limit; `value / limit` above 1 is out of control.
+    pub limit: f64,
+    /// Per-signal shares of `value / limit`, in the asset's signal order.
+    pub contributions: Vec<f64>,
 }
 
 /// The contract every detector keeps (checked by the conformance suite).
@@ -375,7 +392,7 @@ pub(crate) fn check_row(row: &[f64], expected: usize) -> Result<(), DetectorErro
 /// also each signal's contribution.
 pub(crate) fn max_of(contributions: Vec<f64>) -> Score {
     let value = contributions.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max);
-    Score { value, contributions, t2: None, spe: None }
+    Score { value, contributions, t2: None, spe: None, statistics: Vec::new() }
 }
 
 #[cfg(test)]

@@ -193,7 +193,7 @@ impl Mset {
                 *c *= value / sum;
             }
         }
-        Ok(Score { value, contributions, t2: None, spe: None })
+        Ok(Score { value, contributions, t2: None, spe: None, statistics: Vec::new() })
     }
 }
 

@@ -21,12 +21,22 @@
 //!   small persistent shifts accumulate, single noisy frames do not. It
 //!   needs empirical limits.
 //!
+//! - **Differencing** (`difference = "trending"`) watches signals that
+//!   trend through the baseline (thermal drift, fouling) by their change
+//!   over `difference_lag` frames instead of their level, so a slow drift
+//!   beyond the baseline's range is not a fault while a sudden step still
+//!   is. A signal trends when the means of the baseline's first and last
+//!   quarters differ by more than one baseline standard deviation (judged
+//!   on the longest stretch of consecutive values, for a baseline stitched
+//!   from several periods);
+//!   `"all"` differences every signal. The choice is stored in the model.
+//!
 //! Signals constant in the baseline cannot be standardised and are left out
 //! of the model (contribution 0); watch them with a univariate detector.
 //! Missing values (and lags before the first frames) are replaced by the
 //! baseline mean (no evidence either way) and have no residual of their own.
 
-use super::{DetectorError, Score, check_row, check_rows};
+use super::{DetectorError, Score, Statistic, check_row, check_rows};
 use crate::stats::{f_quantile, mean_std, normal_quantile, quantile};
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
@@ -55,6 +65,19 @@ pub enum ComponentRule {
     CrossValidation,
 }
 
+/// Which signals [`Pca`] watches by their change rather than their level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DifferenceRule {
+    /// Every signal by its level.
+    #[default]
+    None,
+    /// Signals that trend through the baseline.
+    Trending,
+    /// Every signal.
+    All,
+}
+
 /// Settings of [`Pca`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +103,12 @@ pub struct PcaConfig {
     /// Statistics averaged over this many frames before comparing; 1 = none.
     #[serde(default = "default_smoothing")]
     pub smoothing: usize,
+    /// Which signals are watched by their change over `difference_lag` frames.
+    #[serde(default)]
+    pub difference: DifferenceRule,
+    /// Frames between the values a differenced signal is compared across.
+    #[serde(default = "default_difference_lag")]
+    pub difference_lag: usize,
 }
 
 fn default_variance() -> f64 {
@@ -90,6 +119,9 @@ fn default_alpha() -> f64 {
 }
 fn default_smoothing() -> usize {
     1
+}
+fn default_difference_lag() -> usize {
+    10
 }
 
 impl Default for PcaConfig {
@@ -102,6 +134,8 @@ impl Default for PcaConfig {
             limits: LimitMethod::Theory,
             lags: 0,
             smoothing: 1,
+            difference: DifferenceRule::None,
+            difference_lag: default_difference_lag(),
         }
     }
 }
@@ -123,6 +157,9 @@ impl PcaConfig {
         }
         if self.smoothing == 0 || self.smoothing > 10_000 {
             problems.push(format!("pca.smoothing must be between 1 and 10000, got {}", self.smoothing));
+        }
+        if self.difference_lag == 0 || self.difference_lag > 10_000 {
+            problems.push(format!("pca.difference_lag must be between 1 and 10000, got {}", self.difference_lag));
         }
         if self.smoothing > 1 && self.limits == LimitMethod::Theory {
             problems
@@ -155,6 +192,10 @@ pub struct PcaModel {
     pub t2_limit: f64,
     /// SPE (Q) limit at `alpha`.
     pub spe_limit: f64,
+    /// Signals (indices into a frame) modelled by their change over
+    /// `difference_lag` frames rather than their level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differenced: Vec<usize>,
 }
 
 impl PcaModel {
@@ -204,6 +245,7 @@ impl PcaModel {
             rows: n,
             t2_limit: f64::INFINITY,
             spe_limit: f64::INFINITY,
+            differenced: Vec::new(),
         })
     }
 
@@ -311,6 +353,10 @@ pub struct Pca {
     /// The last `smoothing` (T², SPE) pairs.
     #[serde(default)]
     recent: VecDeque<(f64, f64)>,
+    /// The last `difference_lag` frames as they came, newest first (only
+    /// when some signal is differenced).
+    #[serde(default)]
+    raw_history: VecDeque<Vec<f64>>,
     #[serde(skip)]
     scratch: Scratch,
     #[serde(skip)]
@@ -345,6 +391,7 @@ impl Pca {
             model: None,
             history: VecDeque::new(),
             recent: VecDeque::new(),
+            raw_history: VecDeque::new(),
             scratch: Scratch::default(),
             augmented: Vec::new(),
         }
@@ -375,6 +422,17 @@ impl Pca {
     /// [`Pca::MIN_ROWS`] rows have no missing value, or no signal varies.
     pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         let width = check_rows(rows, Self::MIN_ROWS)?;
+        let differenced = differenced_signals(rows, width, self.config.difference);
+        let difference_lag = self.config.difference_lag;
+        let changed: Vec<Vec<f64>>;
+        let rows = if differenced.is_empty() {
+            rows
+        } else {
+            changed = (0..rows.len())
+                .map(|i| difference(&rows[i], i.checked_sub(difference_lag).map(|p| rows[p].as_slice()), &differenced))
+                .collect();
+            &changed
+        };
         let lags = self.config.lags;
         let augmented: Vec<Vec<f64>> = (lags..rows.len())
             .map(|i| (0..=lags).flat_map(|l| rows[i - l].iter().copied()).collect::<Vec<f64>>())
@@ -382,7 +440,11 @@ impl Pca {
             .collect();
         let complete: Vec<&[f64]> = augmented.iter().map(Vec::as_slice).collect();
         if complete.len() < Self::MIN_ROWS {
-            return Err(DetectorError::NotEnoughData { needed: Self::MIN_ROWS + lags, got: complete.len() });
+            let differencing = if self.config.difference == DifferenceRule::None { 0 } else { difference_lag };
+            return Err(DetectorError::NotEnoughData {
+                needed: Self::MIN_ROWS + lags + differencing,
+                got: complete.len(),
+            });
         }
         let config = &self.config;
         let cross_validated = match (config.components, config.select) {
@@ -418,9 +480,11 @@ impl Pca {
             }
         }
         debug_assert_eq!(model.width, width * (lags + 1));
+        model.differenced = differenced;
         self.model = Some(model);
         self.history.clear();
         self.recent.clear();
+        self.raw_history.clear();
         Ok(())
     }
 
@@ -502,20 +566,29 @@ impl Pca {
     /// # Errors
     /// See [`super::Detector::score`].
     pub fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
-        if self.config.lags > 0 {
+        if self.config.lags > 0 || self.model.as_ref().is_some_and(|m| !m.differenced.is_empty()) {
             return rows.iter().map(|row| self.value_of(row)).collect();
         }
         let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?.clone();
         let (p, k) = (model.used.len(), model.components);
         // Blocks of rows small enough to stay in cache. Column i of `z` is
         // row i standardised (nalgebra stores columns, so each row's values
-        // sit together), and `t = Pᵀ z` is one product per block.
+        // sit together), and `t = Pᵀ z` is one product per block. The
+        // component count is padded with zero loadings to a multiple of 4,
+        // the width of matrixmultiply's kernels; padded scores are exactly 0.
         const BLOCK: usize = 1024;
-        let loadings_t = DMatrix::from_vec(k, p, model.loadings.clone());
+        let padded = k.next_multiple_of(4);
+        let mut loadings_t = DMatrix::<f64>::zeros(padded, p);
+        for (j, row) in model.loadings.chunks_exact(k).enumerate() {
+            for (c, loading) in row.iter().enumerate() {
+                loadings_t[(c, j)] = *loading;
+            }
+        }
         let inverse_scale: Vec<f64> = model.scale.iter().map(|s| 1.0 / s).collect();
-        let inverse_eigen: Vec<f64> = model.eigenvalues[..k].iter().map(|l| 1.0 / l.max(1e-12)).collect();
+        let mut inverse_eigen: Vec<f64> = model.eigenvalues[..k].iter().map(|l| 1.0 / l.max(1e-12)).collect();
+        inverse_eigen.resize(padded, 0.0);
         let mut z = DMatrix::<f64>::zeros(p, BLOCK);
-        let mut t = DMatrix::<f64>::zeros(k, BLOCK);
+        let mut t = DMatrix::<f64>::zeros(padded, BLOCK);
         let mut z_norms = [0.0f64; BLOCK];
         let mut values = Vec::with_capacity(rows.len());
         for block in rows.chunks(BLOCK) {
@@ -525,23 +598,23 @@ impl Pca {
                 }
                 continue;
             }
-            for (i, row) in block.iter().enumerate() {
+            for ((row, z_row), z_norm) in block.iter().zip(z.as_mut_slice().chunks_exact_mut(p)).zip(&mut z_norms) {
                 let mut norm = 0.0;
                 for ((slot, &j), (m, inv)) in
-                    z.column_mut(i).iter_mut().zip(&model.used).zip(model.mean.iter().zip(&inverse_scale))
+                    z_row.iter_mut().zip(&model.used).zip(model.mean.iter().zip(&inverse_scale))
                 {
                     let v = (row[j] - m) * inv;
                     norm += v * v;
                     *slot = v;
                 }
-                z_norms[i] = norm;
+                *z_norm = norm;
             }
             let used = block.len();
             let mut t_block = t.columns_mut(0, used);
             t_block.gemm(1.0, &loadings_t, &z.columns(0, used), 0.0);
-            for (i, z_norm) in z_norms.iter().enumerate().take(used) {
+            for (t_row, z_norm) in t.as_slice().chunks_exact(padded).zip(&z_norms).take(used) {
                 let (mut t2, mut t_norm) = (0.0, 0.0);
-                for (tc, inv) in t.column(i).iter().zip(&inverse_eigen) {
+                for (tc, inv) in t_row.iter().zip(&inverse_eigen) {
                     t2 += tc * tc * inv;
                     t_norm += tc * tc;
                 }
@@ -586,6 +659,18 @@ impl Pca {
         let lags = self.config.lags;
         let width = model.width / (lags + 1);
         check_row(row, width)?;
+        let changed;
+        let row = if model.differenced.is_empty() {
+            row
+        } else {
+            let difference_lag = self.config.difference_lag;
+            changed = difference(row, self.raw_history.get(difference_lag - 1).map(Vec::as_slice), &model.differenced);
+            if self.raw_history.len() == difference_lag {
+                self.raw_history.pop_back();
+            }
+            self.raw_history.push_front(row.to_vec());
+            changed.as_slice()
+        };
         let mut augmented = std::mem::take(&mut self.augmented);
         Self::augment_into(&mut augmented, row, &self.history, lags);
         let (t2, spe, _) = model.statistics(&augmented, &mut self.scratch);
@@ -598,15 +683,68 @@ impl Pca {
         let (t2_mean, spe_mean) = Self::smooth(&mut self.recent, self.config.smoothing, t2, spe);
         let t2_ratio = t2_mean / model.t2_limit;
         let spe_ratio = spe_mean / model.spe_limit;
-        let spe_dominates = spe_ratio > t2_ratio;
-        let (value, limit) = if spe_dominates { (spe_ratio, model.spe_limit) } else { (t2_ratio, model.t2_limit) };
+        let value = t2_ratio.max(spe_ratio);
+        // Each statistic explained per signal (lagged copies add to their
+        // signal), in units of its own limit; the score's contributions are
+        // those of the statistic that sets it.
         let mut parts = vec![0.0; model.width];
-        model.contributions(&augmented, &mut self.scratch, spe_dominates, &mut parts);
-        let contributions: Vec<f64> =
-            (0..width).map(|j| (0..=lags).map(|l| parts[j + l * width]).sum::<f64>() / limit).collect();
+        let mut explain = |spe: bool, limit: f64| {
+            parts.fill(0.0);
+            model.contributions(&augmented, &mut self.scratch, spe, &mut parts);
+            (0..width).map(|j| (0..=lags).map(|l| parts[j + l * width]).sum::<f64>() / limit).collect::<Vec<f64>>()
+        };
+        let t2_parts = explain(false, model.t2_limit);
+        let spe_parts = explain(true, model.spe_limit);
+        let contributions = if spe_ratio > t2_ratio { spe_parts.clone() } else { t2_parts.clone() };
+        let statistics = vec![
+            Statistic { name: "t2".into(), value: t2_mean, limit: model.t2_limit, contributions: t2_parts },
+            Statistic { name: "spe".into(), value: spe_mean, limit: model.spe_limit, contributions: spe_parts },
+        ];
         self.augmented = augmented;
-        Ok(Score { value, contributions, t2: Some(t2_mean), spe: Some(spe_mean) })
+        Ok(Score { value, contributions, t2: Some(t2_mean), spe: Some(spe_mean), statistics })
     }
+}
+
+/// The signals [`DifferenceRule`] picks on the baseline `rows`.
+fn differenced_signals(rows: &[Vec<f64>], width: usize, rule: DifferenceRule) -> Vec<usize> {
+    match rule {
+        DifferenceRule::None => Vec::new(),
+        DifferenceRule::All => (0..width).collect(),
+        DifferenceRule::Trending => (0..width).filter(|&j| trend_strength(rows, j) > 1.0).collect(),
+    }
+}
+
+/// How far signal `j` trends through the baseline: the difference of the
+/// means of the first and last quarters of its longest stretch of
+/// consecutive values, in standard deviations of that stretch (a baseline
+/// stitched from several periods is judged on its longest, not by the jumps
+/// between periods). 0 when no stretch has 8 values or the signal is constant.
+fn trend_strength(rows: &[Vec<f64>], j: usize) -> f64 {
+    let Some(stretch) = rows.split(|r| !r[j].is_finite()).rev().max_by_key(|s| s.len()).filter(|s| s.len() >= 8) else {
+        return 0.0;
+    };
+    let quarter = stretch.len() / 4;
+    let values = |part: &[Vec<f64>]| part.iter().map(|r| r[j]).collect::<Vec<f64>>();
+    match (
+        mean_std(values(stretch).into_iter()),
+        mean_std(values(&stretch[..quarter]).into_iter()),
+        mean_std(values(&stretch[stretch.len() - quarter..]).into_iter()),
+    ) {
+        (Some((mean, spread)), Some((first, _)), Some((last, _))) if spread > 1e-12 * mean.abs().max(1.0) => {
+            (last - first).abs() / spread
+        }
+        _ => 0.0,
+    }
+}
+
+/// `row` with each `differenced` signal replaced by its change since `past`
+/// (missing when there is no past frame yet).
+fn difference(row: &[f64], past: Option<&[f64]>, differenced: &[usize]) -> Vec<f64> {
+    let mut out = row.to_vec();
+    for &j in differenced {
+        out[j] = past.map_or(f64::NAN, |p| row[j] - p[j]);
+    }
+    out
 }
 
 /// Hotelling T² limit for `k` components fitted on `n` rows:
@@ -666,6 +804,62 @@ mod tests {
         );
         let top = broken.contributions.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         assert_ne!(top, 1, "the independent signal is not blamed");
+    }
+
+    #[test]
+    fn both_statistics_explain_themselves() {
+        let mut pca = Pca::new(PcaConfig { components: Some(2), ..PcaConfig::default() });
+        pca.learn(&correlated(400)).unwrap();
+        let top = |contributions: &[f64]| contributions.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        let named = |score: &Score, name: &str| score.statistics.iter().find(|s| s.name == name).unwrap().clone();
+        // Far along the model (s0 and s2 together, correlation kept): T² out, SPE in.
+        let along = pca.score(&[6.0, 0.0, 12.0]).unwrap();
+        let (t2, spe) = (named(&along, "t2"), named(&along, "spe"));
+        assert!(t2.value > t2.limit && spe.value < spe.limit, "{along:?}");
+        assert_ne!(top(&t2.contributions), 1, "T² blames the moved signals: {t2:?}");
+        let share: f64 = t2.contributions.iter().sum();
+        assert!((share - t2.value / t2.limit).abs() < 0.05 * share, "T² shares add up to T²/limit: {t2:?}");
+        assert_eq!(along.contributions, t2.contributions, "the score is explained by the statistic that sets it");
+        // Across the model (s2 no longer 2·s0): SPE out, and it blames s0 and s2, not s1.
+        let across = pca.score(&[0.2, 0.0, -0.4]).unwrap();
+        let spe = named(&across, "spe");
+        assert!(spe.value > spe.limit, "{across:?}");
+        assert_ne!(top(&spe.contributions), 1, "{spe:?}");
+        let share: f64 = spe.contributions.iter().sum();
+        assert!((share - spe.value / spe.limit).abs() < 1e-9 * share.max(1.0), "SPE shares add up exactly: {spe:?}");
+    }
+
+    #[test]
+    fn a_drifting_signal_is_watched_by_its_change() {
+        // s0 and s1 move together; s2 (a temperature) drifts up through the
+        // baseline and keeps drifting afterwards, as thermal drift does.
+        let frame = |i: usize| {
+            let a = ((i * 37 % 101) as f64 / 101.0 - 0.5) * 2.0;
+            let noise = ((i * 29 % 89) as f64 / 89.0 - 0.5) * 0.2;
+            vec![a, 2.0 * a + noise * 0.1, 20.0 + 0.01 * i as f64 + noise]
+        };
+        let baseline: Vec<Vec<f64>> = (0..400).map(frame).collect();
+        let config = |difference| PcaConfig { components: Some(1), difference, ..PcaConfig::default() };
+        let (mut level, mut change) =
+            (Pca::new(config(DifferenceRule::None)), Pca::new(config(DifferenceRule::Trending)));
+        level.learn(&baseline).unwrap();
+        change.learn(&baseline).unwrap();
+        assert_eq!(change.model().unwrap().differenced, [2], "only the drifting signal is differenced");
+        let later: Vec<Vec<f64>> = (400..1400).map(frame).collect();
+        let peak =
+            |pca: &mut Pca, rows: &[Vec<f64>]| rows.iter().map(|r| pca.score(r).unwrap().value).fold(0.0, f64::max);
+        assert!(peak(&mut level, &later[500..]) > 10.0, "by level, drift past the baseline looks like a fault");
+        assert!(peak(&mut change, &later) < 1.5, "by change, the same drift is normal");
+        // A step of 3 °C is still caught, and blamed on the temperature.
+        let mut stepped = frame(1400);
+        stepped[2] += 3.0;
+        let score = change.score(&stepped).unwrap();
+        assert!(score.value > 3.0, "{score:?}");
+        assert!(score.contributions[2] > score.contributions[0] + score.contributions[1], "{score:?}");
+        // The choice travels with the model.
+        let json = serde_json::to_string(&change).unwrap();
+        let mut restored: Pca = serde_json::from_str(&json).unwrap();
+        assert_eq!(restored.score(&frame(1401)).unwrap(), change.score(&frame(1401)).unwrap());
     }
 
     #[test]
