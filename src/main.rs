@@ -68,12 +68,15 @@ enum Command {
         benchmark: Benchmark,
         /// The benchmark's data folder.
         data: PathBuf,
-        /// Folder for the prediction files.
+        /// Folder for the prediction files (for `cmapss`: the `unit,rul` CSV file).
         #[arg(long)]
         out: PathBuf,
         /// TOML file overriding the default settings.
         #[arg(long)]
         settings: Option<PathBuf>,
+        /// C-MAPSS subset: FD001, FD002, FD003 or FD004.
+        #[arg(long)]
+        subset: Option<String>,
     },
     /// Measure the hot paths on this machine (see BENCHMARKS.md).
     Bench {
@@ -115,6 +118,8 @@ enum Benchmark {
     Skab,
     /// Numenta Anomaly Benchmark (data/<category>/<file>.csv, labels/combined_windows.json).
     Nab,
+    /// NASA C-MAPSS turbofans, remaining useful life (train_FD00x.txt, test_FD00x.txt).
+    Cmapss,
 }
 
 #[derive(Subcommand)]
@@ -187,13 +192,17 @@ fn main() -> ExitCode {
                 serve::serve(config, serve::ServeOptions { duration, exit_when_done, live_view: false }).await
             })
         }),
-        Command::Eval { benchmark, data, out, settings } => {
-            eval::EvalSettings::load(settings.as_deref()).and_then(|s| match benchmark {
+        Command::Eval { benchmark, data, out, settings, subset } => eval::EvalSettings::load(settings.as_deref())
+            .and_then(|s| match benchmark {
                 Benchmark::Tep => eval::tep::run(&data, &out, &s),
                 Benchmark::Skab => eval::skab::run(&data, &out, &s),
                 Benchmark::Nab => eval::nab::run(&data, &out, &s),
-            })
-        }
+                Benchmark::Cmapss => match subset.as_deref() {
+                    Some(subset) if valid_subset(subset) => eval::cmapss::run(&data, subset, &out, &s),
+                    Some(other) => Err(anyhow::anyhow!("--subset must be FD001, FD002, FD003 or FD004, got {other:?}")),
+                    None => Err(anyhow::anyhow!("usan eval cmapss needs --subset FD001|FD002|FD003|FD004")),
+                },
+            }),
         Command::Bench { what } => match what {
             BenchCommand::Detectors { rows, dims } => bench::detectors(rows, &dims),
             BenchCommand::Pipeline { assets, signals, rows, detector } => {
@@ -243,4 +252,9 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.sinks.len()
     );
     Ok(())
+}
+
+/// The C-MAPSS subsets `usan eval cmapss` knows.
+fn valid_subset(subset: &str) -> bool {
+    matches!(subset, "FD001" | "FD002" | "FD003" | "FD004")
 }

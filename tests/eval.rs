@@ -237,3 +237,138 @@ fn eval_skab_reference_run_must_match_the_sensors_unless_turned_off() {
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
     assert!(stdout.contains("reference run: not used"), "{stdout}");
 }
+
+/// A fleet in C-MAPSS's layout: two operating regimes, one wearing sensor,
+/// one flat, the rest noise; test units cut before failure with their true RUL.
+fn cmapss_folder(dir: &std::path::Path) {
+    let mut state = 12345u64;
+    let mut noise = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    };
+    let mut unit_rows = |unit: usize, life: usize, keep: usize| -> Vec<String> {
+        (1..=keep)
+            .map(|cycle| {
+                let regime = (cycle * 7 + unit) % 2;
+                let wear = (0.04 * (cycle as f64 - life as f64)).exp();
+                let mut cells = vec![unit.to_string(), cycle.to_string()];
+                cells.extend([format!("{}", regime * 20), "0.62".into(), "100".into()]);
+                for s in 1..=21 {
+                    let value = match s {
+                        1 => 518.67,
+                        2 => 640.0 + 30.0 * regime as f64 + 4.0 * wear + 0.2 * noise(),
+                        3 => 1590.0 + 10.0 * regime as f64 + noise(),
+                        _ => 100.0 + s as f64 + noise(),
+                    };
+                    cells.push(format!("{value:.4}"));
+                }
+                cells.join(" ")
+            })
+            .collect()
+    };
+    let mut train = Vec::new();
+    for unit in 1..=40 {
+        train.extend(unit_rows(unit, 130 + unit * 3 % 70, 130 + unit * 3 % 70));
+    }
+    let (mut test, mut truth) = (Vec::new(), Vec::new());
+    for unit in 1..=10 {
+        let life = 140 + unit * 7 % 60;
+        let rul = 10 + unit * 11;
+        test.extend(unit_rows(unit, life, life - rul));
+        truth.push(rul.to_string());
+    }
+    std::fs::write(dir.join("train_FD002.txt"), train.join("\n") + "\n").unwrap();
+    std::fs::write(dir.join("test_FD002.txt"), test.join("\n") + "\n").unwrap();
+    std::fs::write(dir.join("RUL_FD002.txt"), truth.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn eval_cmapss_predicts_each_test_unit_and_finds_the_regimes() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    cmapss_folder(data.path());
+    let settings = write_config(
+        out.path(),
+        "fast.toml",
+        "[cmapss]\ninterval_folds = 2\n[cmapss.trees]\ntrees = 80\nlearning_rate = 0.15\n",
+    );
+    let predictions = out.path().join("FD002_usan.csv");
+    let result = usan(&[
+        "eval",
+        "cmapss",
+        data.path().to_str().unwrap(),
+        "--subset",
+        "FD002",
+        "--out",
+        predictions.to_str().unwrap(),
+        "--settings",
+        settings.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
+    assert!(stdout.contains("2 operating regime(s)"), "{stdout}");
+    assert!(!stdout.contains(" s1 "), "the flat sensor is dropped: {stdout}");
+    assert!(stdout.contains("[cmapss.trees]") && stdout.contains("windows/s"), "{stdout}");
+    let text = std::fs::read_to_string(&predictions).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("unit,rul"));
+    let rows: Vec<(String, f64)> =
+        lines.map(|l| l.split_once(',').map(|(u, r)| (u.to_string(), r.parse().unwrap())).unwrap()).collect();
+    assert_eq!(
+        rows.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
+    );
+    let truth: Vec<f64> = (1..=10).map(|u| f64::from(10 + u * 11).min(125.0)).collect();
+    let rmse = (rows.iter().zip(&truth).map(|((_, p), t)| (p - t).powi(2)).sum::<f64>() / 10.0).sqrt();
+    assert!(rmse < 25.0, "RMSE {rmse}: {rows:?}");
+    let reported: f64 = stdout
+        .lines()
+        .find(|l| l.contains("capped at the model's cap"))
+        .and_then(|l| l.split("RMSE ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .and_then(|r| r.parse().ok())
+        .unwrap();
+    assert!((reported - rmse).abs() < 0.01, "prints the scorer's RMSE: {reported} vs {rmse}");
+}
+
+#[test]
+fn eval_cmapss_refuses_bad_files_with_their_line() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |data: &std::path::Path, subset: &str| {
+        let result = usan(&[
+            "eval",
+            "cmapss",
+            data.to_str().unwrap(),
+            "--subset",
+            subset,
+            "--out",
+            out.path().join("p.csv").to_str().unwrap(),
+        ]);
+        assert!(!result.status.success());
+        String::from_utf8_lossy(&result.stderr).to_string()
+    };
+    let data = tempfile::tempdir().unwrap();
+    cmapss_folder(data.path());
+    assert!(run(data.path(), "FD009").contains("--subset must be"));
+    assert!(run(data.path(), "FD001").contains("train_FD001.txt"), "a missing file is named");
+    let train = data.path().join("train_FD002.txt");
+    let original = std::fs::read_to_string(&train).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let mut swapped = lines.clone();
+    swapped.swap(3, 4);
+    std::fs::write(&train, swapped.join("\n")).unwrap();
+    let message = run(data.path(), "FD002");
+    assert!(message.contains("line 5") && message.contains("cycle"), "{message}");
+    let mut short = lines.clone();
+    let cut = short[2].rsplit_once(' ').unwrap().0.to_string();
+    short[2] = &cut;
+    std::fs::write(&train, short.join("\n")).unwrap();
+    let message = run(data.path(), "FD002");
+    assert!(message.contains("line 3") && message.contains("25 columns"), "{message}");
+    let mut text = lines.clone();
+    let bad = text[6].replacen(" 100 ", " n/a ", 1);
+    text[6] = &bad;
+    std::fs::write(&train, text.join("\n")).unwrap();
+    let message = run(data.path(), "FD002");
+    assert!(message.contains("line 7") && message.contains("not a number"), "{message}");
+}

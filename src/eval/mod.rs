@@ -8,6 +8,7 @@
 //! evaluate their own detector settings the same way. Labels are read only
 //! to print metrics, never to fit or to choose a threshold.
 
+pub mod cmapss;
 pub mod nab;
 pub mod skab;
 pub mod tep;
@@ -40,11 +41,19 @@ pub struct EvalSettings {
     /// NAB.
     #[serde(default = "nab::default_settings")]
     pub nab: DetectorSettings,
+    /// C-MAPSS remaining useful life.
+    #[serde(default)]
+    pub cmapss: usan_core::rul::RulConfig,
 }
 
 impl Default for EvalSettings {
     fn default() -> Self {
-        EvalSettings { tep: tep::default_settings(), skab: skab::default_settings(), nab: nab::default_settings() }
+        EvalSettings {
+            tep: tep::default_settings(),
+            skab: skab::default_settings(),
+            nab: nab::default_settings(),
+            cmapss: usan_core::rul::RulConfig::default(),
+        }
     }
 }
 
@@ -71,6 +80,7 @@ impl EvalSettings {
             problems.extend(algorithm.validate());
             problems.extend(threshold.validate());
         }
+        problems.extend(settings.cmapss.validate());
         if !problems.is_empty() {
             anyhow::bail!("invalid eval settings:\n  {}", problems.join("\n  "));
         }

@@ -11,13 +11,17 @@
 //!   hysteresis and adaptive levels;
 //! - [`alarm`]: the alarm lifecycle people work with;
 //! - [`metrics`]: the public benchmarks' detection metrics (SKAB, NAB);
+//! - [`rul`]: remaining useful life from run-to-failure histories;
+//! - [`gbdt`]: gradient-boosted regression trees (remaining useful life, yield);
 //! - [`stats`]: small numeric helpers shared by the above.
 
 pub mod alarm;
 pub mod detector;
 pub mod frame;
+pub mod gbdt;
 pub mod metrics;
 pub mod model;
+pub mod rul;
 pub mod stats;
 pub mod threshold;
 
