@@ -13,6 +13,7 @@ pub mod demo;
 pub mod eval;
 pub mod metrics;
 pub mod pipeline;
+pub mod rul_fit;
 pub mod serve;
 pub mod sink;
 pub mod source;

@@ -50,13 +50,24 @@ enum Command {
         /// Configuration file (TOML).
         config: PathBuf,
     },
-    /// Fit a configuration's detectors on a history CSV and write model artifacts.
+    /// Fit a configuration's detectors on a history CSV and write model
+    /// artifacts (`usan fit rul` trains a remaining-useful-life model instead).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Fit {
-        #[command(flatten)]
-        history: HistoryArgs,
-        /// Folder for the artifacts, `<out>/<asset>/<detector>.json`.
+        #[command(subcommand)]
+        model: Option<FitModel>,
+        /// Configuration file (TOML).
+        #[arg(long, required = true)]
+        config: Option<PathBuf>,
+        /// The CSV, read with the settings of the config's file source.
+        #[arg(long, required = true)]
+        data: Option<PathBuf>,
+        /// Which file source of the config describes the CSV (when there are several).
         #[arg(long)]
-        out: PathBuf,
+        source: Option<String>,
+        /// Folder for the artifacts, `<out>/<asset>/<detector>.json`.
+        #[arg(long, required = true)]
+        out: Option<PathBuf>,
         /// Fit on each asset's first N rows only (all rows when absent).
         #[arg(long)]
         rows: Option<usize>,
@@ -108,6 +119,17 @@ struct HistoryArgs {
     /// Which file source of the config describes the CSV (when there are several).
     #[arg(long)]
     source: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum FitModel {
+    /// Train a remaining-useful-life model from run-to-failure history
+    /// (the TOML file names the history, its columns and the output).
+    Rul {
+        /// Training specification (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -179,7 +201,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => check(&config),
-        Command::Fit { history: h, out, rows } => batch::fit(&h.config, &h.data, h.source.as_deref(), &out, rows),
+        Command::Fit { model: Some(FitModel::Rul { config }), .. } => usan::rul_fit::run(&config),
+        Command::Fit { model: None, config: Some(config), data: Some(data), source, out: Some(out), rows } => {
+            batch::fit(&config, &data, source.as_deref(), &out, rows)
+        }
+        Command::Fit { .. } => {
+            Err(anyhow::anyhow!("usan fit needs --config, --data and --out (or `usan fit rul --config FILE`)"))
+        }
         Command::Score { history: h, models, out } => {
             batch::score(&h.config, &h.data, h.source.as_deref(), &models, &out)
         }

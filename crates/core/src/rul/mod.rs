@@ -311,6 +311,9 @@ pub struct RulModel {
     pub config: RulConfig,
     /// Sensor names in the order histories give them.
     pub sensor_names: Vec<String>,
+    /// Operating-setting names in the order histories give them.
+    #[serde(default)]
+    pub setting_names: Vec<String>,
     features: Features,
     trees: Gbdt,
     /// Per band of predicted RUL: (lower, upper) quantiles of true − predicted.
@@ -365,6 +368,7 @@ impl RulModel {
             format: Self::FORMAT,
             config: config.clone(),
             sensor_names: sensor_names.to_vec(),
+            setting_names: Vec::new(),
             features,
             trees,
             errors,
