@@ -130,6 +130,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/assets", get(assets))
         .route("/api/v1/assets/{id}", get(asset))
+        .route("/api/v1/assets/{id}/rul", get(asset_rul))
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/alarms", get(alarms))
         .route("/api/v1/alarms/{id}", get(alarm))
@@ -161,6 +162,7 @@ struct AssetView {
     last_ts: Option<Timestamp>,
     signals: Vec<usan_core::model::SignalSpec>,
     detectors: Vec<crate::pipeline::DetectorLive>,
+    rul: Vec<crate::pipeline::rul::RulLive>,
 }
 
 fn asset_view(state: &ApiState, index: usize) -> AssetView {
@@ -175,6 +177,7 @@ fn asset_view(state: &ApiState, index: usize) -> AssetView {
         last_ts: live.last_ts,
         signals: asset.signals.clone(),
         detectors: live.detectors,
+        rul: live.rul,
     }
 }
 
@@ -189,6 +192,23 @@ async fn asset(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResu
         .get(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{id}`")))?;
     Ok(Json(asset_view(&state, index)))
+}
+
+/// The remaining-useful-life estimates of one asset (one per `[[rul]]`
+/// model watching it; none when no model does).
+#[derive(Serialize)]
+struct RulView {
+    asset: String,
+    estimates: Vec<crate::pipeline::rul::RulLive>,
+}
+
+async fn asset_rul(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RulView>> {
+    let index = *state
+        .plant
+        .asset_index
+        .get(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{id}`")))?;
+    Ok(Json(RulView { asset: id, estimates: state.live.get(index).unwrap_or_default().rul }))
 }
 
 fn check_asset(state: &ApiState, asset: Option<&str>) -> ApiResult<()> {

@@ -54,6 +54,49 @@ pub struct Config {
     pub alarms: AlarmConfig,
     /// Where findings and alarms are sent besides the store.
     pub sinks: Vec<SinkConfig>,
+    /// Remaining-useful-life models watching assets cycle by cycle.
+    pub rul: Vec<RulSpec>,
+}
+
+/// `[[rul]]`: a remaining-useful-life model (from `usan fit rul`) that
+/// estimates, after every frame of an asset (one frame = one cycle), how many
+/// cycles it has left, and can raise an alarm when failure is near.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulSpec {
+    /// Name, shown in the API and on its alarms.
+    #[serde(default = "default_rul_name")]
+    pub name: String,
+    /// The model artifact (relative to the configuration file).
+    pub model: PathBuf,
+    /// Assets it watches; by default every asset that has all the model's sensors.
+    #[serde(default)]
+    pub assets: Option<Vec<String>>,
+    /// Model sensor or setting name → the asset's signal, where the names differ.
+    #[serde(default)]
+    pub signals: std::collections::BTreeMap<String, String>,
+    /// Raise an alarm when failure within a horizon becomes likely.
+    #[serde(default)]
+    pub alarm: Option<RulAlarm>,
+}
+
+fn default_rul_name() -> String {
+    "rul".into()
+}
+
+/// The alarm rule of a [`RulSpec`]: raise when P(RUL ≤ `below`) ≥ `confidence`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulAlarm {
+    /// Horizon in cycles.
+    pub below: f64,
+    /// Probability of failing within the horizon that raises the alarm.
+    #[serde(default = "default_rul_confidence")]
+    pub confidence: f64,
+}
+
+fn default_rul_confidence() -> f64 {
+    0.9
 }
 
 /// `[store]`: the embedded SQLite store (PostgreSQL comes with scale-out).
@@ -313,7 +356,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: &[&str] = &["store", "server", "pipeline", "sources", "detectors", "assets", "alarms", "sinks"];
+const SECTIONS: &[&str] = &["store", "server", "pipeline", "sources", "detectors", "assets", "alarms", "sinks", "rul"];
 
 impl Config {
     /// Read and validate a configuration file. Relative paths inside it are
@@ -353,6 +396,7 @@ impl Config {
                 "detectors" => config.detectors = entries(&locator, key, value, &mut errors),
                 "assets" => config.assets = entries(&locator, key, value, &mut errors),
                 "sinks" => config.sinks = entries(&locator, key, value, &mut errors),
+                "rul" => config.rul = entries(&locator, key, value, &mut errors),
                 other => errors.push(locator.error(
                     &[Seg::Key(other)],
                     format!("unknown section `{other}`; expected one of {}", SECTIONS.join(", ")),
@@ -379,6 +423,9 @@ impl Config {
         }
         for sink in &mut self.sinks {
             sink.resolve_paths(dir);
+        }
+        for rul in &mut self.rul {
+            resolve(&mut rul.model);
         }
     }
 
@@ -470,6 +517,37 @@ impl Config {
         for (i, sink) in self.sinks.iter().enumerate() {
             for problem in sink.validate() {
                 errors.push(locator.error(&[Seg::Key("sinks"), Seg::Index(i)], problem));
+            }
+        }
+        for (i, rul) in self.rul.iter().enumerate() {
+            let at = [Seg::Key("rul"), Seg::Index(i)];
+            if !detector_names.insert(rul.name.as_str()) {
+                errors.push(locator.error(
+                    &at,
+                    format!(
+                        "name `{}` is already used by a detector or another [[rul]] (alarms are keyed by it)",
+                        rul.name
+                    ),
+                ));
+            }
+            for id in rul.assets.iter().flatten() {
+                if !asset_ids.contains(id.as_str()) {
+                    errors.push(locator.error(&[at[0], at[1], Seg::Key("assets")], format!("no asset `{id}`")));
+                }
+            }
+            if let Some(alarm) = rul.alarm {
+                if !(alarm.below > 0.0 && alarm.below.is_finite()) {
+                    errors.push(locator.error(
+                        &[at[0], at[1], Seg::Key("alarm")],
+                        format!("below must be a positive number of cycles, got {}", alarm.below),
+                    ));
+                }
+                if !(alarm.confidence > 0.0 && alarm.confidence < 1.0) {
+                    errors.push(locator.error(
+                        &[at[0], at[1], Seg::Key("alarm")],
+                        format!("confidence must be in (0, 1), got {}", alarm.confidence),
+                    ));
+                }
             }
         }
     }

@@ -4,11 +4,17 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 use usan_core::rul::{RulModel, UnitHistory};
 
 /// A history CSV: `engine,cycle,altitude,egt,vibration,serial` where `egt`
 /// wears towards failure, `vibration` is noise with gaps, `serial` is flat.
 fn history_csv(units: usize) -> String {
+    history_of(&(0..units).map(|u| (format!("E{u}"), 120 + u * 13 % 80)).collect::<Vec<_>>())
+}
+
+/// The same for named units with the given lives.
+fn history_of(units: &[(String, usize)]) -> String {
     let mut text = String::from("engine,cycle,altitude,egt,vibration,serial\n");
     let mut state = 7u64;
     let mut noise = move || {
@@ -16,7 +22,7 @@ fn history_csv(units: usize) -> String {
         ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
     };
     // Units interleaved, as a plant historian exports them.
-    let lives: Vec<usize> = (0..units).map(|u| 120 + u * 13 % 80).collect();
+    let lives: Vec<usize> = units.iter().map(|(_, life)| *life).collect();
     for cycle in 1..=lives.iter().copied().max().unwrap_or(0) {
         for (u, &life) in lives.iter().enumerate() {
             if cycle > life {
@@ -25,7 +31,7 @@ fn history_csv(units: usize) -> String {
             let altitude = if (cycle + u) % 3 == 0 { 10000.0 } else { 0.0 };
             let egt = 600.0 + altitude / 500.0 + 8.0 * (0.04 * (cycle as f64 - life as f64)).exp() + noise();
             let vibration = if cycle % 17 == 0 { String::new() } else { format!("{:.3}", noise()) };
-            text.push_str(&format!("E{u},{cycle},{altitude},{egt:.3},{vibration},42\n"));
+            text.push_str(&format!("{},{cycle},{altitude},{egt:.3},{vibration},42\n", units[u].0));
         }
     }
     text
@@ -102,4 +108,104 @@ fn fit_rul_names_what_is_wrong() {
     assert!(message.contains("rul.window"), "{message}");
     let message = fit(&good, &format!("{spec}colour = \"red\"\n"));
     assert!(message.contains("unknown field"), "{message}");
+}
+
+#[test]
+fn live_rul_is_served_per_asset_and_alarms_before_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("history.csv"), history_csv(30)).unwrap();
+    let spec = write_config(
+        dir.path(),
+        "rul.toml",
+        "out = \"engines.rul.json\"\n[history]\npath = \"history.csv\"\nunit = \"engine\"\nsettings = [\"altitude\"]\n\
+         [model]\ninterval_folds = 3\n[model.trees]\ntrees = 80\nlearning_rate = 0.15\n",
+    );
+    let fitted = usan(&["fit", "rul", "--config", spec.to_str().unwrap()]);
+    assert!(fitted.status.success(), "{}", String::from_utf8_lossy(&fitted.stderr));
+    // A new engine run to failure at cycle 172, one cycle per minute of source time
+    // (its last cycle is complete: every 17th lacks a vibration value);
+    // its exhaust temperature is called `t_exhaust` on this plant.
+    let live = history_of(&[("N1".to_string(), 172)]).replacen(",egt,", ",t_exhaust,", 1);
+    std::fs::write(dir.path().join("live.csv"), live).unwrap();
+    let config = write_config(
+        dir.path(),
+        "plant.toml",
+        r#"
+[store]
+type = "sqlite"
+path = "{dir}/plant.db"
+flush_interval = "100ms"
+
+[[sources]]
+type = "file"
+name = "history"
+path = "{dir}/live.csv"
+asset_column = "engine"
+time_column = "cycle"
+time_unit_s = 60.0
+time_origin = "2026-01-01T00:00:00Z"
+speed = "max"
+
+[[assets]]
+id = "N1"
+signals = ["altitude", "t_exhaust", "vibration", "serial"]
+
+[[rul]]
+name = "rul"
+model = "engines.rul.json"
+signals = { egt = "t_exhaust" }
+alarm = { below = 30, confidence = 0.8 }
+"#,
+    );
+    let server = Server::serve(&config, &[]);
+    server.wait_until("all 172 cycles are estimated", Duration::from_secs(60), |s| {
+        s.get("/api/v1/assets/N1/rul")["estimates"][0]["cycles"] == 172
+    });
+    let view = server.get("/api/v1/assets/N1/rul");
+    let estimate = &view["estimates"][0];
+    assert_eq!(estimate["name"], "rul");
+    let rul = estimate["rul"].as_f64().unwrap();
+    assert!(rul < 20.0, "at failure little life is left: {view}");
+    assert!(estimate["lower"].as_f64().unwrap() <= rul && rul <= estimate["upper"].as_f64().unwrap(), "{view}");
+    assert!(estimate["probability_within_horizon"].as_f64().unwrap() >= 0.8, "{view}");
+    assert_eq!(estimate["alarming"], true);
+    assert_eq!(server.get("/api/v1/assets/N1")["health"], "anomalous");
+
+    let alarms = server.get("/api/v1/alarms?state=all");
+    let alarms: Vec<&serde_json::Value> =
+        alarms.as_array().unwrap().iter().filter(|a| a["detector"] == "rul").collect();
+    assert_eq!(alarms.len(), 1, "one alarm: {alarms:?}");
+    let origin = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+    let cycle = (alarms[0]["raised_at"].as_i64().unwrap() - origin) / 60_000;
+    assert!((100..=167).contains(&cycle), "raised {} cycles before failure", 172 - cycle);
+
+    let (status, _) = server.get_raw("/api/v1/assets/nope/rul");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_rul_entry_that_cannot_watch_its_asset_stops_the_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("history.csv"), history_csv(10)).unwrap();
+    let spec = write_config(
+        dir.path(),
+        "rul.toml",
+        "out = \"m.json\"\n[history]\npath = \"history.csv\"\nunit = \"engine\"\nsettings = [\"altitude\"]\n\
+         [model]\ninterval_folds = 0\n[model.trees]\ntrees = 10\n",
+    );
+    assert!(usan(&["fit", "rul", "--config", spec.to_str().unwrap()]).status.success());
+    let config = write_config(
+        dir.path(),
+        "plant.toml",
+        "[[assets]]\nid = \"N1\"\nsignals = [\"altitude\", \"t_exhaust\"]\n\
+         [[rul]]\nmodel = \"m.json\"\nassets = [\"N1\"]\nalarm = { below = 30, confidence = 1.5 }\n",
+    );
+    let check = usan(&["check", config.to_str().unwrap()]);
+    let message = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success() && message.contains("confidence must be in (0, 1)"), "{message}");
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("1.5", "0.9")).unwrap();
+    let run = usan(&["serve", "--config", config.to_str().unwrap(), "--duration", "1s"]);
+    let message = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{message}");
+    assert!(message.contains("asset N1 has no signal egt, vibration, serial"), "{message}");
 }

@@ -8,6 +8,7 @@
 //! the rest.
 
 mod alarms;
+pub mod rul;
 mod worker;
 
 pub use alarms::AlarmBook;
@@ -57,13 +58,15 @@ pub struct AssetLive {
     pub last_ts: Option<Timestamp>,
     /// Per detector.
     pub detectors: Vec<DetectorLive>,
+    /// Per remaining-useful-life model watching the asset.
+    pub rul: Vec<rul::RulLive>,
 }
 
 impl AssetLive {
     /// `learning`, `normal`, `anomalous` or `idle` (no data yet).
     #[must_use]
     pub fn health(&self) -> &'static str {
-        if self.detectors.iter().any(|d| d.anomalous) {
+        if self.detectors.iter().any(|d| d.anomalous) || self.rul.iter().any(|r| r.alarming) {
             "anomalous"
         } else if self.frames == 0 {
             "idle"
@@ -191,6 +194,7 @@ impl Engine {
             models.extend(models_from_dir(dir, &plant)?);
         }
         let alarms = Arc::new(AlarmBook::new(store.clone(), open_alarms, config.alarms.auto_clear));
+        let mut ruls = rul::prepare(&config.rul, &plant)?;
 
         let capacity = config.pipeline.queue_capacity;
         let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(capacity);
@@ -204,6 +208,7 @@ impl Engine {
             let (tx, rx) = mpsc::channel(capacity);
             shard_senders.push(tx);
             let assets: Vec<usize> = (0..plant.assets.len()).filter(|a| a % workers_n == shard).collect();
+            let shard_ruls = assets.iter().filter_map(|a| ruls.remove(a).map(|w| (*a, w))).collect();
             let worker = worker::Worker::new(worker::WorkerParts {
                 plant: plant.clone(),
                 assets,
@@ -217,6 +222,7 @@ impl Engine {
                 alarms: alarms.clone(),
                 live: live.clone(),
                 metrics: metrics.clone(),
+                ruls: shard_ruls,
             });
             workers.push(tokio::spawn(worker.run(rx)));
         }

@@ -4,6 +4,7 @@
 //! A detector without a fitted model learns from the asset's first
 //! `baseline_frames` frames, saves its model to the store, then scores.
 
+use super::rul::{RulTransition, RulWatch};
 use super::{AlarmBook, AssetLive, DetectorLive, LiveState};
 use crate::config::{DetectorSpec, Plant};
 use crate::metrics::Metrics;
@@ -45,6 +46,7 @@ struct AssetRun {
     assembler: FrameAssembler,
     seen: AssemblyStats,
     detectors: Vec<DetectorRun>,
+    ruls: Vec<RulWatch>,
     live: AssetLive,
 }
 
@@ -62,6 +64,8 @@ pub(crate) struct WorkerParts<'a> {
     pub alarms: Arc<AlarmBook>,
     pub live: Arc<LiveState>,
     pub metrics: Arc<Metrics>,
+    /// Remaining-useful-life watches of this worker's assets.
+    pub ruls: HashMap<usize, Vec<RulWatch>>,
 }
 
 pub(crate) struct Worker {
@@ -76,7 +80,7 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(parts: WorkerParts<'_>) -> Self {
+    pub(crate) fn new(mut parts: WorkerParts<'_>) -> Self {
         let mut assets = HashMap::new();
         for &index in &parts.assets {
             let asset = &parts.plant.assets[index];
@@ -111,12 +115,16 @@ impl Worker {
                     run
                 })
                 .collect::<Vec<_>>();
-            let live =
-                AssetLive { detectors: detectors.iter().map(|d| d.live.clone()).collect(), ..Default::default() };
+            let ruls = parts.ruls.remove(&index).unwrap_or_default();
+            let live = AssetLive {
+                detectors: detectors.iter().map(|d| d.live.clone()).collect(),
+                rul: ruls.iter().map(|r| r.live.clone()).collect(),
+                ..Default::default()
+            };
             parts.live.set(index, live.clone());
             assets.insert(
                 index,
-                AssetRun { index, id, signals, assembler, seen: AssemblyStats::default(), detectors, live },
+                AssetRun { index, id, signals, assembler, seen: AssemblyStats::default(), detectors, ruls, live },
             );
         }
         Worker {
@@ -227,6 +235,32 @@ impl Worker {
             if frame_scored {
                 scored += 1;
             }
+            for watch in &mut run.ruls {
+                let name = watch.live.name.clone();
+                match watch.step(frame.ts, &frame.values) {
+                    RulTransition::None => {}
+                    RulTransition::Raise { probability, threshold } => {
+                        let raised = tokio::task::block_in_place(|| {
+                            self.alarms.on_anomalous(&run.id, &name, frame.ts, probability, threshold, Vec::new())
+                        });
+                        match raised {
+                            Ok(Some(alarm)) => {
+                                self.metrics.alarms_raised.add(1);
+                                events.push(Event::AlarmRaised(alarm));
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(asset = %run.id, "cannot record alarm: {e}"),
+                        }
+                    }
+                    RulTransition::Clear => {
+                        match tokio::task::block_in_place(|| self.alarms.on_normal(&run.id, &name, frame.ts)) {
+                            Ok(Some(alarm)) => events.push(Event::AlarmConditionCleared(alarm)),
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(asset = %run.id, "cannot update alarm: {e}"),
+                        }
+                    }
+                }
+            }
         }
         self.metrics.frames_scored.add(scored);
         self.metrics.findings.add(findings.len() as u64);
@@ -241,6 +275,7 @@ impl Worker {
             }
         }
         run.live.detectors = run.detectors.iter().map(|d| d.live.clone()).collect();
+        run.live.rul = run.ruls.iter().map(|r| r.live.clone()).collect();
         self.live.set(run.index, run.live.clone());
 
         let frame_batch = self.store_samples.then(|| FrameBatch {

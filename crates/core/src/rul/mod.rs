@@ -316,8 +316,9 @@ pub struct RulModel {
     pub setting_names: Vec<String>,
     features: Features,
     trees: Gbdt,
-    /// Per band of predicted RUL: (lower, upper) quantiles of true − predicted.
-    errors: Vec<(f64, f64)>,
+    /// Per band of predicted RUL: the 0 %, 1 %, …, 100 % quantiles of
+    /// true − predicted RUL out of fold (empty without interval folds).
+    errors: Vec<Vec<f64>>,
 }
 
 impl RulModel {
@@ -360,7 +361,7 @@ impl RulModel {
                         .map(|((r, t), _)| (fold_trees.predict(r).clamp(0.0, config.cap), *t)),
                 );
             }
-            error_bands(&pairs, config.coverage, config.cap)
+            error_bands(&pairs, config.cap)
         } else {
             Vec::new()
         };
@@ -380,6 +381,22 @@ impl RulModel {
     /// # Errors
     /// [`RulError::BadHistory`] when the history is empty or its widths differ from the model's.
     pub fn predict_all(&self, history: &UnitHistory) -> Result<Vec<RulEstimate>, RulError> {
+        self.check_history(history)?;
+        Ok(self.trees.predict_many(&self.features.rows(history)).into_iter().map(|raw| self.estimate(raw)).collect())
+    }
+
+    /// The estimate after the last cycle of `history` (the trees run on that cycle only).
+    ///
+    /// # Errors
+    /// See [`RulModel::predict_all`].
+    pub fn predict(&self, history: &UnitHistory) -> Result<RulEstimate, RulError> {
+        self.check_history(history)?;
+        let rows = self.features.rows(history);
+        let last = rows.last().ok_or_else(|| RulError::BadHistory(format!("unit {}: no cycles", history.unit)))?;
+        Ok(self.estimate(self.trees.predict(last)))
+    }
+
+    fn check_history(&self, history: &UnitHistory) -> Result<(), RulError> {
         if history.cycles.is_empty() {
             return Err(RulError::BadHistory(format!("unit {}: no cycles", history.unit)));
         }
@@ -390,26 +407,45 @@ impl RulModel {
                 history.unit
             )));
         }
-        check_histories(std::slice::from_ref(history))?;
-        Ok(self.trees.predict_many(&self.features.rows(history)).into_iter().map(|raw| self.estimate(raw)).collect())
-    }
-
-    /// The estimate after the last cycle of `history`.
-    ///
-    /// # Errors
-    /// See [`RulModel::predict_all`].
-    pub fn predict(&self, history: &UnitHistory) -> Result<RulEstimate, RulError> {
-        let all = self.predict_all(history)?;
-        all.last().copied().ok_or_else(|| RulError::BadHistory(format!("unit {}: no cycles", history.unit)))
+        check_histories(std::slice::from_ref(history))
     }
 
     fn estimate(&self, raw: f64) -> RulEstimate {
         let rul = raw.clamp(0.0, self.config.cap);
-        let band = ((rul / BAND_WIDTH) as usize).min(self.errors.len().saturating_sub(1));
-        match self.errors.get(band) {
-            Some((low, high)) => RulEstimate { rul, lower: (rul + low).max(0.0), upper: rul + high },
+        let (low, high) = ((1.0 - self.config.coverage) / 2.0, (1.0 + self.config.coverage) / 2.0);
+        match self.band(rul) {
+            Some(table) => RulEstimate {
+                rul,
+                lower: (rul + table_quantile(table, low)).max(0.0),
+                upper: rul + table_quantile(table, high),
+            },
             None => RulEstimate { rul, lower: f64::NAN, upper: f64::NAN },
         }
+    }
+
+    fn band(&self, rul: f64) -> Option<&Vec<f64>> {
+        self.errors.get(((rul / BAND_WIDTH) as usize).min(self.errors.len().saturating_sub(1)))
+    }
+
+    /// How likely the true RUL behind an estimate of `rul` cycles is at most
+    /// `horizon` cycles, from the out-of-fold errors; NaN without interval
+    /// folds. (Above the cap the model cannot tell: an estimate at the cap
+    /// means "at least the cap".)
+    #[must_use]
+    pub fn probability_below(&self, rul: f64, horizon: f64) -> f64 {
+        let Some(table) = self.band(rul) else { return f64::NAN };
+        let x = horizon - rul;
+        let last = table.len() - 1;
+        if x < table[0] {
+            return 0.0;
+        }
+        if x >= table[last] {
+            return 1.0;
+        }
+        let i = table.partition_point(|q| *q <= x).clamp(1, last);
+        let (a, b) = (table[i - 1], table[i]);
+        let within = if b > a { (x - a) / (b - a) } else { 1.0 };
+        ((i - 1) as f64 + within) / last as f64
     }
 
     /// Feature names with their share of the trees' total split gain, largest first.
@@ -474,12 +510,14 @@ fn training_rows(features: &Features, units: &[UnitHistory], cap: f64) -> (Vec<V
     (rows, targets, owners)
 }
 
-/// Per band of predicted RUL, the error quantiles that cover `coverage` of
-/// (prediction, truth) pairs; a band with few pairs borrows from all.
-fn error_bands(pairs: &[(f64, f64)], coverage: f64, cap: f64) -> Vec<(f64, f64)> {
-    let (lo, hi) = ((1.0 - coverage) / 2.0, (1.0 + coverage) / 2.0);
+/// Per band of predicted RUL, the 0 %, 1 %, …, 100 % quantiles of the
+/// (prediction, truth) pairs' errors; a band with few pairs borrows from all.
+fn error_bands(pairs: &[(f64, f64)], cap: f64) -> Vec<Vec<f64>> {
+    let table = |errors: &[f64]| -> Vec<f64> {
+        (0..=100).map(|p| quantile(errors, f64::from(p) / 100.0).unwrap_or(0.0)).collect()
+    };
     let all: Vec<f64> = pairs.iter().map(|(p, t)| t - p).collect();
-    let overall = (quantile(&all, lo).unwrap_or(0.0), quantile(&all, hi).unwrap_or(0.0));
+    let overall = table(&all);
     let bands = (cap / BAND_WIDTH).ceil().max(1.0) as usize;
     (0..bands)
         .map(|b| {
@@ -488,13 +526,16 @@ fn error_bands(pairs: &[(f64, f64)], coverage: f64, cap: f64) -> Vec<(f64, f64)>
                 .filter(|(p, _)| ((p / BAND_WIDTH) as usize).min(bands - 1) == b)
                 .map(|(p, t)| t - p)
                 .collect();
-            if errors.len() < 50 {
-                overall
-            } else {
-                (quantile(&errors, lo).unwrap_or(overall.0), quantile(&errors, hi).unwrap_or(overall.1))
-            }
+            if errors.len() < 50 { overall.clone() } else { table(&errors) }
         })
         .collect()
+}
+
+/// The `level` quantile of a 0 %…100 % quantile table, by linear interpolation.
+fn table_quantile(table: &[f64], level: f64) -> f64 {
+    let position = level.clamp(0.0, 1.0) * (table.len() - 1) as f64;
+    let (below, above) = (position.floor() as usize, position.ceil() as usize);
+    table[below] + (table[above] - table[below]) * (position - below as f64)
 }
 
 #[cfg(test)]
@@ -567,6 +608,13 @@ mod tests {
         assert!(rmse < 20.0, "RMSE {rmse}");
         let coverage = covered as f64 / test.len() as f64;
         assert!((0.75..=1.0).contains(&coverage), "90 % intervals cover {coverage}");
+        // The probability of failing within a horizon grows with the horizon
+        // and is about 5 % at the interval's lower end, 95 % at its upper end.
+        let estimate = model.predict(&test[0]).unwrap();
+        let p = |h: f64| model.probability_below(estimate.rul, h);
+        assert!(p(estimate.lower - 1.0) <= 0.05 + 1e-9 && p(estimate.upper + 1.0) >= 0.95 - 1e-9, "{estimate:?}");
+        assert!((p(estimate.upper) - 0.95).abs() < 0.02, "{}", p(estimate.upper));
+        assert!(p(10.0) <= p(20.0) && p(20.0) <= p(40.0));
     }
 
     #[test]

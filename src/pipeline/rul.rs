@@ -1,0 +1,189 @@
+//! Live remaining useful life: each `[[rul]]` model watches its assets,
+//! one frame per cycle, and estimates after every frame how many cycles are
+//! left, with the model's interval and, when an alarm rule is set, the
+//! probability of failing within its horizon.
+//!
+//! A watch keeps the asset's first cycles (the model compares each sensor
+//! with its own start) and the latest [`TAIL`] cycles (the window features
+//! and the smoothed level need no more), so its cost per frame stays flat
+//! however long the asset runs. The history lives in memory: after a
+//! restart an asset's cycles are counted again from the first frame seen.
+
+use crate::config::{Plant, RulAlarm, RulSpec};
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use usan_core::model::Timestamp;
+use usan_core::rul::{RulModel, UnitHistory};
+
+/// Cycles kept at the start of a history.
+const HEAD: usize = 20;
+/// Latest cycles kept.
+const TAIL: usize = 200;
+
+/// What the API shows about one RUL model on one asset.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct RulLive {
+    /// Name of the `[[rul]]` entry.
+    pub name: String,
+    /// Cycles (frames) seen.
+    pub cycles: u64,
+    /// Source time of the latest estimate.
+    pub updated_at: Option<Timestamp>,
+    /// Estimated remaining cycles (absent before the first frame).
+    pub rul: Option<f64>,
+    /// Lower end of the interval.
+    pub lower: Option<f64>,
+    /// Upper end of the interval.
+    pub upper: Option<f64>,
+    /// Share of true values the interval holds (e.g. 0.9).
+    pub coverage: f64,
+    /// The alarm rule's horizon, when there is one.
+    pub horizon: Option<f64>,
+    /// Probability that the asset fails within the horizon.
+    pub probability_within_horizon: Option<f64>,
+    /// Whether the alarm rule currently holds.
+    pub alarming: bool,
+}
+
+/// One model watching one asset.
+pub(crate) struct RulWatch {
+    model: Arc<RulModel>,
+    /// Per model sensor, its index in the asset's frame.
+    sensors: Vec<usize>,
+    /// Per model setting, its index in the asset's frame (None: not measured).
+    settings: Vec<Option<usize>>,
+    alarm: Option<RulAlarm>,
+    head: Vec<(f64, Vec<f64>, Vec<f64>)>,
+    tail: VecDeque<(f64, Vec<f64>, Vec<f64>)>,
+    pub(crate) live: RulLive,
+}
+
+/// What a frame changed about the alarm rule.
+pub(crate) enum RulTransition {
+    None,
+    Raise { probability: f64, threshold: f64 },
+    Clear,
+}
+
+impl RulWatch {
+    /// Add one frame (one cycle) and estimate again.
+    pub(crate) fn step(&mut self, ts: Timestamp, values: &[f64]) -> RulTransition {
+        let cycle = (self.live.cycles + 1) as f64;
+        let sensors: Vec<f64> = self.sensors.iter().map(|&i| values.get(i).copied().unwrap_or(f64::NAN)).collect();
+        let settings: Vec<f64> =
+            self.settings.iter().map(|i| i.and_then(|i| values.get(i).copied()).unwrap_or(f64::NAN)).collect();
+        if self.head.len() < HEAD {
+            self.head.push((cycle, settings, sensors));
+        } else {
+            if self.tail.len() == TAIL {
+                self.tail.pop_front();
+            }
+            self.tail.push_back((cycle, settings, sensors));
+        }
+        self.live.cycles += 1;
+        self.live.updated_at = Some(ts);
+        let kept = self.head.iter().chain(self.tail.iter());
+        let history = UnitHistory {
+            unit: String::new(),
+            cycles: kept.clone().map(|(c, _, _)| *c).collect(),
+            settings: kept.clone().map(|(_, s, _)| s.clone()).collect(),
+            sensors: kept.map(|(_, _, x)| x.clone()).collect(),
+        };
+        let estimate = match self.model.predict(&history) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!("rul {}: {e}", self.live.name);
+                return RulTransition::None;
+            }
+        };
+        self.live.rul = Some(estimate.rul);
+        self.live.lower = Some(estimate.lower).filter(|v| v.is_finite());
+        self.live.upper = Some(estimate.upper).filter(|v| v.is_finite());
+        let Some(alarm) = self.alarm else { return RulTransition::None };
+        let probability = self.model.probability_below(estimate.rul, alarm.below);
+        // Without an interval the estimate itself decides.
+        let probability =
+            if probability.is_finite() { probability } else { f64::from(u8::from(estimate.rul <= alarm.below)) };
+        self.live.probability_within_horizon = Some(probability);
+        let holds = probability >= alarm.confidence;
+        let was = std::mem::replace(&mut self.live.alarming, holds);
+        match (was, holds) {
+            (false, true) => RulTransition::Raise { probability, threshold: alarm.confidence },
+            (true, false) => RulTransition::Clear,
+            _ => RulTransition::None,
+        }
+    }
+}
+
+/// Load every `[[rul]]` model and map its sensors and settings to each
+/// asset's signals: per asset index, its watches.
+///
+/// # Errors
+/// When a model cannot be read, or an asset named in `assets` lacks a
+/// signal the model needs (every problem is listed).
+pub(crate) fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize, Vec<RulWatch>>> {
+    let mut watches: HashMap<usize, Vec<RulWatch>> = HashMap::new();
+    let mut problems = Vec::new();
+    for spec in specs {
+        let text = std::fs::read_to_string(&spec.model)
+            .with_context(|| format!("[[rul]] {}: cannot read model {}", spec.name, spec.model.display()))?;
+        let model: RulModel = serde_json::from_str(&text)
+            .with_context(|| format!("[[rul]] {}: {} is not a RUL model", spec.name, spec.model.display()))?;
+        if model.format != RulModel::FORMAT {
+            bail!(
+                "[[rul]] {}: {} has format {}, this build reads format {}",
+                spec.name,
+                spec.model.display(),
+                model.format,
+                RulModel::FORMAT
+            );
+        }
+        let model = Arc::new(model);
+        let signal = |name: &str| spec.signals.get(name).map_or(name, String::as_str).to_string();
+        for (index, asset) in plant.assets.iter().enumerate() {
+            let listed = spec.assets.as_ref().is_some_and(|ids| ids.contains(&asset.path.asset));
+            if spec.assets.is_some() && !listed {
+                continue;
+            }
+            let sensors: Vec<Option<usize>> =
+                model.sensor_names.iter().map(|n| asset.signal_index.get(&signal(n)).copied()).collect();
+            let missing: Vec<String> =
+                model.sensor_names.iter().zip(&sensors).filter(|(_, i)| i.is_none()).map(|(n, _)| signal(n)).collect();
+            let settings: Vec<Option<usize>> =
+                model.setting_names.iter().map(|n| asset.signal_index.get(&signal(n)).copied()).collect();
+            let missing_settings = model.regimes() > 1 && settings.iter().any(Option::is_none);
+            if !missing.is_empty() || missing_settings {
+                if listed {
+                    problems.push(format!(
+                        "[[rul]] {}: asset {} has no signal {} (map model names to signals with `signals = {{ model_name = \"signal\" }}`)",
+                        spec.name,
+                        asset.path.asset,
+                        if missing.is_empty() { "for the operating settings".to_string() } else { missing.join(", ") }
+                    ));
+                }
+                continue;
+            }
+            let live = RulLive {
+                name: spec.name.clone(),
+                coverage: model.config.coverage,
+                horizon: spec.alarm.map(|a| a.below),
+                ..RulLive::default()
+            };
+            watches.entry(index).or_default().push(RulWatch {
+                model: model.clone(),
+                sensors: sensors.into_iter().flatten().collect(),
+                settings,
+                alarm: spec.alarm,
+                head: Vec::new(),
+                tail: VecDeque::new(),
+                live,
+            });
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    Ok(watches)
+}
