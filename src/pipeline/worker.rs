@@ -189,7 +189,7 @@ impl Worker {
         }
         self.metrics.frames.add(frames.len() as u64);
         let mut findings = Vec::new();
-        let mut events = Vec::new();
+        let mut notices = Notices { alarms: &self.alarms, metrics: &self.metrics, events: Vec::new() };
         let mut scored = 0u64;
         for frame in frames {
             let mut frame_scored = false;
@@ -201,67 +201,30 @@ impl Worker {
                 frame_scored = true;
                 if let Some(finding) = finding {
                     if decision.anomalous {
-                        let raised = tokio::task::block_in_place(|| {
-                            self.alarms.on_anomalous(
-                                &run.id,
-                                &detector.spec.name,
-                                frame.ts,
-                                score,
-                                finding.threshold,
-                                finding.contributions.clone(),
-                            )
-                        });
-                        match raised {
-                            Ok(Some(alarm)) => {
-                                self.metrics.alarms_raised.add(1);
-                                events.push(Event::AlarmRaised(alarm));
-                            }
-                            Ok(None) => {}
-                            Err(e) => tracing::error!(asset = %run.id, "cannot record alarm: {e}"),
-                        }
+                        let contributions = finding.contributions.clone();
+                        notices.raise(&run.id, &detector.spec.name, frame.ts, score, finding.threshold, contributions);
                     }
-                    events.push(Event::Finding(finding.clone()));
+                    notices.events.push(Event::Finding(finding.clone()));
                     findings.push(finding);
                 }
                 if decision.falling {
-                    match tokio::task::block_in_place(|| self.alarms.on_normal(&run.id, &detector.spec.name, frame.ts))
-                    {
-                        Ok(Some(alarm)) => events.push(Event::AlarmConditionCleared(alarm)),
-                        Ok(None) => {}
-                        Err(e) => tracing::error!(asset = %run.id, "cannot update alarm: {e}"),
-                    }
+                    notices.clear(&run.id, &detector.spec.name, frame.ts);
                 }
             }
             if frame_scored {
                 scored += 1;
             }
             for watch in &mut run.ruls {
-                let name = watch.live.name.clone();
                 match watch.step(frame.ts, &frame.values) {
                     RulTransition::None => {}
                     RulTransition::Raise { probability, threshold } => {
-                        let raised = tokio::task::block_in_place(|| {
-                            self.alarms.on_anomalous(&run.id, &name, frame.ts, probability, threshold, Vec::new())
-                        });
-                        match raised {
-                            Ok(Some(alarm)) => {
-                                self.metrics.alarms_raised.add(1);
-                                events.push(Event::AlarmRaised(alarm));
-                            }
-                            Ok(None) => {}
-                            Err(e) => tracing::error!(asset = %run.id, "cannot record alarm: {e}"),
-                        }
+                        notices.raise(&run.id, &watch.live.name, frame.ts, probability, threshold, Vec::new());
                     }
-                    RulTransition::Clear => {
-                        match tokio::task::block_in_place(|| self.alarms.on_normal(&run.id, &name, frame.ts)) {
-                            Ok(Some(alarm)) => events.push(Event::AlarmConditionCleared(alarm)),
-                            Ok(None) => {}
-                            Err(e) => tracing::error!(asset = %run.id, "cannot update alarm: {e}"),
-                        }
-                    }
+                    RulTransition::Clear => notices.clear(&run.id, &watch.live.name, frame.ts),
                 }
             }
         }
+        let events = notices.events;
         self.metrics.frames_scored.add(scored);
         self.metrics.findings.add(findings.len() as u64);
 
@@ -298,6 +261,46 @@ impl Worker {
         }
         if !events.is_empty() {
             let _ = self.sink_queue.send(events).await;
+        }
+    }
+}
+
+/// Alarm transitions of one batch, recorded in the alarm book and queued as sink events.
+struct Notices<'a> {
+    alarms: &'a AlarmBook,
+    metrics: &'a Metrics,
+    events: Vec<Event>,
+}
+
+impl Notices<'_> {
+    /// The condition named `cause` holds on `asset`: raise (or keep) its alarm.
+    fn raise(
+        &mut self,
+        asset: &str,
+        cause: &str,
+        ts: Timestamp,
+        score: f64,
+        threshold: f64,
+        contributions: Vec<usan_core::model::Contribution>,
+    ) {
+        match tokio::task::block_in_place(|| {
+            self.alarms.on_anomalous(asset, cause, ts, score, threshold, contributions)
+        }) {
+            Ok(Some(alarm)) => {
+                self.metrics.alarms_raised.add(1);
+                self.events.push(Event::AlarmRaised(alarm));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(asset, "cannot record alarm: {e}"),
+        }
+    }
+
+    /// The condition named `cause` no longer holds on `asset`.
+    fn clear(&mut self, asset: &str, cause: &str, ts: Timestamp) {
+        match tokio::task::block_in_place(|| self.alarms.on_normal(asset, cause, ts)) {
+            Ok(Some(alarm)) => self.events.push(Event::AlarmConditionCleared(alarm)),
+            Ok(None) => {}
+            Err(e) => tracing::error!(asset, "cannot update alarm: {e}"),
         }
     }
 }

@@ -342,13 +342,7 @@ impl IsolationForest {
     }
 
     fn score_values_by_row(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
-        rows.iter()
-            .map(|row| match self.score(row) {
-                Ok(s) => Ok(s.value),
-                Err(DetectorError::NoData) => Ok(0.0),
-                Err(e) => Err(e),
-            })
-            .collect()
+        super::values_row_by_row(rows, |row| self.score(row))
     }
 
     /// Score one row.

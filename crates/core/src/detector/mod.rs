@@ -127,14 +127,22 @@ pub trait Detector {
     /// # Errors
     /// As [`score`](Detector::score), for the first row that fails.
     fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
-        rows.iter()
-            .map(|row| match self.score(row) {
-                Ok(s) => Ok(s.value),
-                Err(DetectorError::NoData) => Ok(0.0),
-                Err(e) => Err(e),
-            })
-            .collect()
+        values_row_by_row(rows, |row| self.score(row))
     }
+}
+
+/// Scores of `rows` one by one (rows with every value missing score 0).
+pub(crate) fn values_row_by_row(
+    rows: &[Vec<f64>],
+    mut score: impl FnMut(&[f64]) -> Result<Score, DetectorError>,
+) -> Result<Vec<f64>, DetectorError> {
+    rows.iter()
+        .map(|row| match score(row) {
+            Ok(s) => Ok(s.value),
+            Err(DetectorError::NoData) => Ok(0.0),
+            Err(e) => Err(e),
+        })
+        .collect()
 }
 
 /// Configuration of one detector: the registry of detector kinds.
@@ -291,14 +299,7 @@ impl Detector for AnyDetector {
         match self {
             AnyDetector::Pca(d) => d.score_values(rows),
             AnyDetector::IsolationForest(d) => d.score_values(rows),
-            other => rows
-                .iter()
-                .map(|row| match other.score(row) {
-                    Ok(s) => Ok(s.value),
-                    Err(DetectorError::NoData) => Ok(0.0),
-                    Err(e) => Err(e),
-                })
-                .collect(),
+            other => values_row_by_row(rows, |row| other.score(row)),
         }
     }
 }
