@@ -16,6 +16,7 @@ use usan_core::alarm::AlarmState;
 
 const DEMO_CONFIG: &str = include_str!("../examples/demo.toml");
 const DEMO_DATA: &str = include_str!("../examples/data/cmapss_fd001_demo.csv");
+const DEMO_RUL_MODEL: &str = include_str!("../examples/models/fd001_demo.rul.json");
 
 /// Run the demo until `duration` has passed or Ctrl-C.
 ///
@@ -23,7 +24,10 @@ const DEMO_DATA: &str = include_str!("../examples/data/cmapss_fd001_demo.csv");
 /// When the demo files cannot be written or the engine cannot start.
 pub async fn run(listen: &str, duration: Option<Duration>, store: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("usan-demo-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("data")).with_context(|| format!("cannot create {}", dir.display()))?;
+    for sub in ["data", "models"] {
+        std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(dir.join("models/fd001_demo.rul.json"), DEMO_RUL_MODEL)?;
     let config_path = dir.join("demo.toml");
     std::fs::write(&config_path, DEMO_CONFIG)?;
     std::fs::write(dir.join("data/cmapss_fd001_demo.csv"), DEMO_DATA)?;
@@ -65,7 +69,11 @@ pub fn live_view(engine: &Engine) -> String {
         engine.metrics.alarms_raised.get(),
         open.len()
     );
-    let _ = writeln!(out, "{:<14} {:<10} {:>6}  {:<22} top signals", "asset", "health", "frames", "score / threshold");
+    let _ = writeln!(
+        out,
+        "{:<14} {:<10} {:>6}  {:<22} {:<16} top signals",
+        "asset", "health", "frames", "score / threshold", "RUL (90 %)"
+    );
     for (i, asset) in engine.plant.assets.iter().enumerate() {
         let live = engine.live.get(i).unwrap_or_default();
         let first = live.detectors.first();
@@ -88,14 +96,23 @@ pub fn live_view(engine: &Engine) -> String {
                     .join(", ")
             })
             .unwrap_or_default();
+        let rul = live
+            .rul
+            .first()
+            .and_then(|r| {
+                let (rul, lower, upper) = (r.rul?, r.lower?, r.upper?);
+                Some(format!("{rul:.0} ({lower:.0}–{upper:.0})"))
+            })
+            .unwrap_or_else(|| "-".into());
         let alarm = if open.iter().any(|a| a.asset == asset.path.asset) { " [ALARM]" } else { "" };
         let _ = writeln!(
             out,
-            "{:<14} {:<10} {:>6}  {:<22} {top}{alarm}",
+            "{:<14} {:<10} {:>6}  {:<22} {:<16} {top}{alarm}",
             asset.path.asset,
             live.health(),
             live.frames,
-            score
+            score,
+            rul
         );
     }
     out

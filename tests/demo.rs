@@ -1,6 +1,6 @@
 //! `usan demo`: runs with no flags and no services, lists its engines while
-//! it runs, and alarms on engines approaching failure, never in the healthy
-//! start.
+//! it runs, estimates each engine's remaining useful life, and alarms on
+//! engines approaching failure, never in the healthy start.
 
 mod common;
 
@@ -43,10 +43,22 @@ fn demo_runs_30s_and_alarms_only_on_failing_engines() {
         s.get("/api/v1/assets").as_array().unwrap().iter().all(|a| a["detectors"][0]["status"] == "monitoring")
     });
 
+    server.wait_until("every engine has a RUL estimate", Duration::from_secs(20), |s| {
+        ids.iter().all(|id| s.get(&format!("/api/v1/assets/{id}/rul"))["estimates"][0]["rul"].is_number())
+    });
+
     let status = server.wait(Duration::from_secs(60));
     assert!(status.success(), "usan demo --duration 30s exits 0");
 
     let db = open_store(&store);
+    let mut stmt = db.prepare("SELECT asset, raised_at FROM alarms WHERE detector = 'rul'").unwrap();
+    let rul_alarms: Vec<(String, i64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    assert!(rul_alarms.len() >= 8, "engines run to failure get a RUL alarm: {rul_alarms:?}");
+    for (asset, raised_at) in &rul_alarms {
+        let left = lives[asset] - (raised_at - ORIGIN_MS) / CYCLE_MS;
+        assert!((0..=40).contains(&left), "{asset}: RUL alarm {left} cycles before failure (horizon 30)");
+    }
     let mut stmt = db.prepare("SELECT asset, raised_at FROM alarms").unwrap();
     let alarms: Vec<(String, i64)> =
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
