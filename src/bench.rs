@@ -263,3 +263,46 @@ pub async fn soak(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Live RUL estimates per second: the demo's ten engines replayed `repeat`
+/// times, each through a fresh watch of the demo's model (every frame is a
+/// cycle: features of the kept history, then the trees on the last cycle).
+///
+/// # Errors
+/// When the embedded model cannot be read.
+pub fn rul(repeat: usize) -> anyhow::Result<()> {
+    use crate::pipeline::rul::RulWatch;
+    let model: usan_core::rul::RulModel = serde_json::from_str(crate::demo::DEMO_RUL_MODEL)?;
+    let model = std::sync::Arc::new(model);
+    // unit, cycle, 3 settings, 21 sensors: the model's sensors are columns 5..26.
+    // Rows are in time order with the engines interleaved.
+    let mut by_unit: std::collections::BTreeMap<String, Vec<Vec<f64>>> = std::collections::BTreeMap::new();
+    for line in crate::demo::DEMO_DATA.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let values: Vec<f64> = cells[5..].iter().map(|c| c.parse().unwrap_or(f64::NAN)).collect();
+        by_unit.entry(cells[0].to_string()).or_default().push(values);
+    }
+    let engines: Vec<Vec<Vec<f64>>> = by_unit.into_values().collect();
+    let sensors: Vec<usize> = (0..model.sensor_names.len()).collect();
+    let start = Instant::now();
+    let mut estimates = 0usize;
+    let mut checksum = 0.0;
+    for _ in 0..repeat {
+        for engine in &engines {
+            let mut watch = RulWatch::new("rul", model.clone(), sensors.clone(), vec![None; 3], None);
+            for (cycle, values) in engine.iter().enumerate() {
+                watch.step(usan_core::model::Timestamp(cycle as i64), values);
+                checksum += watch.live().rul.unwrap_or(0.0);
+                estimates += 1;
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    std::hint::black_box(checksum);
+    println!(
+        "rul: {estimates} live estimates ({} engines x {repeat}) in {seconds:.2} s = {} estimates/s per core",
+        engines.len(),
+        thousands(estimates as f64 / seconds)
+    );
+    Ok(())
+}

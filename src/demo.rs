@@ -15,8 +15,10 @@ use std::time::Duration;
 use usan_core::alarm::AlarmState;
 
 const DEMO_CONFIG: &str = include_str!("../examples/demo.toml");
-const DEMO_DATA: &str = include_str!("../examples/data/cmapss_fd001_demo.csv");
-const DEMO_RUL_MODEL: &str = include_str!("../examples/models/fd001_demo.rul.json");
+/// The demo's engines (C-MAPSS FD001 sample).
+pub const DEMO_DATA: &str = include_str!("../examples/data/cmapss_fd001_demo.csv");
+/// The demo's RUL model.
+pub const DEMO_RUL_MODEL: &str = include_str!("../examples/models/fd001_demo.rul.json");
 
 /// Run the demo until `duration` has passed or Ctrl-C.
 ///

@@ -170,6 +170,13 @@ enum BenchCommand {
         #[arg(long, default_value = "robust_z")]
         detector: String,
     },
+    /// Live remaining-useful-life estimates per second: the demo's engines
+    /// replayed cycle by cycle through the demo's RUL model.
+    Rul {
+        /// Times the ten engines are replayed.
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+    },
     /// A generated plant fed at a fixed rate; prints resident memory over time.
     Soak {
         /// Assets.
@@ -236,6 +243,7 @@ fn main() -> ExitCode {
             BenchCommand::Pipeline { assets, signals, rows, detector } => {
                 runtime().and_then(|rt| rt.block_on(bench::pipeline(assets, signals, rows, &detector)))
             }
+            BenchCommand::Rul { repeat } => bench::rul(repeat),
             BenchCommand::Soak { assets, signals, rate, duration, detector } => {
                 runtime().and_then(|rt| rt.block_on(bench::soak(assets, signals, rate, duration, &detector)))
             }

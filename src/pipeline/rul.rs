@@ -12,7 +12,7 @@
 use crate::config::{Plant, RulAlarm, RulSpec};
 use anyhow::{Context, bail};
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use usan_core::model::Timestamp;
 use usan_core::rul::{RulModel, UnitHistory};
@@ -48,50 +48,78 @@ pub struct RulLive {
 }
 
 /// One model watching one asset.
-pub(crate) struct RulWatch {
+pub struct RulWatch {
     model: Arc<RulModel>,
     /// Per model sensor, its index in the asset's frame.
     sensors: Vec<usize>,
     /// Per model setting, its index in the asset's frame (None: not measured).
     settings: Vec<Option<usize>>,
     alarm: Option<RulAlarm>,
-    head: Vec<(f64, Vec<f64>, Vec<f64>)>,
-    tail: VecDeque<(f64, Vec<f64>, Vec<f64>)>,
+    /// The kept cycles: the first [`HEAD`], then the latest [`TAIL`].
+    history: UnitHistory,
     pub(crate) live: RulLive,
 }
 
 /// What a frame changed about the alarm rule.
-pub(crate) enum RulTransition {
+pub enum RulTransition {
+    /// Nothing changed.
     None,
-    Raise { probability: f64, threshold: f64 },
+    /// The alarm rule began to hold.
+    Raise {
+        /// Probability of failing within the horizon.
+        probability: f64,
+        /// The rule's confidence.
+        threshold: f64,
+    },
+    /// The alarm rule stopped holding.
     Clear,
 }
 
 impl RulWatch {
+    /// A watch of one asset: `sensors[k]` is the frame index of the model's
+    /// k-th sensor, `settings[k]` of its k-th setting (None: not measured).
+    pub fn new(
+        name: &str,
+        model: Arc<RulModel>,
+        sensors: Vec<usize>,
+        settings: Vec<Option<usize>>,
+        alarm: Option<RulAlarm>,
+    ) -> Self {
+        let live = RulLive {
+            name: name.to_string(),
+            coverage: model.config.coverage,
+            horizon: alarm.map(|a| a.below),
+            ..RulLive::default()
+        };
+        let history =
+            UnitHistory { unit: name.to_string(), cycles: Vec::new(), settings: Vec::new(), sensors: Vec::new() };
+        RulWatch { model, sensors, settings, alarm, history, live }
+    }
+
+    /// The latest estimate and alarm state.
+    #[must_use]
+    pub fn live(&self) -> &RulLive {
+        &self.live
+    }
+
     /// Add one frame (one cycle) and estimate again.
-    pub(crate) fn step(&mut self, ts: Timestamp, values: &[f64]) -> RulTransition {
+    pub fn step(&mut self, ts: Timestamp, values: &[f64]) -> RulTransition {
         let cycle = (self.live.cycles + 1) as f64;
         let sensors: Vec<f64> = self.sensors.iter().map(|&i| values.get(i).copied().unwrap_or(f64::NAN)).collect();
         let settings: Vec<f64> =
             self.settings.iter().map(|i| i.and_then(|i| values.get(i).copied()).unwrap_or(f64::NAN)).collect();
-        if self.head.len() < HEAD {
-            self.head.push((cycle, settings, sensors));
-        } else {
-            if self.tail.len() == TAIL {
-                self.tail.pop_front();
-            }
-            self.tail.push_back((cycle, settings, sensors));
+        let history = &mut self.history;
+        if history.cycles.len() == HEAD + TAIL {
+            history.cycles.remove(HEAD);
+            history.settings.remove(HEAD);
+            history.sensors.remove(HEAD);
         }
+        history.cycles.push(cycle);
+        history.settings.push(settings);
+        history.sensors.push(sensors);
         self.live.cycles += 1;
         self.live.updated_at = Some(ts);
-        let kept = self.head.iter().chain(self.tail.iter());
-        let history = UnitHistory {
-            unit: String::new(),
-            cycles: kept.clone().map(|(c, _, _)| *c).collect(),
-            settings: kept.clone().map(|(_, s, _)| s.clone()).collect(),
-            sensors: kept.map(|(_, _, x)| x.clone()).collect(),
-        };
-        let estimate = match self.model.predict(&history) {
+        let estimate = match self.model.predict(&self.history) {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!("rul {}: {e}", self.live.name);
@@ -165,21 +193,13 @@ pub(crate) fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMa
                 }
                 continue;
             }
-            let live = RulLive {
-                name: spec.name.clone(),
-                coverage: model.config.coverage,
-                horizon: spec.alarm.map(|a| a.below),
-                ..RulLive::default()
-            };
-            watches.entry(index).or_default().push(RulWatch {
-                model: model.clone(),
-                sensors: sensors.into_iter().flatten().collect(),
+            watches.entry(index).or_default().push(RulWatch::new(
+                &spec.name,
+                model.clone(),
+                sensors.into_iter().flatten().collect(),
                 settings,
-                alarm: spec.alarm,
-                head: Vec::new(),
-                tail: VecDeque::new(),
-                live,
-            });
+                spec.alarm,
+            ));
         }
     }
     if !problems.is_empty() {

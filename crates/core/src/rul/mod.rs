@@ -242,6 +242,12 @@ impl Features {
 
     /// Feature rows for every cycle of a unit (row i uses cycles ..= i only).
     fn rows(&self, unit: &UnitHistory) -> Vec<Vec<f64>> {
+        self.rows_from(unit, 0)
+    }
+
+    /// Feature rows for the cycles from `from` on (the smoothed levels still
+    /// run through every cycle).
+    fn rows_from(&self, unit: &UnitHistory, from: usize) -> Vec<Vec<f64>> {
         let z = self.standardise(unit);
         let cycles = z.len();
         // Running sums of x, x² and t·x per kept sensor make every window O(1).
@@ -259,8 +265,14 @@ impl Features {
             .map(|c| [prefix(&|_, x| x, c), prefix(&|_, x| x * x, c), prefix(&|t, x| t as f64 * x, c)])
             .collect();
         let mut smoothed: Vec<f64> = columns.iter().map(|c| c.first().copied().unwrap_or(0.0)).collect();
-        let mut out = Vec::with_capacity(cycles);
+        let mut out = Vec::with_capacity(cycles.saturating_sub(from));
         for i in 0..cycles {
+            if i < from {
+                for (k, column) in columns.iter().enumerate() {
+                    smoothed[k] += self.smoothing * (column[i] - smoothed[k]);
+                }
+                continue;
+            }
             let start = (i + 1).saturating_sub(self.window);
             let count = i + 1 - start;
             let n = count as f64;
@@ -391,7 +403,7 @@ impl RulModel {
     /// See [`RulModel::predict_all`].
     pub fn predict(&self, history: &UnitHistory) -> Result<RulEstimate, RulError> {
         self.check_history(history)?;
-        let rows = self.features.rows(history);
+        let rows = self.features.rows_from(history, history.cycles.len() - 1);
         let last = rows.last().ok_or_else(|| RulError::BadHistory(format!("unit {}: no cycles", history.unit)))?;
         Ok(self.estimate(self.trees.predict(last)))
     }
@@ -655,6 +667,8 @@ mod tests {
         let json = serde_json::to_string(&model).unwrap();
         let back: RulModel = serde_json::from_str(&json).unwrap();
         assert_eq!(back.format, RulModel::FORMAT);
-        assert_eq!(back.predict_all(&train[0]).unwrap(), model.predict_all(&train[0]).unwrap());
+        let all = model.predict_all(&train[0]).unwrap();
+        assert_eq!(back.predict_all(&train[0]).unwrap(), all);
+        assert_eq!(model.predict(&train[0]).unwrap(), *all.last().unwrap(), "the last cycle alone gives the same");
     }
 }
