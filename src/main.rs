@@ -274,16 +274,20 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             problems.push(format!("{e:#}"));
         }
     }
+    if let Err(e) = usan::pipeline::rul::prepare(&config.rul, &plant) {
+        problems.push(format!("{e:#}"));
+    }
     if !problems.is_empty() {
-        anyhow::bail!("{} source(s) cannot start:\n  {}", problems.len(), problems.join("\n  "));
+        anyhow::bail!("{} part(s) cannot start:\n  {}", problems.len(), problems.join("\n  "));
     }
     let signals: usize = plant.assets.iter().map(|a| a.signals.len()).sum();
     println!(
-        "{}: ok ({} assets, {} signals, {} detectors, {} sources, {} sinks)",
+        "{}: ok ({} assets, {} signals, {} detectors, {} RUL models, {} sources, {} sinks)",
         path.display(),
         plant.assets.len(),
         signals,
         plant.detectors.len(),
+        config.rul.len(),
         config.sources.len(),
         config.sinks.len()
     );

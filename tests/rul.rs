@@ -204,6 +204,12 @@ fn a_rul_entry_that_cannot_watch_its_asset_stops_the_start_with_the_reason() {
     let message = String::from_utf8_lossy(&check.stderr);
     assert!(!check.status.success() && message.contains("confidence must be in (0, 1)"), "{message}");
     std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("1.5", "0.9")).unwrap();
+    let check = usan(&["check", config.to_str().unwrap()]);
+    let message = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        !check.status.success() && message.contains("asset N1 has no signal egt"),
+        "check loads the model: {message}"
+    );
     let run = usan(&["serve", "--config", config.to_str().unwrap(), "--duration", "1s"]);
     let message = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "{message}");

@@ -151,7 +151,7 @@ impl RulWatch {
 /// # Errors
 /// When a model cannot be read, or an asset named in `assets` lacks a
 /// signal the model needs (every problem is listed).
-pub(crate) fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize, Vec<RulWatch>>> {
+pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize, Vec<RulWatch>>> {
     let mut watches: HashMap<usize, Vec<RulWatch>> = HashMap::new();
     let mut problems = Vec::new();
     for spec in specs {
