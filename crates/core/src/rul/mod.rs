@@ -20,6 +20,9 @@
 //!    model fitted on the others; the quantiles of the out-of-fold errors,
 //!    per band of predicted RUL, give a calibrated interval around every
 //!    estimate (conformal, so its coverage holds without assuming a shape).
+//!    The fold models are fitted on the other cores while the model itself
+//!    is fitted; every fit is deterministic, so the result does not depend
+//!    on the number of cores.
 //!
 //! Missing sensor values carry the unit's previous value forward (the
 //! regime mean before the first one). Cycles must increase within a unit.
@@ -351,32 +354,50 @@ impl RulModel {
         check_histories(units)?;
         let features = Features::fit(units, config)?;
         let (rows, targets, owners) = training_rows(&features, units, config.cap);
-        let trees = Gbdt::fit(&config.trees, &rows, &targets)?;
-        let errors = if config.interval_folds >= 2 && units.len() >= config.interval_folds {
-            // Out-of-fold errors: unit u belongs to fold u mod folds.
-            let folds = config.interval_folds;
-            let mut pairs: Vec<(f64, f64)> = Vec::with_capacity(rows.len());
-            for fold in 0..folds {
-                let (fit_rows, fit_targets): (Vec<Vec<f64>>, Vec<f64>) = rows
-                    .iter()
-                    .zip(&targets)
-                    .zip(&owners)
-                    .filter(|(_, o)| **o % folds != fold)
-                    .map(|((r, t), _)| (r.clone(), *t))
-                    .unzip();
-                let fold_trees = Gbdt::fit(&config.trees, &fit_rows, &fit_targets)?;
-                pairs.extend(
-                    rows.iter()
-                        .zip(&targets)
-                        .zip(&owners)
-                        .filter(|(_, o)| **o % folds == fold)
-                        .map(|((r, t), _)| (fold_trees.predict(r).clamp(0.0, config.cap), *t)),
-                );
-            }
-            error_bands(&pairs, config.cap)
-        } else {
-            Vec::new()
+        // The model and the interval's fold models are independent fits, so
+        // they run on all cores; each is deterministic, so the result is too.
+        let folds =
+            if config.interval_folds >= 2 && units.len() >= config.interval_folds { config.interval_folds } else { 0 };
+        let fit_fold = |fold: usize| -> Result<Vec<(f64, f64)>, GbdtError> {
+            // Unit u belongs to fold u mod folds.
+            let (fit_rows, fit_targets): (Vec<Vec<f64>>, Vec<f64>) = rows
+                .iter()
+                .zip(&targets)
+                .zip(&owners)
+                .filter(|(_, o)| **o % folds != fold)
+                .map(|((r, t), _)| (r.clone(), *t))
+                .unzip();
+            let fold_trees = Gbdt::fit(&config.trees, &fit_rows, &fit_targets)?;
+            let held_out: Vec<Vec<f64>> =
+                rows.iter().zip(&owners).filter(|(_, o)| **o % folds == fold).map(|(r, _)| r.clone()).collect();
+            let truth = targets.iter().zip(&owners).filter(|(_, o)| **o % folds == fold).map(|(t, _)| *t);
+            Ok(fold_trees.predict_many(&held_out).into_iter().map(|p| p.clamp(0.0, config.cap)).zip(truth).collect())
         };
+        let (trees, fold_pairs) = std::thread::scope(|scope| {
+            let workers = std::thread::available_parallelism().map_or(1, usize::from).max(1);
+            let handles: Vec<_> = (0..folds)
+                .map(|fold| {
+                    let fit_fold = &fit_fold;
+                    (workers > 1).then(|| scope.spawn(move || fit_fold(fold)))
+                })
+                .collect();
+            let trees = Gbdt::fit(&config.trees, &rows, &targets);
+            let pairs: Vec<Result<Vec<(f64, f64)>, GbdtError>> = handles
+                .into_iter()
+                .enumerate()
+                .map(|(fold, handle)| match handle {
+                    Some(h) => h.join().unwrap_or_else(|_| Err(GbdtError::BadData("a fold's fit panicked".into()))),
+                    None => fit_fold(fold),
+                })
+                .collect();
+            (trees, pairs)
+        });
+        let trees = trees?;
+        let mut pairs: Vec<(f64, f64)> = Vec::with_capacity(rows.len());
+        for fold in fold_pairs {
+            pairs.extend(fold?);
+        }
+        let errors = if folds == 0 { Vec::new() } else { error_bands(&pairs, config.cap) };
         Ok(RulModel {
             format: Self::FORMAT,
             config: config.clone(),
