@@ -126,7 +126,9 @@ fn live_rul_is_served_per_asset_and_alarms_before_failure() {
     // (its last cycle is complete: every 17th lacks a vibration value);
     // its exhaust temperature is called `t_exhaust` on this plant.
     let live = history_of(&[("N1".to_string(), 172)]).replacen(",egt,", ",t_exhaust,", 1);
-    std::fs::write(dir.path().join("live.csv"), live).unwrap();
+    // The first 100 cycles arrive before a restart, the rest after it.
+    let lines: Vec<&str> = live.lines().collect();
+    std::fs::write(dir.path().join("live.csv"), lines[..=100].join("\n") + "\n").unwrap();
     let config = write_config(
         dir.path(),
         "plant.toml",
@@ -158,6 +160,20 @@ alarm = { below = 30, confidence = 0.8 }
 "#,
     );
     let server = Server::serve(&config, &[]);
+    server.wait_until("the first 100 cycles are stored", Duration::from_secs(60), |s| {
+        s.get("/api/v1/assets/N1/rul")["estimates"][0]["cycles"] == 100
+            && s.get_raw("/metrics").1.contains("usan_frames_stored_total 100")
+    });
+    let early = server.get("/api/v1/assets/N1/rul");
+    assert!(early["estimates"][0]["rul"].as_f64().unwrap() > 40.0, "72 cycles are left: {early}");
+    assert!(server.terminate().success());
+
+    // After the restart the watch takes up the stored history: cycles count
+    // on from 100, and the estimate knows how far the engine has worn.
+    std::fs::write(dir.path().join("live.csv"), live).unwrap();
+    let server = Server::serve(&config, &[]);
+    // (Replay resumes after the newest stored frame: 72 frames arrive, so
+    // a count of 172 means the first 100 were taken up from the store.)
     server.wait_until("all 172 cycles are estimated", Duration::from_secs(60), |s| {
         s.get("/api/v1/assets/N1/rul")["estimates"][0]["cycles"] == 172
     });

@@ -195,6 +195,33 @@ impl Engine {
         }
         let alarms = Arc::new(AlarmBook::new(store.clone(), open_alarms, config.alarms.auto_clear));
         let mut ruls = rul::prepare(&config.rul, &plant)?;
+        if !ruls.is_empty() {
+            // Take up each watched asset's history from its stored frames.
+            let store = store.clone();
+            let plant_for_read = plant.clone();
+            let wanted: Vec<usize> = ruls.keys().copied().collect();
+            let ends = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(usize, crate::store::FrameEnds)>> {
+                let (head, tail) = rul::RulWatch::kept();
+                wanted
+                    .into_iter()
+                    .map(|index| {
+                        let asset = &plant_for_read.assets[index];
+                        Ok((index, store.frame_ends(&asset.path.asset, &asset.signal_names(), head, tail)?))
+                    })
+                    .collect()
+            })
+            .await??;
+            for (index, ends) in ends {
+                if ends.count == 0 {
+                    continue;
+                }
+                let head: Vec<Vec<f64>> = ends.head.into_iter().map(|(_, v)| v).collect();
+                let tail: Vec<Vec<f64>> = ends.tail.into_iter().map(|(_, v)| v).collect();
+                for watch in ruls.get_mut(&index).into_iter().flatten() {
+                    watch.restore(ends.count, &head, &tail);
+                }
+            }
+        }
 
         let capacity = config.pipeline.queue_capacity;
         let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(capacity);

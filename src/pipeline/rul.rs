@@ -6,8 +6,9 @@
 //! A watch keeps the asset's first cycles (the model compares each sensor
 //! with its own start) and the latest [`TAIL`] cycles (the window features
 //! and the smoothed level need no more), so its cost per frame stays flat
-//! however long the asset runs. The history lives in memory: after a
-//! restart an asset's cycles are counted again from the first frame seen.
+//! however long the asset runs. After a restart a watch takes its history up
+//! again from the asset's stored frames (when samples are stored: retention
+//! that deleted an asset's oldest frames shortens its count of cycles).
 
 use crate::config::{Plant, RulAlarm, RulSpec};
 use anyhow::{Context, bail};
@@ -96,6 +97,38 @@ impl RulWatch {
         RulWatch { model, sensors, settings, alarm, history, live }
     }
 
+    /// Take up an asset's history from its stored frames after a restart:
+    /// `count` frames in all, the oldest (`head`) and newest (`tail`) of them.
+    pub fn restore(&mut self, count: u64, head: &[Vec<f64>], tail: &[Vec<f64>]) {
+        let head = &head[..head.len().min(HEAD)];
+        let tail = &tail[tail.len().saturating_sub(TAIL)..];
+        let first_tail = count.saturating_sub(tail.len() as u64) + 1;
+        let cycles = (1..=head.len() as u64).chain(first_tail..=count);
+        self.history.cycles.clear();
+        self.history.settings.clear();
+        self.history.sensors.clear();
+        for (cycle, values) in cycles.zip(head.iter().chain(tail)) {
+            self.history.cycles.push(cycle as f64);
+            self.history.settings.push(self.pick_settings(values));
+            self.history.sensors.push(self.pick_sensors(values));
+        }
+        self.live.cycles = count;
+    }
+
+    fn pick_sensors(&self, values: &[f64]) -> Vec<f64> {
+        self.sensors.iter().map(|&i| values.get(i).copied().unwrap_or(f64::NAN)).collect()
+    }
+
+    fn pick_settings(&self, values: &[f64]) -> Vec<f64> {
+        self.settings.iter().map(|i| i.and_then(|i| values.get(i).copied()).unwrap_or(f64::NAN)).collect()
+    }
+
+    /// How many of an asset's oldest and newest frames a watch keeps.
+    #[must_use]
+    pub fn kept() -> (usize, usize) {
+        (HEAD, TAIL)
+    }
+
     /// The latest estimate and alarm state.
     #[must_use]
     pub fn live(&self) -> &RulLive {
@@ -105,9 +138,8 @@ impl RulWatch {
     /// Add one frame (one cycle) and estimate again.
     pub fn step(&mut self, ts: Timestamp, values: &[f64]) -> RulTransition {
         let cycle = (self.live.cycles + 1) as f64;
-        let sensors: Vec<f64> = self.sensors.iter().map(|&i| values.get(i).copied().unwrap_or(f64::NAN)).collect();
-        let settings: Vec<f64> =
-            self.settings.iter().map(|i| i.and_then(|i| values.get(i).copied()).unwrap_or(f64::NAN)).collect();
+        let sensors = self.pick_sensors(values);
+        let settings = self.pick_settings(values);
         let history = &mut self.history;
         if history.cycles.len() == HEAD + TAIL {
             history.cycles.remove(HEAD);

@@ -94,6 +94,17 @@ pub struct SeriesPoint {
     pub count: usize,
 }
 
+/// The two ends of an asset's stored frames (see [`Store::frame_ends`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FrameEnds {
+    /// Frames stored in all.
+    pub count: u64,
+    /// The oldest frames, oldest first.
+    pub head: Vec<(Timestamp, Vec<f64>)>,
+    /// The newest frames after those, oldest first.
+    pub tail: Vec<(Timestamp, Vec<f64>)>,
+}
+
 /// The storage boundary. Calls block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync {
     /// Commit frames and findings in one transaction.
@@ -160,6 +171,14 @@ pub trait Store: Send + Sync {
         to: Timestamp,
         max_points: usize,
     ) -> Result<Vec<SeriesPoint>, StoreError>;
+
+    /// The number of frames stored for `asset`, its oldest `first` and its
+    /// newest `last` frames (oldest first, not overlapping), each as values
+    /// in the order of `signals` (NaN where a frame lacks one).
+    ///
+    /// # Errors
+    /// A database error.
+    fn frame_ends(&self, asset: &str, signals: &[String], first: usize, last: usize) -> Result<FrameEnds, StoreError>;
 
     /// Newest stored frame time per asset.
     ///

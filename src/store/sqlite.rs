@@ -8,7 +8,7 @@
 //! rows. One connection writes, another reads, so API queries do not wait
 //! for the writer's transaction.
 
-use super::{AlarmAction, AlarmQuery, FrameBatch, SeriesPoint, Store, StoreError, WriteBatch};
+use super::{AlarmAction, AlarmQuery, FrameBatch, FrameEnds, SeriesPoint, Store, StoreError, WriteBatch};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::Path;
@@ -389,6 +389,54 @@ impl Store for SqliteStore {
         Ok(downsample(&points, max_points.max(1)))
     }
 
+    fn frame_ends(&self, asset: &str, signals: &[String], first: usize, last: usize) -> Result<FrameEnds, StoreError> {
+        let conn = lock(&self.read)?;
+        let count: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM frames f JOIN assets a ON a.id = f.asset_id WHERE a.name = ?1",
+            [asset],
+            |r| r.get(0),
+        )?;
+        let count = count.max(0) as u64;
+        let mut layouts: HashMap<i64, Vec<Option<usize>>> = HashMap::new();
+        let mut read = |order: &str, limit: u64| -> Result<Vec<(Timestamp, Vec<f64>)>, StoreError> {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT f.ts, f.layout_id, f.vals FROM frames f JOIN assets a ON a.id = f.asset_id
+                 WHERE a.name = ?1 ORDER BY f.ts {order} LIMIT ?2"
+            ))?;
+            let mut rows = stmt.query(params![asset, limit as i64])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let layout_id: i64 = row.get(1)?;
+                let positions = match layouts.entry(layout_id) {
+                    std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        let json: String =
+                            conn.query_row("SELECT signals FROM layouts WHERE id = ?1", [layout_id], |r| r.get(0))?;
+                        let names: Vec<String> = serde_json::from_str(&json)?;
+                        slot.insert(signals.iter().map(|s| names.iter().position(|n| n == s)).collect())
+                    }
+                };
+                let blob: Vec<u8> = row.get(2)?;
+                let values = positions
+                    .iter()
+                    .map(|p| {
+                        p.and_then(|p| blob.get(p * 8..p * 8 + 8)).map_or(f64::NAN, |bytes| {
+                            let mut raw = [0u8; 8];
+                            raw.copy_from_slice(bytes);
+                            f64::from_le_bytes(raw)
+                        })
+                    })
+                    .collect();
+                out.push((Timestamp(row.get(0)?), values));
+            }
+            Ok(out)
+        };
+        let head = read("ASC", (first as u64).min(count))?;
+        let mut tail = read("DESC", (last as u64).min(count.saturating_sub(head.len() as u64)))?;
+        tail.reverse();
+        Ok(FrameEnds { count, head, tail })
+    }
+
     fn last_frame_times(&self) -> Result<HashMap<String, Timestamp>, StoreError> {
         let conn = lock(&self.read)?;
         let mut stmt =
@@ -490,6 +538,17 @@ mod tests {
         assert_eq!(coarse[0].min, 0.0);
         assert_eq!(store.last_frame_times().unwrap()["a"], Timestamp(999_000));
         assert_eq!(store.frame_count().unwrap(), 1000);
+        let ends = store.frame_ends("a", &["y".into(), "x".into()], 3, 2).unwrap();
+        assert_eq!(ends.count, 1000);
+        assert_eq!(ends.head.iter().map(|(_, v)| v[1]).collect::<Vec<_>>(), [0.0, 1.0, 2.0]);
+        assert_eq!(
+            ends.tail.iter().map(|(t, v)| (t.0, v[1])).collect::<Vec<_>>(),
+            [(998_000, 998.0), (999_000, 999.0)]
+        );
+        assert!(ends.head.iter().all(|(_, v)| v[0].is_nan()), "y is missing in every frame");
+        let short = store.frame_ends("a", &["x".into()], 800, 800).unwrap();
+        assert_eq!((short.head.len(), short.tail.len()), (800, 200), "the ends do not overlap");
+        assert_eq!(store.frame_ends("nobody", &["x".into()], 3, 3).unwrap(), FrameEnds::default());
         assert_eq!(store.delete_before(Timestamp(500_000)).unwrap(), 500);
     }
 
