@@ -1,7 +1,8 @@
 //! Golden vectors: a PCA model fitted on the Tennessee Eastman training
-//! samples, and its scores on ten faulty samples, are committed. A change
-//! that makes a stored model score differently fails here, and must come
-//! with a new model format version (`FittedModel::FORMAT`).
+//! samples, and its scores on ten faulty samples, are committed; so are the
+//! demo's RUL model and its estimates on the demo engines. A change that
+//! makes a stored model score differently fails here, and must come with a
+//! new model format version (`FittedModel::FORMAT`, `RulModel::FORMAT`).
 //!
 //! Regenerate after an intended change: `USAN_BLESS=1 cargo test --test golden`.
 
@@ -52,5 +53,63 @@ fn a_stored_pca_model_scores_exactly_as_when_it_was_fitted() {
     for (row, want) in probe.iter().zip(&golden) {
         let got = refit.score(row).unwrap();
         assert!((got.value - want.value).abs() <= 1e-9 * want.value.abs(), "{} vs {}", got.value, want.value);
+    }
+}
+
+/// The demo engines' histories, by unit, from the shipped C-MAPSS sample.
+fn demo_engines() -> Vec<usan_core::rul::UnitHistory> {
+    let text = std::fs::read_to_string(repo().join("examples/data/cmapss_fd001_demo.csv")).unwrap();
+    let mut units: std::collections::BTreeMap<u32, usan_core::rul::UnitHistory> = std::collections::BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let cells: Vec<f64> = line.split(',').map(|c| c.parse().unwrap()).collect();
+        let unit = units.entry(cells[0] as u32).or_insert_with(|| usan_core::rul::UnitHistory {
+            unit: format!("{}", cells[0]),
+            cycles: vec![],
+            settings: vec![],
+            sensors: vec![],
+        });
+        unit.cycles.push(cells[1]);
+        unit.settings.push(cells[2..5].to_vec());
+        unit.sensors.push(cells[5..].to_vec());
+    }
+    units.into_values().collect()
+}
+
+#[test]
+fn the_shipped_rul_model_estimates_exactly_as_when_it_was_fitted() {
+    let model_path = repo().join("examples/models/fd001_demo.rul.json");
+    let estimates_path = repo().join("tests/golden/rul_demo_estimates.json");
+    let model: usan_core::rul::RulModel = serde_json::from_str(&std::fs::read_to_string(model_path).unwrap()).unwrap();
+    assert_eq!(model.format, usan_core::rul::RulModel::FORMAT);
+    // Each demo engine seen for 30, 60 and 100 cycles and to its end.
+    let estimates: Vec<usan_core::rul::RulEstimate> = demo_engines()
+        .iter()
+        .flat_map(|engine| {
+            let n = engine.cycles.len();
+            [30, 60, 100, n].map(|cut| {
+                let prefix = usan_core::rul::UnitHistory {
+                    unit: engine.unit.clone(),
+                    cycles: engine.cycles[..cut].to_vec(),
+                    settings: engine.settings[..cut].to_vec(),
+                    sensors: engine.sensors[..cut].to_vec(),
+                };
+                model.predict(&prefix).unwrap()
+            })
+        })
+        .collect();
+    if std::env::var_os("USAN_BLESS").is_some() {
+        std::fs::write(&estimates_path, serde_json::to_string_pretty(&estimates).unwrap()).unwrap();
+    }
+    let golden: Vec<usan_core::rul::RulEstimate> =
+        serde_json::from_str(&std::fs::read_to_string(&estimates_path).unwrap()).unwrap();
+    assert_eq!(estimates.len(), golden.len());
+    for (got, want) in estimates.iter().zip(&golden) {
+        assert_eq!(got.rul.to_bits(), want.rul.to_bits(), "estimate drifted: {got:?} vs {want:?}");
+        assert_eq!(got, want);
+    }
+    // Sanity of the golden values themselves: estimates fall as the engines wear.
+    for engine in golden.chunks(4) {
+        assert!(engine[3].rul < engine[0].rul, "{engine:?}");
+        assert!(engine[3].rul < 20.0, "at its end an engine has little left: {engine:?}");
     }
 }
