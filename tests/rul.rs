@@ -230,4 +230,9 @@ fn a_rul_entry_that_cannot_watch_its_asset_stops_the_start_with_the_reason() {
     let message = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "{message}");
     assert!(message.contains("asset N1 has no signal egt, vibration, serial"), "{message}");
+    // Without a list of assets, an entry that fits no asset is an error too, not silence.
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("assets = [\"N1\"]\n", "")).unwrap();
+    let check = usan(&["check", config.to_str().unwrap()]);
+    let message = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success() && message.contains("no asset has all the signals"), "{message}");
 }

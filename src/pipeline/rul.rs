@@ -202,6 +202,7 @@ pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize
         }
         let model = Arc::new(model);
         let signal = |name: &str| spec.signals.get(name).map_or(name, String::as_str).to_string();
+        let mut watched = 0;
         for (index, asset) in plant.assets.iter().enumerate() {
             let listed = spec.assets.as_ref().is_some_and(|ids| ids.contains(&asset.path.asset));
             if spec.assets.is_some() && !listed {
@@ -225,6 +226,7 @@ pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize
                 }
                 continue;
             }
+            watched += 1;
             watches.entry(index).or_default().push(RulWatch::new(
                 &spec.name,
                 model.clone(),
@@ -233,9 +235,23 @@ pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize
                 spec.alarm,
             ));
         }
+        if watched == 0 && spec.assets.is_none() {
+            problems.push(watches_nothing(spec, &model));
+        }
     }
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
     Ok(watches)
+}
+
+/// The message for a `[[rul]]` entry that found no asset to watch.
+fn watches_nothing(spec: &RulSpec, model: &RulModel) -> String {
+    let wanted: Vec<String> =
+        model.sensor_names.iter().map(|n| spec.signals.get(n).cloned().unwrap_or_else(|| n.clone())).collect();
+    format!(
+        "[[rul]] {}: no asset has all the signals the model needs ({}); map model names to signals with `signals = {{ model_name = \"signal\" }}`",
+        spec.name,
+        wanted.join(", ")
+    )
 }
