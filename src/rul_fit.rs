@@ -140,6 +140,20 @@ fn read_csv(path: &Path, spec: &HistorySpec) -> anyhow::Result<(Vec<String>, Vec
     Ok((spec.settings.clone(), sensor_names, units))
 }
 
+/// What a fitted model learned from `units`: their size, the regimes, the
+/// sensors kept and the most informative features (two lines).
+pub(crate) fn describe(model: &RulModel, units: &[UnitHistory]) -> String {
+    let top: Vec<String> = model.importances().iter().take(8).map(|(n, g)| format!("{n} {:.0} %", g * 100.0)).collect();
+    format!(
+        "{} units ({} cycles): {} operating regime(s); sensors used: {}\nmost informative features: {}",
+        units.len(),
+        units.iter().map(|u| u.cycles.len()).sum::<usize>(),
+        model.regimes(),
+        model.kept_sensors().join(" "),
+        top.join(", ")
+    )
+}
+
 /// Train from the specification in `config` and write the artifact.
 ///
 /// # Errors
@@ -171,15 +185,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     std::fs::write(&out, serde_json::to_string(&model)?).with_context(|| format!("cannot write {}", out.display()))?;
-    println!(
-        "fitted on {} units ({} cycles) in {fit_s:.2} s: {} operating regime(s); sensors used: {}",
-        units.len(),
-        units.iter().map(|u| u.cycles.len()).sum::<usize>(),
-        model.regimes(),
-        model.kept_sensors().join(" ")
-    );
-    let top: Vec<String> = model.importances().iter().take(8).map(|(n, g)| format!("{n} {:.0} %", g * 100.0)).collect();
-    println!("most informative features: {}", top.join(", "));
+    println!("fitted in {fit_s:.2} s on {}", describe(&model, &units));
     println!("wrote {} (wall time {:.2} s)", out.display(), start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -37,28 +37,30 @@ fn history_of(units: &[(String, usize)]) -> String {
     text
 }
 
+/// `usan fit rul` on `history_csv(units)` in `dir`, writing the model to
+/// `out` with the given `[model]` settings.
+fn fit_engines(dir: &std::path::Path, units: usize, out: &str, model: &str) -> std::process::Output {
+    std::fs::write(dir.join("history.csv"), history_csv(units)).unwrap();
+    let spec = write_config(
+        dir,
+        "rul.toml",
+        &format!(
+            "out = \"{out}\"\n[history]\npath = \"history.csv\"\nunit = \"engine\"\ncycle = \"cycle\"\n\
+             settings = [\"altitude\"]\n[model]\n{model}"
+        ),
+    );
+    usan(&["fit", "rul", "--config", spec.to_str().unwrap()])
+}
+
 #[test]
 fn fit_rul_trains_from_a_described_csv_and_the_artifact_predicts() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("history.csv"), history_csv(30)).unwrap();
-    let spec = write_config(
+    let result = fit_engines(
         dir.path(),
-        "rul.toml",
-        r#"
-out = "models/engines.rul.json"
-[history]
-path = "history.csv"
-unit = "engine"
-cycle = "cycle"
-settings = ["altitude"]
-[model]
-interval_folds = 2
-[model.trees]
-trees = 80
-learning_rate = 0.15
-"#,
+        30,
+        "models/engines.rul.json",
+        "interval_folds = 2\n[model.trees]\ntrees = 80\nlearning_rate = 0.15\n",
     );
-    let result = usan(&["fit", "rul", "--config", spec.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
     assert!(stdout.contains("30 units") && stdout.contains("2 operating regime(s)"), "{stdout}");
@@ -113,14 +115,12 @@ fn fit_rul_names_what_is_wrong() {
 #[test]
 fn live_rul_is_served_per_asset_and_alarms_before_failure() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("history.csv"), history_csv(30)).unwrap();
-    let spec = write_config(
+    let fitted = fit_engines(
         dir.path(),
-        "rul.toml",
-        "out = \"engines.rul.json\"\n[history]\npath = \"history.csv\"\nunit = \"engine\"\nsettings = [\"altitude\"]\n\
-         [model]\ninterval_folds = 3\n[model.trees]\ntrees = 80\nlearning_rate = 0.15\n",
+        30,
+        "engines.rul.json",
+        "interval_folds = 3\n[model.trees]\ntrees = 80\nlearning_rate = 0.15\n",
     );
-    let fitted = usan(&["fit", "rul", "--config", spec.to_str().unwrap()]);
     assert!(fitted.status.success(), "{}", String::from_utf8_lossy(&fitted.stderr));
     // A new engine run to failure at cycle 172, one cycle per minute of source time
     // (its last cycle is complete: every 17th lacks a vibration value);
@@ -202,14 +202,7 @@ alarm = { below = 30, confidence = 0.8 }
 #[test]
 fn a_rul_entry_that_cannot_watch_its_asset_stops_the_start_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("history.csv"), history_csv(10)).unwrap();
-    let spec = write_config(
-        dir.path(),
-        "rul.toml",
-        "out = \"m.json\"\n[history]\npath = \"history.csv\"\nunit = \"engine\"\nsettings = [\"altitude\"]\n\
-         [model]\ninterval_folds = 0\n[model.trees]\ntrees = 10\n",
-    );
-    assert!(usan(&["fit", "rul", "--config", spec.to_str().unwrap()]).status.success());
+    assert!(fit_engines(dir.path(), 10, "m.json", "interval_folds = 0\n[model.trees]\ntrees = 10\n").status.success());
     let config = write_config(
         dir.path(),
         "plant.toml",

@@ -110,15 +110,7 @@ pub fn run(data: &Path, subset: &str, out: &Path, settings: &EvalSettings) -> an
     file.flush()?;
 
     print_settings("cmapss", config);
-    println!(
-        "{subset}: {} training units ({} cycles), {} operating regime(s), sensors used: {}",
-        train.len(),
-        train.iter().map(|u| u.cycles.len()).sum::<usize>(),
-        model.regimes(),
-        model.kept_sensors().join(" ")
-    );
-    let top: Vec<String> = model.importances().iter().take(8).map(|(n, g)| format!("{n} {:.0} %", g * 100.0)).collect();
-    println!("most informative features: {}", top.join(", "));
+    println!("{subset}: trained on {}", crate::rul_fit::describe(&model, &train));
 
     let truth_path = data.join(format!("RUL_{subset}.txt"));
     if truth_path.exists() {

@@ -306,27 +306,23 @@ impl IsolationForest {
         let Some(forest) = self.complete.take() else {
             return self.score_values_by_row(rows);
         };
+        let result = self.score_blocks(&forest, rows);
+        self.complete = Some(forest);
+        result
+    }
+
+    /// Batch scores through the complete layout; blocks with a missing or
+    /// wrong-width row go row by row.
+    fn score_blocks(&mut self, forest: &CompleteForest, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
         let width = self.width;
         let block_rows = (2048 / width.max(1)).clamp(16, 256);
         let mut values = Vec::with_capacity(rows.len());
         let mut block_values = vec![0.0; block_rows * width];
         let mut paths = vec![0.0; block_rows];
-        let mut result = Ok(());
+        let trees = self.roots.len() as f64;
         for block in rows.chunks(block_rows) {
             if block.iter().any(|r| r.len() != width || !r.iter().all(|v| v.is_finite())) {
-                for row in block {
-                    match self.score(row) {
-                        Ok(s) => values.push(s.value),
-                        Err(DetectorError::NoData) => values.push(0.0),
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                }
-                if result.is_err() {
-                    break;
-                }
+                values.extend(super::values_row_by_row(block, |row| self.score(row))?);
                 continue;
             }
             for (chunk, row) in block_values.chunks_exact_mut(width).zip(block) {
@@ -334,11 +330,9 @@ impl IsolationForest {
             }
             let n = block.len();
             forest.path_sums(&block_values[..n * width], width, &mut paths[..n]);
-            let trees = self.roots.len() as f64;
             values.extend(paths[..n].iter().map(|p| 2f64.powf(-(p / trees) / self.normaliser)));
         }
-        self.complete = Some(forest);
-        result.map(|()| values)
+        Ok(values)
     }
 
     fn score_values_by_row(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
