@@ -127,11 +127,16 @@ pub fn run(data: &Path, subset: &str, out: &Path, settings: &EvalSettings) -> an
             let capped: Vec<f64> = truth.iter().map(|t| t.min(cap)).collect();
             let (rmse, score) = rmse_and_phm08(&predicted, &capped);
             let covered = estimates.iter().zip(&capped).filter(|(e, t)| e.lower <= **t && **t <= e.upper).count();
-            println!(
-                "{subset} vs {label}: RMSE {rmse:.3}, PHM08 score {score:.1}, {:.0} % of units inside the {:.0} % interval",
-                100.0 * covered as f64 / test.len() as f64,
-                100.0 * config.coverage
-            );
+            let interval = if estimates.iter().any(|e| e.lower.is_nan()) {
+                "no interval (interval_folds = 0)".to_string()
+            } else {
+                format!(
+                    "{:.0} % of units inside the {:.0} % interval",
+                    100.0 * covered as f64 / test.len() as f64,
+                    100.0 * config.coverage
+                )
+            };
+            println!("{subset} vs {label}: RMSE {rmse:.3}, PHM08 score {score:.1}, {interval}");
         }
     } else {
         println!("{subset}: no {} beside the data, so no metrics", truth_path.display());
