@@ -19,11 +19,14 @@ cargo build --release --quiet
 python3 scripts/cmapss-dev-split.py "$DATA" "$OUT/dev" > /dev/null
 run() { # run NAME DATA_DIR SUBSET
   local name=$1 dir=$2 subset=$3
-  ./target/release/usan eval cmapss "$dir" --subset "$subset" --out "$OUT/$name/${subset}_usan.csv" | grep -E "^fit "
+  ./target/release/usan eval cmapss "$dir" --subset "$subset" --out "$OUT/$name/${subset}_usan.csv" \
+    | grep -E "^fit |learner|inside"
   echo "usan  $name $subset: $("$PY" "$BENCH/score_cmapss.py" "$OUT/$name/${subset}_usan.csv" "$dir/RUL_$subset.txt" --cap-truth 125 | head -1)"
+  echo "usan  $name $subset raw truth: $("$PY" "$BENCH/score_cmapss.py" "$OUT/$name/${subset}_usan.csv" "$dir/RUL_$subset.txt" | head -1)"
   if [ -x "$PY" ]; then
     "$PY" "$BENCH/peers/cmapss_peers.py" "$dir" "$OUT/$name" --subset "$subset" --model lgbm > /dev/null
     echo "lgbm  $name $subset: $("$PY" "$BENCH/score_cmapss.py" "$OUT/$name/${subset}_lgbm.csv" "$dir/RUL_$subset.txt" --cap-truth 125 | head -1)"
+    echo "lgbm  $name $subset raw truth: $("$PY" "$BENCH/score_cmapss.py" "$OUT/$name/${subset}_lgbm.csv" "$dir/RUL_$subset.txt" | head -1)"
   fi
 }
 if [ -f "$DATA/test_FD001.txt" ] && [ -f "$DATA/RUL_FD001.txt" ]; then

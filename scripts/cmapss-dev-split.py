@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Make C-MAPSS development splits from the training files alone.
 
-    scripts/cmapss-dev-split.py CMAPSS_DIR OUT_DIR [--subsets FD001,FD002,FD003,FD004] [--seed 0]
+    scripts/cmapss-dev-split.py CMAPSS_DIR OUT_DIR [--subsets FD001,FD002,FD003,FD004] [--seed 0] [--fold 0]
 
-For each subset, every fifth training unit (5, 10, ...) is held out and cut
+For each subset, every fifth training unit (5, 10, ...; with --fold K the
+units whose number is K mod 5, so folds 0..4 hold out every unit once) is held out and cut
 the way NASA cut the test set: at a point leaving a true RUL drawn uniformly
 from 5..150 cycles (at most the unit's life minus 15, so every test prefix
 has at least 15 cycles). Writes OUT_DIR/train_FD00x.txt (the other units),
@@ -23,10 +24,11 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--subsets", default="FD001,FD002,FD003,FD004")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fold", type=int, default=0, choices=range(5))
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     for subset in a.subsets.split(","):
-        rng = random.Random(f"{a.seed}-{subset}")
+        rng = random.Random(f"{a.seed}-{subset}" if a.fold == 0 else f"{a.seed}-{subset}-{a.fold}")
         units = {}
         with open(os.path.join(a.data, f"train_{subset}.txt")) as fh:
             for line in fh:
@@ -35,7 +37,7 @@ def main():
         train, test, truth = [], [], []
         for unit in sorted(units):
             rows = units[unit]
-            if unit % 5:
+            if unit % 5 != a.fold:
                 train.extend(rows)
                 continue
             rul = rng.randint(5, max(5, min(150, len(rows) - 15)))

@@ -17,6 +17,7 @@ out = "$PWD/examples/models/fd001_demo.rul.json"
 path = "train.txt"
 format = "cmapss"
 [model]
+learner = "trees"
 interval_folds = 3
 [model.trees]
 trees = 120

@@ -269,10 +269,19 @@ pub async fn soak(
 /// cycle: features of the kept history, then the trees on the last cycle).
 ///
 /// # Errors
-/// When the embedded model cannot be read.
-pub fn rul(repeat: usize) -> anyhow::Result<()> {
+/// When the model cannot be read or does not take C-MAPSS's 21 sensors.
+pub fn rul(repeat: usize, model_path: Option<&std::path::Path>) -> anyhow::Result<()> {
     use crate::pipeline::rul::RulWatch;
-    let model: usan_core::rul::RulModel = serde_json::from_str(crate::demo::DEMO_RUL_MODEL)?;
+    let text = match model_path {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        None => crate::demo::DEMO_RUL_MODEL.to_string(),
+    };
+    let model: usan_core::rul::RulModel = serde_json::from_str(&text).context("reading the RUL model")?;
+    anyhow::ensure!(
+        model.sensor_names.len() == 21,
+        "the benchmark replays C-MAPSS engines (21 sensors); the model takes {}",
+        model.sensor_names.len()
+    );
     let model = std::sync::Arc::new(model);
     // unit, cycle, 3 settings, 21 sensors: the model's sensors are columns 5..26.
     // Rows are in time order with the engines interleaved.

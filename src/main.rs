@@ -176,6 +176,10 @@ enum BenchCommand {
         /// Times the ten engines are replayed.
         #[arg(long, default_value_t = 20)]
         repeat: usize,
+        /// Another RUL model over the same 3 settings and 21 sensors (e.g. an
+        /// ensemble from `usan fit rul` on C-MAPSS FD001).
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
     },
     /// A generated plant fed at a fixed rate; prints resident memory over time.
     Soak {
@@ -243,7 +247,7 @@ fn main() -> ExitCode {
             BenchCommand::Pipeline { assets, signals, rows, detector } => {
                 runtime().and_then(|rt| rt.block_on(bench::pipeline(assets, signals, rows, &detector)))
             }
-            BenchCommand::Rul { repeat } => bench::rul(repeat),
+            BenchCommand::Rul { repeat, model } => bench::rul(repeat, model.as_deref()),
             BenchCommand::Soak { assets, signals, rate, duration, detector } => {
                 runtime().and_then(|rt| rt.block_on(bench::soak(assets, signals, rate, duration, &detector)))
             }

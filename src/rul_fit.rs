@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use usan_core::rul::{RulConfig, RulModel, UnitHistory};
+use usan_core::rul::{Learner, RulConfig, RulModel, UnitHistory};
 
 /// The training specification.
 #[derive(Debug, Deserialize)]
@@ -144,13 +144,21 @@ fn read_csv(path: &Path, spec: &HistorySpec) -> anyhow::Result<(Vec<String>, Vec
 /// sensors kept and the most informative features (two lines).
 pub(crate) fn describe(model: &RulModel, units: &[UnitHistory]) -> String {
     let top: Vec<String> = model.importances().iter().take(8).map(|(n, g)| format!("{n} {:.0} %", g * 100.0)).collect();
+    let learner = match (model.config.learner, model.network_weight()) {
+        (Learner::Trees, _) => "gradient-boosted trees".to_string(),
+        (Learner::Network, _) => "convolutional network".to_string(),
+        (Learner::Ensemble, weight) => {
+            format!("trees and network, network weight {:.2}", weight.unwrap_or(f64::NAN))
+        }
+    };
     format!(
-        "{} units ({} cycles): {} operating regime(s); sensors used: {}\nmost informative features: {}",
+        "{} units ({} cycles): {} operating regime(s); sensors used: {}; learner: {learner}\nmost informative features{}: {}",
         units.len(),
         units.iter().map(|u| u.cycles.len()).sum::<usize>(),
         model.regimes(),
         model.kept_sensors().join(" "),
-        top.join(", ")
+        if model.config.learner == Learner::Ensemble { " (of the trees)" } else { "" },
+        if top.is_empty() { "none (a network has no feature importances)".to_string() } else { top.join(", ") }
     )
 }
 

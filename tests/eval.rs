@@ -290,7 +290,8 @@ fn eval_cmapss_predicts_each_test_unit_and_finds_the_regimes() {
     let settings = write_config(
         out.path(),
         "fast.toml",
-        "[cmapss]\ninterval_folds = 2\n[cmapss.trees]\ntrees = 80\nlearning_rate = 0.15\n",
+        "[cmapss]\nlearner = \"ensemble\"\ninterval_folds = 2\n[cmapss.trees]\ntrees = 80\nlearning_rate = 0.15\n\
+         [cmapss.network]\nwindow = 20\nfilters = 4\nkernel = 5\nlayers = 2\nhidden = 16\nepochs = 5\n",
     );
     let predictions = out.path().join("FD002_usan.csv");
     let result = usan(&[
@@ -308,7 +309,8 @@ fn eval_cmapss_predicts_each_test_unit_and_finds_the_regimes() {
     assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
     assert!(stdout.contains("2 operating regime(s)"), "{stdout}");
     assert!(!stdout.contains(" s1 "), "the flat sensor is dropped: {stdout}");
-    assert!(stdout.contains("[cmapss.trees]") && stdout.contains("windows/s"), "{stdout}");
+    assert!(stdout.contains("[cmapss.trees]") && stdout.contains("[cmapss.network]"), "{stdout}");
+    assert!(stdout.contains("trees and network, network weight") && stdout.contains("windows/s"), "{stdout}");
     let text = std::fs::read_to_string(&predictions).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("unit,rul"));

@@ -1,6 +1,7 @@
 //! Golden vectors: a PCA model fitted on the Tennessee Eastman training
 //! samples, and its scores on ten faulty samples, are committed; so are the
-//! demo's RUL model and its estimates on the demo engines. A change that
+//! demo's RUL model (trees) and a small ensemble (trees and network), with
+//! their estimates on the demo engines. A change that
 //! makes a stored model score differently fails here, and must come with a
 //! new model format version (`FittedModel::FORMAT`, `RulModel::FORMAT`).
 //!
@@ -75,14 +76,9 @@ fn demo_engines() -> Vec<usan_core::rul::UnitHistory> {
     units.into_values().collect()
 }
 
-#[test]
-fn the_shipped_rul_model_estimates_exactly_as_when_it_was_fitted() {
-    let model_path = repo().join("examples/models/fd001_demo.rul.json");
-    let estimates_path = repo().join("tests/golden/rul_demo_estimates.json");
-    let model: usan_core::rul::RulModel = serde_json::from_str(&std::fs::read_to_string(model_path).unwrap()).unwrap();
-    assert_eq!(model.format, usan_core::rul::RulModel::FORMAT);
-    // Each demo engine seen for 30, 60 and 100 cycles and to its end.
-    let estimates: Vec<usan_core::rul::RulEstimate> = demo_engines()
+/// Each demo engine seen for 30, 60 and 100 cycles and to its end.
+fn estimates_at_cuts(model: &usan_core::rul::RulModel) -> Vec<usan_core::rul::RulEstimate> {
+    demo_engines()
         .iter()
         .flat_map(|engine| {
             let n = engine.cycles.len();
@@ -96,7 +92,16 @@ fn the_shipped_rul_model_estimates_exactly_as_when_it_was_fitted() {
                 model.predict(&prefix).unwrap()
             })
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_shipped_rul_model_estimates_exactly_as_when_it_was_fitted() {
+    let model_path = repo().join("examples/models/fd001_demo.rul.json");
+    let estimates_path = repo().join("tests/golden/rul_demo_estimates.json");
+    let model: usan_core::rul::RulModel = serde_json::from_str(&std::fs::read_to_string(model_path).unwrap()).unwrap();
+    assert!(usan_core::rul::RulModel::readable(model.format), "format {}", model.format);
+    let estimates = estimates_at_cuts(&model);
     if std::env::var_os("USAN_BLESS").is_some() {
         std::fs::write(&estimates_path, serde_json::to_string_pretty(&estimates).unwrap()).unwrap();
     }
@@ -111,5 +116,52 @@ fn the_shipped_rul_model_estimates_exactly_as_when_it_was_fitted() {
     for engine in golden.chunks(4) {
         assert!(engine[3].rul < engine[0].rul, "{engine:?}");
         assert!(engine[3].rul < 20.0, "at its end an engine has little left: {engine:?}");
+    }
+}
+
+/// A stored ensemble (trees and a small network, fitted on the demo
+/// engines) estimates as when it was fitted. The network's matrix products
+/// run on kernels chosen for the CPU, which may round the last bits of f32
+/// differently, so estimates are compared to 0.01 cycles.
+#[test]
+fn a_stored_ensemble_estimates_as_when_it_was_fitted() {
+    use usan_core::rul::{Learner, NetworkConfig, RulConfig, RulModel};
+    let model_path = repo().join("tests/golden/rul_ensemble_model.json");
+    let estimates_path = repo().join("tests/golden/rul_ensemble_estimates.json");
+    if std::env::var_os("USAN_BLESS").is_some() {
+        let config = RulConfig {
+            learner: Learner::Ensemble,
+            interval_folds: 2,
+            trees: usan_core::gbdt::GbdtConfig { trees: 40, learning_rate: 0.2, ..Default::default() },
+            network: NetworkConfig {
+                window: 20,
+                filters: 4,
+                kernel: 5,
+                layers: 2,
+                hidden: 12,
+                epochs: 8,
+                ..Default::default()
+            },
+            ..RulConfig::default()
+        };
+        let names: Vec<String> = (1..=21).map(|s| format!("s{s}")).collect();
+        let model = RulModel::fit(&config, &names, &demo_engines()).unwrap();
+        std::fs::write(&model_path, serde_json::to_string(&model).unwrap()).unwrap();
+        std::fs::write(&estimates_path, serde_json::to_string_pretty(&estimates_at_cuts(&model)).unwrap()).unwrap();
+    }
+    let model: RulModel = serde_json::from_str(&std::fs::read_to_string(model_path).unwrap()).unwrap();
+    assert_eq!(model.format, RulModel::FORMAT);
+    assert!(model.network_weight().is_some(), "the stored model has both learners");
+    let golden: Vec<usan_core::rul::RulEstimate> =
+        serde_json::from_str(&std::fs::read_to_string(&estimates_path).unwrap()).unwrap();
+    let estimates = estimates_at_cuts(&model);
+    assert_eq!(estimates.len(), golden.len());
+    for (got, want) in estimates.iter().zip(&golden) {
+        for (g, w) in [(got.rul, want.rul), (got.lower, want.lower), (got.upper, want.upper)] {
+            assert!((g - w).abs() < 0.01, "estimate drifted: {got:?} vs {want:?}");
+        }
+    }
+    for engine in golden.chunks(4) {
+        assert!(engine[3].rul < engine[0].rul, "estimates fall as the engines wear: {engine:?}");
     }
 }

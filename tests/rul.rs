@@ -59,7 +59,7 @@ fn fit_rul_trains_from_a_described_csv_and_the_artifact_predicts() {
         dir.path(),
         30,
         "models/engines.rul.json",
-        "interval_folds = 2\n[model.trees]\ntrees = 80\nlearning_rate = 0.15\n",
+        "learner = \"trees\"\ninterval_folds = 2\n[model.trees]\ntrees = 80\nlearning_rate = 0.15\n",
     );
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
@@ -119,7 +119,7 @@ fn live_rul_is_served_per_asset_and_alarms_before_failure() {
         dir.path(),
         30,
         "engines.rul.json",
-        "interval_folds = 3\n[model.trees]\ntrees = 80\nlearning_rate = 0.15\n",
+        "learner = \"trees\"\ninterval_folds = 3\n[model.trees]\ntrees = 80\nlearning_rate = 0.15\n",
     );
     assert!(fitted.status.success(), "{}", String::from_utf8_lossy(&fitted.stderr));
     // A new engine run to failure at cycle 172, one cycle per minute of source time
@@ -202,7 +202,11 @@ alarm = { below = 30, confidence = 0.8 }
 #[test]
 fn a_rul_entry_that_cannot_watch_its_asset_stops_the_start_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(fit_engines(dir.path(), 10, "m.json", "interval_folds = 0\n[model.trees]\ntrees = 10\n").status.success());
+    assert!(
+        fit_engines(dir.path(), 10, "m.json", "learner = \"trees\"\ninterval_folds = 0\n[model.trees]\ntrees = 10\n")
+            .status
+            .success()
+    );
     let config = write_config(
         dir.path(),
         "plant.toml",

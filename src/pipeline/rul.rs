@@ -191,9 +191,9 @@ pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize
             .with_context(|| format!("[[rul]] {}: cannot read model {}", spec.name, spec.model.display()))?;
         let model: RulModel = serde_json::from_str(&text)
             .with_context(|| format!("[[rul]] {}: {} is not a RUL model", spec.name, spec.model.display()))?;
-        if model.format != RulModel::FORMAT {
+        if !RulModel::readable(model.format) {
             bail!(
-                "[[rul]] {}: {} has format {}, this build reads format {}",
+                "[[rul]] {}: {} has format {}, this build reads formats 1 to {}",
                 spec.name,
                 spec.model.display(),
                 model.format,

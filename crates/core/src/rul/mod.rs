@@ -15,20 +15,30 @@
 //!    window use what there is (one cycle: zero spread and slope).
 //! 4. **Target**: piecewise-linear RUL, `min(cycles to failure, cap)`:
 //!    early in life nothing predicts the failure, so the model is not asked to.
-//! 5. **Model**: gradient-boosted trees ([`crate::gbdt`]).
+//! 5. **Learners** ([`Learner`]), each behind one small trait (estimate
+//!    the cycles of one prepared history):
+//!    - `trees`: gradient-boosted trees ([`crate::gbdt`]) on the features
+//!      above: fits in seconds, explains itself by feature importances;
+//!    - `network`: a 1-D convolutional network ([`Network`]) over the
+//!      trailing window of the standardised sensors, their smoothed levels
+//!      and the cycle count;
+//!    - `ensemble`: the mean of the two, which errs less than either.
 //! 6. **Interval**: split by units into folds, each fold predicted by a
 //!    model fitted on the others; the quantiles of the out-of-fold errors,
 //!    per band of predicted RUL, give a calibrated interval around every
 //!    estimate (conformal, so its coverage holds without assuming a shape).
 //!    The fold models are fitted on the other cores while the model itself
 //!    is fitted; every fit is deterministic, so the result does not depend
-//!    on the number of cores.
+//!    on the number of cores. A fold model has one network where the model
+//!    may have several, so with a network the interval errs on the wide side.
 //!
 //! Missing sensor values carry the unit's previous value forward (the
 //! regime mean before the first one). Cycles must increase within a unit.
 
+mod network;
 mod regimes;
 
+pub use network::{Network, NetworkConfig};
 pub use regimes::Regimes;
 
 use crate::gbdt::{Gbdt, GbdtConfig, GbdtError};
@@ -70,10 +80,45 @@ pub struct RulConfig {
     /// Folds (by unit) of the cross-fitting behind the interval; 0 = no interval.
     #[serde(default = "default_folds")]
     pub interval_folds: usize,
+    /// Which learner estimates the RUL.
+    #[serde(default)]
+    pub learner: Learner,
+    /// The network's share of an ensemble's estimate, in `[0, 1]`; by
+    /// default chosen to minimise the out-of-fold squared error (½ without
+    /// interval folds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_weight: Option<f64>,
     /// The gradient-boosted trees (300 trees at learning rate 0.06 by default:
     /// as accurate as 600 at 0.03 in cross-validation, and twice as fast to predict).
     #[serde(default = "default_trees")]
     pub trees: GbdtConfig,
+    /// The convolutional network.
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+/// The learner behind a [`RulModel`]'s estimates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Learner {
+    /// Gradient-boosted trees on window features: fast to fit and explainable.
+    Trees,
+    /// The convolutional network on the standardised window.
+    Network,
+    /// The weighted mean of the trees' and the network's estimates (the
+    /// default: FD001 five-fold cross-validated RMSE 9.23 against the
+    /// trees' 9.95).
+    #[default]
+    Ensemble,
+}
+
+impl Learner {
+    fn uses_trees(self) -> bool {
+        matches!(self, Learner::Trees | Learner::Ensemble)
+    }
+    fn uses_network(self) -> bool {
+        matches!(self, Learner::Network | Learner::Ensemble)
+    }
 }
 
 fn default_cap() -> f64 {
@@ -107,7 +152,10 @@ impl Default for RulConfig {
             regimes: true,
             coverage: default_coverage(),
             interval_folds: default_folds(),
+            learner: Learner::default(),
+            network_weight: None,
             trees: default_trees(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -117,6 +165,14 @@ impl RulConfig {
     #[must_use]
     pub fn validate(&self) -> Vec<String> {
         let mut problems = self.trees.validate();
+        if self.learner.uses_network() {
+            problems.extend(self.network.validate());
+        }
+        if let Some(weight) = self.network_weight
+            && !(0.0..=1.0).contains(&weight)
+        {
+            problems.push(format!("rul.network_weight must be in [0, 1], got {weight}"));
+        }
         if !(self.cap > 0.0 && self.cap.is_finite()) {
             problems.push(format!("rul.cap must be a positive number, got {}", self.cap));
         }
@@ -243,11 +299,6 @@ impl Features {
         self.kept.len() * 6 + 1 + usize::from(self.regimes.count() > 1)
     }
 
-    /// Feature rows for every cycle of a unit (row i uses cycles ..= i only).
-    fn rows(&self, unit: &UnitHistory) -> Vec<Vec<f64>> {
-        self.rows_from(unit, 0)
-    }
-
     /// Feature rows for the cycles from `from` on (the smoothed levels still
     /// run through every cycle).
     fn rows_from(&self, unit: &UnitHistory, from: usize) -> Vec<Vec<f64>> {
@@ -317,7 +368,148 @@ impl Features {
     }
 }
 
-/// A fitted RUL model: features, trees and the interval's error quantiles.
+/// One history made ready for the learners.
+struct Prepared {
+    /// Feature rows of the cycles from `from` on (for the trees).
+    rows: Vec<Vec<f64>>,
+    /// Per cycle, the network's channels: the kept sensors standardised,
+    /// their exponentially smoothed levels over the whole history, and the
+    /// cycle count / 100 (a window alone cannot tell how long a unit has run).
+    sequence: Vec<Vec<f32>>,
+    /// First cycle estimated.
+    from: usize,
+}
+
+impl Features {
+    fn prepare(&self, unit: &UnitHistory, from: usize, learner: Learner) -> Prepared {
+        let rows = if learner.uses_trees() { self.rows_from(unit, from) } else { Vec::new() };
+        let sequence = if learner.uses_network() {
+            let mut smoothed: Option<Vec<f64>> = None;
+            self.standardise(unit)
+                .iter()
+                .zip(&unit.cycles)
+                .map(|(z, cycle)| {
+                    let level = smoothed.get_or_insert_with(|| self.kept.iter().map(|&j| z[j]).collect());
+                    for (l, &j) in level.iter_mut().zip(&self.kept) {
+                        *l += self.smoothing * (z[j] - *l);
+                    }
+                    let mut channels: Vec<f32> = self.kept.iter().map(|&j| z[j] as f32).collect();
+                    channels.extend(level.iter().map(|l| *l as f32));
+                    channels.push((cycle / 100.0) as f32);
+                    channels
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Prepared { rows, sequence, from }
+    }
+}
+
+/// What every fitted learner does: raw RUL estimates for the cycles
+/// `from..` of one prepared history.
+trait Estimator {
+    fn estimate(&self, history: &Prepared, cap: f64) -> Vec<f64>;
+}
+
+impl Estimator for Gbdt {
+    fn estimate(&self, history: &Prepared, _cap: f64) -> Vec<f64> {
+        self.predict_many(&history.rows)
+    }
+}
+
+impl Estimator for Network {
+    fn estimate(&self, history: &Prepared, cap: f64) -> Vec<f64> {
+        let ends: Vec<usize> = (history.from..history.sequence.len()).collect();
+        self.predict(&history.sequence, &ends).into_iter().map(|v| v * cap).collect()
+    }
+}
+
+/// The fitted learners of a model; with both, its estimate is their
+/// weighted mean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Learners {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trees: Option<Gbdt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    network: Option<Network>,
+    /// The network's share of an ensemble's estimate.
+    #[serde(default = "half")]
+    network_weight: f64,
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+/// Estimates of each learner (empty when absent) for some cycles.
+#[derive(Default)]
+struct Parts {
+    trees: Vec<f64>,
+    network: Vec<f64>,
+}
+
+impl Parts {
+    /// The weighted mean (or the one learner's estimates), clamped to `0..=cap`.
+    fn combine(&self, network_weight: f64, cap: f64) -> Vec<f64> {
+        let raw: Vec<f64> = match (self.trees.is_empty(), self.network.is_empty()) {
+            (false, false) => self
+                .trees
+                .iter()
+                .zip(&self.network)
+                .map(|(t, n)| (1.0 - network_weight) * t + network_weight * n)
+                .collect(),
+            (false, true) => self.trees.clone(),
+            _ => self.network.clone(),
+        };
+        raw.into_iter().map(|r| r.clamp(0.0, cap)).collect()
+    }
+}
+
+impl Learners {
+    /// Fits the configured learners on prepared histories (from cycle 0)
+    /// and their capped RUL targets.
+    fn fit(config: &RulConfig, histories: &[&Prepared], targets: &[&Vec<f64>]) -> Result<Learners, GbdtError> {
+        let trees = if config.learner.uses_trees() {
+            let rows: Vec<Vec<f64>> = histories.iter().flat_map(|h| h.rows.iter().cloned()).collect();
+            let flat: Vec<f64> = targets.iter().flat_map(|t| t.iter().copied()).collect();
+            Some(Gbdt::fit(&config.trees, &rows, &flat)?)
+        } else {
+            None
+        };
+        let network = config.learner.uses_network().then(|| {
+            let inputs: Vec<Vec<Vec<f32>>> = histories.iter().map(|h| h.sequence.clone()).collect();
+            let scaled: Vec<Vec<f32>> =
+                targets.iter().map(|t| t.iter().map(|v| (v / config.cap) as f32).collect()).collect();
+            Network::fit(&config.network, &network::Sequences { inputs: &inputs, targets: &scaled })
+        });
+        Ok(Learners { trees, network, network_weight: half() })
+    }
+
+    fn parts(&self, history: &Prepared, cap: f64) -> Parts {
+        Parts {
+            trees: self.trees.as_ref().map(|t| t.estimate(history, cap)).unwrap_or_default(),
+            network: self.network.as_ref().map(|n| n.estimate(history, cap)).unwrap_or_default(),
+        }
+    }
+
+    fn estimate(&self, history: &Prepared, cap: f64) -> Vec<f64> {
+        self.parts(history, cap).combine(self.network_weight, cap)
+    }
+}
+
+/// The network's weight in steps of 5 % that minimises the squared error
+/// of out-of-fold estimates against their truth (stacking).
+fn best_network_weight(out_of_fold: &Parts, truth: &[f64], cap: f64) -> f64 {
+    let squared_error =
+        |w: f64| -> f64 { out_of_fold.combine(w, cap).iter().zip(truth).map(|(e, t)| (e - t) * (e - t)).sum() };
+    (0..=20)
+        .map(|step| f64::from(step) / 20.0)
+        .min_by(|a, b| squared_error(*a).total_cmp(&squared_error(*b)))
+        .unwrap_or(0.5)
+}
+
+/// A fitted RUL model: features, learners and the interval's error quantiles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RulModel {
     /// Artifact format version; see [`RulModel::FORMAT`].
@@ -330,15 +522,23 @@ pub struct RulModel {
     #[serde(default)]
     pub setting_names: Vec<String>,
     features: Features,
-    trees: Gbdt,
+    #[serde(flatten)]
+    learners: Learners,
     /// Per band of predicted RUL: the 0 %, 1 %, …, 100 % quantiles of
     /// true − predicted RUL out of fold (empty without interval folds).
     errors: Vec<Vec<f64>>,
 }
 
 impl RulModel {
-    /// Current artifact format.
-    pub const FORMAT: u32 = 1;
+    /// Current artifact format: 2 added the network (format 1, trees only,
+    /// still loads and predicts the same).
+    pub const FORMAT: u32 = 2;
+
+    /// Whether an artifact of `format` can be read.
+    #[must_use]
+    pub fn readable(format: u32) -> bool {
+        (1..=Self::FORMAT).contains(&format)
+    }
 
     /// Fit on run-to-failure histories (each ends at its failure).
     ///
@@ -353,27 +553,39 @@ impl RulModel {
         }
         check_histories(units)?;
         let features = Features::fit(units, config)?;
-        let (rows, targets, owners) = training_rows(&features, units, config.cap);
+        let prepared: Vec<Prepared> = units.iter().map(|u| features.prepare(u, 0, config.learner)).collect();
+        let targets: Vec<Vec<f64>> = units
+            .iter()
+            .map(|u| {
+                let failure = u.cycles[u.cycles.len() - 1];
+                u.cycles.iter().map(|c| (failure - c).min(config.cap)).collect()
+            })
+            .collect();
         // The model and the interval's fold models are independent fits, so
         // they run on all cores; each is deterministic, so the result is too.
         let folds =
             if config.interval_folds >= 2 && units.len() >= config.interval_folds { config.interval_folds } else { 0 };
-        let fit_fold = |fold: usize| -> Result<Vec<(f64, f64)>, GbdtError> {
+        let fit_fold = |fold: usize| -> Result<(Parts, Vec<f64>), GbdtError> {
             // Unit u belongs to fold u mod folds.
-            let (fit_rows, fit_targets): (Vec<Vec<f64>>, Vec<f64>) = rows
-                .iter()
-                .zip(&targets)
-                .zip(&owners)
-                .filter(|(_, o)| **o % folds != fold)
-                .map(|((r, t), _)| (r.clone(), *t))
-                .unzip();
-            let fold_trees = Gbdt::fit(&config.trees, &fit_rows, &fit_targets)?;
-            let held_out: Vec<Vec<f64>> =
-                rows.iter().zip(&owners).filter(|(_, o)| **o % folds == fold).map(|(r, _)| r.clone()).collect();
-            let truth = targets.iter().zip(&owners).filter(|(_, o)| **o % folds == fold).map(|(t, _)| *t);
-            Ok(fold_trees.predict_many(&held_out).into_iter().map(|p| p.clamp(0.0, config.cap)).zip(truth).collect())
+            let (fit_histories, fit_targets): (Vec<&Prepared>, Vec<&Vec<f64>>) =
+                prepared.iter().zip(&targets).enumerate().filter(|(u, _)| u % folds != fold).map(|(_, p)| p).unzip();
+            // One network per fold model: half the cost of the interval, whose
+            // errors are then those of a slightly weaker ensemble (a little wide).
+            let fold_config =
+                RulConfig { network: NetworkConfig { nets: 1, ..config.network.clone() }, ..config.clone() };
+            let learners = Learners::fit(&fold_config, &fit_histories, &fit_targets)?;
+            let (mut parts, mut truth) = (Parts::default(), Vec::new());
+            for (_, (history, unit_truth)) in
+                prepared.iter().zip(&targets).enumerate().filter(|(u, _)| u % folds == fold)
+            {
+                let unit_parts = learners.parts(history, config.cap);
+                parts.trees.extend(unit_parts.trees);
+                parts.network.extend(unit_parts.network);
+                truth.extend(unit_truth);
+            }
+            Ok((parts, truth))
         };
-        let (trees, fold_pairs) = std::thread::scope(|scope| {
+        let (learners, fold_results) = std::thread::scope(|scope| {
             let workers = std::thread::available_parallelism().map_or(1, usize::from).max(1);
             let handles: Vec<_> = (0..folds)
                 .map(|fold| {
@@ -381,8 +593,9 @@ impl RulModel {
                     (workers > 1).then(|| scope.spawn(move || fit_fold(fold)))
                 })
                 .collect();
-            let trees = Gbdt::fit(&config.trees, &rows, &targets);
-            let pairs: Vec<Result<Vec<(f64, f64)>, GbdtError>> = handles
+            let learners =
+                Learners::fit(config, &prepared.iter().collect::<Vec<_>>(), &targets.iter().collect::<Vec<_>>());
+            let results: Vec<Result<(Parts, Vec<f64>), GbdtError>> = handles
                 .into_iter()
                 .enumerate()
                 .map(|(fold, handle)| match handle {
@@ -390,13 +603,25 @@ impl RulModel {
                     None => fit_fold(fold),
                 })
                 .collect();
-            (trees, pairs)
+            (learners, results)
         });
-        let trees = trees?;
-        let mut pairs: Vec<(f64, f64)> = Vec::with_capacity(rows.len());
-        for fold in fold_pairs {
-            pairs.extend(fold?);
+        let mut learners = learners?;
+        let (mut out_of_fold, mut truth) = (Parts::default(), Vec::new());
+        for result in fold_results {
+            let (parts, fold_truth) = result?;
+            out_of_fold.trees.extend(parts.trees);
+            out_of_fold.network.extend(parts.network);
+            truth.extend(fold_truth);
         }
+        learners.network_weight = match config.network_weight {
+            Some(weight) => weight,
+            None if config.learner == Learner::Ensemble && folds > 0 => {
+                best_network_weight(&out_of_fold, &truth, config.cap)
+            }
+            None => half(),
+        };
+        let pairs: Vec<(f64, f64)> =
+            out_of_fold.combine(learners.network_weight, config.cap).into_iter().zip(truth).collect();
         let errors = if folds == 0 { Vec::new() } else { error_bands(&pairs, config.cap) };
         Ok(RulModel {
             format: Self::FORMAT,
@@ -404,7 +629,7 @@ impl RulModel {
             sensor_names: sensor_names.to_vec(),
             setting_names: Vec::new(),
             features,
-            trees,
+            learners,
             errors,
         })
     }
@@ -415,18 +640,20 @@ impl RulModel {
     /// [`RulError::BadHistory`] when the history is empty or its widths differ from the model's.
     pub fn predict_all(&self, history: &UnitHistory) -> Result<Vec<RulEstimate>, RulError> {
         self.check_history(history)?;
-        Ok(self.trees.predict_many(&self.features.rows(history)).into_iter().map(|raw| self.estimate(raw)).collect())
+        let prepared = self.features.prepare(history, 0, self.config.learner);
+        Ok(self.learners.estimate(&prepared, self.config.cap).into_iter().map(|raw| self.estimate(raw)).collect())
     }
 
-    /// The estimate after the last cycle of `history` (the trees run on that cycle only).
+    /// The estimate after the last cycle of `history` (the learners run on that cycle only).
     ///
     /// # Errors
     /// See [`RulModel::predict_all`].
     pub fn predict(&self, history: &UnitHistory) -> Result<RulEstimate, RulError> {
         self.check_history(history)?;
-        let rows = self.features.rows_from(history, history.cycles.len() - 1);
-        let last = rows.last().ok_or_else(|| RulError::BadHistory(format!("unit {}: no cycles", history.unit)))?;
-        Ok(self.estimate(self.trees.predict(last)))
+        let prepared = self.features.prepare(history, history.cycles.len() - 1, self.config.learner);
+        let last = self.learners.estimate(&prepared, self.config.cap);
+        let raw = last.last().ok_or_else(|| RulError::BadHistory(format!("unit {}: no cycles", history.unit)))?;
+        Ok(self.estimate(*raw))
     }
 
     fn check_history(&self, history: &UnitHistory) -> Result<(), RulError> {
@@ -439,6 +666,9 @@ impl RulModel {
                 "unit {}: the model expects {sensors} sensors per cycle",
                 history.unit
             )));
+        }
+        if self.learners.network.as_ref().is_some_and(|n| !n.parameters_valid()) {
+            return Err(RulError::BadHistory("the model's network does not match its settings".into()));
         }
         check_histories(std::slice::from_ref(history))
     }
@@ -481,13 +711,23 @@ impl RulModel {
         ((i - 1) as f64 + within) / last as f64
     }
 
-    /// Feature names with their share of the trees' total split gain, largest first.
+    /// Feature names with their share of the trees' total split gain,
+    /// largest first (empty when the model has no trees).
     #[must_use]
     pub fn importances(&self) -> Vec<(String, f64)> {
+        let Some(trees) = &self.learners.trees else { return Vec::new() };
         let mut named: Vec<(String, f64)> =
-            self.features.names(&self.sensor_names).into_iter().zip(self.trees.importances()).collect();
+            self.features.names(&self.sensor_names).into_iter().zip(trees.importances()).collect();
         named.sort_by(|a, b| b.1.total_cmp(&a.1));
         named
+    }
+
+    /// The network's share of an ensemble's estimate (chosen on the
+    /// out-of-fold estimates; ½ without interval folds); `None` unless the
+    /// model has both learners.
+    #[must_use]
+    pub fn network_weight(&self) -> Option<f64> {
+        (self.learners.trees.is_some() && self.learners.network.is_some()).then_some(self.learners.network_weight)
     }
 
     /// Number of operating regimes found.
@@ -527,20 +767,6 @@ fn check_histories(units: &[UnitHistory]) -> Result<(), RulError> {
         }
     }
     Ok(())
-}
-
-/// Feature rows, capped RUL targets and the unit index of every training cycle.
-fn training_rows(features: &Features, units: &[UnitHistory], cap: f64) -> (Vec<Vec<f64>>, Vec<f64>, Vec<usize>) {
-    let (mut rows, mut targets, mut owners) = (Vec::new(), Vec::new(), Vec::new());
-    for (u, unit) in units.iter().enumerate() {
-        let failure = unit.cycles[unit.cycles.len() - 1];
-        for (row, cycle) in features.rows(unit).into_iter().zip(&unit.cycles) {
-            rows.push(row);
-            targets.push((failure - cycle).min(cap));
-            owners.push(u);
-        }
-    }
-    (rows, targets, owners)
 }
 
 /// Per band of predicted RUL, the 0 %, 1 %, …, 100 % quantiles of the
@@ -607,6 +833,7 @@ mod tests {
 
     fn small() -> RulConfig {
         RulConfig {
+            learner: Learner::Trees,
             trees: GbdtConfig { trees: 150, learning_rate: 0.08, ..GbdtConfig::default() },
             ..RulConfig::default()
         }
@@ -679,6 +906,65 @@ mod tests {
         let mut gappy = train[1].clone();
         gappy.sensors[10][0] = f64::NAN;
         assert!(model.predict(&gappy).unwrap().rul.is_finite());
+    }
+
+    #[test]
+    fn every_learner_learns_wear_and_round_trips() {
+        let train = fleet(30, 5);
+        let test = fleet(20, 6);
+        let network = NetworkConfig {
+            window: 12,
+            filters: 6,
+            kernel: 4,
+            layers: 2,
+            hidden: 16,
+            epochs: 15,
+            ..Default::default()
+        };
+        let mut rmse = Vec::new();
+        for learner in [Learner::Trees, Learner::Network, Learner::Ensemble] {
+            let config = RulConfig { learner, network: network.clone(), interval_folds: 2, ..small() };
+            let model = RulModel::fit(&config, &names(), &train).unwrap();
+            assert_eq!(model.importances().is_empty(), learner == Learner::Network, "{learner:?}");
+            let (mut squared, mut count) = (0.0, 0.0);
+            for unit in &test {
+                let all = model.predict_all(unit).unwrap();
+                let life = unit.cycles.len();
+                for (i, estimate) in all.iter().enumerate() {
+                    squared += (estimate.rul - ((life - 1 - i) as f64).min(125.0)).powi(2);
+                    count += 1.0;
+                    assert!(
+                        estimate.lower <= estimate.rul && estimate.rul <= estimate.upper,
+                        "{learner:?} {estimate:?}"
+                    );
+                }
+                // The last cycle alone gives the same estimate (up to the
+                // rounding of a different matrix-product path).
+                let last = model.predict(unit).unwrap();
+                assert!((last.rul - all[life - 1].rul).abs() < 1e-3, "{learner:?}: {last:?} vs {:?}", all[life - 1]);
+            }
+            rmse.push((squared / count).sqrt());
+            let back: RulModel = serde_json::from_str(&serde_json::to_string(&model).unwrap()).unwrap();
+            assert_eq!(back, model, "{learner:?}");
+            assert_eq!(back.predict_all(&test[0]).unwrap(), model.predict_all(&test[0]).unwrap());
+            if learner != Learner::Trees {
+                assert_eq!(RulModel::fit(&config, &names(), &train).unwrap(), model, "{learner:?} is deterministic");
+            }
+        }
+        // Always-the-cap would score about 45 here.
+        assert!(rmse.iter().all(|r| *r < 20.0), "trees, network, ensemble: {rmse:?}");
+    }
+
+    #[test]
+    fn a_format_1_artifact_still_loads() {
+        let train = fleet(10, 8);
+        let model = RulModel::fit(&RulConfig { interval_folds: 2, ..small() }, &names(), &train).unwrap();
+        let mut json: serde_json::Value = serde_json::to_value(&model).unwrap();
+        json["format"] = 1.into();
+        json["config"].as_object_mut().unwrap().retain(|k, _| k != "learner" && k != "network");
+        let old: RulModel = serde_json::from_value(json).unwrap();
+        assert!(RulModel::readable(old.format) && !RulModel::readable(RulModel::FORMAT + 1));
+        assert!(old.predict_all(&train[0]).unwrap() == model.predict_all(&train[0]).unwrap(), "estimates differ");
     }
 
     #[test]
