@@ -517,6 +517,10 @@ fn windows(ends: &[(&[Vec<f32>], usize)], window: usize, channels: usize, scratc
     x
 }
 
+/// Fewest windows worth a second thread (a thread costs about as much as
+/// one window).
+const PARALLEL_WINDOWS: usize = 32;
+
 /// A fitted network ensemble.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Network {
@@ -547,7 +551,7 @@ impl Network {
                 })
                 .collect();
             let mut nets: Vec<(usize, Vec<f32>)> =
-                handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+                handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
             nets.sort_by_key(|(n, _)| *n);
             nets.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
         });
@@ -556,7 +560,24 @@ impl Network {
 
     /// The averaged output (RUL / cap) for windows ending at each of `ends`
     /// (cycle indices) of one standardised sequence.
+    /// Many windows are split over the machine's cores (each window's
+    /// output does not depend on the split).
     pub(crate) fn predict(&self, sequence: &[Vec<f32>], ends: &[usize]) -> Vec<f64> {
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        if workers < 2 || ends.len() < PARALLEL_WINDOWS {
+            return self.predict_on_one_core(sequence, ends);
+        }
+        let part = ends.len().div_ceil(workers);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = ends
+                .chunks(part)
+                .map(|part| scope.spawn(move || self.predict_on_one_core(sequence, part)))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        })
+    }
+
+    fn predict_on_one_core(&self, sequence: &[Vec<f32>], ends: &[usize]) -> Vec<f64> {
         let layout = Layout::new(&self.config, self.channels);
         let mut sums = vec![0.0f64; ends.len()];
         let mut scratch = Scratch::default();
