@@ -161,8 +161,8 @@ fn eval_skab_refuses_wrong_delimiters_and_bad_cells_with_their_line() {
     }
 }
 
-/// A NAB-layout folder: a noisy daily-ish wave with a level shift inside the
-/// one labelled window, and a second series with no anomaly.
+/// A NAB-layout folder: a noisy level with a shift inside the one labelled
+/// window, the same level quantised and then frozen, and a series with no anomaly.
 fn nab_folder(root: &std::path::Path) {
     std::fs::create_dir_all(root.join("data/synthetic")).unwrap();
     std::fs::create_dir_all(root.join("labels")).unwrap();
@@ -171,18 +171,24 @@ fn nab_folder(root: &std::path::Path) {
     let stamp = |i: i64| (start + chrono::Duration::minutes(5 * i)).format("%Y-%m-%d %H:%M:%S").to_string();
     let mut shifted = String::from("timestamp,value\n");
     let mut quiet = String::from("timestamp,value\n");
+    let mut stuck = String::from("timestamp,value\n");
     for i in 0..2000 {
         let base = 50.0 + 0.5 * g.normal();
         let value = if i >= 1500 { base + 20.0 } else { base };
         shifted += &format!("{},{value:.3}\n", stamp(i));
         quiet += &format!("{},{base:.3}\n", stamp(i));
+        // Quantised to 0.1, so short runs of equal values are normal; frozen for 200 steps.
+        let held = if (1500..1700).contains(&i) { 50.0 } else { base };
+        stuck += &format!("{},{held:.1}\n", stamp(i));
     }
     std::fs::write(root.join("data/synthetic/shift.csv"), shifted).unwrap();
     std::fs::write(root.join("data/synthetic/quiet.csv"), quiet).unwrap();
+    std::fs::write(root.join("data/synthetic/stuck.csv"), stuck).unwrap();
+    let window = |from: i64, to: i64| format!("[[\"{}.000000\", \"{}.000000\"]]", stamp(from), stamp(to));
     let labels = format!(
-        "{{\"synthetic/shift.csv\": [[\"{}.000000\", \"{}.000000\"]], \"synthetic/quiet.csv\": []}}",
-        stamp(1450),
-        stamp(1600)
+        "{{\"synthetic/shift.csv\": {}, \"synthetic/stuck.csv\": {}, \"synthetic/quiet.csv\": []}}",
+        window(1450, 1600),
+        window(1450, 1700)
     );
     std::fs::write(root.join("labels/combined_windows.json"), labels).unwrap();
 }
@@ -207,6 +213,18 @@ fn eval_nab_writes_nab_results_layout_and_scores_with_nab_rules() {
     let onsets: Vec<usize> = (0..2000).filter(|i| scores[*i] >= 0.5).collect();
     assert!(onsets.contains(&1500), "the shift is flagged where it starts: {onsets:?}");
     assert!(out.path().join("usan/synthetic/usan_quiet.csv").exists());
+    let stuck = std::fs::read_to_string(out.path().join("usan/synthetic/usan_stuck.csv")).unwrap();
+    let stuck_onsets: Vec<usize> = stuck
+        .lines()
+        .skip(1)
+        .enumerate()
+        .filter(|(_, l)| l.split(',').nth(2).unwrap().parse::<f64>().unwrap() >= 0.5)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        stuck_onsets.iter().any(|i| (1500..1520).contains(i)),
+        "the freeze is flagged within its first 20 values: {stuck_onsets:?}"
+    );
     let line = stdout.lines().find(|l| l.starts_with("NAB score")).unwrap();
     let standard: f64 = line.split("standard ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
     assert!(standard > 50.0, "{line}");

@@ -24,7 +24,11 @@ fn normal_rows(n: usize, seed: u64) -> Vec<Vec<f64>> {
 /// the most extreme baseline frames: the suite asks them to rank the fault
 /// above typical frames rather than above the 99th percentile.
 fn saturates_outside_range(config: &DetectorConfig) -> bool {
-    matches!(config, DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_) | DetectorConfig::KnnCad(_))
+    match config {
+        DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_) | DetectorConfig::KnnCad(_) => true,
+        DetectorConfig::Fusion(fusion) => fusion.members.iter().any(saturates_outside_range),
+        _ => false,
+    }
 }
 
 fn every_detector() -> Vec<DetectorConfig> {
@@ -39,7 +43,18 @@ fn every_detector() -> Vec<DetectorConfig> {
         DetectorConfig::Fusion(FusionConfig {
             members: vec![DetectorConfig::Pca(PcaConfig::default()), DetectorConfig::RobustZ(RobustZConfig::default())],
             quantile: 0.99,
+            scales: Vec::new(),
         }),
+        DetectorConfig::Fusion(FusionConfig {
+            members: vec![
+                DetectorConfig::KnnCad(KnnCadConfig { window: 1, reference: 300, k: 5, calibration: 100 }),
+                DetectorConfig::Flatline(FlatlineConfig::default()),
+            ],
+            quantile: 0.99,
+            scales: vec![0.99, 1.0],
+        }),
+        DetectorConfig::Flatline(FlatlineConfig::default()),
+        DetectorConfig::Flatline(FlatlineConfig { min_run: 3, tolerance: 0.01 }),
         DetectorConfig::RobustZ(RobustZConfig::default()),
         DetectorConfig::RobustZ(RobustZConfig { window: 30, min_samples: 10 }),
         DetectorConfig::Ewma(EwmaConfig::default()),
@@ -142,10 +157,17 @@ fn detects_an_obvious_injected_fault_and_blames_the_right_signal() {
         };
         // A stuck-high quiet signal (30 sigma) and a large step on another (8 sigma):
         // far outside the baseline in more than one direction, so obvious to
-        // every method, tree ensembles included.
+        // every method, tree ensembles included. A flatline detector sees
+        // values, not their spread: for it the two signals freeze there.
         let mut faulty = normal_rows(1, 13).remove(0);
         faulty[2] += 3.0;
         faulty[0] += 16.0;
+        if matches!(config, DetectorConfig::Flatline(_)) {
+            for mut row in normal_rows(30, 14) {
+                (row[0], row[2]) = (faulty[0], faulty[2]);
+                detector.score(&row).unwrap();
+            }
+        }
         let score = detector.score(&faulty).unwrap();
         assert!(score.value > bar, "{config:?}: fault {} vs normal scores' bar {bar}", score.value);
         let blamed = score.contributions.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;

@@ -8,6 +8,10 @@
 //! and the fused score is the largest of those ratios: an alarm from any
 //! member is an alarm, and its contributions explain it. Members learn the
 //! same baseline; streaming members keep their own state.
+//!
+//! Streaming members that warm up on the stream itself (no baseline, as in
+//! NAB) can be given fixed `scales` instead: each member's score is divided
+//! by its scale and nothing is measured.
 
 use super::{AnyDetector, Detector, DetectorConfig, DetectorError, Score, check_rows};
 use crate::stats::quantile;
@@ -22,6 +26,9 @@ pub struct FusionConfig {
     /// Each member's score is scaled by this quantile of its baseline scores.
     #[serde(default = "default_quantile")]
     pub quantile: f64,
+    /// Fixed scales, one per member (empty: measured on the baseline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scales: Vec<f64>,
 }
 
 fn default_quantile() -> f64 {
@@ -37,6 +44,16 @@ impl FusionConfig {
         if !(self.quantile > 0.0 && self.quantile < 1.0) {
             problems.push(format!("fusion.quantile must be in (0, 1), got {}", self.quantile));
         }
+        if !self.scales.is_empty() && self.scales.len() != self.members.len() {
+            problems.push(format!(
+                "fusion.scales must give one scale per member ({}), got {}",
+                self.members.len(),
+                self.scales.len()
+            ));
+        }
+        if self.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            problems.push("fusion.scales must be finite and above 0".into());
+        }
         for (i, member) in self.members.iter().enumerate() {
             problems.extend(member.validate().into_iter().map(|p| format!("fusion.members[{i}]: {p}")));
         }
@@ -48,6 +65,9 @@ impl FusionConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fusion {
     quantile: f64,
+    /// Whether the scales are fixed by the settings.
+    #[serde(default)]
+    fixed: bool,
     members: Vec<AnyDetector>,
     /// Baseline quantile of each member's scores.
     scales: Vec<f64>,
@@ -60,16 +80,21 @@ impl Fusion {
     /// When a member's settings are invalid.
     pub fn new(config: &FusionConfig) -> Result<Self, DetectorError> {
         let members = config.members.iter().map(DetectorConfig::build).collect::<Result<Vec<_>, _>>()?;
-        Ok(Fusion { quantile: config.quantile, scales: vec![1.0; members.len()], members })
+        let fixed = !config.scales.is_empty();
+        let scales = if fixed { config.scales.clone() } else { vec![1.0; members.len()] };
+        Ok(Fusion { quantile: config.quantile, fixed, scales, members })
     }
 
-    /// Measure each member's scale out of sample, then let it learn the
-    /// whole baseline.
+    /// Measure each member's scale out of sample (unless fixed), then let
+    /// it learn the whole baseline.
     ///
     /// # Errors
     /// The first member's learning error.
     pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         check_rows(rows, 1)?;
+        if self.fixed {
+            return self.members.iter_mut().try_for_each(|member| member.learn(rows));
+        }
         let cut = rows.len() * 4 / 5;
         for (member, scale) in self.members.iter_mut().zip(self.scales.iter_mut()) {
             let mut probe = member.clone();

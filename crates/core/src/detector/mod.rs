@@ -13,6 +13,7 @@
 
 mod autoencoder;
 mod ewma;
+mod flatline;
 mod fusion;
 mod hst;
 mod iforest;
@@ -23,6 +24,7 @@ mod robust_z;
 
 pub use autoencoder::{Autoencoder, AutoencoderConfig};
 pub use ewma::{Ewma, EwmaConfig};
+pub use flatline::{Flatline, FlatlineConfig};
 pub use fusion::{Fusion, FusionConfig};
 pub use hst::{HalfSpaceTrees, HalfSpaceTreesConfig};
 pub use iforest::{IsolationForest, IsolationForestConfig};
@@ -167,6 +169,8 @@ pub enum DetectorConfig {
     Autoencoder(AutoencoderConfig),
     /// kNN conformal anomaly detection on embedded windows, streaming.
     KnnCad(KnnCadConfig),
+    /// Stuck signals: runs of unchanged values longer than any before, streaming.
+    Flatline(FlatlineConfig),
 }
 
 impl DetectorConfig {
@@ -183,6 +187,7 @@ impl DetectorConfig {
             DetectorConfig::Fusion(_) => "fusion",
             DetectorConfig::Autoencoder(_) => "autoencoder",
             DetectorConfig::KnnCad(_) => "knn_cad",
+            DetectorConfig::Flatline(_) => "flatline",
         }
     }
 
@@ -199,6 +204,7 @@ impl DetectorConfig {
             DetectorConfig::Fusion(c) => c.validate(),
             DetectorConfig::Autoencoder(c) => c.validate(),
             DetectorConfig::KnnCad(c) => c.validate(),
+            DetectorConfig::Flatline(c) => c.validate(),
         }
     }
 
@@ -222,6 +228,7 @@ impl DetectorConfig {
             DetectorConfig::Fusion(c) => AnyDetector::Fusion(Fusion::new(c)?),
             DetectorConfig::Autoencoder(c) => AnyDetector::Autoencoder(Autoencoder::new(c.clone())),
             DetectorConfig::KnnCad(c) => AnyDetector::KnnCad(KnnCad::new(c.clone())),
+            DetectorConfig::Flatline(c) => AnyDetector::Flatline(Flatline::new(c.clone())),
         })
     }
 
@@ -236,7 +243,10 @@ impl DetectorConfig {
             DetectorConfig::Mset(_) => Mset::MIN_ROWS,
             DetectorConfig::Fusion(c) => c.members.iter().map(DetectorConfig::min_baseline_rows).max().unwrap_or(0),
             DetectorConfig::Autoencoder(_) => Autoencoder::MIN_ROWS,
-            DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) | DetectorConfig::KnnCad(_) => 0,
+            DetectorConfig::RobustZ(_)
+            | DetectorConfig::Ewma(_)
+            | DetectorConfig::KnnCad(_)
+            | DetectorConfig::Flatline(_) => 0,
         }
     }
 }
@@ -264,6 +274,8 @@ pub enum AnyDetector {
     Autoencoder(Autoencoder),
     /// See [`KnnCad`].
     KnnCad(KnnCad),
+    /// See [`Flatline`].
+    Flatline(Flatline),
 }
 
 impl Detector for AnyDetector {
@@ -278,6 +290,7 @@ impl Detector for AnyDetector {
             AnyDetector::Fusion(d) => d.learn(rows),
             AnyDetector::Autoencoder(d) => d.learn(rows),
             AnyDetector::KnnCad(d) => d.learn(rows),
+            AnyDetector::Flatline(d) => d.learn(rows),
         }
     }
 
@@ -292,6 +305,7 @@ impl Detector for AnyDetector {
             AnyDetector::Fusion(d) => d.score(row),
             AnyDetector::Autoencoder(d) => d.score(row),
             AnyDetector::KnnCad(d) => d.score(row),
+            AnyDetector::Flatline(d) => d.score(row),
         }
     }
 

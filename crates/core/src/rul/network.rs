@@ -550,8 +550,10 @@ impl Network {
                     })
                 })
                 .collect();
-            let mut nets: Vec<(usize, Vec<f32>)> =
-                handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
+            let mut nets: Vec<(usize, Vec<f32>)> = handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect();
             nets.sort_by_key(|(n, _)| *n);
             nets.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
         });
@@ -569,11 +571,12 @@ impl Network {
         }
         let part = ends.len().div_ceil(workers);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = ends
-                .chunks(part)
-                .map(|part| scope.spawn(move || self.predict_on_one_core(sequence, part)))
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+            let handles: Vec<_> =
+                ends.chunks(part).map(|part| scope.spawn(move || self.predict_on_one_core(sequence, part))).collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
         })
     }
 
