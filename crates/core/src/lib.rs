@@ -12,6 +12,7 @@
 //! - [`alarm`]: the alarm lifecycle people work with;
 //! - [`metrics`]: the public benchmarks' detection metrics (SKAB, NAB);
 //! - [`rul`]: remaining useful life from run-to-failure histories;
+//! - [`spc`]: control chart constants and run rules (statistical process control);
 //! - [`gbdt`]: gradient-boosted regression trees (remaining useful life, yield);
 //! - [`stats`]: small numeric helpers shared by the above.
 
@@ -22,6 +23,7 @@ pub mod gbdt;
 pub mod metrics;
 pub mod model;
 pub mod rul;
+pub mod spc;
 pub mod stats;
 pub mod threshold;
 
