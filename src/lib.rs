@@ -17,4 +17,5 @@ pub mod rul_fit;
 pub mod serve;
 pub mod sink;
 pub mod source;
+pub mod spc;
 pub mod store;

@@ -89,6 +89,54 @@ enum Command {
         #[arg(long)]
         subset: Option<String>,
     },
+    /// A control chart of one CSV column: limits, run-rule violations and
+    /// process capability (statistical process control).
+    Spc {
+        /// The CSV file (header on the first line; `,`, `;` or tab).
+        file: PathBuf,
+        /// The measured (or counted) column.
+        #[arg(long)]
+        column: String,
+        /// Subgroup size (X̄ charts) or constant sample size (p, np, u).
+        #[arg(long)]
+        subgroup: Option<usize>,
+        /// Column whose changes start a new subgroup (X̄ charts) or that holds each sample's size (p, np, u).
+        #[arg(long)]
+        subgroup_column: Option<String>,
+        /// The chart.
+        #[arg(long, value_enum, default_value = "imr")]
+        chart: SpcChart,
+        /// EWMA weight of the newest value.
+        #[arg(long, default_value_t = 0.2)]
+        lambda: f64,
+        /// EWMA limit width in σ.
+        #[arg(long, default_value_t = 3.0)]
+        width: f64,
+        /// CUSUM slack in σ.
+        #[arg(long, default_value_t = 0.5)]
+        k: f64,
+        /// CUSUM decision interval in σ.
+        #[arg(long, default_value_t = 5.0)]
+        h: f64,
+        /// Specification limits `LSL,USL` (either may be empty) for capability.
+        #[arg(long, allow_hyphen_values = true)]
+        spec: Option<String>,
+        /// Target for Cpm (default: the middle of the specification).
+        #[arg(long, allow_hyphen_values = true)]
+        target: Option<f64>,
+        /// Run rules: Western Electric or Nelson.
+        #[arg(long, value_enum, default_value = "nelson")]
+        rules: SpcRules,
+        /// Establish the limits from the first N points (Phase I), then judge the rest against them.
+        #[arg(long)]
+        baseline: Option<usize>,
+        /// Re-establish the limits without out-of-control baseline points (recorded in the output).
+        #[arg(long)]
+        exclude: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the hot paths on this machine (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -144,8 +192,33 @@ enum Benchmark {
     Cmapss,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SpcChart {
+    XbarR,
+    XbarS,
+    Imr,
+    P,
+    Np,
+    C,
+    U,
+    Ewma,
+    Cusum,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SpcRules {
+    We,
+    Nelson,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Streaming I–MR chart updates per second with every Nelson rule.
+    Spc {
+        /// Values to chart.
+        #[arg(long, default_value_t = 10_000_000)]
+        values: usize,
+    },
     /// Scoring throughput of each detector (same data as the Python peers).
     Detectors {
         /// Rows to score.
@@ -242,7 +315,57 @@ fn main() -> ExitCode {
                     None => Err(anyhow::anyhow!("usan eval cmapss needs --subset FD001|FD002|FD003|FD004")),
                 },
             }),
+        Command::Spc {
+            file,
+            column,
+            subgroup,
+            subgroup_column,
+            chart,
+            lambda,
+            width,
+            k,
+            h,
+            spec,
+            target,
+            rules,
+            baseline,
+            exclude,
+            json,
+        } => {
+            use usan_core::spc::chart::ChartKind;
+            let chart = match chart {
+                SpcChart::XbarR => ChartKind::XbarR,
+                SpcChart::XbarS => ChartKind::XbarS,
+                SpcChart::Imr => ChartKind::Imr,
+                SpcChart::P => ChartKind::P,
+                SpcChart::Np => ChartKind::Np,
+                SpcChart::C => ChartKind::C,
+                SpcChart::U => ChartKind::U,
+                SpcChart::Ewma => ChartKind::Ewma { lambda, width },
+                SpcChart::Cusum => ChartKind::Cusum { k, h },
+            };
+            let rules = match rules {
+                SpcRules::We => usan_core::spc::rules::RuleSet::We,
+                SpcRules::Nelson => usan_core::spc::rules::RuleSet::Nelson,
+            };
+            spec.as_deref().map(usan::spc::parse_spec).transpose().and_then(|spec| {
+                usan::spc::run(&usan::spc::SpcArgs {
+                    file,
+                    column,
+                    subgroup,
+                    subgroup_column,
+                    chart,
+                    spec,
+                    target,
+                    rules,
+                    baseline,
+                    exclude,
+                    json,
+                })
+            })
+        }
         Command::Bench { what } => match what {
+            BenchCommand::Spc { values } => bench::spc(values),
             BenchCommand::Detectors { rows, dims } => bench::detectors(rows, &dims),
             BenchCommand::Pipeline { assets, signals, rows, detector } => {
                 runtime().and_then(|rt| rt.block_on(bench::pipeline(assets, signals, rows, &detector)))

@@ -573,6 +573,80 @@ fn judge(mut all: Vec<ChartSeries>, rules: RuleSet, kind: ChartKind) -> Vec<Char
     all
 }
 
+/// An I–MR chart on a stream: fixed limits from a baseline, each new value
+/// judged by the run rules on the I chart and by its limit on the MR chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImrMonitor {
+    /// Centre of the I chart.
+    pub centre: f64,
+    /// Short-term σ (MR̄ / d2).
+    pub sigma: f64,
+    /// Upper limit of the MR chart (D4·MR̄).
+    pub mr_upper: f64,
+    limits_rule: Rule,
+    checker: RuleChecker,
+    previous: Option<f64>,
+    index: usize,
+}
+
+/// What one value did to an [`ImrMonitor`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImrUpdate {
+    /// The value's standardised distance from the centre, (x − centre)/σ.
+    pub z: f64,
+    /// Its moving range (None for the first value or after a gap).
+    pub moving_range: Option<f64>,
+    /// Rules broken on the I chart, then the MR chart's limit (as the set's rule 1).
+    pub violations: Vec<Violation>,
+}
+
+impl ImrMonitor {
+    /// Limits from `baseline` (Phase I, with out-of-control values excluded
+    /// when `exclude_out_of_control`), then monitoring from index 0.
+    ///
+    /// # Errors
+    /// As [`chart`] for an I–MR chart of the baseline; also when the
+    /// baseline shows no variation.
+    pub fn from_baseline(baseline: &[f64], rules: RuleSet, exclude_out_of_control: bool) -> Result<Self, SpcError> {
+        let settings = ChartSettings { kind: ChartKind::Imr, rules, baseline: None, exclude_out_of_control };
+        let established = chart(&settings, &ChartData::Individuals(baseline.to_vec()))?;
+        let sigma = established.sigma.unwrap_or(0.0);
+        if sigma <= 0.0 {
+            return Err(SpcError::Invalid("imr: the baseline shows no variation (MR̄ = 0)".into()));
+        }
+        let d2 = chart_constants(2).map_or(1.128, |c| c.d2);
+        let d4 = chart_constants(2).map_or(3.267, |c| c.d4_factor);
+        Ok(ImrMonitor {
+            centre: established.centre,
+            sigma,
+            mr_upper: d4 * sigma * d2,
+            limits_rule: rules.limits_rule(),
+            checker: RuleChecker::new(rules.rules()),
+            previous: None,
+            index: 0,
+        })
+    }
+
+    /// Judge the next value; a non-finite value is a gap that breaks every pattern.
+    pub fn update(&mut self, x: f64) -> ImrUpdate {
+        let index = self.index;
+        self.index += 1;
+        if !x.is_finite() {
+            self.checker.reset();
+            self.previous = None;
+            return ImrUpdate { z: f64::NAN, moving_range: None, violations: Vec::new() };
+        }
+        let z = (x - self.centre) / self.sigma;
+        let mut violations = self.checker.update(index, z);
+        let moving_range = self.previous.map(|p| (x - p).abs());
+        if moving_range.is_some_and(|mr| mr > self.mr_upper) {
+            violations.push(Violation { rule: self.limits_rule, index, points: vec![index - 1, index] });
+        }
+        self.previous = Some(x);
+        ImrUpdate { z, moving_range, violations }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,6 +778,31 @@ mod tests {
         let ewma = at(ChartKind::Ewma { lambda: 0.2, width: 3.0 }).unwrap();
         let cusum = at(ChartKind::Cusum { k: 0.5, h: 5.0 }).unwrap();
         assert!(ewma < 130 && cusum < 130, "EWMA at {ewma}, CUSUM at {cusum}");
+    }
+
+    #[test]
+    fn a_streaming_monitor_judges_like_the_chart() {
+        let mut g = crate::stats::SeededNormal::new(21);
+        let mut values: Vec<f64> = (0..300).map(|_| 20.0 + g.normal()).collect();
+        values[250] = 26.0;
+        for v in &mut values[270..280] {
+            *v += 1.5;
+        }
+        let whole = chart(
+            &ChartSettings { baseline: Some(200), ..settings(ChartKind::Imr) },
+            &ChartData::Individuals(values.clone()),
+        )
+        .unwrap();
+        let mut monitor = ImrMonitor::from_baseline(&values[..200], RuleSet::Nelson, false).unwrap();
+        let streamed: Vec<(Rule, usize)> =
+            values.iter().flat_map(|v| monitor.update(*v).violations).map(|v| (v.rule, v.index)).collect();
+        let mut charted: Vec<(Rule, usize)> =
+            whole.series.iter().flat_map(|s| s.violations.iter().map(|v| (v.rule, v.index))).collect();
+        let mut streamed_sorted = streamed.clone();
+        streamed_sorted.sort_unstable();
+        charted.sort_unstable();
+        assert_eq!(streamed_sorted, charted);
+        assert!(streamed.contains(&(Rule::Nelson1, 250)), "{streamed:?}");
     }
 
     #[test]

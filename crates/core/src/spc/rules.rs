@@ -21,7 +21,6 @@
 //! | 8 in a row beyond 1σ, on both sides | — | `nelson8` |
 
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 
 /// One run rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -172,22 +171,68 @@ pub struct Violation {
     pub points: Vec<usize>,
 }
 
-/// Longest pattern any rule needs.
-const MEMORY: usize = 15;
+/// Points remembered: the longest pattern (15), rounded up to a power of two.
+const MEMORY: usize = 16;
 
-/// Checks rules point by point (streaming); keeps the last 15 points.
+/// Checks rules point by point (streaming). Each rule is a counter or a bit
+/// mask updated in O(1), so a chart with every rule costs a few
+/// nanoseconds per point; the points of a violation are read back from the
+/// last 16 only when a rule fires.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleChecker {
     rules: Vec<Rule>,
-    /// Recent (index, z), oldest first.
-    recent: VecDeque<(usize, f64)>,
+    /// The last 16 points' indices, by position `seen % 16`.
+    indices: [usize; MEMORY],
+    /// Points since the last reset.
+    seen: usize,
+    /// The previous point's z.
+    previous: Option<f64>,
+    /// Bit i: the point i steps back is above / below the centre line.
+    above: u32,
+    below: u32,
+    /// Bit i: beyond +2σ / −2σ, beyond +1σ / −1σ.
+    above2: u32,
+    below2: u32,
+    above1: u32,
+    below1: u32,
+    /// Points in the current run of steady increase / decrease.
+    rising: usize,
+    falling: usize,
+    /// Points in the current up-down alternation, and the last step's sign.
+    alternating: usize,
+    last_step: i8,
+    /// Points in the current run within 1σ / beyond 1σ.
+    hugging: usize,
+    outside: usize,
+}
+
+/// The `n` newest bits.
+fn newest(bits: u32, n: usize) -> u32 {
+    if n >= 32 { bits } else { bits & ((1u32 << n) - 1) }
 }
 
 impl RuleChecker {
     /// A checker of `rules`.
     #[must_use]
     pub fn new(rules: &[Rule]) -> Self {
-        RuleChecker { rules: rules.to_vec(), recent: VecDeque::with_capacity(MEMORY) }
+        RuleChecker {
+            rules: rules.to_vec(),
+            indices: [0; MEMORY],
+            seen: 0,
+            previous: None,
+            above: 0,
+            below: 0,
+            above2: 0,
+            below2: 0,
+            above1: 0,
+            below1: 0,
+            rising: 0,
+            falling: 0,
+            alternating: 0,
+            last_step: 0,
+            hugging: 0,
+            outside: 0,
+        }
     }
 
     /// The rules checked.
@@ -198,78 +243,105 @@ impl RuleChecker {
 
     /// Forget every point (after limits are re-established).
     pub fn reset(&mut self) {
-        self.recent.clear();
+        *self = RuleChecker::new(&std::mem::take(&mut self.rules));
     }
 
-    /// Take point `index` with standardised value `z`; the rules it breaks.
+    /// Take point `index` with standardised value `z`; the rules it breaks
+    /// (an empty vector, which does not allocate, when none).
     /// A non-finite `z` (a point that could not be computed) breaks every
     /// pattern and breaks no rule.
     pub fn update(&mut self, index: usize, z: f64) -> Vec<Violation> {
         if !z.is_finite() {
-            self.recent.clear();
+            self.reset();
             return Vec::new();
         }
-        if self.recent.len() == MEMORY {
-            self.recent.pop_front();
+        self.indices[self.seen % MEMORY] = index;
+        self.seen += 1;
+        let push = |bits: u32, on: bool| (bits << 1) | u32::from(on);
+        self.above = push(self.above, z > 0.0);
+        self.below = push(self.below, z < 0.0);
+        self.above2 = push(self.above2, z > 2.0);
+        self.below2 = push(self.below2, z < -2.0);
+        self.above1 = push(self.above1, z > 1.0);
+        self.below1 = push(self.below1, z < -1.0);
+        self.hugging = if z.abs() < 1.0 { self.hugging + 1 } else { 0 };
+        self.outside = if z.abs() > 1.0 { self.outside + 1 } else { 0 };
+        match self.previous {
+            Some(previous) => {
+                let step: i8 = if z > previous {
+                    1
+                } else if z < previous {
+                    -1
+                } else {
+                    0
+                };
+                self.rising = if step > 0 { self.rising + 1 } else { 1 };
+                self.falling = if step < 0 { self.falling + 1 } else { 1 };
+                self.alternating = match (step, self.last_step) {
+                    (0, _) => 1,
+                    (s, last) if last != 0 && s != last => self.alternating + 1,
+                    _ => 2,
+                };
+                self.last_step = step;
+            }
+            None => (self.rising, self.falling, self.alternating) = (1, 1, 1),
         }
-        self.recent.push_back((index, z));
-        self.rules.iter().filter_map(|rule| self.check(*rule)).collect()
+        self.previous = Some(z);
+        let mut found = Vec::new();
+        for &rule in &self.rules {
+            if let Some(points) = self.check(rule) {
+                found.push(Violation { rule, index, points });
+            }
+        }
+        found
     }
 
-    /// The last `length` points, oldest first, if there are that many.
-    fn last(&self, length: usize) -> Option<Vec<(usize, f64)>> {
-        (self.recent.len() >= length).then(|| self.recent.iter().skip(self.recent.len() - length).copied().collect())
+    /// Indices of the last `n` points, oldest first.
+    fn last(&self, n: usize) -> Vec<usize> {
+        (self.seen - n..self.seen).map(|k| self.indices[k % MEMORY]).collect()
     }
 
-    fn check(&self, rule: Rule) -> Option<Violation> {
-        let violation = |points: Vec<usize>| {
-            let index = *points.last()?;
-            Some(Violation { rule, index, points })
-        };
-        let indices = |window: &[(usize, f64)]| window.iter().map(|(i, _)| *i).collect::<Vec<_>>();
+    /// Indices of the points among the last `n` whose bit is set, oldest first.
+    fn marked(&self, bits: u32, n: usize) -> Vec<usize> {
+        (0..n)
+            .rev()
+            .filter(|back| bits & (1 << back) != 0)
+            .map(|back| self.indices[(self.seen - 1 - back) % MEMORY])
+            .collect()
+    }
+
+    /// The points of `rule`'s pattern if the newest point completes it.
+    fn check(&self, rule: Rule) -> Option<Vec<usize>> {
         match rule.pattern() {
             Pattern::Beyond { k, m, sigmas } => {
                 // At the start of a chart, k in a row already are k of m.
-                let window = self.last(m.min(self.recent.len()).max(k))?;
-                let newest = window.last()?.1;
-                let side = if newest > sigmas {
-                    1.0
-                } else if newest < -sigmas {
-                    -1.0
+                let window = m.min(self.seen);
+                let (up, down) = if sigmas >= 3.0 {
+                    return (self.previous?.abs() > sigmas).then(|| self.last(1));
+                } else if sigmas >= 2.0 {
+                    (self.above2, self.below2)
+                } else {
+                    (self.above1, self.below1)
+                };
+                let side = if up & 1 == 1 {
+                    newest(up, window)
+                } else if down & 1 == 1 {
+                    newest(down, window)
                 } else {
                     return None;
                 };
-                let beyond: Vec<usize> = window.iter().filter(|(_, z)| side * z > sigmas).map(|(i, _)| *i).collect();
-                (beyond.len() >= k).then(|| violation(beyond))?
+                (side.count_ones() as usize >= k).then(|| self.marked(side, window))
             }
             Pattern::SameSide { length } => {
-                let window = self.last(length)?;
-                let all_above = window.iter().all(|(_, z)| *z > 0.0);
-                let all_below = window.iter().all(|(_, z)| *z < 0.0);
-                (all_above || all_below).then(|| violation(indices(&window)))?
+                let run = |bits: u32| newest(bits, length).count_ones() as usize == length;
+                (self.seen >= length && (run(self.above) || run(self.below))).then(|| self.last(length))
             }
-            Pattern::Trend { length } => {
-                let window = self.last(length)?;
-                let rising = window.windows(2).all(|w| w[1].1 > w[0].1);
-                let falling = window.windows(2).all(|w| w[1].1 < w[0].1);
-                (rising || falling).then(|| violation(indices(&window)))?
-            }
-            Pattern::Alternating { length } => {
-                let window = self.last(length)?;
-                let steps: Vec<f64> = window.windows(2).map(|w| w[1].1 - w[0].1).collect();
-                let alternating =
-                    steps.iter().all(|s| *s != 0.0) && steps.windows(2).all(|s| (s[0] > 0.0) != (s[1] > 0.0));
-                alternating.then(|| violation(indices(&window)))?
-            }
-            Pattern::Hugging { length } => {
-                let window = self.last(length)?;
-                window.iter().all(|(_, z)| z.abs() < 1.0).then(|| violation(indices(&window)))?
-            }
+            Pattern::Trend { length } => (self.rising >= length || self.falling >= length).then(|| self.last(length)),
+            Pattern::Alternating { length } => (self.alternating >= length).then(|| self.last(length)),
+            Pattern::Hugging { length } => (self.hugging >= length).then(|| self.last(length)),
             Pattern::Mixture { length } => {
-                let window = self.last(length)?;
-                let outside = window.iter().all(|(_, z)| z.abs() > 1.0);
-                let both_sides = window.iter().any(|(_, z)| *z > 0.0) && window.iter().any(|(_, z)| *z < 0.0);
-                (outside && both_sides).then(|| violation(indices(&window)))?
+                let both = newest(self.above1, length) != 0 && newest(self.below1, length) != 0;
+                (self.outside >= length && both).then(|| self.last(length))
             }
         }
     }
