@@ -18,4 +18,5 @@ pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod spc;
+pub mod spc_report;
 pub mod store;

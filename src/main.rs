@@ -136,6 +136,9 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Also write a self-contained HTML report (charts, violations, capability, histogram).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Measure the hot paths on this machine (see BENCHMARKS.md).
     Bench {
@@ -331,6 +334,7 @@ fn main() -> ExitCode {
             baseline,
             exclude,
             json,
+            report,
         } => {
             use usan_core::spc::chart::ChartKind;
             let chart = match chart {
@@ -361,6 +365,7 @@ fn main() -> ExitCode {
                     baseline,
                     exclude,
                     json,
+                    report,
                 })
             })
         }

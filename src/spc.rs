@@ -44,6 +44,8 @@ pub struct SpcArgs {
     pub exclude: bool,
     /// Print JSON instead of text.
     pub json: bool,
+    /// Also write a self-contained HTML report here.
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// Parses `LSL,USL` where either side may be empty (`,10.5`).
@@ -162,6 +164,26 @@ pub fn run(args: &SpcArgs) -> anyhow::Result<()> {
             Some(capability(&values, sigma, &spec, 0.95).context("process capability")?)
         }
     };
+    if let Some(path) = &args.report {
+        let title = format!("{} of {} in {}", result.kind, args.column, args.file.display());
+        let settings = format!(
+            "{} chart, {} rules{}{}",
+            result.kind,
+            rules_name(args.rules),
+            args.baseline.map_or_else(String::new, |n| format!(", limits from the first {n} points")),
+            if args.exclude { ", out-of-control baseline points excluded" } else { "" }
+        );
+        let individual = if kind.takes_counts() { &[][..] } else { &values[..] };
+        let html = crate::spc_report::render(&crate::spc_report::ReportInput {
+            title: &title,
+            settings: &settings,
+            chart: &result,
+            capability: capability.as_ref(),
+            spec: args.spec,
+            values: individual,
+        });
+        std::fs::write(path, html).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&to_json(args, &result, capability.as_ref(), column.missing))?);
     } else {

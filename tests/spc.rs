@@ -113,3 +113,40 @@ fn bad_input_gets_a_clear_error() {
     assert_eq!(json["missing_values_skipped"], 1);
     assert_eq!(json["points"], 3);
 }
+
+#[test]
+fn the_report_is_one_self_contained_page_with_charts_violations_and_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("when,<b>width</b>\n");
+    let mut g = usan_core::stats::SeededNormal::new(6);
+    for i in 0..60 {
+        let shift = if i == 45 { 1.0 } else { 0.0 };
+        text += &format!("{i},{:.4}\n", 10.0 + 0.1 * g.normal() + shift);
+    }
+    let file = write_config(dir.path(), "w.csv", &text);
+    let report = dir.path().join("report.html");
+    let out = usan(&[
+        "spc",
+        file.to_str().unwrap(),
+        "--column",
+        "<b>width</b>",
+        "--spec",
+        "9.5,10.5",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert_eq!(html.matches("<svg").count(), 3, "I chart, MR chart, histogram");
+    assert!(html.contains("&lt;b&gt;width&lt;/b&gt;") && !html.contains("<b>width</b>"), "names are escaped");
+    assert!(
+        !html.contains("<script") && !html.contains("http://") && !html.contains("https://"),
+        "no script, no network"
+    );
+    assert!(html.contains("nelson1") && html.contains("<td>45</td>"), "the shifted point is listed");
+    for index in ["Cpk", "Ppk", "Cpm", "Anderson"] {
+        assert!(html.contains(index), "{index}");
+    }
+    assert!(html.contains("LSL 9.5000") && html.contains("USL 10.5000"));
+}
