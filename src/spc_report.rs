@@ -64,9 +64,9 @@ pub fn render(input: &ReportInput<'_>) -> String {
     );
     let c = input.chart;
     let sigma = c.sigma.map_or_else(String::new, |s| format!(", short-term σ {s:.6}"));
-    let _ = write!(
+    let _ = writeln!(
         html,
-        "<p>Limits from the first {} points{}.{}</p>\n",
+        "<p>Limits from the first {} points{}.{}</p>",
         c.baseline,
         escape(&sigma),
         if c.excluded.is_empty() {
@@ -350,9 +350,9 @@ fn histogram_svg(values: &[f64], spec: Option<(Option<f64>, Option<f64>)>, cap: 
             );
         }
     }
-    let _ = write!(
+    let _ = writeln!(
         svg,
-        "<text x=\"{MARGIN_LEFT}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>\n",
+        "<text x=\"{MARGIN_LEFT}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
         HEIGHT - 4.0,
         format_value(low),
         WIDTH - MARGIN_RIGHT,
