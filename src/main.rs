@@ -94,7 +94,7 @@ enum Command {
     Spc {
         /// The CSV file (header on the first line; `,`, `;` or tab).
         file: PathBuf,
-        /// The measured (or counted) column.
+        /// The measured (or counted) column; for `--chart t2`, several: `a,b,c`.
         #[arg(long)]
         column: String,
         /// Subgroup size (X̄ charts) or constant sample size (p, np, u).
@@ -118,6 +118,9 @@ enum Command {
         /// CUSUM decision interval in σ.
         #[arg(long, default_value_t = 5.0)]
         h: f64,
+        /// T² false-alarm probability per point (0.0027 matches 3σ).
+        #[arg(long, default_value_t = 0.0027)]
+        alpha: f64,
         /// Specification limits `LSL,USL` (either may be empty) for capability.
         #[arg(long, allow_hyphen_values = true)]
         spec: Option<String>,
@@ -197,6 +200,8 @@ enum Benchmark {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum SpcChart {
+    /// Hotelling T² over several columns (`--column a,b,c`).
+    T2,
     XbarR,
     XbarS,
     Imr,
@@ -328,6 +333,7 @@ fn main() -> ExitCode {
             width,
             k,
             h,
+            alpha,
             spec,
             target,
             rules,
@@ -338,15 +344,16 @@ fn main() -> ExitCode {
         } => {
             use usan_core::spc::chart::ChartKind;
             let chart = match chart {
-                SpcChart::XbarR => ChartKind::XbarR,
-                SpcChart::XbarS => ChartKind::XbarS,
-                SpcChart::Imr => ChartKind::Imr,
-                SpcChart::P => ChartKind::P,
-                SpcChart::Np => ChartKind::Np,
-                SpcChart::C => ChartKind::C,
-                SpcChart::U => ChartKind::U,
-                SpcChart::Ewma => ChartKind::Ewma { lambda, width },
-                SpcChart::Cusum => ChartKind::Cusum { k, h },
+                SpcChart::T2 => None,
+                SpcChart::XbarR => Some(ChartKind::XbarR),
+                SpcChart::XbarS => Some(ChartKind::XbarS),
+                SpcChart::Imr => Some(ChartKind::Imr),
+                SpcChart::P => Some(ChartKind::P),
+                SpcChart::Np => Some(ChartKind::Np),
+                SpcChart::C => Some(ChartKind::C),
+                SpcChart::U => Some(ChartKind::U),
+                SpcChart::Ewma => Some(ChartKind::Ewma { lambda, width }),
+                SpcChart::Cusum => Some(ChartKind::Cusum { k, h }),
             };
             let rules = match rules {
                 SpcRules::We => usan_core::spc::rules::RuleSet::We,
@@ -359,6 +366,7 @@ fn main() -> ExitCode {
                     subgroup,
                     subgroup_column,
                     chart,
+                    alpha,
                     spec,
                     target,
                     rules,

@@ -14,9 +14,12 @@
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 use usan_core::spc::capability::{Capability, Spec, capability};
 use usan_core::spc::chart::{Chart, ChartData, ChartKind, ChartSettings, chart};
+use usan_core::spc::hotelling::{HotellingSettings, hotelling};
 use usan_core::spc::rules::RuleSet;
 
 /// What `usan spc` was asked for.
@@ -30,8 +33,11 @@ pub struct SpcArgs {
     pub subgroup: Option<usize>,
     /// Column that defines subgroups (or holds sample sizes for p, np, u).
     pub subgroup_column: Option<String>,
-    /// The chart (with its settings for EWMA and CUSUM).
-    pub chart: ChartKind,
+    /// The chart (with its settings for EWMA and CUSUM); None: Hotelling T²
+    /// over the comma-separated columns of `column`.
+    pub chart: Option<ChartKind>,
+    /// False-alarm probability per point of a T² chart.
+    pub alpha: f64,
     /// Specification limits, either side optional.
     pub spec: Option<(Option<f64>, Option<f64>)>,
     /// Target for Cpm (default: the middle of the limits).
@@ -67,16 +73,17 @@ pub fn parse_spec(text: &str) -> anyhow::Result<(Option<f64>, Option<f64>)> {
     Ok((side(lower, "LSL")?, side(upper, "USL")?))
 }
 
-/// One column of a CSV, with the rows it came from.
+/// Columns of a CSV, with the rows they came from.
 struct Column {
-    /// (1-based line, value) of every non-empty cell.
-    values: Vec<(usize, f64)>,
-    /// (1-based line, text) of the grouping column, aligned with `values`.
+    /// (1-based line, values) of every row whose cells are all present.
+    rows: Vec<(usize, Vec<f64>)>,
+    /// The grouping column's cell per kept row.
     groups: Vec<String>,
+    /// Rows left out because a cell was empty.
     missing: usize,
 }
 
-fn read_column(path: &Path, column: &str, group_column: Option<&str>) -> anyhow::Result<Column> {
+fn read_columns(path: &Path, columns: &[&str], group_column: Option<&str>) -> anyhow::Result<Column> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else { bail!("{} is empty", path.display()) };
@@ -88,9 +95,9 @@ fn read_column(path: &Path, column: &str, group_column: Option<&str>) -> anyhow:
             .position(|n| *n == name)
             .with_context(|| format!("{}: no column {name:?} (the header has {})", path.display(), names.join(", ")))
     };
-    let at = find(column)?;
+    let at: Vec<usize> = columns.iter().map(|c| find(c)).collect::<anyhow::Result<_>>()?;
     let group_at = group_column.map(find).transpose()?;
-    let mut out = Column { values: Vec::new(), groups: Vec::new(), missing: 0 };
+    let mut out = Column { rows: Vec::new(), groups: Vec::new(), missing: 0 };
     for (i, line) in lines {
         let cells: Vec<&str> = line.split(delimiter).map(|c| c.trim().trim_matches('"')).collect();
         if cells.len() != names.len() {
@@ -102,20 +109,85 @@ fn read_column(path: &Path, column: &str, group_column: Option<&str>) -> anyhow:
                 names.len()
             );
         }
-        let cell = cells[at];
-        if cell.is_empty() {
+        if at.iter().any(|&a| cells[a].is_empty()) {
             out.missing += 1;
             continue;
         }
-        let value: f64 = cell
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite())
-            .with_context(|| format!("{} line {}: {column} = {cell:?} is not a number", path.display(), i + 1))?;
-        out.values.push((i + 1, value));
+        let values =
+            at.iter()
+                .zip(columns)
+                .map(|(&a, name)| {
+                    let cell = cells[a];
+                    cell.parse::<f64>().ok().filter(|v| v.is_finite()).with_context(|| {
+                        format!("{} line {}: {name} = {cell:?} is not a number", path.display(), i + 1)
+                    })
+                })
+                .collect::<anyhow::Result<Vec<f64>>>()?;
+        out.rows.push((i + 1, values));
         out.groups.push(group_at.map_or_else(String::new, |g| cells[g].to_string()));
     }
     Ok(out)
+}
+
+/// Consecutive rows cut into subgroups: of `--subgroup N`, or wherever
+/// `--subgroup-column` changes.
+fn cut<T: Clone>(args: &SpcArgs, rows: &[T], groups: &[String]) -> anyhow::Result<Vec<Vec<T>>> {
+    match (args.subgroup, &args.subgroup_column) {
+        (Some(n), None) => {
+            anyhow::ensure!(n >= 1, "--subgroup must be at least 1");
+            let cut: Vec<Vec<T>> = rows.chunks(n).map(<[T]>::to_vec).collect();
+            if let Some(last) = cut.last().filter(|g| g.len() != n) {
+                bail!(
+                    "{} values do not divide into subgroups of {n}: the last subgroup has {} (subgroup sizes must not vary)",
+                    rows.len(),
+                    last.len()
+                );
+            }
+            Ok(cut)
+        }
+        (None, Some(_)) => {
+            let mut cut: Vec<Vec<T>> = Vec::new();
+            let mut current: Option<&str> = None;
+            for (g, row) in groups.iter().zip(rows) {
+                if current != Some(g.as_str()) {
+                    cut.push(Vec::new());
+                    current = Some(g);
+                }
+                if let Some(last) = cut.last_mut() {
+                    last.push(row.clone());
+                }
+            }
+            Ok(cut)
+        }
+        (Some(_), Some(_)) => bail!("give --subgroup or --subgroup-column, not both"),
+        (None, None) => bail!(
+            "the {} chart needs subgroups: --subgroup N or --subgroup-column C",
+            args.chart.map_or("t2", ChartKind::name)
+        ),
+    }
+}
+
+/// Runs a Hotelling T² chart over the comma-separated `--column` list.
+fn run_t2(args: &SpcArgs, alpha: f64) -> anyhow::Result<()> {
+    let names: Vec<&str> = args.column.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    anyhow::ensure!(names.len() >= 2, "the t2 chart needs two or more columns: --column a,b,...");
+    if args.spec.is_some() {
+        bail!("--spec applies to one measurement, not to a T² chart");
+    }
+    if args.exclude {
+        bail!("--exclude is not supported for T² charts yet: give --baseline N over in-control points");
+    }
+    let table = read_columns(&args.file, &names, args.subgroup_column.as_deref())?;
+    let vectors: Vec<Vec<f64>> = table.rows.iter().map(|(_, v)| v.clone()).collect();
+    let subgroups = if args.subgroup.is_none() && args.subgroup_column.is_none() {
+        vectors.into_iter().map(|v| vec![v]).collect()
+    } else {
+        cut(args, &vectors, &table.groups)?
+    };
+    let settings = HotellingSettings { alpha, baseline: args.baseline, limits_rule: args.rules.limits_rule() };
+    let result =
+        hotelling(&subgroups, &settings).with_context(|| format!("{}: {}", args.file.display(), args.column))?;
+    output(args, &result, None, table.missing, &[])
 }
 
 /// Runs `usan spc`.
@@ -124,11 +196,15 @@ fn read_column(path: &Path, column: &str, group_column: Option<&str>) -> anyhow:
 /// Unreadable files, missing columns, non-numeric cells, data that do not
 /// suit the chart, reversed or missing specification limits.
 pub fn run(args: &SpcArgs) -> anyhow::Result<()> {
-    let column = read_column(&args.file, &args.column, args.subgroup_column.as_deref())?;
-    let values: Vec<f64> = column.values.iter().map(|(_, v)| *v).collect();
-    let kind = args.chart;
+    let Some(kind) = args.chart else { return run_t2(args, args.alpha) };
+    let column = read_columns(&args.file, &[args.column.as_str()], args.subgroup_column.as_deref())?;
+    let values: Vec<f64> = column.rows.iter().map(|(_, v)| v[0]).collect();
     let data = if kind.takes_subgroups() {
-        ChartData::Subgroups(subgroups(args, &column)?)
+        anyhow::ensure!(
+            args.subgroup != Some(1),
+            "--subgroup must be at least 2 for an X̄ chart (use --chart imr for individuals)"
+        );
+        ChartData::Subgroups(cut(args, &values, &column.groups)?)
     } else if kind.takes_counts() {
         let sizes = match (kind, args.subgroup, &args.subgroup_column) {
             (ChartKind::C, _, _) => vec![1.0; values.len()],
@@ -136,7 +212,7 @@ pub fn run(args: &SpcArgs) -> anyhow::Result<()> {
             (_, None, Some(name)) => column
                 .groups
                 .iter()
-                .zip(&column.values)
+                .zip(&column.rows)
                 .map(|(g, (line, _))| {
                     g.parse::<f64>().ok().filter(|n| n.is_finite()).with_context(|| {
                         format!("{} line {line}: sample size {name} = {g:?} is not a number", args.file.display())
@@ -164,6 +240,19 @@ pub fn run(args: &SpcArgs) -> anyhow::Result<()> {
             Some(capability(&values, sigma, &spec, 0.95).context("process capability")?)
         }
     };
+    let individual = if kind.takes_counts() { &[][..] } else { &values[..] };
+    output(args, &result, capability.as_ref(), column.missing, individual)?;
+    Ok(())
+}
+
+/// Writes the report (when asked) and prints the chart as text or JSON.
+fn output(
+    args: &SpcArgs,
+    result: &Chart,
+    capability: Option<&Capability>,
+    missing: usize,
+    values: &[f64],
+) -> anyhow::Result<()> {
     if let Some(path) = &args.report {
         let title = format!("{} of {} in {}", result.kind, args.column, args.file.display());
         let settings = format!(
@@ -173,56 +262,29 @@ pub fn run(args: &SpcArgs) -> anyhow::Result<()> {
             args.baseline.map_or_else(String::new, |n| format!(", limits from the first {n} points")),
             if args.exclude { ", out-of-control baseline points excluded" } else { "" }
         );
-        let individual = if kind.takes_counts() { &[][..] } else { &values[..] };
         let html = crate::spc_report::render(&crate::spc_report::ReportInput {
             title: &title,
             settings: &settings,
-            chart: &result,
-            capability: capability.as_ref(),
+            chart: result,
+            capability,
             spec: args.spec,
-            values: individual,
+            values,
         });
         std::fs::write(path, html).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(args, &result, capability.as_ref(), column.missing))?);
+    let printed = if args.json {
+        serde_json::to_string_pretty(&to_json(args, result, capability, missing))? + "\n"
     } else {
-        print_text(args, &result, capability.as_ref(), column.missing);
-    }
+        text(args, result, capability, missing)
+    };
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(printed.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::from(e).context("writing the output"))
+        }
+        _ => Ok(()),
+    }?;
     Ok(())
-}
-
-fn subgroups(args: &SpcArgs, column: &Column) -> anyhow::Result<Vec<Vec<f64>>> {
-    match (args.subgroup, &args.subgroup_column) {
-        (Some(n), None) => {
-            anyhow::ensure!(n >= 2, "--subgroup must be at least 2 for an X̄ chart (use --chart imr for individuals)");
-            let groups: Vec<Vec<f64>> = column.values.chunks(n).map(|c| c.iter().map(|(_, v)| *v).collect()).collect();
-            if let Some(last) = groups.last().filter(|g| g.len() != n) {
-                bail!(
-                    "{} values do not divide into subgroups of {n}: the last subgroup has {} (subgroup sizes must not vary)",
-                    column.values.len(),
-                    last.len()
-                );
-            }
-            Ok(groups)
-        }
-        (None, Some(_)) => {
-            let mut groups: Vec<Vec<f64>> = Vec::new();
-            let mut current: Option<&str> = None;
-            for (g, (_, v)) in column.groups.iter().zip(&column.values) {
-                if current != Some(g.as_str()) {
-                    groups.push(Vec::new());
-                    current = Some(g);
-                }
-                if let Some(last) = groups.last_mut() {
-                    last.push(*v);
-                }
-            }
-            Ok(groups)
-        }
-        (Some(_), Some(_)) => bail!("give --subgroup or --subgroup-column, not both"),
-        (None, None) => bail!("the {} chart needs subgroups: --subgroup N or --subgroup-column C", args.chart.name()),
-    }
 }
 
 fn rules_name(rules: RuleSet) -> &'static str {
@@ -245,6 +307,9 @@ fn to_json(args: &SpcArgs, c: &Chart, capability: Option<&Capability>, missing: 
                 "name": s.name,
                 "values": s.points.iter().map(|p| number(p.value)).collect::<Vec<_>>(),
             });
+            if !s.contributions.is_empty() {
+                out["contributions"] = json!(s.contributions);
+            }
             if let (true, Some(first)) = (constant, defined.first()) {
                 out["centre"] = json!(first.centre);
                 out["lower"] = json!(first.lower);
@@ -265,7 +330,7 @@ fn to_json(args: &SpcArgs, c: &Chart, capability: Option<&Capability>, missing: 
         .flat_map(|s| {
             s.violations.iter().map(move |v| {
                 json!({"rule": v.rule.name(), "index": v.index, "series": s.name, "points": v.points,
-                       "description": v.rule.description()})
+                       "description": crate::spc_report::meaning(&c.kind, v.rule)})
             })
         })
         .collect();
@@ -286,41 +351,67 @@ fn to_json(args: &SpcArgs, c: &Chart, capability: Option<&Capability>, missing: 
     })
 }
 
-fn print_text(args: &SpcArgs, c: &Chart, capability: Option<&Capability>, missing: usize) {
+fn text(args: &SpcArgs, c: &Chart, capability: Option<&Capability>, missing: usize) -> String {
+    let mut out = String::new();
     let points = c.series.first().map_or(0, |s| s.points.len());
-    println!("{} chart of {} in {}: {points} points", c.kind, args.column, args.file.display());
+    let _ = writeln!(out, "{} chart of {} in {}: {points} points", c.kind, args.column, args.file.display());
     if missing > 0 {
-        println!("{missing} empty cells skipped");
+        let _ = writeln!(out, "{missing} empty cells skipped");
     }
     let sigma = c.sigma.map_or_else(String::new, |s| format!(", short-term σ {s:.6}"));
-    println!("limits from the first {} points{sigma}", c.baseline);
+    let _ = writeln!(out, "limits from the first {} points{sigma}", c.baseline);
     if !c.excluded.is_empty() {
-        println!("excluded from the limits as out of control: points {:?}", c.excluded);
+        let _ = writeln!(out, "excluded from the limits as out of control: points {:?}", c.excluded);
     }
     for s in &c.series {
         let defined: Vec<_> = s.points.iter().filter(|p| !p.centre.is_nan()).collect();
         let constant = defined.windows(2).all(|w| w[0].lower == w[1].lower && w[0].upper == w[1].upper);
         match (constant, defined.first()) {
             (true, Some(p)) => {
-                println!("  {:<7} centre {:.6}  LCL {:.6}  UCL {:.6}", s.name, p.centre, p.lower, p.upper);
+                let _ = writeln!(out, "  {:<7} centre {:.6}  LCL {:.6}  UCL {:.6}", s.name, p.centre, p.lower, p.upper);
             }
-            (_, Some(p)) => println!("  {:<7} centre {:.6}  limits vary with the sample size", s.name, p.centre),
+            (_, Some(p)) => {
+                let _ = writeln!(
+                    out,
+                    "  {:<7} centre {:.6}  limits vary from point to point (see --json)",
+                    s.name, p.centre
+                );
+            }
             _ => {}
         }
     }
     let violations: Vec<_> = c.series.iter().flat_map(|s| s.violations.iter().map(move |v| (s, v))).collect();
-    println!("{} violations ({} rules):", violations.len(), rules_name(args.rules));
+    let _ = writeln!(out, "{} violations ({} rules):", violations.len(), rules_name(args.rules));
+    let names: Vec<&str> = args.column.split(',').map(str::trim).collect();
     for (s, v) in &violations {
-        println!("  point {:>5} {:<7} {:<8} {}", v.index, s.name, v.rule.name(), v.rule.description());
+        let _ = writeln!(
+            out,
+            "  point {:>5} {:<7} {:<8} {}",
+            v.index,
+            s.name,
+            v.rule.name(),
+            crate::spc_report::meaning(&c.kind, v.rule)
+        );
+        // A T² point: which characteristics pushed it out, largest share first.
+        if let Some(parts) = s.contributions.get(v.index) {
+            let total: f64 = parts.iter().map(|p| p.max(0.0)).sum();
+            let mut shares: Vec<(&str, f64)> =
+                names.iter().copied().zip(parts.iter().map(|p| 100.0 * p.max(0.0) / total.max(1e-300))).collect();
+            shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let shown: Vec<String> = shares.iter().map(|(n, p)| format!("{n} {p:.0} %")).collect();
+            let _ = writeln!(out, "        contributions: {}", shown.join(", "));
+        }
     }
     if let Some(cap) = capability {
-        println!(
+        let _ = writeln!(
+            out,
             "capability (n {}, mean {:.6}, σ within {:.6}, σ overall {:.6}):",
             cap.n, cap.mean, cap.sigma_within, cap.sigma_overall
         );
-        let show = |name: &str, index: Option<usan_core::spc::capability::Index>| {
+        let mut show = |name: &str, index: Option<usan_core::spc::capability::Index>| {
             if let Some(i) = index {
-                println!(
+                let _ = writeln!(
+                    out,
                     "  {name:<4} {:.3}  ({:.0} % interval {:.3} .. {:.3})",
                     i.value,
                     cap.confidence * 100.0,
@@ -334,13 +425,19 @@ fn print_text(args: &SpcArgs, c: &Chart, capability: Option<&Capability>, missin
         show("Pp", cap.pp);
         show("Ppk", Some(cap.ppk));
         show("Cpm", cap.cpm);
-        println!(
+        let _ = writeln!(
+            out,
             "  expected out of spec: {:.1} ppm within, {:.1} ppm overall; observed {:.1} ppm",
             cap.ppm_within, cap.ppm_overall, cap.ppm_observed
         );
-        println!("  normality: Anderson–Darling A² {:.4}, p {:.4}", cap.normality.statistic, cap.normality.p_value);
+        let _ = writeln!(
+            out,
+            "  normality: Anderson–Darling A² {:.4}, p {:.4}",
+            cap.normality.statistic, cap.normality.p_value
+        );
         for w in &cap.warnings {
-            println!("  warning: {w}");
+            let _ = writeln!(out, "  warning: {w}");
         }
     }
+    out
 }

@@ -35,6 +35,12 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// What a violation means on a chart of `kind` (a T² chart has only an upper limit).
+#[must_use]
+pub fn meaning(kind: &str, rule: usan_core::spc::rules::Rule) -> &'static str {
+    if kind == "t2" { "T² above its upper control limit" } else { rule.description() }
+}
+
 /// What the report is about.
 pub struct ReportInput<'a> {
     /// Title line: file and column.
@@ -251,7 +257,7 @@ fn violations_table(c: &Chart) -> String {
             v.index,
             escape(&s.name),
             v.rule.name(),
-            escape(v.rule.description()),
+            escape(meaning(&c.kind, v.rule)),
             list(&v.points, 15)
         );
     }

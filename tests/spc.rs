@@ -150,3 +150,34 @@ fn the_report_is_one_self_contained_page_with_charts_violations_and_capability()
     }
     assert!(html.contains("LSL 9.5000") && html.contains("USL 10.5000"));
 }
+
+#[test]
+fn hotelling_t2_flags_a_broken_correlation_and_names_the_characteristics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = usan_core::stats::SeededNormal::new(12);
+    let mut text = String::from("temp,pressure,flow\n");
+    for i in 0..120 {
+        let common = g.normal();
+        let (mut t, mut p) = (50.0 + common + 0.2 * g.normal(), 5.0 + 0.5 * common + 0.1 * g.normal());
+        if i == 100 {
+            // Each within 1.5σ of its mean, but temperature up while pressure is down.
+            (t, p) = (51.5, 4.3);
+        }
+        text += &format!("{t:.3},{p:.3},{:.3}\n", 20.0 + g.normal());
+    }
+    let file = write_config(dir.path(), "t2.csv", &text);
+    let json = spc_json(&file, &["--column", "temp,pressure,flow", "--chart", "t2", "--baseline", "90"]);
+    assert_eq!(json["chart"], "t2");
+    let violations = json["violations"].as_array().unwrap();
+    assert_eq!(
+        violations.iter().map(|v| v["index"].as_u64().unwrap()).collect::<Vec<_>>(),
+        vec![100],
+        "{violations:?}"
+    );
+    let parts: Vec<f64> =
+        json["series"][0]["contributions"][100].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(parts[0] > parts[2] && parts[1] > parts[2], "temperature and pressure, not flow: {parts:?}");
+    let limits = json["series"][0]["limits"].as_array().unwrap();
+    assert!(limits[100]["upper"].as_f64() > limits[0]["upper"].as_f64(), "Phase II limit above Phase I's");
+    assert!(spc_error(&file, &["--column", "temp", "--chart", "t2"]).contains("two or more columns"));
+}

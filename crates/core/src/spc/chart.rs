@@ -145,6 +145,9 @@ pub struct ChartSeries {
     pub points: Vec<ChartPoint>,
     /// The rules broken, in point order.
     pub violations: Vec<Violation>,
+    /// Per point, each characteristic's share of the statistic (T² charts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contributions: Vec<Vec<f64>>,
 }
 
 /// A chart: its series, the process estimates behind its limits and what
@@ -414,7 +417,7 @@ fn series(name: &str, values: &[f64], limits: &LimitsAt<'_>, first: usize) -> Ch
             ChartPoint { value: *value, centre, lower, upper }
         })
         .collect();
-    ChartSeries { name: name.to_string(), points, violations: Vec::new() }
+    ChartSeries { name: name.to_string(), points, violations: Vec::new(), contributions: Vec::new() }
 }
 
 /// Every point of the chart with the estimate's limits.

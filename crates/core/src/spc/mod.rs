@@ -7,9 +7,12 @@
 //! - [`chart`]: X̄–R, X̄–S, I–MR, p, np, c, u, EWMA and CUSUM charts, Phase I
 //!   and Phase II;
 //! - [`capability`]: Cp, Cpk, Pp, Ppk, Cpm with intervals, expected ppm and
-//!   an Anderson–Darling normality check.
+//!   an Anderson–Darling normality check;
+//! - [`hotelling`]: multivariate Hotelling T² charts (individuals and subgroups)
+//!   with per-characteristic contributions.
 
 pub mod capability;
 pub mod chart;
 pub mod constants;
+pub mod hotelling;
 pub mod rules;
