@@ -238,7 +238,8 @@ impl DetectorSpec {
             // Fused scores are ratios to each member's baseline quantile.
             DetectorConfig::Fusion(_) => ThresholdConfig::fixed(1.5),
             // Flatline scores are ratios to the longest run before: 1 is the record.
-            DetectorConfig::Flatline(_) => ThresholdConfig::fixed(1.0),
+            // Control chart scores are above 1 exactly when a limit or run rule is broken.
+            DetectorConfig::Flatline(_) | DetectorConfig::ControlChart(_) => ThresholdConfig::fixed(1.0),
             // Tree ensembles' scores have no natural unit: take the baseline's own quantile.
             DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_) | DetectorConfig::KnnCad(_) => {
                 ThresholdConfig { value: None, quantile: Some(0.995), ..ThresholdConfig::fixed(0.0) }

@@ -423,3 +423,48 @@ fn pushed_pump_data_learns_then_alarms_on_a_closed_valve_with_fused_detectors() 
     let asset = server.get("/api/v1/assets/pump-1");
     assert!(asset["detectors"].as_array().unwrap().iter().all(|d| d["status"] == "monitoring"), "{asset:#}");
 }
+
+#[test]
+fn control_charts_raise_an_alarm_that_names_the_run_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("examples/spc.toml"))
+        .unwrap()
+        .replace("path = \"spc.db\"", "path = \"{dir}/spc.db\"");
+    let config = write_config(dir.path(), "spc.toml", &text);
+    let server = Server::serve(&config, &[]);
+    let mut g = usan_core::stats::SeededNormal::new(5);
+    let start = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    for i in 0..160i64 {
+        // From frame 130 the force sits 1σ high: inside the 3σ limits, but a run.
+        let force = 200.0 + 2.0 * g.normal() + if i >= 130 { 2.0 } else { 0.0 };
+        let stroke = 50.0 + 0.1 * g.normal();
+        let samples: Vec<Value> = [("force", force), ("stroke", stroke)]
+            .iter()
+            .map(
+                |(signal, value)| json!({"asset": "press-1", "signal": signal, "ts": start + i * 1000, "value": value}),
+            )
+            .collect();
+        let (status, body) = server.post("/api/v1/samples", &json!({ "samples": samples }));
+        assert_eq!(status, 202, "{body}");
+    }
+    server.wait_until("160 frames are assembled", Duration::from_secs(30), |s| frames_of(s, "press-1") >= 159);
+    let alarms = server.get("/api/v1/alarms?state=all&asset=press-1");
+    let charted: Vec<&Value> = alarms.as_array().unwrap().iter().filter(|a| a["detector"] == "control-chart").collect();
+    assert!(!charted.is_empty(), "{alarms:#}");
+    let raised = (charted.last().unwrap()["raised_at"].as_i64().unwrap() - start) / 1000;
+    assert!((130..=150).contains(&raised), "raised at frame {raised}; the shift began at 130");
+    server.wait_until("findings are stored", Duration::from_secs(30), |s| {
+        !s.get("/api/v1/findings?asset=press-1").as_array().unwrap().is_empty()
+    });
+    let findings = server.get("/api/v1/findings?asset=press-1&limit=100");
+    let rules: Vec<String> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["ts"].as_i64().unwrap() >= start + 130_000)
+        .flat_map(|f| f["statistics"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["contributions"].as_array().is_some_and(|c| c.iter().any(|c| c["signal"] == "force")))
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(rules.iter().any(|r| r.starts_with("nelson")), "findings name the rule on force: {findings:#}");
+}

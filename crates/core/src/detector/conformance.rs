@@ -2,6 +2,7 @@
 //! [`every_detector`] and it is held to the same contract.
 
 use super::*;
+use crate::spc::rules::RuleSet;
 
 /// Four correlated signals around different levels and scales.
 fn normal_rows(n: usize, seed: u64) -> Vec<Vec<f64>> {
@@ -55,6 +56,8 @@ fn every_detector() -> Vec<DetectorConfig> {
         }),
         DetectorConfig::Flatline(FlatlineConfig::default()),
         DetectorConfig::Flatline(FlatlineConfig { min_run: 3, tolerance: 0.01 }),
+        DetectorConfig::ControlChart(ControlChartConfig::default()),
+        DetectorConfig::ControlChart(ControlChartConfig { rules: RuleSet::We, exclude_out_of_control: false }),
         DetectorConfig::RobustZ(RobustZConfig::default()),
         DetectorConfig::RobustZ(RobustZConfig { window: 30, min_samples: 10 }),
         DetectorConfig::Ewma(EwmaConfig::default()),

@@ -12,6 +12,7 @@
 //! so a model fitted on history scores the same at the edge.
 
 mod autoencoder;
+mod control_chart;
 mod ewma;
 mod flatline;
 mod fusion;
@@ -23,6 +24,7 @@ mod pca;
 mod robust_z;
 
 pub use autoencoder::{Autoencoder, AutoencoderConfig};
+pub use control_chart::{ControlChart, ControlChartConfig};
 pub use ewma::{Ewma, EwmaConfig};
 pub use flatline::{Flatline, FlatlineConfig};
 pub use fusion::{Fusion, FusionConfig};
@@ -171,6 +173,8 @@ pub enum DetectorConfig {
     KnnCad(KnnCadConfig),
     /// Stuck signals: runs of unchanged values longer than any before, streaming.
     Flatline(FlatlineConfig),
+    /// An I–MR control chart per signal with Western Electric or Nelson rules.
+    ControlChart(ControlChartConfig),
 }
 
 impl DetectorConfig {
@@ -188,6 +192,7 @@ impl DetectorConfig {
             DetectorConfig::Autoencoder(_) => "autoencoder",
             DetectorConfig::KnnCad(_) => "knn_cad",
             DetectorConfig::Flatline(_) => "flatline",
+            DetectorConfig::ControlChart(_) => "control_chart",
         }
     }
 
@@ -205,6 +210,7 @@ impl DetectorConfig {
             DetectorConfig::Autoencoder(c) => c.validate(),
             DetectorConfig::KnnCad(c) => c.validate(),
             DetectorConfig::Flatline(c) => c.validate(),
+            DetectorConfig::ControlChart(c) => c.validate(),
         }
     }
 
@@ -229,6 +235,7 @@ impl DetectorConfig {
             DetectorConfig::Autoencoder(c) => AnyDetector::Autoencoder(Autoencoder::new(c.clone())),
             DetectorConfig::KnnCad(c) => AnyDetector::KnnCad(KnnCad::new(c.clone())),
             DetectorConfig::Flatline(c) => AnyDetector::Flatline(Flatline::new(c.clone())),
+            DetectorConfig::ControlChart(c) => AnyDetector::ControlChart(ControlChart::new(c.clone())),
         })
     }
 
@@ -243,6 +250,7 @@ impl DetectorConfig {
             DetectorConfig::Mset(_) => Mset::MIN_ROWS,
             DetectorConfig::Fusion(c) => c.members.iter().map(DetectorConfig::min_baseline_rows).max().unwrap_or(0),
             DetectorConfig::Autoencoder(_) => Autoencoder::MIN_ROWS,
+            DetectorConfig::ControlChart(_) => ControlChart::MIN_ROWS,
             DetectorConfig::RobustZ(_)
             | DetectorConfig::Ewma(_)
             | DetectorConfig::KnnCad(_)
@@ -276,6 +284,8 @@ pub enum AnyDetector {
     KnnCad(KnnCad),
     /// See [`Flatline`].
     Flatline(Flatline),
+    /// See [`ControlChart`].
+    ControlChart(ControlChart),
 }
 
 impl Detector for AnyDetector {
@@ -291,6 +301,7 @@ impl Detector for AnyDetector {
             AnyDetector::Autoencoder(d) => d.learn(rows),
             AnyDetector::KnnCad(d) => d.learn(rows),
             AnyDetector::Flatline(d) => d.learn(rows),
+            AnyDetector::ControlChart(d) => d.learn(rows),
         }
     }
 
@@ -306,6 +317,7 @@ impl Detector for AnyDetector {
             AnyDetector::Autoencoder(d) => d.score(row),
             AnyDetector::KnnCad(d) => d.score(row),
             AnyDetector::Flatline(d) => d.score(row),
+            AnyDetector::ControlChart(d) => d.score(row),
         }
     }
 
