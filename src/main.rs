@@ -91,58 +91,7 @@ enum Command {
     },
     /// A control chart of one CSV column: limits, run-rule violations and
     /// process capability (statistical process control).
-    Spc {
-        /// The CSV file (header on the first line; `,`, `;` or tab).
-        file: PathBuf,
-        /// The measured (or counted) column; for `--chart t2`, several: `a,b,c`.
-        #[arg(long)]
-        column: String,
-        /// Subgroup size (X̄ charts) or constant sample size (p, np, u).
-        #[arg(long)]
-        subgroup: Option<usize>,
-        /// Column whose changes start a new subgroup (X̄ charts) or that holds each sample's size (p, np, u).
-        #[arg(long)]
-        subgroup_column: Option<String>,
-        /// The chart.
-        #[arg(long, value_enum, default_value = "imr")]
-        chart: SpcChart,
-        /// EWMA weight of the newest value.
-        #[arg(long, default_value_t = 0.2)]
-        lambda: f64,
-        /// EWMA limit width in σ.
-        #[arg(long, default_value_t = 3.0)]
-        width: f64,
-        /// CUSUM slack in σ.
-        #[arg(long, default_value_t = 0.5)]
-        k: f64,
-        /// CUSUM decision interval in σ.
-        #[arg(long, default_value_t = 5.0)]
-        h: f64,
-        /// T² false-alarm probability per point (0.0027 matches 3σ).
-        #[arg(long, default_value_t = 0.0027)]
-        alpha: f64,
-        /// Specification limits `LSL,USL` (either may be empty) for capability.
-        #[arg(long, allow_hyphen_values = true)]
-        spec: Option<String>,
-        /// Target for Cpm (default: the middle of the specification).
-        #[arg(long, allow_hyphen_values = true)]
-        target: Option<f64>,
-        /// Run rules: Western Electric or Nelson.
-        #[arg(long, value_enum, default_value = "nelson")]
-        rules: SpcRules,
-        /// Establish the limits from the first N points (Phase I), then judge the rest against them.
-        #[arg(long)]
-        baseline: Option<usize>,
-        /// Re-establish the limits without out-of-control baseline points (recorded in the output).
-        #[arg(long)]
-        exclude: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Also write a self-contained HTML report (charts, violations, capability, histogram).
-        #[arg(long)]
-        report: Option<PathBuf>,
-    },
+    Spc(usan::spc::SpcCommand),
     /// Measure the hot paths on this machine (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -196,27 +145,6 @@ enum Benchmark {
     Nab,
     /// NASA C-MAPSS turbofans, remaining useful life (train_FD00x.txt, test_FD00x.txt).
     Cmapss,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum SpcChart {
-    /// Hotelling T² over several columns (`--column a,b,c`).
-    T2,
-    XbarR,
-    XbarS,
-    Imr,
-    P,
-    Np,
-    C,
-    U,
-    Ewma,
-    Cusum,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum SpcRules {
-    We,
-    Nelson,
 }
 
 #[derive(Subcommand)]
@@ -323,60 +251,7 @@ fn main() -> ExitCode {
                     None => Err(anyhow::anyhow!("usan eval cmapss needs --subset FD001|FD002|FD003|FD004")),
                 },
             }),
-        Command::Spc {
-            file,
-            column,
-            subgroup,
-            subgroup_column,
-            chart,
-            lambda,
-            width,
-            k,
-            h,
-            alpha,
-            spec,
-            target,
-            rules,
-            baseline,
-            exclude,
-            json,
-            report,
-        } => {
-            use usan_core::spc::chart::ChartKind;
-            let chart = match chart {
-                SpcChart::T2 => None,
-                SpcChart::XbarR => Some(ChartKind::XbarR),
-                SpcChart::XbarS => Some(ChartKind::XbarS),
-                SpcChart::Imr => Some(ChartKind::Imr),
-                SpcChart::P => Some(ChartKind::P),
-                SpcChart::Np => Some(ChartKind::Np),
-                SpcChart::C => Some(ChartKind::C),
-                SpcChart::U => Some(ChartKind::U),
-                SpcChart::Ewma => Some(ChartKind::Ewma { lambda, width }),
-                SpcChart::Cusum => Some(ChartKind::Cusum { k, h }),
-            };
-            let rules = match rules {
-                SpcRules::We => usan_core::spc::rules::RuleSet::We,
-                SpcRules::Nelson => usan_core::spc::rules::RuleSet::Nelson,
-            };
-            spec.as_deref().map(usan::spc::parse_spec).transpose().and_then(|spec| {
-                usan::spc::run(&usan::spc::SpcArgs {
-                    file,
-                    column,
-                    subgroup,
-                    subgroup_column,
-                    chart,
-                    alpha,
-                    spec,
-                    target,
-                    rules,
-                    baseline,
-                    exclude,
-                    json,
-                    report,
-                })
-            })
-        }
+        Command::Spc(command) => command.into_args().and_then(|args| usan::spc::run(&args)),
         Command::Bench { what } => match what {
             BenchCommand::Spc { values } => bench::spc(values),
             BenchCommand::Detectors { rows, dims } => bench::detectors(rows, &dims),

@@ -22,7 +22,136 @@ use usan_core::spc::chart::{Chart, ChartData, ChartKind, ChartSettings, chart};
 use usan_core::spc::hotelling::{HotellingSettings, hotelling};
 use usan_core::spc::rules::RuleSet;
 
-/// What `usan spc` was asked for.
+/// `usan spc` as typed on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpcCommand {
+    /// The CSV file (header on the first line; `,`, `;` or tab).
+    pub file: std::path::PathBuf,
+    /// The measured (or counted) column; for `--chart t2`, several: `a,b,c`.
+    #[arg(long)]
+    pub column: String,
+    /// Subgroup size (X̄ charts) or constant sample size (p, np, u).
+    #[arg(long)]
+    pub subgroup: Option<usize>,
+    /// Column whose changes start a new subgroup (X̄ charts) or that holds each sample's size (p, np, u).
+    #[arg(long)]
+    pub subgroup_column: Option<String>,
+    /// The chart.
+    #[arg(long, value_enum, default_value = "imr")]
+    pub chart: SpcChart,
+    /// EWMA weight of the newest value.
+    #[arg(long, default_value_t = 0.2)]
+    pub lambda: f64,
+    /// EWMA limit width in σ.
+    #[arg(long, default_value_t = 3.0)]
+    pub width: f64,
+    /// CUSUM slack in σ.
+    #[arg(long, default_value_t = 0.5)]
+    pub k: f64,
+    /// CUSUM decision interval in σ.
+    #[arg(long, default_value_t = 5.0)]
+    pub h: f64,
+    /// T² false-alarm probability per point (0.0027 matches 3σ).
+    #[arg(long, default_value_t = 0.0027)]
+    pub alpha: f64,
+    /// Specification limits `LSL,USL` (either may be empty) for capability.
+    #[arg(long, allow_hyphen_values = true)]
+    pub spec: Option<String>,
+    /// Target for Cpm (default: the middle of the specification).
+    #[arg(long, allow_hyphen_values = true)]
+    pub target: Option<f64>,
+    /// Run rules: Western Electric or Nelson.
+    #[arg(long, value_enum, default_value = "nelson")]
+    pub rules: SpcRules,
+    /// Establish the limits from the first N points (Phase I), then judge the rest against them.
+    #[arg(long)]
+    pub baseline: Option<usize>,
+    /// Re-establish the limits without out-of-control baseline points (recorded in the output).
+    #[arg(long)]
+    pub exclude: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report (charts, violations, capability, histogram).
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
+}
+
+/// `--chart`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SpcChart {
+    /// Hotelling T² over several columns (`--column a,b,c`).
+    T2,
+    /// Subgroup means and ranges.
+    XbarR,
+    /// Subgroup means and standard deviations.
+    XbarS,
+    /// Individuals and moving ranges.
+    Imr,
+    /// Proportion defective.
+    P,
+    /// Number defective.
+    Np,
+    /// Defects per unit.
+    C,
+    /// Defects per unit, varying sizes.
+    U,
+    /// EWMA of individuals.
+    Ewma,
+    /// Tabular CUSUM of individuals.
+    Cusum,
+}
+
+/// `--rules`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SpcRules {
+    /// Western Electric.
+    We,
+    /// Nelson.
+    Nelson,
+}
+
+impl SpcCommand {
+    /// The typed settings.
+    ///
+    /// # Errors
+    /// When `--spec` is not `LSL,USL`.
+    pub fn into_args(self) -> anyhow::Result<SpcArgs> {
+        let chart = match self.chart {
+            SpcChart::T2 => None,
+            SpcChart::XbarR => Some(ChartKind::XbarR),
+            SpcChart::XbarS => Some(ChartKind::XbarS),
+            SpcChart::Imr => Some(ChartKind::Imr),
+            SpcChart::P => Some(ChartKind::P),
+            SpcChart::Np => Some(ChartKind::Np),
+            SpcChart::C => Some(ChartKind::C),
+            SpcChart::U => Some(ChartKind::U),
+            SpcChart::Ewma => Some(ChartKind::Ewma { lambda: self.lambda, width: self.width }),
+            SpcChart::Cusum => Some(ChartKind::Cusum { k: self.k, h: self.h }),
+        };
+        let rules = match self.rules {
+            SpcRules::We => RuleSet::We,
+            SpcRules::Nelson => RuleSet::Nelson,
+        };
+        Ok(SpcArgs {
+            spec: self.spec.as_deref().map(parse_spec).transpose()?,
+            file: self.file,
+            column: self.column,
+            subgroup: self.subgroup,
+            subgroup_column: self.subgroup_column,
+            chart,
+            alpha: self.alpha,
+            target: self.target,
+            rules,
+            baseline: self.baseline,
+            exclude: self.exclude,
+            json: self.json,
+            report: self.report,
+        })
+    }
+}
+
+/// What `usan spc` was asked for, typed.
 #[derive(Debug, Clone)]
 pub struct SpcArgs {
     /// The CSV file.
@@ -408,23 +537,16 @@ fn text(args: &SpcArgs, c: &Chart, capability: Option<&Capability>, missing: usi
             "capability (n {}, mean {:.6}, σ within {:.6}, σ overall {:.6}):",
             cap.n, cap.mean, cap.sigma_within, cap.sigma_overall
         );
-        let mut show = |name: &str, index: Option<usan_core::spc::capability::Index>| {
-            if let Some(i) = index {
-                let _ = writeln!(
-                    out,
-                    "  {name:<4} {:.3}  ({:.0} % interval {:.3} .. {:.3})",
-                    i.value,
-                    cap.confidence * 100.0,
-                    i.lower,
-                    i.upper
-                );
-            }
-        };
-        show("Cp", cap.cp);
-        show("Cpk", Some(cap.cpk));
-        show("Pp", cap.pp);
-        show("Ppk", Some(cap.ppk));
-        show("Cpm", cap.cpm);
+        for (name, i) in cap.indices() {
+            let _ = writeln!(
+                out,
+                "  {name:<4} {:.3}  ({:.0} % interval {:.3} .. {:.3})",
+                i.value,
+                cap.confidence * 100.0,
+                i.lower,
+                i.upper
+            );
+        }
         let _ = writeln!(
             out,
             "  expected out of spec: {:.1} ppm within, {:.1} ppm overall; observed {:.1} ppm",

@@ -5,7 +5,7 @@
 //! specification.
 
 use std::fmt::Write as _;
-use usan_core::spc::capability::{Capability, Index};
+use usan_core::spc::capability::Capability;
 use usan_core::spc::chart::{Chart, ChartSeries};
 
 const WIDTH: f64 = 960.0;
@@ -278,16 +278,12 @@ fn capability_table(cap: &Capability) -> String {
         cap.sigma_overall,
         cap.confidence * 100.0
     );
-    let rows: [(&str, Option<Index>); 5] =
-        [("Cp", cap.cp), ("Cpk", Some(cap.cpk)), ("Pp", cap.pp), ("Ppk", Some(cap.ppk)), ("Cpm", cap.cpm)];
-    for (name, index) in rows {
-        if let Some(i) = index {
-            let _ = writeln!(
-                html,
-                "<tr><td class=\"l\">{name}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
-                i.value, i.lower, i.upper
-            );
-        }
+    for (name, i) in cap.indices() {
+        let _ = writeln!(
+            html,
+            "<tr><td class=\"l\">{name}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+            i.value, i.lower, i.upper
+        );
     }
     let _ = write!(
         html,

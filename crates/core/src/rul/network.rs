@@ -78,7 +78,7 @@ fn default_hidden() -> usize {
     100
 }
 fn default_dropout() -> f64 {
-    0.5
+    0.3
 }
 fn default_epochs() -> usize {
     20

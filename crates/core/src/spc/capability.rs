@@ -114,6 +114,17 @@ pub struct Capability {
     pub warnings: Vec<String>,
 }
 
+impl Capability {
+    /// The indices that apply (Cp, Pp and Cpm need two-sided limits), by name, in report order.
+    #[must_use]
+    pub fn indices(&self) -> Vec<(&'static str, Index)> {
+        [("Cp", self.cp), ("Cpk", Some(self.cpk)), ("Pp", self.pp), ("Ppk", Some(self.ppk)), ("Cpm", self.cpm)]
+            .into_iter()
+            .filter_map(|(name, index)| index.map(|i| (name, i)))
+            .collect()
+    }
+}
+
 /// Capability of `values` against `spec`, with the short-term σ of its
 /// control chart (`sigma_within`) and intervals at `confidence`.
 ///
