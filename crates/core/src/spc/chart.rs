@@ -809,6 +809,53 @@ mod tests {
     }
 
     #[test]
+    fn np_ewma_and_cusum_match_hand_computed_examples() {
+        // np: 4 samples of 50, defectives 2, 4, 3, 3 → p̄ = 12/200 = 0.06, n·p̄ = 3,
+        // limits 3 ± 3√(50·0.06·0.94) = 3 ± 3√2.82 = 3 ± 3·1.679286 = 0 (clamped) .. 8.037857.
+        let np = chart(
+            &settings(ChartKind::Np),
+            &ChartData::Counts { counts: vec![2.0, 4.0, 3.0, 3.0], sizes: vec![50.0; 4] },
+        )
+        .unwrap();
+        let p = &np.series[0].points[0];
+        assert!(close(p.centre, 3.0, 1e-12) && close(p.upper, 8.037_857, 1e-6) && p.lower == 0.0, "{p:?}");
+
+        // EWMA, λ = 0.5, L = 3, values 10, 12, 11, 13: x̄ = 11.5, MR̄ = (2 + 1 + 2)/3 = 5/3,
+        // σ = MR̄/d2(2) = 1.477...; z: 10.75, 11.375, 11.1875, 12.09375.
+        // Half-widths 3σ√(λ/(2−λ)(1−(1−λ)^{2i})) = 3σ√(1/3·(1 − 0.25^i)): i=1 → 3σ·0.5, i=2 → 3σ·√(0.3125).
+        let ewma = chart(
+            &settings(ChartKind::Ewma { lambda: 0.5, width: 3.0 }),
+            &ChartData::Individuals(vec![10.0, 12.0, 11.0, 13.0]),
+        )
+        .unwrap();
+        let sigma = (5.0 / 3.0) / (2.0 / std::f64::consts::PI.sqrt());
+        let pts = &ewma.series[0].points;
+        let expected = [10.75, 11.375, 11.1875, 12.093_75];
+        for (p, z) in pts.iter().zip(expected) {
+            assert!(close(p.value, z, 1e-12), "{p:?} vs {z}");
+        }
+        // d2(2) is integrated numerically (within 1e-7 of 2/√π), hence 1e-6.
+        assert!(close(pts[0].upper - 11.5, 3.0 * sigma * 0.5, 1e-6));
+        assert!(close(pts[1].upper - 11.5, 3.0 * sigma * 0.3125f64.sqrt(), 1e-6));
+
+        // CUSUM, k = 0.5, h = 4 (in σ), values 0, 2, 1, 3, 0 with the same σ as
+        // MR̄ = (2 + 1 + 2 + 3)/4 = 2 → σ = 2/d2(2) = 1.772454; μ = 1.2; K = 0.886227.
+        // C⁺: max(0, x − 2.086227 + C⁺): 0, 0, 0, 0.913773, 0. C⁻: max(0, 0.313773 − x + C⁻): 0.313773, 0, 0, 0, 0.313773.
+        let cusum = chart(
+            &settings(ChartKind::Cusum { k: 0.5, h: 4.0 }),
+            &ChartData::Individuals(vec![0.0, 2.0, 1.0, 3.0, 0.0]),
+        )
+        .unwrap();
+        let high: Vec<f64> = cusum.series[0].points.iter().map(|p| p.value).collect();
+        let low: Vec<f64> = cusum.series[1].points.iter().map(|p| p.value).collect();
+        let sigma = 2.0 / (2.0 / std::f64::consts::PI.sqrt());
+        let k = 0.5 * sigma;
+        assert!(close(high[3], 3.0 - (1.2 + k), 1e-6) && high[..3].iter().all(|v| *v == 0.0), "{high:?}");
+        assert!(close(low[0], 1.2 - k, 1e-6) && close(low[4], 1.2 - k, 1e-6) && low[1] == 0.0, "{low:?}");
+        assert!(close(cusum.series[0].points[0].upper, 4.0 * sigma, 1e-6));
+    }
+
+    #[test]
     fn bad_data_is_a_clear_error() {
         let uneven = ChartData::Subgroups(vec![vec![1.0, 2.0], vec![1.0, 2.0, 3.0]]);
         assert!(matches!(chart(&settings(ChartKind::XbarR), &uneven), Err(SpcError::Invalid(m)) if m.contains("vary")));
