@@ -79,9 +79,10 @@ enum Command {
         benchmark: Benchmark,
         /// The benchmark's data folder.
         data: PathBuf,
-        /// Folder for the prediction files (for `cmapss`: the `unit,rul` CSV file).
+        /// Folder for the prediction files (for `cmapss`: the `unit,rul` CSV file;
+        /// for `secom`, optional: `secom_predictions.csv` is written there).
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// TOML file overriding the default settings.
         #[arg(long)]
         settings: Option<PathBuf>,
@@ -145,6 +146,8 @@ enum Benchmark {
     Nab,
     /// NASA C-MAPSS turbofans, remaining useful life (train_FD00x.txt, test_FD00x.txt).
     Cmapss,
+    /// SECOM semiconductor yield, pass/fail (uci-secom.csv), by stratified cross-validation.
+    Secom,
 }
 
 #[derive(Subcommand)]
@@ -241,15 +244,21 @@ fn main() -> ExitCode {
             })
         }),
         Command::Eval { benchmark, data, out, settings, subset } => eval::EvalSettings::load(settings.as_deref())
-            .and_then(|s| match benchmark {
-                Benchmark::Tep => eval::tep::run(&data, &out, &s),
-                Benchmark::Skab => eval::skab::run(&data, &out, &s),
-                Benchmark::Nab => eval::nab::run(&data, &out, &s),
-                Benchmark::Cmapss => match subset.as_deref() {
-                    Some(subset) if valid_subset(subset) => eval::cmapss::run(&data, subset, &out, &s),
-                    Some(other) => Err(anyhow::anyhow!("--subset must be FD001, FD002, FD003 or FD004, got {other:?}")),
-                    None => Err(anyhow::anyhow!("usan eval cmapss needs --subset FD001|FD002|FD003|FD004")),
-                },
+            .and_then(|s| {
+                let needs_out = || out.clone().ok_or_else(|| anyhow::anyhow!("this benchmark needs --out"));
+                match benchmark {
+                    Benchmark::Secom => eval::secom::run(&data, out.as_deref(), &s.secom),
+                    Benchmark::Tep => eval::tep::run(&data, &needs_out()?, &s),
+                    Benchmark::Skab => eval::skab::run(&data, &needs_out()?, &s),
+                    Benchmark::Nab => eval::nab::run(&data, &needs_out()?, &s),
+                    Benchmark::Cmapss => match subset.as_deref() {
+                        Some(subset) if valid_subset(subset) => eval::cmapss::run(&data, subset, &needs_out()?, &s),
+                        Some(other) => {
+                            Err(anyhow::anyhow!("--subset must be FD001, FD002, FD003 or FD004, got {other:?}"))
+                        }
+                        None => Err(anyhow::anyhow!("usan eval cmapss needs --subset FD001|FD002|FD003|FD004")),
+                    },
+                }
             }),
         Command::Spc(command) => command.into_args().and_then(|args| usan::spc::run(&args)),
         Command::Bench { what } => match what {

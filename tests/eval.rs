@@ -392,3 +392,57 @@ fn eval_cmapss_refuses_bad_files_with_their_line() {
     let message = run(data.path(), "FD002");
     assert!(message.contains("line 7") && message.contains("not a number"), "{message}");
 }
+
+/// A SECOM-layout file: 300 lots, 12 measurements (some missing), fails
+/// driven by two of them.
+fn secom_folder(root: &std::path::Path) {
+    let mut g = usan_core::stats::SeededNormal::new(17);
+    let mut text = String::from("Time");
+    for j in 0..12 {
+        text += &format!(",{j}");
+    }
+    text += ",Pass/Fail\n";
+    for i in 0..300 {
+        let values: Vec<f64> = (0..12).map(|_| g.normal()).collect();
+        let risk = 1.5 * values[3] - 1.2 * values[7] + 0.5 * g.normal();
+        let failed = risk > 2.2;
+        text += &format!("2008-07-19 11:{:02}:00", i % 60);
+        for (j, v) in values.iter().enumerate() {
+            if (i + j) % 23 == 0 {
+                text += ",";
+            } else {
+                text += &format!(",{v:.4}");
+            }
+        }
+        text += if failed { ",1\n" } else { ",-1\n" };
+    }
+    std::fs::write(root.join("uci-secom.csv"), text).unwrap();
+}
+
+#[test]
+fn eval_secom_cross_validates_and_names_the_measurements_that_matter() {
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    secom_folder(root.path());
+    let result = usan(&["eval", "secom", root.path().to_str().unwrap(), "--out", out.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
+    let line = stdout.lines().find(|l| l.starts_with("balanced error rate")).unwrap();
+    let ber: f64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(ber < 25.0, "two clear drivers are learnable: {line}");
+    let important = stdout.lines().find(|l| l.starts_with("measurements that matter")).unwrap();
+    let first_two: Vec<&str> = important.split(": ").nth(1).unwrap().split(", ").take(2).collect();
+    assert!(
+        first_two.iter().any(|m| m.starts_with("3 ")) && first_two.iter().any(|m| m.starts_with("7 ")),
+        "{important}"
+    );
+    assert!(stdout.contains("stratified 10-fold cross-validation, seed 0"));
+    let predictions = std::fs::read_to_string(out.path().join("secom_predictions.csv")).unwrap();
+    assert_eq!(predictions.lines().count(), 301);
+
+    let bad = std::fs::read_to_string(root.path().join("uci-secom.csv")).unwrap().replacen(",-1\n", ",2\n", 1);
+    std::fs::write(root.path().join("uci-secom.csv"), bad).unwrap();
+    let result = usan(&["eval", "secom", root.path().to_str().unwrap()]);
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("not -1 or 1"));
+}

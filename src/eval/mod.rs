@@ -10,6 +10,7 @@
 
 pub mod cmapss;
 pub mod nab;
+pub mod secom;
 pub mod skab;
 pub mod tep;
 
@@ -44,6 +45,9 @@ pub struct EvalSettings {
     /// C-MAPSS remaining useful life.
     #[serde(default)]
     pub cmapss: usan_core::rul::RulConfig,
+    /// SECOM yield prediction.
+    #[serde(default = "secom::default_settings")]
+    pub secom: secom::SecomSettings,
 }
 
 impl Default for EvalSettings {
@@ -53,6 +57,7 @@ impl Default for EvalSettings {
             skab: skab::default_settings(),
             nab: nab::default_settings(),
             cmapss: usan_core::rul::RulConfig::default(),
+            secom: secom::default_settings(),
         }
     }
 }
