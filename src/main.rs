@@ -148,6 +148,8 @@ enum Benchmark {
     Cmapss,
     /// SECOM semiconductor yield, pass/fail (uci-secom.csv), by stratified cross-validation.
     Secom,
+    /// Steel-plate defect classes (Faults.NNA), by stratified cross-validation.
+    Steel,
 }
 
 #[derive(Subcommand)]
@@ -248,6 +250,7 @@ fn main() -> ExitCode {
                 let needs_out = || out.clone().ok_or_else(|| anyhow::anyhow!("this benchmark needs --out"));
                 match benchmark {
                     Benchmark::Secom => eval::secom::run(&data, out.as_deref(), &s.secom),
+                    Benchmark::Steel => eval::steel::run(&data, &s.steel),
                     Benchmark::Tep => eval::tep::run(&data, &needs_out()?, &s),
                     Benchmark::Skab => eval::skab::run(&data, &needs_out()?, &s),
                     Benchmark::Nab => eval::nab::run(&data, &needs_out()?, &s),

@@ -446,3 +446,29 @@ fn eval_secom_cross_validates_and_names_the_measurements_that_matter() {
     assert!(!result.status.success());
     assert!(String::from_utf8_lossy(&result.stderr).contains("not -1 or 1"));
 }
+
+#[test]
+fn eval_steel_classifies_defects_by_cross_validation() {
+    let root = tempfile::tempdir().unwrap();
+    let mut g = usan_core::stats::SeededNormal::new(23);
+    let mut text = String::new();
+    for i in 0..280 {
+        let class = i % 7;
+        let values: Vec<String> = (0..27)
+            .map(|j| format!("{:.4}", g.normal() + if j == class { 3.0 } else { 0.0 }))
+            .chain((0..7).map(|k| u8::from(k == class).to_string()))
+            .collect();
+        text += &format!("\"{}\"\n", values.join("\t"));
+    }
+    std::fs::write(root.path().join("Faults.NNA"), text).unwrap();
+    let result = usan(&["eval", "steel", root.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
+    let line = stdout.lines().find(|l| l.starts_with("accuracy")).unwrap();
+    let accuracy: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(accuracy > 80.0, "each class shows in its own measurement: {line}");
+    assert!(stdout.contains("| Z_Scratch | 40 |"), "{stdout}");
+    std::fs::write(root.path().join("Faults.NNA"), "1\t2\t3\n").unwrap();
+    let result = usan(&["eval", "steel", root.path().to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&result.stderr).contains("expected 34"));
+}

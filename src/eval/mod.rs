@@ -12,6 +12,7 @@ pub mod cmapss;
 pub mod nab;
 pub mod secom;
 pub mod skab;
+pub mod steel;
 pub mod tep;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,9 @@ pub struct EvalSettings {
     /// SECOM yield prediction.
     #[serde(default = "secom::default_settings")]
     pub secom: secom::SecomSettings,
+    /// Steel-plate defect classes.
+    #[serde(default = "steel::default_settings")]
+    pub steel: steel::SteelSettings,
 }
 
 impl Default for EvalSettings {
@@ -58,6 +62,7 @@ impl Default for EvalSettings {
             nab: nab::default_settings(),
             cmapss: usan_core::rul::RulConfig::default(),
             secom: secom::default_settings(),
+            steel: steel::default_settings(),
         }
     }
 }

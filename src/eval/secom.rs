@@ -102,12 +102,19 @@ fn read(path: &Path) -> anyhow::Result<Lots> {
     Ok(lots)
 }
 
-/// Fold of each lot: each class shuffled with the seed, dealt round-robin.
-fn stratified_folds(failed: &[bool], folds: usize, seed: u64) -> Vec<usize> {
+/// Fold of each item: each class shuffled with the seed, dealt round-robin
+/// (so every fold holds each class in proportion).
+pub(crate) fn stratified_folds<C: PartialEq + Copy>(classes: &[C], folds: usize, seed: u64) -> Vec<usize> {
     let mut random = SeededNormal::new(seed);
-    let mut fold = vec![0; failed.len()];
-    for class in [true, false] {
-        let mut members: Vec<usize> = (0..failed.len()).filter(|&i| failed[i] == class).collect();
+    let mut fold = vec![0; classes.len()];
+    let mut seen: Vec<C> = Vec::new();
+    for c in classes {
+        if !seen.contains(c) {
+            seen.push(*c);
+        }
+    }
+    for class in seen {
+        let mut members: Vec<usize> = (0..classes.len()).filter(|&i| classes[i] == class).collect();
         for i in (1..members.len()).rev() {
             members.swap(i, random.below(i + 1));
         }
