@@ -9,6 +9,7 @@
 //! to print metrics, never to fit or to choose a threshold.
 
 pub mod cmapss;
+mod cross_validation;
 pub mod nab;
 pub mod secom;
 pub mod skab;

@@ -15,12 +15,12 @@
 //! empty or `NaN` when missing). With `--out DIR`, each lot's held-out score
 //! and decision go to `DIR/secom_predictions.csv`.
 
+use super::cross_validation::{check_folds, stratified_folds, top_shares};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
 use usan_core::gbdt::{Gbdt, GbdtConfig};
-use usan_core::stats::SeededNormal;
 
 /// Settings of the SECOM protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,29 +102,6 @@ fn read(path: &Path) -> anyhow::Result<Lots> {
     Ok(lots)
 }
 
-/// Fold of each item: each class shuffled with the seed, dealt round-robin
-/// (so every fold holds each class in proportion).
-pub(crate) fn stratified_folds<C: PartialEq + Copy>(classes: &[C], folds: usize, seed: u64) -> Vec<usize> {
-    let mut random = SeededNormal::new(seed);
-    let mut fold = vec![0; classes.len()];
-    let mut seen: Vec<C> = Vec::new();
-    for c in classes {
-        if !seen.contains(c) {
-            seen.push(*c);
-        }
-    }
-    for class in seen {
-        let mut members: Vec<usize> = (0..classes.len()).filter(|&i| classes[i] == class).collect();
-        for i in (1..members.len()).rev() {
-            members.swap(i, random.below(i + 1));
-        }
-        for (k, lot) in members.into_iter().enumerate() {
-            fold[lot] = k % folds;
-        }
-    }
-    fold
-}
-
 /// Area under the ROC curve (Mann–Whitney, ties counted half).
 fn auc(scores: &[f64], failed: &[bool]) -> f64 {
     let mut order: Vec<usize> = (0..scores.len()).collect();
@@ -151,9 +128,7 @@ fn auc(scores: &[f64], failed: &[bool]) -> f64 {
 /// A missing or malformed file, or settings the trees refuse.
 pub fn run(data: &Path, out: Option<&Path>, settings: &SecomSettings) -> anyhow::Result<()> {
     let start = Instant::now();
-    if settings.folds < 2 {
-        bail!("secom.folds must be at least 2, got {}", settings.folds);
-    }
+    check_folds("secom", settings.folds)?;
     let path = data.join("uci-secom.csv");
     let lots = read(&path)?;
     let fails = lots.failed.iter().filter(|f| **f).count();
@@ -218,11 +193,7 @@ pub fn run(data: &Path, out: Option<&Path>, settings: &SecomSettings) -> anyhow:
         auc(&scores, &lots.failed)
     );
     println!("confusion: {tp} fails caught, {fn_} missed, {fp} passes flagged, {tn} passes cleared");
-    let mut ranked: Vec<(usize, f64)> = gains.iter().copied().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let top: Vec<String> =
-        ranked.iter().take(10).map(|(j, g)| format!("{} {:.1} %", lots.names[*j], 100.0 * g)).collect();
-    println!("measurements that matter most (mean gain share over folds): {}", top.join(", "));
+    println!("measurements that matter most (mean gain share over folds): {}", top_shares(&lots.names, &gains, 10));
     println!("wall time {:.2} s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -238,16 +209,5 @@ mod tests {
         let scores = [0.9, 0.4, 0.5, 0.1, 0.4];
         let failed = [true, true, false, false, false];
         assert!((auc(&scores, &failed) - 4.5 / 6.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn folds_are_stratified() {
-        let failed: Vec<bool> = (0..100).map(|i| i % 10 == 0).collect();
-        let folds = stratified_folds(&failed, 5, 3);
-        for f in 0..5 {
-            let members: Vec<usize> = (0..100).filter(|&i| folds[i] == f).collect();
-            assert_eq!(members.len(), 20);
-            assert_eq!(members.iter().filter(|&&i| failed[i]).count(), 2);
-        }
     }
 }

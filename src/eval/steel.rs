@@ -13,7 +13,7 @@
 //! optionally in quotes: 27 measurements then the 7 classes one-hot) and,
 //! when present, `DATA/Faults27x7_var` (the 34 names, one per line).
 
-use super::secom::stratified_folds;
+use super::cross_validation::{check_folds, stratified_folds, top_shares};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -97,9 +97,7 @@ fn read(data: &Path) -> anyhow::Result<Plates> {
 /// A missing or malformed file, or settings the trees refuse.
 pub fn run(data: &Path, settings: &SteelSettings) -> anyhow::Result<()> {
     let start = Instant::now();
-    if settings.folds < 2 {
-        bail!("steel.folds must be at least 2, got {}", settings.folds);
-    }
+    check_folds("steel", settings.folds)?;
     let Plates { names, rows, labels } = read(data)?;
     if rows.len() < settings.folds * 2 {
         bail!("too few plates ({}) for {} folds", rows.len(), settings.folds);
@@ -154,10 +152,7 @@ pub fn run(data: &Path, settings: &SteelSettings) -> anyhow::Result<()> {
         100.0 * correct as f64 / rows.len() as f64,
         f1_sum / CLASSES.len() as f64
     );
-    let mut ranked: Vec<(usize, f64)> = gains.iter().copied().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let top: Vec<String> = ranked.iter().take(8).map(|(j, g)| format!("{} {:.1} %", names[*j], 100.0 * g)).collect();
-    println!("measurements that matter most (mean gain share): {}", top.join(", "));
+    println!("measurements that matter most (mean gain share): {}", top_shares(&names, &gains, 8));
     println!("wall time {:.2} s", start.elapsed().as_secs_f64());
     Ok(())
 }
