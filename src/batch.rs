@@ -27,7 +27,7 @@ fn file_source(config: &Config, name: Option<&str>, data: &Path) -> anyhow::Resu
         .iter()
         .filter_map(|s| match s {
             SourceConfig::File(f) => Some(f),
-            SourceConfig::Http(_) => None,
+            _ => None,
         })
         .collect();
     let chosen = match name {

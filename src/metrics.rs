@@ -1,7 +1,9 @@
 //! The engine's own counters, served as Prometheus text on `GET /metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -51,9 +53,47 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// HTTP requests refused for bad input.
     pub http_rejected: Counter,
+    /// Per connected source (MQTT, Modbus, OPC UA), by source name.
+    sources: Mutex<BTreeMap<String, Arc<SourceStats>>>,
+}
+
+/// The health of one connected source, exported with a `source` label.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Messages (or polls) received.
+    pub messages: Counter,
+    /// Times the connection was lost.
+    pub disconnects: Counter,
+    /// Milliseconds spent disconnected, summed over outages that ended.
+    pub outage_ms: Counter,
+    /// Rebirth requests sent (Sparkplug B).
+    pub rebirths_requested: Counter,
+    /// Whether the source is connected now.
+    pub connected: AtomicBool,
+    /// Messages refused, by cause (bad JSON, unknown alias, ...).
+    malformed: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl SourceStats {
+    /// Count one malformed message (or part of one) of `cause`.
+    pub fn malformed(&self, cause: &'static str) {
+        *self.malformed.lock().unwrap_or_else(PoisonError::into_inner).entry(cause).or_default() += 1;
+    }
+
+    /// Malformed counts by cause.
+    #[must_use]
+    pub fn malformed_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.malformed.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 impl Metrics {
+    /// The stats of source `name`, created on first use.
+    pub fn source(&self, name: &str) -> Arc<SourceStats> {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(sources.entry(name.to_string()).or_default())
+    }
+
     /// Prometheus text exposition; `gauges` are `(name, help, value)`.
     #[must_use]
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
@@ -84,8 +124,48 @@ impl Metrics {
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
+        self.render_sources(&mut out);
         out
     }
+
+    fn render_sources(&self, out: &mut String) {
+        let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        if sources.is_empty() {
+            return;
+        }
+        type Read = fn(&SourceStats) -> f64;
+        let families: [(&str, &str, &str, Read); 5] = [
+            ("usan_source_messages_total", "counter", "Messages or polls received.", |s| s.messages.get() as f64),
+            ("usan_source_disconnects_total", "counter", "Connections lost.", |s| s.disconnects.get() as f64),
+            ("usan_source_outage_seconds_total", "counter", "Time disconnected, over ended outages.", |s| {
+                s.outage_ms.get() as f64 / 1000.0
+            }),
+            ("usan_source_rebirths_requested_total", "counter", "Sparkplug B rebirth requests sent.", |s| {
+                s.rebirths_requested.get() as f64
+            }),
+            ("usan_source_connected", "gauge", "1 while the source is connected.", |s| {
+                f64::from(u8::from(s.connected.load(Ordering::Relaxed)))
+            }),
+        ];
+        for (name, kind, help, read) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (source, stats) in sources.iter() {
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", escape_label(source), read(stats));
+            }
+        }
+        let name = "usan_source_malformed_total";
+        let _ = writeln!(out, "# HELP {name} Messages refused, by cause.\n# TYPE {name} counter");
+        for (source, stats) in sources.iter() {
+            for (cause, count) in stats.malformed_counts() {
+                let _ = writeln!(out, "{name}{{source=\"{}\",cause=\"{cause}\"}} {count}", escape_label(source));
+            }
+        }
+    }
+}
+
+/// A Prometheus label value with `\\`, `"` and newlines escaped.
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -99,5 +179,22 @@ mod tests {
         let text = metrics.render(&[("usan_queue_depth", "Batches queued.", 3.0)]);
         assert!(text.contains("usan_samples_in_total 42\n"));
         assert!(text.contains("# TYPE usan_queue_depth gauge\nusan_queue_depth 3\n"));
+        assert!(!text.contains("usan_source_"), "no source families without sources");
+    }
+
+    #[test]
+    fn renders_sources_with_labels() {
+        let metrics = Metrics::default();
+        let line = metrics.source("line \"1\"");
+        line.messages.add(5);
+        line.outage_ms.add(2_500);
+        line.malformed("bad JSON");
+        line.malformed("bad JSON");
+        line.connected.store(true, Ordering::Relaxed);
+        let text = metrics.render(&[]);
+        assert!(text.contains("usan_source_messages_total{source=\"line \\\"1\\\"\"} 5\n"), "{text}");
+        assert!(text.contains("usan_source_outage_seconds_total{source=\"line \\\"1\\\"\"} 2.5\n"));
+        assert!(text.contains("usan_source_connected{source=\"line \\\"1\\\"\"} 1\n"));
+        assert!(text.contains("usan_source_malformed_total{source=\"line \\\"1\\\"\",cause=\"bad JSON\"} 2\n"));
     }
 }

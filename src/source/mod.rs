@@ -8,6 +8,8 @@
 
 pub mod file;
 pub mod http;
+pub mod mqtt;
+pub mod sparkplug;
 
 use crate::config::Plant;
 use crate::metrics::Metrics;
@@ -17,6 +19,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use usan_core::model::{Sample, Timestamp};
 
@@ -132,6 +135,8 @@ pub enum SourceConfig {
     File(file::FileSourceConfig),
     /// Accept `POST /api/v1/samples`.
     Http(http::HttpSourceConfig),
+    /// Subscribe to an MQTT broker (JSON or Sparkplug B).
+    Mqtt(mqtt::MqttSourceConfig),
 }
 
 impl SourceConfig {
@@ -141,6 +146,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => &c.name,
             SourceConfig::Http(c) => &c.name,
+            SourceConfig::Mqtt(c) => &c.name,
         }
     }
 
@@ -150,6 +156,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.validate(assets),
             SourceConfig::Http(_) => Vec::new(),
+            SourceConfig::Mqtt(c) => c.validate(assets),
         }
     }
 
@@ -170,6 +177,64 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => Ok(Some(Box::new(file::FileSource::open(c, plant)?))),
             SourceConfig::Http(_) => Ok(None),
+            SourceConfig::Mqtt(c) => Ok(Some(Box::new(mqtt::MqttSource::new(c)?))),
         }
+    }
+}
+
+/// Logs a recurring problem once per cause, then at most once a minute with
+/// how many were not logged: a flood of bad messages must not become a flood
+/// of log lines.
+#[derive(Debug)]
+pub struct CauseLog {
+    source: String,
+    seen: HashMap<String, (Instant, u64)>,
+}
+
+impl CauseLog {
+    /// Quiet period per cause after a line is logged.
+    const QUIET: Duration = Duration::from_secs(60);
+
+    /// A log for source `source`.
+    #[must_use]
+    pub fn new(source: &str) -> Self {
+        CauseLog { source: source.to_string(), seen: HashMap::new() }
+    }
+
+    /// One occurrence of `cause`; `detail` (a topic, a register) goes into the line when logged.
+    /// Returns whether a line was written.
+    pub fn note(&mut self, cause: &str, detail: &str) -> bool {
+        let now = Instant::now();
+        match self.seen.get_mut(cause) {
+            Some((last, suppressed)) if now.duration_since(*last) < Self::QUIET => {
+                *suppressed += 1;
+                false
+            }
+            Some((last, suppressed)) => {
+                tracing::warn!(source = %self.source, "{cause} ({detail}); {suppressed} more since the last report");
+                *last = now;
+                *suppressed = 0;
+                true
+            }
+            None => {
+                tracing::warn!(source = %self.source, "{cause} ({detail}); repeats are reported once a minute");
+                self.seen.insert(cause.to_string(), (now, 0));
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_logged_once_then_quietly_counted() {
+        let mut log = CauseLog::new("s");
+        assert!(log.note("bad JSON", "a"));
+        assert!(!log.note("bad JSON", "b"));
+        assert!(log.note("unknown alias", "c"));
+        assert_eq!(log.seen["bad JSON"].1, 1);
     }
 }
