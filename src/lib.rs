@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod eval;
 pub mod metrics;
+pub mod mqtt;
 pub mod pipeline;
 pub mod rul_fit;
 pub mod serve;

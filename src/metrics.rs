@@ -54,13 +54,16 @@ pub struct Metrics {
     /// HTTP requests refused for bad input.
     pub http_rejected: Counter,
     /// Per connected source (MQTT, Modbus, OPC UA), by source name.
-    sources: Mutex<BTreeMap<String, Arc<SourceStats>>>,
+    sources: Mutex<BTreeMap<String, Arc<LinkStats>>>,
+    /// Per forwarding sink (MQTT), by sink name.
+    sinks: Mutex<BTreeMap<String, Arc<LinkStats>>>,
 }
 
-/// The health of one connected source, exported with a `source` label.
+/// The health of one link to another system (a source's or a sink's
+/// connection), exported with a `source` or `sink` label.
 #[derive(Debug, Default)]
-pub struct SourceStats {
-    /// Messages (or polls) received.
+pub struct LinkStats {
+    /// Messages (or polls) received by a source; delivered by a sink.
     pub messages: Counter,
     /// Times the connection was lost.
     pub disconnects: Counter,
@@ -68,13 +71,17 @@ pub struct SourceStats {
     pub outage_ms: Counter,
     /// Rebirth requests sent (Sparkplug B).
     pub rebirths_requested: Counter,
-    /// Whether the source is connected now.
+    /// Whether the link is up now.
     pub connected: AtomicBool,
+    /// Records waiting on disk for the upstream (store-and-forward).
+    pub backlog: AtomicU64,
+    /// Records refused because the spool was full.
+    pub overflow: Counter,
     /// Messages refused, by cause (bad JSON, unknown alias, ...).
     malformed: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-impl SourceStats {
+impl LinkStats {
     /// Count one malformed message (or part of one) of `cause`.
     pub fn malformed(&self, cause: &'static str) {
         *self.malformed.lock().unwrap_or_else(PoisonError::into_inner).entry(cause).or_default() += 1;
@@ -89,9 +96,15 @@ impl SourceStats {
 
 impl Metrics {
     /// The stats of source `name`, created on first use.
-    pub fn source(&self, name: &str) -> Arc<SourceStats> {
+    pub fn source(&self, name: &str) -> Arc<LinkStats> {
         let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(sources.entry(name.to_string()).or_default())
+    }
+
+    /// The stats of sink `name`, created on first use.
+    pub fn sink(&self, name: &str) -> Arc<LinkStats> {
+        let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(sinks.entry(name.to_string()).or_default())
     }
 
     /// Prometheus text exposition; `gauges` are `(name, help, value)`.
@@ -129,35 +142,49 @@ impl Metrics {
     }
 
     fn render_sources(&self, out: &mut String) {
-        let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-        if sources.is_empty() {
-            return;
-        }
-        type Read = fn(&SourceStats) -> f64;
-        let families: [(&str, &str, &str, Read); 5] = [
+        type Read = fn(&LinkStats) -> f64;
+        let connected: Read = |s| f64::from(u8::from(s.connected.load(Ordering::Relaxed)));
+        let disconnects: Read = |s| s.disconnects.get() as f64;
+        let outage: Read = |s| s.outage_ms.get() as f64 / 1000.0;
+        let sources: [(&str, &str, &str, Read); 5] = [
             ("usan_source_messages_total", "counter", "Messages or polls received.", |s| s.messages.get() as f64),
-            ("usan_source_disconnects_total", "counter", "Connections lost.", |s| s.disconnects.get() as f64),
-            ("usan_source_outage_seconds_total", "counter", "Time disconnected, over ended outages.", |s| {
-                s.outage_ms.get() as f64 / 1000.0
-            }),
+            ("usan_source_disconnects_total", "counter", "Connections lost.", disconnects),
+            ("usan_source_outage_seconds_total", "counter", "Time disconnected, over ended outages.", outage),
             ("usan_source_rebirths_requested_total", "counter", "Sparkplug B rebirth requests sent.", |s| {
                 s.rebirths_requested.get() as f64
             }),
-            ("usan_source_connected", "gauge", "1 while the source is connected.", |s| {
-                f64::from(u8::from(s.connected.load(Ordering::Relaxed)))
-            }),
+            ("usan_source_connected", "gauge", "1 while the source is connected.", connected),
         ];
-        for (name, kind, help, read) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (source, stats) in sources.iter() {
-                let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", escape_label(source), read(stats));
+        let sinks: [(&str, &str, &str, Read); 6] = [
+            ("usan_sink_delivered_total", "counter", "Records the upstream acknowledged.", |s| s.messages.get() as f64),
+            ("usan_sink_backlog", "gauge", "Records waiting on disk for the upstream.", |s| {
+                s.backlog.load(Ordering::Relaxed) as f64
+            }),
+            ("usan_sink_overflow_total", "counter", "Records refused because the spool was full.", |s| {
+                s.overflow.get() as f64
+            }),
+            ("usan_sink_disconnects_total", "counter", "Connections lost.", disconnects),
+            ("usan_sink_outage_seconds_total", "counter", "Time disconnected, over ended outages.", outage),
+            ("usan_sink_connected", "gauge", "1 while the sink is connected.", connected),
+        ];
+        let links = [("source", &self.sources, &sources[..]), ("sink", &self.sinks, &sinks[..])];
+        for (label, map, families) in links {
+            let map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.is_empty() {
+                continue;
             }
-        }
-        let name = "usan_source_malformed_total";
-        let _ = writeln!(out, "# HELP {name} Messages refused, by cause.\n# TYPE {name} counter");
-        for (source, stats) in sources.iter() {
-            for (cause, count) in stats.malformed_counts() {
-                let _ = writeln!(out, "{name}{{source=\"{}\",cause=\"{cause}\"}} {count}", escape_label(source));
+            for (name, kind, help, read) in families {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (link, stats) in map.iter() {
+                    let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {}", escape_label(link), read(stats));
+                }
+            }
+            let name = format!("usan_{label}_malformed_total");
+            let _ = writeln!(out, "# HELP {name} Messages refused, by cause.\n# TYPE {name} counter");
+            for (link, stats) in map.iter() {
+                for (cause, count) in stats.malformed_counts() {
+                    let _ = writeln!(out, "{name}{{{label}=\"{}\",cause=\"{cause}\"}} {count}", escape_label(link));
+                }
             }
         }
     }

@@ -266,7 +266,7 @@ impl Engine {
 
         let mut sinks_built = Vec::new();
         for sink in &config.sinks {
-            sinks_built.push(sink.build()?);
+            sinks_built.push(sink.build(&metrics)?);
         }
         let sinks = tokio::spawn(sink_loop(sinks_built, sink_rx));
 

@@ -4,8 +4,7 @@
 //! [[sources]]
 //! type = "mqtt"
 //! name = "line-1"
-//! host = "127.0.0.1"          # port 1883 (8883 with tls)
-//! qos = 1                     # per subscription; 0 or 1
+//! broker = { host = "127.0.0.1", client_id = "usan-line-1" }   # see crate::mqtt::Broker
 //!
 //! [[sources.subscriptions]]   # plant/pump-1/telemetry: {"ts": ..., "temp": 71.2, "flow": 3.1}
 //! format = "json"
@@ -35,13 +34,13 @@
 use super::sparkplug::{self, Host};
 use super::{Batch, BoxFuture, CauseLog, Source, SourceContext};
 use crate::config::{HumanDuration, Plant};
-use crate::metrics::SourceStats;
+use crate::metrics::LinkStats;
+use crate::mqtt::Broker;
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -53,63 +52,14 @@ use usan_core::model::{Quality, Sample, Timestamp};
 pub struct MqttSourceConfig {
     /// Source name.
     pub name: String,
-    /// Broker host.
-    #[serde(default = "default_host")]
-    pub host: String,
-    /// Broker port; 1883, or 8883 with `tls`.
+    /// The broker; 127.0.0.1:1883 by default, client id `usan-<name>`.
     #[serde(default)]
-    pub port: Option<u16>,
-    /// Client id; `usan-<name>` by default. Keep it stable: the broker
-    /// keeps the session (and QoS 1 messages) under it.
-    #[serde(default)]
-    pub client_id: Option<String>,
+    pub broker: Broker,
     /// Start a fresh session at every connect (the broker then keeps nothing while usan is away).
     #[serde(default)]
     pub clean_session: bool,
-    /// MQTT keep-alive.
-    #[serde(default = "default_keep_alive")]
-    pub keep_alive: HumanDuration,
-    /// Wait between reconnection attempts.
-    #[serde(default = "default_reconnect_delay")]
-    pub reconnect_delay: HumanDuration,
-    /// User name.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password (prefer `password_env`).
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Environment variable holding the password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// TLS; absent for plain TCP.
-    #[serde(default)]
-    pub tls: Option<TlsSettings>,
     /// What to subscribe to and how to read it.
     pub subscriptions: Vec<Subscription>,
-}
-
-fn default_host() -> String {
-    "127.0.0.1".to_string()
-}
-fn default_keep_alive() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
-}
-fn default_reconnect_delay() -> HumanDuration {
-    HumanDuration(Duration::from_secs(1))
-}
-
-/// TLS to the broker.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM file of the certificate authorities to trust.
-    pub ca: PathBuf,
-    /// PEM client certificate, for brokers that require one.
-    #[serde(default)]
-    pub client_cert: Option<PathBuf>,
-    /// PEM private key of `client_cert`.
-    #[serde(default)]
-    pub client_key: Option<PathBuf>,
 }
 
 /// One subscription and its payload format.
@@ -232,14 +182,7 @@ impl MqttSourceConfig {
         if self.subscriptions.is_empty() {
             problems.push(format!("source `{name}`: no subscriptions"));
         }
-        if self.password.is_some() && self.password_env.is_some() {
-            problems.push(format!("source `{name}`: give `password` or `password_env`, not both"));
-        }
-        if let Some(tls) = &self.tls
-            && tls.client_cert.is_some() != tls.client_key.is_some()
-        {
-            problems.push(format!("source `{name}`: tls needs both `client_cert` and `client_key`, or neither"));
-        }
+        problems.extend(self.broker.validate(&format!("source `{name}`")));
         for (i, s) in self.subscriptions.iter().enumerate() {
             let at = format!("source `{name}`, subscriptions[{i}]");
             if let Err(e) = check_filter(s.topic()) {
@@ -630,8 +573,7 @@ pub struct MqttSource {
     config: MqttSourceConfig,
     /// Per subscription: its JSON mapping (None for Sparkplug B).
     mappings: Vec<Option<JsonMapping>>,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    password: Option<String>,
+    options: MqttOptions,
 }
 
 impl MqttSource {
@@ -640,6 +582,7 @@ impl MqttSource {
     /// # Errors
     /// A TLS file that cannot be read or parsed, a password variable that is not set.
     pub fn new(config: &MqttSourceConfig) -> anyhow::Result<MqttSource> {
+        let at = || format!("source `{}`", config.name);
         let mappings = config
             .subscriptions
             .iter()
@@ -648,65 +591,12 @@ impl MqttSource {
                 Subscription::SparkplugB(_) => Ok(None),
             })
             .collect::<anyhow::Result<_>>()
-            .with_context(|| format!("source `{}`", config.name))?;
-        let tls = config
-            .tls
-            .as_ref()
-            .map(tls_config)
-            .transpose()
-            .with_context(|| format!("source `{}`: tls", config.name))?;
-        let password = match (&config.password, &config.password_env) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(var)) => Some(
-                std::env::var(var)
-                    .with_context(|| format!("source `{}`: password variable `{var}` is not set", config.name))?,
-            ),
-            (None, None) => None,
-        };
-        Ok(MqttSource { config: config.clone(), mappings, tls, password })
-    }
-
-    fn options(&self) -> MqttOptions {
-        let c = &self.config;
-        let client_id = c.client_id.clone().unwrap_or_else(|| format!("usan-{}", c.name));
-        let port = c.port.unwrap_or(if c.tls.is_some() { 8883 } else { 1883 });
-        let mut options = MqttOptions::new(client_id, c.host.clone(), port);
-        options.set_keep_alive(c.keep_alive.0.max(Duration::from_secs(1)));
-        options.set_clean_session(c.clean_session);
+            .with_context(at)?;
+        let mut options = config.broker.options(&format!("usan-{}", config.name)).with_context(at)?;
+        options.set_clean_session(config.clean_session);
         options.set_manual_acks(true);
-        options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
-        if let Some(user) = &c.username {
-            options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
-        }
-        if let Some(tls) = &self.tls {
-            options.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::clone(tls))));
-        }
-        options
+        Ok(MqttSource { config: config.clone(), mappings, options })
     }
-}
-
-fn tls_config(settings: &TlsSettings) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&settings.ca).with_context(|| format!("{}", settings.ca.display()))? {
-        roots.add(cert.with_context(|| format!("{}", settings.ca.display()))?)?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let config = match (&settings.client_cert, &settings.client_key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .with_context(|| format!("{}", cert.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("{}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("{}", key.display()))?;
-            builder.with_client_auth_cert(chain, key)?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
 }
 
 impl Source for MqttSource {
@@ -718,7 +608,7 @@ impl Source for MqttSource {
 /// The running state of one connection.
 struct Session {
     client: AsyncClient,
-    stats: Arc<SourceStats>,
+    stats: Arc<LinkStats>,
     log: CauseLog,
     sparkplug: Host,
     last_rebirth: HashMap<String, Instant>,
@@ -727,7 +617,7 @@ struct Session {
 
 impl MqttSource {
     async fn run_until_shutdown(self, mut context: SourceContext) -> anyhow::Result<()> {
-        let (client, mut events) = AsyncClient::new(self.options(), 1024);
+        let (client, mut events) = AsyncClient::new(self.options.clone(), 1024);
         let stats = context.metrics.source(&self.config.name);
         let mut session = Session {
             client,
@@ -747,7 +637,7 @@ impl MqttSource {
                 }
                 event = events.poll() => {
                     if !self.on_event(event, &mut session, &context, &mut events).await {
-                        let delay = self.config.reconnect_delay.0;
+                        let delay = self.config.broker.reconnect_delay.0;
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = context.shutdown.changed() => {}
@@ -800,7 +690,7 @@ impl MqttSource {
                 if session.stats.connected.swap(false, Ordering::Relaxed) {
                     session.stats.disconnects.add(1);
                     session.down_since = Some(Instant::now());
-                    tracing::warn!(source = %self.config.name, "MQTT connection lost: {e}; retrying every {:?}", self.config.reconnect_delay.0);
+                    tracing::warn!(source = %self.config.name, "MQTT connection lost: {e}; retrying every {:?}", self.config.broker.reconnect_delay.0);
                 } else {
                     session.log.note("cannot connect", &e.to_string());
                 }
@@ -1058,8 +948,7 @@ mod tests {
         let config: MqttSourceConfig = toml::from_str(
             r#"
             name = "m"
-            password = "a"
-            password_env = "B"
+            broker = { password = "a", password_env = "B" }
             [[subscriptions]]
             format = "json"
             topic = "a/#/b"

@@ -5,6 +5,10 @@
 //! then holds the workers back (backpressure): events are never dropped.
 //! The registry of kinds is [`SinkConfig`].
 
+pub mod mqtt;
+pub mod spool;
+
+use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +30,7 @@ pub enum Event {
 /// `[[sinks]]`: the registry of sink kinds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)] // inert configuration, built once
 pub enum SinkConfig {
     /// Alarm events as log lines on standard error.
     Log,
@@ -37,11 +42,16 @@ pub enum SinkConfig {
         #[serde(default)]
         findings: bool,
     },
+    /// Events published to an MQTT broker through a disk spool (store-and-forward).
+    Mqtt(mqtt::MqttSinkConfig),
 }
 
 impl SinkConfig {
     pub(crate) fn validate(&self) -> Vec<String> {
-        Vec::new()
+        match self {
+            SinkConfig::Mqtt(c) => c.validate(),
+            _ => Vec::new(),
+        }
     }
 
     pub(crate) fn resolve_paths(&mut self, dir: &Path) {
@@ -50,13 +60,17 @@ impl SinkConfig {
         {
             *path = dir.join(&*path);
         }
+        if let SinkConfig::Mqtt(c) = self {
+            c.resolve_paths(dir);
+        }
     }
 
     /// Build the sink.
     ///
     /// # Errors
-    /// When its file cannot be opened.
-    pub fn build(&self) -> anyhow::Result<Box<dyn Sink>> {
+    /// When its file or spool cannot be opened. An MQTT sink starts its
+    /// forwarder on the current Tokio runtime.
+    pub fn build(&self, metrics: &Metrics) -> anyhow::Result<Box<dyn Sink>> {
         Ok(match self {
             SinkConfig::Log => Box::new(LogSink),
             SinkConfig::Jsonl { path, findings } => {
@@ -67,6 +81,7 @@ impl SinkConfig {
                     .map_err(|e| anyhow::anyhow!("jsonl sink: cannot open {}: {e}", path.display()))?;
                 Box::new(JsonlSink { out: std::io::BufWriter::new(file), findings: *findings })
             }
+            SinkConfig::Mqtt(c) => Box::new(c.build(metrics)?),
         })
     }
 }

@@ -1,0 +1,295 @@
+//! Store-and-forward: a bounded on-disk queue between the engine and an
+//! upstream that may be unreachable (a broker, later NATS or PostgreSQL).
+//!
+//! The engine appends records as they happen; a forwarder reads them in
+//! order, delivers them, and only then acknowledges them. Both survive a
+//! restart: what was appended and not acknowledged is delivered after it
+//! (at least once: a record delivered just before a crash, but not yet
+//! acknowledged, is delivered again).
+//!
+//! On disk, in the spool's folder:
+//! - `records.log`: records, each `[length u32 LE][crc32 u32 LE][bytes]`;
+//! - `records.ack`: the offset (u64 LE) of the first unacknowledged record.
+//!
+//! A torn record at the end (a crash mid-append) is cut off at open. The cap
+//! bounds the unacknowledged bytes: a record that would exceed it is refused
+//! and counted by the caller — never silently lost. When everything is
+//! acknowledged the log is emptied; when the acknowledged head grows past
+//! half the cap the unacknowledged tail is moved to the front.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const HEADER: u64 = 8;
+
+/// A bounded, durable FIFO of byte records.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    log: File,
+    ack: File,
+    /// Bytes in the log.
+    len: u64,
+    /// Offset of the first unacknowledged record.
+    head: u64,
+    /// Unacknowledged records.
+    records: u64,
+    max_bytes: u64,
+}
+
+/// One record read from the spool, with the offset just past it (to acknowledge).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The record's bytes.
+    pub bytes: Vec<u8>,
+    /// Acknowledging this offset acknowledges this record and all before it.
+    pub end: u64,
+}
+
+impl Spool {
+    /// Open (or create) the spool in `dir`, holding at most `max_bytes` unacknowledged.
+    ///
+    /// # Errors
+    /// When the folder or its files cannot be created, read or repaired.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
+        std::fs::create_dir_all(dir)?;
+        let log =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("records.log"))?;
+        let ack =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("records.ack"))?;
+        let mut offset = [0u8; 8];
+        let head = match ack.read_exact_at(&mut offset, 0) {
+            Ok(()) => u64::from_le_bytes(offset),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e),
+        };
+        let file_len = log.metadata()?.len();
+        let mut spool =
+            Spool { dir: dir.to_path_buf(), log, ack, len: file_len, head: head.min(file_len), records: 0, max_bytes };
+        // Walk the unacknowledged records; cut a torn or corrupt tail.
+        let mut at = spool.head;
+        while at < file_len {
+            match spool.read_at(at)? {
+                Some(record) => {
+                    spool.records += 1;
+                    at = record.end;
+                }
+                None => break,
+            }
+        }
+        if at < file_len {
+            tracing::warn!("spool {}: cut {} bytes of a torn record at the end", dir.display(), file_len - at);
+            spool.log.set_len(at)?;
+            spool.log.sync_all()?;
+            spool.len = at;
+        }
+        Ok(spool)
+    }
+
+    /// The folder.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Unacknowledged records.
+    #[must_use]
+    pub fn backlog(&self) -> u64 {
+        self.records
+    }
+
+    /// Unacknowledged bytes (headers included).
+    #[must_use]
+    pub fn backlog_bytes(&self) -> u64 {
+        self.len - self.head
+    }
+
+    /// Append a record; `false` (nothing written) when it would take the
+    /// backlog past the cap. Call [`Spool::sync`] after a batch.
+    ///
+    /// # Errors
+    /// When the log cannot be written.
+    pub fn push(&mut self, bytes: &[u8]) -> io::Result<bool> {
+        let size = HEADER + bytes.len() as u64;
+        if self.backlog_bytes() + size > self.max_bytes {
+            return Ok(false);
+        }
+        let length = u32::try_from(bytes.len()).map_err(|_| io::Error::other("record over 4 GiB"))?;
+        let mut buffer = Vec::with_capacity(size as usize);
+        buffer.extend_from_slice(&length.to_le_bytes());
+        buffer.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
+        buffer.extend_from_slice(bytes);
+        self.log.write_all_at(&buffer, self.len)?;
+        self.len += size;
+        self.records += 1;
+        Ok(true)
+    }
+
+    /// Make every pushed record durable.
+    ///
+    /// # Errors
+    /// When the disk refuses.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.log.sync_data()
+    }
+
+    /// Up to `max` records from the head, oldest first (not removed).
+    ///
+    /// # Errors
+    /// When the log cannot be read.
+    pub fn peek(&self, max: usize) -> io::Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let mut at = self.head;
+        while out.len() < max && at < self.len {
+            let Some(record) = self.read_at(at)? else { break };
+            at = record.end;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Acknowledge every record up to `end` (a [`Record::end`]), durably.
+    ///
+    /// # Errors
+    /// When the offset cannot be written or the log compacted.
+    pub fn ack(&mut self, end: u64) -> io::Result<()> {
+        let end = end.min(self.len);
+        let mut at = self.head;
+        while at < end {
+            let Some(record) = self.read_at(at)? else { break };
+            at = record.end;
+            self.records -= 1;
+        }
+        self.head = at;
+        if self.head == self.len {
+            // Everything delivered: start the log again.
+            self.log.set_len(0)?;
+            self.len = 0;
+            self.head = 0;
+        } else if self.head > self.max_bytes / 2 {
+            self.compact()?;
+        }
+        self.ack.write_all_at(&self.head.to_le_bytes(), 0)?;
+        self.ack.sync_data()
+    }
+
+    /// Move the unacknowledged tail to the front of a fresh log.
+    fn compact(&mut self) -> io::Result<()> {
+        let fresh_path = self.dir.join("records.log.new");
+        let mut fresh = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&fresh_path)?;
+        self.log.seek(SeekFrom::Start(self.head))?;
+        io::copy(&mut (&self.log).take(self.len - self.head), &mut fresh)?;
+        fresh.sync_all()?;
+        // Offset 0 goes down before the new log does: a crash in between
+        // delivers the acknowledged head again (at least once), never skips
+        // the tail.
+        self.ack.write_all_at(&0u64.to_le_bytes(), 0)?;
+        self.ack.sync_data()?;
+        std::fs::rename(&fresh_path, self.dir.join("records.log"))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.log = fresh;
+        self.len -= self.head;
+        self.head = 0;
+        self.log.flush()
+    }
+
+    /// The record at `at`, or `None` if it is torn or corrupt.
+    fn read_at(&self, at: u64) -> io::Result<Option<Record>> {
+        if at + HEADER > self.len {
+            return Ok(None);
+        }
+        let mut header = [0u8; 8];
+        self.log.read_exact_at(&mut header, at)?;
+        let length = u64::from(u32::from_le_bytes([header[0], header[1], header[2], header[3]]));
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if at + HEADER + length > self.len {
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; length as usize];
+        self.log.read_exact_at(&mut bytes, at + HEADER)?;
+        if crc32fast::hash(&bytes) != crc {
+            return Ok(None);
+        }
+        Ok(Some(Record { bytes, end: at + HEADER + length }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(records: &[Record]) -> Vec<String> {
+        records.iter().map(|r| String::from_utf8(r.bytes.clone()).unwrap()).collect()
+    }
+
+    #[test]
+    fn records_come_back_in_order_and_acknowledged_ones_stay_gone_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        for i in 0..5 {
+            assert!(spool.push(format!("event {i}").as_bytes()).unwrap());
+        }
+        spool.sync().unwrap();
+        let first = spool.peek(2).unwrap();
+        assert_eq!(texts(&first), ["event 0", "event 1"]);
+        spool.ack(first[1].end).unwrap();
+        assert_eq!(spool.backlog(), 3);
+        drop(spool);
+
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.backlog(), 3);
+        let rest = spool.peek(10).unwrap();
+        assert_eq!(texts(&rest), ["event 2", "event 3", "event 4"]);
+        spool.ack(rest[2].end).unwrap();
+        assert_eq!((spool.backlog(), spool.backlog_bytes()), (0, 0));
+        assert_eq!(std::fs::metadata(dir.path().join("records.log")).unwrap().len(), 0, "emptied");
+    }
+
+    #[test]
+    fn the_cap_refuses_new_records_instead_of_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 40).unwrap();
+        assert!(spool.push(&[1; 10]).unwrap()); // 18 bytes
+        assert!(spool.push(&[2; 10]).unwrap()); // 36 bytes
+        assert!(!spool.push(&[3; 10]).unwrap(), "54 bytes would pass the cap of 40");
+        assert_eq!(spool.backlog(), 2);
+        let head = spool.peek(1).unwrap();
+        spool.ack(head[0].end).unwrap();
+        assert!(spool.push(&[3; 10]).unwrap(), "room again after an acknowledgement");
+        assert_eq!(spool.peek(5).unwrap().iter().map(|r| r.bytes[0]).collect::<Vec<_>>(), [2, 3]);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        spool.push(b"whole").unwrap();
+        spool.push(b"torn record").unwrap();
+        spool.sync().unwrap();
+        drop(spool);
+        let path = dir.path().join("records.log");
+        let len = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(texts(&spool.peek(10).unwrap()), ["whole"]);
+        spool.push(b"after").unwrap();
+        assert_eq!(texts(&spool.peek(10).unwrap()), ["whole", "after"]);
+    }
+
+    #[test]
+    fn compaction_keeps_the_unacknowledged_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 200).unwrap();
+        for i in 0..8u8 {
+            assert!(spool.push(&[i; 12]).unwrap()); // 20 bytes each
+        }
+        let records = spool.peek(6).unwrap();
+        spool.ack(records[5].end).unwrap(); // head 120 > 100: compacted
+        assert_eq!(std::fs::metadata(dir.path().join("records.log")).unwrap().len(), 40);
+        drop(spool);
+        let spool = Spool::open(dir.path(), 200).unwrap();
+        assert_eq!(spool.peek(10).unwrap().iter().map(|r| r.bytes[0]).collect::<Vec<_>>(), [6, 7]);
+    }
+}
