@@ -17,15 +17,6 @@ use std::time::{Duration, Instant};
 
 const BROKER: &str = "127.0.0.1:1883";
 
-/// Whether a test that needs `what` should run; panics under CI when it is missing.
-fn required(available: bool, what: &str) -> bool {
-    if !available {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but {what} is missing");
-        eprintln!("skipped: {what} is missing (set CI to make this a failure)");
-    }
-    available
-}
-
 fn broker_running() -> bool {
     required(
         TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2)).is_ok(),
@@ -35,13 +26,7 @@ fn broker_running() -> bool {
 
 /// The Python with paho-mqtt and pysparkplug, if there is one.
 fn peer_python() -> Option<PathBuf> {
-    let python =
-        std::env::var_os("USAN_PEER_PYTHON").map_or_else(|| repo().join(".venv-peers/bin/python"), PathBuf::from);
-    let works = Command::new(&python)
-        .args(["-c", "import paho.mqtt.client, pysparkplug"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    required(works, "the Python peers (.venv-peers with paho-mqtt and pysparkplug; see .ci/run)").then_some(python)
+    python_with("paho.mqtt.client, pysparkplug")
 }
 
 /// A topic prefix and client id no other run shares (the broker keeps sessions).

@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod http;
+pub mod modbus;
 pub mod mqtt;
 pub mod sparkplug;
 
@@ -137,6 +138,8 @@ pub enum SourceConfig {
     Http(http::HttpSourceConfig),
     /// Subscribe to an MQTT broker (JSON or Sparkplug B).
     Mqtt(mqtt::MqttSourceConfig),
+    /// Poll a Modbus TCP device.
+    Modbus(modbus::ModbusSourceConfig),
 }
 
 impl SourceConfig {
@@ -147,6 +150,7 @@ impl SourceConfig {
             SourceConfig::File(c) => &c.name,
             SourceConfig::Http(c) => &c.name,
             SourceConfig::Mqtt(c) => &c.name,
+            SourceConfig::Modbus(c) => &c.name,
         }
     }
 
@@ -157,6 +161,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.validate(assets),
             SourceConfig::Http(_) => Vec::new(),
             SourceConfig::Mqtt(c) => c.validate(assets),
+            SourceConfig::Modbus(c) => c.validate(assets),
         }
     }
 
@@ -178,6 +183,7 @@ impl SourceConfig {
             SourceConfig::File(c) => Ok(Some(Box::new(file::FileSource::open(c, plant)?))),
             SourceConfig::Http(_) => Ok(None),
             SourceConfig::Mqtt(c) => Ok(Some(Box::new(mqtt::MqttSource::new(c)?))),
+            SourceConfig::Modbus(c) => Ok(Some(Box::new(modbus::ModbusSource::new(c, plant)?))),
         }
     }
 }

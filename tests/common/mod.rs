@@ -153,3 +153,24 @@ impl Drop for Server {
 pub fn open_store(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
 }
+
+/// Whether a test that needs `what` should run; panics under CI when it is missing.
+pub fn required(available: bool, what: &str) -> bool {
+    if !available {
+        assert!(std::env::var_os("CI").is_none(), "CI is set but {what} is missing");
+        eprintln!("skipped: {what} is missing (set CI to make this a failure)");
+    }
+    available
+}
+
+/// The peers' Python (`.venv-peers`, installed by `.ci/run`, or
+/// `USAN_PEER_PYTHON`) if it can import `modules`.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let python =
+        std::env::var_os("USAN_PEER_PYTHON").map_or_else(|| repo().join(".venv-peers/bin/python"), PathBuf::from);
+    let works =
+        Command::new(&python).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success());
+    let what =
+        format!("the Python peers ({modules}; `.ci/run` installs tests/peers/requirements.txt into .venv-peers)");
+    required(works, &what).then_some(python)
+}
