@@ -184,6 +184,42 @@ enum BenchCommand {
         #[arg(long, default_value = "robust_z")]
         detector: String,
     },
+    /// JSON batches published to an MQTT broker and ingested by an MQTT source.
+    Mqtt {
+        /// The broker, host:port.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Assets.
+        #[arg(long, default_value_t = 10)]
+        assets: usize,
+        /// Signals per asset.
+        #[arg(long, default_value_t = 20)]
+        signals: usize,
+        /// Messages to publish.
+        #[arg(long, default_value_t = 2_000)]
+        messages: usize,
+        /// Rows (timestamps) per message.
+        #[arg(long, default_value_t = 50)]
+        rows: usize,
+        /// QoS of publisher and subscription (0 or 1).
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+    },
+    /// Latency from an MQTT publish to the finding coming back through the MQTT sink.
+    MqttLatency {
+        /// The broker, host:port.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Signals per message (one row per message).
+        #[arg(long, default_value_t = 20)]
+        signals: usize,
+        /// Samples per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: usize,
+        /// How long, in seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Live remaining-useful-life estimates per second: the demo's engines
     /// replayed cycle by cycle through the demo's RUL model.
     Rul {
@@ -269,6 +305,12 @@ fn main() -> ExitCode {
             BenchCommand::Detectors { rows, dims } => bench::detectors(rows, &dims),
             BenchCommand::Pipeline { assets, signals, rows, detector } => {
                 runtime().and_then(|rt| rt.block_on(bench::pipeline(assets, signals, rows, &detector)))
+            }
+            BenchCommand::Mqtt { broker, assets, signals, messages, rows, qos } => {
+                runtime().and_then(|rt| rt.block_on(bench::mqtt::ingest(&broker, assets, signals, messages, rows, qos)))
+            }
+            BenchCommand::MqttLatency { broker, signals, rate, seconds } => {
+                runtime().and_then(|rt| rt.block_on(bench::mqtt::latency(&broker, signals, rate, seconds)))
             }
             BenchCommand::Rul { repeat, model } => bench::rul(repeat, model.as_deref()),
             BenchCommand::Soak { assets, signals, rate, duration, detector } => {

@@ -133,6 +133,18 @@ impl Broker {
     }
 }
 
+/// A client and its event loop, with Nagle's algorithm off: MQTT sends many
+/// small packets (PUBACKs, single events) that would otherwise wait up to
+/// 40 ms for the peer's delayed ACK.
+#[must_use]
+pub fn client(options: MqttOptions, capacity: usize) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (client, mut events) = rumqttc::AsyncClient::new(options, capacity);
+    let mut network = events.network_options();
+    network.set_tcp_nodelay(true);
+    events.set_network_options(network);
+    (client, events)
+}
+
 fn tls_config(settings: &TlsSettings) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};

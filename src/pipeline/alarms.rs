@@ -46,18 +46,21 @@ impl AlarmBook {
         self.open.lock().map(|o| o.len()).unwrap_or(0)
     }
 
-    /// An anomalous frame: raise a new alarm (returned) or update the open one.
+    /// An anomalous frame: raise a new alarm (returned, committed before
+    /// this returns) or update the open one. An update worth keeping goes
+    /// into `persist`, for the store writer to commit with the frames: the
+    /// frame path never waits for the disk on an alarm that is already open.
     ///
     /// # Errors
     /// When the store refuses the write.
     pub fn on_anomalous(
         &self,
-        asset: &str,
-        detector: &str,
+        (asset, detector): (&str, &str),
         ts: Timestamp,
         score: f64,
         threshold: f64,
         top: Vec<Contribution>,
+        persist: &mut Vec<Alarm>,
     ) -> Result<Option<Alarm>, StoreError> {
         let mut open = self.lock()?;
         let key = (asset.to_string(), detector.to_string());
@@ -66,7 +69,7 @@ impl AlarmBook {
             let peak = alarm.peak_score;
             alarm.observe(ts, score, top);
             if !was_active || alarm.peak_score > peak || alarm.frames % PERSIST_EVERY == 0 {
-                self.store.update_alarm_observation(alarm)?;
+                persist.push(alarm.clone());
             }
             return Ok(None);
         }
@@ -76,12 +79,19 @@ impl AlarmBook {
         Ok(Some(alarm))
     }
 
-    /// The condition returned to normal: mark the open alarm inactive (and
-    /// clear it when auto-clear is on and somebody acknowledged it).
+    /// The condition returned to normal: mark the open alarm inactive (into
+    /// `persist`, as for [`AlarmBook::on_anomalous`]) and clear it, committed
+    /// at once, when auto-clear is on and somebody acknowledged it.
     ///
     /// # Errors
     /// When the store refuses the write.
-    pub fn on_normal(&self, asset: &str, detector: &str, ts: Timestamp) -> Result<Option<Alarm>, StoreError> {
+    pub fn on_normal(
+        &self,
+        asset: &str,
+        detector: &str,
+        ts: Timestamp,
+        persist: &mut Vec<Alarm>,
+    ) -> Result<Option<Alarm>, StoreError> {
         let mut open = self.lock()?;
         let key = (asset.to_string(), detector.to_string());
         let Some(alarm) = open.get_mut(&key) else {
@@ -91,7 +101,7 @@ impl AlarmBook {
             return Ok(None);
         }
         alarm.condition_cleared();
-        self.store.update_alarm_observation(alarm)?;
+        persist.push(alarm.clone());
         let snapshot = alarm.clone();
         if self.auto_clear && alarm.state == AlarmState::Acknowledged {
             self.store.transition_alarm(alarm.id, AlarmAction::Clear, "usan", "condition returned to normal", ts)?;

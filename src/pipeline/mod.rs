@@ -117,6 +117,9 @@ pub struct Engine {
     pub alarms: Arc<AlarmBook>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Every finding and alarm event as the sinks receive it, for live views
+    /// (a receiver that falls behind misses events; the sinks never do).
+    pub live_events: tokio::sync::broadcast::Sender<Arc<[Event]>>,
     /// The configuration it runs.
     pub config: Arc<Config>,
     shutdown: watch::Sender<bool>,
@@ -268,7 +271,8 @@ impl Engine {
         for sink in &config.sinks {
             sinks_built.push(sink.build(&metrics)?);
         }
-        let sinks = tokio::spawn(sink_loop(sinks_built, sink_rx));
+        let (live_events, _) = tokio::sync::broadcast::channel(1024);
+        let sinks = tokio::spawn(sink_loop(sinks_built, sink_rx, live_events.clone()));
 
         let resume_idx: HashMap<usize, Timestamp> =
             resume.iter().filter_map(|(name, ts)| plant.asset_index.get(name).map(|i| (*i, *ts))).collect();
@@ -295,6 +299,7 @@ impl Engine {
             live,
             alarms,
             metrics,
+            live_events,
             config,
             shutdown,
             sources,
@@ -446,11 +451,31 @@ async fn store_writer(
     }
 }
 
-async fn sink_loop(mut sinks: Vec<Box<dyn crate::sink::Sink>>, mut queue: mpsc::Receiver<Vec<Event>>) {
+/// Sinks write files and sync them (the MQTT sink's spool): off the async
+/// threads, so a slow disk never stalls sources or workers.
+async fn sink_loop(
+    mut sinks: Vec<Box<dyn crate::sink::Sink>>,
+    mut queue: mpsc::Receiver<Vec<Event>>,
+    live: tokio::sync::broadcast::Sender<Arc<[Event]>>,
+) {
     while let Some(events) = queue.recv().await {
-        for sink in &mut sinks {
-            if let Err(e) = sink.write(&events) {
-                tracing::error!("sink write failed: {e:#}");
+        if live.receiver_count() > 0 {
+            let _ = live.send(events.clone().into());
+        }
+        let written = tokio::task::spawn_blocking(move || {
+            for sink in &mut sinks {
+                if let Err(e) = sink.write(&events) {
+                    tracing::error!("sink write failed: {e:#}");
+                }
+            }
+            sinks
+        })
+        .await;
+        match written {
+            Ok(back) => sinks = back,
+            Err(e) => {
+                tracing::error!("sink thread failed: {e}");
+                return;
             }
         }
     }

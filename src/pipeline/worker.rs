@@ -189,7 +189,8 @@ impl Worker {
         }
         self.metrics.frames.add(frames.len() as u64);
         let mut findings = Vec::new();
-        let mut notices = Notices { alarms: &self.alarms, metrics: &self.metrics, events: Vec::new() };
+        let mut notices =
+            Notices { alarms: &self.alarms, metrics: &self.metrics, events: Vec::new(), persist: Vec::new() };
         let mut scored = 0u64;
         for frame in frames {
             let mut frame_scored = false;
@@ -225,6 +226,7 @@ impl Worker {
             }
         }
         let events = notices.events;
+        let alarm_observations = notices.persist;
         self.metrics.frames_scored.add(scored);
         self.metrics.findings.add(findings.len() as u64);
 
@@ -255,7 +257,7 @@ impl Worker {
                 })
                 .collect(),
         });
-        let batch = WriteBatch { frames: frame_batch.into_iter().collect(), findings };
+        let batch = WriteBatch { frames: frame_batch.into_iter().collect(), findings, alarm_observations };
         if !batch.is_empty() && self.store_queue.send(batch).await.is_err() {
             tracing::error!("store writer has stopped; frames not stored");
         }
@@ -270,6 +272,8 @@ struct Notices<'a> {
     alarms: &'a AlarmBook,
     metrics: &'a Metrics,
     events: Vec<Event>,
+    /// Open alarms' new observations, committed with the batch's frames.
+    persist: Vec<usan_core::alarm::Alarm>,
 }
 
 impl Notices<'_> {
@@ -284,7 +288,7 @@ impl Notices<'_> {
         contributions: Vec<usan_core::model::Contribution>,
     ) {
         match tokio::task::block_in_place(|| {
-            self.alarms.on_anomalous(asset, cause, ts, score, threshold, contributions)
+            self.alarms.on_anomalous((asset, cause), ts, score, threshold, contributions, &mut self.persist)
         }) {
             Ok(Some(alarm)) => {
                 self.metrics.alarms_raised.add(1);
@@ -297,7 +301,7 @@ impl Notices<'_> {
 
     /// The condition named `cause` no longer holds on `asset`.
     fn clear(&mut self, asset: &str, cause: &str, ts: Timestamp) {
-        match tokio::task::block_in_place(|| self.alarms.on_normal(asset, cause, ts)) {
+        match tokio::task::block_in_place(|| self.alarms.on_normal(asset, cause, ts, &mut self.persist)) {
             Ok(Some(alarm)) => self.events.push(Event::AlarmConditionCleared(alarm)),
             Ok(None) => {}
             Err(e) => tracing::error!(asset, "cannot update alarm: {e}"),

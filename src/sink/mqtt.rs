@@ -192,9 +192,11 @@ impl Sink for MqttSink {
             }
         }
         if added {
-            spool.sync()?;
             self.stats.backlog.store(spool.backlog(), Ordering::Relaxed);
+            let log = spool.sync_handle()?;
+            drop(spool);
             self.wake.notify_one();
+            log.sync_data()?;
         }
         Ok(())
     }
@@ -249,7 +251,7 @@ impl Forwarder {
         let mut log = CauseLog::new(&self.name);
         let mut down_since = Instant::now();
         loop {
-            let (client, connection) = AsyncClient::new(self.options.clone(), WINDOW * 2);
+            let (client, connection) = crate::mqtt::client(self.options.clone(), WINDOW * 2);
             let (link_tx, mut link) = mpsc::channel::<Link>(WINDOW * 4);
             let task = tokio::spawn(drive(connection, link_tx));
             match link.recv().await {

@@ -617,7 +617,7 @@ struct Session {
 
 impl MqttSource {
     async fn run_until_shutdown(self, mut context: SourceContext) -> anyhow::Result<()> {
-        let (client, mut events) = AsyncClient::new(self.options.clone(), 1024);
+        let (client, mut events) = crate::mqtt::client(self.options.clone(), 1024);
         let stats = context.metrics.source(&self.config.name);
         let mut session = Session {
             client,
@@ -680,8 +680,12 @@ impl MqttSource {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 session.stats.messages.add(1);
                 let ok = self.on_publish(&publish, session, context).await;
-                if publish.qos != QoS::AtMostOnce && ok {
-                    let _ = session.client.try_ack(&publish);
+                // Not acknowledged, the broker sends it again after a reconnect.
+                if publish.qos != QoS::AtMostOnce
+                    && ok
+                    && let Err(e) = session.client.try_ack(&publish)
+                {
+                    session.log.note("cannot acknowledge", &e.to_string());
                 }
                 true
             }

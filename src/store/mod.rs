@@ -58,13 +58,15 @@ pub struct WriteBatch {
     pub frames: Vec<FrameBatch>,
     /// Findings.
     pub findings: Vec<Finding>,
+    /// Open alarms whose observation (active, last seen, frames, peak, top signals) changed.
+    pub alarm_observations: Vec<Alarm>,
 }
 
 impl WriteBatch {
     /// Nothing to write.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.findings.is_empty()
+        self.frames.is_empty() && self.findings.is_empty() && self.alarm_observations.is_empty()
     }
 }
 

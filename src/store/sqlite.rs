@@ -199,6 +199,22 @@ fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
     })
 }
 
+/// An alarm's observation columns (never its state, which only transitions change).
+fn write_observation(conn: &Connection, alarm: &Alarm) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE alarms SET active = ?2, last_seen_at = ?3, frames = ?4, peak_score = ?5, top_signals = ?6 WHERE id = ?1",
+    )?
+    .execute(params![
+        alarm.id,
+        alarm.active as i64,
+        alarm.last_seen_at.0,
+        alarm.frames as i64,
+        finite(alarm.peak_score),
+        serde_json::to_string(&alarm.top_signals)?
+    ])?;
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
@@ -226,6 +242,9 @@ impl Store for SqliteStore {
                     serde_json::to_string(&f.statistics)?
                 ])?;
             }
+        }
+        for alarm in &batch.alarm_observations {
+            write_observation(&tx, alarm)?;
         }
         tx.commit()?;
         Ok(())
@@ -256,18 +275,7 @@ impl Store for SqliteStore {
 
     fn update_alarm_observation(&self, alarm: &Alarm) -> Result<(), StoreError> {
         let conn = lock(&self.write)?;
-        conn.execute(
-            "UPDATE alarms SET active = ?2, last_seen_at = ?3, frames = ?4, peak_score = ?5, top_signals = ?6 WHERE id = ?1",
-            params![
-                alarm.id,
-                alarm.active as i64,
-                alarm.last_seen_at.0,
-                alarm.frames as i64,
-                finite(alarm.peak_score),
-                serde_json::to_string(&alarm.top_signals)?
-            ],
-        )?;
-        Ok(())
+        write_observation(&conn, alarm)
     }
 
     fn transition_alarm(
@@ -527,7 +535,7 @@ mod tests {
         let store = store();
         let rows = (0..1000).map(|i| (Timestamp(i * 1000), vec![i as f64, f64::NAN])).collect();
         let batch = FrameBatch { asset: "a".into(), signals: vec!["x".into(), "y".into()], rows };
-        store.write(&WriteBatch { frames: vec![batch], findings: vec![] }).unwrap();
+        store.write(&WriteBatch { frames: vec![batch], ..WriteBatch::default() }).unwrap();
         let all = store.series("a", "x", Timestamp(0), Timestamp(i64::MAX), 5000).unwrap();
         assert_eq!(all.len(), 1000);
         assert_eq!(all[10].value, 10.0);
@@ -563,6 +571,15 @@ mod tests {
         let acked = store.transition_alarm(alarm.id, AlarmAction::Acknowledge, "kim", "on it", Timestamp(10)).unwrap();
         assert_eq!(acked.state, AlarmState::Acknowledged);
         assert_eq!(acked.peak_score, 7.0);
+        // Observations that ride with a frame batch change the observation, never the state.
+        let mut later = alarm.clone();
+        later.observe(Timestamp(12), 9.0, vec![]);
+        store.write(&WriteBatch { alarm_observations: vec![later], ..WriteBatch::default() }).unwrap();
+        let stored = store.alarm(alarm.id).unwrap().unwrap();
+        assert_eq!(
+            (stored.state, stored.peak_score, stored.last_seen_at),
+            (AlarmState::Acknowledged, 9.0, Timestamp(12))
+        );
         let again = store.transition_alarm(alarm.id, AlarmAction::Acknowledge, "lee", "", Timestamp(11));
         assert!(matches!(again, Err(StoreError::Transition(_))));
         assert!(matches!(
@@ -605,7 +622,7 @@ mod tests {
             contributions: vec![Contribution { signal: "flow".into(), value: 2.0 }],
         };
         let finding = Finding { ts: Timestamp(8), statistics: vec![statistic], ..old[0].clone() };
-        store.write(&WriteBatch { frames: vec![], findings: vec![finding.clone()] }).unwrap();
+        store.write(&WriteBatch { findings: vec![finding.clone()], ..WriteBatch::default() }).unwrap();
         let all = store.findings(None, None, 10).unwrap();
         assert!(all.contains(&finding), "{all:?}");
         drop(store);

@@ -9,6 +9,8 @@
 //! - `soak`: a generated plant fed at a fixed rate for a duration, printing
 //!   resident memory over time (growth would show as a rising column).
 
+pub mod mqtt;
+
 use crate::config::Config;
 use crate::pipeline::Engine;
 use crate::source::Batch;
