@@ -509,3 +509,165 @@ fn a_full_spool_refuses_and_counts_instead_of_growing() {
     );
     assert!(received.windows(2).all(|w| w[0] < w[1]), "in order: {received:?}");
 }
+
+/// A private Mosquitto with TLS and a password file, on its own port.
+struct SecureBroker {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for SecureBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(program: &str, args: &[&str], dir: &std::path::Path) {
+    let out = Command::new(program).args(args).current_dir(dir).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn secure_broker(dir: &std::path::Path) -> SecureBroker {
+    let openssl = |args: &[&str]| run("openssl", args, dir);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=usan test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    run("mosquitto_passwd", &["-c", "-b", "passwd", "usan", "s3cret"], dir);
+    let port = free_port();
+    let conf = format!(
+        "user root\npersistence false\nlistener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nallow_anonymous false\npassword_file {d}/passwd\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
+    let child = Command::new(mosquitto_binary().unwrap())
+        .args(["-c", "mosquitto.conf"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the TLS broker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    SecureBroker { child, port }
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+}
+
+/// The broker's program: on PATH, or where Debian puts it (/usr/sbin is not always on PATH).
+fn mosquitto_binary() -> Option<PathBuf> {
+    let debian = PathBuf::from("/usr/sbin/mosquitto");
+    if on_path("mosquitto") { Some(PathBuf::from("mosquitto")) } else { debian.exists().then_some(debian) }
+}
+
+#[test]
+fn tls_and_a_password_are_used_and_a_wrong_password_never_connects() {
+    let tools =
+        ["openssl", "mosquitto_passwd", "mosquitto_pub"].iter().all(|t| on_path(t)) && mosquitto_binary().is_some();
+    if !required(tools, "openssl and Mosquitto's programs (Debian's openssl, mosquitto, mosquitto-clients)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = secure_broker(dir.path());
+    let prefix = unique("tls");
+    let text = format!(
+        r#"
+[store]
+type = "sqlite"
+path = "{{dir}}/tls.db"
+flush_interval = "100ms"
+
+[[sources]]
+type = "mqtt"
+name = "secure"
+broker = {{ port = {port}, client_id = "{prefix}-ok", username = "usan", password = "s3cret", tls = {{ ca = "{{dir}}/ca.pem" }}, reconnect_delay = "200ms" }}
+[[sources.subscriptions]]
+format = "json"
+topic = "{prefix}/+/telemetry"
+asset = "{{1}}"
+timestamp = "$.ts"
+values = "$"
+
+[[sources]]
+type = "mqtt"
+name = "intruder"
+broker = {{ port = {port}, client_id = "{prefix}-bad", username = "usan", password = "guess", tls = {{ ca = "{{dir}}/ca.pem" }}, reconnect_delay = "200ms" }}
+[[sources.subscriptions]]
+format = "json"
+topic = "{prefix}/#"
+asset = "pump-1"
+values = "$"
+
+[[assets]]
+id = "pump-1"
+signals = ["temp", "flow"]
+"#,
+        port = broker.port
+    );
+    let server = Server::serve(&write_config(dir.path(), "tls.toml", &text), &[]);
+    server.wait_until("the source is connected over TLS", Duration::from_secs(20), |s| {
+        metric(&metrics(s), "usan_source_connected{source=\"secure\"}") == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let ca = dir.path().join("ca.pem");
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "--cafile", ca.to_str().unwrap()])
+        .args(["-u", "usan", "-P", "s3cret", "-q", "1", "-t", &format!("{prefix}/pump-1/telemetry")])
+        .args(["-m", &format!(r#"{{"ts": {first}, "temp": 20.0, "flow": 0}}"#)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.wait_until("the TLS message is stored", Duration::from_secs(20), |s| !stored(s, "flow").is_empty());
+    assert_eq!(stored(&server, "temp"), vec![(first, 20.0)]);
+    let text = metrics(&server);
+    assert_eq!(metric(&text, "usan_source_connected{source=\"intruder\"}"), 0.0, "a wrong password never connects");
+    assert_eq!(metric(&text, "usan_source_messages_total{source=\"intruder\"}"), 0.0);
+}
