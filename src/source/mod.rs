@@ -10,6 +10,7 @@ pub mod file;
 pub mod http;
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 pub mod sparkplug;
 
 use crate::config::Plant;
@@ -140,6 +141,8 @@ pub enum SourceConfig {
     Mqtt(mqtt::MqttSourceConfig),
     /// Poll a Modbus TCP device.
     Modbus(modbus::ModbusSourceConfig),
+    /// Subscribe to an OPC UA server.
+    Opcua(opcua::OpcUaSourceConfig),
 }
 
 impl SourceConfig {
@@ -151,6 +154,7 @@ impl SourceConfig {
             SourceConfig::Http(c) => &c.name,
             SourceConfig::Mqtt(c) => &c.name,
             SourceConfig::Modbus(c) => &c.name,
+            SourceConfig::Opcua(c) => &c.name,
         }
     }
 
@@ -162,6 +166,7 @@ impl SourceConfig {
             SourceConfig::Http(_) => Vec::new(),
             SourceConfig::Mqtt(c) => c.validate(assets),
             SourceConfig::Modbus(c) => c.validate(assets),
+            SourceConfig::Opcua(c) => c.validate(assets),
         }
     }
 
@@ -170,6 +175,9 @@ impl SourceConfig {
             && c.path.is_relative()
         {
             c.path = dir.join(&c.path);
+        }
+        if let SourceConfig::Opcua(c) = self {
+            c.resolve_paths(dir);
         }
     }
 
@@ -184,6 +192,7 @@ impl SourceConfig {
             SourceConfig::Http(_) => Ok(None),
             SourceConfig::Mqtt(c) => Ok(Some(Box::new(mqtt::MqttSource::new(c)?))),
             SourceConfig::Modbus(c) => Ok(Some(Box::new(modbus::ModbusSource::new(c, plant)?))),
+            SourceConfig::Opcua(c) => Ok(Some(Box::new(opcua::OpcUaSource::new(c, plant)?))),
         }
     }
 }
