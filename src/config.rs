@@ -35,6 +35,19 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A password given in the file or, better, named by an environment
+/// variable; empty when neither is set.
+///
+/// # Errors
+/// When the variable is not set.
+pub fn password(inline: Option<&String>, variable: Option<&String>) -> anyhow::Result<String> {
+    match (inline, variable) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(var)) => std::env::var(var).map_err(|_| anyhow::anyhow!("password variable `{var}` is not set")),
+        (None, None) => Ok(String::new()),
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default)]
 pub struct Config {

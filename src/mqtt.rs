@@ -116,13 +116,7 @@ impl Broker {
         options.set_keep_alive(self.keep_alive.0.max(Duration::from_secs(1)));
         options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
         if let Some(user) = &self.username {
-            let password = match (&self.password, &self.password_env) {
-                (Some(p), _) => p.clone(),
-                (None, Some(var)) => {
-                    std::env::var(var).with_context(|| format!("password variable `{var}` is not set"))?
-                }
-                (None, None) => String::new(),
-            };
+            let password = crate::config::password(self.password.as_ref(), self.password_env.as_ref())?;
             options.set_credentials(user.clone(), password);
         }
         if let Some(tls) = &self.tls {

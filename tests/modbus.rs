@@ -5,34 +5,7 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-struct Device(Child);
-
-impl Device {
-    fn start(python: &std::path::Path, port: u16) -> Device {
-        let child = Command::new(python)
-            .arg(repo().join("tests/peers/modbus_server.py"))
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "the Modbus server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Device(child)
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const SIGNALS: &[(&str, f64)] = &[
     ("int16", -5.0),
@@ -96,8 +69,7 @@ signals = [{}]
 }
 
 fn metric(server: &Server, prefix: &str) -> f64 {
-    let (_, text) = server.get_raw("/metrics");
-    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    metric_of(server, prefix)
 }
 
 fn latest(server: &Server, signal: &str) -> Option<f64> {
@@ -114,7 +86,7 @@ fn registers_decode_exceptions_are_counted_and_a_restarted_device_is_redialled()
     let Some(python) = python_with("pymodbus") else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let device = Device::start(&python, port);
+    let device = Peer::start(&python, "modbus_server.py", port);
     let server = Server::serve(&config(dir.path(), port), &[]);
     server.wait_until("five polls are stored", Duration::from_secs(20), |s| frames(s) >= 5);
 
@@ -140,7 +112,7 @@ fn registers_decode_exceptions_are_counted_and_a_restarted_device_is_redialled()
     let during = frames(&server);
     std::thread::sleep(Duration::from_millis(1000));
     assert!(frames(&server) <= during + 1, "no polls while the device is down");
-    let _device = Device::start(&python, port);
+    let _device = Peer::start(&python, "modbus_server.py", port);
     server.wait_until("polling resumes", Duration::from_secs(20), |s| frames(s) >= during + 5);
     assert!(metric(&server, "usan_source_disconnects_total{source=\"plc\"}") >= 1.0);
     assert!(metric(&server, "usan_source_outage_seconds_total{source=\"plc\"}") >= 1.0);

@@ -5,34 +5,7 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-struct OpcServer(Child);
-
-impl OpcServer {
-    fn start(python: &std::path::Path, port: u16) -> OpcServer {
-        let child = Command::new(python)
-            .arg(repo().join("tests/peers/opcua_server.py"))
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(30), "the OPC UA server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        OpcServer(child)
-    }
-}
-
-impl Drop for OpcServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     let text = format!(
@@ -70,8 +43,7 @@ signals = ["temp", "pressure", "running", "mode", "flow"]
 }
 
 fn metric(server: &Server, prefix: &str) -> f64 {
-    let (_, text) = server.get_raw("/metrics");
-    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    metric_of(server, prefix)
 }
 
 fn points(server: &Server, signal: &str) -> Vec<(i64, f64)> {
@@ -84,7 +56,7 @@ fn subscriptions_deliver_values_with_quality_and_recover_after_a_server_restart(
     let Some(python) = python_with("asyncua") else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let opc = OpcServer::start(&python, port);
+    let opc = Peer::start(&python, "opcua_server.py", port);
     let server = Server::serve(&config(dir.path(), port), &[]);
     server
         .wait_until("temperatures arrive by subscription", Duration::from_secs(60), |s| points(s, "temp").len() >= 10);
@@ -104,7 +76,7 @@ fn subscriptions_deliver_values_with_quality_and_recover_after_a_server_restart(
         metric(s, "usan_source_connected{source=\"opc\"}") == 0.0
     });
     let before = points(&server, "temp").len();
-    let _opc = OpcServer::start(&python, port);
+    let _opc = Peer::start(&python, "opcua_server.py", port);
     server.wait_until("the subscription is recovered on the new server", Duration::from_secs(60), |s| {
         points(s, "temp").len() >= before + 10
     });

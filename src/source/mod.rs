@@ -197,6 +197,16 @@ impl SourceConfig {
     }
 }
 
+/// Send each asset's samples as one batch; `false` when the pipeline is shutting down.
+pub(crate) async fn send_per_asset(router: &Router, per_asset: std::collections::BTreeMap<usize, Vec<Sample>>) -> bool {
+    for (asset, samples) in per_asset {
+        if router.send(Batch::Samples { asset, samples }).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Logs a recurring problem once per cause, then at most once a minute with
 /// how many were not logged: a flood of bad messages must not become a flood
 /// of log lines.

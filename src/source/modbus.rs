@@ -32,7 +32,7 @@
 //! connection; it is redialled every `reconnect_delay`, and the outage is
 //! counted like any source's.
 
-use super::{Batch, BoxFuture, CauseLog, Source, SourceContext};
+use super::{BoxFuture, CauseLog, Source, SourceContext};
 use crate::config::{HumanDuration, Plant};
 use crate::metrics::LinkStats;
 use anyhow::Context as _;
@@ -465,12 +465,7 @@ impl ModbusSource {
                 });
             }
         }
-        for (asset, samples) in per_asset {
-            if context.router.send(Batch::Samples { asset, samples }).await.is_err() {
-                return PollEnd::Shutdown;
-            }
-        }
-        PollEnd::Done
+        if super::send_per_asset(&context.router, per_asset).await { PollEnd::Done } else { PollEnd::Shutdown }
     }
 
     /// One request with its retries: the words (bits as 0/1), an exception

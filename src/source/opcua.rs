@@ -26,7 +26,7 @@
 //! other non-numeric values are counted by cause and skipped. usan only reads
 //! and subscribes: it never writes to the server.
 
-use super::{Batch, BoxFuture, CauseLog, Source, SourceContext};
+use super::{BoxFuture, CauseLog, Source, SourceContext};
 use crate::config::{HumanDuration, Plant};
 use crate::metrics::LinkStats;
 use anyhow::Context as _;
@@ -269,11 +269,7 @@ impl OpcUaSource {
     }
 
     fn identity(&self) -> anyhow::Result<IdentityToken> {
-        let password = match (&self.config.password, &self.config.password_env) {
-            (Some(p), _) => p.clone(),
-            (None, Some(var)) => std::env::var(var).with_context(|| format!("password variable `{var}` is not set"))?,
-            (None, None) => String::new(),
-        };
+        let password = crate::config::password(self.config.password.as_ref(), self.config.password_env.as_ref())?;
         Ok(match &self.config.username {
             Some(user) => IdentityToken::new_user_name(user.clone(), password),
             None => IdentityToken::Anonymous,
@@ -530,12 +526,7 @@ impl OpcUaSource {
                 }
             }
         }
-        for (asset, samples) in per_asset {
-            if context.router.send(Batch::Samples { asset, samples }).await.is_err() {
-                return false;
-            }
-        }
-        true
+        super::send_per_asset(&context.router, per_asset).await
     }
 }
 

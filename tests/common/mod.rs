@@ -174,3 +174,37 @@ pub fn python_with(modules: &str) -> Option<PathBuf> {
         format!("the Python peers ({modules}; `.ci/run` installs tests/peers/requirements.txt into .venv-peers)");
     required(works, &what).then_some(python)
 }
+
+/// A peer server (a Python script in tests/peers) listening on `port`; killed when dropped.
+pub struct Peer(Child);
+
+impl Peer {
+    /// `python tests/peers/SCRIPT PORT`, ready once the port accepts connections.
+    pub fn start(python: &Path, script: &str, port: u16) -> Peer {
+        let child = Command::new(python)
+            .arg(repo().join("tests/peers").join(script))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "{script} did not start listening on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Peer(child)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of the first Prometheus line of `server`'s metrics starting with `prefix` (0 when absent).
+pub fn metric_of(server: &Server, prefix: &str) -> f64 {
+    let (_, text) = server.get_raw("/metrics");
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+}
