@@ -37,7 +37,7 @@ use crate::config::{HumanDuration, Plant};
 use crate::metrics::LinkStats;
 use crate::mqtt::Broker;
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -636,7 +636,7 @@ impl MqttSource {
                     }
                 }
                 event = events.poll() => {
-                    if !self.on_event(event, &mut session, &context, &mut events).await {
+                    if !self.on_event(event, &mut session, &context).await {
                         let delay = self.config.broker.reconnect_delay.0;
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
@@ -654,7 +654,6 @@ impl MqttSource {
         event: Result<Event, rumqttc::ConnectionError>,
         session: &mut Session,
         context: &SourceContext,
-        _events: &mut EventLoop,
     ) -> bool {
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
