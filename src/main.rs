@@ -219,6 +219,9 @@ enum BenchCommand {
         /// How long, in seconds.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// The store's commit period (`200ms`, `5s`).
+        #[arg(long, default_value = "200ms")]
+        flush_interval: String,
     },
     /// Live remaining-useful-life estimates per second: the demo's engines
     /// replayed cycle by cycle through the demo's RUL model.
@@ -309,9 +312,8 @@ fn main() -> ExitCode {
             BenchCommand::Mqtt { broker, assets, signals, messages, rows, qos } => {
                 runtime().and_then(|rt| rt.block_on(bench::mqtt::ingest(&broker, assets, signals, messages, rows, qos)))
             }
-            BenchCommand::MqttLatency { broker, signals, rate, seconds } => {
-                runtime().and_then(|rt| rt.block_on(bench::mqtt::latency(&broker, signals, rate, seconds)))
-            }
+            BenchCommand::MqttLatency { broker, signals, rate, seconds, flush_interval } => runtime()
+                .and_then(|rt| rt.block_on(bench::mqtt::latency(&broker, signals, rate, seconds, &flush_interval))),
             BenchCommand::Rul { repeat, model } => bench::rul(repeat, model.as_deref()),
             BenchCommand::Soak { assets, signals, rate, duration, detector } => {
                 runtime().and_then(|rt| rt.block_on(bench::soak(assets, signals, rate, duration, &detector)))

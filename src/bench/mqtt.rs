@@ -174,11 +174,18 @@ pub async fn ingest(
 /// Publish one row per message at `rate` samples/s for `seconds` with a
 /// detector that finds every frame and an MQTT sink publishing findings back;
 /// prints the latency from publish to finding (as the sink's subscriber
-/// receives it) at p50, p99 and max.
+/// receives it) at p50, p99 and max. `flush_interval` is the store's commit
+/// period: its commits share the disk with the sink's spool.
 ///
 /// # Errors
 /// When the broker cannot be reached or the engine cannot start.
-pub async fn latency(broker: &str, signals: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
+pub async fn latency(
+    broker: &str,
+    signals: usize,
+    rate: usize,
+    seconds: u64,
+    flush_interval: &str,
+) -> anyhow::Result<()> {
     let dir = tempfile_dir("usan-bench-latency")?;
     let id = run_id();
     let (host, port) = broker.rsplit_once(':').context("--broker is host:port")?;
@@ -200,10 +207,8 @@ spool = "{}"
 "#,
         dir.join("spool").display()
     );
-    let mut text = plant_config(&dir, 1, signals, "none", &mqtt_source(broker, &id, 1)?).replace(
-        "flush_interval = \"200ms\"",
-        &format!("flush_interval = \"{}\"", std::env::var("USAN_FLUSH").unwrap_or("200ms".into())),
-    );
+    let mut text = plant_config(&dir, 1, signals, "none", &mqtt_source(broker, &id, 1)?)
+        .replace("flush_interval = \"200ms\"", &format!("flush_interval = \"{flush_interval}\""));
     text.push_str(&sink);
     let config_path = dir.join("bench.toml");
     std::fs::write(&config_path, text)?;
