@@ -93,6 +93,12 @@ enum Command {
     /// A control chart of one CSV column: limits, run-rule violations and
     /// process capability (statistical process control).
     Spc(usan::spc::SpcCommand),
+    /// Look at an OPC UA server: `usan opcua browse ENDPOINT` prints its
+    /// address space (with `--asset`, as `nodes` lines for a source).
+    Opcua {
+        #[command(subcommand)]
+        what: OpcuaCommand,
+    },
     /// Measure the hot paths on this machine (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -123,6 +129,12 @@ struct HistoryArgs {
     /// Which file source of the config describes the CSV (when there are several).
     #[arg(long)]
     source: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum OpcuaCommand {
+    /// Print the objects and variables below a node, with node ids and data types.
+    Browse(usan::source::opcua::browse::BrowseCommand),
 }
 
 #[derive(Subcommand)]
@@ -254,11 +266,15 @@ enum BenchCommand {
     },
 }
 
+/// usan's own news at info; other crates' warnings, except the OPC UA
+/// client's, which usan reports itself (lost sessions, refused certificates).
+const DEFAULT_LOG_FILTER: &str = "warn,usan=info,opcua_client=off,opcua_crypto=off";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,usan=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -302,6 +318,7 @@ fn main() -> ExitCode {
                     },
                 }
             }),
+        Command::Opcua { what: OpcuaCommand::Browse(browse) } => runtime().and_then(|rt| rt.block_on(browse.run())),
         Command::Spc(command) => command.into_args().and_then(|args| usan::spc::run(&args)),
         Command::Bench { what } => match what {
             BenchCommand::Spc { values } => bench::spc(values),

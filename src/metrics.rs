@@ -78,19 +78,49 @@ pub struct LinkStats {
     /// Records refused because the spool was full.
     pub overflow: Counter,
     /// Messages refused, by cause (bad JSON, unknown alias, ...).
-    malformed: Mutex<BTreeMap<&'static str, u64>>,
+    malformed: CauseCounts,
+    /// Failed connection attempts, by cause (login refused, certificate not trusted, ...).
+    connect_failures: CauseCounts,
+}
+
+/// Reads one of a link's counts by cause.
+type CountsOf = fn(&LinkStats) -> BTreeMap<&'static str, u64>;
+
+/// Counts by a fixed set of causes.
+#[derive(Debug, Default)]
+struct CauseCounts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl CauseCounts {
+    fn add(&self, cause: &'static str) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(cause).or_default() += 1;
+    }
+
+    fn counts(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 impl LinkStats {
     /// Count one malformed message (or part of one) of `cause`.
     pub fn malformed(&self, cause: &'static str) {
-        *self.malformed.lock().unwrap_or_else(PoisonError::into_inner).entry(cause).or_default() += 1;
+        self.malformed.add(cause);
     }
 
     /// Malformed counts by cause.
     #[must_use]
     pub fn malformed_counts(&self) -> BTreeMap<&'static str, u64> {
-        self.malformed.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.malformed.counts()
+    }
+
+    /// Count one failed connection attempt of `cause`.
+    pub fn connect_failed(&self, cause: &'static str) {
+        self.connect_failures.add(cause);
+    }
+
+    /// Failed connection attempts by cause.
+    #[must_use]
+    pub fn connect_failure_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.connect_failures.counts()
     }
 }
 
@@ -179,11 +209,17 @@ impl Metrics {
                     let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {}", escape_label(link), read(stats));
                 }
             }
-            let name = format!("usan_{label}_malformed_total");
-            let _ = writeln!(out, "# HELP {name} Messages refused, by cause.\n# TYPE {name} counter");
-            for (link, stats) in map.iter() {
-                for (cause, count) in stats.malformed_counts() {
-                    let _ = writeln!(out, "{name}{{{label}=\"{}\",cause=\"{cause}\"}} {count}", escape_label(link));
+            let by_cause: [(&str, &str, CountsOf); 2] = [
+                ("malformed_total", "Messages refused, by cause.", LinkStats::malformed_counts),
+                ("connect_failures_total", "Failed connection attempts, by cause.", LinkStats::connect_failure_counts),
+            ];
+            for (suffix, help, counts) in by_cause {
+                let name = format!("usan_{label}_{suffix}");
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (link, stats) in map.iter() {
+                    for (cause, count) in counts(stats) {
+                        let _ = writeln!(out, "{name}{{{label}=\"{}\",cause=\"{cause}\"}} {count}", escape_label(link));
+                    }
                 }
             }
         }

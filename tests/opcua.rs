@@ -1,8 +1,12 @@
-//! OPC UA against a server usan did not write: asyncua
-//! (`tests/peers/opcua_server.py`), which the test starts, stops and starts
-//! again. Skips without the peers' Python — except under `CI`, where it fails.
+//! OPC UA against servers usan did not write: Python's asyncua
+//! (`tests/peers/opcua_server.py`), which the tests start, stop and start
+//! again, and the server of the async-opcua crate, run in process. The
+//! asyncua tests skip without the peers' Python — except under `CI`, where
+//! they fail.
 
 mod common;
+#[path = "common/rust_opcua.rs"]
+mod rust_opcua;
 
 use common::*;
 use std::time::Duration;
@@ -82,4 +86,273 @@ fn subscriptions_deliver_values_with_quality_and_recover_after_a_server_restart(
     });
     assert!(metric(&server, "usan_source_disconnects_total{source=\"opc\"}") >= 1.0);
     assert_eq!(metric(&server, "usan_source_connected{source=\"opc\"}"), 1.0);
+}
+
+#[test]
+fn browsing_prints_the_address_space_and_a_browsed_folder_feeds_an_asset() {
+    let Some(python) = python_with("asyncua") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _opc = Peer::start(&python, "opcua_server.py", port);
+    let endpoint = format!("opc.tcp://127.0.0.1:{port}/");
+    let pki = dir.path().join("pki");
+    let pki = pki.to_str().unwrap();
+    let out = usan(&["opcua", "browse", &endpoint, "--pki-dir", pki, "--trust-server-certs"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = tree.lines().map(|l| l.split_whitespace().collect()).collect();
+    for expected in [
+        ["Pump1", "ns=2;s=Pump1", "Object"],
+        ["Temperature", "ns=2;s=Pump1.Temperature", "Double"],
+        ["Pressure", "ns=2;s=Pump1.Pressure", "Float"],
+        ["Running", "ns=2;s=Pump1.Running", "Boolean"],
+        ["Mode", "ns=2;s=Pump1.Mode", "String"],
+        ["Current", "ns=2;s=Pump1.Motor.Current", "Double"],
+    ] {
+        assert!(rows.iter().any(|r| r[..] == expected[..]), "{expected:?} missing from\n{tree}");
+    }
+    // Deeper nodes are indented below their parent; the Server object is left out.
+    let current = tree.lines().find(|l| l.contains("Pump1.Motor.Current")).unwrap();
+    assert!(current.starts_with("    Current"), "{current:?}");
+    assert!(!tree.contains("i=2253"), "{tree}");
+
+    let out = usan(&[
+        "opcua",
+        "browse",
+        &endpoint,
+        "--root",
+        "ns=2;s=Pump1",
+        "--asset",
+        "pump-1",
+        "--pki-dir",
+        pki,
+        "--trust-server-certs",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nodes: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let signals: Vec<&str> = nodes["nodes"].as_array().unwrap().iter().map(|n| n["signal"].as_str().unwrap()).collect();
+    assert_eq!(signals, ["Temperature", "Pressure", "Running", "Flow", "Motor.Current"]);
+
+    // The same folder as a source: signals matched by browse path.
+    let text = format!(
+        r#"
+[store]
+type = "sqlite"
+path = "{{dir}}/browse.db"
+flush_interval = "100ms"
+
+[pipeline]
+frame = {{ max_lateness_ms = 0, hold_last = false }}
+
+[[sources]]
+type = "opcua"
+name = "opc"
+endpoint = "{endpoint}"
+pki_dir = "{{dir}}/pki"
+trust_server_certs = true
+publishing_interval = "100ms"
+sampling_interval = "50ms"
+browse = [{{ root = "ns=2;s=Pump1", asset = "pump-1" }}]
+
+[[assets]]
+id = "pump-1"
+signals = ["Temperature", "Motor.Current", "not_on_the_server"]
+"#
+    );
+    let server = Server::serve(&write_config(dir.path(), "browse.toml", &text), &[]);
+    let points = |s: &Server, signal: &str| {
+        s.get(&format!("/api/v1/samples?asset=pump-1&signal={signal}&max_points=100000"))["points"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    server.wait_until("browsed variables arrive", Duration::from_secs(60), |s| {
+        points(s, "Temperature") >= 5 && points(s, "Motor.Current") >= 1
+    });
+    assert_eq!(points(&server, "not_on_the_server"), 0);
+}
+
+#[test]
+fn a_signed_and_encrypted_session_with_a_user_polls_once_the_server_is_trusted() {
+    let Some(python) = python_with("asyncua") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server_dir = dir.path().join("server");
+    std::fs::create_dir_all(&server_dir).unwrap();
+    let _opc = Peer::start_with(&python, "opcua_server.py", port, &["--secure", server_dir.to_str().unwrap()]);
+    let text = format!(
+        r#"
+[store]
+type = "sqlite"
+path = "{{dir}}/secure.db"
+flush_interval = "100ms"
+
+[pipeline]
+frame = {{ max_lateness_ms = 0, hold_last = false }}
+
+# Trusts only certificates in its pki's trusted folder.
+[[sources]]
+type = "opcua"
+name = "secure"
+endpoint = "opc.tcp://127.0.0.1:{port}/"
+security_policy = "Basic256Sha256"
+security_mode = "sign_and_encrypt"
+username = "operator"
+password = "s3cret"
+pki_dir = "{{dir}}/pki"
+mode = "poll"
+poll = "200ms"
+nodes = [{{ node = "ns=2;s=Pump1.Temperature", asset = "pump-1", signal = "temp" }}]
+
+# Right certificate, wrong password: never gets a session.
+[[sources]]
+type = "opcua"
+name = "intruder"
+endpoint = "opc.tcp://127.0.0.1:{port}/"
+security_policy = "Basic256Sha256"
+security_mode = "sign"
+username = "operator"
+password = "guess"
+pki_dir = "{{dir}}/pki-intruder"
+trust_server_certs = true
+nodes = [{{ node = "ns=2;s=Pump1.Temperature", asset = "pump-2", signal = "temp" }}]
+
+[[assets]]
+id = "pump-1"
+signals = ["temp"]
+
+[[assets]]
+id = "pump-2"
+signals = ["temp"]
+"#
+    );
+    let config = write_config(dir.path(), "secure.toml", &text);
+    let server = Server::serve(&config, &[]);
+    let points = |s: &Server, asset: &str| -> Vec<(i64, f64)> {
+        s.get(&format!("/api/v1/samples?asset={asset}&signal=temp&max_points=100000"))["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["ts"].as_i64().unwrap(), p["value"].as_f64().unwrap()))
+            .collect()
+    };
+
+    // First contact: the unknown server certificate is refused and filed under rejected/.
+    let rejected = dir.path().join("pki/rejected");
+    let started = std::time::Instant::now();
+    let certificate = loop {
+        let found = std::fs::read_dir(&rejected).ok().and_then(|mut d| d.next()).map(|e| e.unwrap().path());
+        if let Some(path) = found {
+            break path;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the server certificate was never filed as rejected");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(points(&server, "pump-1").is_empty());
+    assert_eq!(metric_of(&server, "usan_source_connected{source=\"secure\"}"), 0.0);
+    server.wait_until("the refusal is counted", Duration::from_secs(10), |s| {
+        metric_of(s, "usan_source_connect_failures_total{source=\"secure\",cause=\"server certificate not trusted\"}")
+            >= 1.0
+    });
+
+    // The engineer trusts it: move it to trusted/, and the source gets on without a restart.
+    let trusted = dir.path().join("pki/trusted");
+    std::fs::create_dir_all(&trusted).unwrap();
+    std::fs::rename(&certificate, trusted.join(certificate.file_name().unwrap())).unwrap();
+    server.wait_until("polled values arrive over the encrypted session", Duration::from_secs(60), |s| {
+        points(s, "pump-1").len() >= 5
+    });
+    let temps = points(&server, "pump-1");
+    assert!(temps.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1), "{temps:?}");
+    assert_eq!(metric_of(&server, "usan_source_connected{source=\"secure\"}"), 1.0);
+
+    assert!(points(&server, "pump-2").is_empty());
+    assert_eq!(metric_of(&server, "usan_source_connected{source=\"intruder\"}"), 0.0);
+    let refused = "usan_source_connect_failures_total{source=\"intruder\",cause=\"login refused\"}";
+    assert!(metric_of(&server, refused) >= 1.0, "{}", server.get_raw("/metrics").1);
+}
+
+#[test]
+fn the_rust_crates_own_server_feeds_usan_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _inside = runtime.enter();
+    // Each server publishes k + 10·s on asset a's signal s, k counting up every 100 ms.
+    let serve = |pki: &str| {
+        let server = std::sync::Arc::new(rust_opcua::RustOpcServer::start(port, &dir.path().join(pki), 2, 3));
+        let ticking = std::sync::Arc::clone(&server);
+        let ticker = runtime.spawn(async move {
+            for k in 0.. {
+                ticking.set_all(|_, s| f64::from(k) + 10.0 * s as f64, opcua::types::DateTime::now());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        (server, ticker)
+    };
+    let (opc, ticker) = serve("server-pki");
+    let ns = opc.namespace;
+    let text = format!(
+        r#"
+[store]
+type = "sqlite"
+path = "{{dir}}/rust.db"
+flush_interval = "100ms"
+
+[pipeline]
+frame = {{ max_lateness_ms = 0, hold_last = false }}
+
+[[sources]]
+type = "opcua"
+name = "opc"
+endpoint = "opc.tcp://127.0.0.1:{port}/"
+pki_dir = "{{dir}}/pki"
+trust_server_certs = true
+publishing_interval = "100ms"
+sampling_interval = "100ms"
+browse = [{{ root = "ns={ns};s=Line.A0", asset = "a0" }}]
+nodes = [
+  {{ node = "ns={ns};s=A1.S0", asset = "a1", signal = "first" }},
+  {{ node = "ns={ns};s=A1.S2", asset = "a1", signal = "third" }},
+]
+
+[[assets]]
+id = "a0"
+signals = ["s0", "s1", "s2"]
+
+[[assets]]
+id = "a1"
+signals = ["first", "third"]
+"#
+    );
+    let server = Server::serve(&write_config(dir.path(), "rust.toml", &text), &[]);
+    let points = |s: &Server, asset: &str, signal: &str| -> Vec<f64> {
+        s.get(&format!("/api/v1/samples?asset={asset}&signal={signal}&max_points=100000"))["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["value"].as_f64().unwrap())
+            .collect()
+    };
+    server.wait_until("values arrive from the Rust server", Duration::from_secs(60), |s| {
+        points(s, "a0", "s2").len() >= 5 && points(s, "a1", "third").len() >= 5
+    });
+    // Browsed and listed variables land on their own signals: s2 - s0 = 20.
+    let (s0, s2) = (points(&server, "a0", "s0"), points(&server, "a0", "s2"));
+    assert!(s2.iter().all(|v| (v - 20.0).fract() == 0.0 && *v >= 20.0), "{s2:?}");
+    assert!(s0.iter().all(|v| *v < 20.0 + s0.len() as f64), "{s0:?}");
+    assert!(points(&server, "a1", "third").iter().all(|v| *v >= 20.0));
+    assert!(points(&server, "a1", "first").windows(2).all(|w| w[0] < w[1]));
+
+    ticker.abort();
+    opc.stop();
+    server.wait_until("the outage is noticed", Duration::from_secs(30), |s| {
+        metric_of(s, "usan_source_connected{source=\"opc\"}") == 0.0
+    });
+    let before = points(&server, "a0", "s1").len();
+    let (_opc, _ticker) = serve("server-pki-2");
+    server.wait_until("subscriptions are recovered on the new server", Duration::from_secs(60), |s| {
+        points(s, "a0", "s1").len() >= before + 5
+    });
+    assert!(metric_of(&server, "usan_source_disconnects_total{source=\"opc\"}") >= 1.0);
 }

@@ -102,7 +102,8 @@ pub fn detectors(rows: usize, dims: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn thousands(x: f64) -> String {
+/// `1234567.8` as `1,234,568`.
+pub fn thousands(x: f64) -> String {
     let n = x.round() as u64;
     let s = n.to_string();
     let mut out = String::new();
@@ -116,7 +117,7 @@ fn thousands(x: f64) -> String {
 }
 
 /// A generated plant configuration: `assets` × `signals`, one detector.
-fn plant_config(dir: &std::path::Path, assets: usize, signals: usize, detector: &str, source: &str) -> String {
+pub fn plant_config(dir: &std::path::Path, assets: usize, signals: usize, detector: &str, source: &str) -> String {
     let mut text = String::new();
     let _ = write!(
         text,
@@ -195,7 +196,11 @@ pub async fn pipeline(assets: usize, signals: usize, rows: usize, detector: &str
     Ok(())
 }
 
-fn tempfile_dir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
+/// A scratch folder for one benchmark run, named by prefix and process id.
+///
+/// # Errors
+/// The folder cannot be created.
+pub fn tempfile_dir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)

@@ -52,7 +52,8 @@ impl Server {
     pub fn spawn(args: &[&str], port: u16) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_usan"))
             .args(args)
-            .env("RUST_LOG", "error")
+            // USAN_TEST_LOG=info (or any RUST_LOG filter) shows the servers' logs.
+            .env("RUST_LOG", std::env::var("USAN_TEST_LOG").unwrap_or_else(|_| "error".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -181,9 +182,15 @@ pub struct Peer(Child);
 impl Peer {
     /// `python tests/peers/SCRIPT PORT`, ready once the port accepts connections.
     pub fn start(python: &Path, script: &str, port: u16) -> Peer {
+        Peer::start_with(python, script, port, &[])
+    }
+
+    /// `python tests/peers/SCRIPT PORT ARGS...`, ready once the port accepts connections.
+    pub fn start_with(python: &Path, script: &str, port: u16, args: &[&str]) -> Peer {
         let child = Command::new(python)
             .arg(repo().join("tests/peers").join(script))
             .arg(port.to_string())
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();

@@ -16,7 +16,14 @@
 //! nodes = [
 //!   { node = "ns=2;s=Pump1.Temperature", asset = "pump-1", signal = "temp" },
 //! ]
+//! # and/or: every variable under a folder whose browse path (relative to the
+//! # folder, `.`-joined: `Temperature`, `Motor.Current`) is a signal of the asset
+//! browse = [{ root = "ns=2;s=Pump2", asset = "pump-2" }]
 //! ```
+//!
+//! `usan opcua browse ENDPOINT` prints a server's address space (and, with
+//! `--asset`, `nodes` lines ready to paste). Browsed folders are browsed again
+//! on every new session, so variables a restarted server added are picked up.
 //!
 //! Values arrive with the server's source timestamp (server timestamp, then
 //! arrival time, when absent) and its status code as quality: good, uncertain
@@ -25,6 +32,8 @@
 //! again on a new session); the outage is counted like any source's. Text and
 //! other non-numeric values are counted by cause and skipped. usan only reads
 //! and subscribes: it never writes to the server.
+
+pub mod browse;
 
 use super::{BoxFuture, CauseLog, Source, SourceContext};
 use crate::config::{HumanDuration, Plant};
@@ -90,8 +99,25 @@ pub struct OpcUaSourceConfig {
     /// Read period in `poll` mode.
     #[serde(default = "default_poll")]
     pub poll: HumanDuration,
-    /// The variables.
+    /// The variables, one by one.
+    #[serde(default)]
     pub nodes: Vec<NodeConfig>,
+    /// Folders whose variables are an asset's signals, by browse path.
+    #[serde(default)]
+    pub browse: Vec<BrowseRootConfig>,
+}
+
+/// A folder (object) whose variables are found by browsing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowseRootConfig {
+    /// Node id of the folder.
+    pub root: String,
+    /// Asset id; its signals are matched to browse paths below the folder.
+    pub asset: String,
+    /// How many levels below the folder to browse.
+    #[serde(default = "default_depth")]
+    pub depth: usize,
 }
 
 /// One variable and where its values go.
@@ -124,9 +150,22 @@ fn default_publishing() -> HumanDuration {
 fn default_sampling() -> HumanDuration {
     HumanDuration(Duration::from_millis(500))
 }
+fn default_depth() -> usize {
+    4
+}
 fn default_poll() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
 }
+
+/// The longest array usan decodes (notifications in one publish response, results of one call).
+const MAX_ARRAY_LENGTH: usize = 100_000;
+/// Notifications the server may put into one publish response: about 200 kB,
+/// within the message size servers allow by default (async-opcua's: 320 kB);
+/// the server sends the rest in the next responses.
+const MAX_NOTIFICATIONS_PER_PUBLISH: u32 = 5_000;
+/// Items per CreateMonitoredItems or Read call: servers limit operations per call
+/// (often to 1,000 or fewer), so large lists go in several calls.
+const ITEMS_PER_CALL: usize = 500;
 
 const POLICIES: &[&str] = &["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"];
 
@@ -175,8 +214,8 @@ impl OpcUaSourceConfig {
         if !matches!(self.mode.as_str(), "subscribe" | "poll") {
             problems.push(format!("{at}: mode `{}`: subscribe or poll", self.mode));
         }
-        if self.nodes.is_empty() {
-            problems.push(format!("{at}: no nodes"));
+        if self.nodes.is_empty() && self.browse.is_empty() {
+            problems.push(format!("{at}: no nodes and nothing to browse"));
         }
         if !(self.deadband.is_finite() && self.deadband >= 0.0) {
             problems.push(format!("{at}: deadband must be zero or positive"));
@@ -187,6 +226,17 @@ impl OpcUaSourceConfig {
             }
             if !assets.contains(n.asset.as_str()) {
                 problems.push(format!("{at}, nodes[{i}]: asset `{}` is not configured", n.asset));
+            }
+        }
+        for (i, b) in self.browse.iter().enumerate() {
+            if NodeId::from_str(&b.root).is_err() {
+                problems.push(format!("{at}, browse[{i}]: `{}` is not an OPC UA node id", b.root));
+            }
+            if !assets.contains(b.asset.as_str()) {
+                problems.push(format!("{at}, browse[{i}]: asset `{}` is not configured", b.asset));
+            }
+            if b.depth == 0 {
+                problems.push(format!("{at}, browse[{i}]: depth must be at least 1"));
             }
         }
         problems
@@ -238,12 +288,30 @@ fn to_sample(value: &DataValue, signal: usize, now_ms: i64) -> Result<Sample, &'
     }
 }
 
+/// A variable usan reads and the signal its values go to.
+#[derive(Debug)]
+struct Watched {
+    node: NodeId,
+    asset: usize,
+    signal: usize,
+}
+
+/// A browsed folder, resolved against the plant.
+struct BrowseRoot {
+    root: NodeId,
+    asset: usize,
+    asset_id: String,
+    signals: HashMap<String, usize>,
+    depth: usize,
+}
+
 /// A running OPC UA client.
 pub struct OpcUaSource {
     config: OpcUaSourceConfig,
-    /// Per node: asset index and signal index.
-    targets: Vec<(usize, usize)>,
-    node_ids: Vec<NodeId>,
+    /// The `nodes` of the configuration.
+    explicit: Vec<Arc<Watched>>,
+    /// The `browse` folders of the configuration.
+    roots: Vec<BrowseRoot>,
 }
 
 impl OpcUaSource {
@@ -252,37 +320,115 @@ impl OpcUaSource {
     /// # Errors
     /// A node id that does not parse, an asset or signal that is not configured.
     pub fn new(config: &OpcUaSourceConfig, plant: &Plant) -> anyhow::Result<OpcUaSource> {
-        let mut targets = Vec::new();
-        let mut node_ids = Vec::new();
+        let asset_of =
+            |id: &str| plant.asset_index.get(id).copied().with_context(|| format!("asset `{id}` is not configured"));
+        let node_id =
+            |text: &str| NodeId::from_str(text).map_err(|_| anyhow::anyhow!("`{text}` is not an OPC UA node id"));
+        let mut explicit = Vec::new();
         for n in &config.nodes {
-            let asset =
-                *plant.asset_index.get(&n.asset).with_context(|| format!("asset `{}` is not configured", n.asset))?;
+            let asset = asset_of(&n.asset)?;
             let signal = *plant.assets[asset]
                 .signal_index
                 .get(&n.signal)
                 .with_context(|| format!("asset `{}` has no signal `{}`", n.asset, n.signal))?;
-            targets.push((asset, signal));
-            node_ids
-                .push(NodeId::from_str(&n.node).map_err(|_| anyhow::anyhow!("`{}` is not an OPC UA node id", n.node))?);
+            explicit.push(Arc::new(Watched { node: node_id(&n.node)?, asset, signal }));
         }
-        Ok(OpcUaSource { config: config.clone(), targets, node_ids })
+        let mut roots = Vec::new();
+        for b in &config.browse {
+            let asset = asset_of(&b.asset)?;
+            let signals = plant.assets[asset].signal_index.iter().map(|(name, &i)| (name.clone(), i)).collect();
+            roots.push(BrowseRoot {
+                root: node_id(&b.root)?,
+                asset,
+                asset_id: b.asset.clone(),
+                signals,
+                depth: b.depth,
+            });
+        }
+        Ok(OpcUaSource { config: config.clone(), explicit, roots })
     }
 
-    fn identity(&self) -> anyhow::Result<IdentityToken> {
-        let password = crate::config::password(self.config.password.as_ref(), self.config.password_env.as_ref())?;
-        Ok(match &self.config.username {
+    /// The configured variables and those found under the browsed folders.
+    async fn watch_list(&self, session: &Session) -> anyhow::Result<Vec<Arc<Watched>>> {
+        let mut list = self.explicit.clone();
+        for root in &self.roots {
+            let found = browse::browse(session, &root.root, root.depth).await?;
+            let variables: Vec<&browse::Browsed> =
+                found.iter().filter(|n| n.class == opcua::types::NodeClass::Variable).collect();
+            let before = list.len();
+            for variable in &variables {
+                if let Some(&signal) = root.signals.get(&variable.path.join(".")) {
+                    list.push(Arc::new(Watched { node: variable.node.clone(), asset: root.asset, signal }));
+                }
+            }
+            let matched = list.len() - before;
+            tracing::debug!(
+                source = %self.config.name,
+                "browsed {}: {} variables, {matched} are signals of asset `{}`",
+                root.root, variables.len(), root.asset_id
+            );
+            if matched == 0 {
+                tracing::warn!(
+                    source = %self.config.name,
+                    "no variable under {} matches a signal of asset `{}` (signals are matched to browse paths \
+                     like `Temperature` or `Motor.Current`; `usan opcua browse` shows them)",
+                    root.root, root.asset_id
+                );
+            }
+        }
+        if !self.roots.is_empty() {
+            tracing::info!(
+                source = %self.config.name,
+                "{} variables to read ({} found by browsing {} folders)",
+                list.len(), list.len() - self.explicit.len(), self.roots.len()
+            );
+        }
+        Ok(list)
+    }
+}
+
+impl OpcUaSourceConfig {
+    /// The client, with usan's certificate store and the session's retry policy.
+    pub(crate) fn client(&self) -> anyhow::Result<opcua::client::Client> {
+        ClientBuilder::new()
+            .application_name("usan")
+            .application_uri("urn:usan")
+            .product_uri("urn:usan")
+            .pki_dir(self.pki_dir.clone())
+            .create_sample_keypair(true)
+            .trust_server_certs(self.trust_server_certs)
+            .session_retry_limit(-1)
+            .session_retry_initial(Duration::from_millis(500))
+            .session_retry_max(Duration::from_secs(10))
+            .keep_alive_interval(Duration::from_secs(2))
+            // Plants have thousands of tags: the defaults (arrays of 1,000,
+            // messages of 320 kB) refuse a publish response of a large subscription.
+            .max_array_length(MAX_ARRAY_LENGTH)
+            .max_message_size(64 << 20)
+            .max_chunk_count(2048)
+            .client()
+            .map_err(|e| anyhow::anyhow!("source `{}`: OPC UA client settings: {e:?}", self.name))
+    }
+
+    /// The user: anonymous, or the user name with its password.
+    pub(crate) fn identity(&self) -> anyhow::Result<IdentityToken> {
+        let password = crate::config::password(self.password.as_ref(), self.password_env.as_ref())?;
+        Ok(match &self.username {
             Some(user) => IdentityToken::new_user_name(user.clone(), password),
             None => IdentityToken::Anonymous,
         })
     }
 
-    fn token_policy(&self) -> UserTokenPolicy {
-        match &self.config.username {
+    /// The endpoint to look for: URL, security policy and mode, user token kind.
+    pub(crate) fn endpoint(&self) -> (&str, &str, MessageSecurityMode, UserTokenPolicy) {
+        let mode = security_mode(&self.security_mode).unwrap_or(MessageSecurityMode::None);
+        let token = match &self.username {
             Some(_) => {
                 UserTokenPolicy { token_type: opcua::types::UserTokenType::UserName, ..UserTokenPolicy::anonymous() }
             }
             None => UserTokenPolicy::anonymous(),
-        }
+        };
+        (self.endpoint.as_str(), self.security_policy.as_str(), mode, token)
     }
 }
 
@@ -293,43 +439,33 @@ impl Source for OpcUaSource {
 }
 
 /// Aborts a task when dropped (the session driver ends with the source).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
-/// Values from the session's callbacks: (node index, value).
-type Values = mpsc::Sender<(usize, DataValue)>;
+/// Values from the session's callbacks and reads.
+type Values = mpsc::Sender<(Arc<Watched>, DataValue)>;
 
 impl OpcUaSource {
     async fn run_until_shutdown(self, mut context: SourceContext) -> anyhow::Result<()> {
         let name = self.config.name.clone();
         let stats = context.metrics.source(&name);
         let mut log = CauseLog::new(&name);
-        let mut client = ClientBuilder::new()
-            .application_name("usan")
-            .application_uri("urn:usan")
-            .product_uri("urn:usan")
-            .pki_dir(self.config.pki_dir.clone())
-            .create_sample_keypair(true)
-            .trust_server_certs(self.config.trust_server_certs)
-            .session_retry_limit(-1)
-            .session_retry_initial(Duration::from_millis(500))
-            .session_retry_max(Duration::from_secs(10))
-            .keep_alive_interval(Duration::from_secs(2))
-            .client()
-            .map_err(|e| anyhow::anyhow!("source `{name}`: OPC UA client settings: {e:?}"))?;
-        let mode = security_mode(&self.config.security_mode).unwrap_or(MessageSecurityMode::None);
-        let endpoint = (self.config.endpoint.as_str(), self.config.security_policy.as_str(), mode, self.token_policy());
-        let (values_tx, mut values) = mpsc::channel::<(usize, DataValue)>(16_384);
+        let mut client = self.config.client()?;
+        // Values go to the pipeline from their own task: this one may be waiting on
+        // the session (subscribing) while the session waits for room in the queue.
+        let (values_tx, values) = mpsc::channel::<(Arc<Watched>, DataValue)>(16_384);
+        let _forwarder =
+            AbortOnDrop(tokio::spawn(forward(values, context.router.clone(), Arc::clone(&stats), name.clone())));
         let mut down_since = Instant::now();
 
         // The first connection: retried until it works or shutdown.
         let (session, event_loop) = loop {
-            let connecting = client.connect_to_matching_endpoint(endpoint.clone(), self.identity()?);
+            let connecting = client.connect_to_matching_endpoint(self.config.endpoint(), self.config.identity()?);
             let attempt = tokio::select! {
                 attempt = connecting => attempt,
                 _ = context.shutdown.changed() => return Ok(()),
@@ -337,6 +473,7 @@ impl OpcUaSource {
             match attempt {
                 Ok(pair) => break pair,
                 Err(e) => {
+                    stats.connect_failed("cannot connect");
                     log.note("cannot connect", &format!("{}: {e}", self.config.endpoint));
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -365,6 +502,7 @@ impl OpcUaSource {
             }
         });
         let _abort_driver = AbortOnDrop(driver);
+        let mut watched: Vec<Arc<Watched>> = Vec::new();
         let mut ready = false;
         let mut poll_timer = tokio::time::interval(self.config.poll.0);
         loop {
@@ -377,7 +515,7 @@ impl OpcUaSource {
                     Some(Ok(SessionPollResult::Reconnected(how))) => {
                         // A new session (the server restarted): async-opcua 0.19 recreates
                         // the subscriptions but does not resume publishing on them, so
-                        // subscribe afresh.
+                        // browse and subscribe afresh.
                         if matches!(how, opcua::client::SessionConnectMode::NewSession(_)) && ready {
                             ready = false;
                         }
@@ -387,8 +525,11 @@ impl OpcUaSource {
                             tracing::info!(source = %name, "OPC UA session back after {:.1?}", down_since.elapsed());
                         }
                         if !ready {
-                            match self.start(&session, &values_tx).await {
-                                Ok(()) => ready = true,
+                            match self.start(&session, &values_tx, &stats).await {
+                                Ok(list) => {
+                                    watched = list;
+                                    ready = true;
+                                }
                                 Err(e) => tracing::error!(source = %name, "cannot subscribe: {e:#}"),
                             }
                         }
@@ -401,7 +542,9 @@ impl OpcUaSource {
                         }
                     }
                     Some(Ok(SessionPollResult::ReconnectFailed(status))) => {
-                        log.note("cannot reconnect", &status.to_string());
+                        let (cause, detail) = why_not_connected(status, &self.config.pki_dir);
+                        stats.connect_failed(cause);
+                        log.note(cause, &detail);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(status)) => {
@@ -411,44 +554,60 @@ impl OpcUaSource {
                     None => anyhow::bail!("source `{name}`: OPC UA session ended"),
                 },
                 _ = poll_timer.tick(), if ready && self.config.mode == "poll" => {
-                    self.read_all(&session, &values_tx, &stats, &mut log).await;
-                }
-                Some((first, value)) = values.recv() => {
-                    let mut batch = vec![(first, value)];
-                    while batch.len() < 4096 {
-                        match values.try_recv() {
-                            Ok(item) => batch.push(item),
-                            Err(_) => break,
-                        }
-                    }
-                    if !self.route(batch, &context, &stats, &mut log).await {
-                        return Ok(());
-                    }
+                    read_all(&session, &watched, &values_tx, &stats, &mut log).await;
                 }
             }
         }
     }
 
-    /// Create the subscription and its monitored items (subscribe mode).
-    async fn start(&self, session: &Arc<Session>, values: &Values) -> anyhow::Result<()> {
-        if self.config.mode != "subscribe" {
-            return Ok(());
+    /// Find the variables; in subscribe mode, create the subscription and its
+    /// monitored items. Returns what is read from now on.
+    async fn start(
+        &self,
+        session: &Arc<Session>,
+        values: &Values,
+        stats: &Arc<LinkStats>,
+    ) -> anyhow::Result<Vec<Arc<Watched>>> {
+        let watched = self.watch_list(session).await?;
+        if self.config.mode != "subscribe" || watched.is_empty() {
+            return Ok(watched);
         }
-        let by_node: HashMap<NodeId, usize> = self.node_ids.iter().cloned().enumerate().map(|(i, n)| (n, i)).collect();
+        // async-opcua chooses the client handles itself: values are routed by node id
+        // (one node may feed several signals).
+        let mut by_node: HashMap<NodeId, Vec<Arc<Watched>>> = HashMap::new();
+        for target in &watched {
+            by_node.entry(target.node.clone()).or_default().push(Arc::clone(target));
+        }
         let tx = values.clone();
+        let stats = Arc::clone(stats);
         let dropped_log = Arc::new(std::sync::Mutex::new(CauseLog::new(&self.config.name)));
+        // On a multi-threaded runtime a full queue holds the session's event loop
+        // (no new publish requests: the server keeps the values queued, as OPC UA
+        // intends); elsewhere the callback must not block, and a value that does
+        // not fit is counted and logged.
+        let may_block = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let callback = DataChangeCallback::new(move |value, item| {
-            let Some(&index) = by_node.get(&item.item_to_monitor().node_id) else { return };
-            // The callback must not block the session: a full queue is counted and logged.
-            if tx.try_send((index, value)).is_err()
-                && let Ok(mut log) = dropped_log.lock()
-            {
-                log.note("pipeline busy: OPC UA value dropped", "");
+            let Some(targets) = by_node.get(&item.item_to_monitor().node_id) else { return };
+            for target in targets {
+                let sent = match tx.try_send((Arc::clone(target), value.clone())) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(pending)) if may_block => {
+                        tokio::task::block_in_place(|| tx.blocking_send(pending)).is_ok()
+                    }
+                    Err(_) => false,
+                };
+                if !sent {
+                    stats.malformed("pipeline busy: OPC UA value dropped");
+                    if let Ok(mut log) = dropped_log.lock() {
+                        log.note("pipeline busy: OPC UA value dropped", "");
+                    }
+                }
             }
         });
         let publishing = self.config.publishing_interval.0;
         let subscription = session
-            .create_subscription(publishing, 30, 10, 0, 0, true, callback)
+            .create_subscription(publishing, 30, 10, MAX_NOTIFICATIONS_PER_PUBLISH, 0, true, callback)
             .await
             .map_err(|e| anyhow::anyhow!("create subscription: {e}"))?;
         let filter = if self.config.deadband > 0.0 {
@@ -461,15 +620,13 @@ impl OpcUaSource {
         } else {
             opcua::types::ExtensionObject::null()
         };
-        let items: Vec<MonitoredItemCreateRequest> = self
-            .node_ids
+        let items: Vec<MonitoredItemCreateRequest> = watched
             .iter()
-            .enumerate()
-            .map(|(i, node)| MonitoredItemCreateRequest {
-                item_to_monitor: ReadValueId::from(node.clone()),
+            .map(|target| MonitoredItemCreateRequest {
+                item_to_monitor: ReadValueId::from(target.node.clone()),
                 monitoring_mode: opcua::types::MonitoringMode::Reporting,
                 requested_parameters: MonitoringParameters {
-                    client_handle: i as u32,
+                    client_handle: 0,
                     sampling_interval: self.config.sampling_interval.0.as_secs_f64() * 1000.0,
                     filter: filter.clone(),
                     queue_size: 100,
@@ -477,25 +634,61 @@ impl OpcUaSource {
                 },
             })
             .collect();
-        let results = session
-            .create_monitored_items(subscription, TimestampsToReturn::Both, items)
-            .await
-            .map_err(|e| anyhow::anyhow!("create monitored items: {e}"))?;
-        for (result, node) in results.iter().zip(&self.config.nodes) {
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in items.chunks(ITEMS_PER_CALL) {
+            let created = session
+                .create_monitored_items(subscription, TimestampsToReturn::Both, chunk.to_vec())
+                .await
+                .map_err(|e| anyhow::anyhow!("create monitored items: {e}"))?;
+            results.extend(created);
+        }
+        for (result, target) in results.iter().zip(&watched) {
             if !result.result.status_code.is_good() {
-                tracing::warn!(source = %self.config.name, "cannot monitor {}: {}", node.node, result.result.status_code);
+                tracing::warn!(source = %self.config.name, "cannot monitor {}: {}", target.node, result.result.status_code);
             }
         }
-        Ok(())
+        Ok(watched)
     }
+}
 
-    /// One read of every node (poll mode).
-    async fn read_all(&self, session: &Arc<Session>, values: &Values, stats: &Arc<LinkStats>, log: &mut CauseLog) {
-        let reads: Vec<ReadValueId> = self.node_ids.iter().map(|n| ReadValueId::from(n.clone())).collect();
+/// A failed connection's cause, with what to do about a refused server certificate.
+fn why_not_connected(status: opcua::types::StatusCode, pki_dir: &std::path::Path) -> (&'static str, String) {
+    use opcua::types::StatusCode as S;
+    if matches!(status, S::BadCertificateUntrusted | S::BadSecurityChecksFailed) {
+        let dir = pki_dir.display();
+        let hint = format!(
+            "{status}: the server's certificate is not trusted; check it, then move it from {dir}/rejected \
+             to {dir}/trusted (usan picks it up on its next attempt)"
+        );
+        ("server certificate not trusted", hint)
+    } else if status == S::BadCertificateHostNameInvalid {
+        ("server certificate names another host", format!("{status}: connect by a host name the certificate lists"))
+    } else if matches!(status, S::BadUserAccessDenied | S::BadIdentityTokenInvalid | S::BadIdentityTokenRejected) {
+        ("login refused", format!("{status}: check username and password"))
+    } else {
+        ("cannot reconnect", status.to_string())
+    }
+}
+
+/// One read of every variable (poll mode).
+async fn read_all(
+    session: &Arc<Session>,
+    watched: &[Arc<Watched>],
+    values: &Values,
+    stats: &Arc<LinkStats>,
+    log: &mut CauseLog,
+) {
+    if watched.is_empty() {
+        return;
+    }
+    for chunk in watched.chunks(ITEMS_PER_CALL) {
+        let reads: Vec<ReadValueId> = chunk.iter().map(|w| ReadValueId::from(w.node.clone())).collect();
         match session.read(&reads, TimestampsToReturn::Both, 0.0).await {
             Ok(results) => {
-                for (i, value) in results.into_iter().enumerate() {
-                    let _ = values.try_send((i, value));
+                for (target, value) in chunk.iter().zip(results) {
+                    if values.try_send((Arc::clone(target), value)).is_err() {
+                        stats.malformed("pipeline busy: OPC UA value dropped");
+                    }
                 }
             }
             Err(status) => {
@@ -504,30 +697,50 @@ impl OpcUaSource {
             }
         }
     }
+}
 
-    /// Route values; `false` when the pipeline is shutting down.
-    async fn route(
-        &self,
-        batch: Vec<(usize, DataValue)>,
-        context: &SourceContext,
-        stats: &Arc<LinkStats>,
-        log: &mut CauseLog,
-    ) -> bool {
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut per_asset: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
-        stats.messages.add(batch.len() as u64);
-        for (index, value) in batch {
-            let (asset, signal) = self.targets[index];
-            match to_sample(&value, signal, now_ms) {
-                Ok(sample) => per_asset.entry(asset).or_default().push(sample),
-                Err(cause) => {
-                    stats.malformed(cause);
-                    log.note(cause, &self.config.nodes[index].node);
-                }
+/// Move values from the session to the pipeline, in batches, until either side closes.
+async fn forward(
+    mut values: mpsc::Receiver<(Arc<Watched>, DataValue)>,
+    router: super::Router,
+    stats: Arc<LinkStats>,
+    name: String,
+) {
+    let mut log = CauseLog::new(&name);
+    while let Some(first) = values.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match values.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
             }
         }
-        super::send_per_asset(&context.router, per_asset).await
+        if !route(batch, &router, &stats, &mut log).await {
+            return;
+        }
     }
+}
+
+/// Route values; `false` when the pipeline is shutting down.
+async fn route(
+    batch: Vec<(Arc<Watched>, DataValue)>,
+    router: &super::Router,
+    stats: &Arc<LinkStats>,
+    log: &mut CauseLog,
+) -> bool {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut per_asset: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
+    stats.messages.add(batch.len() as u64);
+    for (target, value) in batch {
+        match to_sample(&value, target.signal, now_ms) {
+            Ok(sample) => per_asset.entry(target.asset).or_default().push(sample),
+            Err(cause) => {
+                stats.malformed(cause);
+                log.note(cause, &target.node.to_string());
+            }
+        }
+    }
+    super::send_per_asset(router, per_asset).await
 }
 
 #[cfg(test)]
