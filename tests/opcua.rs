@@ -356,3 +356,58 @@ signals = ["first", "third"]
     });
     assert!(metric_of(&server, "usan_source_disconnects_total{source=\"opc\"}") >= 1.0);
 }
+
+#[test]
+fn a_server_that_refuses_subscriptions_is_polled_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _inside = runtime.enter();
+    let opc =
+        std::sync::Arc::new(rust_opcua::RustOpcServer::start_with(port, &dir.path().join("server-pki"), 1, 2, false));
+    let ticking = std::sync::Arc::clone(&opc);
+    let _ticker = runtime.spawn(async move {
+        for k in 0.. {
+            ticking.set_all(|_, s| f64::from(k) + 10.0 * s as f64, opcua::types::DateTime::now());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let ns = opc.namespace;
+    let text = format!(
+        r#"
+[store]
+type = "sqlite"
+path = "{{dir}}/fallback.db"
+flush_interval = "100ms"
+
+[pipeline]
+frame = {{ max_lateness_ms = 0, hold_last = false }}
+
+[[sources]]
+type = "opcua"
+name = "opc"
+endpoint = "opc.tcp://127.0.0.1:{port}/"
+pki_dir = "{{dir}}/pki"
+trust_server_certs = true
+mode = "subscribe"
+poll = "100ms"
+browse = [{{ root = "ns={ns};s=Line.A0", asset = "a0" }}]
+
+[[assets]]
+id = "a0"
+signals = ["s0", "s1"]
+"#
+    );
+    let server = Server::serve(&write_config(dir.path(), "fallback.toml", &text), &[]);
+    let points = |s: &Server| -> Vec<f64> {
+        s.get("/api/v1/samples?asset=a0&signal=s1&max_points=100000")["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["value"].as_f64().unwrap())
+            .collect()
+    };
+    server.wait_until("polled values arrive", Duration::from_secs(60), |s| points(s).len() >= 5);
+    let values = points(&server);
+    assert!(values.windows(2).all(|w| w[0] < w[1]) && values.iter().all(|v| *v >= 10.0), "{values:?}");
+}

@@ -29,7 +29,16 @@ impl RustOpcServer {
     /// Build the address space and start serving on `127.0.0.1:port`
     /// (anonymous, security None); call inside a tokio runtime.
     pub fn start(port: u16, pki_dir: &Path, assets: usize, signals: usize) -> RustOpcServer {
+        RustOpcServer::start_with(port, pki_dir, assets, signals, true)
+    }
+
+    /// [`RustOpcServer::start`], optionally a server that refuses every subscription
+    /// (as small embedded servers do), so that clients must read.
+    pub fn start_with(port: u16, pki_dir: &Path, assets: usize, signals: usize, subscriptions: bool) -> RustOpcServer {
         let mut limits = Limits::default();
+        if !subscriptions {
+            limits.subscriptions.max_subscriptions_per_session = 0;
+        }
         limits.subscriptions.max_monitored_items_per_sub = 1_000_000;
         limits.subscriptions.max_monitored_item_queue_size = 1_000;
         limits.subscriptions.max_notifications_per_publish = 1_000_000;

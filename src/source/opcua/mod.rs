@@ -9,7 +9,7 @@
 //! security_mode = "none"            # or sign, sign_and_encrypt
 //! # username = "usan", password_env = "OPCUA_PASSWORD"   (anonymous without)
 //! pki_dir = "pki"                   # usan's certificate (made when missing) and trusted servers
-//! mode = "subscribe"                # or "poll" for servers without subscriptions
+//! mode = "subscribe"                # or "poll"; a server refusing subscriptions is polled anyway
 //! publishing_interval = "1s"
 //! sampling_interval = "500ms"
 //! poll = "1s"
@@ -502,7 +502,8 @@ impl OpcUaSource {
             }
         });
         let _abort_driver = AbortOnDrop(driver);
-        let mut watched: Vec<Arc<Watched>> = Vec::new();
+        // What the poll timer reads (see `start`).
+        let mut polled: Vec<Arc<Watched>> = Vec::new();
         let mut ready = false;
         let mut poll_timer = tokio::time::interval(self.config.poll.0);
         loop {
@@ -527,7 +528,7 @@ impl OpcUaSource {
                         if !ready {
                             match self.start(&session, &values_tx, &stats).await {
                                 Ok(list) => {
-                                    watched = list;
+                                    polled = list;
                                     ready = true;
                                 }
                                 Err(e) => tracing::error!(source = %name, "cannot subscribe: {e:#}"),
@@ -553,15 +554,17 @@ impl OpcUaSource {
                     }
                     None => anyhow::bail!("source `{name}`: OPC UA session ended"),
                 },
-                _ = poll_timer.tick(), if ready && self.config.mode == "poll" => {
-                    read_all(&session, &watched, &values_tx, &stats, &mut log).await;
+                _ = poll_timer.tick(), if ready && !polled.is_empty() => {
+                    read_all(&session, &polled, &values_tx, &stats, &mut log).await;
                 }
             }
         }
     }
 
     /// Find the variables; in subscribe mode, create the subscription and its
-    /// monitored items. Returns what is read from now on.
+    /// monitored items. Returns what must be polled from now on: everything in
+    /// poll mode; in subscribe mode, what the server would not monitor (all of
+    /// it when it refuses subscriptions).
     async fn start(
         &self,
         session: &Arc<Session>,
@@ -606,10 +609,20 @@ impl OpcUaSource {
             }
         });
         let publishing = self.config.publishing_interval.0;
-        let subscription = session
+        let subscription = match session
             .create_subscription(publishing, 30, 10, MAX_NOTIFICATIONS_PER_PUBLISH, 0, true, callback)
             .await
-            .map_err(|e| anyhow::anyhow!("create subscription: {e}"))?;
+        {
+            Ok(id) => id,
+            Err(status) => {
+                tracing::warn!(
+                    source = %self.config.name,
+                    "the server refuses subscriptions ({status}); polling every {:?} instead",
+                    self.config.poll.0
+                );
+                return Ok(watched);
+            }
+        };
         let filter = if self.config.deadband > 0.0 {
             let deadband = opcua::types::DataChangeFilter {
                 trigger: opcua::types::DataChangeTrigger::StatusValue,
@@ -642,12 +655,21 @@ impl OpcUaSource {
                 .map_err(|e| anyhow::anyhow!("create monitored items: {e}"))?;
             results.extend(created);
         }
+        use opcua::types::StatusCode as S;
+        let mut polled = Vec::new();
         for (result, target) in results.iter().zip(&watched) {
-            if !result.result.status_code.is_good() {
-                tracing::warn!(source = %self.config.name, "cannot monitor {}: {}", target.node, result.result.status_code);
+            let status = result.result.status_code;
+            if status.is_good() {
+                continue;
+            }
+            if matches!(status, S::BadNodeIdUnknown | S::BadNodeIdInvalid | S::BadAttributeIdInvalid) {
+                tracing::warn!(source = %self.config.name, "cannot monitor {}: {status}", target.node);
+            } else {
+                tracing::warn!(source = %self.config.name, "cannot monitor {}: {status}; polling it", target.node);
+                polled.push(Arc::clone(target));
             }
         }
-        Ok(watched)
+        Ok(polled)
     }
 }
 
