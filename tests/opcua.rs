@@ -316,6 +316,18 @@ nodes = [
   {{ node = "ns={ns};s=A1.S2", asset = "a1", signal = "third" }},
 ]
 
+# A1.S1 (+1 every 100 ms) through an absolute deadband of 2.5.
+[[sources]]
+type = "opcua"
+name = "coarse"
+endpoint = "opc.tcp://127.0.0.1:{port}/"
+pki_dir = "{{dir}}/pki"
+trust_server_certs = true
+publishing_interval = "100ms"
+sampling_interval = "50ms"
+deadband = 2.5
+nodes = [{{ node = "ns={ns};s=A1.S1", asset = "a2", signal = "coarse" }}]
+
 [[assets]]
 id = "a0"
 signals = ["s0", "s1", "s2"]
@@ -323,6 +335,10 @@ signals = ["s0", "s1", "s2"]
 [[assets]]
 id = "a1"
 signals = ["first", "third"]
+
+[[assets]]
+id = "a2"
+signals = ["coarse"]
 "#
     );
     let server = Server::serve(&write_config(dir.path(), "rust.toml", &text), &[]);
@@ -343,6 +359,9 @@ signals = ["first", "third"]
     assert!(s0.iter().all(|v| *v < 20.0 + s0.len() as f64), "{s0:?}");
     assert!(points(&server, "a1", "third").iter().all(|v| *v >= 20.0));
     assert!(points(&server, "a1", "first").windows(2).all(|w| w[0] < w[1]));
+    server.wait_until("deadbanded values arrive", Duration::from_secs(30), |s| points(s, "a2", "coarse").len() >= 3);
+    let coarse = points(&server, "a2", "coarse");
+    assert!(coarse.windows(2).all(|w| w[1] - w[0] >= 3.0), "steps within the deadband: {coarse:?}");
 
     ticker.abort();
     opc.stop();
