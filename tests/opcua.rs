@@ -14,14 +14,7 @@ use std::time::Duration;
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     let text = format!(
         r#"
-[store]
-type = "sqlite"
-path = "{{dir}}/opcua.db"
-flush_interval = "100ms"
-
-[pipeline]
-frame = {{ max_lateness_ms = 0, hold_last = false }}
-
+{HEAD}
 [[sources]]
 type = "opcua"
 name = "opc"
@@ -46,13 +39,55 @@ signals = ["temp", "pressure", "running", "mode", "flow"]
     write_config(dir, "opcua.toml", &text)
 }
 
+/// Store and pipeline settings every configuration here starts with.
+const HEAD: &str = r#"[store]
+type = "sqlite"
+path = "{dir}/opcua.db"
+flush_interval = "100ms"
+
+[pipeline]
+frame = { max_lateness_ms = 0, hold_last = false }
+"#;
+
 fn metric(server: &Server, prefix: &str) -> f64 {
     metric_of(server, prefix)
 }
 
-fn points(server: &Server, signal: &str) -> Vec<(i64, f64)> {
-    let body = server.get(&format!("/api/v1/samples?asset=pump-1&signal={signal}&max_points=100000"));
+/// A signal's stored (timestamp, value) pairs.
+fn series(server: &Server, asset: &str, signal: &str) -> Vec<(i64, f64)> {
+    let body = server.get(&format!("/api/v1/samples?asset={asset}&signal={signal}&max_points=100000"));
     body["points"].as_array().unwrap().iter().filter_map(|p| Some((p["ts"].as_i64()?, p["value"].as_f64()?))).collect()
+}
+
+/// A signal's stored values.
+fn values(server: &Server, asset: &str, signal: &str) -> Vec<f64> {
+    series(server, asset, signal).into_iter().map(|(_, v)| v).collect()
+}
+
+fn points(server: &Server, signal: &str) -> Vec<(i64, f64)> {
+    series(server, "pump-1", signal)
+}
+
+/// async-opcua's server on `port`, every variable of asset a, signal s set to
+/// k + 10·s every `period`, k counting up.
+fn rust_server(
+    runtime: &tokio::runtime::Runtime,
+    port: u16,
+    pki: &std::path::Path,
+    (assets, signals): (usize, usize),
+    subscriptions: bool,
+    period: Duration,
+) -> (std::sync::Arc<rust_opcua::RustOpcServer>, tokio::task::JoinHandle<()>) {
+    let _inside = runtime.enter();
+    let server = std::sync::Arc::new(rust_opcua::RustOpcServer::start_with(port, pki, assets, signals, subscriptions));
+    let ticking = std::sync::Arc::clone(&server);
+    let ticker = runtime.spawn(async move {
+        for k in 0.. {
+            ticking.set_all(|_, s| f64::from(k) + 10.0 * s as f64, opcua::types::DateTime::now());
+            tokio::time::sleep(period).await;
+        }
+    });
+    (server, ticker)
 }
 
 #[test]
@@ -136,14 +171,7 @@ fn browsing_prints_the_address_space_and_a_browsed_folder_feeds_an_asset() {
     // The same folder as a source: signals matched by browse path.
     let text = format!(
         r#"
-[store]
-type = "sqlite"
-path = "{{dir}}/browse.db"
-flush_interval = "100ms"
-
-[pipeline]
-frame = {{ max_lateness_ms = 0, hold_last = false }}
-
+{HEAD}
 [[sources]]
 type = "opcua"
 name = "opc"
@@ -160,12 +188,7 @@ signals = ["Temperature", "Motor.Current", "not_on_the_server"]
 "#
     );
     let server = Server::serve(&write_config(dir.path(), "browse.toml", &text), &[]);
-    let points = |s: &Server, signal: &str| {
-        s.get(&format!("/api/v1/samples?asset=pump-1&signal={signal}&max_points=100000"))["points"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
+    let points = |s: &Server, signal: &str| values(s, "pump-1", signal).len();
     server.wait_until("browsed variables arrive", Duration::from_secs(60), |s| {
         points(s, "Temperature") >= 5 && points(s, "Motor.Current") >= 1
     });
@@ -182,14 +205,7 @@ fn a_signed_and_encrypted_session_with_a_user_polls_once_the_server_is_trusted()
     let _opc = Peer::start_with(&python, "opcua_server.py", port, &["--secure", server_dir.to_str().unwrap()]);
     let text = format!(
         r#"
-[store]
-type = "sqlite"
-path = "{{dir}}/secure.db"
-flush_interval = "100ms"
-
-[pipeline]
-frame = {{ max_lateness_ms = 0, hold_last = false }}
-
+{HEAD}
 # Trusts only certificates in its pki's trusted folder.
 [[sources]]
 type = "opcua"
@@ -228,14 +244,7 @@ signals = ["temp"]
     );
     let config = write_config(dir.path(), "secure.toml", &text);
     let server = Server::serve(&config, &[]);
-    let points = |s: &Server, asset: &str| -> Vec<(i64, f64)> {
-        s.get(&format!("/api/v1/samples?asset={asset}&signal=temp&max_points=100000"))["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (p["ts"].as_i64().unwrap(), p["value"].as_f64().unwrap()))
-            .collect()
-    };
+    let points = |s: &Server, asset: &str| series(s, asset, "temp");
 
     // First contact: the unknown server certificate is refused and filed under rejected/.
     let rejected = dir.path().join("pki/rejected");
@@ -277,31 +286,14 @@ fn the_rust_crates_own_server_feeds_usan_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _inside = runtime.enter();
     // Each server publishes k + 10·s on asset a's signal s, k counting up every 100 ms.
-    let serve = |pki: &str| {
-        let server = std::sync::Arc::new(rust_opcua::RustOpcServer::start(port, &dir.path().join(pki), 2, 3));
-        let ticking = std::sync::Arc::clone(&server);
-        let ticker = runtime.spawn(async move {
-            for k in 0.. {
-                ticking.set_all(|_, s| f64::from(k) + 10.0 * s as f64, opcua::types::DateTime::now());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        (server, ticker)
-    };
+    let serve =
+        |pki: &str| rust_server(&runtime, port, &dir.path().join(pki), (2, 3), true, Duration::from_millis(100));
     let (opc, ticker) = serve("server-pki");
     let ns = opc.namespace;
     let text = format!(
         r#"
-[store]
-type = "sqlite"
-path = "{{dir}}/rust.db"
-flush_interval = "100ms"
-
-[pipeline]
-frame = {{ max_lateness_ms = 0, hold_last = false }}
-
+{HEAD}
 [[sources]]
 type = "opcua"
 name = "opc"
@@ -342,14 +334,7 @@ signals = ["coarse"]
 "#
     );
     let server = Server::serve(&write_config(dir.path(), "rust.toml", &text), &[]);
-    let points = |s: &Server, asset: &str, signal: &str| -> Vec<f64> {
-        s.get(&format!("/api/v1/samples?asset={asset}&signal={signal}&max_points=100000"))["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["value"].as_f64().unwrap())
-            .collect()
-    };
+    let points = values;
     server.wait_until("values arrive from the Rust server", Duration::from_secs(60), |s| {
         points(s, "a0", "s2").len() >= 5 && points(s, "a1", "third").len() >= 5
     });
@@ -381,27 +366,12 @@ fn a_server_that_refuses_subscriptions_is_polled_instead() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _inside = runtime.enter();
-    let opc =
-        std::sync::Arc::new(rust_opcua::RustOpcServer::start_with(port, &dir.path().join("server-pki"), 1, 2, false));
-    let ticking = std::sync::Arc::clone(&opc);
-    let _ticker = runtime.spawn(async move {
-        for k in 0.. {
-            ticking.set_all(|_, s| f64::from(k) + 10.0 * s as f64, opcua::types::DateTime::now());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let pki = dir.path().join("server-pki");
+    let (opc, _ticker) = rust_server(&runtime, port, &pki, (1, 2), false, Duration::from_millis(50));
     let ns = opc.namespace;
     let text = format!(
         r#"
-[store]
-type = "sqlite"
-path = "{{dir}}/fallback.db"
-flush_interval = "100ms"
-
-[pipeline]
-frame = {{ max_lateness_ms = 0, hold_last = false }}
-
+{HEAD}
 [[sources]]
 type = "opcua"
 name = "opc"
@@ -418,14 +388,7 @@ signals = ["s0", "s1"]
 "#
     );
     let server = Server::serve(&write_config(dir.path(), "fallback.toml", &text), &[]);
-    let points = |s: &Server| -> Vec<f64> {
-        s.get("/api/v1/samples?asset=a0&signal=s1&max_points=100000")["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["value"].as_f64().unwrap())
-            .collect()
-    };
+    let points = |s: &Server| values(s, "a0", "s1");
     server.wait_until("polled values arrive", Duration::from_secs(60), |s| points(s).len() >= 5);
     let values = points(&server);
     assert!(values.windows(2).all(|w| w[0] < w[1]) && values.iter().all(|v| *v >= 10.0), "{values:?}");

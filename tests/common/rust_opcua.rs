@@ -3,6 +3,7 @@
 //! `assets` folders `Line.A<a>` under Objects, each with Double variables
 //! `s0..s<signals>` (node ids `ns=<ns>;s=A<a>.S<s>`). Used by the OPC UA
 //! test and by `cargo bench --bench opcua`.
+#![allow(dead_code)] // each of the two users needs a part
 
 use opcua::server::address_space::Variable;
 use opcua::server::diagnostics::NamespaceMetadata;

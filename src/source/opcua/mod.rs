@@ -390,6 +390,10 @@ impl OpcUaSource {
 impl OpcUaSourceConfig {
     /// The client, with usan's certificate store and the session's retry policy.
     pub(crate) fn client(&self) -> anyhow::Result<opcua::client::Client> {
+        // Sources sharing a pki_dir would race to make its key pair on first start
+        // (one loses and runs without a certificate): one at a time.
+        static MAKING_CLIENTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = MAKING_CLIENTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         ClientBuilder::new()
             .application_name("usan")
             .application_uri("urn:usan")
