@@ -135,6 +135,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alarms", get(alarms))
         .route("/api/v1/alarms/{id}", get(alarm))
         .route("/api/v1/alarms/{id}/acknowledge", post(acknowledge))
+        .route("/api/v1/alarms/{id}/assign", post(assign))
+        .route("/api/v1/alarms/{id}/comment", post(comment))
         .route("/api/v1/alarms/{id}/clear", post(clear))
         .route("/api/v1/samples", get(samples).post(push_samples))
         .route("/metrics", get(metrics))
@@ -255,7 +257,7 @@ async fn findings(
 #[serde(deny_unknown_fields)]
 struct AlarmsQuery {
     asset: Option<String>,
-    /// `open` (default), `raised`, `acknowledged`, `cleared` or `all`.
+    /// `open` (default), `raised`, `acknowledged`, `assigned`, `cleared` or `all`.
     state: Option<String>,
     limit: Option<usize>,
 }
@@ -267,10 +269,13 @@ async fn alarms(
     let Query(q) = query?;
     check_asset(&state, q.asset.as_deref())?;
     let states = match q.state.as_deref().unwrap_or("open") {
-        "open" => vec![AlarmState::Raised, AlarmState::Acknowledged],
+        "open" => AlarmState::OPEN.to_vec(),
         "all" => Vec::new(),
         other => vec![AlarmState::parse(other).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "`state` is one of open, raised, acknowledged, cleared, all")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "`state` is one of open, raised, acknowledged, assigned, cleared, all",
+            )
         })?],
     };
     let query = AlarmQuery { asset: q.asset, states, limit: q.limit.unwrap_or(100).clamp(1, 10_000) };
@@ -291,26 +296,82 @@ async fn alarm(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<
 struct AlarmActionBody {
     /// Who does it.
     by: String,
-    /// Why, or what was done.
+    /// Why, or what was done (the comment itself for `comment`).
     #[serde(default)]
     note: String,
+    /// `assign`: who is to fix it.
+    #[serde(default)]
+    to: Option<String>,
+    /// `clear`: why it happened.
+    #[serde(default)]
+    cause: Option<String>,
+}
+
+/// The alarm actions of the API, by path.
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    Acknowledge,
+    Assign,
+    Comment,
+    Clear,
+}
+
+/// The body's fields as the action needs them: every problem at once.
+fn check_action(act: Act, body: &AlarmActionBody) -> Vec<String> {
+    let mut problems = Vec::new();
+    let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
+    if body.by.trim().is_empty() {
+        problems.push("`by` must name who acts on the alarm".to_string());
+    }
+    if body.note.len() > 4096 || body.by.len() > 256 {
+        problems.push("`by` is at most 256 and `note` 4096 bytes".to_string());
+    }
+    if body.to.as_ref().is_some_and(|t| t.len() > 256) || body.cause.as_ref().is_some_and(|c| c.len() > 1024) {
+        problems.push("`to` is at most 256 and `cause` 1024 bytes".to_string());
+    }
+    match act {
+        Act::Assign if blank(&body.to) => problems.push("`to` must name who is to fix it".to_string()),
+        Act::Comment if body.note.trim().is_empty() => problems.push("`note` must say something".to_string()),
+        Act::Clear if blank(&body.cause) => {
+            problems.push("`cause` must say why it happened (\"unknown\" if nobody knows)".to_string());
+        }
+        _ => {}
+    }
+    if body.to.is_some() && !matches!(act, Act::Assign) {
+        problems.push("`to` belongs to assign only".to_string());
+    }
+    if body.cause.is_some() && !matches!(act, Act::Clear) {
+        problems.push("`cause` belongs to clear only".to_string());
+    }
+    problems
 }
 
 async fn transition(
     state: ApiState,
     id: i64,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
-    action: AlarmAction,
+    act: Act,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
     let Json(body) = body?;
-    if body.by.trim().is_empty() {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "`by` must name who acts on the alarm"));
-    }
-    if body.note.len() > 4096 || body.by.len() > 256 {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "`by` is at most 256 and `note` 4096 bytes"));
+    let problems = check_action(act, &body);
+    if !problems.is_empty() {
+        let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "the alarm action is incomplete");
+        error.details = problems;
+        return Err(error);
     }
     let alarms = state.alarms.clone();
-    Ok(Json(blocking(move || alarms.transition(id, action, &body.by, &body.note)).await?))
+    Ok(Json(
+        blocking(move || {
+            let action = match act {
+                Act::Acknowledge => AlarmAction::Acknowledge,
+                Act::Assign => AlarmAction::Assign { to: body.to.as_deref().unwrap_or_default().trim() },
+                Act::Comment => AlarmAction::Comment,
+                Act::Clear => AlarmAction::Clear { cause: body.cause.as_deref().map(str::trim) },
+            };
+            alarms.transition(id, action, body.by.trim(), &body.note)
+        })
+        .await?,
+    ))
 }
 
 async fn acknowledge(
@@ -318,7 +379,23 @@ async fn acknowledge(
     Path(id): Path<i64>,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, body, AlarmAction::Acknowledge).await
+    transition(state, id, body, Act::Acknowledge).await
+}
+
+async fn assign(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    body: Result<Json<AlarmActionBody>, JsonRejection>,
+) -> ApiResult<Json<usan_core::alarm::Alarm>> {
+    transition(state, id, body, Act::Assign).await
+}
+
+async fn comment(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    body: Result<Json<AlarmActionBody>, JsonRejection>,
+) -> ApiResult<Json<usan_core::alarm::Alarm>> {
+    transition(state, id, body, Act::Comment).await
 }
 
 async fn clear(
@@ -326,7 +403,7 @@ async fn clear(
     Path(id): Path<i64>,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, body, AlarmAction::Clear).await
+    transition(state, id, body, Act::Clear).await
 }
 
 #[derive(Deserialize)]

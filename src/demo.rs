@@ -54,11 +54,7 @@ pub async fn run(listen: &str, duration: Option<Duration>, store: Option<PathBuf
 pub fn live_view(engine: &Engine) -> String {
     let open = engine
         .store
-        .alarms(&crate::store::AlarmQuery {
-            states: vec![AlarmState::Raised, AlarmState::Acknowledged],
-            limit: 1000,
-            ..Default::default()
-        })
+        .alarms(&crate::store::AlarmQuery { states: AlarmState::OPEN.to_vec(), limit: 1000, ..Default::default() })
         .unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(

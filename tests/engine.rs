@@ -468,3 +468,69 @@ fn control_charts_raise_an_alarm_that_names_the_run_rule() {
         .collect();
     assert!(rules.iter().any(|r| r.starts_with("nelson")), "findings name the rule on force: {findings:#}");
 }
+
+#[test]
+fn an_alarm_is_worked_from_raised_to_closed_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::serve(&tep_config(dir.path(), "20000.0"), &[]);
+    server.wait_until("the fault raises an alarm", Duration::from_secs(60), |s| {
+        !s.get("/api/v1/alarms").as_array().unwrap().is_empty()
+    });
+    let id = server.get("/api/v1/alarms")[0]["id"].as_i64().unwrap();
+    let act = |action: &str, body: Value| server.post(&format!("/api/v1/alarms/{id}/{action}"), &body);
+
+    // Incomplete actions are refused whole, every problem named.
+    for (action, body, expected) in [
+        ("assign", json!({"by": "kim"}), "`to` must name"),
+        ("comment", json!({"by": "kim", "note": "  "}), "`note` must say"),
+        ("clear", json!({"by": "kim"}), "`cause` must say"),
+        ("acknowledge", json!({"by": "kim", "cause": "x"}), "`cause` belongs to clear"),
+        ("clear", json!({"by": "", "cause": ""}), "`by` must name"),
+    ] {
+        let (status, body) = act(action, body);
+        assert_eq!(status, 422, "{action}: {body}");
+        assert!(body["details"].to_string().contains(expected), "{action}: {body}");
+    }
+
+    let (status, alarm) = act("acknowledge", json!({"by": "kim", "note": "looking"}));
+    assert_eq!((status, alarm["state"].as_str()), (200, Some("acknowledged")), "{alarm}");
+    let (status, alarm) = act("assign", json!({"by": "kim", "to": "lee", "note": "check the feed valve"}));
+    assert_eq!((status, alarm["state"].as_str()), (200, Some("assigned")), "{alarm}");
+    assert_eq!(alarm["assigned"]["to"], "lee");
+    let open: Vec<i64> = server
+        .get("/api/v1/alarms?state=assigned")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(open, [id]);
+    let (status, _) = act("acknowledge", json!({"by": "park"}));
+    assert_eq!(status, 409, "an assigned alarm is past acknowledging");
+    let (status, _) = act("comment", json!({"by": "lee", "note": "valve stuck at 40 %"}));
+    assert_eq!(status, 200);
+    let (status, alarm) = act("clear", json!({"by": "lee", "note": "freed the stem", "cause": "sticky feed valve"}));
+    assert_eq!((status, alarm["state"].as_str()), (200, Some("cleared")), "{alarm}");
+    assert_eq!(alarm["cause"], "sticky feed valve");
+    let (status, _) = act("comment", json!({"by": "kim", "note": "add the valve to the PM list"}));
+    assert_eq!(status, 200, "comments are welcome after closing");
+
+    let alarm = server.get(&format!("/api/v1/alarms/{id}"));
+    let history: Vec<(String, String)> = alarm["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["action"].as_str().unwrap().to_string(), n["by"].as_str().unwrap().to_string()))
+        .collect();
+    let expected = [
+        ("raise", "usan"),
+        ("acknowledge", "kim"),
+        ("assign", "kim"),
+        ("comment", "lee"),
+        ("clear", "lee"),
+        ("comment", "kim"),
+    ];
+    assert_eq!(history, expected.map(|(a, b)| (a.to_string(), b.to_string())));
+    assert!(alarm["notes"].as_array().unwrap().iter().all(|n| n["at"].as_i64().unwrap() > 0));
+    assert!(server.get("/api/v1/alarms?state=open").as_array().unwrap().iter().all(|a| a["id"] != id));
+}

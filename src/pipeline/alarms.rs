@@ -103,18 +103,19 @@ impl AlarmBook {
         alarm.condition_cleared();
         persist.push(alarm.clone());
         let snapshot = alarm.clone();
-        if self.auto_clear && alarm.state == AlarmState::Acknowledged {
-            self.store.transition_alarm(alarm.id, AlarmAction::Clear, "usan", "condition returned to normal", ts)?;
+        if self.auto_clear && matches!(alarm.state, AlarmState::Acknowledged | AlarmState::Assigned) {
+            let cleared = AlarmAction::Clear { cause: None };
+            self.store.transition_alarm(alarm.id, cleared, "usan", "condition returned to normal", ts)?;
             open.remove(&key);
         }
         Ok(Some(snapshot))
     }
 
-    /// A person acknowledges or clears an alarm; committed before returning.
+    /// A person acknowledges, assigns, comments on or clears an alarm; committed before returning.
     ///
     /// # Errors
     /// [`StoreError::NoSuchAlarm`], [`StoreError::Transition`] or a database error.
-    pub fn transition(&self, id: i64, action: AlarmAction, by: &str, note: &str) -> Result<Alarm, StoreError> {
+    pub fn transition(&self, id: i64, action: AlarmAction<'_>, by: &str, note: &str) -> Result<Alarm, StoreError> {
         let mut open = self.lock()?;
         let now = Timestamp(chrono::Utc::now().timestamp_millis());
         let alarm = self.store.transition_alarm(id, action, by, note, now)?;
@@ -123,6 +124,7 @@ impl AlarmBook {
             if let Some(held) = open.get_mut(&key) {
                 held.state = alarm.state;
                 held.acknowledged = alarm.acknowledged.clone();
+                held.assigned = alarm.assigned.clone();
                 held.notes = alarm.notes.clone();
             }
         } else if open.get(&key).is_some_and(|held| held.id == id) {

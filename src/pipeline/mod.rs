@@ -183,7 +183,7 @@ impl Engine {
                 let resume = store.last_frame_times()?;
                 let models = store.models()?;
                 let open = store.alarms(&crate::store::AlarmQuery {
-                    states: vec![usan_core::alarm::AlarmState::Raised, usan_core::alarm::AlarmState::Acknowledged],
+                    states: usan_core::alarm::AlarmState::OPEN.to_vec(),
                     limit: 100_000,
                     ..Default::default()
                 })?;

@@ -128,14 +128,14 @@ pub trait Store: Send + Sync {
     /// When the database refuses the write.
     fn update_alarm_observation(&self, alarm: &Alarm) -> Result<(), StoreError>;
 
-    /// Acknowledge or clear an alarm, committed before returning.
+    /// Acknowledge, assign, comment on or clear an alarm, committed before returning.
     ///
     /// # Errors
     /// [`StoreError::NoSuchAlarm`], [`StoreError::Transition`] or a database error.
     fn transition_alarm(
         &self,
         id: i64,
-        action: AlarmAction,
+        action: AlarmAction<'_>,
         by: &str,
         note: &str,
         at: Timestamp,
@@ -213,11 +213,21 @@ pub trait Store: Send + Sync {
     fn delete_before(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
-/// What a person does to an alarm.
+/// What a person does to an alarm (the note goes with each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlarmAction {
+pub enum AlarmAction<'a> {
     /// Take it.
     Acknowledge,
-    /// Close it.
-    Clear,
+    /// Hand it to somebody to fix.
+    Assign {
+        /// Who.
+        to: &'a str,
+    },
+    /// Add the note to its history.
+    Comment,
+    /// Close it, with its cause when known.
+    Clear {
+        /// Why it happened.
+        cause: Option<&'a str>,
+    },
 }

@@ -13,14 +13,22 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use usan_core::alarm::{Alarm, AlarmState, Signoff};
+use usan_core::alarm::{Alarm, AlarmState, Assignment, Signoff};
 use usan_core::detector::FittedModel;
 use usan_core::model::{Contribution, Finding, StatisticFinding, Timestamp};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
-/// Steps from each older schema version to the next, applied in order on open.
-const MIGRATIONS: &[(i64, &str)] = &[(1, "ALTER TABLE findings ADD COLUMN statistics TEXT NOT NULL DEFAULT '[]';")];
+/// Columns each schema version added (the version it upgrades from, table,
+/// column, type), applied in order when an older store is opened. A table the
+/// schema below has just made already has them: those are skipped.
+const ADDED_COLUMNS: &[(i64, &str, &str, &str)] = &[
+    (1, "findings", "statistics", "TEXT NOT NULL DEFAULT '[]'"),
+    (2, "alarms", "assigned_to", "TEXT"),
+    (2, "alarms", "assigned_by", "TEXT"),
+    (2, "alarms", "assigned_at", "INTEGER"),
+    (2, "alarms", "cause", "TEXT"),
+];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,7 +47,8 @@ CREATE TABLE IF NOT EXISTS alarms(
   id INTEGER PRIMARY KEY, asset TEXT NOT NULL, detector TEXT NOT NULL, state TEXT NOT NULL,
   active INTEGER NOT NULL, raised_at INTEGER NOT NULL, last_seen_at INTEGER NOT NULL,
   frames INTEGER NOT NULL, peak_score REAL, threshold REAL, top_signals TEXT NOT NULL,
-  ack_by TEXT, ack_at INTEGER, cleared_by TEXT, cleared_at INTEGER, notes TEXT NOT NULL);
+  ack_by TEXT, ack_at INTEGER, cleared_by TEXT, cleared_at INTEGER, notes TEXT NOT NULL,
+  assigned_to TEXT, assigned_by TEXT, assigned_at INTEGER, cause TEXT);
 CREATE INDEX IF NOT EXISTS alarms_by_state ON alarms(state, id);
 CREATE TABLE IF NOT EXISTS models(
   asset TEXT NOT NULL, detector TEXT NOT NULL, created_at INTEGER NOT NULL, artifact TEXT NOT NULL,
@@ -94,10 +103,17 @@ impl SqliteStore {
             }
             Some(v) if v < SCHEMA_VERSION => {
                 let tx = write.unchecked_transaction()?;
-                for (from, step) in MIGRATIONS.iter().filter(|(from, _)| *from >= v) {
-                    tx.execute_batch(step)?;
-                    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [(from + 1).to_string()])?;
+                for (_, table, column, kind) in ADDED_COLUMNS.iter().filter(|(from, ..)| *from >= v) {
+                    let present: bool = tx.query_row(
+                        &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                        [column],
+                        |r| r.get(0),
+                    )?;
+                    if !present {
+                        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
+                    }
                 }
+                tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])?;
                 tx.commit()?;
             }
             Some(v) if v != SCHEMA_VERSION => {
@@ -164,6 +180,9 @@ fn alarm_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
     let ack_at: Option<i64> = row.get("ack_at")?;
     let cleared_by: Option<String> = row.get("cleared_by")?;
     let cleared_at: Option<i64> = row.get("cleared_at")?;
+    let assigned_to: Option<String> = row.get("assigned_to")?;
+    let assigned_by: Option<String> = row.get("assigned_by")?;
+    let assigned_at: Option<i64> = row.get("assigned_at")?;
     Ok(Alarm {
         id: row.get("id")?,
         asset: row.get("asset")?,
@@ -177,7 +196,13 @@ fn alarm_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
         threshold: row.get::<_, Option<f64>>("threshold")?.unwrap_or(f64::NAN),
         top_signals: serde_json::from_str(&top).map_err(json_err)?,
         acknowledged: ack_by.zip(ack_at).map(|(by, at)| Signoff { by, at: Timestamp(at) }),
+        assigned: assigned_to.zip(assigned_by).zip(assigned_at).map(|((to, by), at)| Assignment {
+            to,
+            by,
+            at: Timestamp(at),
+        }),
         cleared: cleared_by.zip(cleared_at).map(|(by, at)| Signoff { by, at: Timestamp(at) }),
+        cause: row.get("cause")?,
         notes: serde_json::from_str(&notes).map_err(json_err)?,
     })
 }
@@ -281,7 +306,7 @@ impl Store for SqliteStore {
     fn transition_alarm(
         &self,
         id: i64,
-        action: AlarmAction,
+        action: AlarmAction<'_>,
         by: &str,
         note: &str,
         at: Timestamp,
@@ -294,10 +319,13 @@ impl Store for SqliteStore {
             .ok_or(StoreError::NoSuchAlarm(id))?;
         match action {
             AlarmAction::Acknowledge => alarm.acknowledge(by, note, at)?,
-            AlarmAction::Clear => alarm.clear(by, note, at)?,
+            AlarmAction::Assign { to } => alarm.assign(by, to, note, at)?,
+            AlarmAction::Comment => alarm.comment(by, note, at),
+            AlarmAction::Clear { cause } => alarm.clear(by, note, cause, at)?,
         }
         tx.execute(
-            "UPDATE alarms SET state = ?2, ack_by = ?3, ack_at = ?4, cleared_by = ?5, cleared_at = ?6, notes = ?7 WHERE id = ?1",
+            "UPDATE alarms SET state = ?2, ack_by = ?3, ack_at = ?4, cleared_by = ?5, cleared_at = ?6, notes = ?7,
+               assigned_to = ?8, assigned_by = ?9, assigned_at = ?10, cause = ?11 WHERE id = ?1",
             params![
                 id,
                 alarm.state.as_str(),
@@ -305,7 +333,11 @@ impl Store for SqliteStore {
                 alarm.acknowledged.as_ref().map(|a| a.at.0),
                 alarm.cleared.as_ref().map(|c| c.by.clone()),
                 alarm.cleared.as_ref().map(|c| c.at.0),
-                serde_json::to_string(&alarm.notes)?
+                serde_json::to_string(&alarm.notes)?,
+                alarm.assigned.as_ref().map(|a| a.to.clone()),
+                alarm.assigned.as_ref().map(|a| a.by.clone()),
+                alarm.assigned.as_ref().map(|a| a.at.0),
+                alarm.cause
             ],
         )?;
         tx.commit()?;
@@ -583,7 +615,7 @@ mod tests {
         let again = store.transition_alarm(alarm.id, AlarmAction::Acknowledge, "lee", "", Timestamp(11));
         assert!(matches!(again, Err(StoreError::Transition(_))));
         assert!(matches!(
-            store.transition_alarm(999, AlarmAction::Clear, "x", "", Timestamp(0)),
+            store.transition_alarm(999, AlarmAction::Clear { cause: None }, "x", "", Timestamp(0)),
             Err(StoreError::NoSuchAlarm(999))
         ));
         let open = store
@@ -606,7 +638,14 @@ mod tests {
                    id INTEGER PRIMARY KEY, asset TEXT NOT NULL, detector TEXT NOT NULL, ts INTEGER NOT NULL,
                    score REAL, threshold REAL, anomalous INTEGER NOT NULL, contributions TEXT NOT NULL);
                  INSERT INTO findings(asset, detector, ts, score, threshold, anomalous, contributions)
-                   VALUES ('pump', 'pca', 7, 2.5, 1.0, 1, '[{\"signal\":\"flow\",\"value\":2.0}]');",
+                   VALUES ('pump', 'pca', 7, 2.5, 1.0, 1, '[{\"signal\":\"flow\",\"value\":2.0}]');
+                 CREATE TABLE alarms(
+                   id INTEGER PRIMARY KEY, asset TEXT NOT NULL, detector TEXT NOT NULL, state TEXT NOT NULL,
+                   active INTEGER NOT NULL, raised_at INTEGER NOT NULL, last_seen_at INTEGER NOT NULL,
+                   frames INTEGER NOT NULL, peak_score REAL, threshold REAL, top_signals TEXT NOT NULL,
+                   ack_by TEXT, ack_at INTEGER, cleared_by TEXT, cleared_at INTEGER, notes TEXT NOT NULL);
+                 INSERT INTO alarms(asset, detector, state, active, raised_at, last_seen_at, frames, top_signals, notes)
+                   VALUES ('pump', 'pca', 'raised', 1, 7, 7, 1, '[]', '[]');",
             )
             .unwrap();
         }
@@ -614,6 +653,14 @@ mod tests {
         let old = store.findings(None, None, 10).unwrap();
         assert_eq!(old.len(), 1);
         assert_eq!(old[0].contributions[0].signal, "flow");
+        // The old alarm gains the workflow's columns and can be assigned and closed with a cause.
+        let assigned = store.transition_alarm(1, AlarmAction::Assign { to: "lee" }, "kim", "", Timestamp(8)).unwrap();
+        assert_eq!(assigned.assigned.map(|a| a.to), Some("lee".to_string()));
+        let closed = store
+            .transition_alarm(1, AlarmAction::Clear { cause: Some("seal leak") }, "lee", "", Timestamp(9))
+            .unwrap();
+        assert_eq!(store.alarm(1).unwrap().unwrap().cause.as_deref(), Some("seal leak"));
+        assert_eq!(closed.state, AlarmState::Cleared);
         assert!(old[0].statistics.is_empty());
         let statistic = StatisticFinding {
             name: "spe".into(),

@@ -1,4 +1,6 @@
-//! The alarm lifecycle people work with: raised → acknowledged → cleared.
+//! The alarm lifecycle people work with: raised → acknowledged → (assigned)
+//! → cleared, with who, when and a note at every step, comments at any
+//! time, and the cause recorded when it is closed.
 //!
 //! An alarm is raised when a detector's decision turns anomalous and no alarm
 //! for that asset and detector is open; while one is open, further anomalous
@@ -17,17 +19,23 @@ pub enum AlarmState {
     Raised,
     /// Somebody has taken it.
     Acknowledged,
+    /// Handed to somebody to fix.
+    Assigned,
     /// Closed.
     Cleared,
 }
 
 impl AlarmState {
+    /// The states of an alarm that is not closed.
+    pub const OPEN: [AlarmState; 3] = [AlarmState::Raised, AlarmState::Acknowledged, AlarmState::Assigned];
+
     /// Lower-case name as stored and served.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             AlarmState::Raised => "raised",
             AlarmState::Acknowledged => "acknowledged",
+            AlarmState::Assigned => "assigned",
             AlarmState::Cleared => "cleared",
         }
     }
@@ -38,6 +46,7 @@ impl AlarmState {
         match name {
             "raised" => Some(AlarmState::Raised),
             "acknowledged" => Some(AlarmState::Acknowledged),
+            "assigned" => Some(AlarmState::Assigned),
             "cleared" => Some(AlarmState::Cleared),
             _ => None,
         }
@@ -61,7 +70,7 @@ pub struct AlarmNote {
     pub at: Timestamp,
     /// Who.
     pub by: String,
-    /// What they did: `raise`, `acknowledge`, `clear`, `note`.
+    /// What they did: `raise`, `acknowledge`, `assign`, `comment`, `clear`.
     pub action: String,
     /// Free text.
     pub text: String,
@@ -71,6 +80,17 @@ pub struct AlarmNote {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signoff {
     /// Who.
+    pub by: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Who has an alarm to fix, since when, and who handed it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Who is to fix it.
+    pub to: String,
+    /// Who assigned it.
     pub by: String,
     /// When.
     pub at: Timestamp,
@@ -103,8 +123,14 @@ pub struct Alarm {
     pub top_signals: Vec<Contribution>,
     /// Who acknowledged, when.
     pub acknowledged: Option<Signoff>,
+    /// Who has it to fix (the latest assignment).
+    #[serde(default)]
+    pub assigned: Option<Assignment>,
     /// Who cleared, when.
     pub cleared: Option<Signoff>,
+    /// Why it happened, as recorded when it was cleared.
+    #[serde(default)]
+    pub cause: Option<String>,
     /// History of actions and notes.
     pub notes: Vec<AlarmNote>,
 }
@@ -135,7 +161,9 @@ impl Alarm {
             threshold,
             top_signals,
             acknowledged: None,
+            assigned: None,
             cleared: None,
+            cause: None,
             notes: vec![AlarmNote {
                 at,
                 by: "usan".into(),
@@ -175,17 +203,53 @@ impl Alarm {
         Ok(())
     }
 
-    /// Somebody closes the alarm.
+    /// Hand the alarm to somebody to fix (again, to hand it on). Assigning
+    /// a raised alarm acknowledges it too.
+    ///
+    /// # Errors
+    /// When the alarm is cleared.
+    pub fn assign(&mut self, by: &str, to: &str, note: &str, at: Timestamp) -> Result<(), AlarmTransitionError> {
+        if self.state == AlarmState::Cleared {
+            return Err(AlarmTransitionError { action: "assign", state: self.state.as_str() });
+        }
+        if self.acknowledged.is_none() {
+            self.acknowledged = Some(Signoff { by: by.to_string(), at });
+        }
+        self.state = AlarmState::Assigned;
+        self.assigned = Some(Assignment { to: to.to_string(), by: by.to_string(), at });
+        let text = if note.is_empty() { format!("to {to}") } else { format!("to {to}: {note}") };
+        self.notes.push(AlarmNote { at, by: by.into(), action: "assign".into(), text });
+        Ok(())
+    }
+
+    /// A comment in the alarm's history, in any state (also after it is closed).
+    pub fn comment(&mut self, by: &str, text: &str, at: Timestamp) {
+        self.notes.push(AlarmNote { at, by: by.into(), action: "comment".into(), text: text.into() });
+    }
+
+    /// Somebody closes the alarm, saying why it happened when known.
     ///
     /// # Errors
     /// When the alarm is already cleared.
-    pub fn clear(&mut self, by: &str, note: &str, at: Timestamp) -> Result<(), AlarmTransitionError> {
+    pub fn clear(
+        &mut self,
+        by: &str,
+        note: &str,
+        cause: Option<&str>,
+        at: Timestamp,
+    ) -> Result<(), AlarmTransitionError> {
         if self.state == AlarmState::Cleared {
             return Err(AlarmTransitionError { action: "clear", state: self.state.as_str() });
         }
         self.state = AlarmState::Cleared;
         self.cleared = Some(Signoff { by: by.to_string(), at });
-        self.notes.push(AlarmNote { at, by: by.into(), action: "clear".into(), text: note.into() });
+        self.cause = cause.map(str::to_string);
+        let text = match cause {
+            Some(cause) if note.is_empty() => format!("cause: {cause}"),
+            Some(cause) => format!("cause: {cause}; {note}"),
+            None => note.to_string(),
+        };
+        self.notes.push(AlarmNote { at, by: by.into(), action: "clear".into(), text });
         Ok(())
     }
 
@@ -207,30 +271,56 @@ mod tests {
 
     #[test]
     fn lifecycle_table() {
-        // (actions, expected final state, expected errors)
+        // (actions, expected final state, expected refusals)
         let cases: &[(&[&str], AlarmState, usize)] = &[
             (&["ack", "clear"], AlarmState::Cleared, 0),
             (&["clear"], AlarmState::Cleared, 0),
+            (&["ack", "assign", "clear"], AlarmState::Cleared, 0),
+            (&["assign"], AlarmState::Assigned, 0),
+            (&["assign", "assign"], AlarmState::Assigned, 0),
+            (&["assign", "ack"], AlarmState::Assigned, 1),
             (&["ack", "ack"], AlarmState::Acknowledged, 1),
             (&["clear", "ack"], AlarmState::Cleared, 1),
+            (&["clear", "assign"], AlarmState::Cleared, 1),
             (&["clear", "clear"], AlarmState::Cleared, 1),
+            (&["comment", "clear", "comment"], AlarmState::Cleared, 0),
         ];
-        for (actions, want, want_errors) in cases {
+        for (actions, want, want_refusals) in cases {
             let mut a = alarm();
-            let errors = actions
+            let refusals = actions
                 .iter()
                 .filter(|action| {
-                    let result = if **action == "ack" {
-                        a.acknowledge("kim", "looking", Timestamp(5))
-                    } else {
-                        a.clear("kim", "fixed", Timestamp(9))
+                    let result = match **action {
+                        "ack" => a.acknowledge("kim", "looking", Timestamp(5)),
+                        "assign" => a.assign("kim", "lee", "bearing?", Timestamp(6)),
+                        "comment" => {
+                            a.comment("lee", "vibration up since Monday", Timestamp(7));
+                            Ok(())
+                        }
+                        _ => a.clear("lee", "replaced", Some("bearing wear"), Timestamp(9)),
                     };
                     result.is_err()
                 })
                 .count();
             assert_eq!(a.state, *want, "{actions:?}");
-            assert_eq!(errors, *want_errors, "{actions:?}");
+            assert_eq!(refusals, *want_refusals, "{actions:?}");
+            // Every accepted step is in the history, with who and when.
+            assert_eq!(a.notes.len(), 1 + actions.len() - refusals, "{actions:?}");
         }
+    }
+
+    #[test]
+    fn assigning_a_raised_alarm_acknowledges_it_and_clearing_records_the_cause() {
+        let mut a = alarm();
+        a.assign("kim", "lee", "", Timestamp(6)).unwrap();
+        assert_eq!(a.acknowledged, Some(Signoff { by: "kim".into(), at: Timestamp(6) }));
+        assert_eq!(a.assigned, Some(Assignment { to: "lee".into(), by: "kim".into(), at: Timestamp(6) }));
+        a.clear("lee", "replaced the bearing", Some("bearing wear"), Timestamp(9)).unwrap();
+        assert_eq!(a.cause.as_deref(), Some("bearing wear"));
+        let last = a.notes.last().unwrap();
+        assert_eq!((last.by.as_str(), last.action.as_str()), ("lee", "clear"));
+        assert_eq!(last.text, "cause: bearing wear; replaced the bearing");
+        assert!(AlarmState::OPEN.iter().all(|s| AlarmState::parse(s.as_str()) == Some(*s)));
     }
 
     #[test]
