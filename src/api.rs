@@ -3,15 +3,21 @@
 //! Every error is JSON, `{"error": "...", "details": [...]}`, with a 4xx for
 //! anything the caller can fix. Input is validated whole before anything
 //! changes, so a bad request never leaves half of itself behind.
+//!
+//! Every write needs a bearer token with the operator role or above; reads
+//! need a viewer token unless `[auth] anonymous_read` (the default). Health
+//! and metrics stay open for monitoring. The token's name is who acts.
 
+use crate::auth::{Denied, Identity, Role, Tokens};
 use crate::config::{Plant, ServerConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{AlarmBook, Engine, LiveState};
 use crate::source::{Router as SampleRouter, http as push};
 use crate::store::{AlarmAction, AlarmQuery, Store, StoreError};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,6 +37,7 @@ pub struct ApiState {
     alarms: Arc<AlarmBook>,
     metrics: Arc<Metrics>,
     server: ServerConfig,
+    tokens: Arc<Tokens>,
     push_enabled: bool,
     gauges: Arc<dyn Fn() -> Vec<(&'static str, &'static str, f64)> + Send + Sync>,
     started: std::time::Instant,
@@ -61,6 +68,7 @@ impl ApiState {
             alarms: engine.alarms.clone(),
             metrics: engine.metrics.clone(),
             server: engine.config.server.clone(),
+            tokens: Arc::new(Tokens::new(&engine.config.auth)),
             push_enabled: engine.config.sources.iter().any(|s| matches!(s, crate::source::SourceConfig::Http(_))),
             gauges,
             started: std::time::Instant::now(),
@@ -123,9 +131,52 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> +
         .map_err(ApiError::from)
 }
 
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        let status = match denied {
+            Denied::Role { .. } => StatusCode::FORBIDDEN,
+            Denied::NoToken(_) | Denied::BadToken => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, denied.to_string())
+    }
+}
+
+/// Let a request through when its token allows it (writes: operator; reads:
+/// viewer or anonymous; health and metrics: anyone), recording who sent it.
+async fn gate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/api/v1/health" || path == "/metrics" {
+        return next.run(request).await;
+    }
+    let needs = if matches!(*request.method(), Method::GET | Method::HEAD) { Role::Viewer } else { Role::Operator };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match state.tokens.check(bearer, needs) {
+        Ok(identity) => {
+            if let Some(identity) = identity {
+                request.extensions_mut().insert(identity);
+            }
+            next.run(request).await
+        }
+        Err(denied) => {
+            let unauthorized = !matches!(denied, Denied::Role { .. });
+            let mut response = ApiError::from(denied).into_response();
+            if unauthorized {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            }
+            response
+        }
+    }
+}
+
 /// The full router.
 pub fn router(state: ApiState) -> Router {
     let max_body = state.server.max_body_bytes;
+    let gatekeeper = from_fn_with_state(state.clone(), gate);
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/assets", get(assets))
@@ -141,6 +192,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/samples", get(samples).post(push_samples))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/health") })
+        .layer(gatekeeper)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -294,8 +346,6 @@ async fn alarm(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlarmActionBody {
-    /// Who does it.
-    by: String,
     /// Why, or what was done (the comment itself for `comment`).
     #[serde(default)]
     note: String,
@@ -320,11 +370,8 @@ enum Act {
 fn check_action(act: Act, body: &AlarmActionBody) -> Vec<String> {
     let mut problems = Vec::new();
     let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
-    if body.by.trim().is_empty() {
-        problems.push("`by` must name who acts on the alarm".to_string());
-    }
-    if body.note.len() > 4096 || body.by.len() > 256 {
-        problems.push("`by` is at most 256 and `note` 4096 bytes".to_string());
+    if body.note.len() > 4096 {
+        problems.push("`note` is at most 4096 bytes".to_string());
     }
     if body.to.as_ref().is_some_and(|t| t.len() > 256) || body.cause.as_ref().is_some_and(|c| c.len() > 1024) {
         problems.push("`to` is at most 256 and `cause` 1024 bytes".to_string());
@@ -349,6 +396,7 @@ fn check_action(act: Act, body: &AlarmActionBody) -> Vec<String> {
 async fn transition(
     state: ApiState,
     id: i64,
+    who: Identity,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
     act: Act,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
@@ -368,7 +416,7 @@ async fn transition(
                 Act::Comment => AlarmAction::Comment,
                 Act::Clear => AlarmAction::Clear { cause: body.cause.as_deref().map(str::trim) },
             };
-            alarms.transition(id, action, body.by.trim(), &body.note)
+            alarms.transition(id, action, &who.name, &body.note)
         })
         .await?,
     ))
@@ -377,33 +425,37 @@ async fn transition(
 async fn acknowledge(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
+    Extension(who): Extension<Identity>,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, body, Act::Acknowledge).await
+    transition(state, id, who, body, Act::Acknowledge).await
 }
 
 async fn assign(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
+    Extension(who): Extension<Identity>,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, body, Act::Assign).await
+    transition(state, id, who, body, Act::Assign).await
 }
 
 async fn comment(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
+    Extension(who): Extension<Identity>,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, body, Act::Comment).await
+    transition(state, id, who, body, Act::Comment).await
 }
 
 async fn clear(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
+    Extension(who): Extension<Identity>,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, body, Act::Clear).await
+    transition(state, id, who, body, Act::Clear).await
 }
 
 #[derive(Deserialize)]

@@ -55,6 +55,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The HTTP API.
     pub server: ServerConfig,
+    /// API tokens and their roles.
+    pub auth: crate::auth::AuthConfig,
     /// Runtime sizing and frame policy.
     pub pipeline: PipelineConfig,
     /// Where data comes from.
@@ -372,7 +374,8 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: &[&str] = &["store", "server", "pipeline", "sources", "detectors", "assets", "alarms", "sinks", "rul"];
+const SECTIONS: &[&str] =
+    &["store", "server", "auth", "pipeline", "sources", "detectors", "assets", "alarms", "sinks", "rul"];
 
 impl Config {
     /// Read and validate a configuration file. Relative paths inside it are
@@ -406,6 +409,7 @@ impl Config {
             match key.as_str() {
                 "store" => section(&locator, key, value, &mut errors, |v| config.store = v),
                 "server" => section(&locator, key, value, &mut errors, |v| config.server = v),
+                "auth" => section(&locator, key, value, &mut errors, |v| config.auth = v),
                 "pipeline" => section(&locator, key, value, &mut errors, |v| config.pipeline = v),
                 "alarms" => section(&locator, key, value, &mut errors, |v| config.alarms = v),
                 "sources" => config.sources = entries(&locator, key, value, &mut errors),
@@ -458,6 +462,9 @@ impl Config {
                 &[Seg::Key("server"), Seg::Key("listen")],
                 format!("`{}` is not an address like 127.0.0.1:8080", self.server.listen),
             ));
+        }
+        for problem in self.auth.validate() {
+            errors.push(locator.error(&[Seg::Key("auth")], problem));
         }
         let mut detector_names = HashSet::new();
         for (i, detector) in self.detectors.iter().enumerate() {

@@ -39,9 +39,21 @@ pub async fn run(listen: &str, duration: Option<Duration>, store: Option<PathBuf
         let StoreConfig::Sqlite { path: store_path, .. } = &mut config.store;
         *store_path = path;
     }
+    // Writes (acknowledging an alarm) need a token: the demo makes an admin one
+    // for this run (or takes USAN_DEMO_TOKEN, for scripted demos and tests).
+    let token = match std::env::var("USAN_DEMO_TOKEN") {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+        _ => crate::auth::new_token()?.0,
+    };
+    config.auth.tokens.push(crate::auth::TokenConfig {
+        name: "demo".into(),
+        role: crate::auth::Role::Admin,
+        sha256: crate::auth::sha256_hex(&token),
+    });
     println!(
         "usan demo: {} C-MAPSS engines learn their healthy cycles, then run to failure.\n\
-         API: http://{listen}/api/v1/assets  alarms: http://{listen}/api/v1/alarms  metrics: http://{listen}/metrics\n",
+         API: http://{listen}/api/v1/assets  alarms: http://{listen}/api/v1/alarms  metrics: http://{listen}/metrics\n\
+         API token for this run (admin, needed to act on alarms): {token}\n",
         config.assets.len()
     );
     let result = serve(config, ServeOptions { duration, exit_when_done: false, live_view: true }).await;

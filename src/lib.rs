@@ -6,6 +6,7 @@
 //! runs ([`serve`], [`batch`], [`demo`]).
 
 pub mod api;
+pub mod auth;
 pub mod batch;
 pub mod bench;
 pub mod config;

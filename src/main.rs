@@ -93,6 +93,15 @@ enum Command {
     /// A control chart of one CSV column: limits, run-rule violations and
     /// process capability (statistical process control).
     Spc(usan::spc::SpcCommand),
+    /// Make an API token: prints the token and the line for `[auth] tokens`.
+    Token {
+        /// Who acts with it (recorded in alarm histories).
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: usan::auth::Role,
+    },
     /// Look at an OPC UA server: `usan opcua browse ENDPOINT` prints its
     /// address space (with `--asset`, as `nodes` lines for a source).
     Opcua {
@@ -318,6 +327,7 @@ fn main() -> ExitCode {
                     },
                 }
             }),
+        Command::Token { name, role } => usan::auth::print_new_token(&name, role),
         Command::Opcua { what: OpcuaCommand::Browse(browse) } => runtime().and_then(|rt| rt.block_on(browse.run())),
         Command::Spc(command) => command.into_args().and_then(|args| usan::spc::run(&args)),
         Command::Bench { what } => match what {
@@ -346,6 +356,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_role(text: &str) -> Result<usan::auth::Role, String> {
+    match text {
+        "viewer" => Ok(usan::auth::Role::Viewer),
+        "operator" => Ok(usan::auth::Role::Operator),
+        "admin" => Ok(usan::auth::Role::Admin),
+        other => Err(format!("`{other}`: viewer, operator or admin")),
     }
 }
 

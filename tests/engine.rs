@@ -210,8 +210,7 @@ fn kill_9_loses_no_acknowledgement_and_the_replay_continues() {
         !s.get("/api/v1/alarms").as_array().unwrap().is_empty()
     });
     let id = server.get("/api/v1/alarms")[0]["id"].as_i64().unwrap();
-    let (status, acked) =
-        server.post(&format!("/api/v1/alarms/{id}/acknowledge"), &json!({"by": "kim", "note": "checking feed"}));
+    let (status, acked) = server.post(&format!("/api/v1/alarms/{id}/acknowledge"), &json!({"note": "checking feed"}));
     assert_eq!(status, 200, "{acked}");
     let frames_before = frames_of(&server, "reactor");
     assert!(frames_before < 1000, "killed during the replay ({frames_before} frames)");
@@ -237,7 +236,7 @@ fn kill_9_loses_no_acknowledgement_and_the_replay_continues() {
     let (alarms, ack_by): (i64, String) =
         db.query_row("SELECT COUNT(*), MAX(ack_by) FROM alarms", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert_eq!(alarms, 1, "the open, acknowledged alarm kept collecting the fault after restart");
-    assert_eq!(ack_by, "kim");
+    assert_eq!(ack_by, "tester");
     let models: i64 = db.query_row("SELECT COUNT(*) FROM models", [], |r| r.get(0)).unwrap();
     assert_eq!(models, 1, "the fitted model was reloaded, not refitted on faulty data");
 }
@@ -329,10 +328,10 @@ fn bad_http_input_gets_a_4xx_and_changes_nothing() {
     assert_eq!(status, 400, "{body}");
     let (status, _) = server.get_raw("/api/v1/alarms?state=maybe");
     assert_eq!(status, 400);
-    let (status, _) = server.post("/api/v1/alarms/12345/acknowledge", &json!({"by": "kim"}));
+    let (status, _) = server.post("/api/v1/alarms/12345/acknowledge", &json!({"note": "which?"}));
     assert_eq!(status, 404);
-    let (status, _) = server.post("/api/v1/alarms/12345/acknowledge", &json!({"note": "who?"}));
-    assert_eq!(status, 422);
+    let (status, _) = server.post("/api/v1/alarms/12345/acknowledge", &json!({"by": "someone else"}));
+    assert_eq!(status, 422, "who acts is the token's name, not a field");
 
     // Nothing of the refused requests reached the engine; a good batch does.
     let metrics = server.get_raw("/metrics").1;
@@ -469,50 +468,78 @@ fn control_charts_raise_an_alarm_that_names_the_run_rule() {
     assert!(rules.iter().any(|r| r.starts_with("nelson")), "findings name the rule on force: {findings:#}");
 }
 
+/// Tokens of the people in the alarm tests: (name, role, token).
+const PEOPLE: [(&str, &str, &str); 3] = [
+    ("kim", "operator", "kim-token-0001"),
+    ("lee", "operator", "lee-token-0002"),
+    ("screen", "viewer", "screen-token-03"),
+];
+
+/// `config` with `[auth]` replaced by the people's tokens.
+fn with_people(config: &std::path::Path, anonymous_read: bool) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let mut text = text[..text.find("\n[auth]").unwrap_or(text.len())].to_string();
+    text.push_str(&format!("\n[auth]\nanonymous_read = {anonymous_read}\ntokens = [\n"));
+    for (name, role, token) in PEOPLE {
+        let sha = usan::auth::sha256_hex(token);
+        text.push_str(&format!("  {{ name = \"{name}\", role = \"{role}\", sha256 = \"{sha}\" }},\n"));
+    }
+    text.push_str("]\n");
+    std::fs::write(config, text).unwrap();
+}
+
+fn token_of(name: &str) -> &'static str {
+    PEOPLE.iter().find(|(n, ..)| *n == name).unwrap().2
+}
+
 #[test]
 fn an_alarm_is_worked_from_raised_to_closed_with_its_history() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::serve(&tep_config(dir.path(), "20000.0"), &[]);
+    let config = tep_config(dir.path(), "20000.0");
+    with_people(&config, true);
+    let server = Server::serve(&config, &[]);
     server.wait_until("the fault raises an alarm", Duration::from_secs(60), |s| {
         !s.get("/api/v1/alarms").as_array().unwrap().is_empty()
     });
     let id = server.get("/api/v1/alarms")[0]["id"].as_i64().unwrap();
-    let act = |action: &str, body: Value| server.post(&format!("/api/v1/alarms/{id}/{action}"), &body);
+    let act = |who: &str, action: &str, body: Value| {
+        let body = serde_json::to_vec(&body).unwrap();
+        server.post_as(Some(token_of(who)), &format!("/api/v1/alarms/{id}/{action}"), "application/json", body)
+    };
 
     // Incomplete actions are refused whole, every problem named.
     for (action, body, expected) in [
-        ("assign", json!({"by": "kim"}), "`to` must name"),
-        ("comment", json!({"by": "kim", "note": "  "}), "`note` must say"),
-        ("clear", json!({"by": "kim"}), "`cause` must say"),
-        ("acknowledge", json!({"by": "kim", "cause": "x"}), "`cause` belongs to clear"),
-        ("clear", json!({"by": "", "cause": ""}), "`by` must name"),
+        ("assign", json!({}), "`to` must name"),
+        ("comment", json!({"note": "  "}), "`note` must say"),
+        ("clear", json!({}), "`cause` must say"),
+        ("acknowledge", json!({"cause": "x"}), "`cause` belongs to clear"),
     ] {
-        let (status, body) = act(action, body);
+        let (status, body) = act("kim", action, body);
         assert_eq!(status, 422, "{action}: {body}");
         assert!(body["details"].to_string().contains(expected), "{action}: {body}");
     }
 
-    let (status, alarm) = act("acknowledge", json!({"by": "kim", "note": "looking"}));
+    let (status, alarm) = act("kim", "acknowledge", json!({"note": "looking"}));
     assert_eq!((status, alarm["state"].as_str()), (200, Some("acknowledged")), "{alarm}");
-    let (status, alarm) = act("assign", json!({"by": "kim", "to": "lee", "note": "check the feed valve"}));
+    let (status, alarm) = act("kim", "assign", json!({"to": "lee", "note": "check the feed valve"}));
     assert_eq!((status, alarm["state"].as_str()), (200, Some("assigned")), "{alarm}");
     assert_eq!(alarm["assigned"]["to"], "lee");
-    let open: Vec<i64> = server
+    let assigned: Vec<i64> = server
         .get("/api/v1/alarms?state=assigned")
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(open, [id]);
-    let (status, _) = act("acknowledge", json!({"by": "park"}));
+    assert_eq!(assigned, [id]);
+    let (status, _) = act("lee", "acknowledge", json!({}));
     assert_eq!(status, 409, "an assigned alarm is past acknowledging");
-    let (status, _) = act("comment", json!({"by": "lee", "note": "valve stuck at 40 %"}));
+    let (status, _) = act("lee", "comment", json!({"note": "valve stuck at 40 %"}));
     assert_eq!(status, 200);
-    let (status, alarm) = act("clear", json!({"by": "lee", "note": "freed the stem", "cause": "sticky feed valve"}));
+    let (status, alarm) = act("lee", "clear", json!({"note": "freed the stem", "cause": "sticky feed valve"}));
     assert_eq!((status, alarm["state"].as_str()), (200, Some("cleared")), "{alarm}");
     assert_eq!(alarm["cause"], "sticky feed valve");
-    let (status, _) = act("comment", json!({"by": "kim", "note": "add the valve to the PM list"}));
+    let (status, _) = act("kim", "comment", json!({"note": "add the valve to the PM list"}));
     assert_eq!(status, 200, "comments are welcome after closing");
 
     let alarm = server.get(&format!("/api/v1/alarms/{id}"));
@@ -533,4 +560,49 @@ fn an_alarm_is_worked_from_raised_to_closed_with_its_history() {
     assert_eq!(history, expected.map(|(a, b)| (a.to_string(), b.to_string())));
     assert!(alarm["notes"].as_array().unwrap().iter().all(|n| n["at"].as_i64().unwrap() > 0));
     assert!(server.get("/api/v1/alarms?state=open").as_array().unwrap().iter().all(|a| a["id"] != id));
+}
+
+#[test]
+fn writes_need_a_token_with_the_role_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tep_config(dir.path(), "20000.0");
+    with_people(&config, false);
+    let server = Server::serve(&config, &[]);
+    let get_as = |token: Option<&str>, path: &str| {
+        let mut request = reqwest::blocking::Client::new().get(format!("{}{path}", server.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().unwrap().status().as_u16()
+    };
+    // Reads need a token here (anonymous_read = false); health and metrics stay open.
+    assert_eq!(get_as(None, "/api/v1/alarms"), 401);
+    assert_eq!(get_as(Some("guess"), "/api/v1/alarms"), 401);
+    assert_eq!(get_as(Some(token_of("screen")), "/api/v1/alarms"), 200);
+    assert_eq!(get_as(None, "/api/v1/health"), 200);
+    assert_eq!(get_as(None, "/metrics"), 200);
+    let alarms = |s: &Server| -> Vec<Value> {
+        let response = reqwest::blocking::Client::new()
+            .get(format!("{}/api/v1/alarms?state=all", s.base))
+            .bearer_auth(token_of("screen"))
+            .send()
+            .unwrap();
+        response.json::<Vec<Value>>().unwrap()
+    };
+    server.wait_until("the fault raises an alarm", Duration::from_secs(60), |s| !alarms(s).is_empty());
+    let id = alarms(&server)[0]["id"].as_i64().unwrap();
+    let ack = |token: Option<&str>| {
+        let path = format!("/api/v1/alarms/{id}/acknowledge");
+        server.post_as(token, &path, "application/json", b"{\"note\": \"mine\"}".to_vec())
+    };
+    let (status, body) = ack(None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = ack(Some("forged-token"));
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = ack(Some(token_of("screen")));
+    assert_eq!(status, 403, "a viewer cannot acknowledge: {body}");
+    assert!(body["error"].as_str().unwrap().contains("viewer"), "{body}");
+    assert_eq!(alarms(&server)[0]["state"], "raised", "nothing changed");
+    let (status, body) = ack(Some(token_of("kim")));
+    assert_eq!((status, body["acknowledged"]["by"].as_str()), (200, Some("kim")), "{body}");
 }

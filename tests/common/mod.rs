@@ -21,10 +21,18 @@ pub fn free_port() -> u16 {
 /// A configuration file in `dir`, from `text` with `{repo}` and `{dir}` filled in.
 pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
-    let text = text.replace("{repo}", &repo().display().to_string()).replace("{dir}", &dir.display().to_string());
+    let mut text = text.replace("{repo}", &repo().display().to_string()).replace("{dir}", &dir.display().to_string());
+    if name.ends_with(".toml") && text.contains("[[assets]]") && !text.contains("[auth]") {
+        // Every write needs a token: engine configurations without their own get the tests' admin.
+        let sha = usan::auth::sha256_hex(ADMIN_TOKEN);
+        text.push_str(&format!("\n[auth]\ntokens = [{{ name = \"tester\", role = \"admin\", sha256 = \"{sha}\" }}]\n"));
+    }
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// The token `write_config` configures (admin, named `tester`); `Server::post` sends it.
+pub const ADMIN_TOKEN: &str = "usan-test-admin-token";
 
 /// `usan ARGS...` to completion.
 pub fn usan(args: &[&str]) -> std::process::Output {
@@ -85,20 +93,24 @@ impl Server {
         (response.status().as_u16(), response.text().unwrap())
     }
 
-    /// POST a raw body with a content type; returns status and JSON body.
+    /// POST a raw body with a content type, as the tests' admin; returns status and JSON body.
     pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .unwrap();
+        self.post_as(Some(ADMIN_TOKEN), path, content_type, body)
+    }
+
+    /// POST with `token` as bearer (none: anonymous); returns status and JSON body.
+    pub fn post_as(&self, token: Option<&str>, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let mut request =
+            self.client.post(format!("{}{path}", self.base)).header("content-type", content_type).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().unwrap();
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
     }
 
-    /// POST JSON; returns status and JSON body.
+    /// POST JSON as the tests' admin; returns status and JSON body.
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(path, "application/json", serde_json::to_vec(body).unwrap())
     }
