@@ -606,3 +606,69 @@ fn writes_need_a_token_with_the_role_for_them() {
     let (status, body) = ack(Some(token_of("kim")));
     assert_eq!((status, body["acknowledged"]["by"].as_str()), (200, Some("kim")), "{body}");
 }
+
+/// What the webhook receiver saw: (headers, body) per request.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, Vec<u8>)>>>;
+
+#[test]
+fn alarms_reach_a_webhook_signed_and_retried_until_it_answers() {
+    use axum::http::{HeaderMap, StatusCode};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let received: Received = std::sync::Arc::default();
+    // The receiver is down for the first two attempts (503), then takes everything.
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                let mut seen = seen.lock().unwrap();
+                seen.push((headers, body.to_vec()));
+                if seen.len() <= 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::NO_CONTENT }
+            }
+        }),
+    );
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let config = tep_config(dir.path(), "20000.0");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[sinks]]\ntype = \"webhook\"\nname = \"cmms\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+         secret = \"shared-secret\"\nretry_initial = \"100ms\"\nspool = \"{}/spool\"\n",
+        dir.path().display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let server = Server::serve(&config, &[]);
+    server.wait_until("the alarm is delivered", Duration::from_secs(60), |s| {
+        metric_of(s, "usan_sink_delivered_total{sink=\"cmms\"}") >= 1.0
+    });
+
+    let received = received.lock().unwrap().clone();
+    assert!(received.len() >= 3, "two refusals, then the delivery: {}", received.len());
+    let (first, last) = (&received[0].0, &received[2].0);
+    assert_eq!(first["x-usan-delivery"], last["x-usan-delivery"], "a retry is the same delivery");
+    assert_eq!(last["x-usan-event"], "alarm_raised");
+    assert_eq!(last["content-type"], "application/json");
+    let event: Value = serde_json::from_slice(&received[2].1).unwrap();
+    assert_eq!((event["event"].as_str(), event["asset"].as_str()), (Some("alarm_raised"), Some("reactor")));
+    // Every attempt is signed over its own timestamp and the body.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"shared-secret");
+    for (headers, body) in &received {
+        let signed = [headers["x-usan-timestamp"].as_bytes(), b".", body].concat();
+        let hex = headers["x-usan-signature"].strip_prefix("sha256=").unwrap();
+        let tag: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        assert!(ring::hmac::verify(&key, &signed, &tag).is_ok(), "signature of {headers:?}");
+        let mut forged = signed.clone();
+        forged.push(b' ');
+        assert!(ring::hmac::verify(&key, &forged, &tag).is_err());
+    }
+    assert_eq!(metric_of(&server, "usan_sink_backlog{sink=\"cmms\"}"), 0.0);
+    assert!(metric_of(&server, "usan_sink_outage_seconds_total{sink=\"cmms\"}") > 0.0);
+}

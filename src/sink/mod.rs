@@ -7,6 +7,7 @@
 
 pub mod mqtt;
 pub mod spool;
+pub mod webhook;
 
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
@@ -44,12 +45,15 @@ pub enum SinkConfig {
     },
     /// Events published to an MQTT broker through a disk spool (store-and-forward).
     Mqtt(mqtt::MqttSinkConfig),
+    /// Alarm events POSTed, signed, to another system through a disk spool.
+    Webhook(webhook::WebhookSinkConfig),
 }
 
 impl SinkConfig {
     pub(crate) fn validate(&self) -> Vec<String> {
         match self {
             SinkConfig::Mqtt(c) => c.validate(),
+            SinkConfig::Webhook(c) => c.validate(),
             _ => Vec::new(),
         }
     }
@@ -60,8 +64,10 @@ impl SinkConfig {
         {
             *path = dir.join(&*path);
         }
-        if let SinkConfig::Mqtt(c) = self {
-            c.resolve_paths(dir);
+        match self {
+            SinkConfig::Mqtt(c) => c.resolve_paths(dir),
+            SinkConfig::Webhook(c) => c.resolve_paths(dir),
+            _ => {}
         }
     }
 
@@ -82,6 +88,7 @@ impl SinkConfig {
                 Box::new(JsonlSink { out: std::io::BufWriter::new(file), findings: *findings })
             }
             SinkConfig::Mqtt(c) => Box::new(c.build(metrics)?),
+            SinkConfig::Webhook(c) => Box::new(c.build(metrics)?),
         })
     }
 }
