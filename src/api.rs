@@ -38,6 +38,7 @@ pub struct ApiState {
     metrics: Arc<Metrics>,
     server: ServerConfig,
     tokens: Arc<Tokens>,
+    sinks: tokio::sync::mpsc::Sender<Vec<crate::sink::Event>>,
     push_enabled: bool,
     gauges: Arc<dyn Fn() -> Vec<(&'static str, &'static str, f64)> + Send + Sync>,
     started: std::time::Instant,
@@ -69,6 +70,7 @@ impl ApiState {
             metrics: engine.metrics.clone(),
             server: engine.config.server.clone(),
             tokens: Arc::new(Tokens::new(&engine.config.auth)),
+            sinks: engine.sink_sender(),
             push_enabled: engine.config.sources.iter().any(|s| matches!(s, crate::source::SourceConfig::Http(_))),
             gauges,
             started: std::time::Instant::now(),
@@ -408,18 +410,29 @@ async fn transition(
         return Err(error);
     }
     let alarms = state.alarms.clone();
-    Ok(Json(
-        blocking(move || {
-            let action = match act {
-                Act::Acknowledge => AlarmAction::Acknowledge,
-                Act::Assign => AlarmAction::Assign { to: body.to.as_deref().unwrap_or_default().trim() },
-                Act::Comment => AlarmAction::Comment,
-                Act::Clear => AlarmAction::Clear { cause: body.cause.as_deref().map(str::trim) },
-            };
-            alarms.transition(id, action, &who.name, &body.note)
-        })
-        .await?,
-    ))
+    let alarm = blocking(move || {
+        let action = match act {
+            Act::Acknowledge => AlarmAction::Acknowledge,
+            Act::Assign => AlarmAction::Assign { to: body.to.as_deref().unwrap_or_default().trim() },
+            Act::Comment => AlarmAction::Comment,
+            Act::Clear => AlarmAction::Clear { cause: body.cause.as_deref().map(str::trim) },
+        };
+        alarms.transition(id, action, &who.name, &body.note)
+    })
+    .await?;
+    // Other systems hear of every step but comments (webhooks, MQTT).
+    let event = match act {
+        Act::Acknowledge => Some(crate::sink::Event::AlarmAcknowledged(alarm.clone())),
+        Act::Assign => Some(crate::sink::Event::AlarmAssigned(alarm.clone())),
+        Act::Clear => Some(crate::sink::Event::AlarmCleared(alarm.clone())),
+        Act::Comment => None,
+    };
+    if let Some(event) = event
+        && state.sinks.send(vec![event]).await.is_err()
+    {
+        tracing::warn!("the sinks have stopped; alarm {id}'s change is stored but not sent on");
+    }
+    Ok(Json(alarm))
 }
 
 async fn acknowledge(

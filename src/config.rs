@@ -336,6 +336,10 @@ pub struct AlarmConfig {
     /// and somebody has acknowledged it.
     #[serde(default)]
     pub auto_clear: bool,
+    /// Escalate an alarm nobody has acknowledged this long after it was raised
+    /// (an `alarm_escalated` event to the sinks, a note in its history).
+    #[serde(default)]
+    pub escalate_after: Option<HumanDuration>,
 }
 
 /// One problem found in a configuration.

@@ -672,3 +672,39 @@ fn alarms_reach_a_webhook_signed_and_retried_until_it_answers() {
     assert_eq!(metric_of(&server, "usan_sink_backlog{sink=\"cmms\"}"), 0.0);
     assert!(metric_of(&server, "usan_sink_outage_seconds_total{sink=\"cmms\"}") > 0.0);
 }
+
+#[test]
+fn an_alarm_nobody_acknowledges_is_escalated_once_and_every_step_reaches_the_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tep_config(dir.path(), "20000.0");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    // The replay's source times are in the past: an alarm is overdue as soon as it is raised.
+    text.push_str("\n[alarms]\nescalate_after = \"10m\"\n");
+    std::fs::write(&config, text).unwrap();
+    let server = Server::serve(&config, &[]);
+    server.wait_until("the alarm is escalated", Duration::from_secs(60), |s| {
+        s.get("/api/v1/alarms").as_array().unwrap().first().is_some_and(|a| a["escalated_at"].is_i64())
+    });
+    let id = server.get("/api/v1/alarms")[0]["id"].as_i64().unwrap();
+    let (status, _) = server.post(&format!("/api/v1/alarms/{id}/acknowledge"), &json!({}));
+    assert_eq!(status, 200);
+    let (status, _) = server.post(&format!("/api/v1/alarms/{id}/assign"), &json!({"to": "lee"}));
+    assert_eq!(status, 200);
+    let (status, _) = server.post(&format!("/api/v1/alarms/{id}/clear"), &json!({"cause": "feed ratio upset"}));
+    assert_eq!(status, 200);
+    let events_of = |kind: &str| -> usize {
+        std::fs::read_to_string(dir.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("\"event\":\"{kind}\"")) && l.contains(&format!("\"id\":{id},")))
+            .count()
+    };
+    server.wait_until("the sinks hear of every step", Duration::from_secs(10), |_| events_of("alarm_cleared") == 1);
+    for kind in ["alarm_raised", "alarm_escalated", "alarm_acknowledged", "alarm_assigned", "alarm_cleared"] {
+        assert_eq!(events_of(kind), 1, "{kind}");
+    }
+    let notes = server.get(&format!("/api/v1/alarms/{id}"))["notes"].clone();
+    let escalation = notes.as_array().unwrap().iter().find(|n| n["action"] == "escalate").unwrap().clone();
+    assert_eq!(escalation["by"], "usan");
+    assert!(escalation["text"].as_str().unwrap().contains("10m"), "{escalation}");
+}

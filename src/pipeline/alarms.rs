@@ -111,6 +111,25 @@ impl AlarmBook {
         Ok(Some(snapshot))
     }
 
+    /// Escalate every open alarm nobody has acknowledged within `after`
+    /// (by its source time against `now`); committed before returning.
+    ///
+    /// # Errors
+    /// When the store refuses the write.
+    pub fn escalate_due(&self, now: Timestamp, after: std::time::Duration) -> Result<Vec<Alarm>, StoreError> {
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        let mut open = self.lock()?;
+        let mut escalated = Vec::new();
+        for held in open.values_mut().filter(|a| a.escalation_due(now, after_ms)) {
+            let note = format!("nobody acknowledged it within {}", humantime::format_duration(after));
+            let alarm = self.store.transition_alarm(held.id, AlarmAction::Escalate, "usan", &note, now)?;
+            held.escalated_at = alarm.escalated_at;
+            held.notes = alarm.notes.clone();
+            escalated.push(alarm);
+        }
+        Ok(escalated)
+    }
+
     /// A person acknowledges, assigns, comments on or clears an alarm; committed before returning.
     ///
     /// # Errors

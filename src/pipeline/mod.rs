@@ -127,7 +127,10 @@ pub struct Engine {
     workers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
     sinks: JoinHandle<()>,
+    escalation: Option<JoinHandle<()>>,
     store_queue: mpsc::Sender<WriteBatch>,
+    /// The sinks' queue, for alarm events that do not come from a worker.
+    sink_queue: mpsc::Sender<Vec<Event>>,
 }
 
 /// Open the store a configuration names.
@@ -273,6 +276,10 @@ impl Engine {
         }
         let (live_events, _) = tokio::sync::broadcast::channel(1024);
         let sinks = tokio::spawn(sink_loop(sinks_built, sink_rx, live_events.clone()));
+        let escalation = config
+            .alarms
+            .escalate_after
+            .map(|after| tokio::spawn(escalate(alarms.clone(), after.0, sink_tx.clone(), shutdown.subscribe())));
 
         let resume_idx: HashMap<usize, Timestamp> =
             resume.iter().filter_map(|(name, ts)| plant.asset_index.get(name).map(|i| (*i, *ts))).collect();
@@ -306,7 +313,9 @@ impl Engine {
             workers,
             writer,
             sinks,
+            escalation,
             store_queue: store_tx,
+            sink_queue: sink_tx,
         })
     }
 
@@ -326,6 +335,13 @@ impl Engine {
     pub fn store_queue_depth_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
         let weak = self.store_queue.downgrade();
         move || weak.upgrade().map_or(0, |q| q.max_capacity() - q.capacity())
+    }
+
+    /// A sender into the sinks' queue (alarm actions taken through the API).
+    /// Like a `Router` clone, it must be dropped before [`Engine::stop`].
+    #[must_use]
+    pub fn sink_sender(&self) -> mpsc::Sender<Vec<Event>> {
+        self.sink_queue.clone()
     }
 
     /// A watch that turns `true` at shutdown.
@@ -359,6 +375,10 @@ impl Engine {
         }
         drop(self.store_queue);
         let _ = self.writer.await;
+        if let Some(escalation) = self.escalation {
+            let _ = escalation.await;
+        }
+        drop(self.sink_queue);
         let _ = self.sinks.await;
         match first_error {
             Some(e) => Err(e),
@@ -447,6 +467,35 @@ async fn store_writer(
         }
         if closed {
             break;
+        }
+    }
+}
+
+/// Escalate unacknowledged alarms once a second until shutdown.
+async fn escalate(
+    alarms: Arc<AlarmBook>,
+    after: std::time::Duration,
+    sinks: mpsc::Sender<Vec<Event>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = usan_core::model::Timestamp(chrono::Utc::now().timestamp_millis());
+        let book = alarms.clone();
+        match tokio::task::spawn_blocking(move || book.escalate_due(now, after)).await {
+            Ok(Ok(escalated)) if !escalated.is_empty() => {
+                let events = escalated.into_iter().map(Event::AlarmEscalated).collect();
+                if sinks.send(events).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("cannot escalate alarms: {e}"),
+            Err(e) => tracing::error!("escalation task failed: {e}"),
         }
     }
 }

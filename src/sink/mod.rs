@@ -26,6 +26,44 @@ pub enum Event {
     AlarmRaised(Alarm),
     /// An open alarm's condition returned to normal.
     AlarmConditionCleared(Alarm),
+    /// Somebody acknowledged an alarm.
+    AlarmAcknowledged(Alarm),
+    /// An alarm was handed to somebody to fix.
+    AlarmAssigned(Alarm),
+    /// An alarm lay unacknowledged too long (`[alarms] escalate_after`).
+    AlarmEscalated(Alarm),
+    /// An alarm was closed (its cause in `cause`).
+    AlarmCleared(Alarm),
+}
+
+impl Event {
+    /// The event's name, as in its JSON `event` field.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Finding(_) => "finding",
+            Event::AlarmRaised(_) => "alarm_raised",
+            Event::AlarmConditionCleared(_) => "alarm_condition_cleared",
+            Event::AlarmAcknowledged(_) => "alarm_acknowledged",
+            Event::AlarmAssigned(_) => "alarm_assigned",
+            Event::AlarmEscalated(_) => "alarm_escalated",
+            Event::AlarmCleared(_) => "alarm_cleared",
+        }
+    }
+
+    /// The asset and detector it concerns.
+    #[must_use]
+    pub fn source(&self) -> (&str, &str) {
+        match self {
+            Event::Finding(f) => (&f.asset, &f.detector),
+            Event::AlarmRaised(a)
+            | Event::AlarmConditionCleared(a)
+            | Event::AlarmAcknowledged(a)
+            | Event::AlarmAssigned(a)
+            | Event::AlarmEscalated(a)
+            | Event::AlarmCleared(a) => (&a.asset, &a.detector),
+        }
+    }
 }
 
 /// `[[sinks]]`: the registry of sink kinds.
@@ -118,6 +156,20 @@ impl Sink for LogSink {
                 Event::AlarmConditionCleared(a) => {
                     tracing::info!(alarm = a.id, asset = %a.asset, detector = %a.detector, "alarm condition returned to normal")
                 }
+                Event::AlarmEscalated(a) => tracing::warn!(
+                    alarm = a.id,
+                    asset = %a.asset,
+                    detector = %a.detector,
+                    "alarm escalated: nobody has acknowledged it since {}",
+                    a.raised_at
+                ),
+                Event::AlarmAcknowledged(a) | Event::AlarmAssigned(a) | Event::AlarmCleared(a) => tracing::info!(
+                    alarm = a.id,
+                    asset = %a.asset,
+                    "{}: {}",
+                    event.kind(),
+                    a.notes.last().map_or("", |n| n.by.as_str())
+                ),
                 Event::Finding(_) => {}
             }
         }

@@ -44,7 +44,7 @@ pub struct MqttSinkConfig {
     #[serde(default)]
     pub broker: Broker,
     /// Topic template of `{asset}`, `{detector}` and `{event}` (`finding`,
-    /// `alarm_raised`, `alarm_condition_cleared`).
+    /// `alarm_raised`, `alarm_condition_cleared`, `alarm_acknowledged`, ...).
     #[serde(default = "default_topic")]
     pub topic: String,
     /// Also publish findings (alarm events only when false).
@@ -143,11 +143,7 @@ pub struct MqttSink {
 
 impl MqttSink {
     fn topic(&self, event: &Event) -> String {
-        let (asset, detector, kind) = match event {
-            Event::Finding(f) => (&f.asset, &f.detector, "finding"),
-            Event::AlarmRaised(a) => (&a.asset, &a.detector, "alarm_raised"),
-            Event::AlarmConditionCleared(a) => (&a.asset, &a.detector, "alarm_condition_cleared"),
-        };
+        let ((asset, detector), kind) = (event.source(), event.kind());
         // Topic levels must not be split or wildcarded by a name.
         let clean = |s: &str| s.replace(['/', '+', '#'], "_");
         self.config

@@ -230,4 +230,6 @@ pub enum AlarmAction<'a> {
         /// Why it happened.
         cause: Option<&'a str>,
     },
+    /// usan: nobody acknowledged it in time.
+    Escalate,
 }

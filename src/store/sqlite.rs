@@ -28,6 +28,7 @@ const ADDED_COLUMNS: &[(i64, &str, &str, &str)] = &[
     (2, "alarms", "assigned_by", "TEXT"),
     (2, "alarms", "assigned_at", "INTEGER"),
     (2, "alarms", "cause", "TEXT"),
+    (2, "alarms", "escalated_at", "INTEGER"),
 ];
 
 const SCHEMA: &str = "
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS alarms(
   active INTEGER NOT NULL, raised_at INTEGER NOT NULL, last_seen_at INTEGER NOT NULL,
   frames INTEGER NOT NULL, peak_score REAL, threshold REAL, top_signals TEXT NOT NULL,
   ack_by TEXT, ack_at INTEGER, cleared_by TEXT, cleared_at INTEGER, notes TEXT NOT NULL,
-  assigned_to TEXT, assigned_by TEXT, assigned_at INTEGER, cause TEXT);
+  assigned_to TEXT, assigned_by TEXT, assigned_at INTEGER, cause TEXT, escalated_at INTEGER);
 CREATE INDEX IF NOT EXISTS alarms_by_state ON alarms(state, id);
 CREATE TABLE IF NOT EXISTS models(
   asset TEXT NOT NULL, detector TEXT NOT NULL, created_at INTEGER NOT NULL, artifact TEXT NOT NULL,
@@ -203,6 +204,7 @@ fn alarm_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
         }),
         cleared: cleared_by.zip(cleared_at).map(|(by, at)| Signoff { by, at: Timestamp(at) }),
         cause: row.get("cause")?,
+        escalated_at: row.get::<_, Option<i64>>("escalated_at")?.map(Timestamp),
         notes: serde_json::from_str(&notes).map_err(json_err)?,
     })
 }
@@ -322,10 +324,11 @@ impl Store for SqliteStore {
             AlarmAction::Assign { to } => alarm.assign(by, to, note, at)?,
             AlarmAction::Comment => alarm.comment(by, note, at),
             AlarmAction::Clear { cause } => alarm.clear(by, note, cause, at)?,
+            AlarmAction::Escalate => alarm.escalate(note, at)?,
         }
         tx.execute(
             "UPDATE alarms SET state = ?2, ack_by = ?3, ack_at = ?4, cleared_by = ?5, cleared_at = ?6, notes = ?7,
-               assigned_to = ?8, assigned_by = ?9, assigned_at = ?10, cause = ?11 WHERE id = ?1",
+               assigned_to = ?8, assigned_by = ?9, assigned_at = ?10, cause = ?11, escalated_at = ?12 WHERE id = ?1",
             params![
                 id,
                 alarm.state.as_str(),
@@ -337,7 +340,8 @@ impl Store for SqliteStore {
                 alarm.assigned.as_ref().map(|a| a.to.clone()),
                 alarm.assigned.as_ref().map(|a| a.by.clone()),
                 alarm.assigned.as_ref().map(|a| a.at.0),
-                alarm.cause
+                alarm.cause,
+                alarm.escalated_at.map(|t| t.0)
             ],
         )?;
         tx.commit()?;

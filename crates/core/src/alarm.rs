@@ -70,7 +70,7 @@ pub struct AlarmNote {
     pub at: Timestamp,
     /// Who.
     pub by: String,
-    /// What they did: `raise`, `acknowledge`, `assign`, `comment`, `clear`.
+    /// What they did: `raise`, `acknowledge`, `assign`, `comment`, `escalate`, `clear`.
     pub action: String,
     /// Free text.
     pub text: String,
@@ -131,6 +131,9 @@ pub struct Alarm {
     /// Why it happened, as recorded when it was cleared.
     #[serde(default)]
     pub cause: Option<String>,
+    /// When it was escalated for lying unacknowledged too long.
+    #[serde(default)]
+    pub escalated_at: Option<Timestamp>,
     /// History of actions and notes.
     pub notes: Vec<AlarmNote>,
 }
@@ -164,6 +167,7 @@ impl Alarm {
             assigned: None,
             cleared: None,
             cause: None,
+            escalated_at: None,
             notes: vec![AlarmNote {
                 at,
                 by: "usan".into(),
@@ -220,6 +224,26 @@ impl Alarm {
         let text = if note.is_empty() { format!("to {to}") } else { format!("to {to}: {note}") };
         self.notes.push(AlarmNote { at, by: by.into(), action: "assign".into(), text });
         Ok(())
+    }
+
+    /// Nobody has acknowledged it in time: escalate it (once).
+    ///
+    /// # Errors
+    /// When it is no longer raised, or already escalated.
+    pub fn escalate(&mut self, note: &str, at: Timestamp) -> Result<(), AlarmTransitionError> {
+        if self.state != AlarmState::Raised || self.escalated_at.is_some() {
+            return Err(AlarmTransitionError { action: "escalate", state: self.state.as_str() });
+        }
+        self.escalated_at = Some(at);
+        self.notes.push(AlarmNote { at, by: "usan".into(), action: "escalate".into(), text: note.into() });
+        Ok(())
+    }
+
+    /// Whether it is due for escalation at `now`: raised, unacknowledged, not
+    /// yet escalated, raised at least `after_ms` ago.
+    #[must_use]
+    pub fn escalation_due(&self, now: Timestamp, after_ms: i64) -> bool {
+        self.state == AlarmState::Raised && self.escalated_at.is_none() && now.0 - self.raised_at.0 >= after_ms
     }
 
     /// A comment in the alarm's history, in any state (also after it is closed).
@@ -321,6 +345,19 @@ mod tests {
         assert_eq!((last.by.as_str(), last.action.as_str()), ("lee", "clear"));
         assert_eq!(last.text, "cause: bearing wear; replaced the bearing");
         assert!(AlarmState::OPEN.iter().all(|s| AlarmState::parse(s.as_str()) == Some(*s)));
+    }
+
+    #[test]
+    fn escalation_is_due_once_for_a_raised_alarm_left_alone() {
+        let mut a = alarm(); // raised at 0
+        assert!(!a.escalation_due(Timestamp(999), 1000));
+        assert!(a.escalation_due(Timestamp(1000), 1000));
+        a.escalate("unacknowledged for 1s", Timestamp(1000)).unwrap();
+        assert!(!a.escalation_due(Timestamp(5000), 1000));
+        assert!(a.escalate("again", Timestamp(6000)).is_err());
+        let mut taken = alarm();
+        taken.acknowledge("kim", "", Timestamp(10)).unwrap();
+        assert!(!taken.escalation_due(Timestamp(5000), 1000));
     }
 
     #[test]
