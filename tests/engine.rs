@@ -532,6 +532,8 @@ fn an_alarm_is_worked_from_raised_to_closed_with_its_history() {
         .map(|a| a["id"].as_i64().unwrap())
         .collect();
     assert_eq!(assigned, [id]);
+    let all = server.get("/api/v1/alarms?state=all");
+    assert!(all.as_array().unwrap().iter().any(|a| a["id"] == id && a["state"] == "assigned"), "{all}");
     let (status, _) = act("lee", "acknowledge", json!({}));
     assert_eq!(status, 409, "an assigned alarm is past acknowledging");
     let (status, _) = act("lee", "comment", json!({"note": "valve stuck at 40 %"}));

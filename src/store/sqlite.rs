@@ -356,7 +356,7 @@ impl Store for SqliteStore {
     fn alarms(&self, query: &AlarmQuery) -> Result<Vec<Alarm>, StoreError> {
         let conn = lock(&self.read)?;
         let states: Vec<&str> = if query.states.is_empty() {
-            vec!["raised", "acknowledged", "cleared"]
+            AlarmState::OPEN.iter().chain([&AlarmState::Cleared]).map(|s| s.as_str()).collect()
         } else {
             query.states.iter().map(|s| s.as_str()).collect()
         };
