@@ -102,7 +102,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoSuchAlarm(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            StoreError::NoSuchAlarm(_) | StoreError::NoSuchWindow(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, e.to_string())
+            }
             StoreError::Transition(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             other => {
                 tracing::error!("store error in API: {other}");
@@ -191,6 +193,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alarms/{id}/assign", post(assign))
         .route("/api/v1/alarms/{id}/comment", post(comment))
         .route("/api/v1/alarms/{id}/clear", post(clear))
+        .route("/api/v1/maintenance", get(maintenance).post(declare_maintenance))
+        .route("/api/v1/maintenance/{id}/end", post(end_maintenance))
         .route("/api/v1/samples", get(samples).post(push_samples))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/health") })
@@ -469,6 +473,88 @@ async fn clear(
     body: Result<Json<AlarmActionBody>, JsonRejection>,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
     transition(state, id, who, body, Act::Clear).await
+}
+
+fn now() -> Timestamp {
+    Timestamp(chrono::Utc::now().timestamp_millis())
+}
+
+async fn maintenance(State(state): State<ApiState>) -> Json<Vec<usan_core::alarm::MaintenanceWindow>> {
+    Json(state.alarms.maintenance(now()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    /// The asset; the whole plant when absent.
+    asset: Option<String>,
+    /// Start, Unix ms (now when absent).
+    from: Option<i64>,
+    /// End, Unix ms; or give `duration`.
+    to: Option<i64>,
+    /// Length, e.g. `2h` or `45m`; or give `to`.
+    duration: Option<String>,
+    /// What is being done.
+    note: String,
+}
+
+async fn declare_maintenance(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Identity>,
+    body: Result<Json<MaintenanceBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<usan_core::alarm::MaintenanceWindow>)> {
+    let Json(body) = body?;
+    let mut problems = Vec::new();
+    if let Some(asset) = &body.asset
+        && !state.plant.asset_index.contains_key(asset)
+    {
+        problems.push(format!("asset `{asset}` is not configured"));
+    }
+    if body.note.trim().is_empty() || body.note.len() > 4096 {
+        problems.push("`note` must say what is being done (at most 4096 bytes)".to_string());
+    }
+    let starts = body.from.unwrap_or_else(|| now().0);
+    let ends = match (body.to, body.duration.as_deref()) {
+        (Some(to), None) => Some(to),
+        (None, Some(text)) => match humantime::parse_duration(text) {
+            Ok(d) => Some(starts.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+            Err(e) => {
+                problems.push(format!("`duration` `{text}`: {e}"));
+                None
+            }
+        },
+        _ => {
+            problems.push("give `to` (Unix ms) or `duration` (like \"2h\"), one of them".to_string());
+            None
+        }
+    };
+    if ends.is_some_and(|ends| ends <= starts) {
+        problems.push("the window must end after it starts".to_string());
+    }
+    if !problems.is_empty() {
+        let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "the maintenance window is incomplete");
+        error.details = problems;
+        return Err(error);
+    }
+    let window = usan_core::alarm::MaintenanceWindow {
+        id: 0,
+        asset: body.asset,
+        starts: Timestamp(starts),
+        ends: Timestamp(ends.unwrap_or(starts)),
+        by: who.name,
+        note: body.note.trim().to_string(),
+    };
+    let alarms = state.alarms.clone();
+    let window = blocking(move || alarms.declare_maintenance(window)).await?;
+    Ok((StatusCode::CREATED, Json(window)))
+}
+
+async fn end_maintenance(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<usan_core::alarm::MaintenanceWindow>> {
+    let alarms = state.alarms.clone();
+    Ok(Json(blocking(move || alarms.end_maintenance(id, now())).await?))
 }
 
 #[derive(Deserialize)]

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub findings: Counter,
     /// Alarms raised.
     pub alarms_raised: Counter,
+    /// Anomalous frames that raised no alarm because their asset was in declared maintenance.
+    pub alarms_suppressed: Counter,
     /// Detector errors (e.g. a baseline that could not be fitted).
     pub detector_errors: Counter,
     /// Frames written to the store.
@@ -140,7 +142,7 @@ impl Metrics {
     /// Prometheus text exposition; `gauges` are `(name, help, value)`.
     #[must_use]
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 15] = [
             ("usan_samples_in_total", "Values accepted from sources.", &self.samples_in),
             (
                 "usan_samples_dropped_total",
@@ -154,6 +156,11 @@ impl Metrics {
             ("usan_frames_scored_total", "Frames scored by at least one detector.", &self.frames_scored),
             ("usan_findings_total", "Scores over their threshold.", &self.findings),
             ("usan_alarms_raised_total", "Alarms raised.", &self.alarms_raised),
+            (
+                "usan_alarms_suppressed_total",
+                "Anomalous frames that raised no alarm: declared maintenance.",
+                &self.alarms_suppressed,
+            ),
             ("usan_detector_errors_total", "Detector learn or score errors.", &self.detector_errors),
             ("usan_frames_stored_total", "Frames written to the store.", &self.frames_stored),
             ("usan_store_commits_total", "Store commits.", &self.store_commits),

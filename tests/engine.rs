@@ -710,3 +710,39 @@ fn an_alarm_nobody_acknowledges_is_escalated_once_and_every_step_reaches_the_sin
     assert_eq!(escalation["by"], "usan");
     assert!(escalation["text"].as_str().unwrap().contains("10m"), "{escalation}");
 }
+
+#[test]
+fn declared_maintenance_silences_an_asset_and_can_end_early() {
+    let dir = tempfile::tempdir().unwrap();
+    // The replay starts now, as live data would, and spans about 50 hours.
+    let config = tep_config(dir.path(), "20000.0");
+    let origin = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let text = std::fs::read_to_string(&config).unwrap().replace("2026-01-01T00:00:00Z", &origin);
+    std::fs::write(&config, text).unwrap();
+    let server = Server::serve(&config, &[]);
+    let (status, body) = server.post("/api/v1/maintenance", &json!({"asset": "boiler", "note": ""}));
+    assert_eq!(status, 422, "{body}");
+    let details = body["details"].to_string();
+    for expected in ["`boiler` is not configured", "`note` must say", "give `to`"] {
+        assert!(details.contains(expected), "{details}");
+    }
+    let window = json!({"asset": "reactor", "duration": "3d", "note": "catalyst change"});
+    let (status, declared) = server.post("/api/v1/maintenance", &window);
+    assert_eq!(status, 201, "{declared}");
+    assert_eq!((declared["by"].as_str(), declared["asset"].as_str()), (Some("tester"), Some("reactor")));
+    let listed = server.get("/api/v1/maintenance");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    server.wait_until("the fault is found but raises no alarm", Duration::from_secs(60), |s| {
+        metric_of(s, "usan_alarms_suppressed_total") >= 5.0
+    });
+    assert!(server.get("/api/v1/alarms?state=all").as_array().unwrap().is_empty());
+    assert!(metric_of(&server, "usan_findings_total") >= 5.0, "findings are still recorded");
+
+    let id = declared["id"].as_i64().unwrap();
+    let (status, ended) = server.post(&format!("/api/v1/maintenance/{id}/end"), &json!({}));
+    assert_eq!(status, 200, "{ended}");
+    assert!(server.get("/api/v1/maintenance").as_array().unwrap().is_empty());
+    let (status, _) = server.post("/api/v1/maintenance/999/end", &json!({}));
+    assert_eq!(status, 404);
+}

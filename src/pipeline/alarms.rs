@@ -8,7 +8,7 @@
 use crate::store::{AlarmAction, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use usan_core::alarm::{Alarm, AlarmState};
+use usan_core::alarm::{Alarm, AlarmState, MaintenanceWindow};
 use usan_core::model::{Contribution, Timestamp};
 
 type Key = (String, String);
@@ -18,6 +18,9 @@ pub struct AlarmBook {
     store: Arc<dyn Store>,
     open: Mutex<HashMap<Key, Alarm>>,
     auto_clear: bool,
+    /// Declared maintenance not yet over.
+    maintenance: Mutex<Vec<MaintenanceWindow>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How many anomalous frames pass between persisted updates of an open
@@ -27,13 +30,55 @@ const PERSIST_EVERY: u64 = 50;
 impl AlarmBook {
     /// A book holding the alarms that were open when the engine stopped.
     #[must_use]
-    pub fn new(store: Arc<dyn Store>, open_alarms: Vec<Alarm>, auto_clear: bool) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        open_alarms: Vec<Alarm>,
+        maintenance: Vec<MaintenanceWindow>,
+        auto_clear: bool,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let open = open_alarms
             .into_iter()
             .filter(Alarm::is_open)
             .map(|a| ((a.asset.clone(), a.detector.clone()), a))
             .collect();
-        AlarmBook { store, open: Mutex::new(open), auto_clear }
+        AlarmBook { store, open: Mutex::new(open), auto_clear, maintenance: Mutex::new(maintenance), metrics }
+    }
+
+    /// Declare maintenance (committed before returning): no new alarm for
+    /// its asset while it lasts.
+    ///
+    /// # Errors
+    /// When the store refuses the write.
+    pub fn declare_maintenance(&self, mut window: MaintenanceWindow) -> Result<MaintenanceWindow, StoreError> {
+        let mut windows = self.maintenance.lock().map_err(|_| StoreError::Poisoned)?;
+        self.store.insert_maintenance(&mut window)?;
+        windows.push(window.clone());
+        Ok(window)
+    }
+
+    /// End maintenance now (committed before returning).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchWindow`] or a database error.
+    pub fn end_maintenance(&self, id: i64, now: Timestamp) -> Result<MaintenanceWindow, StoreError> {
+        let mut windows = self.maintenance.lock().map_err(|_| StoreError::Poisoned)?;
+        let ended = self.store.end_maintenance(id, now)?;
+        for window in windows.iter_mut().filter(|w| w.id == id) {
+            window.ends = ended.ends;
+        }
+        windows.retain(|w| w.ends > now);
+        Ok(ended)
+    }
+
+    /// Maintenance not over at `now`.
+    #[must_use]
+    pub fn maintenance(&self, now: Timestamp) -> Vec<MaintenanceWindow> {
+        self.maintenance.lock().map(|w| w.iter().filter(|w| w.ends > now).cloned().collect()).unwrap_or_default()
+    }
+
+    fn in_maintenance(&self, asset: &str, at: Timestamp) -> bool {
+        self.maintenance.lock().is_ok_and(|w| w.iter().any(|w| w.covers(asset, at)))
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, HashMap<Key, Alarm>>, StoreError> {
@@ -71,6 +116,10 @@ impl AlarmBook {
             if !was_active || alarm.peak_score > peak || alarm.frames % PERSIST_EVERY == 0 {
                 persist.push(alarm.clone());
             }
+            return Ok(None);
+        }
+        if self.in_maintenance(asset, ts) {
+            self.metrics.alarms_suppressed.add(1);
             return Ok(None);
         }
         let mut alarm = Alarm::raise(asset, detector, ts, score, threshold, top);

@@ -199,7 +199,15 @@ impl Engine {
         if let Some(dir) = &config.pipeline.models_dir {
             models.extend(models_from_dir(dir, &plant)?);
         }
-        let alarms = Arc::new(AlarmBook::new(store.clone(), open_alarms, config.alarms.auto_clear));
+        let now = usan_core::model::Timestamp(chrono::Utc::now().timestamp_millis());
+        let maintenance = store.maintenance(now).context("reading declared maintenance")?;
+        let alarms = Arc::new(AlarmBook::new(
+            store.clone(),
+            open_alarms,
+            maintenance,
+            config.alarms.auto_clear,
+            metrics.clone(),
+        ));
         let mut ruls = rul::prepare(&config.rul, &plant)?;
         if !ruls.is_empty() {
             // Take up each watched asset's history from its stored frames.

@@ -16,7 +16,7 @@ pub mod sqlite;
 
 use serde::Serialize;
 use std::collections::HashMap;
-use usan_core::alarm::{Alarm, AlarmState, AlarmTransitionError};
+use usan_core::alarm::{Alarm, AlarmState, AlarmTransitionError, MaintenanceWindow};
 use usan_core::detector::FittedModel;
 use usan_core::model::{Finding, Timestamp};
 
@@ -32,6 +32,9 @@ pub enum StoreError {
     /// No alarm with that id.
     #[error("no alarm {0}")]
     NoSuchAlarm(i64),
+    /// No maintenance window with that id.
+    #[error("no maintenance window {0}")]
+    NoSuchWindow(i64),
     /// The alarm lifecycle forbids it.
     #[error(transparent)]
     Transition(#[from] AlarmTransitionError),
@@ -140,6 +143,24 @@ pub trait Store: Send + Sync {
         note: &str,
         at: Timestamp,
     ) -> Result<Alarm, StoreError>;
+
+    /// Declare a maintenance window and give it its id, committed before returning.
+    ///
+    /// # Errors
+    /// A database error.
+    fn insert_maintenance(&self, window: &mut MaintenanceWindow) -> Result<(), StoreError>;
+
+    /// Maintenance windows that end after `after`, earliest start first.
+    ///
+    /// # Errors
+    /// A database error.
+    fn maintenance(&self, after: Timestamp) -> Result<Vec<MaintenanceWindow>, StoreError>;
+
+    /// End a window at `at` (if it would end later), committed before returning.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchWindow`] or a database error.
+    fn end_maintenance(&self, id: i64, at: Timestamp) -> Result<MaintenanceWindow, StoreError>;
 
     /// One alarm.
     ///

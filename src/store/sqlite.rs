@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use usan_core::alarm::{Alarm, AlarmState, Assignment, Signoff};
+use usan_core::alarm::{Alarm, AlarmState, Assignment, MaintenanceWindow, Signoff};
 use usan_core::detector::FittedModel;
 use usan_core::model::{Contribution, Finding, StatisticFinding, Timestamp};
 
@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS alarms(
   ack_by TEXT, ack_at INTEGER, cleared_by TEXT, cleared_at INTEGER, notes TEXT NOT NULL,
   assigned_to TEXT, assigned_by TEXT, assigned_at INTEGER, cause TEXT, escalated_at INTEGER);
 CREATE INDEX IF NOT EXISTS alarms_by_state ON alarms(state, id);
+CREATE TABLE IF NOT EXISTS maintenance(
+  id INTEGER PRIMARY KEY, asset TEXT, starts INTEGER NOT NULL, ends INTEGER NOT NULL,
+  by TEXT NOT NULL, note TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models(
   asset TEXT NOT NULL, detector TEXT NOT NULL, created_at INTEGER NOT NULL, artifact TEXT NOT NULL,
   PRIMARY KEY(asset, detector));
@@ -209,6 +212,17 @@ fn alarm_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
     })
 }
 
+fn window_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MaintenanceWindow> {
+    Ok(MaintenanceWindow {
+        id: row.get("id")?,
+        asset: row.get("asset")?,
+        starts: Timestamp(row.get("starts")?),
+        ends: Timestamp(row.get("ends")?),
+        by: row.get("by")?,
+        note: row.get("note")?,
+    })
+}
+
 fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
     let json = |column: &str| -> rusqlite::Result<String> { row.get(column) };
     let decode_err = |e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e));
@@ -346,6 +360,31 @@ impl Store for SqliteStore {
         )?;
         tx.commit()?;
         Ok(alarm)
+    }
+
+    fn insert_maintenance(&self, window: &mut MaintenanceWindow) -> Result<(), StoreError> {
+        let conn = lock(&self.write)?;
+        conn.execute(
+            "INSERT INTO maintenance(asset, starts, ends, by, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![window.asset, window.starts.0, window.ends.0, window.by, window.note],
+        )?;
+        window.id = conn.last_insert_rowid();
+        Ok(())
+    }
+
+    fn maintenance(&self, after: Timestamp) -> Result<Vec<MaintenanceWindow>, StoreError> {
+        let conn = lock(&self.read)?;
+        let mut stmt = conn.prepare("SELECT * FROM maintenance WHERE ends > ?1 ORDER BY starts, id")?;
+        let rows = stmt.query_map([after.0], window_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn end_maintenance(&self, id: i64, at: Timestamp) -> Result<MaintenanceWindow, StoreError> {
+        let conn = lock(&self.write)?;
+        conn.execute("UPDATE maintenance SET ends = MIN(ends, MAX(starts, ?2)) WHERE id = ?1", params![id, at.0])?;
+        conn.query_row("SELECT * FROM maintenance WHERE id = ?1", [id], window_from_row)
+            .optional()?
+            .ok_or(StoreError::NoSuchWindow(id))
     }
 
     fn alarm(&self, id: i64) -> Result<Option<Alarm>, StoreError> {

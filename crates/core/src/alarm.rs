@@ -96,6 +96,32 @@ pub struct Assignment {
     pub at: Timestamp,
 }
 
+/// Declared maintenance: while it lasts no alarm is raised for its asset
+/// (every asset when `asset` is `None`); findings are still recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceWindow {
+    /// Store identifier (0 until stored).
+    pub id: i64,
+    /// The asset, or `None` for the whole plant.
+    pub asset: Option<String>,
+    /// First instant covered.
+    pub starts: Timestamp,
+    /// First instant no longer covered.
+    pub ends: Timestamp,
+    /// Who declared it.
+    pub by: String,
+    /// What is being done.
+    pub note: String,
+}
+
+impl MaintenanceWindow {
+    /// Whether it silences `asset` at `at`.
+    #[must_use]
+    pub fn covers(&self, asset: &str, at: Timestamp) -> bool {
+        self.asset.as_deref().is_none_or(|a| a == asset) && self.starts <= at && at < self.ends
+    }
+}
+
 /// One alarm on one asset from one detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alarm {
@@ -358,6 +384,29 @@ mod tests {
         let mut taken = alarm();
         taken.acknowledge("kim", "", Timestamp(10)).unwrap();
         assert!(!taken.escalation_due(Timestamp(5000), 1000));
+    }
+
+    #[test]
+    fn a_maintenance_window_covers_its_asset_for_its_time() {
+        let window = |asset: Option<&str>| MaintenanceWindow {
+            id: 1,
+            asset: asset.map(str::to_string),
+            starts: Timestamp(100),
+            ends: Timestamp(200),
+            by: "kim".into(),
+            note: "bearing change".into(),
+        };
+        // (window asset, asked asset, at, covered)
+        for (asset, asked, at, covered) in [
+            (Some("pump-1"), "pump-1", 100, true),
+            (Some("pump-1"), "pump-1", 199, true),
+            (Some("pump-1"), "pump-1", 200, false),
+            (Some("pump-1"), "pump-1", 99, false),
+            (Some("pump-1"), "pump-2", 150, false),
+            (None, "pump-2", 150, true),
+        ] {
+            assert_eq!(window(asset).covers(asked, Timestamp(at)), covered, "{asset:?} {asked} {at}");
+        }
     }
 
     #[test]
