@@ -319,6 +319,39 @@ pub struct AssetConfig {
     /// Detector names to run; all detectors when absent.
     #[serde(default)]
     pub detectors: Option<Vec<String>>,
+    /// An operating mode in which this asset raises no alarm (stopped,
+    /// cleaning, changeover): `{ signal = "running", below = 0.5 }`.
+    #[serde(default)]
+    pub suppress_alarms_when: Option<ModeCondition>,
+}
+
+/// A condition on one signal's value in a frame: any of `equals`, `below`,
+/// `above` that is given must hold.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeCondition {
+    /// The signal (one of the asset's).
+    pub signal: String,
+    /// Holds when the value is one of these.
+    #[serde(default)]
+    pub equals: Option<Vec<f64>>,
+    /// Holds when the value is below this.
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// Holds when the value is above this.
+    #[serde(default)]
+    pub above: Option<f64>,
+}
+
+impl ModeCondition {
+    /// Whether `value` is in the mode (a missing value is not).
+    #[must_use]
+    pub fn holds(&self, value: f64) -> bool {
+        !value.is_nan()
+            && self.equals.as_ref().is_none_or(|set| set.contains(&value))
+            && self.below.is_none_or(|b| value < b)
+            && self.above.is_none_or(|a| value > a)
+    }
 }
 
 fn default_site() -> String {
@@ -509,6 +542,15 @@ impl Config {
                     locator.error(&[at[0], at[1], Seg::Key("signals")], "an asset needs at least one signal".into()),
                 );
             }
+            if let Some(mode) = &asset.suppress_alarms_when {
+                let here = [at[0], at[1], Seg::Key("suppress_alarms_when")];
+                if !asset.signals.iter().any(|signal| signal.spec().name == mode.signal) {
+                    errors.push(locator.error(&here, format!("`{}` is not a signal of this asset", mode.signal)));
+                }
+                if mode.equals.is_none() && mode.below.is_none() && mode.above.is_none() {
+                    errors.push(locator.error(&here, "give `equals`, `below` or `above`".into()));
+                }
+            }
             let mut signal_names = HashSet::new();
             for (j, signal) in asset.signals.iter().enumerate() {
                 let spec = signal.spec();
@@ -595,11 +637,16 @@ impl Config {
                     .filter(|(_, d)| a.detectors.as_ref().is_none_or(|names| names.contains(&d.name)))
                     .map(|(i, _)| i)
                     .collect();
+                let suppress_alarms_when = a
+                    .suppress_alarms_when
+                    .as_ref()
+                    .and_then(|mode| signals.iter().position(|s| s.name == mode.signal).map(|i| (i, mode.clone())));
                 PlantAsset {
                     path: AssetPath { site: a.site.clone(), line: a.line.clone(), asset: a.id.clone() },
                     signals,
                     signal_index,
                     detectors,
+                    suppress_alarms_when,
                 }
             })
             .collect();
@@ -625,6 +672,8 @@ pub struct PlantAsset {
     pub signal_index: HashMap<String, usize>,
     /// Indices into [`Plant::detectors`].
     pub detectors: Vec<usize>,
+    /// The operating mode without alarms: signal index and condition.
+    pub suppress_alarms_when: Option<(usize, ModeCondition)>,
 }
 
 impl PlantAsset {
@@ -803,6 +852,29 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mode_condition_holds_when_every_given_test_does() {
+        let mode = |equals: Option<Vec<f64>>, below: Option<f64>, above: Option<f64>| ModeCondition {
+            signal: "running".into(),
+            equals,
+            below,
+            above,
+        };
+        // (condition, value, holds)
+        let cases = [
+            (mode(None, Some(0.5), None), 0.0, true),
+            (mode(None, Some(0.5), None), 1.0, false),
+            (mode(None, Some(0.5), None), f64::NAN, false),
+            (mode(Some(vec![2.0, 3.0]), None, None), 3.0, true),
+            (mode(Some(vec![2.0, 3.0]), None, None), 1.0, false),
+            (mode(None, Some(10.0), Some(5.0)), 7.0, true),
+            (mode(None, Some(10.0), Some(5.0)), 12.0, false),
+        ];
+        for (condition, value, holds) in cases {
+            assert_eq!(condition.holds(value), holds, "{condition:?} at {value}");
+        }
+    }
 
     const GOOD: &str = r#"
 [store]

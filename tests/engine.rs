@@ -746,3 +746,33 @@ fn declared_maintenance_silences_an_asset_and_can_end_early() {
     let (status, _) = server.post("/api/v1/maintenance/999/end", &json!({}));
     assert_eq!(status, 404);
 }
+
+#[test]
+fn an_asset_in_its_quiet_operating_mode_raises_no_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tep_config(dir.path(), "20000.0");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // Every xmv_1 value of the replay is above -1e9: the reactor is always "in the mode".
+    let quiet = text.replace(
+        "id = \"reactor\"\n",
+        "id = \"reactor\"\nsuppress_alarms_when = { signal = \"xmv_1\", above = -1e9 }\n",
+    );
+    assert_ne!(quiet, text);
+    std::fs::write(&config, &quiet).unwrap();
+    let server = Server::serve(&config, &[]);
+    server.wait_until("the fault is found but raises no alarm", Duration::from_secs(60), |s| {
+        metric_of(s, "usan_alarms_suppressed_total") >= 5.0
+    });
+    assert!(server.get("/api/v1/alarms?state=all").as_array().unwrap().is_empty());
+    drop(server);
+
+    let broken =
+        text.replace("id = \"reactor\"\n", "id = \"reactor\"\nsuppress_alarms_when = { signal = \"speed\" }\n");
+    std::fs::write(&config, broken).unwrap();
+    let out = usan(&["check", config.to_str().unwrap()]);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for expected in ["`speed` is not a signal of this asset", "give `equals`, `below` or `above`"] {
+        assert!(errors.contains(expected), "{errors}");
+    }
+}

@@ -48,6 +48,8 @@ struct AssetRun {
     detectors: Vec<DetectorRun>,
     ruls: Vec<RulWatch>,
     live: AssetLive,
+    /// The operating mode in which the asset raises no alarm.
+    quiet_mode: Option<(usize, crate::config::ModeCondition)>,
 }
 
 /// Everything a worker is built from.
@@ -124,7 +126,17 @@ impl Worker {
             parts.live.set(index, live.clone());
             assets.insert(
                 index,
-                AssetRun { index, id, signals, assembler, seen: AssemblyStats::default(), detectors, ruls, live },
+                AssetRun {
+                    index,
+                    id,
+                    signals,
+                    assembler,
+                    seen: AssemblyStats::default(),
+                    detectors,
+                    ruls,
+                    live,
+                    quiet_mode: parts.plant.assets[index].suppress_alarms_when.clone(),
+                },
             );
         }
         Worker {
@@ -189,10 +201,19 @@ impl Worker {
         }
         self.metrics.frames.add(frames.len() as u64);
         let mut findings = Vec::new();
-        let mut notices =
-            Notices { alarms: &self.alarms, metrics: &self.metrics, events: Vec::new(), persist: Vec::new() };
+        let mut notices = Notices {
+            alarms: &self.alarms,
+            metrics: &self.metrics,
+            events: Vec::new(),
+            persist: Vec::new(),
+            quiet: false,
+        };
         let mut scored = 0u64;
         for frame in frames {
+            notices.quiet = run
+                .quiet_mode
+                .as_ref()
+                .is_some_and(|(signal, mode)| frame.values.get(*signal).is_some_and(|v| mode.holds(*v)));
             let mut frame_scored = false;
             for detector in &mut run.detectors {
                 let outcome = detector.step(&run.id, &run.signals, frame, &self.store, &self.metrics);
@@ -274,6 +295,8 @@ struct Notices<'a> {
     events: Vec<Event>,
     /// Open alarms' new observations, committed with the batch's frames.
     persist: Vec<usan_core::alarm::Alarm>,
+    /// The frame is in the asset's quiet operating mode: no new alarm.
+    quiet: bool,
 }
 
 impl Notices<'_> {
@@ -287,6 +310,10 @@ impl Notices<'_> {
         threshold: f64,
         contributions: Vec<usan_core::model::Contribution>,
     ) {
+        if self.quiet {
+            self.metrics.alarms_suppressed.add(1);
+            return;
+        }
         match tokio::task::block_in_place(|| {
             self.alarms.on_anomalous((asset, cause), ts, score, threshold, contributions, &mut self.persist)
         }) {
