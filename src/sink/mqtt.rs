@@ -19,7 +19,7 @@
 //! in order. A full spool refuses new events, counted in
 //! `usan_sink_overflow_total` and logged; the backlog is `usan_sink_backlog`.
 
-use super::spool::{Record, Spool};
+use super::spool::{Appender, Record, Spool};
 use super::{Event, Sink};
 use crate::metrics::{LinkStats, Metrics};
 use crate::mqtt::Broker;
@@ -128,17 +128,15 @@ impl MqttSinkConfig {
             stats: Arc::clone(&stats),
         };
         tokio::spawn(forwarder.run());
-        Ok(MqttSink { config: self.clone(), spool, wake, stats, log: CauseLog::new(&self.name) })
+        let appender = Appender { spool, wake, stats, log: CauseLog::new(&self.name) };
+        Ok(MqttSink { config: self.clone(), appender })
     }
 }
 
 /// The engine's side of the sink: appends to the spool.
 pub struct MqttSink {
     config: MqttSinkConfig,
-    spool: Arc<Mutex<Spool>>,
-    wake: Arc<Notify>,
-    stats: Arc<LinkStats>,
-    log: CauseLog,
+    appender: Appender,
 }
 
 impl MqttSink {
@@ -173,28 +171,12 @@ fn decode(record: &Record) -> Option<(String, Vec<u8>)> {
 
 impl Sink for MqttSink {
     fn write(&mut self, events: &[Event]) -> anyhow::Result<()> {
-        let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut added = false;
-        for event in events {
-            if matches!(event, Event::Finding(_)) && !self.config.findings {
-                continue;
-            }
-            let record = encode(&self.topic(event), &serde_json::to_vec(event)?);
-            if spool.push(&record).with_context(|| format!("spool {}", spool.dir().display()))? {
-                added = true;
-            } else {
-                self.stats.overflow.add(1);
-                self.log.note("spool full: event refused", &format!("{} bytes undelivered", spool.backlog_bytes()));
-            }
-        }
-        if added {
-            self.stats.backlog.store(spool.backlog(), Ordering::Relaxed);
-            let log = spool.sync_handle()?;
-            drop(spool);
-            self.wake.notify_one();
-            log.sync_data()?;
-        }
-        Ok(())
+        let records = events
+            .iter()
+            .filter(|e| self.config.findings || !matches!(e, Event::Finding(_)))
+            .map(|e| Ok(encode(&self.topic(e), &serde_json::to_vec(e)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        self.appender.append(records)
     }
 }
 

@@ -226,6 +226,48 @@ impl Spool {
     }
 }
 
+/// The engine's side of a spooled sink: appends records, syncs them, wakes
+/// the sender, and counts what a full spool refuses.
+pub struct Appender {
+    /// The spool, shared with the sender.
+    pub spool: std::sync::Arc<std::sync::Mutex<Spool>>,
+    /// Woken when records were added.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The sink's stats (backlog, overflow).
+    pub stats: std::sync::Arc<crate::metrics::LinkStats>,
+    /// Rate-limited log of refusals.
+    pub log: crate::source::CauseLog,
+}
+
+impl Appender {
+    /// Append `records` and sync them to disk before returning.
+    ///
+    /// # Errors
+    /// When the spool cannot be written or synced.
+    pub fn append(&mut self, records: impl IntoIterator<Item = Vec<u8>>) -> anyhow::Result<()> {
+        let mut spool = self.spool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut added = false;
+        let dir = spool.dir().to_path_buf();
+        let at = || format!("spool {}", dir.display());
+        for record in records {
+            if anyhow::Context::with_context(spool.push(&record), at)? {
+                added = true;
+            } else {
+                self.stats.overflow.add(1);
+                self.log.note("spool full: event refused", &format!("{} bytes undelivered", spool.backlog_bytes()));
+            }
+        }
+        if added {
+            self.stats.backlog.store(spool.backlog(), std::sync::atomic::Ordering::Relaxed);
+            let log = anyhow::Context::with_context(spool.sync_handle(), at)?;
+            drop(spool);
+            self.wake.notify_one();
+            anyhow::Context::with_context(log.sync_data(), at)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@
 //! it: the event is dropped, counted in
 //! `usan_sink_malformed_total{cause="refused by the receiver"}` and logged.
 
-use super::spool::Spool;
+use super::spool::{Appender, Spool};
 use super::{Event, Sink};
 use crate::config::HumanDuration;
 use crate::metrics::{LinkStats, Metrics};
@@ -154,42 +154,25 @@ impl WebhookSinkConfig {
             stats: Arc::clone(&stats),
         };
         tokio::spawn(sender.run());
-        Ok(WebhookSink { findings: self.findings, spool, wake, stats, log: CauseLog::new(&self.name) })
+        let appender = Appender { spool, wake, stats, log: CauseLog::new(&self.name) };
+        Ok(WebhookSink { findings: self.findings, appender })
     }
 }
 
 /// The engine's side of the sink: appends to the spool.
 pub struct WebhookSink {
     findings: bool,
-    spool: Arc<Mutex<Spool>>,
-    wake: Arc<Notify>,
-    stats: Arc<LinkStats>,
-    log: CauseLog,
+    appender: Appender,
 }
 
 impl Sink for WebhookSink {
     fn write(&mut self, events: &[Event]) -> anyhow::Result<()> {
-        let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut added = false;
-        for event in events {
-            if matches!(event, Event::Finding(_)) && !self.findings {
-                continue;
-            }
-            if spool.push(&serde_json::to_vec(event)?).with_context(|| format!("spool {}", spool.dir().display()))? {
-                added = true;
-            } else {
-                self.stats.overflow.add(1);
-                self.log.note("spool full: event refused", &format!("{} bytes undelivered", spool.backlog_bytes()));
-            }
-        }
-        if added {
-            self.stats.backlog.store(spool.backlog(), Ordering::Relaxed);
-            let log = spool.sync_handle()?;
-            drop(spool);
-            self.wake.notify_one();
-            log.sync_data()?;
-        }
-        Ok(())
+        let records = events
+            .iter()
+            .filter(|e| self.findings || !matches!(e, Event::Finding(_)))
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.appender.append(records)
     }
 }
 
