@@ -90,15 +90,12 @@ impl MqttSinkConfig {
         if self.topic.is_empty() || self.topic.contains(['+', '#']) {
             problems.push(format!("{at}: topic `{}` must be a topic name, without wildcards", self.topic));
         }
-        if self.spool_max_bytes < 4096 {
-            problems.push(format!("{at}: spool_max_bytes {} (at least 4096)", self.spool_max_bytes));
-        }
+        problems.extend(super::spool::check_max_bytes(&at, self.spool_max_bytes));
         problems
     }
 
     pub(crate) fn resolve_paths(&mut self, dir: &Path) {
-        let spool = self.spool.take().unwrap_or_else(|| PathBuf::from("spool").join(&self.name));
-        self.spool = Some(if spool.is_relative() { dir.join(spool) } else { spool });
+        self.spool = Some(super::spool::resolve_dir(self.spool.take(), &self.name, dir));
     }
 
     /// Open the spool and start the forwarder (on the current Tokio runtime).

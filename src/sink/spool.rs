@@ -226,6 +226,20 @@ impl Spool {
     }
 }
 
+/// A spooled sink's folder: `spool/<name>` by default, relative to the
+/// configuration file's folder `dir`.
+#[must_use]
+pub fn resolve_dir(spool: Option<PathBuf>, name: &str, dir: &Path) -> PathBuf {
+    let spool = spool.unwrap_or_else(|| PathBuf::from("spool").join(name));
+    if spool.is_relative() { dir.join(spool) } else { spool }
+}
+
+/// The problem with a spool size, if any.
+#[must_use]
+pub fn check_max_bytes(at: &str, max_bytes: u64) -> Option<String> {
+    (max_bytes < 4096).then(|| format!("{at}: spool_max_bytes {max_bytes} (at least 4096)"))
+}
+
 /// The engine's side of a spooled sink: appends records, syncs them, wakes
 /// the sender, and counts what a full spool refuses.
 pub struct Appender {

@@ -105,15 +105,12 @@ impl WebhookSinkConfig {
             problems
                 .push(format!("{at}: timeout and retry_initial must be above zero, retry_max at least retry_initial"));
         }
-        if self.spool_max_bytes < 4096 {
-            problems.push(format!("{at}: spool_max_bytes {} (at least 4096)", self.spool_max_bytes));
-        }
+        problems.extend(super::spool::check_max_bytes(&at, self.spool_max_bytes));
         problems
     }
 
     pub(crate) fn resolve_paths(&mut self, dir: &Path) {
-        let spool = self.spool.take().unwrap_or_else(|| PathBuf::from("spool").join(&self.name));
-        self.spool = Some(if spool.is_relative() { dir.join(spool) } else { spool });
+        self.spool = Some(super::spool::resolve_dir(self.spool.take(), &self.name, dir));
         if let Some(ca) = &mut self.ca
             && ca.is_relative()
         {
