@@ -189,10 +189,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/alarms", get(alarms))
         .route("/api/v1/alarms/{id}", get(alarm))
-        .route("/api/v1/alarms/{id}/acknowledge", post(acknowledge))
-        .route("/api/v1/alarms/{id}/assign", post(assign))
-        .route("/api/v1/alarms/{id}/comment", post(comment))
-        .route("/api/v1/alarms/{id}/clear", post(clear))
+        .route("/api/v1/alarms/{id}/{action}", post(alarm_action))
         .route("/api/v1/maintenance", get(maintenance).post(declare_maintenance))
         .route("/api/v1/maintenance/{id}/end", post(end_maintenance))
         .route("/api/v1/samples", get(samples).post(push_samples))
@@ -439,40 +436,26 @@ async fn transition(
     Ok(Json(alarm))
 }
 
-async fn acknowledge(
+/// `POST /api/v1/alarms/{id}/{acknowledge|assign|comment|clear}`.
+async fn alarm_action(
     State(state): State<ApiState>,
-    Path(id): Path<i64>,
+    Path((id, action)): Path<(i64, String)>,
     Extension(who): Extension<Identity>,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, who, body, Act::Acknowledge).await
-}
-
-async fn assign(
-    State(state): State<ApiState>,
-    Path(id): Path<i64>,
-    Extension(who): Extension<Identity>,
-    body: Result<Json<AlarmActionBody>, JsonRejection>,
-) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, who, body, Act::Assign).await
-}
-
-async fn comment(
-    State(state): State<ApiState>,
-    Path(id): Path<i64>,
-    Extension(who): Extension<Identity>,
-    body: Result<Json<AlarmActionBody>, JsonRejection>,
-) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, who, body, Act::Comment).await
-}
-
-async fn clear(
-    State(state): State<ApiState>,
-    Path(id): Path<i64>,
-    Extension(who): Extension<Identity>,
-    body: Result<Json<AlarmActionBody>, JsonRejection>,
-) -> ApiResult<Json<usan_core::alarm::Alarm>> {
-    transition(state, id, who, body, Act::Clear).await
+    let act = match action.as_str() {
+        "acknowledge" => Act::Acknowledge,
+        "assign" => Act::Assign,
+        "comment" => Act::Comment,
+        "clear" => Act::Clear,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no alarm action `{action}`: acknowledge, assign, comment or clear"),
+            ));
+        }
+    };
+    transition(state, id, who, body, act).await
 }
 
 fn now() -> Timestamp {
