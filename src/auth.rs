@@ -143,6 +143,10 @@ pub enum Denied {
     /// No token where one is needed.
     #[error("this needs an API token (Authorization: Bearer …){0}")]
     NoToken(&'static str),
+    /// A write authenticated by the dashboard's cookie alone, without the
+    /// header only the dashboard's own script sends (a cross-site request).
+    #[error("a write with the login cookie needs the X-Usan-Request header (cross-site requests are refused)")]
+    CrossSite,
     /// A token that is not configured.
     #[error("the API token is not valid")]
     BadToken,
@@ -175,6 +179,12 @@ impl Tokens {
             .filter_map(|t| Some((decode_hash(&t.sha256)?, Identity { name: t.name.clone(), role: t.role })))
             .collect();
         Tokens { by_hash, anonymous_read: config.anonymous_read }
+    }
+
+    /// Whether reads need no token.
+    #[must_use]
+    pub fn anonymous_read(&self) -> bool {
+        self.anonymous_read
     }
 
     /// Whether any token is configured.

@@ -558,6 +558,12 @@ impl Config {
                 if !signal_names.insert(spec.name.clone()) {
                     errors.push(locator.error(&sat, format!("signal `{}` is listed twice", spec.name)));
                 }
+                if spec.name.starts_with('@') || spec.name.trim().is_empty() {
+                    errors.push(locator.error(
+                        &sat,
+                        format!("signal name `{}` is blank or starts with `@` (kept for detector scores)", spec.name),
+                    ));
+                }
                 if let (Some(lo), Some(hi)) = (spec.lower_spec, spec.upper_spec)
                     && lo >= hi
                 {
@@ -922,7 +928,7 @@ algorithm = { type = "robust_z", colour = "red" }
 
 [[assets]]
 id = "pump-1"
-signals = ["flow", "flow"]
+signals = ["flow", "flow", "@score/pca"]
 detectors = ["pca", "nope"]
 
 [[assets]]
@@ -939,6 +945,7 @@ x = 1
         assert!(has("colour"), "{text:#?}");
         assert!(has("pca.variance"), "{text:#?}");
         assert!(has("signal `flow` is listed twice"), "{text:#?}");
+        assert!(has("signal name `@score/pca` is blank or starts with `@`"), "{text:#?}");
         assert!(has("no detector named `nope`"), "{text:#?}");
         assert!(has("asset id `pump-1` is used twice"), "{text:#?}");
         assert!(has("at least one signal"), "{text:#?}");

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod batch;
 pub mod bench;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod eval;
 pub mod metrics;

@@ -91,6 +91,18 @@ impl AlarmBook {
         self.open.lock().map(|o| o.len()).unwrap_or(0)
     }
 
+    /// Open alarms per asset id.
+    #[must_use]
+    pub fn open_by_asset(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        if let Ok(open) = self.open.lock() {
+            for (asset, _) in open.keys() {
+                *counts.entry(asset.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     /// An anomalous frame: raise a new alarm (returned, committed before
     /// this returns) or update the open one. An update worth keeping goes
     /// into `persist`, for the store writer to commit with the frames: the

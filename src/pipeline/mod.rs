@@ -103,6 +103,78 @@ impl LiveState {
     }
 }
 
+/// Prefix of the stored columns that hold detector scores, beside the
+/// signals (`@score/pca`), so score history is charted like any signal.
+/// Signal names may not start with `@`.
+pub const SCORE_PREFIX: &str = "@score/";
+
+/// One frame as live charts draw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveRow {
+    /// Source time, Unix ms.
+    pub ts: i64,
+    /// Signal values in the asset's order (`null` where not measured).
+    pub values: Vec<f64>,
+    /// Detector scores in the asset's detector order (`null` while learning).
+    pub scores: Vec<f64>,
+}
+
+/// Frames of one asset, published after each batch.
+#[derive(Debug, Clone)]
+pub struct LiveRows {
+    /// Asset index.
+    pub asset: usize,
+    /// The batch's frames.
+    pub rows: Vec<LiveRow>,
+}
+
+/// Frames of the assets somebody watches, for live charts. Workers publish
+/// only assets with a watcher, so nobody watching costs one atomic load per
+/// batch; a watcher that falls behind misses frames (it never slows the engine).
+pub struct LiveFrames {
+    watchers: Vec<std::sync::atomic::AtomicUsize>,
+    sender: tokio::sync::broadcast::Sender<Arc<LiveRows>>,
+}
+
+/// Keeps an asset watched while alive.
+pub struct Watching {
+    hub: Arc<LiveFrames>,
+    asset: usize,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(count) = self.hub.watchers.get(self.asset) {
+            count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl LiveFrames {
+    fn new(assets: usize) -> Self {
+        let (sender, _) = tokio::sync::broadcast::channel(256);
+        LiveFrames { watchers: (0..assets).map(|_| std::sync::atomic::AtomicUsize::new(0)).collect(), sender }
+    }
+
+    /// Start watching `asset`: its frames arrive on the receiver (with other
+    /// watched assets' frames: filter by [`LiveRows::asset`]) until the guard drops.
+    #[must_use]
+    pub fn watch(self: &Arc<Self>, asset: usize) -> (Watching, tokio::sync::broadcast::Receiver<Arc<LiveRows>>) {
+        if let Some(count) = self.watchers.get(asset) {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        (Watching { hub: self.clone(), asset }, self.sender.subscribe())
+    }
+
+    pub(crate) fn watched(&self, asset: usize) -> bool {
+        self.watchers.get(asset).is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    }
+
+    pub(crate) fn publish(&self, rows: LiveRows) {
+        let _ = self.sender.send(Arc::new(rows));
+    }
+}
+
 /// A running engine.
 pub struct Engine {
     /// The configured plant.
@@ -113,6 +185,8 @@ pub struct Engine {
     pub router: Router,
     /// Live asset state.
     pub live: Arc<LiveState>,
+    /// Frames of watched assets, for live charts.
+    pub live_frames: Arc<LiveFrames>,
     /// Open alarms and their transitions.
     pub alarms: Arc<AlarmBook>,
     /// Counters.
@@ -179,6 +253,7 @@ impl Engine {
         let store = open_store(&config.store)?;
         let metrics = Arc::new(Metrics::default());
         let live = Arc::new(LiveState::new(plant.assets.len()));
+        let live_frames = Arc::new(LiveFrames::new(plant.assets.len()));
 
         let (resume, stored_models, open_alarms) = {
             let store = store.clone();
@@ -262,6 +337,7 @@ impl Engine {
                 sink_queue: sink_tx.clone(),
                 alarms: alarms.clone(),
                 live: live.clone(),
+                live_frames: live_frames.clone(),
                 metrics: metrics.clone(),
                 ruls: shard_ruls,
             });
@@ -312,6 +388,7 @@ impl Engine {
             store,
             router,
             live,
+            live_frames,
             alarms,
             metrics,
             live_events,

@@ -5,7 +5,7 @@
 //! `baseline_frames` frames, saves its model to the store, then scores.
 
 use super::rul::{RulTransition, RulWatch};
-use super::{AlarmBook, AssetLive, DetectorLive, LiveState};
+use super::{AlarmBook, AssetLive, DetectorLive, LiveFrames, LiveRow, LiveRows, LiveState, SCORE_PREFIX};
 use crate::config::{DetectorSpec, Plant};
 use crate::metrics::Metrics;
 use crate::sink::Event;
@@ -43,6 +43,8 @@ struct AssetRun {
     index: usize,
     id: String,
     signals: Vec<String>,
+    /// The stored columns: the signals, then each detector's score.
+    stored_columns: Vec<String>,
     assembler: FrameAssembler,
     seen: AssemblyStats,
     detectors: Vec<DetectorRun>,
@@ -65,6 +67,7 @@ pub(crate) struct WorkerParts<'a> {
     pub sink_queue: mpsc::Sender<Vec<Event>>,
     pub alarms: Arc<AlarmBook>,
     pub live: Arc<LiveState>,
+    pub live_frames: Arc<LiveFrames>,
     pub metrics: Arc<Metrics>,
     /// Remaining-useful-life watches of this worker's assets.
     pub ruls: HashMap<usize, Vec<RulWatch>>,
@@ -78,6 +81,7 @@ pub(crate) struct Worker {
     sink_queue: mpsc::Sender<Vec<Event>>,
     alarms: Arc<AlarmBook>,
     live: Arc<LiveState>,
+    live_frames: Arc<LiveFrames>,
     metrics: Arc<Metrics>,
 }
 
@@ -124,12 +128,18 @@ impl Worker {
                 ..Default::default()
             };
             parts.live.set(index, live.clone());
+            let stored_columns = signals
+                .iter()
+                .cloned()
+                .chain(detectors.iter().map(|d| format!("{SCORE_PREFIX}{}", d.spec.name)))
+                .collect();
             assets.insert(
                 index,
                 AssetRun {
                     index,
                     id,
                     signals,
+                    stored_columns,
                     assembler,
                     seen: AssemblyStats::default(),
                     detectors,
@@ -147,6 +157,7 @@ impl Worker {
             sink_queue: parts.sink_queue,
             alarms: parts.alarms,
             live: parts.live,
+            live_frames: parts.live_frames,
             metrics: parts.metrics,
         }
     }
@@ -209,6 +220,9 @@ impl Worker {
             quiet: false,
         };
         let mut scored = 0u64;
+        // Each frame's detector scores (NaN while learning), row-major.
+        let detectors_n = run.detectors.len();
+        let mut scores: Vec<f64> = Vec::with_capacity(frames.len() * detectors_n);
         for frame in frames {
             notices.quiet = run
                 .quiet_mode
@@ -218,8 +232,10 @@ impl Worker {
             for detector in &mut run.detectors {
                 let outcome = detector.step(&run.id, &run.signals, frame, &self.store, &self.metrics);
                 let Some((score, decision, finding)) = outcome else {
+                    scores.push(f64::NAN);
                     continue;
                 };
+                scores.push(score);
                 frame_scored = true;
                 if let Some(finding) = finding {
                     if decision.anomalous {
@@ -264,20 +280,36 @@ impl Worker {
         run.live.rul = run.ruls.iter().map(|r| r.live.clone()).collect();
         self.live.set(run.index, run.live.clone());
 
-        let frame_batch = self.store_samples.then(|| FrameBatch {
-            asset: run.id.clone(),
-            signals: run.signals.clone(),
-            rows: frames
+        // What was measured: a value the assembler filled in is stored as NaN.
+        let watched = self.live_frames.watched(run.index);
+        let rows: Vec<(Timestamp, Vec<f64>)> = frames
+            .iter()
+            .take(if self.store_samples || watched { usize::MAX } else { 0 })
+            .enumerate()
+            .map(|(i, f)| {
+                let mut values = Vec::with_capacity(run.stored_columns.len());
+                values.extend_from_slice(&f.values);
+                for &filled in &f.filled {
+                    values[filled] = f64::NAN;
+                }
+                values.extend_from_slice(&scores[i * detectors_n..(i + 1) * detectors_n]);
+                (f.ts, values)
+            })
+            .collect();
+        if watched {
+            let signals_n = run.signals.len();
+            let rows = rows
                 .iter()
-                .map(|f| {
-                    let mut values = f.values.clone();
-                    for &i in &f.filled {
-                        values[i] = f64::NAN;
-                    }
-                    (f.ts, values)
+                .map(|(ts, values)| LiveRow {
+                    ts: ts.0,
+                    values: values[..signals_n].to_vec(),
+                    scores: values[signals_n..].to_vec(),
                 })
-                .collect(),
-        });
+                .collect();
+            self.live_frames.publish(LiveRows { asset: run.index, rows });
+        }
+        let frame_batch =
+            self.store_samples.then(|| FrameBatch { asset: run.id.clone(), signals: run.stored_columns.clone(), rows });
         let batch = WriteBatch { frames: frame_batch.into_iter().collect(), findings, alarm_observations };
         if !batch.is_empty() && self.store_queue.send(batch).await.is_err() {
             tracing::error!("store writer has stopped; frames not stored");

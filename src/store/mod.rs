@@ -99,6 +99,18 @@ pub struct SeriesPoint {
     pub count: usize,
 }
 
+/// Several columns of an asset's stored frames on one time axis, for charts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SeriesTable {
+    /// Row times, Unix ms (bucket starts when downsampled).
+    pub ts: Vec<i64>,
+    /// Per requested column, a value per row: the bucket mean when
+    /// downsampled, NaN (JSON `null`) where nothing was measured.
+    pub columns: Vec<Vec<f64>>,
+    /// Whether rows are buckets of several frames.
+    pub downsampled: bool,
+}
+
 /// The two ends of an asset's stored frames (see [`Store::frame_ends`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FrameEnds {
@@ -194,6 +206,21 @@ pub trait Store: Send + Sync {
         to: Timestamp,
         max_points: usize,
     ) -> Result<Vec<SeriesPoint>, StoreError>;
+
+    /// Columns (signals, or `@score/<detector>`) of an asset's frames in
+    /// `[from, to]` on one time axis: at most `max_points` rows (equal-time
+    /// buckets beyond that). Rows lacking every column are left out.
+    ///
+    /// # Errors
+    /// A database error.
+    fn table(
+        &self,
+        asset: &str,
+        columns: &[String],
+        from: Timestamp,
+        to: Timestamp,
+        max_points: usize,
+    ) -> Result<SeriesTable, StoreError>;
 
     /// The number of frames stored for `asset`, its oldest `first` and its
     /// newest `last` frames (oldest first, not overlapping), each as values

@@ -8,7 +8,7 @@
 //! rows. One connection writes, another reads, so API queries do not wait
 //! for the writer's transaction.
 
-use super::{AlarmAction, AlarmQuery, FrameBatch, FrameEnds, SeriesPoint, Store, StoreError, WriteBatch};
+use super::{AlarmAction, AlarmQuery, FrameBatch, FrameEnds, SeriesPoint, SeriesTable, Store, StoreError, WriteBatch};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::Path;
@@ -168,6 +168,99 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+impl SqliteStore {
+    /// `(ts, values of columns)` of an asset's frames in `[from, to]`, oldest
+    /// first; NaN where a frame lacks a column; frames lacking all are skipped.
+    fn read_columns(
+        &self,
+        asset: &str,
+        columns: &[String],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(i64, Vec<f64>)>, StoreError> {
+        let conn = lock(&self.read)?;
+        let mut layouts: HashMap<i64, Vec<Option<usize>>> = HashMap::new();
+        let mut stmt = conn.prepare_cached(
+            "SELECT f.ts, f.layout_id, f.vals FROM frames f JOIN assets a ON a.id = f.asset_id
+             WHERE a.name = ?1 AND f.ts BETWEEN ?2 AND ?3 ORDER BY f.ts",
+        )?;
+        let mut rows = stmt.query(params![asset, from.0, to.0])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let layout_id: i64 = row.get(1)?;
+            let positions = match layouts.entry(layout_id) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let json: String =
+                        conn.query_row("SELECT signals FROM layouts WHERE id = ?1", [layout_id], |r| r.get(0))?;
+                    let names: Vec<String> = serde_json::from_str(&json)?;
+                    slot.insert(columns.iter().map(|c| names.iter().position(|n| n == c)).collect())
+                }
+            };
+            if positions.iter().all(Option::is_none) {
+                continue;
+            }
+            let blob = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            let values: Vec<f64> = positions
+                .iter()
+                .map(|p| {
+                    p.and_then(|p| blob.get(p * 8..p * 8 + 8)).map_or(f64::NAN, |bytes| {
+                        let mut raw = [0u8; 8];
+                        raw.copy_from_slice(bytes);
+                        f64::from_le_bytes(raw)
+                    })
+                })
+                .collect();
+            if values.iter().any(|v| v.is_finite()) {
+                out.push((row.get(0)?, values));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Rows as a table, in at most `max_points` equal-time buckets (column means, NaN ignored).
+fn bucket_rows(rows: &[(i64, Vec<f64>)], width_columns: usize, max_points: usize) -> SeriesTable {
+    let mut table = SeriesTable { columns: vec![Vec::new(); width_columns], ..SeriesTable::default() };
+    if rows.len() <= max_points {
+        for (ts, values) in rows {
+            table.ts.push(*ts);
+            for (column, v) in table.columns.iter_mut().zip(values) {
+                column.push(*v);
+            }
+        }
+        return table;
+    }
+    table.downsampled = true;
+    let (first, last) = (rows[0].0, rows[rows.len() - 1].0);
+    let width = ((last - first) / max_points as i64).max(1) + 1;
+    let mut sums = vec![(0.0, 0u32); width_columns];
+    let flush = |table: &mut SeriesTable, sums: &mut Vec<(f64, u32)>| {
+        for (column, (sum, n)) in table.columns.iter_mut().zip(sums.iter_mut()) {
+            column.push(if *n > 0 { *sum / f64::from(*n) } else { f64::NAN });
+            *sum = 0.0;
+            *n = 0;
+        }
+    };
+    for (ts, values) in rows {
+        let start = first + (ts - first) / width * width;
+        if table.ts.last() != Some(&start) {
+            if !table.ts.is_empty() {
+                flush(&mut table, &mut sums);
+            }
+            table.ts.push(start);
+        }
+        for ((sum, n), v) in sums.iter_mut().zip(values) {
+            if v.is_finite() {
+                *sum += v;
+                *n += 1;
+            }
+        }
+    }
+    flush(&mut table, &mut sums);
+    table
 }
 
 fn finite(v: f64) -> Option<f64> {
@@ -436,40 +529,21 @@ impl Store for SqliteStore {
         to: Timestamp,
         max_points: usize,
     ) -> Result<Vec<SeriesPoint>, StoreError> {
-        let conn = lock(&self.read)?;
-        let mut layouts: HashMap<i64, Option<usize>> = HashMap::new();
-        let mut stmt = conn.prepare_cached(
-            "SELECT f.ts, f.layout_id, f.vals FROM frames f JOIN assets a ON a.id = f.asset_id
-             WHERE a.name = ?1 AND f.ts BETWEEN ?2 AND ?3 ORDER BY f.ts",
-        )?;
-        let mut rows = stmt.query(params![asset, from.0, to.0])?;
-        let mut points: Vec<(i64, f64)> = Vec::new();
-        while let Some(row) = rows.next()? {
-            let layout_id: i64 = row.get(1)?;
-            let position = match layouts.get(&layout_id) {
-                Some(p) => *p,
-                None => {
-                    let json: String =
-                        conn.query_row("SELECT signals FROM layouts WHERE id = ?1", [layout_id], |r| r.get(0))?;
-                    let names: Vec<String> = serde_json::from_str(&json)?;
-                    let p = names.iter().position(|n| n == signal);
-                    layouts.insert(layout_id, p);
-                    p
-                }
-            };
-            let Some(position) = position else { continue };
-            let blob: Vec<u8> = row.get(2)?;
-            let Some(bytes) = blob.get(position * 8..position * 8 + 8) else {
-                continue;
-            };
-            let mut raw = [0u8; 8];
-            raw.copy_from_slice(bytes);
-            let value = f64::from_le_bytes(raw);
-            if value.is_finite() {
-                points.push((row.get(0)?, value));
-            }
-        }
+        let rows = self.read_columns(asset, &[signal.to_string()], from, to)?;
+        let points: Vec<(i64, f64)> = rows.into_iter().map(|(ts, values)| (ts, values[0])).collect();
         Ok(downsample(&points, max_points.max(1)))
+    }
+
+    fn table(
+        &self,
+        asset: &str,
+        columns: &[String],
+        from: Timestamp,
+        to: Timestamp,
+        max_points: usize,
+    ) -> Result<SeriesTable, StoreError> {
+        let rows = self.read_columns(asset, columns, from, to)?;
+        Ok(bucket_rows(&rows, columns.len(), max_points.max(1)))
     }
 
     fn frame_ends(&self, asset: &str, signals: &[String], first: usize, last: usize) -> Result<FrameEnds, StoreError> {
@@ -603,6 +677,36 @@ mod tests {
 
     fn store() -> SqliteStore {
         SqliteStore::open(Path::new(":memory:")).unwrap()
+    }
+
+    #[test]
+    fn a_table_aligns_columns_across_layouts_and_buckets_means() {
+        let store = store();
+        let first = FrameBatch {
+            asset: "a".into(),
+            signals: vec!["x".into(), "@score/pca".into()],
+            rows: (0..10).map(|i| (Timestamp(i * 1000), vec![i as f64, f64::NAN])).collect(),
+        };
+        let second = FrameBatch {
+            asset: "a".into(),
+            signals: vec!["y".into(), "x".into(), "@score/pca".into()],
+            rows: (10..20).map(|i| (Timestamp(i * 1000), vec![-1.0, i as f64, 0.5])).collect(),
+        };
+        store.write(&WriteBatch { frames: vec![first, second], ..WriteBatch::default() }).unwrap();
+        let columns = ["x".to_string(), "@score/pca".to_string(), "absent".to_string()];
+        let all = store.table("a", &columns, Timestamp(0), Timestamp(i64::MAX), 100).unwrap();
+        assert!(!all.downsampled);
+        assert_eq!(all.ts.len(), 20);
+        assert_eq!(all.columns[0][15], 15.0);
+        assert!(all.columns[1][3].is_nan() && all.columns[1][13] == 0.5);
+        assert!(all.columns[2].iter().all(|v| v.is_nan()));
+        let coarse = store.table("a", &columns, Timestamp(0), Timestamp(i64::MAX), 4).unwrap();
+        assert!(coarse.downsampled && coarse.ts.len() <= 4, "{coarse:?}");
+        // Bucket means ignore NaN: the score column's first bucket has none.
+        assert_eq!(coarse.columns[0][0], 2.0);
+        assert!(coarse.columns[1][0].is_nan());
+        let none = store.table("a", &["absent".to_string()], Timestamp(0), Timestamp(i64::MAX), 10).unwrap();
+        assert!(none.ts.is_empty());
     }
 
     #[test]

@@ -58,8 +58,14 @@ impl Server {
 
     /// Any `usan` subcommand that serves the API on `port`.
     pub fn spawn(args: &[&str], port: u16) -> Server {
+        Server::spawn_with_env(args, port, &[])
+    }
+
+    /// Like [`Server::spawn`], with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], port: u16, env: &[(&str, &str)]) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_usan"))
             .args(args)
+            .envs(env.iter().copied())
             // USAN_TEST_LOG=info (or any RUST_LOG filter) shows the servers' logs.
             .env("RUST_LOG", std::env::var("USAN_TEST_LOG").unwrap_or_else(|_| "error".into()))
             .stdout(Stdio::null())
@@ -220,6 +226,35 @@ impl Drop for Peer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Debian's Chromium and the peers' Python with Playwright, for browser
+/// tests (`.ci/run` installs both); `None` (a skip) off CI when missing.
+pub fn browser() -> Option<PathBuf> {
+    let chromium = std::env::var_os("USAN_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    if !required(chromium.exists(), "Chromium (Debian package `chromium`)") {
+        return None;
+    }
+    python_with("playwright.sync_api")
+}
+
+/// Where browser tests leave their screenshots: `target/browser-artifacts/NAME`.
+pub fn artifacts(name: &str) -> PathBuf {
+    let dir = repo().join("target/browser-artifacts").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `python tests/browser/dashboard.py ARGS...`: its last line of output as
+/// JSON, or a panic with what it printed.
+pub fn run_browser(python: &Path, args: &[&str]) -> Value {
+    let output = Command::new(python).arg(repo().join("tests/browser/dashboard.py")).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("no JSON result ({e}):\n{stdout}\n{stderr}"))
 }
 
 /// The value of the first Prometheus line of `server`'s metrics starting with `prefix` (0 when absent).

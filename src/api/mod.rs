@@ -4,9 +4,14 @@
 //! anything the caller can fix. Input is validated whole before anything
 //! changes, so a bad request never leaves half of itself behind.
 //!
+//! The dashboard ([`crate::dashboard`]) is served at `/` and `/ui/`; what it
+//! reads beyond the plain resources is in [`views`].
+//!
 //! Every write needs a bearer token with the operator role or above; reads
 //! need a viewer token unless `[auth] anonymous_read` (the default). Health
 //! and metrics stay open for monitoring. The token's name is who acts.
+
+mod views;
 
 use crate::auth::{Denied, Identity, Role, Tokens};
 use crate::config::{Plant, ServerConfig};
@@ -34,6 +39,8 @@ pub struct ApiState {
     store: Arc<dyn Store>,
     router: SampleRouter,
     live: Arc<LiveState>,
+    live_frames: Arc<crate::pipeline::LiveFrames>,
+    live_events: tokio::sync::broadcast::Sender<Arc<[crate::sink::Event]>>,
     alarms: Arc<AlarmBook>,
     metrics: Arc<Metrics>,
     server: ServerConfig,
@@ -66,6 +73,8 @@ impl ApiState {
             store: engine.store.clone(),
             router,
             live: engine.live.clone(),
+            live_frames: engine.live_frames.clone(),
+            live_events: engine.live_events.clone(),
             alarms: engine.alarms.clone(),
             metrics: engine.metrics.clone(),
             server: engine.config.server.clone(),
@@ -138,28 +147,68 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> +
 impl From<Denied> for ApiError {
     fn from(denied: Denied) -> Self {
         let status = match denied {
-            Denied::Role { .. } => StatusCode::FORBIDDEN,
+            Denied::Role { .. } | Denied::CrossSite => StatusCode::FORBIDDEN,
             Denied::NoToken(_) | Denied::BadToken => StatusCode::UNAUTHORIZED,
         };
         ApiError::new(status, denied.to_string())
     }
 }
 
-/// Let a request through when its token allows it (writes: operator; reads:
-/// viewer or anonymous; health and metrics: anyone), recording who sent it.
-async fn gate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if path == "/api/v1/health" || path == "/metrics" {
-        return next.run(request).await;
-    }
-    let needs = if matches!(*request.method(), Method::GET | Method::HEAD) { Role::Viewer } else { Role::Operator };
-    let bearer = request
+/// The dashboard's login cookie: the token itself, `HttpOnly` and
+/// `SameSite=Strict`, so page scripts cannot read it and other sites cannot send it.
+pub const SESSION_COOKIE: &str = "usan_token";
+/// The header the dashboard sends with every write: a cookie-authenticated
+/// write without it is refused (a second guard against cross-site requests).
+pub const REQUEST_HEADER: &str = "x-usan-request";
+
+fn bearer(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match state.tokens.check(bearer, needs) {
+        .map(str::trim)
+}
+
+fn session_cookie(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// Let a request through when its token allows it (writes: operator; reads:
+/// viewer or anonymous; health, metrics, login and the dashboard's files:
+/// anyone), recording who sent it. The token comes from the
+/// `Authorization: Bearer` header or, for the dashboard, its login cookie.
+async fn gate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let open = path == "/api/v1/health" || path == "/metrics" || path == "/" || path.starts_with("/ui/");
+    if open {
+        return next.run(request).await;
+    }
+    if path == "/api/v1/session" {
+        // Logging in and out needs no token; asking who one is never fails.
+        let token = bearer(&request).or_else(|| session_cookie(&request)).map(str::to_string);
+        if let Ok(Some(identity)) = state.tokens.check(token.as_deref(), Role::Viewer) {
+            request.extensions_mut().insert(identity);
+        }
+        return next.run(request).await;
+    }
+    let write = !matches!(*request.method(), Method::GET | Method::HEAD);
+    let needs = if write { Role::Operator } else { Role::Viewer };
+    let token = match (bearer(&request), session_cookie(&request)) {
+        (Some(token), _) => Ok(Some(token)),
+        (None, Some(_)) if write && !request.headers().contains_key(REQUEST_HEADER) => Err(Denied::CrossSite),
+        (None, cookie) => Ok(cookie),
+    };
+    match token.and_then(|token| state.tokens.check(token, needs)) {
         Ok(identity) => {
             if let Some(identity) = identity {
                 request.extensions_mut().insert(identity);
@@ -167,7 +216,7 @@ async fn gate(State(state): State<ApiState>, mut request: Request, next: Next) -
             next.run(request).await
         }
         Err(denied) => {
-            let unauthorized = !matches!(denied, Denied::Role { .. });
+            let unauthorized = matches!(denied, Denied::NoToken(_) | Denied::BadToken);
             let mut response = ApiError::from(denied).into_response();
             if unauthorized {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -182,10 +231,17 @@ pub fn router(state: ApiState) -> Router {
     let max_body = state.server.max_body_bytes;
     let gatekeeper = from_fn_with_state(state.clone(), gate);
     Router::new()
+        .route("/", get(crate::dashboard::index))
+        .route("/ui/{*path}", get(crate::dashboard::asset))
         .route("/api/v1/health", get(health))
+        .route("/api/v1/session", get(views::whoami).post(views::login).delete(views::logout))
+        .route("/api/v1/overview", get(views::overview))
+        .route("/api/v1/stream", get(views::stream))
         .route("/api/v1/assets", get(assets))
         .route("/api/v1/assets/{id}", get(asset))
         .route("/api/v1/assets/{id}/rul", get(asset_rul))
+        .route("/api/v1/assets/{id}/series", get(views::series))
+        .route("/api/v1/assets/{id}/spc/{signal}", get(views::control_chart))
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/alarms", get(alarms))
         .route("/api/v1/alarms/{id}", get(alarm))
