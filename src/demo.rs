@@ -52,6 +52,7 @@ pub async fn run(listen: &str, duration: Option<Duration>, store: Option<PathBuf
     });
     println!(
         "usan demo: {} C-MAPSS engines learn their healthy cycles, then run to failure.\n\
+         Dashboard: http://{listen}/  (log in with the token below to act on alarms)\n\
          API: http://{listen}/api/v1/assets  alarms: http://{listen}/api/v1/alarms  metrics: http://{listen}/metrics\n\
          API token for this run (admin, needed to act on alarms): {token}\n",
         config.assets.len()

@@ -278,7 +278,7 @@ fn the_dashboard_works_in_headless_chromium_against_usan_demo() {
     assert_eq!(alarm["state"], "acknowledged", "{alarm}");
     assert_eq!(alarm["acknowledged"]["by"], "demo");
     assert!(alarm["notes"].to_string().contains("on my way (browser test)"), "{alarm}");
-    for shot in ["01-overview", "02-overview-korean", "04-alarm-list-live", "06-alarm-acknowledged", "07-asset"] {
+    for shot in ["01-alarm-appears-live", "02-overview", "03-overview-korean", "07-alarm-acknowledged", "08-asset"] {
         assert!(artifacts.join(format!("{shot}.png")).metadata().unwrap().len() > 10_000, "{shot}.png");
     }
 }

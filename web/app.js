@@ -302,6 +302,8 @@ async function assetPage(page, id) {
   const scoreBox = h("div", { class: "chart-wide" });
   const signalGrid = h("div", { class: "chart-grid" });
   const alarmList = h("div");
+  const findingList = h("div", { class: "findings" });
+  const findingWhy = h("div", { class: "why", "data-testid": "finding-why" });
 
   page.append(
     h(
@@ -337,8 +339,67 @@ async function assetPage(page, id) {
     ),
     h("section", {}, h("h2", {}, t("scores")), scoreBox),
     h("section", {}, h("h2", {}, t("signals")), signalGrid),
+    h(
+      "section",
+      {},
+      h("h2", {}, t("findings")),
+      h("div", { class: "cards" }, h("div", { class: "card" }, findingList), h("div", { class: "card" }, findingWhy)),
+    ),
     h("section", {}, h("h2", {}, t("alarms_of_asset")), alarmList),
   );
+
+  // Findings: pick one to see the signals behind it (per statistic for T²/SPE).
+  let chosen = null;
+  const explain = (f) => {
+    chosen = f ? `${f.detector}@${f.ts}` : null;
+    for (const row of findingList.querySelectorAll("tr[data-finding]")) row.classList.toggle("chosen", row.dataset.finding === chosen);
+    if (!f) {
+      findingWhy.replaceChildren(h("p", { class: "muted" }, t("no_explanation")));
+      return;
+    }
+    findingWhy.replaceChildren(
+      h("h3", {}, t("finding_at", { detector: f.detector, time: fmtTime(f.ts), score: fmtNum(f.score), threshold: fmtNum(f.threshold) })),
+      bars(f.contributions.map((c) => [c.signal, c.value])),
+      ...(f.statistics || []).map((st) =>
+        h(
+          "div",
+          { class: "statistic" },
+          h("h3", {}, `${st.name}: ${fmtNum(st.value)} / ${t("limits")} ${fmtNum(st.limit)}`),
+          st.contributions.length ? bars(st.contributions.map((c) => [c.signal, c.value])) : null,
+        ),
+      ),
+    );
+  };
+  const loadFindings = async () => {
+    const list = await api(`/findings?asset=${enc(id)}&limit=20`).catch(() => null);
+    if (!list) return;
+    findingList.replaceChildren(
+      list.length
+        ? h(
+            "table",
+            { "data-testid": "findings" },
+            h("thead", {}, h("tr", {}, h("th", {}, t("time")), h("th", {}, t("detector")), h("th", {}, t("score")), h("th", {}, t("threshold")))),
+            h(
+              "tbody",
+              {},
+              list.map((f) =>
+                h(
+                  "tr",
+                  { "data-finding": `${f.detector}@${f.ts}`, class: "clickable", onclick: () => explain(f) },
+                  h("td", {}, fmtTime(f.ts)),
+                  h("td", {}, f.detector),
+                  h("td", { class: f.anomalous ? "num bad" : "num" }, fmtNum(f.score)),
+                  h("td", { class: "num" }, fmtNum(f.threshold)),
+                ),
+              ),
+            ),
+          )
+        : h("p", { class: "muted" }, t("no_findings")),
+    );
+    if (!chosen) explain(list[0]);
+    else explain(list.find((f) => `${f.detector}@${f.ts}` === chosen));
+  };
+  await loadFindings();
 
   const paintLive = (live) => {
     healthPill.className = `pill health-${live.health}`;
@@ -495,10 +556,12 @@ async function assetPage(page, id) {
     if (scoreNames.length) charts[k++].update([table.ts, ...scoreNames.map(column)]);
     for (const name of signals) charts[k++].update([table.ts, column(name)]);
   });
+  let lives = 0;
   stream.addEventListener("live", (message) => {
     const live = JSON.parse(message.data);
     view.last_ts = live.last_ts;
     paintLive(live);
+    if (++lives % 5 === 0) loadFindings();
   });
   let alarmTimer = null;
   alarmListeners.add((event) => {

@@ -53,32 +53,46 @@ def demo(base, token, artifacts):
         page = context.new_page()
         watch_errors(page, errors)
 
+        # First the alarm list, opened while the engines still learn: an alarm
+        # appears on it live, with no reload (the marker set now survives).
+        page.goto(base + "/#/alarms")
+        expect(page.locator("select[aria-label=State]")).to_be_visible()
+        page.evaluate("window.__sameDocument = true")
+        at_load = set(page.evaluate("[...document.querySelectorAll('[data-alarm]')].map(r => r.dataset.alarm)"))
+        deadline = time.monotonic() + 90
+        while True:
+            now = page.evaluate("[...document.querySelectorAll('[data-alarm]')].map(r => r.dataset.alarm)")
+            if set(now) - at_load:
+                break
+            assert time.monotonic() < deadline, "no alarm appeared on the open list"
+            time.sleep(0.1)
+        assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+        shot(page, artifacts, "01-alarm-appears-live")
+
         # The overview shows the demo's ten engines, on the plant tree.
-        page.goto(base + "/")
+        page.goto(base + "/#/")
         tiles = page.locator(".tile")
         expect(tiles).to_have_count(10)
         expect(page.locator('.tile[data-asset="engine-39"] .tile-id')).to_have_text("engine-39")
         expect(page.get_by_role("heading", name="Line: fd001")).to_be_visible()
         expect(page.locator("#footer")).to_contain_text(ZONE)
-        shot(page, artifacts, "01-overview")
+        shot(page, artifacts, "02-overview")
 
         # The language switch: Korean and back.
         page.get_by_test_id("language").click()
         expect(page.locator("#nav-overview")).to_have_text("공장")
         expect(page.locator("html")).to_have_attribute("lang", "ko")
         expect(page.get_by_role("heading", name="라인: fd001")).to_be_visible()
-        shot(page, artifacts, "02-overview-korean")
+        shot(page, artifacts, "03-overview-korean")
         page.get_by_test_id("language").click()
         expect(page.locator("#nav-overview")).to_have_text("Plant")
 
-        # An alarm appears live on the alarm list, with no reload.
-        login(page, artifacts, token, "03")
+        # Log in, and take a raised alarm from the list.
+        login(page, artifacts, token, "04")
         page.goto(base + "/#/alarms")
-        rows = page.locator("[data-testid=alarm-table] tbody tr")
-        expect(rows.first).to_be_visible(timeout=60_000)
-        shot(page, artifacts, "04-alarm-list-live")
         raised = page.locator("[data-testid=alarm-table] tbody tr.state-raised").first
         expect(raised).to_be_visible()
+        shot(page, artifacts, "05-alarm-list")
         alarm_id = int(raised.get_attribute("data-alarm"))
 
         # Acknowledge it in the page.
@@ -87,27 +101,34 @@ def demo(base, token, artifacts):
         alarm = json.loads(page.evaluate(f"fetch('/api/v1/alarms/{alarm_id}').then(r => r.text())"))
         shown = datetime.datetime.fromtimestamp(alarm["raised_at"] / 1000, zoneinfo.ZoneInfo(ZONE))
         expect(page.locator("dd").first).to_have_text(shown.strftime("%d/%m/%Y, %H:%M:%S"))
-        shot(page, artifacts, "05-alarm")
+        shot(page, artifacts, "06-alarm")
         page.locator("form[data-action=acknowledge] input[name=note]").fill("on my way (browser test)")
         page.get_by_test_id("alarm-acknowledge").click()
         expect(page.get_by_test_id("alarm-state")).to_have_text("acknowledged")
         expect(page.get_by_test_id("alarm-history")).to_contain_text("on my way (browser test)")
-        shot(page, artifacts, "06-alarm-acknowledged")
+        shot(page, artifacts, "07-alarm-acknowledged")
 
-        # The asset page: live charts of 21 signals and the score, its explanation.
-        page.goto(base + "/#/asset/engine-39")
+        # The alarm's asset: live charts of 21 signals and the score, the
+        # signals behind the latest score, and its findings, each explained.
+        page.get_by_role("link", name=f"pca on {alarm['asset']}").click()
         expect(page.locator(".chart-cell")).to_have_count(21)
         expect(page.locator(".chart-wide canvas")).to_have_count(1)
-        expect(page.get_by_test_id("contribution-bars")).to_be_visible(timeout=60_000)
         expect(page.get_by_test_id("asset-health")).not_to_be_empty()
-        shot(page, artifacts, "07-asset")
+        findings = page.locator("[data-testid=findings] tbody tr")
+        expect(findings.first).to_be_visible()
+        findings.last.click()
+        expect(page.locator("tr.chosen")).to_have_count(1)
+        expect(page.locator("[data-testid=finding-why] .bar-row").first).to_be_visible()
+        shot(page, artifacts, "08-asset")
+        missing = page.evaluate("import('/ui/i18n.js').then(m => m.missingKeys())")
+        assert missing == [], f"words without Korean: {missing}"
 
         # The control chart of one signal.
         page.locator('.chart-cell[data-signal="T24"] a').click()
         expect(page.get_by_test_id("spc-i")).to_be_visible()
         expect(page.get_by_test_id("spc-mr")).to_be_visible()
         expect(page.get_by_text("No specification limits")).to_be_visible()
-        shot(page, artifacts, "08-control-chart")
+        shot(page, artifacts, "09-control-chart")
         browser.close()
     if errors:
         raise SystemExit("browser errors:\n" + "\n".join(errors))
