@@ -9,8 +9,10 @@
 //! The plant has `assets` assets of `signals` signals in 10 sites × 10
 //! lines, each with a PCA detector; `rows` frames of history per asset are
 //! replayed into the store first, so the asset page draws `signals` charts
-//! and the score chart from stored history. Each figure is measured three
-//! times from a cold page load. Run by `cargo test` (no `--bench`), it is a
+//! and the score chart from stored history. While the browser works, every
+//! asset gets a new frame every second (`assets × signals` samples/s through
+//! the detectors into the store, and live to the asset page). Each figure is
+//! measured three times from a cold page load. Run by `cargo test` (no `--bench`), it is a
 //! small smoke run that fails unless the pages come up.
 
 use std::fmt::Write as _;
@@ -114,6 +116,25 @@ fn main() -> anyhow::Result<()> {
         }
         Ok::<_, anyhow::Error>((engine, start.elapsed().as_secs_f64()))
     })?;
+    // The plant keeps running: a frame per asset per second, continuing the history.
+    let feed = {
+        let router = engine.router.clone();
+        let (assets, signals, rows) = (args.assets, args.signals, args.rows as i64);
+        runtime.spawn(async move {
+            let mut g = usan_core::stats::SeededNormal::new(8);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            for r in rows.. {
+                tick.tick().await;
+                let ts = usan_core::model::Timestamp((1_767_225_600 + r * 60) * 1000);
+                for asset in 0..assets {
+                    let values = (0..signals).map(|s| 10.0 * s as f64 + g.normal()).collect();
+                    if router.send(usan::source::Batch::Rows { asset, rows: vec![(ts, values)] }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
     let listener = runtime.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))?;
     let app = usan::api::router(usan::api::ApiState::new(&engine));
     let server = runtime.spawn(async move { axum::serve(listener, app).await });
@@ -132,8 +153,12 @@ fn main() -> anyhow::Result<()> {
     );
     let runs: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())?;
     println!(
-        "dashboard: {} assets x {} signals, {} frames of history each (stored in {history_s:.1} s)",
-        args.assets, args.signals, args.rows
+        "dashboard: {} assets x {} signals, {} frames of history each (stored in {history_s:.1} s), \
+         live {} samples/s while measuring",
+        args.assets,
+        args.signals,
+        args.rows,
+        args.assets * args.signals
     );
     println!("run  overview FCP ms  overview ready ms  tiles  asset page ms  charts");
     for (run, r) in runs.as_object().into_iter().flatten() {
@@ -152,7 +177,9 @@ fn main() -> anyhow::Result<()> {
     if !benchmarking {
         println!("(smoke run; `cargo bench --bench dashboard` measures the 1,000-asset plant)");
     }
-    // The API holds senders into the pipeline: stop it before the engine drains.
+    // The API and the feed hold senders into the pipeline: stop them before the engine drains.
+    feed.abort();
+    let _ = runtime.block_on(feed);
     server.abort();
     let _ = runtime.block_on(server);
     runtime.block_on(engine.stop())?;

@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn the_page_its_code_and_the_chart_library_are_embedded() {
-        for name in ["index.html", "app.js", "app.css", "i18n.js"] {
+        for name in ["index.html", "app.js", "charts.js", "app.css", "i18n.js"] {
             assert!(Web::get(name).is_some(), "{name} is not embedded");
         }
         let library = Vendor::get("uPlot.iife.min.js").expect("uPlot is embedded");

@@ -139,6 +139,8 @@ fn the_login_cookie_reads_and_writes_only_from_the_dashboard_itself() {
     assert_eq!(overview["assets"][0]["id"], "press-1");
     assert!(overview["open_alarms"].as_u64().unwrap() >= 1, "{overview}");
     assert_eq!(overview["assets"][0]["open_alarms"], overview["open_alarms"]);
+    let summary = get(Some(&screen_cookie), "/api/v1/alarms/summary").json::<Value>().unwrap();
+    assert_eq!(summary["open"], overview["open_alarms"]);
 
     let alarms = get(Some(&kim_cookie), "/api/v1/alarms").json::<Vec<Value>>().unwrap();
     let id = alarms[0]["id"].as_i64().unwrap();

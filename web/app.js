@@ -140,8 +140,7 @@ function refreshOpenCount() {
   clearTimeout(countTimer);
   countTimer = setTimeout(async () => {
     try {
-      const open = await api("/alarms?state=open&limit=10000");
-      setOpenAlarms(open.length);
+      setOpenAlarms((await api("/alarms/summary")).open);
     } catch {
       /* shown by the page */
     }

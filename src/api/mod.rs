@@ -244,6 +244,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/assets/{id}/spc/{signal}", get(views::control_chart))
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/alarms", get(alarms))
+        .route("/api/v1/alarms/summary", get(views::alarm_summary))
         .route("/api/v1/alarms/{id}", get(alarm))
         .route("/api/v1/alarms/{id}/{action}", post(alarm_action))
         .route("/api/v1/maintenance", get(maintenance).post(declare_maintenance))
@@ -342,6 +343,16 @@ fn parse_query_time(name: &str, value: Option<&str>) -> ApiResult<Option<Timesta
     chrono::DateTime::parse_from_rfc3339(value)
         .map(|t| Some(Timestamp(t.timestamp_millis())))
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("`{name}` must be RFC 3339 or epoch milliseconds")))
+}
+
+/// `from` and `to` of a query (open ends: the whole history), in order.
+fn time_range(from: Option<&str>, to: Option<&str>) -> ApiResult<(Timestamp, Timestamp)> {
+    let from = parse_query_time("from", from)?.unwrap_or(Timestamp(i64::MIN));
+    let to = parse_query_time("to", to)?.unwrap_or(Timestamp(i64::MAX));
+    if from > to {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`from` is after `to`"));
+    }
+    Ok((from, to))
 }
 
 #[derive(Deserialize)]
@@ -619,11 +630,7 @@ async fn samples(
     if !state.plant.assets[index].signal_index.contains_key(&q.signal) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("asset `{}` has no signal `{}`", q.asset, q.signal)));
     }
-    let from = parse_query_time("from", q.from.as_deref())?.unwrap_or(Timestamp(i64::MIN));
-    let to = parse_query_time("to", q.to.as_deref())?.unwrap_or(Timestamp(i64::MAX));
-    if from > to {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`from` is after `to`"));
-    }
+    let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     let max_points = q.max_points.unwrap_or(1000).clamp(1, 100_000);
     let store = state.store.clone();
     let (asset, signal) = (q.asset.clone(), q.signal.clone());

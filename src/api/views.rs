@@ -2,7 +2,7 @@
 //! session, a compact plant overview, an asset's history on one time axis,
 //! a signal's control chart, and the live stream (server-sent events).
 
-use super::{ApiError, ApiResult, ApiState, SESSION_COOKIE, blocking, parse_query_time};
+use super::{ApiError, ApiResult, ApiState, SESSION_COOKIE, blocking, time_range};
 use crate::auth::{Identity, Role};
 use crate::pipeline::SCORE_PREFIX;
 use crate::sink::Event as SinkEvent;
@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::VecDeque;
 use std::time::Duration;
-use usan_core::model::Timestamp;
 use usan_core::spc::capability::{Spec, capability};
 use usan_core::spc::chart::{ChartData, ChartKind, ChartSettings, chart};
 use usan_core::spc::rules::RuleSet;
@@ -109,6 +108,11 @@ pub async fn overview(State(state): State<ApiState>) -> Response {
     Json(json!({ "assets": assets, "open_alarms": open_total })).into_response()
 }
 
+/// `GET /api/v1/alarms/summary`: how many alarms are open, from memory (no store read).
+pub async fn alarm_summary(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!({ "open": state.alarms.open_count() }))
+}
+
 fn asset_index(state: &ApiState, id: &str) -> ApiResult<usize> {
     state
         .plant
@@ -156,11 +160,7 @@ pub async fn series(
         }
         None => asset.signal_names().into_iter().chain(scores).collect(),
     };
-    let from = parse_query_time("from", q.from.as_deref())?.unwrap_or(Timestamp(i64::MIN));
-    let to = parse_query_time("to", q.to.as_deref())?.unwrap_or(Timestamp(i64::MAX));
-    if from > to {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`from` is after `to`"));
-    }
+    let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     let max_points = q.max_points.unwrap_or(1000).clamp(2, 20_000);
     let store = state.store.clone();
     let (asset_id, names) = (id.clone(), columns.clone());
@@ -216,8 +216,7 @@ pub async fn control_chart(
         "cusum" => ChartKind::Cusum { k: 0.5, h: 5.0 },
         _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "`chart` is imr, ewma or cusum")),
     };
-    let from = parse_query_time("from", q.from.as_deref())?.unwrap_or(Timestamp(i64::MIN));
-    let to = parse_query_time("to", q.to.as_deref())?.unwrap_or(Timestamp(i64::MAX));
+    let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
     let points = q.points.unwrap_or(500).clamp(8, 20_000);
     let store = state.store.clone();
     let (asset_id, name) = (id.clone(), signal.clone());

@@ -181,7 +181,7 @@ impl SqliteStore {
         to: Timestamp,
     ) -> Result<Vec<(i64, Vec<f64>)>, StoreError> {
         let conn = lock(&self.read)?;
-        let mut layouts: HashMap<i64, Vec<Option<usize>>> = HashMap::new();
+        let mut reader = ColumnReader::new(columns);
         let mut stmt = conn.prepare_cached(
             "SELECT f.ts, f.layout_id, f.vals FROM frames f JOIN assets a ON a.id = f.asset_id
              WHERE a.name = ?1 AND f.ts BETWEEN ?2 AND ?3 ORDER BY f.ts",
@@ -189,35 +189,55 @@ impl SqliteStore {
         let mut rows = stmt.query(params![asset, from.0, to.0])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let layout_id: i64 = row.get(1)?;
-            let positions = match layouts.entry(layout_id) {
-                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    let json: String =
-                        conn.query_row("SELECT signals FROM layouts WHERE id = ?1", [layout_id], |r| r.get(0))?;
-                    let names: Vec<String> = serde_json::from_str(&json)?;
-                    slot.insert(columns.iter().map(|c| names.iter().position(|n| n == c)).collect())
-                }
-            };
+            let positions = reader.positions(&conn, row.get(1)?)?;
             if positions.iter().all(Option::is_none) {
                 continue;
             }
-            let blob = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
-            let values: Vec<f64> = positions
-                .iter()
-                .map(|p| {
-                    p.and_then(|p| blob.get(p * 8..p * 8 + 8)).map_or(f64::NAN, |bytes| {
-                        let mut raw = [0u8; 8];
-                        raw.copy_from_slice(bytes);
-                        f64::from_le_bytes(raw)
-                    })
-                })
-                .collect();
+            let values = ColumnReader::values(positions, row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?);
             if values.iter().any(|v| v.is_finite()) {
                 out.push((row.get(0)?, values));
             }
         }
         Ok(out)
+    }
+}
+
+/// Reads stored frames' values in the order of the wanted columns, whatever
+/// layout each frame was stored with (NaN for a column a layout lacks).
+struct ColumnReader<'a> {
+    wanted: &'a [String],
+    by_layout: HashMap<i64, Vec<Option<usize>>>,
+}
+
+impl<'a> ColumnReader<'a> {
+    fn new(wanted: &'a [String]) -> Self {
+        ColumnReader { wanted, by_layout: HashMap::new() }
+    }
+
+    /// Where each wanted column sits in frames of `layout_id`.
+    fn positions(&mut self, conn: &Connection, layout_id: i64) -> Result<&[Option<usize>], StoreError> {
+        match self.by_layout.entry(layout_id) {
+            std::collections::hash_map::Entry::Occupied(known) => Ok(known.into_mut()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let json: String =
+                    conn.query_row("SELECT signals FROM layouts WHERE id = ?1", [layout_id], |r| r.get(0))?;
+                let names: Vec<String> = serde_json::from_str(&json)?;
+                Ok(slot.insert(self.wanted.iter().map(|c| names.iter().position(|n| n == c)).collect()))
+            }
+        }
+    }
+
+    fn values(positions: &[Option<usize>], blob: &[u8]) -> Vec<f64> {
+        positions
+            .iter()
+            .map(|p| {
+                p.and_then(|p| blob.get(p * 8..p * 8 + 8)).map_or(f64::NAN, |bytes| {
+                    let mut raw = [0u8; 8];
+                    raw.copy_from_slice(bytes);
+                    f64::from_le_bytes(raw)
+                })
+            })
+            .collect()
     }
 }
 
@@ -554,7 +574,7 @@ impl Store for SqliteStore {
             |r| r.get(0),
         )?;
         let count = count.max(0) as u64;
-        let mut layouts: HashMap<i64, Vec<Option<usize>>> = HashMap::new();
+        let mut reader = ColumnReader::new(signals);
         let mut read = |order: &str, limit: u64| -> Result<Vec<(Timestamp, Vec<f64>)>, StoreError> {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT f.ts, f.layout_id, f.vals FROM frames f JOIN assets a ON a.id = f.asset_id
@@ -563,27 +583,8 @@ impl Store for SqliteStore {
             let mut rows = stmt.query(params![asset, limit as i64])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
-                let layout_id: i64 = row.get(1)?;
-                let positions = match layouts.entry(layout_id) {
-                    std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        let json: String =
-                            conn.query_row("SELECT signals FROM layouts WHERE id = ?1", [layout_id], |r| r.get(0))?;
-                        let names: Vec<String> = serde_json::from_str(&json)?;
-                        slot.insert(signals.iter().map(|s| names.iter().position(|n| n == s)).collect())
-                    }
-                };
-                let blob: Vec<u8> = row.get(2)?;
-                let values = positions
-                    .iter()
-                    .map(|p| {
-                        p.and_then(|p| blob.get(p * 8..p * 8 + 8)).map_or(f64::NAN, |bytes| {
-                            let mut raw = [0u8; 8];
-                            raw.copy_from_slice(bytes);
-                            f64::from_le_bytes(raw)
-                        })
-                    })
-                    .collect();
+                let positions = reader.positions(&conn, row.get(1)?)?;
+                let values = ColumnReader::values(positions, row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?);
                 out.push((Timestamp(row.get(0)?), values));
             }
             Ok(out)
