@@ -124,6 +124,8 @@ let feed = null;
 
 function startFeed() {
   if (feed) feed.close();
+  feed = null;
+  if (!session.user && !session.anonymousRead) return;
   feed = new EventSource("/api/v1/stream");
   feed.addEventListener("alarm", (message) => {
     const event = JSON.parse(message.data);

@@ -157,6 +157,10 @@ def escape(base, token, artifacts, asset, alarm_id, evil):
         page.locator('.chart-cell[data-signal="force"] a').click()
         expect(page.get_by_test_id("capability")).to_contain_text("Cpk")
         shot(page, artifacts, "escape-05-control-chart")
+        # Logging out of a plant that needs a login leads back to the login.
+        page.locator("#login-button").click()
+        expect(page.get_by_test_id("login-submit")).to_be_visible()
+        expect(page.locator("#who")).to_have_text("not logged in")
         injected = page.evaluate(
             "({pwned: window.__pwned === 1, img: document.querySelectorAll('#view img').length,"
             " scripts: document.querySelectorAll('#view script').length, bold: document.querySelectorAll('#view b').length})"
