@@ -460,7 +460,39 @@ async function assetPage(page, id) {
   let range = 0;
   let table = null;
   let charts = [];
-  const group = { charts: [], zoomed: false, onZoom: () => paintLiveState() };
+  const group = { charts: [], zoomed: false, onZoom: () => {} };
+  const column = (name) => table.values[table.columns.indexOf(name)] || [];
+  const pushAll = () => {
+    let k = 0;
+    if (scoreNames.length) charts[k++].update([table.ts, ...scoreNames.map(column)]);
+    for (const name of signals) charts[k++].update([table.ts, column(name)]);
+  };
+  // Zoomed in, the charts fetch the visible span again at full detail;
+  // back out, the whole range again.
+  let detailTimer = null;
+  let detailAsked = 0;
+  const refetch = async (from, to) => {
+    const asked = ++detailAsked;
+    const span =
+      from !== undefined
+        ? `&from=${Math.floor(from)}&to=${Math.ceil(to)}`
+        : range && view.last_ts
+          ? `&from=${view.last_ts - range}`
+          : "";
+    const data = await api(`/assets/${enc(id)}/series?max_points=800${span}`).catch(() => null);
+    if (!data || asked !== detailAsked || !charts.length) return;
+    table = { ts: data.ts, columns: data.columns, values: data.values };
+    pushAll();
+  };
+  group.onZoom = () => {
+    paintLiveState();
+    clearTimeout(detailTimer);
+    detailTimer = setTimeout(() => {
+      const x = charts.length ? charts[0].u.scales.x : null;
+      if (group.zoomed && x && x.min !== null) refetch(x.min, x.max);
+      else if (!group.zoomed) refetch();
+    }, 300);
+  };
   const paintLiveState = () => {
     liveState.textContent = group.zoomed ? t("paused") : `● ${t("live")}`;
     liveState.className = group.zoomed ? "live-state paused" : "live-state";
@@ -477,7 +509,6 @@ async function assetPage(page, id) {
     charts = [];
     scoreBox.replaceChildren();
     signalGrid.replaceChildren();
-    const column = (name) => table.values[table.columns.indexOf(name)] || [];
     const thresholds = view.detectors.map((d) => d.threshold).filter((v) => v !== null && v !== undefined);
     if (scoreNames.length) {
       charts.push(
@@ -488,7 +519,6 @@ async function assetPage(page, id) {
           data: [table.ts, ...scoreNames.map(column)],
           thresholds,
           markers,
-          log: false,
         }),
       );
     }
@@ -552,10 +582,7 @@ async function assetPage(page, id) {
       table.ts.splice(0, drop);
       for (const column of table.values) column.splice(0, drop);
     }
-    const column = (name) => table.values[table.columns.indexOf(name)] || [];
-    let k = 0;
-    if (scoreNames.length) charts[k++].update([table.ts, ...scoreNames.map(column)]);
-    for (const name of signals) charts[k++].update([table.ts, column(name)]);
+    pushAll();
   });
   let lives = 0;
   stream.addEventListener("live", (message) => {
@@ -579,6 +606,7 @@ async function assetPage(page, id) {
   return () => {
     stream.close();
     clearTimeout(alarmTimer);
+    clearTimeout(detailTimer);
     for (const c of charts) c.destroy();
   };
 }

@@ -2,6 +2,8 @@
 // lines and alarm markers, zoom (drag, wheel) and pan (shift+drag) kept in
 // step across a page's charts, and contribution bars.
 
+import { lang } from "/ui/i18n.js";
+
 const COLOURS = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#dc2626"];
 
 function el(tag, className, text) {
@@ -92,6 +94,29 @@ function setX(group, min, max) {
   group.onZoom();
 }
 
+/** Time ticks in the page's language and the browser's zone, 24-hour, the date where the day changes. */
+function timeAxis() {
+  const locale = lang() === "ko" ? "ko-KR" : "en-GB";
+  const day = new Intl.DateTimeFormat(locale, { month: "2-digit", day: "2-digit" });
+  const minutes = new Intl.DateTimeFormat(locale, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  const seconds = new Intl.DateTimeFormat(locale, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  const full = new Intl.DateTimeFormat(locale, { dateStyle: "short", timeStyle: "medium" });
+  const ticks = (u, splits, axis, space, increment) => {
+    let lastDay = null;
+    return splits.map((v) => {
+      if (v === null || v === undefined) return null;
+      const date = new Date(v);
+      const dayText = day.format(date);
+      const newDay = dayText !== lastDay;
+      lastDay = dayText;
+      if (increment >= 86_400_000) return dayText;
+      const time = (increment < 60_000 ? seconds : minutes).format(date);
+      return newDay ? `${time}\n${dayText}` : time;
+    });
+  };
+  return { ticks, legend: (u, v) => (v === null || v === undefined ? "--" : full.format(new Date(v))) };
+}
+
 /** Limit lines (horizontal) and alarm markers (vertical) drawn over the series. */
 function overlayPlugin(options) {
   return {
@@ -145,6 +170,7 @@ export function timeChart(parent, options) {
   const width = () => Math.max(240, box.clientWidth || parent.clientWidth || 600);
   const clean = (data) => data.map((column, i) => (i === 0 ? column : column.map((v) => (v === null || !Number.isFinite(v) ? null : v))));
   const thresholds = options.thresholds || [];
+  const time = timeAxis();
   const opts = {
     width: width(),
     height: options.height || 180,
@@ -163,7 +189,8 @@ export function timeChart(parent, options) {
         },
       },
     },
-    series: [{}, ...options.series.map((name, i) => ({ label: name, ...seriesStyle((options.styles || [])[i], i) }))],
+    axes: [{ values: time.ticks, space: 60 }, {}],
+    series: [{ value: time.legend }, ...options.series.map((name, i) => ({ label: name, ...seriesStyle((options.styles || [])[i], i) }))],
     plugins: [overlayPlugin(options), ...(options.group ? [zoomPanPlugin(options.group)] : [])],
     hooks: {
       setSelect: [
