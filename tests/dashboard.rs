@@ -274,12 +274,21 @@ fn the_dashboard_works_in_headless_chromium_against_usan_demo() {
     );
     let artifacts = artifacts("demo");
     let result = run_browser(&python, &["demo", &server.base, token, artifacts.to_str().unwrap()]);
-    // Acknowledged in the page, so acknowledged in the API, by the demo's token.
-    let id = result["acknowledged"].as_i64().unwrap();
+    // Acknowledged, assigned and closed in the page, so in the API, by the demo's token.
+    let id = result["worked"].as_i64().unwrap();
     let alarm = server.get(&format!("/api/v1/alarms/{id}"));
-    assert_eq!(alarm["state"], "acknowledged", "{alarm}");
+    assert_eq!(alarm["state"], "cleared", "{alarm}");
     assert_eq!(alarm["acknowledged"]["by"], "demo");
-    assert!(alarm["notes"].to_string().contains("on my way (browser test)"), "{alarm}");
+    assert_eq!(alarm["assigned"]["to"], "lee");
+    assert_eq!(alarm["cause"], "HPC degradation, engine to overhaul");
+    let steps: Vec<(&str, &str)> = alarm["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["action"].as_str().unwrap(), n["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps[1..].iter().map(|s| s.0).collect::<Vec<_>>(), ["acknowledge", "assign", "clear"], "{alarm}");
+    assert_eq!(steps[1].1, "on my way (browser test)");
     for shot in ["01-alarm-appears-live", "02-overview", "03-overview-korean", "07-alarm-acknowledged", "08-asset"] {
         assert!(artifacts.join(format!("{shot}.png")).metadata().unwrap().len() > 10_000, "{shot}.png");
     }
