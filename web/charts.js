@@ -167,6 +167,12 @@ function overlayPlugin(options) {
 export function timeChart(parent, options) {
   const box = el("div", "chart");
   parent.append(box);
+  if (typeof uPlot === "undefined") {
+    // A build without npm embeds no chart library: say so instead of failing.
+    box.append(el("p", "muted", "Charts are not in this build of usan (it was built without npm)."));
+    const none = { u: { scales: { x: {} } }, update() {}, resetX() {}, redraw() {}, destroy() {} };
+    return none;
+  }
   const width = () => Math.max(240, box.clientWidth || parent.clientWidth || 600);
   const clean = (data) => data.map((column, i) => (i === 0 ? column : column.map((v) => (v === null || !Number.isFinite(v) ? null : v))));
   const thresholds = options.thresholds || [];
