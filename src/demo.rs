@@ -24,7 +24,8 @@ pub const DEMO_RUL_MODEL: &str = include_str!("../examples/models/fd001_demo.rul
 ///
 /// # Errors
 /// When the demo files cannot be written or the engine cannot start.
-pub async fn run(listen: &str, duration: Option<Duration>, store: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn run(listen: &str, duration: Option<Duration>, store: Option<PathBuf>, speed: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number, got {speed}");
     let dir = std::env::temp_dir().join(format!("usan-demo-{}", std::process::id()));
     for sub in ["data", "models"] {
         std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -35,6 +36,11 @@ pub async fn run(listen: &str, duration: Option<Duration>, store: Option<PathBuf
     std::fs::write(dir.join("data/cmapss_fd001_demo.csv"), DEMO_DATA)?;
     let mut config = Config::load(&config_path)?;
     config.server.listen = listen.to_string();
+    for source in &mut config.sources {
+        if let crate::source::SourceConfig::File(replay) = source {
+            replay.speed = crate::source::file::Speed::Factor(speed);
+        }
+    }
     if let Some(path) = store {
         let StoreConfig::Sqlite { path: store_path, .. } = &mut config.store;
         *store_path = path;

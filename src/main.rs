@@ -29,6 +29,9 @@ enum Command {
         /// Keep the demo's store in this file instead of a temporary one.
         #[arg(long)]
         store: Option<PathBuf>,
+        /// Replay speed: source seconds per wall second (36000 plays 10 engine cycles a second).
+        #[arg(long, default_value_t = 36000.0)]
+        speed: f64,
     },
     /// Run the engine and the API on a configuration file.
     Serve {
@@ -346,8 +349,8 @@ fn main() -> ExitCode {
                 runtime().and_then(|rt| rt.block_on(bench::soak(assets, signals, rate, duration, &detector)))
             }
         },
-        Command::Demo { listen, duration, store } => {
-            runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration, store)))
+        Command::Demo { listen, duration, store, speed } => {
+            runtime().and_then(|rt| rt.block_on(demo::run(&listen, duration, store, speed)))
         }
     };
     match result {

@@ -268,7 +268,9 @@ fn the_dashboard_works_in_headless_chromium_against_usan_demo() {
     let listen = format!("127.0.0.1:{port}");
     let token = "browser-test-token";
     let server = Server::spawn_with_env(
-        &["demo", "--listen", &listen, "--store", store.to_str().unwrap()],
+        // A third of the usual speed: the engines learn for 12 s, so the
+        // browser is on the alarm list before the first alarm, however slow it starts.
+        &["demo", "--listen", &listen, "--store", store.to_str().unwrap(), "--speed", "12000"],
         port,
         &[("USAN_DEMO_TOKEN", token)],
     );
