@@ -303,6 +303,7 @@ async function assetPage(page, id) {
   const scoreBox = h("div", { class: "chart-wide" });
   const signalGrid = h("div", { class: "chart-grid" });
   const alarmList = h("div");
+  const maintenanceBox = h("div", { "data-testid": "maintenance" });
   const findingList = h("div", { class: "findings" });
   const findingWhy = h("div", { class: "why", "data-testid": "finding-why" });
 
@@ -347,6 +348,7 @@ async function assetPage(page, id) {
       h("div", { class: "cards" }, h("div", { class: "card" }, findingList), h("div", { class: "card" }, findingWhy)),
     ),
     h("section", {}, h("h2", {}, t("alarms_of_asset")), alarmList),
+    h("section", {}, h("h2", {}, t("maintenance")), maintenanceBox),
   );
 
   // Findings: pick one to see the signals behind it (per statistic for T²/SPE).
@@ -555,6 +557,65 @@ async function assetPage(page, id) {
     range = RANGES.find(([name]) => name === rangeSelect.value)[1];
     load();
   });
+
+  // Declared maintenance: no alarm for this asset while it lasts.
+  const loadMaintenance = async () => {
+    const windows = (await api("/maintenance").catch(() => [])).filter((w) => w.asset === id || w.asset === null);
+    const message = h("p", { class: "message", role: "status" });
+    const rows = windows.map((w) =>
+      h(
+        "li",
+        {},
+        `${fmtTime(w.starts)} – ${fmtTime(w.ends)} `,
+        h("strong", {}, w.by),
+        ` ${w.asset === null ? t("whole_plant") : ""} `,
+        h("span", { class: "note" }, w.note),
+        canAct()
+          ? h(
+              "button",
+              {
+                type: "button",
+                "data-testid": "maintenance-end",
+                onclick: async () => {
+                  await api(`/maintenance/${w.id}/end`, { method: "POST", body: {} }).catch((e) => {
+                    message.textContent = t("action_failed", { why: e.message });
+                  });
+                  loadMaintenance();
+                },
+              },
+              t("end_now"),
+            )
+          : null,
+      ),
+    );
+    const duration = h("select", { name: "duration", "aria-label": t("duration") }, ["30m", "1h", "2h", "4h", "8h", "24h"].map((d) => h("option", { value: d, selected: d === "2h" }, d)));
+    const note = h("input", { name: "note", placeholder: t("maintenance_note"), "aria-label": t("maintenance_note"), required: true, autocomplete: "off" });
+    maintenanceBox.replaceChildren(
+      windows.length ? h("ul", { class: "windows" }, rows) : h("p", { class: "muted" }, t("no_maintenance")),
+      canAct()
+        ? h(
+            "form",
+            {
+              class: "action",
+              onsubmit: async (e) => {
+                e.preventDefault();
+                try {
+                  await api("/maintenance", { method: "POST", body: { asset: id, duration: duration.value, note: note.value } });
+                  loadMaintenance();
+                } catch (err) {
+                  message.textContent = t("action_failed", { why: err.message });
+                }
+              },
+            },
+            duration,
+            note,
+            h("button", { type: "submit", "data-testid": "maintenance-declare" }, t("declare_maintenance")),
+          )
+        : null,
+      message,
+    );
+  };
+  await loadMaintenance();
 
   const paintAlarms = (list) => {
     alarmList.replaceChildren(alarmTable(list));

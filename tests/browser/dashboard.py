@@ -165,7 +165,13 @@ def escape(base, token, artifacts, asset, alarm_id, evil):
         shot(page, artifacts, "escape-03-alarm")
         page.goto(base + "/#/asset/" + asset.replace("<", "%3C").replace(">", "%3E").replace(" ", "%20"))
         expect(page.locator("h1")).to_have_text(asset)
+        # An operator declares maintenance on the asset, then ends it.
+        page.locator("[data-testid=maintenance] input[name=note]").fill("<b>die change</b>")
+        page.get_by_test_id("maintenance-declare").click()
+        expect(page.get_by_test_id("maintenance")).to_contain_text("<b>die change</b>")
         shot(page, artifacts, "escape-04-asset")
+        page.get_by_test_id("maintenance-end").click()
+        expect(page.get_by_test_id("maintenance")).to_contain_text("No maintenance declared.")
         page.locator('.chart-cell[data-signal="force"] a').click()
         expect(page.get_by_test_id("capability")).to_contain_text("Cpk")
         shot(page, artifacts, "escape-05-control-chart")
