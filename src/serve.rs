@@ -30,7 +30,8 @@ pub async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> 
         .with_context(|| format!("cannot listen on {listen} (is another usan running? use --listen)"))?;
     tracing::info!("API on http://{listen}/api/v1/health");
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = router(ApiState::new(&engine));
+    let api = ApiState::new(&engine);
+    let app = router(api.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -41,6 +42,11 @@ pub async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> 
 
     let reason = wait_for_stop(&engine, options).await;
     tracing::info!("stopping: {reason}; flushing what was accepted");
+    // Open dashboards' streams end first (a graceful shutdown waits for
+    // them); this handle must not outlive the server: it holds the
+    // pipeline's senders, which the engine waits to see closed.
+    api.close_streams();
+    drop(api);
     let _ = stop_server.send(());
     server.await.context("API task failed")?.context("API server failed")?;
     if options.live_view {

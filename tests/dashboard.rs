@@ -326,3 +326,24 @@ fn names_and_notes_are_shown_as_typed_never_run() {
 fn token_of(name: &str) -> &'static str {
     PEOPLE.iter().find(|(n, ..)| *n == name).unwrap().2
 }
+
+#[test]
+fn an_open_dashboard_does_not_hold_the_server_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = press_config(dir.path(), "press-1", "changwon", true);
+    let server = Server::serve(&config, &["--duration", "3s"]);
+    let base = server.base.clone();
+    // A dashboard left open: its live stream of the asset and of alarms.
+    let reader = std::thread::spawn(move || {
+        let response = client()
+            .get(format!("{base}/api/v1/stream?asset=press-1"))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .unwrap();
+        // Read until the server closes the stream.
+        let _ = std::io::copy(&mut BufReader::new(response), &mut std::io::sink());
+    });
+    let status = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "usan serve --duration 3s exits with a stream open");
+    reader.join().unwrap();
+}

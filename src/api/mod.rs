@@ -49,6 +49,9 @@ pub struct ApiState {
     push_enabled: bool,
     gauges: Arc<dyn Fn() -> Vec<(&'static str, &'static str, f64)> + Send + Sync>,
     started: std::time::Instant,
+    /// Set when the server stops: live streams end, so the graceful
+    /// shutdown does not wait for a dashboard left open.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl ApiState {
@@ -83,7 +86,14 @@ impl ApiState {
             push_enabled: engine.config.sources.iter().any(|s| matches!(s, crate::source::SourceConfig::Http(_))),
             gauges,
             started: std::time::Instant::now(),
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// End every live stream (`/api/v1/stream`) now and refuse new ones:
+    /// call before a graceful shutdown, which waits for open connections.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
     }
 }
 

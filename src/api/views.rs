@@ -274,13 +274,18 @@ struct StreamState {
     ready: VecDeque<Event>,
     tick: tokio::time::Interval,
     ticks: u64,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl StreamState {
-    async fn next(&mut self) -> Event {
+    /// The next event; `None` once the server is stopping.
+    async fn next(&mut self) -> Option<Event> {
         loop {
+            if *self.closing.borrow() {
+                return None;
+            }
             if let Some(event) = self.ready.pop_front() {
-                return event;
+                return Some(event);
             }
             let frames = async {
                 match &mut self.frames {
@@ -289,6 +294,7 @@ impl StreamState {
                 }
             };
             tokio::select! {
+                _ = self.closing.changed() => return None,
                 events = self.events.recv() => {
                     let Ok(events) = events else { continue };
                     for event in events.iter().filter(|e| !matches!(e, SinkEvent::Finding(_))) {
@@ -341,6 +347,7 @@ pub async fn stream(
     let Query(q) = query?;
     let asset = q.asset.as_deref().map(|id| asset_index(&state, id)).transpose()?;
     let frames = asset.map(|index| state.live_frames.watch(index));
+    let state_closing = state.closing.subscribe();
     let mut tick = tokio::time::interval(STREAM_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream_state = StreamState {
@@ -352,9 +359,10 @@ pub async fn stream(
         ready: VecDeque::new(),
         tick,
         ticks: 0,
+        closing: state_closing,
     };
     let stream = futures_util::stream::unfold(stream_state, |mut s| async move {
-        let event = s.next().await;
+        let event = s.next().await?;
         Some((Ok(event), s))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
