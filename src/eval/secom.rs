@@ -35,6 +35,17 @@ pub struct SecomSettings {
     /// The trees.
     #[serde(default = "default_trees")]
     pub trees: GbdtConfig,
+    /// Models averaged per fold, each with its own row and feature draws
+    /// (the trees' seed plus 0, 1, …). Five, chosen on fold assignments other
+    /// than the reported ones (seeds 100–104): the mean balanced error rate
+    /// went from 31.24 % (one model) to 30.50 % (5, 10 or 20 models alike),
+    /// and the AUC rose on every one of those seeds.
+    #[serde(default = "default_models")]
+    pub models: usize,
+}
+
+fn default_models() -> usize {
+    5
 }
 
 fn default_folds() -> usize {
@@ -56,7 +67,7 @@ fn default_trees() -> GbdtConfig {
 /// The default settings.
 #[must_use]
 pub fn default_settings() -> SecomSettings {
-    SecomSettings { folds: default_folds(), seed: 0, trees: default_trees() }
+    SecomSettings { folds: default_folds(), seed: 0, trees: default_trees(), models: default_models() }
 }
 
 struct Lots {
@@ -143,14 +154,22 @@ pub fn run(data: &Path, out: Option<&Path>, settings: &SecomSettings) -> anyhow:
         let (train, test): (Vec<usize>, Vec<usize>) = (0..lots.rows.len()).partition(|&i| fold_of[i] != fold);
         let rows: Vec<Vec<f64>> = train.iter().map(|&i| lots.rows[i].clone()).collect();
         let targets: Vec<f64> = train.iter().map(|&i| f64::from(u8::from(lots.failed[i]))).collect();
-        let model = Gbdt::fit(&settings.trees, &rows, &targets).context("fitting the trees")?;
+        let count = settings.models.max(1);
+        let models = (0..count)
+            .map(|j| {
+                let config = GbdtConfig { seed: settings.trees.seed.wrapping_add(j as u64), ..settings.trees.clone() };
+                Gbdt::fit(&config, &rows, &targets).context("fitting the trees")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let prevalence = targets.iter().sum::<f64>() / targets.len() as f64;
         for &i in &test {
-            scores[i] = model.predict(&lots.rows[i]);
+            scores[i] = models.iter().map(|m| m.predict(&lots.rows[i])).sum::<f64>() / count as f64;
             predicted[i] = scores[i] >= prevalence;
         }
-        for (g, v) in gains.iter_mut().zip(model.importances()) {
-            *g += v / settings.folds as f64;
+        for model in &models {
+            for (g, v) in gains.iter_mut().zip(model.importances()) {
+                *g += v / (settings.folds * count) as f64;
+            }
         }
     }
     if let Some(dir) = out {
