@@ -310,11 +310,7 @@ async fn assets(State(state): State<ApiState>) -> Json<Vec<AssetView>> {
 }
 
 async fn asset(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<AssetView>> {
-    let index = *state
-        .plant
-        .asset_index
-        .get(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{id}`")))?;
+    let index = asset_index(&state, &id)?;
     Ok(Json(asset_view(&state, index)))
 }
 
@@ -327,21 +323,22 @@ struct RulView {
 }
 
 async fn asset_rul(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RulView>> {
-    let index = *state
-        .plant
-        .asset_index
-        .get(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{id}`")))?;
+    let index = asset_index(&state, &id)?;
     Ok(Json(RulView { asset: id, estimates: state.live.get(index).unwrap_or_default().rul }))
 }
 
+/// The index of asset `id`, or 404.
+fn asset_index(state: &ApiState, id: &str) -> ApiResult<usize> {
+    state
+        .plant
+        .asset_index
+        .get(id)
+        .copied()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{id}`")))
+}
+
 fn check_asset(state: &ApiState, asset: Option<&str>) -> ApiResult<()> {
-    match asset {
-        Some(a) if !state.plant.asset_index.contains_key(a) => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{a}`")))
-        }
-        _ => Ok(()),
-    }
+    asset.map_or(Ok(()), |a| asset_index(state, a).map(|_| ()))
 }
 
 /// A time in a query string: RFC 3339 or epoch milliseconds.
@@ -632,11 +629,7 @@ async fn samples(
     query: Result<Query<SamplesQuery>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let Query(q) = query?;
-    let index = *state
-        .plant
-        .asset_index
-        .get(&q.asset)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{}`", q.asset)))?;
+    let index = asset_index(&state, &q.asset)?;
     if !state.plant.assets[index].signal_index.contains_key(&q.signal) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("asset `{}` has no signal `{}`", q.asset, q.signal)));
     }

@@ -2,7 +2,7 @@
 //! session, a compact plant overview, an asset's history on one time axis,
 //! a signal's control chart, and the live stream (server-sent events).
 
-use super::{ApiError, ApiResult, ApiState, SESSION_COOKIE, blocking, time_range};
+use super::{ApiError, ApiResult, ApiState, SESSION_COOKIE, asset_index, blocking, time_range};
 use crate::auth::{Identity, Role};
 use crate::pipeline::SCORE_PREFIX;
 use crate::sink::Event as SinkEvent;
@@ -111,15 +111,6 @@ pub async fn overview(State(state): State<ApiState>) -> Response {
 /// `GET /api/v1/alarms/summary`: how many alarms are open, from memory (no store read).
 pub async fn alarm_summary(State(state): State<ApiState>) -> Json<serde_json::Value> {
     Json(json!({ "open": state.alarms.open_count() }))
-}
-
-fn asset_index(state: &ApiState, id: &str) -> ApiResult<usize> {
-    state
-        .plant
-        .asset_index
-        .get(id)
-        .copied()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown asset `{id}`")))
 }
 
 #[derive(Deserialize)]
