@@ -149,6 +149,21 @@ fn the_report_is_one_self_contained_page_with_charts_violations_and_capability()
         assert!(html.contains(index), "{index}");
     }
     assert!(html.contains("LSL 9.5000") && html.contains("USL 10.5000"));
+
+    // It renders in headless Chromium with the network refused, without errors.
+    let Some(python) = browser() else { return };
+    let artifacts = artifacts("spc-report");
+    let rendered = run_browser(&python, &["report", report.to_str().unwrap(), artifacts.to_str().unwrap()]);
+    assert_eq!(rendered["errors"], serde_json::json!([]), "{rendered}");
+    assert_eq!(rendered["requests"], serde_json::json!([]), "the report asked the network: {rendered}");
+    let svgs = rendered["svgs"].as_array().unwrap();
+    assert_eq!(svgs.len(), 3, "{rendered}");
+    for svg in svgs {
+        assert!(svg["width"].as_f64().unwrap() > 200.0 && svg["height"].as_f64().unwrap() > 100.0, "{svg}");
+        assert!(svg["marks"].as_u64().unwrap() >= 4, "a chart: its data and limit lines or bars: {svg}");
+    }
+    assert!(rendered["title"].as_str().unwrap().contains("width"), "{rendered}");
+    assert!(artifacts.join("spc-report.png").exists());
 }
 
 #[test]

@@ -92,6 +92,7 @@ impl EvalSettings {
             problems.extend(threshold.validate());
         }
         problems.extend(settings.cmapss.validate());
+        problems.extend(settings.secom.validate());
         if !problems.is_empty() {
             anyhow::bail!("invalid eval settings:\n  {}", problems.join("\n  "));
         }

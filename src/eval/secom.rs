@@ -4,10 +4,12 @@
 //! Protocol: stratified k-fold cross-validation (10 folds by default; each
 //! class shuffled with the seed and dealt round-robin to the folds). In
 //! each fold, gradient-boosted trees (`usan_core::gbdt`, squared loss on
-//! 0/1, missing values sent left as the trees learned) are fitted on the
-//! other folds; a lot is predicted to fail when its score is at least the
-//! training folds' failure rate, which balances the two errors for a
-//! calibrated score. The held-out folds give the balanced error rate
+//! 0/1, missing values sent left as the trees learned) and extremely
+//! randomised trees (`usan_core::extra_trees`, missing values filled with
+//! the training median) are fitted on the other folds and their outputs
+//! averaged with fixed weights; a lot is predicted to fail when its score is
+//! at least the training folds' failure rate, which balances the two errors
+//! for a calibrated score. The held-out folds give the balanced error rate
 //! (mean of the miss rate and the false-alarm rate) and the AUC, and the
 //! trees' gain shows which measurements matter.
 //!
@@ -20,6 +22,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
+use usan_core::extra_trees::{ExtraTrees, ExtraTreesConfig};
 use usan_core::gbdt::{Gbdt, GbdtConfig};
 
 /// Settings of the SECOM protocol.
@@ -42,6 +45,25 @@ pub struct SecomSettings {
     /// and the AUC rose on every one of those seeds.
     #[serde(default = "default_models")]
     pub models: usize,
+    /// The extremely randomised trees averaged with the boosted ones
+    /// (300 trees, a tenth of the measurements drawn per split, 8 lots per leaf).
+    #[serde(default = "default_extra_trees")]
+    pub extra_trees: ExtraTreesConfig,
+    /// Weight of the extremely randomised trees in a lot's score (0: boosted
+    /// trees alone, 1: randomised trees alone). 0.7 with 8 lots per leaf was
+    /// chosen on the tuning fold assignments (seeds 100–104): mean balanced
+    /// error rate 29.23 %, against 30.50 % for the boosted trees alone; its
+    /// neighbours (weight 0.5 or 1, 5 or 12 lots per leaf) gave 29.3–30.0 %.
+    #[serde(default = "default_extra_trees_weight")]
+    pub extra_trees_weight: f64,
+}
+
+fn default_extra_trees() -> ExtraTreesConfig {
+    ExtraTreesConfig { min_leaf_rows: 8, ..ExtraTreesConfig::default() }
+}
+
+fn default_extra_trees_weight() -> f64 {
+    0.7
 }
 
 fn default_models() -> usize {
@@ -67,7 +89,31 @@ fn default_trees() -> GbdtConfig {
 /// The default settings.
 #[must_use]
 pub fn default_settings() -> SecomSettings {
-    SecomSettings { folds: default_folds(), seed: 0, trees: default_trees(), models: default_models() }
+    SecomSettings {
+        folds: default_folds(),
+        seed: 0,
+        trees: default_trees(),
+        models: default_models(),
+        extra_trees: default_extra_trees(),
+        extra_trees_weight: default_extra_trees_weight(),
+    }
+}
+
+impl SecomSettings {
+    /// Every problem with the settings, as messages.
+    #[must_use]
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems: Vec<String> =
+            self.trees.validate().into_iter().map(|p| format!("secom.trees: {p}")).collect();
+        problems.extend(self.extra_trees.validate().into_iter().map(|p| format!("secom: {p}")));
+        if !(0.0..=1.0).contains(&self.extra_trees_weight) {
+            problems.push(format!("secom.extra_trees_weight must be in [0, 1], got {}", self.extra_trees_weight));
+        }
+        if self.models == 0 {
+            problems.push("secom.models must be at least 1".into());
+        }
+        problems
+    }
 }
 
 struct Lots {
@@ -154,21 +200,34 @@ pub fn run(data: &Path, out: Option<&Path>, settings: &SecomSettings) -> anyhow:
         let (train, test): (Vec<usize>, Vec<usize>) = (0..lots.rows.len()).partition(|&i| fold_of[i] != fold);
         let rows: Vec<Vec<f64>> = train.iter().map(|&i| lots.rows[i].clone()).collect();
         let targets: Vec<f64> = train.iter().map(|&i| f64::from(u8::from(lots.failed[i]))).collect();
-        let count = settings.models.max(1);
+        let weight = settings.extra_trees_weight;
+        let count = if weight < 1.0 { settings.models.max(1) } else { 0 };
         let models = (0..count)
             .map(|j| {
                 let config = GbdtConfig { seed: settings.trees.seed.wrapping_add(j as u64), ..settings.trees.clone() };
-                Gbdt::fit(&config, &rows, &targets).context("fitting the trees")
+                Gbdt::fit(&config, &rows, &targets).context("fitting the boosted trees")
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let forest = if weight > 0.0 {
+            Some(ExtraTrees::fit(&settings.extra_trees, &rows, &targets).context("fitting the randomised trees")?)
+        } else {
+            None
+        };
         let prevalence = targets.iter().sum::<f64>() / targets.len() as f64;
         for &i in &test {
-            scores[i] = models.iter().map(|m| m.predict(&lots.rows[i])).sum::<f64>() / count as f64;
+            let boosted = models.iter().map(|m| m.predict(&lots.rows[i])).sum::<f64>() / count.max(1) as f64;
+            let randomised = forest.as_ref().map_or(0.0, |f| f.predict(&lots.rows[i]));
+            scores[i] = (1.0 - weight) * boosted + weight * randomised;
             predicted[i] = scores[i] >= prevalence;
         }
         for model in &models {
             for (g, v) in gains.iter_mut().zip(model.importances()) {
-                *g += v / (settings.folds * count) as f64;
+                *g += (1.0 - weight) * v / (settings.folds * count) as f64;
+            }
+        }
+        if let Some(forest) = &forest {
+            for (g, v) in gains.iter_mut().zip(forest.importances()) {
+                *g += weight * v / settings.folds as f64;
             }
         }
     }
@@ -220,6 +279,20 @@ pub fn run(data: &Path, out: Option<&Path>, settings: &SecomSettings) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_problems_are_all_reported() {
+        assert!(default_settings().validate().is_empty());
+        let mut bad = default_settings();
+        bad.models = 0;
+        bad.extra_trees_weight = 1.5;
+        bad.extra_trees.min_leaf_rows = 0;
+        bad.trees.learning_rate = 0.0;
+        let problems = bad.validate().join("\n");
+        for expected in ["secom.models", "extra_trees_weight", "min_leaf_rows", "learning_rate"] {
+            assert!(problems.contains(expected), "{expected} missing from:\n{problems}");
+        }
+    }
 
     #[test]
     fn auc_matches_hand_counts() {

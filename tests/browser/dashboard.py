@@ -3,6 +3,10 @@
     python dashboard.py demo   BASE TOKEN ARTIFACTS
     python dashboard.py escape BASE TOKEN ARTIFACTS ASSET ALARM_ID EVIL
     python dashboard.py timing BASE ARTIFACTS ASSET
+    python dashboard.py report FILE ARTIFACTS
+
+(`report` opens a `usan spc --report` page from disk with every network
+request refused, as a handed-over file would be read.)
 
 Each step saves a screenshot in ARTIFACTS. The last line printed is a JSON
 object of what the Rust test checks against the API afterwards; any failed
@@ -237,14 +241,45 @@ def timing(base, artifacts, asset):
     print(json.dumps(results))
 
 
+def report(path, artifacts):
+    errors, requests = [], []
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        watch_errors(page, errors)
+
+        def refuse(route):
+            if not route.request.url.startswith("file://"):
+                requests.append(route.request.url)
+                route.abort()
+            else:
+                route.continue_()
+
+        page.route("**/*", refuse)
+        page.goto("file://" + os.path.abspath(path))
+        page.wait_for_load_state("load")
+        drawn = page.evaluate(
+            """() => [...document.querySelectorAll('svg')].map(svg => {
+                const box = svg.getBoundingClientRect();
+                return {width: box.width, height: box.height, marks: svg.querySelectorAll('polyline,path,rect,line,circle').length};
+            })"""
+        )
+        shot(page, artifacts, "spc-report")
+        title = page.title()
+        browser.close()
+    print(json.dumps({"errors": errors, "requests": requests, "svgs": drawn, "title": title}))
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    os.makedirs(args[2] if mode != "timing" else args[1], exist_ok=True)
+    os.makedirs(args[1] if mode in ("timing", "report") else args[2], exist_ok=True)
     if mode == "demo":
         demo(*args)
     elif mode == "escape":
         escape(args[0], args[1], args[2], args[3], int(args[4]), args[5])
     elif mode == "timing":
         timing(*args)
+    elif mode == "report":
+        report(*args)
     else:
         raise SystemExit(f"unknown mode {mode}")

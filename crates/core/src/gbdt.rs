@@ -218,19 +218,7 @@ impl Gbdt {
         if !problems.is_empty() {
             return Err(GbdtError::BadSettings(problems.join("; ")));
         }
-        let width = rows.first().map_or(0, Vec::len);
-        if rows.is_empty() || width == 0 {
-            return Err(GbdtError::BadData("no rows or no features".into()));
-        }
-        if rows.len() != targets.len() {
-            return Err(GbdtError::BadData(format!("{} rows but {} targets", rows.len(), targets.len())));
-        }
-        if rows.iter().any(|r| r.len() != width) {
-            return Err(GbdtError::BadData("rows differ in width".into()));
-        }
-        if targets.iter().any(|t| !t.is_finite()) {
-            return Err(GbdtError::BadData("a target is not a finite number".into()));
-        }
+        let width = training_width(rows, targets).map_err(GbdtError::BadData)?;
         let binned = Binned::new(rows, width);
         let n = rows.len();
         let base = targets.iter().sum::<f64>() / n as f64;
@@ -404,9 +392,34 @@ impl Gbdt {
     /// Each feature's share of the total split gain (sums to 1 when any split was made).
     #[must_use]
     pub fn importances(&self) -> Vec<f64> {
-        let total: f64 = self.gains.iter().sum();
-        self.gains.iter().map(|g| if total > 0.0 { g / total } else { 0.0 }).collect()
+        gain_shares(&self.gains)
     }
+}
+
+/// The width of training rows, or what is wrong with them: no rows or
+/// features, ragged rows, a target per row missing or not finite. Shared by
+/// the tree learners ([`Gbdt`], [`crate::extra_trees::ExtraTrees`]).
+pub(crate) fn training_width(rows: &[Vec<f64>], targets: &[f64]) -> Result<usize, String> {
+    let width = rows.first().map_or(0, Vec::len);
+    if rows.is_empty() || width == 0 {
+        return Err("no rows or no features".into());
+    }
+    if rows.len() != targets.len() {
+        return Err(format!("{} rows but {} targets", rows.len(), targets.len()));
+    }
+    if rows.iter().any(|r| r.len() != width) {
+        return Err("rows differ in width".into());
+    }
+    if targets.iter().any(|t| !t.is_finite()) {
+        return Err("a target is not a finite number".into());
+    }
+    Ok(width)
+}
+
+/// Each feature's share of the total gain (all 0 when there is none).
+pub(crate) fn gain_shares(gains: &[f64]) -> Vec<f64> {
+    let total: f64 = gains.iter().sum();
+    gains.iter().map(|g| if total > 0.0 { g / total } else { 0.0 }).collect()
 }
 
 fn sum_count(histogram: &[Bin; MAX_BINS + 1]) -> (f64, u32) {

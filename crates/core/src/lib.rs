@@ -14,10 +14,12 @@
 //! - [`rul`]: remaining useful life from run-to-failure histories;
 //! - [`spc`]: control chart constants and run rules (statistical process control);
 //! - [`gbdt`]: gradient-boosted regression trees (remaining useful life, yield);
+//! - [`extra_trees`]: extremely randomised trees (yield);
 //! - [`stats`]: small numeric helpers shared by the above.
 
 pub mod alarm;
 pub mod detector;
+pub mod extra_trees;
 pub mod frame;
 pub mod gbdt;
 pub mod metrics;
