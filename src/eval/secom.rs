@@ -179,6 +179,55 @@ fn auc(scores: &[f64], failed: &[bool]) -> f64 {
     (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives).max(1.0)
 }
 
+/// One fold's held-out scores (lot, score), the training folds' failure
+/// rate and the measurements' gain shares, weighted for the mean over folds.
+struct FoldResult {
+    scores: Vec<(usize, f64)>,
+    prevalence: f64,
+    gains: Vec<f64>,
+}
+
+/// Fit the models on every fold but `fold` and score the lots of `fold`.
+fn fit_fold(lots: &Lots, fold_of: &[usize], fold: usize, settings: &SecomSettings) -> anyhow::Result<FoldResult> {
+    let (train, test): (Vec<usize>, Vec<usize>) = (0..lots.rows.len()).partition(|&i| fold_of[i] != fold);
+    let rows: Vec<Vec<f64>> = train.iter().map(|&i| lots.rows[i].clone()).collect();
+    let targets: Vec<f64> = train.iter().map(|&i| f64::from(u8::from(lots.failed[i]))).collect();
+    let weight = settings.extra_trees_weight;
+    let count = if weight < 1.0 { settings.models.max(1) } else { 0 };
+    let models = (0..count)
+        .map(|j| {
+            let config = GbdtConfig { seed: settings.trees.seed.wrapping_add(j as u64), ..settings.trees.clone() };
+            Gbdt::fit(&config, &rows, &targets).context("fitting the boosted trees")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let forest = if weight > 0.0 {
+        Some(ExtraTrees::fit(&settings.extra_trees, &rows, &targets).context("fitting the randomised trees")?)
+    } else {
+        None
+    };
+    let prevalence = targets.iter().sum::<f64>() / targets.len() as f64;
+    let scores = test
+        .iter()
+        .map(|&i| {
+            let boosted = models.iter().map(|m| m.predict(&lots.rows[i])).sum::<f64>() / count.max(1) as f64;
+            let randomised = forest.as_ref().map_or(0.0, |f| f.predict(&lots.rows[i]));
+            (i, (1.0 - weight) * boosted + weight * randomised)
+        })
+        .collect();
+    let mut gains = vec![0.0; lots.names.len()];
+    for model in &models {
+        for (g, v) in gains.iter_mut().zip(model.importances()) {
+            *g += (1.0 - weight) * v / (settings.folds * count) as f64;
+        }
+    }
+    if let Some(forest) = &forest {
+        for (g, v) in gains.iter_mut().zip(forest.importances()) {
+            *g += weight * v / settings.folds as f64;
+        }
+    }
+    Ok(FoldResult { scores, prevalence, gains })
+}
+
 /// Run the protocol and print its metrics.
 ///
 /// # Errors
@@ -193,42 +242,40 @@ pub fn run(data: &Path, out: Option<&Path>, settings: &SecomSettings) -> anyhow:
         bail!("{}: too few lots of each class for {} folds", path.display(), settings.folds);
     }
     let fold_of = stratified_folds(&lots.failed, settings.folds, settings.seed);
+    // Folds are independent: fitted on the machine's cores, then gathered
+    // in fold order (so the figures do not depend on the core count).
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(settings.folds);
+    let folds: Vec<FoldResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                let (lots, fold_of) = (&lots, &fold_of);
+                scope.spawn(move || {
+                    (worker..settings.folds)
+                        .step_by(workers)
+                        .map(|fold| fit_fold(lots, fold_of, fold, settings))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut by_worker: Vec<std::vec::IntoIter<anyhow::Result<FoldResult>>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)).into_iter())
+            .collect();
+        // Worker w fitted folds w, w + workers, …: take them back in fold order.
+        (0..settings.folds).filter_map(|fold| by_worker[fold % workers].next()).collect::<Vec<_>>()
+    })
+    .into_iter()
+    .collect::<anyhow::Result<_>>()?;
     let mut scores = vec![f64::NAN; lots.rows.len()];
     let mut predicted = vec![false; lots.rows.len()];
     let mut gains = vec![0.0; lots.names.len()];
-    for fold in 0..settings.folds {
-        let (train, test): (Vec<usize>, Vec<usize>) = (0..lots.rows.len()).partition(|&i| fold_of[i] != fold);
-        let rows: Vec<Vec<f64>> = train.iter().map(|&i| lots.rows[i].clone()).collect();
-        let targets: Vec<f64> = train.iter().map(|&i| f64::from(u8::from(lots.failed[i]))).collect();
-        let weight = settings.extra_trees_weight;
-        let count = if weight < 1.0 { settings.models.max(1) } else { 0 };
-        let models = (0..count)
-            .map(|j| {
-                let config = GbdtConfig { seed: settings.trees.seed.wrapping_add(j as u64), ..settings.trees.clone() };
-                Gbdt::fit(&config, &rows, &targets).context("fitting the boosted trees")
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let forest = if weight > 0.0 {
-            Some(ExtraTrees::fit(&settings.extra_trees, &rows, &targets).context("fitting the randomised trees")?)
-        } else {
-            None
-        };
-        let prevalence = targets.iter().sum::<f64>() / targets.len() as f64;
-        for &i in &test {
-            let boosted = models.iter().map(|m| m.predict(&lots.rows[i])).sum::<f64>() / count.max(1) as f64;
-            let randomised = forest.as_ref().map_or(0.0, |f| f.predict(&lots.rows[i]));
-            scores[i] = (1.0 - weight) * boosted + weight * randomised;
-            predicted[i] = scores[i] >= prevalence;
+    for fold in folds {
+        for (i, score) in fold.scores {
+            scores[i] = score;
+            predicted[i] = score >= fold.prevalence;
         }
-        for model in &models {
-            for (g, v) in gains.iter_mut().zip(model.importances()) {
-                *g += (1.0 - weight) * v / (settings.folds * count) as f64;
-            }
-        }
-        if let Some(forest) = &forest {
-            for (g, v) in gains.iter_mut().zip(forest.importances()) {
-                *g += weight * v / settings.folds as f64;
-            }
+        for (g, v) in gains.iter_mut().zip(fold.gains) {
+            *g += v;
         }
     }
     if let Some(dir) = out {
