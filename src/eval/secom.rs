@@ -242,30 +242,25 @@ pub fn run(data: &Path, out: Option<&Path>, settings: &SecomSettings) -> anyhow:
         bail!("{}: too few lots of each class for {} folds", path.display(), settings.folds);
     }
     let fold_of = stratified_folds(&lots.failed, settings.folds, settings.seed);
-    // Folds are independent: fitted on the machine's cores, then gathered
-    // in fold order (so the figures do not depend on the core count).
+    // Folds are independent: fitted on the machine's cores, then taken in
+    // fold order (so the figures do not depend on the core count).
     let workers = std::thread::available_parallelism().map_or(1, usize::from).min(settings.folds);
-    let folds: Vec<FoldResult> = std::thread::scope(|scope| {
+    let mut fitted: Vec<(usize, anyhow::Result<FoldResult>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|worker| {
                 let (lots, fold_of) = (&lots, &fold_of);
                 scope.spawn(move || {
                     (worker..settings.folds)
                         .step_by(workers)
-                        .map(|fold| fit_fold(lots, fold_of, fold, settings))
+                        .map(|fold| (fold, fit_fold(lots, fold_of, fold, settings)))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut by_worker: Vec<std::vec::IntoIter<anyhow::Result<FoldResult>>> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)).into_iter())
-            .collect();
-        // Worker w fitted folds w, w + workers, …: take them back in fold order.
-        (0..settings.folds).filter_map(|fold| by_worker[fold % workers].next()).collect::<Vec<_>>()
-    })
-    .into_iter()
-    .collect::<anyhow::Result<_>>()?;
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    fitted.sort_by_key(|(fold, _)| *fold);
+    let folds: Vec<FoldResult> = fitted.into_iter().map(|(_, result)| result).collect::<anyhow::Result<_>>()?;
     let mut scores = vec![f64::NAN; lots.rows.len()];
     let mut predicted = vec![false; lots.rows.len()];
     let mut gains = vec![0.0; lots.names.len()];

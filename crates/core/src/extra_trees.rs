@@ -12,6 +12,7 @@
 //! filled with the feature's training median, stored in the model so that
 //! prediction fills them the same way.
 
+use crate::gbdt::{TreeNode, walk_to_leaf};
 use crate::stats::SeededNormal;
 use serde::{Deserialize, Serialize};
 
@@ -83,17 +84,6 @@ pub enum ExtraTreesError {
     BadSettings(String),
 }
 
-/// One node of a fitted tree. Leaves have `left == right == 0`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct Node {
-    feature: u32,
-    /// Values at most this go left.
-    threshold: f64,
-    left: u32,
-    right: u32,
-    value: f64,
-}
-
 /// A fitted forest of extremely randomised regression trees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExtraTrees {
@@ -101,7 +91,7 @@ pub struct ExtraTrees {
     /// Per feature, the training median that replaces a missing value (0 when all were missing).
     fill: Vec<f64>,
     /// Nodes of every tree; `roots[t]` is tree `t`'s root.
-    nodes: Vec<Node>,
+    nodes: Vec<TreeNode>,
     roots: Vec<u32>,
     /// Squared error removed by each feature's splits, over all trees.
     gains: Vec<f64>,
@@ -160,7 +150,7 @@ impl ExtraTrees {
             order.extend(0..n as u32);
             let root = forest.nodes.len();
             forest.roots.push(root as u32);
-            forest.nodes.push(Node { feature: 0, threshold: 0.0, left: 0, right: 0, value: 0.0 });
+            forest.nodes.push(TreeNode::leaf(0.0));
             let mut pending = vec![Pending { node: root, start: 0, end: n }];
             while let Some(Pending { node, start, end }) = pending.pop() {
                 let members = &mut order[start..end];
@@ -186,9 +176,9 @@ impl ExtraTrees {
                 }
                 let left = forest.nodes.len();
                 for _ in 0..2 {
-                    forest.nodes.push(Node { feature: 0, threshold: 0.0, left: 0, right: 0, value: 0.0 });
+                    forest.nodes.push(TreeNode::leaf(0.0));
                 }
-                forest.nodes[node] = Node {
+                forest.nodes[node] = TreeNode {
                     feature: best.feature as u32,
                     threshold: best.threshold,
                     left: left as u32,
@@ -213,16 +203,8 @@ impl ExtraTrees {
             .roots
             .iter()
             .map(|&root| {
-                let mut at = root as usize;
-                loop {
-                    let node = &self.nodes[at];
-                    if node.left == 0 {
-                        break node.value;
-                    }
-                    let f = node.feature as usize;
-                    let v = if row[f].is_finite() { row[f] } else { self.fill[f] };
-                    at = if v <= node.threshold { node.left } else { node.right } as usize;
-                }
+                // Filled values are never NaN, so the walk's NaN-goes-left rule does not apply.
+                walk_to_leaf(&self.nodes, root as usize, |f| if row[f].is_finite() { row[f] } else { self.fill[f] })
             })
             .sum();
         total / self.roots.len() as f64

@@ -118,15 +118,36 @@ pub enum GbdtError {
     BadSettings(String),
 }
 
-/// One node of a fitted tree. Leaves have `left == right == 0`.
+/// One node of a fitted regression tree (here and in
+/// [`crate::extra_trees`]). Leaves have `left == right == 0`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct TreeNode {
-    feature: u32,
+pub(crate) struct TreeNode {
+    pub(crate) feature: u32,
     /// Values at most this go left; missing values (NaN) go left too.
-    threshold: f64,
-    left: u32,
-    right: u32,
-    value: f64,
+    pub(crate) threshold: f64,
+    pub(crate) left: u32,
+    pub(crate) right: u32,
+    pub(crate) value: f64,
+}
+
+impl TreeNode {
+    /// A leaf holding `value` (a node still to be split starts as one).
+    pub(crate) fn leaf(value: f64) -> TreeNode {
+        TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value }
+    }
+}
+
+/// The leaf value a row reaches from `root`; `value_of(feature)` reads the row.
+pub(crate) fn walk_to_leaf(nodes: &[TreeNode], root: usize, value_of: impl Fn(usize) -> f64) -> f64 {
+    let mut at = root;
+    loop {
+        let node = &nodes[at];
+        if node.left == 0 {
+            return node.value;
+        }
+        let v = value_of(node.feature as usize);
+        at = if v.is_nan() || v <= node.threshold { node.left as usize } else { node.right as usize };
+    }
 }
 
 /// A fitted gradient-boosted regression model.
@@ -259,7 +280,7 @@ impl Gbdt {
         let root = self.nodes.len();
         let leaf_value = |sum: f64, count: u32| config.learning_rate * sum / (f64::from(count) + config.l2);
         let (sum, count) = (rows.iter().map(|&i| residuals[i as usize]).sum::<f64>(), rows.len() as u32);
-        self.nodes.push(TreeNode { feature: 0, threshold: 0.0, left: 0, right: 0, value: leaf_value(sum, count) });
+        self.nodes.push(TreeNode::leaf(leaf_value(sum, count)));
         let root_histograms = histograms(binned, residuals, &rows, allowed);
         let best = best_split(&root_histograms, allowed, config);
         let mut open = vec![Open { node: root, rows, histograms: root_histograms, best }];
@@ -325,15 +346,7 @@ impl Gbdt {
     }
 
     fn tree_value(&self, root: usize, row: &[f64]) -> f64 {
-        let mut at = root;
-        loop {
-            let node = &self.nodes[at];
-            if node.left == 0 {
-                return node.value;
-            }
-            let v = row[node.feature as usize];
-            at = if v.is_nan() || v <= node.threshold { node.left as usize } else { node.right as usize };
-        }
+        walk_to_leaf(&self.nodes, root, |feature| row[feature])
     }
 
     /// The prediction for one row (NaN for a row of the wrong width).
