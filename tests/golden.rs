@@ -99,7 +99,7 @@ fn estimates_at_cuts(model: &usan_core::rul::RulModel) -> Vec<usan_core::rul::Ru
 fn the_shipped_rul_model_estimates_exactly_as_when_it_was_fitted() {
     let model_path = repo().join("examples/models/fd001_demo.rul.json");
     let estimates_path = repo().join("tests/golden/rul_demo_estimates.json");
-    let model: usan_core::rul::RulModel = serde_json::from_str(&std::fs::read_to_string(model_path).unwrap()).unwrap();
+    let model = usan_core::rul::RulModel::from_json(&std::fs::read_to_string(model_path).unwrap()).unwrap();
     assert!(usan_core::rul::RulModel::readable(model.format), "format {}", model.format);
     let estimates = estimates_at_cuts(&model);
     if std::env::var_os("USAN_BLESS").is_some() {
@@ -119,10 +119,27 @@ fn the_shipped_rul_model_estimates_exactly_as_when_it_was_fitted() {
     }
 }
 
+/// Estimates of a stored model, compared with its golden estimates to
+/// 0.01 cycles: the network's matrix products run on kernels chosen for
+/// the CPU, which may round the last bits of f32 differently.
+fn assert_estimates_as_stored(model: &usan_core::rul::RulModel, estimates_path: &std::path::Path) {
+    assert!(model.network_weight().is_some(), "the stored model has both learners");
+    let golden: Vec<usan_core::rul::RulEstimate> =
+        serde_json::from_str(&std::fs::read_to_string(estimates_path).unwrap()).unwrap();
+    let estimates = estimates_at_cuts(model);
+    assert_eq!(estimates.len(), golden.len());
+    for (got, want) in estimates.iter().zip(&golden) {
+        for (g, w) in [(got.rul, want.rul), (got.lower, want.lower), (got.upper, want.upper)] {
+            assert!((g - w).abs() < 0.01, "estimate drifted: {got:?} vs {want:?}");
+        }
+    }
+    for engine in golden.chunks(4) {
+        assert!(engine[3].rul < engine[0].rul, "estimates fall as the engines wear: {engine:?}");
+    }
+}
+
 /// A stored ensemble (trees and a small network, fitted on the demo
-/// engines) estimates as when it was fitted. The network's matrix products
-/// run on kernels chosen for the CPU, which may round the last bits of f32
-/// differently, so estimates are compared to 0.01 cycles.
+/// engines) estimates as when it was fitted.
 #[test]
 fn a_stored_ensemble_estimates_as_when_it_was_fitted() {
     use usan_core::rul::{Learner, NetworkConfig, RulConfig, RulModel};
@@ -149,19 +166,23 @@ fn a_stored_ensemble_estimates_as_when_it_was_fitted() {
         std::fs::write(&model_path, serde_json::to_string(&model).unwrap()).unwrap();
         std::fs::write(&estimates_path, serde_json::to_string_pretty(&estimates_at_cuts(&model)).unwrap()).unwrap();
     }
-    let model: RulModel = serde_json::from_str(&std::fs::read_to_string(model_path).unwrap()).unwrap();
+    let model = RulModel::from_json(&std::fs::read_to_string(model_path).unwrap()).unwrap();
     assert_eq!(model.format, RulModel::FORMAT);
-    assert!(model.network_weight().is_some(), "the stored model has both learners");
-    let golden: Vec<usan_core::rul::RulEstimate> =
-        serde_json::from_str(&std::fs::read_to_string(&estimates_path).unwrap()).unwrap();
-    let estimates = estimates_at_cuts(&model);
-    assert_eq!(estimates.len(), golden.len());
-    for (got, want) in estimates.iter().zip(&golden) {
-        for (g, w) in [(got.rul, want.rul), (got.lower, want.lower), (got.upper, want.upper)] {
-            assert!((g - w).abs() < 0.01, "estimate drifted: {got:?} vs {want:?}");
-        }
-    }
-    for engine in golden.chunks(4) {
-        assert!(engine[3].rul < engine[0].rul, "estimates fall as the engines wear: {engine:?}");
-    }
+    assert_estimates_as_stored(&model, &estimates_path);
+}
+
+/// An ensemble stored in format 2 (a same-padded network, from before the
+/// `padding` setting) still loads and estimates as when it was fitted.
+#[test]
+fn a_format_2_ensemble_estimates_as_when_it_was_fitted() {
+    use usan_core::rul::RulModel;
+    let text = std::fs::read_to_string(repo().join("tests/golden/rul_ensemble_format2_model.json")).unwrap();
+    assert!(!text.contains("padding"), "written before the setting existed");
+    let model = RulModel::from_json(&text).unwrap();
+    assert_eq!(model.format, 2);
+    assert_estimates_as_stored(&model, &repo().join("tests/golden/rul_ensemble_format2_estimates.json"));
+    // A format this build does not know is refused with a reason.
+    let newer = text.replacen("\"format\":2", "\"format\":99", 1);
+    let error = RulModel::from_json(&newer).unwrap_err().to_string();
+    assert!(error.contains("format 99"), "{error}");
 }

@@ -67,7 +67,7 @@ fn fit_rul_trains_from_a_described_csv_and_the_artifact_predicts() {
     assert!(stdout.contains("sensors used: egt vibration"), "the flat serial is dropped: {stdout}");
 
     let text = std::fs::read_to_string(dir.path().join("models/engines.rul.json")).unwrap();
-    let model: RulModel = serde_json::from_str(&text).unwrap();
+    let model = RulModel::from_json(&text).unwrap();
     assert_eq!(model.format, RulModel::FORMAT);
     assert_eq!(model.setting_names, ["altitude"]);
     assert_eq!(model.sensor_names, ["egt", "vibration", "serial"]);

@@ -291,7 +291,7 @@ pub fn rul(repeat: usize, model_path: Option<&std::path::Path>) -> anyhow::Resul
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         None => crate::demo::DEMO_RUL_MODEL.to_string(),
     };
-    let model: usan_core::rul::RulModel = serde_json::from_str(&text).context("reading the RUL model")?;
+    let model = usan_core::rul::RulModel::from_json(&text).context("reading the RUL model")?;
     anyhow::ensure!(
         model.sensor_names.len() == 21,
         "the benchmark replays C-MAPSS engines (21 sensors); the model takes {}",

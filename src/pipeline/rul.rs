@@ -189,17 +189,8 @@ pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize
     for spec in specs {
         let text = std::fs::read_to_string(&spec.model)
             .with_context(|| format!("[[rul]] {}: cannot read model {}", spec.name, spec.model.display()))?;
-        let model: RulModel = serde_json::from_str(&text)
-            .with_context(|| format!("[[rul]] {}: {} is not a RUL model", spec.name, spec.model.display()))?;
-        if !RulModel::readable(model.format) {
-            bail!(
-                "[[rul]] {}: {} has format {}, this build reads formats 1 to {}",
-                spec.name,
-                spec.model.display(),
-                model.format,
-                RulModel::FORMAT
-            );
-        }
+        let model = RulModel::from_json(&text)
+            .with_context(|| format!("[[rul]] {}: cannot use model {}", spec.name, spec.model.display()))?;
         let model = Arc::new(model);
         let signal = |name: &str| spec.signals.get(name).map_or(name, String::as_str).to_string();
         let mut watched = 0;

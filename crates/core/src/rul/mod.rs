@@ -44,6 +44,7 @@ pub use regimes::Regimes;
 use crate::gbdt::{Gbdt, GbdtConfig, GbdtError};
 use crate::stats::{mean_std, quantile};
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 /// One asset's history: a value of every setting and sensor per cycle.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,6 +208,9 @@ pub enum RulError {
     /// The trees could not be fitted.
     #[error(transparent)]
     Trees(#[from] GbdtError),
+    /// A stored model cannot be read.
+    #[error("{0}")]
+    BadArtifact(String),
 }
 
 /// A RUL estimate with its interval.
@@ -378,6 +382,8 @@ struct Prepared {
     sequence: Vec<Vec<f32>>,
     /// First cycle estimated.
     from: usize,
+    /// Cycles of the history.
+    cycles: usize,
 }
 
 impl Features {
@@ -402,28 +408,38 @@ impl Features {
         } else {
             Vec::new()
         };
-        Prepared { rows, sequence, from }
+        Prepared { rows, sequence, from, cycles: unit.cycles.len() }
     }
 }
 
-/// What every fitted learner does: raw RUL estimates for the cycles
-/// `from..` of one prepared history.
+/// What every fitted learner does: raw RUL estimates for some cycles
+/// (a range within `from..` of one prepared history), on the calling thread.
 trait Estimator {
-    fn estimate(&self, history: &Prepared, cap: f64) -> Vec<f64>;
+    fn estimate(&self, history: &Prepared, cycles: Range<usize>, cap: f64) -> Vec<f64>;
 }
 
 impl Estimator for Gbdt {
-    fn estimate(&self, history: &Prepared, _cap: f64) -> Vec<f64> {
-        self.predict_many(&history.rows)
+    fn estimate(&self, history: &Prepared, cycles: Range<usize>, _cap: f64) -> Vec<f64> {
+        self.predict_many(&history.rows[cycles.start - history.from..cycles.end - history.from])
     }
 }
 
 impl Estimator for Network {
-    fn estimate(&self, history: &Prepared, cap: f64) -> Vec<f64> {
-        let ends: Vec<usize> = (history.from..history.sequence.len()).collect();
+    fn estimate(&self, history: &Prepared, cycles: Range<usize>, cap: f64) -> Vec<f64> {
+        let ends: Vec<usize> = cycles.collect();
         self.predict(&history.sequence, &ends).into_iter().map(|v| v * cap).collect()
     }
 }
+
+/// The machine's cores (asked once: the call costs a system call).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Fewest cycles per core worth splitting a history's estimates over cores
+/// (a thread costs about as much as 30 windows).
+const CYCLES_PER_CORE: usize = 32;
 
 /// The fitted learners of a model; with both, its estimate is their
 /// weighted mean.
@@ -486,10 +502,36 @@ impl Learners {
         Ok(Learners { trees, network, network_weight: half() })
     }
 
+    /// Each learner's estimates for the cycles `from..` of a history; a
+    /// long history is cut into consecutive stretches, one per core (each
+    /// estimate does not depend on the cut).
     fn parts(&self, history: &Prepared, cap: f64) -> Parts {
+        let (from, to) = (history.from, history.from.max(history.cycles));
+        let workers = cores().min((to - from) / CYCLES_PER_CORE).max(1);
+        if workers == 1 {
+            return self.parts_of(history, from..to, cap);
+        }
+        let stretch = (to - from).div_ceil(workers);
+        let ranges: Vec<Range<usize>> =
+            (from..to).step_by(stretch).map(|start| start..(start + stretch).min(to)).collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                ranges[1..].iter().map(|r| scope.spawn(|| self.parts_of(history, r.clone(), cap))).collect();
+            let mut parts = self.parts_of(history, ranges[0].clone(), cap);
+            for handle in handles {
+                let more = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                parts.trees.extend(more.trees);
+                parts.network.extend(more.network);
+            }
+            parts
+        })
+    }
+
+    /// [`Self::parts`] for some cycles, on the calling thread.
+    fn parts_of(&self, history: &Prepared, cycles: Range<usize>, cap: f64) -> Parts {
         Parts {
-            trees: self.trees.as_ref().map(|t| t.estimate(history, cap)).unwrap_or_default(),
-            network: self.network.as_ref().map(|n| n.estimate(history, cap)).unwrap_or_default(),
+            trees: self.trees.as_ref().map(|t| t.estimate(history, cycles.clone(), cap)).unwrap_or_default(),
+            network: self.network.as_ref().map(|n| n.estimate(history, cycles, cap)).unwrap_or_default(),
         }
     }
 
@@ -530,14 +572,42 @@ pub struct RulModel {
 }
 
 impl RulModel {
-    /// Current artifact format: 2 added the network (format 1, trees only,
-    /// still loads and predicts the same).
-    pub const FORMAT: u32 = 2;
+    /// Current artifact format: 2 added the network, 3 its valid padding
+    /// (older formats still load and predict the same: a format-2 network
+    /// keeps the same padding it was trained with).
+    pub const FORMAT: u32 = 3;
 
     /// Whether an artifact of `format` can be read.
     #[must_use]
     pub fn readable(format: u32) -> bool {
         (1..=Self::FORMAT).contains(&format)
+    }
+
+    /// Reads a stored model (JSON) of any readable format.
+    ///
+    /// # Errors
+    /// [`RulError::BadArtifact`] when the text is not a RUL model or its
+    /// format is newer than this build reads.
+    pub fn from_json(text: &str) -> Result<RulModel, RulError> {
+        let mut json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| RulError::BadArtifact(format!("not a RUL model: {e}")))?;
+        let format = json.get("format").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        if !u32::try_from(format).is_ok_and(Self::readable) {
+            return Err(RulError::BadArtifact(format!(
+                "a RUL model of format {format}; this build reads formats 1 to {}",
+                Self::FORMAT
+            )));
+        }
+        if format < 3 {
+            // Before format 3 every network was same-padded; the field did not exist.
+            for pointer in ["/config/network", "/network/config"] {
+                if let Some(network) = json.pointer_mut(pointer).and_then(serde_json::Value::as_object_mut) {
+                    network.entry("padding").or_insert_with(|| "same".into());
+                    network.entry("last_cycle").or_insert_with(|| false.into());
+                }
+            }
+        }
+        serde_json::from_value(json).map_err(|e| RulError::BadArtifact(format!("not a RUL model: {e}")))
     }
 
     /// Fit on run-to-failure histories (each ends at its failure).
@@ -962,7 +1032,7 @@ mod tests {
         let mut json: serde_json::Value = serde_json::to_value(&model).unwrap();
         json["format"] = 1.into();
         json["config"].as_object_mut().unwrap().retain(|k, _| k != "learner" && k != "network");
-        let old: RulModel = serde_json::from_value(json).unwrap();
+        let old = RulModel::from_json(&json.to_string()).unwrap();
         assert!(RulModel::readable(old.format) && !RulModel::readable(RulModel::FORMAT + 1));
         assert!(old.predict_all(&train[0]).unwrap() == model.predict_all(&train[0]).unwrap(), "estimates differ");
     }
