@@ -448,7 +448,7 @@ struct Pass {
     unrolled: Vec<DMatrix<f32>>,
     /// Each convolution's output (after tanh).
     conv_out: Vec<DMatrix<f32>>,
-    /// Last convolution flattened to `samples × window`, after dropout.
+    /// Last convolution flattened to `samples × flat` and the last cycle beside it, after dropout.
     flat: DMatrix<f32>,
     /// Dense layer output (after tanh).
     hidden: DMatrix<f32>,
