@@ -141,7 +141,7 @@ fn default_folds() -> usize {
     3
 }
 fn default_trees() -> GbdtConfig {
-    GbdtConfig { trees: 300, learning_rate: 0.06, ..GbdtConfig::default() }
+    GbdtConfig { trees: 300, learning_rate: 0.06, leaves: 15, ..GbdtConfig::default() }
 }
 
 impl Default for RulConfig {
