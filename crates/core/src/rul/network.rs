@@ -488,6 +488,33 @@ fn convolve(
     (unrolled, conv_out)
 }
 
+/// The dense layer's input, one row per sample: `flat` positions of the
+/// last convolution's output `last` from each sample's first, then (with
+/// `last_cycle`) the channels of its last cycle, a row of `input`.
+fn flatten(
+    layout: &Layout,
+    last: &[f32],
+    input: &DMatrix<f32>,
+    starts: &[(usize, usize)],
+    scratch: &mut Scratch,
+) -> DMatrix<f32> {
+    let samples = starts.len();
+    let mut flat = scratch.zeros(samples, layout.flat + layout.last_cycle);
+    let (convolved, cycle) = flat.as_mut_slice().split_at_mut(samples * layout.flat);
+    for (t, column) in convolved.chunks_exact_mut(samples.max(1)).enumerate() {
+        for (v, &(position, _)) in column.iter_mut().zip(starts) {
+            *v = last[position + t];
+        }
+    }
+    let rows = input.nrows();
+    for (c, column) in cycle.chunks_exact_mut(samples.max(1)).enumerate() {
+        for (v, &(_, row)) in column.iter_mut().zip(starts) {
+            *v = input[c * rows + row];
+        }
+    }
+    flat
+}
+
 /// The dense layer and the output on the flattened last convolution
 /// (`samples × flat`); the hidden layer's activations and the outputs.
 fn head(layout: &Layout, params: &[f32], flat: &DMatrix<f32>, scratch: &mut Scratch) -> (DMatrix<f32>, Vec<f32>) {
@@ -509,20 +536,8 @@ fn forward(layout: &Layout, params: &[f32], input: &DMatrix<f32>, keep: Option<&
     let samples = input.nrows() / window;
     let (unrolled, conv_out) = convolve(layout, params, input, window, scratch);
     let last = conv_out.last().map_or(&[][..], |m| m.as_slice());
-    let flat_len = layout.flat;
-    let mut flat = scratch.zeros(samples, flat_len + layout.last_cycle);
-    let (convolved, cycle) = flat.as_mut_slice().split_at_mut(samples * flat_len);
-    for (t, column) in convolved.chunks_exact_mut(samples.max(1)).enumerate() {
-        for (s, v) in column.iter_mut().enumerate() {
-            *v = last[s * flat_len + t];
-        }
-    }
-    let rows = input.nrows();
-    for (c, column) in cycle.chunks_exact_mut(samples.max(1)).enumerate() {
-        for (s, v) in column.iter_mut().enumerate() {
-            *v = input[c * rows + s * window + window - 1];
-        }
-    }
+    let starts: Vec<(usize, usize)> = (0..samples).map(|s| (s * layout.flat, s * window + window - 1)).collect();
+    let mut flat = flatten(layout, last, input, &starts, scratch);
     if let Some(keep) = keep {
         for (v, k) in flat.as_mut_slice().iter_mut().zip(keep) {
             *v *= k;
@@ -663,20 +678,9 @@ fn stretch_outputs(
 ) -> Vec<f32> {
     let (unrolled, conv_out) = convolve(layout, params, input, input.nrows(), scratch);
     let last = conv_out.last().map_or(&[][..], |m| m.as_slice());
-    let samples = ends.len();
-    let mut flat = scratch.zeros(samples, layout.flat + layout.last_cycle);
-    let (convolved, cycle) = flat.as_mut_slice().split_at_mut(samples * layout.flat);
-    for (t, column) in convolved.chunks_exact_mut(samples.max(1)).enumerate() {
-        for (v, e) in column.iter_mut().zip(ends) {
-            *v = last[e - first + t];
-        }
-    }
-    let (rows, window) = (input.nrows(), layout.convs.first().map_or(1, |c| c.length));
-    for (c, column) in cycle.chunks_exact_mut(samples.max(1)).enumerate() {
-        for (v, e) in column.iter_mut().zip(ends) {
-            *v = input[c * rows + e - first + window - 1];
-        }
-    }
+    let window = layout.convs.first().map_or(1, |c| c.length);
+    let starts: Vec<(usize, usize)> = ends.iter().map(|e| (e - first, e - first + window - 1)).collect();
+    let flat = flatten(layout, last, input, &starts, scratch);
     let (hidden, output) = head(layout, params, &flat, scratch);
     for m in unrolled.into_iter().chain(conv_out).chain([flat, hidden]) {
         scratch.recycle(m);
