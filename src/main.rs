@@ -192,6 +192,12 @@ enum BenchCommand {
         /// Signal counts, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "8,52")]
         dims: Vec<usize>,
+        /// Only these detector types (their config `type`, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Batch rows: best of this many runs of `score_values`.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// A CSV replayed at full speed through detectors into the store.
     Pipeline {
@@ -335,7 +341,7 @@ fn main() -> ExitCode {
         Command::Spc(command) => command.into_args().and_then(|args| usan::spc::run(&args)),
         Command::Bench { what } => match what {
             BenchCommand::Spc { values } => bench::spc(values),
-            BenchCommand::Detectors { rows, dims } => bench::detectors(rows, &dims),
+            BenchCommand::Detectors { rows, dims, only, repeat } => bench::detectors(rows, &dims, &only, repeat),
             BenchCommand::Pipeline { assets, signals, rows, detector } => {
                 runtime().and_then(|rt| rt.block_on(bench::pipeline(assets, signals, rows, &detector)))
             }

@@ -15,7 +15,8 @@
 //! - [`spc`]: control chart constants and run rules (statistical process control);
 //! - [`gbdt`]: gradient-boosted regression trees (remaining useful life, yield);
 //! - [`extra_trees`]: extremely randomised trees (yield);
-//! - [`stats`]: small numeric helpers shared by the above.
+//! - [`stats`]: small numeric helpers shared by the above;
+//! - [`parallel`]: batch work cut over the machine's cores.
 
 pub mod alarm;
 pub mod detector;
@@ -24,6 +25,7 @@ pub mod frame;
 pub mod gbdt;
 pub mod metrics;
 pub mod model;
+pub mod parallel;
 pub mod rul;
 pub mod spc;
 pub mod stats;

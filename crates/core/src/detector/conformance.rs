@@ -204,6 +204,31 @@ fn batch_scores_equal_row_by_row_scores() {
 }
 
 #[test]
+fn a_batch_long_enough_to_cut_over_cores_scores_as_row_by_row() {
+    // Enough rows for several blocks per core, gaps in the first, a middle
+    // and the last block; smoothing carries across the cuts.
+    let train = normal_rows(300, 23);
+    let mut test = normal_rows(9_000, 24);
+    for (i, signal) in [(5, 1), (4_700, 3), (8_998, 0)] {
+        test[i][signal] = f64::NAN;
+    }
+    let smoothed =
+        DetectorConfig::Pca(PcaConfig { smoothing: 4, limits: LimitMethod::Empirical, ..PcaConfig::default() });
+    let batched = every_detector().into_iter().chain([smoothed]).filter(|c| {
+        matches!(c, DetectorConfig::IsolationForest(_)) || matches!(c, DetectorConfig::Pca(p) if p.lags == 0)
+    });
+    for config in batched {
+        let (mut a, mut b) = (fitted(&config, &train), fitted(&config, &train));
+        let batch = a.score_values(&test).unwrap();
+        assert_eq!(batch.len(), test.len());
+        for (i, (row, value)) in test.iter().zip(&batch).enumerate() {
+            let single = b.score(row).unwrap().value;
+            assert!((single - value).abs() <= 1e-9 * single.abs().max(1.0), "{config:?} row {i}: {single} vs {value}");
+        }
+    }
+}
+
+#[test]
 fn unsupported_model_format_is_refused() {
     let model = FittedModel {
         format: 99,

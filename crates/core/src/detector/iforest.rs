@@ -123,6 +123,10 @@ impl IsolationForest {
     /// Fewest complete baseline rows accepted.
     pub const MIN_ROWS: usize = 8;
 
+    /// Fewest rows per core worth cutting a batch over cores (starting a
+    /// thread costs about as much as scoring a hundred rows).
+    const ROWS_PER_CORE: usize = 1024;
+
     /// An unfitted forest.
     #[must_use]
     pub fn new(config: IsolationForestConfig) -> Self {
@@ -311,26 +315,38 @@ impl IsolationForest {
         result
     }
 
-    /// Batch scores through the complete layout; blocks with a missing or
-    /// wrong-width row go row by row.
+    /// Batch scores through the complete layout, one stretch of blocks per
+    /// core; blocks with a missing or wrong-width row go row by row.
     fn score_blocks(&mut self, forest: &CompleteForest, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
         let width = self.width;
         let block_rows = ((4096 / width.max(1)).clamp(16, 512) / CompleteForest::GROUP).max(1) * CompleteForest::GROUP;
-        let mut values = Vec::with_capacity(rows.len());
-        let mut block_values = vec![0.0; block_rows * width];
-        let mut paths = vec![0.0; block_rows];
-        let trees = self.roots.len() as f64;
-        for block in rows.chunks(block_rows) {
-            if block.iter().any(|r| r.len() != width || !r.iter().all(|v| v.is_finite())) {
-                values.extend(super::values_row_by_row(block, |row| self.score(row))?);
-                continue;
+        let (trees, normaliser) = (self.roots.len() as f64, self.normaliser);
+        // NaN marks the blocks left for row by row.
+        let mut values = vec![0.0; rows.len()];
+        crate::parallel::fill_over_cores(&mut values, Self::ROWS_PER_CORE, block_rows, |range, out| {
+            let mut block_values = vec![0.0; block_rows * width];
+            for (block, paths) in rows[range].chunks(block_rows).zip(out.chunks_mut(block_rows)) {
+                if block.iter().any(|r| r.len() != width || !r.iter().all(|v| v.is_finite())) {
+                    paths.fill(f64::NAN);
+                    continue;
+                }
+                for (chunk, row) in block_values.chunks_exact_mut(width).zip(block) {
+                    chunk.copy_from_slice(row);
+                }
+                forest.path_sums(&block_values[..block.len() * width], paths);
+                for path in paths.iter_mut() {
+                    *path = 2f64.powf(-(*path / trees) / normaliser);
+                }
             }
-            for (chunk, row) in block_values.chunks_exact_mut(width).zip(block) {
-                chunk.copy_from_slice(row);
+        });
+        for (value, row) in values.iter_mut().zip(rows) {
+            if value.is_nan() {
+                *value = match self.score(row) {
+                    Ok(score) => score.value,
+                    Err(DetectorError::NoData) => 0.0,
+                    Err(e) => return Err(e),
+                };
             }
-            let n = block.len();
-            forest.path_sums(&block_values[..n * width], &mut paths[..n]);
-            values.extend(paths[..n].iter().map(|p| 2f64.powf(-(p / trees) / self.normaliser)));
         }
         Ok(values)
     }
@@ -565,6 +581,26 @@ mod tests {
                 let single = forest.score(row).unwrap().value;
                 assert!((single - value).abs() < 1e-12, "ψ {sample_size}: {single} vs {value}");
             }
+        }
+    }
+
+    #[test]
+    fn a_batch_cut_over_cores_scores_as_row_by_row_with_gaps_kept_in_place() {
+        let mut g = SeededNormal::new(8);
+        let mut rows: Vec<Vec<f64>> = (0..3 * IsolationForest::ROWS_PER_CORE + 77)
+            .map(|i| (0..5).map(|_| g.normal() + if i % 97 == 0 { 4.0 } else { 0.0 }).collect())
+            .collect();
+        let mut forest = IsolationForest::new(IsolationForestConfig::default());
+        forest.learn(&rows[..1000]).unwrap();
+        // Gaps in the first block, mid-batch and in the last (short) block.
+        for (i, signal) in [(3, 0), (2500, 4), (rows.len() - 2, 1)] {
+            rows[i][signal] = f64::NAN;
+        }
+        let batch = forest.score_values(&rows).unwrap();
+        assert_eq!(batch.len(), rows.len());
+        for (i, (row, value)) in rows.iter().zip(&batch).enumerate() {
+            let single = forest.score(row).unwrap().value;
+            assert!((single - value).abs() < 1e-12, "row {i}: {single} vs {value}");
         }
     }
 

@@ -560,8 +560,9 @@ impl Pca {
     }
 
     /// Scores of many rows (see [`super::Detector::score_values`]). Static
-    /// PCA on complete rows takes one matrix product for the whole batch;
-    /// anything else goes row by row.
+    /// PCA takes one matrix product per block of complete rows, blocks cut
+    /// over the cores; rows with gaps, lagged and differenced PCA go row by
+    /// row.
     ///
     /// # Errors
     /// See [`super::Detector::score`].
@@ -569,59 +570,35 @@ impl Pca {
         if self.config.lags > 0 || self.model.as_ref().is_some_and(|m| !m.differenced.is_empty()) {
             return rows.iter().map(|row| self.value_of(row)).collect();
         }
-        let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?.clone();
-        let (p, k) = (model.used.len(), model.components);
-        // Blocks of rows small enough to stay in cache. Column i of `z` is
-        // row i standardised (nalgebra stores columns, so each row's values
-        // sit together), and `t = Pᵀ z` is one product per block. The
-        // component count is padded with zero loadings to a multiple of 4,
-        // the width of matrixmultiply's kernels; padded scores are exactly 0.
-        const BLOCK: usize = 1024;
-        let padded = k.next_multiple_of(4);
-        let mut loadings_t = DMatrix::<f64>::zeros(padded, p);
-        for (j, row) in model.loadings.chunks_exact(k).enumerate() {
-            for (c, loading) in row.iter().enumerate() {
-                loadings_t[(c, j)] = *loading;
+        let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?;
+        let kernel = BatchKernel::new(model);
+        let (t2_limit, spe_limit) = (model.t2_limit, model.spe_limit);
+        let (min_per_core, block) = (4 * BatchKernel::BLOCK, BatchKernel::BLOCK);
+        // Rows with a gap (NaN statistics) are scored row by row afterwards.
+        let mut values = vec![0.0; rows.len()];
+        if self.config.smoothing <= 1 {
+            crate::parallel::fill_over_cores(&mut values, min_per_core, block, |range, out| {
+                kernel.run(&rows[range], |i, t2, spe| out[i] = (t2 / t2_limit).max(spe / spe_limit));
+            });
+            for (value, row) in values.iter_mut().zip(rows) {
+                if value.is_nan() {
+                    *value = self.value_of(row)?;
+                }
             }
+            return Ok(values);
         }
-        let inverse_scale: Vec<f64> = model.scale.iter().map(|s| 1.0 / s).collect();
-        let mut inverse_eigen: Vec<f64> = model.eigenvalues[..k].iter().map(|l| 1.0 / l.max(1e-12)).collect();
-        inverse_eigen.resize(padded, 0.0);
-        let mut z = DMatrix::<f64>::zeros(p, BLOCK);
-        let mut t = DMatrix::<f64>::zeros(padded, BLOCK);
-        let mut z_norms = [0.0f64; BLOCK];
-        let mut values = Vec::with_capacity(rows.len());
-        for block in rows.chunks(BLOCK) {
-            if block.iter().any(|r| r.len() != model.width || r.iter().any(|v| !v.is_finite())) {
-                for row in block {
-                    values.push(self.value_of(row)?);
-                }
-                continue;
-            }
-            for ((row, z_row), z_norm) in block.iter().zip(z.as_mut_slice().chunks_exact_mut(p)).zip(&mut z_norms) {
-                let mut norm = 0.0;
-                for ((slot, &j), (m, inv)) in
-                    z_row.iter_mut().zip(&model.used).zip(model.mean.iter().zip(&inverse_scale))
-                {
-                    let v = (row[j] - m) * inv;
-                    norm += v * v;
-                    *slot = v;
-                }
-                *z_norm = norm;
-            }
-            let used = block.len();
-            let mut t_block = t.columns_mut(0, used);
-            t_block.gemm(1.0, &loadings_t, &z.columns(0, used), 0.0);
-            for (t_row, z_norm) in t.as_slice().chunks_exact(padded).zip(&z_norms).take(used) {
-                let (mut t2, mut t_norm) = (0.0, 0.0);
-                for (tc, inv) in t_row.iter().zip(&inverse_eigen) {
-                    t2 += tc * tc * inv;
-                    t_norm += tc * tc;
-                }
-                let spe = (z_norm - t_norm).max(0.0);
+        // Smoothing carries from row to row: statistics first, then in order.
+        let mut statistics = vec![(0.0, 0.0); rows.len()];
+        crate::parallel::fill_over_cores(&mut statistics, min_per_core, block, |range, out| {
+            kernel.run(&rows[range], |i, t2, spe| out[i] = (t2, spe));
+        });
+        for ((value, row), (t2, spe)) in values.iter_mut().zip(rows).zip(statistics) {
+            *value = if t2.is_nan() {
+                self.value_of(row)?
+            } else {
                 let (t2, spe) = Self::smooth(&mut self.recent, self.config.smoothing, t2, spe);
-                values.push((t2 / model.t2_limit).max(spe / model.spe_limit));
-            }
+                (t2 / t2_limit).max(spe / spe_limit)
+            };
         }
         Ok(values)
     }
@@ -773,6 +750,101 @@ fn spe_limit(alpha: f64, residual_eigenvalues: &[f64]) -> f64 {
         return g * (h + c * (2.0 * h).sqrt()).max(1e-12);
     }
     theta1 * inner.powf(1.0 / h0)
+}
+
+/// Static PCA's statistics for blocks of rows: each block is standardised
+/// into the columns of `z` (nalgebra stores columns, so each row's values sit
+/// together) and `t = Pᵀ z` is one matrix product. The component count is
+/// padded with zero loadings to a multiple of 4, the width of
+/// matrixmultiply's kernels; padded scores are exactly 0.
+struct BatchKernel<'a> {
+    model: &'a PcaModel,
+    /// Components, padded.
+    padded: usize,
+    /// Pᵀ, padded rows of zeros.
+    loadings_t: DMatrix<f64>,
+    inverse_scale: Vec<f64>,
+    /// 1 / eigenvalue per component, 0 for the padding.
+    inverse_eigen: Vec<f64>,
+    /// Signals kept in their order (the usual case): rows are read as they are.
+    all_kept: bool,
+}
+
+impl<'a> BatchKernel<'a> {
+    /// Rows per block: small enough to stay in cache.
+    const BLOCK: usize = 1024;
+
+    fn new(model: &'a PcaModel) -> Self {
+        let (p, k) = (model.used.len(), model.components);
+        let padded = k.next_multiple_of(4);
+        let mut loadings_t = DMatrix::<f64>::zeros(padded, p);
+        for (j, row) in model.loadings.chunks_exact(k).enumerate() {
+            for (c, loading) in row.iter().enumerate() {
+                loadings_t[(c, j)] = *loading;
+            }
+        }
+        let mut inverse_eigen: Vec<f64> = model.eigenvalues[..k].iter().map(|l| 1.0 / l.max(1e-12)).collect();
+        inverse_eigen.resize(padded, 0.0);
+        BatchKernel {
+            model,
+            padded,
+            loadings_t,
+            inverse_scale: model.scale.iter().map(|s| 1.0 / s).collect(),
+            inverse_eigen,
+            all_kept: p == model.width && model.used.iter().enumerate().all(|(i, &j)| i == j),
+        }
+    }
+
+    /// `emit(i, T², SPE)` for every row `i` of `rows`, in order; NaN for a
+    /// row with a gap or of the wrong width.
+    fn run(&self, rows: &[Vec<f64>], mut emit: impl FnMut(usize, f64, f64)) {
+        let (model, p, padded) = (self.model, self.model.used.len(), self.padded);
+        let mut z = DMatrix::<f64>::zeros(p, Self::BLOCK);
+        let mut t = DMatrix::<f64>::zeros(padded, Self::BLOCK);
+        let mut z_norms = [0.0f64; Self::BLOCK];
+        for (b, block) in rows.chunks(Self::BLOCK).enumerate() {
+            for ((row, z_row), z_norm) in block.iter().zip(z.as_mut_slice().chunks_exact_mut(p)).zip(&mut z_norms) {
+                if row.len() != model.width || !row.iter().all(|v| v.is_finite()) {
+                    z_row.fill(0.0);
+                    *z_norm = f64::NAN;
+                    continue;
+                }
+                let mut norm = 0.0;
+                let mut standardise = |slot: &mut f64, value: f64, mean: f64, inverse: f64| {
+                    let v = (value - mean) * inverse;
+                    norm += v * v;
+                    *slot = v;
+                };
+                let scaling = model.mean.iter().zip(&self.inverse_scale);
+                if self.all_kept {
+                    for ((slot, value), (mean, inverse)) in z_row.iter_mut().zip(row).zip(scaling) {
+                        standardise(slot, *value, *mean, *inverse);
+                    }
+                } else {
+                    for ((slot, &j), (mean, inverse)) in z_row.iter_mut().zip(&model.used).zip(scaling) {
+                        standardise(slot, row[j], *mean, *inverse);
+                    }
+                }
+                *z_norm = norm;
+            }
+            let used = block.len();
+            let mut t_block = t.columns_mut(0, used);
+            t_block.gemm(1.0, &self.loadings_t, &z.columns(0, used), 0.0);
+            for (k, (t_row, z_norm)) in t.as_slice().chunks_exact(padded).zip(&z_norms[..used]).enumerate() {
+                let (mut t2, mut t_norm) = (0.0, 0.0);
+                for (tc, inv) in t_row.iter().zip(&self.inverse_eigen) {
+                    t2 += tc * tc * inv;
+                    t_norm += tc * tc;
+                }
+                let i = b * Self::BLOCK + k;
+                if z_norm.is_nan() {
+                    emit(i, f64::NAN, f64::NAN);
+                } else {
+                    emit(i, t2, (z_norm - t_norm).max(0.0));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

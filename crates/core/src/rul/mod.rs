@@ -431,12 +431,6 @@ impl Estimator for Network {
     }
 }
 
-/// The machine's cores (asked once: the call costs a system call).
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
-}
-
 /// Fewest cycles per core worth splitting a history's estimates over cores
 /// (a thread costs about as much as 30 windows).
 const CYCLES_PER_CORE: usize = 32;
@@ -507,24 +501,15 @@ impl Learners {
     /// estimate does not depend on the cut).
     fn parts(&self, history: &Prepared, cap: f64) -> Parts {
         let (from, to) = (history.from, history.from.max(history.cycles));
-        let workers = cores().min((to - from) / CYCLES_PER_CORE).max(1);
-        if workers == 1 {
-            return self.parts_of(history, from..to, cap);
+        let mut stretches =
+            crate::parallel::over_cores(from..to, CYCLES_PER_CORE, 1, |cycles| self.parts_of(history, cycles, cap))
+                .into_iter();
+        let mut parts = stretches.next().unwrap_or_default();
+        for more in stretches {
+            parts.trees.extend(more.trees);
+            parts.network.extend(more.network);
         }
-        let stretch = (to - from).div_ceil(workers);
-        let ranges: Vec<Range<usize>> =
-            (from..to).step_by(stretch).map(|start| start..(start + stretch).min(to)).collect();
-        std::thread::scope(|scope| {
-            let handles: Vec<_> =
-                ranges[1..].iter().map(|r| scope.spawn(|| self.parts_of(history, r.clone(), cap))).collect();
-            let mut parts = self.parts_of(history, ranges[0].clone(), cap);
-            for handle in handles {
-                let more = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                parts.trees.extend(more.trees);
-                parts.network.extend(more.network);
-            }
-            parts
-        })
+        parts
     }
 
     /// [`Self::parts`] for some cycles, on the calling thread.
@@ -656,7 +641,7 @@ impl RulModel {
             Ok((parts, truth))
         };
         let (learners, fold_results) = std::thread::scope(|scope| {
-            let workers = std::thread::available_parallelism().map_or(1, usize::from).max(1);
+            let workers = crate::parallel::cores().max(1);
             let handles: Vec<_> = (0..folds)
                 .map(|fold| {
                     let fit_fold = &fit_fold;

@@ -704,7 +704,7 @@ impl Network {
     pub(crate) fn fit(config: &NetworkConfig, data: &Sequences<'_>) -> Network {
         let channels = data.inputs.iter().flatten().next().map_or(0, Vec::len);
         let layout = Layout::new(config, channels);
-        let workers = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, config.nets);
+        let workers = crate::parallel::cores().clamp(1, config.nets);
         let nets = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|worker| {
