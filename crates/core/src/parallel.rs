@@ -33,20 +33,7 @@ pub fn over_cores<T: Send>(
     align: usize,
     work: impl Fn(Range<usize>) -> T + Sync,
 ) -> Vec<T> {
-    let ranges = stretches(items, min_per_core, align);
-    if ranges.len() == 1 {
-        return ranges.into_iter().map(work).collect();
-    }
-    std::thread::scope(|scope| {
-        let work = &work;
-        let handles: Vec<_> = ranges[1..].iter().map(|r| scope.spawn(move || work(r.clone()))).collect();
-        let mut results = Vec::with_capacity(ranges.len());
-        results.push(work(ranges[0].clone()));
-        for handle in handles {
-            results.push(handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        }
-        results
-    })
+    on_threads(stretches(items, min_per_core, align), work)
 }
 
 /// `work` writing `out` in place, cut over the cores as [`over_cores`]:
@@ -58,29 +45,36 @@ pub fn fill_over_cores<T: Send>(
     align: usize,
     work: impl Fn(Range<usize>, &mut [T]) + Sync,
 ) {
-    let ranges = stretches(0..out.len(), min_per_core, align);
-    if ranges.len() == 1 {
-        return work(0..out.len(), out);
+    let mut rest = out;
+    let mut parts = Vec::new();
+    for range in stretches(0..rest.len(), min_per_core, align) {
+        let (part, tail) = rest.split_at_mut(range.len());
+        parts.push((range, part));
+        rest = tail;
+    }
+    on_threads(parts, |(range, part)| work(range, part));
+}
+
+/// `work` on each piece, one thread per piece after the first, which the
+/// calling thread takes; results in order, a worker's panic passed on.
+fn on_threads<P: Send, T: Send>(pieces: Vec<P>, work: impl Fn(P) -> T + Sync) -> Vec<T> {
+    let mut pieces = pieces.into_iter();
+    let Some(first) = pieces.next() else {
+        return Vec::new();
+    };
+    if pieces.len() == 0 {
+        return vec![work(first)];
     }
     std::thread::scope(|scope| {
         let work = &work;
-        let mut rest = out;
-        let mut parts = Vec::with_capacity(ranges.len());
-        for range in &ranges {
-            let (part, tail) = rest.split_at_mut(range.len());
-            parts.push((range.clone(), part));
-            rest = tail;
-        }
-        let mut parts = parts.into_iter();
-        let first = parts.next();
-        let handles: Vec<_> = parts.map(|(range, part)| scope.spawn(move || work(range, part))).collect();
-        if let Some((range, part)) = first {
-            work(range, part);
-        }
+        let handles: Vec<_> = pieces.map(|piece| scope.spawn(move || work(piece))).collect();
+        let mut results = Vec::with_capacity(handles.len() + 1);
+        results.push(work(first));
         for handle in handles {
-            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            results.push(handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
         }
-    });
+        results
+    })
 }
 
 #[cfg(test)]

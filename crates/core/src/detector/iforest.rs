@@ -341,11 +341,7 @@ impl IsolationForest {
         });
         for (value, row) in values.iter_mut().zip(rows) {
             if value.is_nan() {
-                *value = match self.score(row) {
-                    Ok(score) => score.value,
-                    Err(DetectorError::NoData) => 0.0,
-                    Err(e) => return Err(e),
-                };
+                *value = super::value_or_no_data(self.score(row))?;
             }
         }
         Ok(values)

@@ -140,13 +140,16 @@ pub(crate) fn values_row_by_row(
     rows: &[Vec<f64>],
     mut score: impl FnMut(&[f64]) -> Result<Score, DetectorError>,
 ) -> Result<Vec<f64>, DetectorError> {
-    rows.iter()
-        .map(|row| match score(row) {
-            Ok(s) => Ok(s.value),
-            Err(DetectorError::NoData) => Ok(0.0),
-            Err(e) => Err(e),
-        })
-        .collect()
+    rows.iter().map(|row| value_or_no_data(score(row))).collect()
+}
+
+/// A score's value for a batch: a row with no usable value scores 0.
+pub(crate) fn value_or_no_data(score: Result<Score, DetectorError>) -> Result<f64, DetectorError> {
+    match score {
+        Ok(s) => Ok(s.value),
+        Err(DetectorError::NoData) => Ok(0.0),
+        Err(e) => Err(e),
+    }
 }
 
 /// Configuration of one detector: the registry of detector kinds.
