@@ -804,7 +804,7 @@ impl<'a> BatchKernel<'a> {
         let mut z_norms = [0.0f64; Self::BLOCK];
         for (b, block) in rows.chunks(Self::BLOCK).enumerate() {
             for ((row, z_row), z_norm) in block.iter().zip(z.as_mut_slice().chunks_exact_mut(p)).zip(&mut z_norms) {
-                if row.len() != model.width || !row.iter().all(|v| v.is_finite()) {
+                if row.len() != model.width {
                     z_row.fill(0.0);
                     *z_norm = f64::NAN;
                     continue;
@@ -825,17 +825,30 @@ impl<'a> BatchKernel<'a> {
                         standardise(slot, row[j], *mean, *inverse);
                     }
                 }
-                *z_norm = norm;
+                // A gap (NaN, ±∞) makes the norm NaN or ∞; so can a huge but
+                // finite row, which then goes row by row too (the same score).
+                if norm.is_finite() {
+                    *z_norm = norm;
+                } else {
+                    z_row.fill(0.0);
+                    *z_norm = f64::NAN;
+                }
             }
             let used = block.len();
             let mut t_block = t.columns_mut(0, used);
             t_block.gemm(1.0, &self.loadings_t, &z.columns(0, used), 0.0);
             for (k, (t_row, z_norm)) in t.as_slice().chunks_exact(padded).zip(&z_norms[..used]).enumerate() {
-                let (mut t2, mut t_norm) = (0.0, 0.0);
-                for (tc, inv) in t_row.iter().zip(&self.inverse_eigen) {
-                    t2 += tc * tc * inv;
-                    t_norm += tc * tc;
+                // Four lanes (the padding's width), summed at the end: vectorised.
+                let (mut t2_lanes, mut t_norm_lanes) = ([0.0; 4], [0.0; 4]);
+                for (tc, inv) in t_row.chunks_exact(4).zip(self.inverse_eigen.chunks_exact(4)) {
+                    for lane in 0..4 {
+                        let square = tc[lane] * tc[lane];
+                        t2_lanes[lane] += square * inv[lane];
+                        t_norm_lanes[lane] += square;
+                    }
                 }
+                let t2 = (t2_lanes[0] + t2_lanes[1]) + (t2_lanes[2] + t2_lanes[3]);
+                let t_norm = (t_norm_lanes[0] + t_norm_lanes[1]) + (t_norm_lanes[2] + t_norm_lanes[3]);
                 let i = b * Self::BLOCK + k;
                 if z_norm.is_nan() {
                     emit(i, f64::NAN, f64::NAN);
@@ -967,6 +980,26 @@ mod tests {
         let mut pca = Pca::new(PcaConfig { select: ComponentRule::CrossValidation, ..PcaConfig::default() });
         pca.learn(&rows).unwrap();
         assert_eq!(pca.model().unwrap().components, 2);
+    }
+
+    #[test]
+    fn huge_infinite_and_missing_values_score_in_a_batch_as_by_row() {
+        let mut pca = Pca::new(PcaConfig::default());
+        pca.learn(&correlated(300)).unwrap();
+        let mut rows = correlated(5000);
+        // Finite but squaring to ∞, infinite, missing, all missing: each goes row by row.
+        for (i, value) in [(10, 1e200), (2000, f64::INFINITY), (2001, f64::NEG_INFINITY), (4999, f64::NAN)] {
+            rows[i][1] = value;
+        }
+        rows[3000] = vec![f64::NAN; 3];
+        let batch = pca.score_values(&rows).unwrap();
+        for (i, (row, value)) in rows.iter().zip(batch).enumerate() {
+            let single = pca.value_of(row).unwrap();
+            let same = single == value
+                || (single.is_nan() && value.is_nan())
+                || (single - value).abs() < 1e-9 * single.abs().max(1.0);
+            assert!(same, "row {i}: {single} by row, {value} in the batch");
+        }
     }
 
     #[test]
