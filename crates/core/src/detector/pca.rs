@@ -752,11 +752,14 @@ fn spe_limit(alpha: f64, residual_eigenvalues: &[f64]) -> f64 {
     theta1 * inner.powf(1.0 / h0)
 }
 
-/// Static PCA's statistics for blocks of rows: each block is standardised
-/// into the columns of `z` (nalgebra stores columns, so each row's values sit
-/// together) and `t = Pᵀ z` is one matrix product. The component count is
-/// padded with zero loadings to a multiple of 4, the width of
-/// matrixmultiply's kernels; padded scores are exactly 0.
+/// Static PCA's statistics for many rows. A narrow model (at most
+/// [`Self::FUSED_SIGNALS`] signals and padded components) on a CPU with AVX2
+/// and FMA takes one row at a time with its component scores in registers;
+/// otherwise each block of rows is standardised into the columns of `z`
+/// (nalgebra stores columns, so each row's values sit together) and
+/// `t = Pᵀ z` is one matrix product. The component count is padded with
+/// zero loadings to a multiple of 4, the width of both kernels; padded
+/// scores are exactly 0.
 struct BatchKernel<'a> {
     model: &'a PcaModel,
     /// Components, padded.
@@ -768,6 +771,10 @@ struct BatchKernel<'a> {
     inverse_eigen: Vec<f64>,
     /// Signals kept in their order (the usual case): rows are read as they are.
     all_kept: bool,
+    /// Per kept signal: its column in a row, its mean and 1 / scale.
+    scaling: Vec<(usize, f64, f64)>,
+    /// Rows go one at a time through [`Self::run_fused`] (narrow model, AVX2 and FMA present).
+    fused: bool,
 }
 
 impl<'a> BatchKernel<'a> {
@@ -792,12 +799,105 @@ impl<'a> BatchKernel<'a> {
             inverse_scale: model.scale.iter().map(|s| 1.0 / s).collect(),
             inverse_eigen,
             all_kept: p == model.width && model.used.iter().enumerate().all(|(i, &j)| i == j),
+            scaling: model
+                .used
+                .iter()
+                .zip(&model.mean)
+                .zip(&model.scale)
+                .map(|((&signal, &mean), &scale)| (signal, mean, 1.0 / scale))
+                .collect(),
+            fused: p <= Self::FUSED_SIGNALS && padded <= 16 && Self::has_avx2_fma(),
         }
     }
 
+    fn has_avx2_fma() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+
+    /// Most signals (and padded components) the row-at-a-time kernel takes.
+    const FUSED_SIGNALS: usize = 16;
+
     /// `emit(i, T², SPE)` for every row `i` of `rows`, in order; NaN for a
     /// row with a gap or of the wrong width.
-    fn run(&self, rows: &[Vec<f64>], mut emit: impl FnMut(usize, f64, f64)) {
+    fn run(&self, rows: &[Vec<f64>], emit: impl FnMut(usize, f64, f64)) {
+        #[cfg(target_arch = "x86_64")]
+        if self.fused {
+            // SAFETY: `fused` is set only where the CPU has AVX2 and FMA.
+            unsafe {
+                match self.padded / 4 {
+                    1 => return self.run_fused_avx2::<1>(rows, emit),
+                    2 => return self.run_fused_avx2::<2>(rows, emit),
+                    3 => return self.run_fused_avx2::<3>(rows, emit),
+                    _ => return self.run_fused_avx2::<4>(rows, emit),
+                }
+            }
+        }
+        self.run_blocks(rows, emit)
+    }
+
+    /// [`Self::run`] for a narrow model, one row at a time with its
+    /// `4 · GROUPS` (padded) component scores in AVX registers, four per
+    /// register: no scratch, no packing, nothing allocated on the worker
+    /// threads (a fresh thread's first allocation creates an allocator
+    /// arena, which costs more than a small batch's arithmetic).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA, and `self.padded` is `4 · GROUPS`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_fused_avx2<const GROUPS: usize>(&self, rows: &[Vec<f64>], mut emit: impl FnMut(usize, f64, f64)) {
+        use std::arch::x86_64::{__m256d, _mm256_add_pd, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_set1_pd};
+        use std::arch::x86_64::{_mm256_loadu_pd, _mm256_setzero_pd, _mm256_storeu_pd};
+        let width = self.model.width;
+        let sum = |v: __m256d| {
+            let mut lanes = [0.0f64; 4];
+            // SAFETY: `lanes` holds the four values stored.
+            unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), v) };
+            (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+        };
+        let load = |four: &[f64]| {
+            assert_eq!(four.len(), 4);
+            // SAFETY: four values, checked above.
+            unsafe { _mm256_loadu_pd(four.as_ptr()) }
+        };
+        let inverse_eigen: [__m256d; GROUPS] = std::array::from_fn(|g| load(&self.inverse_eigen[4 * g..4 * g + 4]));
+        for (i, row) in rows.iter().enumerate() {
+            if row.len() != width {
+                emit(i, f64::NAN, f64::NAN);
+                continue;
+            }
+            let (mut scores, mut norm) = ([_mm256_setzero_pd(); GROUPS], 0.0f64);
+            for (&(signal, mean, inverse), column) in
+                self.scaling.iter().zip(self.loadings_t.as_slice().chunks_exact(4 * GROUPS))
+            {
+                let z = (row[signal] - mean) * inverse;
+                norm = z.mul_add(z, norm);
+                let z = _mm256_set1_pd(z);
+                for (score, loading) in scores.iter_mut().zip(column.chunks_exact(4)) {
+                    *score = _mm256_fmadd_pd(z, load(loading), *score);
+                }
+            }
+            // A gap (NaN, ±∞) makes the norm NaN or ∞; so can a huge but
+            // finite row, which then goes row by row too (the same score).
+            if !norm.is_finite() {
+                emit(i, f64::NAN, f64::NAN);
+                continue;
+            }
+            let (mut t2, mut t_norm) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+            for (score, inverse) in scores.iter().zip(&inverse_eigen) {
+                let square = _mm256_mul_pd(*score, *score);
+                t2 = _mm256_fmadd_pd(square, *inverse, t2);
+                t_norm = _mm256_add_pd(square, t_norm);
+            }
+            emit(i, sum(t2), (norm - sum(t_norm)).max(0.0));
+        }
+    }
+
+    /// [`Self::run`] in blocks of rows through one matrix product each.
+    fn run_blocks(&self, rows: &[Vec<f64>], mut emit: impl FnMut(usize, f64, f64)) {
         let (model, p, padded) = (self.model, self.model.used.len(), self.padded);
         let mut z = DMatrix::<f64>::zeros(p, Self::BLOCK);
         let mut t = DMatrix::<f64>::zeros(padded, Self::BLOCK);
@@ -980,6 +1080,37 @@ mod tests {
         let mut pca = Pca::new(PcaConfig { select: ComponentRule::CrossValidation, ..PcaConfig::default() });
         pca.learn(&rows).unwrap();
         assert_eq!(pca.model().unwrap().components, 2);
+    }
+
+    #[test]
+    fn both_batch_kernels_give_the_statistics_of_one_row() {
+        // 3 and 8 signals take the row kernel where the CPU has AVX2; 20 only blocks.
+        for width in [3, 8, 20] {
+            let mut g = crate::stats::SeededNormal::new(width as u64);
+            let rows: Vec<Vec<f64>> = (0..1500)
+                .map(|_| {
+                    let common = g.normal();
+                    (0..width).map(|j| common * (j as f64 + 1.0) * 0.3 + g.normal()).collect()
+                })
+                .collect();
+            let mut pca = Pca::new(PcaConfig::default());
+            pca.learn(&rows[..500]).unwrap();
+            let kernel = BatchKernel::new(pca.model.as_ref().unwrap());
+            let (mut by_blocks, mut by_run) = (vec![(0.0, 0.0); rows.len()], vec![(0.0, 0.0); rows.len()]);
+            kernel.run_blocks(&rows, |i, t2, spe| by_blocks[i] = (t2, spe));
+            kernel.run(&rows, |i, t2, spe| by_run[i] = (t2, spe));
+            for (i, row) in rows.iter().enumerate() {
+                let score = pca.score(row).unwrap();
+                let (t2, spe) = (score.t2.unwrap(), score.spe.unwrap());
+                for (kernel, (batch_t2, batch_spe)) in [("blocks", by_blocks[i]), ("run", by_run[i])] {
+                    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
+                    assert!(
+                        close(t2, batch_t2) && close(spe, batch_spe),
+                        "{width} signals, row {i}, {kernel}: ({t2}, {spe}) vs ({batch_t2}, {batch_spe})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
