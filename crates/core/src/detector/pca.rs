@@ -754,12 +754,12 @@ fn spe_limit(alpha: f64, residual_eigenvalues: &[f64]) -> f64 {
 
 /// Static PCA's statistics for many rows. On a CPU with AVX-512 (a model of
 /// at most [`WIDE_SIGNALS`] signals), or with AVX2 and FMA (at most 16
-/// signals and padded components), rows go through registers, their
-/// component scores never stored; otherwise each block of rows is standardised into the columns of `z`
-/// (nalgebra stores columns, so each row's values sit together) and
-/// `t = Pᵀ z` is one matrix product. The component count is padded with
-/// zero loadings to a multiple of 4, the width of both kernels; padded
-/// scores are exactly 0.
+/// signals and padded components), rows go through registers and their
+/// component scores are never stored; otherwise each block of rows is
+/// standardised into the columns of `z` (nalgebra stores columns, so each
+/// row's values sit together) and `t = Pᵀ z` is one matrix product. The
+/// components are padded with zero loadings to a multiple of a kernel's
+/// width (4, or 8 for AVX-512); padded scores are exactly 0.
 struct BatchKernel<'a> {
     model: &'a PcaModel,
     /// Components, padded.
@@ -902,9 +902,7 @@ impl<'a> BatchKernel<'a> {
 
     /// [`Self::run`] for a narrow model, one row at a time with its
     /// `4 · GROUPS` (padded) component scores in AVX registers, four per
-    /// register: no scratch, no packing, nothing allocated on the worker
-    /// threads (a fresh thread's first allocation creates an allocator
-    /// arena, which costs more than a small batch's arithmetic).
+    /// register: no scratch, no packing, nothing allocated.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA, and `self.padded` is `4 · GROUPS`.
@@ -961,7 +959,7 @@ impl<'a> BatchKernel<'a> {
     /// [`Self::run`] for a wider model, four rows at a time: their
     /// standardised values on the stack, and per tile of 32 components the
     /// four rows' scores in sixteen AVX-512 registers, so each loading
-    /// loaded serves four rows. Nothing is allocated on the worker threads.
+    /// loaded serves four rows. Nothing is allocated.
     ///
     /// # Safety
     /// The CPU has AVX-512F, and the model has at most [`WIDE_SIGNALS`] signals.
