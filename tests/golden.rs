@@ -171,18 +171,23 @@ fn a_stored_ensemble_estimates_as_when_it_was_fitted() {
     assert_estimates_as_stored(&model, &estimates_path);
 }
 
-/// An ensemble stored in format 2 (a same-padded network, from before the
-/// `padding` setting) still loads and estimates as when it was fitted.
+/// Ensembles stored in older formats still load and estimate as when they
+/// were fitted: format 2 (a same-padded network, from before the `padding`
+/// setting) and format 3 (before the health index).
 #[test]
-fn a_format_2_ensemble_estimates_as_when_it_was_fitted() {
+fn older_ensembles_estimate_as_when_they_were_fitted() {
     use usan_core::rul::RulModel;
-    let text = std::fs::read_to_string(repo().join("tests/golden/rul_ensemble_format2_model.json")).unwrap();
-    assert!(!text.contains("padding"), "written before the setting existed");
-    let model = RulModel::from_json(&text).unwrap();
-    assert_eq!(model.format, 2);
-    assert_estimates_as_stored(&model, &repo().join("tests/golden/rul_ensemble_format2_estimates.json"));
-    // A format this build does not know is refused with a reason.
-    let newer = text.replacen("\"format\":2", "\"format\":99", 1);
-    let error = RulModel::from_json(&newer).unwrap_err().to_string();
-    assert!(error.contains("format 99"), "{error}");
+    for (format, missing) in [(2, "padding"), (3, "health")] {
+        let text = std::fs::read_to_string(repo().join(format!("tests/golden/rul_ensemble_format{format}_model.json")))
+            .unwrap();
+        assert!(!text.contains(missing), "format {format} was written before `{missing}` existed");
+        let model = RulModel::from_json(&text).unwrap();
+        assert_eq!(model.format, format);
+        let estimates = repo().join(format!("tests/golden/rul_ensemble_format{format}_estimates.json"));
+        assert_estimates_as_stored(&model, &estimates);
+        // A format this build does not know is refused with a reason.
+        let newer = text.replacen(&format!("\"format\":{format}"), "\"format\":99", 1);
+        let error = RulModel::from_json(&newer).unwrap_err().to_string();
+        assert!(error.contains("format 99"), "{error}");
+    }
 }

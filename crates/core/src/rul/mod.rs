@@ -12,7 +12,10 @@
 //!    (last value, mean, standard deviation, least-squares slope), an
 //!    exponentially smoothed level over the whole history, the cycle count
 //!    and, with several regimes, the current regime. Fewer cycles than the
-//!    window use what there is (one cycle: zero spread and slope).
+//!    window use what there is (one cycle: zero spread and slope). A
+//!    **health index** (a least-squares line from the kept sensors to the
+//!    capped RUL, fitted on the training histories) gets the same features
+//!    as a sensor: one line through all sensors is far less noisy than any.
 //! 4. **Target**: piecewise-linear RUL, `min(cycles to failure, cap)`:
 //!    early in life nothing predicts the failure, so the model is not asked to.
 //! 5. **Learners** ([`Learner`]), each behind one small trait (estimate
@@ -81,6 +84,13 @@ pub struct RulConfig {
     /// Folds (by unit) of the cross-fitting behind the interval; 0 = no interval.
     #[serde(default = "default_folds")]
     pub interval_folds: usize,
+    /// Add a health index to the trees' features: a least-squares line from
+    /// the kept sensors (standardised) to the capped RUL, fitted on the
+    /// training histories, with the same window features as a sensor. One
+    /// line through all sensors is far less noisy than any of them (FD001
+    /// five-fold cross-validated RMSE 9.018 → 8.931).
+    #[serde(default = "default_true")]
+    pub health_index: bool,
     /// Which learner estimates the RUL.
     #[serde(default)]
     pub learner: Learner,
@@ -153,6 +163,7 @@ impl Default for RulConfig {
             regimes: true,
             coverage: default_coverage(),
             interval_folds: default_folds(),
+            health_index: true,
             learner: Learner::default(),
             network_weight: None,
             trees: default_trees(),
@@ -241,6 +252,9 @@ struct Features {
     scale: Vec<Vec<(f64, f64)>>,
     /// Sensors that vary after standardisation.
     kept: Vec<usize>,
+    /// Health index: intercept, then one weight per kept sensor (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    health: Vec<f64>,
 }
 
 impl Features {
@@ -270,6 +284,7 @@ impl Features {
             regimes,
             scale,
             kept: (0..sensors).collect(),
+            health: Vec::new(),
         };
         let standardised: Vec<Vec<f64>> = units.iter().flat_map(|u| features.standardise(u)).collect();
         features.kept = (0..sensors)
@@ -278,7 +293,40 @@ impl Features {
         if features.kept.is_empty() {
             return Err(RulError::BadData("no sensor varies in the training histories".into()));
         }
+        if config.health_index {
+            features.health = features.fit_health_index(units, config.cap);
+        }
         Ok(features)
+    }
+
+    /// Intercept and per-kept-sensor weights of the least-squares line from
+    /// the standardised sensors to `min(cycles to failure, cap)` (a tiny
+    /// ridge keeps it defined when sensors are collinear); empty when the
+    /// normal equations cannot be solved.
+    fn fit_health_index(&self, units: &[UnitHistory], cap: f64) -> Vec<f64> {
+        let k = self.kept.len() + 1;
+        let mut xtx = nalgebra::DMatrix::<f64>::zeros(k, k);
+        let mut xty = nalgebra::DVector::<f64>::zeros(k);
+        let mut x = vec![1.0; k];
+        for unit in units {
+            let failure = unit.cycles[unit.cycles.len() - 1];
+            for (z, cycle) in self.standardise(unit).iter().zip(&unit.cycles) {
+                let target = (failure - cycle).min(cap);
+                for (slot, &j) in x[1..].iter_mut().zip(&self.kept) {
+                    *slot = z[j];
+                }
+                for a in 0..k {
+                    xty[a] += x[a] * target;
+                    for b in 0..k {
+                        xtx[(a, b)] += x[a] * x[b];
+                    }
+                }
+            }
+        }
+        for a in 1..k {
+            xtx[(a, a)] += 1e-6 * xtx[(0, 0)];
+        }
+        xtx.cholesky().map(|c| c.solve(&xty).iter().copied().collect()).unwrap_or_default()
     }
 
     /// Each cycle's sensors standardised within its regime, missing values carried forward.
@@ -300,7 +348,7 @@ impl Features {
     }
 
     fn width(&self) -> usize {
-        self.kept.len() * 6 + 1 + usize::from(self.regimes.count() > 1)
+        (self.kept.len() + usize::from(!self.health.is_empty())) * 6 + 1 + usize::from(self.regimes.count() > 1)
     }
 
     /// Feature rows for the cycles from `from` on (the smoothed levels still
@@ -309,7 +357,13 @@ impl Features {
         let z = self.standardise(unit);
         let cycles = z.len();
         // Running sums of x, x² and t·x per kept sensor make every window O(1).
-        let columns: Vec<Vec<f64>> = self.kept.iter().map(|&j| z.iter().map(|r| r[j]).collect()).collect();
+        let mut columns: Vec<Vec<f64>> = self.kept.iter().map(|&j| z.iter().map(|r| r[j]).collect()).collect();
+        if let Some((intercept, weights)) = self.health.split_first() {
+            let index: Vec<f64> = (0..cycles)
+                .map(|i| intercept + weights.iter().zip(&columns).map(|(w, c)| w * c[i]).sum::<f64>())
+                .collect();
+            columns.push(index);
+        }
         let prefix = |f: &dyn Fn(usize, f64) -> f64, column: &[f64]| {
             let mut sums = Vec::with_capacity(column.len() + 1);
             sums.push(0.0);
@@ -363,6 +417,9 @@ impl Features {
         for &j in &self.kept {
             let s = sensor_names.get(j).cloned().unwrap_or_else(|| format!("sensor{j}"));
             names.extend(["last", "mean", "std", "slope", "smoothed", "drift"].map(|f| format!("{s}.{f}")));
+        }
+        if !self.health.is_empty() {
+            names.extend(["last", "mean", "std", "slope", "smoothed", "drift"].map(|f| format!("health.{f}")));
         }
         names.push("cycle".into());
         if self.regimes.count() > 1 {
@@ -557,10 +614,11 @@ pub struct RulModel {
 }
 
 impl RulModel {
-    /// Current artifact format: 2 added the network, 3 its valid padding
-    /// (older formats still load and predict the same: a format-2 network
-    /// keeps the same padding it was trained with).
-    pub const FORMAT: u32 = 3;
+    /// Current artifact format: 2 added the network, 3 its valid padding,
+    /// 4 the health index (older formats still load and predict the same: a
+    /// format-2 network keeps the same padding it was trained with, a model
+    /// before format 4 has no health index).
+    pub const FORMAT: u32 = 4;
 
     /// Whether an artifact of `format` can be read.
     #[must_use]
@@ -591,6 +649,12 @@ impl RulModel {
                     network.entry("last_cycle").or_insert_with(|| false.into());
                 }
             }
+        }
+        if format < 4
+            && let Some(config) = json.pointer_mut("/config").and_then(serde_json::Value::as_object_mut)
+        {
+            // Fitted before the setting existed: without a health index.
+            config.entry("health_index").or_insert_with(|| false.into());
         }
         serde_json::from_value(json).map_err(|e| RulError::BadArtifact(format!("not a RUL model: {e}")))
     }
@@ -895,13 +959,30 @@ mod tests {
     }
 
     #[test]
+    fn the_health_index_leans_on_the_wearing_sensor() {
+        let train = fleet(40, 3);
+        let with = RulModel::fit(&small(), &names(), &train).unwrap();
+        let without = RulModel::fit(&RulConfig { health_index: false, ..small() }, &names(), &train).unwrap();
+        let has_index = |m: &RulModel| m.importances().iter().any(|(name, _)| name.starts_with("health."));
+        assert!(has_index(&with) && !has_index(&without));
+        // Intercept, then one weight per kept sensor: wear, noise, regime_only.
+        assert_eq!(with.kept_sensors(), ["wear", "noise", "regime_only"]);
+        let health = &with.features.health;
+        assert_eq!(health.len(), 4);
+        assert!(health[1] < 0.0 && health[1].abs() > 10.0 * health[2].abs(), "{health:?}");
+        assert!(without.features.health.is_empty());
+    }
+
+    #[test]
     fn learns_wear_across_regimes_with_calibrated_intervals() {
         let train = fleet(60, 1);
         let model = RulModel::fit(&small(), &names(), &train).unwrap();
         assert_eq!(model.regimes(), 2);
         assert!(!model.kept_sensors().contains(&"flat".to_string()), "{:?}", model.kept_sensors());
-        let top = &model.importances()[0].0;
-        assert!(top.starts_with("wear") || top == "cycle", "{:?}", &model.importances()[..3]);
+        // The health index is a line through the sensors; of the sensors themselves, wear leads.
+        let importances = model.importances();
+        let top_sensor = importances.iter().find(|(name, _)| !name.starts_with("health") && name != "cycle");
+        assert!(top_sensor.is_some_and(|(name, _)| name.starts_with("wear")), "{:?}", &importances[..4]);
         // Truncate test units at random points, as C-MAPSS's test set does.
         let mut g = SeededNormal::new(7);
         let (mut squared, mut covered, test) = (0.0, 0, fleet(80, 2));
