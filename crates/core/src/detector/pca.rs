@@ -758,8 +758,9 @@ fn spe_limit(alpha: f64, residual_eigenvalues: &[f64]) -> f64 {
 /// component scores are never stored; otherwise each block of rows is
 /// standardised into the columns of `z` (nalgebra stores columns, so each
 /// row's values sit together) and `t = Pᵀ z` is one matrix product. The
-/// components are padded with zero loadings to a multiple of a kernel's
-/// width (4, or 8 for AVX-512); padded scores are exactly 0.
+/// components are padded with zero loadings to a multiple of 8 (one
+/// AVX-512 register, two AVX2 ones, two of matrixmultiply's kernel widths);
+/// padded scores are exactly 0.
 struct BatchKernel<'a> {
     model: &'a PcaModel,
     /// Components, padded.
@@ -775,10 +776,6 @@ struct BatchKernel<'a> {
     scaling: Vec<(usize, f64, f64)>,
     /// Which kernel [`Self::run`] takes.
     kernel: KernelChoice,
-    /// For [`KernelChoice::WideAvx512`]: per kept signal its loadings on the
-    /// components padded to a multiple of 8, and 1 / eigenvalue so padded.
-    loadings_by_eight: Vec<f64>,
-    inverse_eigen_by_eight: Vec<f64>,
 }
 
 /// Most signals of a model the AVX-512 kernel takes (its rows' standardised values sit on the stack).
@@ -821,7 +818,7 @@ impl<'a> BatchKernel<'a> {
 
     fn new(model: &'a PcaModel) -> Self {
         let (p, k) = (model.used.len(), model.components);
-        let padded = k.next_multiple_of(4);
+        let padded = k.next_multiple_of(8);
         let mut loadings_t = DMatrix::<f64>::zeros(padded, p);
         for (j, row) in model.loadings.chunks_exact(k).enumerate() {
             for (c, loading) in row.iter().enumerate() {
@@ -845,19 +842,6 @@ impl<'a> BatchKernel<'a> {
                 .map(|((&signal, &mean), &scale)| (signal, mean, 1.0 / scale))
                 .collect(),
             kernel: Self::choose(p, padded),
-            loadings_by_eight: {
-                let by_eight = k.next_multiple_of(8);
-                let mut by_signal = vec![0.0; p * by_eight];
-                for (row, loadings) in by_signal.chunks_exact_mut(by_eight).zip(model.loadings.chunks_exact(k)) {
-                    row[..k].copy_from_slice(loadings);
-                }
-                by_signal
-            },
-            inverse_eigen_by_eight: {
-                let mut inverse: Vec<f64> = model.eigenvalues[..k].iter().map(|l| 1.0 / l.max(1e-12)).collect();
-                inverse.resize(k.next_multiple_of(8), 0.0);
-                inverse
-            },
         }
     }
 
@@ -887,9 +871,7 @@ impl<'a> BatchKernel<'a> {
             // SAFETY: the kernel fits (checked above): the CPU has its features.
             KernelChoice::NarrowAvx2 => unsafe {
                 return match self.padded / 4 {
-                    1 => self.run_fused_avx2::<1>(rows, emit),
                     2 => self.run_fused_avx2::<2>(rows, emit),
-                    3 => self.run_fused_avx2::<3>(rows, emit),
                     _ => self.run_fused_avx2::<4>(rows, emit),
                 };
             },
@@ -970,8 +952,8 @@ impl<'a> BatchKernel<'a> {
         use std::arch::x86_64::{_mm512_setzero_pd, _mm512_storeu_pd, _mm512_sub_pd};
         const ROWS: usize = 4;
         let (width, signals) = (self.model.width, self.scaling.len());
-        let by_eight = self.inverse_eigen_by_eight.len();
-        assert!(signals <= WIDE_SIGNALS && self.loadings_by_eight.len() == signals * by_eight);
+        let padded = self.padded;
+        assert!(signals <= WIDE_SIGNALS && self.loadings_t.len() == signals * padded);
         let load = |eight: &[f64]| {
             assert!(eight.len() >= 8);
             // SAFETY: eight values, checked above.
@@ -1020,7 +1002,7 @@ impl<'a> BatchKernel<'a> {
             // Tiles of 4 registers of 8 components, then of 2, then of 1.
             let mut start = 0;
             for tile_groups in [4, 2, 1] {
-                while by_eight - start >= 8 * tile_groups {
+                while padded - start >= 8 * tile_groups {
                     // SAFETY: this function runs only where the CPU has AVX-512F.
                     unsafe {
                         match tile_groups {
@@ -1061,14 +1043,13 @@ impl<'a> BatchKernel<'a> {
     ) {
         use std::arch::x86_64::{__m512d, _mm512_add_pd, _mm512_fmadd_pd, _mm512_mul_pd};
         use std::arch::x86_64::{_mm512_loadu_pd, _mm512_set1_pd, _mm512_setzero_pd};
-        let by_eight = self.inverse_eigen_by_eight.len();
         let load = |eight: &[f64]| {
             assert!(eight.len() >= 8);
             // SAFETY: eight values, checked above.
             unsafe { _mm512_loadu_pd(eight.as_ptr()) }
         };
         let mut scores = [[_mm512_setzero_pd(); GROUPS]; 4];
-        for (j, loadings) in self.loadings_by_eight.chunks_exact(by_eight).enumerate() {
+        for (j, loadings) in self.loadings_t.as_slice().chunks_exact(self.padded).enumerate() {
             let tile = &loadings[start..start + 8 * GROUPS];
             let l: [__m512d; GROUPS] = std::array::from_fn(|g| load(&tile[8 * g..]));
             for (row_scores, row_z) in scores.iter_mut().zip(z) {
@@ -1079,7 +1060,7 @@ impl<'a> BatchKernel<'a> {
             }
         }
         for g in 0..GROUPS {
-            let inverse = load(&self.inverse_eigen_by_eight[start + 8 * g..]);
+            let inverse = load(&self.inverse_eigen[start + 8 * g..]);
             for ((row_scores, row_t2), row_t_norm) in scores.iter().zip(t2.iter_mut()).zip(t_norm.iter_mut()) {
                 let square = _mm512_mul_pd(row_scores[g], row_scores[g]);
                 *row_t2 = _mm512_fmadd_pd(square, inverse, *row_t2);
