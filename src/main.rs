@@ -297,6 +297,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Batch scoring's worker threads, started once here rather than on the first batch.
+    usan_core::parallel::start();
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Fit { model: Some(FitModel::Rul { config }), .. } => usan::rul_fit::run(&config),

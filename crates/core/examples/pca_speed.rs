@@ -7,6 +7,8 @@ use usan_core::detector::{Pca, PcaConfig};
 use usan_core::stats::SeededNormal;
 
 fn main() {
+    // As the `usan` binary does at start-up: the batch workers wait ready.
+    usan_core::parallel::start();
     let mut args = std::env::args().skip(1);
     let rows: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let dims: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);

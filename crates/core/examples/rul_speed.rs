@@ -26,6 +26,8 @@ fn units(path: &std::path::Path) -> Vec<UnitHistory> {
 }
 
 fn main() {
+    // As the `usan` binary does at start-up: the batch workers wait ready.
+    usan_core::parallel::start();
     let mut args = std::env::args().skip(1);
     let data = std::path::PathBuf::from(args.next().expect("DATA_DIR"));
     let subset = args.next().unwrap_or_else(|| "FD001".into());

@@ -573,12 +573,12 @@ impl Pca {
         let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?;
         let kernel = BatchKernel::new(model);
         let (t2_limit, spe_limit) = (model.t2_limit, model.spe_limit);
-        let (min_per_core, block) = (4 * BatchKernel::BLOCK, BatchKernel::BLOCK);
+        let piece = 4 * BatchKernel::BLOCK;
         // Rows with a gap (NaN statistics) are scored row by row afterwards.
         let mut values = vec![0.0; rows.len()];
         if self.config.smoothing <= 1 {
-            crate::parallel::fill_over_cores(&mut values, min_per_core, block, |range, out| {
-                kernel.run(&rows[range], |i, t2, spe| out[i] = (t2 / t2_limit).max(spe / spe_limit));
+            crate::parallel::fill_over_cores(&mut values, piece, |range, out| {
+                kernel.run(&rows[range], &mut Statistics::Values { out, t2_limit, spe_limit });
             });
             for (value, row) in values.iter_mut().zip(rows) {
                 if value.is_nan() {
@@ -589,8 +589,8 @@ impl Pca {
         }
         // Smoothing carries from row to row: statistics first, then in order.
         let mut statistics = vec![(0.0, 0.0); rows.len()];
-        crate::parallel::fill_over_cores(&mut statistics, min_per_core, block, |range, out| {
-            kernel.run(&rows[range], |i, t2, spe| out[i] = (t2, spe));
+        crate::parallel::fill_over_cores(&mut statistics, piece, |range, out| {
+            kernel.run(&rows[range], &mut Statistics::Pairs(out));
         });
         for ((value, row), (t2, spe)) in values.iter_mut().zip(rows).zip(statistics) {
             *value = if t2.is_nan() {
@@ -752,10 +752,11 @@ fn spe_limit(alpha: f64, residual_eigenvalues: &[f64]) -> f64 {
     theta1 * inner.powf(1.0 / h0)
 }
 
-/// Static PCA's statistics for many rows. On a CPU with AVX-512 (a model of
-/// at most [`WIDE_SIGNALS`] signals), or with AVX2 and FMA (at most 16
-/// signals and padded components), rows go through registers and their
-/// component scores are never stored; otherwise each block of rows is
+/// Static PCA's statistics for many rows. On a CPU with AVX-512, rows of at
+/// most [`LANES_WIDTH`] values go eight at a time, one per lane, and models
+/// of at most [`WIDE_SIGNALS`] signals four rows at a time; with AVX2 and
+/// FMA (at most 16 signals and padded components) one row at a time. These
+/// keep the component scores in registers, never stored; otherwise each block of rows is
 /// standardised into the columns of `z` (nalgebra stores columns, so each
 /// row's values sit together) and `t = Pᵀ z` is one matrix product. The
 /// components are padded with zero loadings to a multiple of 8 (one
@@ -774,6 +775,9 @@ struct BatchKernel<'a> {
     all_kept: bool,
     /// Per kept signal: its column in a row, its mean and 1 / scale.
     scaling: Vec<(usize, f64, f64)>,
+    /// Per component, its loadings on [`LANES_WIDTH`] signals, zeros past
+    /// the model's (for the rows in lanes; empty for wider models).
+    lane_loadings: Vec<[f64; LANES_WIDTH]>,
     /// Which kernel [`Self::run`] takes.
     kernel: KernelChoice,
 }
@@ -781,11 +785,16 @@ struct BatchKernel<'a> {
 /// Most signals of a model the AVX-512 kernel takes (its rows' standardised values sit on the stack).
 const WIDE_SIGNALS: usize = 128;
 
+/// Widest row the AVX-512 rows-in-lanes kernel takes (a row fits two registers).
+const LANES_WIDTH: usize = 16;
+
 /// The kernels of [`BatchKernel::run`], chosen once per batch from the model's size and the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KernelChoice {
     /// One row at a time in AVX2 registers (≤ 16 signals and padded components).
     NarrowAvx2,
+    /// Eight rows at a time, one per AVX-512 lane (rows of ≤ [`LANES_WIDTH`] values).
+    LanesAvx512,
     /// Four rows at a time in AVX-512 registers (≤ [`WIDE_SIGNALS`] signals).
     WideAvx512,
     /// Blocks of rows through matrixmultiply.
@@ -794,19 +803,20 @@ enum KernelChoice {
 
 impl KernelChoice {
     /// Whether this CPU has the kernel's instructions and a model of this size fits it.
-    fn fits(self, signals: usize, padded: usize) -> bool {
+    fn fits(self, width: usize, signals: usize, padded: usize) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
             match self {
                 KernelChoice::NarrowAvx2 => signals <= 16 && padded <= 16 && has!("avx2") && has!("fma"),
+                KernelChoice::LanesAvx512 => width <= LANES_WIDTH && has!("avx512f"),
                 KernelChoice::WideAvx512 => signals <= WIDE_SIGNALS && has!("avx512f"),
                 KernelChoice::Blocks => true,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (signals, padded);
+            let _ = (width, signals, padded);
             self == KernelChoice::Blocks
         }
     }
@@ -827,10 +837,15 @@ impl<'a> BatchKernel<'a> {
         }
         let mut inverse_eigen: Vec<f64> = model.eigenvalues[..k].iter().map(|l| 1.0 / l.max(1e-12)).collect();
         inverse_eigen.resize(padded, 0.0);
+        let lane_loadings = match model.width <= LANES_WIDTH {
+            true => (0..k).map(|c| std::array::from_fn(|j| if j < p { loadings_t[(c, j)] } else { 0.0 })).collect(),
+            false => Vec::new(),
+        };
         BatchKernel {
             model,
             padded,
             loadings_t,
+            lane_loadings,
             inverse_scale: model.scale.iter().map(|s| 1.0 / s).collect(),
             inverse_eigen,
             all_kept: p == model.width && model.used.iter().enumerate().all(|(i, &j)| i == j),
@@ -841,45 +856,54 @@ impl<'a> BatchKernel<'a> {
                 .zip(&model.scale)
                 .map(|((&signal, &mean), &scale)| (signal, mean, 1.0 / scale))
                 .collect(),
-            kernel: Self::choose(p, padded),
+            kernel: Self::choose(model.width, p, padded),
         }
     }
 
-    /// The fastest kernel this CPU has for a model of this size: AVX-512
-    /// rows measured faster than AVX2 rows even at 8 signals.
-    fn choose(signals: usize, padded: usize) -> KernelChoice {
-        [KernelChoice::WideAvx512, KernelChoice::NarrowAvx2]
+    /// The fastest kernel this CPU has for a model of this size: rows in
+    /// AVX-512 lanes measured 2.2× faster than four rows at a time at 8
+    /// signals (Zen 4, one core), which were faster than AVX2 rows.
+    fn choose(width: usize, signals: usize, padded: usize) -> KernelChoice {
+        [KernelChoice::LanesAvx512, KernelChoice::WideAvx512, KernelChoice::NarrowAvx2]
             .into_iter()
-            .find(|kernel| kernel.fits(signals, padded))
+            .find(|kernel| kernel.fits(width, signals, padded))
             .unwrap_or(KernelChoice::Blocks)
     }
 
-    /// `emit(i, T², SPE)` for every row `i` of `rows`, in order; NaN for a
+    /// `out.put(i, T², SPE)` for every row `i` of `rows`, in order; NaN for a
     /// row with a gap or of the wrong width.
-    fn run(&self, rows: &[Vec<f64>], emit: impl FnMut(usize, f64, f64)) {
-        self.run_with(self.kernel, rows, emit);
+    fn run(&self, rows: &[Vec<f64>], out: &mut Statistics) {
+        self.run_with(self.kernel, rows, out);
     }
 
     /// [`Self::run`] through `kernel`.
     ///
     /// # Panics
     /// When `kernel` does not [fit](KernelChoice::fits) this CPU and model.
-    fn run_with(&self, kernel: KernelChoice, rows: &[Vec<f64>], emit: impl FnMut(usize, f64, f64)) {
-        assert!(kernel.fits(self.scaling.len(), self.padded), "{kernel:?} does not fit this CPU and model");
+    fn run_with(&self, kernel: KernelChoice, rows: &[Vec<f64>], out: &mut Statistics) {
+        let (width, signals) = (self.model.width, self.scaling.len());
+        assert!(kernel.fits(width, signals, self.padded), "{kernel:?} does not fit this CPU and model");
         #[cfg(target_arch = "x86_64")]
         match kernel {
             // SAFETY: the kernel fits (checked above): the CPU has its features.
             KernelChoice::NarrowAvx2 => unsafe {
                 return match self.padded / 4 {
-                    2 => self.run_fused_avx2::<2>(rows, emit),
-                    _ => self.run_fused_avx2::<4>(rows, emit),
+                    2 => self.run_fused_avx2::<2>(rows, out),
+                    _ => self.run_fused_avx2::<4>(rows, out),
                 };
             },
             // SAFETY: as above.
-            KernelChoice::WideAvx512 => unsafe { return self.run_wide_avx512(rows, emit) },
+            KernelChoice::WideAvx512 => unsafe { return self.run_wide_avx512(rows, out) },
+            // SAFETY: as above.
+            KernelChoice::LanesAvx512 => unsafe {
+                return match width.div_ceil(8) {
+                    2 => self.run_lanes_avx512::<2>(rows, out),
+                    _ => self.run_lanes_avx512::<1>(rows, out),
+                };
+            },
             KernelChoice::Blocks => {}
         }
-        self.run_blocks(rows, emit)
+        self.run_blocks(rows, out)
     }
 
     /// [`Self::run`] for a narrow model, one row at a time with its
@@ -890,7 +914,7 @@ impl<'a> BatchKernel<'a> {
     /// The CPU has AVX2 and FMA, and `self.padded` is `4 · GROUPS`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_fused_avx2<const GROUPS: usize>(&self, rows: &[Vec<f64>], mut emit: impl FnMut(usize, f64, f64)) {
+    unsafe fn run_fused_avx2<const GROUPS: usize>(&self, rows: &[Vec<f64>], out: &mut Statistics) {
         use std::arch::x86_64::{__m256d, _mm256_add_pd, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_set1_pd};
         use std::arch::x86_64::{_mm256_loadu_pd, _mm256_setzero_pd, _mm256_storeu_pd};
         let width = self.model.width;
@@ -908,7 +932,7 @@ impl<'a> BatchKernel<'a> {
         let inverse_eigen: [__m256d; GROUPS] = std::array::from_fn(|g| load(&self.inverse_eigen[4 * g..4 * g + 4]));
         for (i, row) in rows.iter().enumerate() {
             if row.len() != width {
-                emit(i, f64::NAN, f64::NAN);
+                out.put(i, f64::NAN, f64::NAN);
                 continue;
             }
             let (mut scores, mut norm) = ([_mm256_setzero_pd(); GROUPS], 0.0f64);
@@ -925,7 +949,7 @@ impl<'a> BatchKernel<'a> {
             // A gap (NaN, ±∞) makes the norm NaN or ∞; so can a huge but
             // finite row, which then goes row by row too (the same score).
             if !norm.is_finite() {
-                emit(i, f64::NAN, f64::NAN);
+                out.put(i, f64::NAN, f64::NAN);
                 continue;
             }
             let (mut t2, mut t_norm) = (_mm256_setzero_pd(), _mm256_setzero_pd());
@@ -934,7 +958,111 @@ impl<'a> BatchKernel<'a> {
                 t2 = _mm256_fmadd_pd(square, *inverse, t2);
                 t_norm = _mm256_add_pd(square, t_norm);
             }
-            emit(i, sum(t2), (norm - sum(t_norm)).max(0.0));
+            out.put(i, sum(t2), (norm - sum(t_norm)).max(0.0));
+        }
+    }
+
+    /// [`Self::run`] for rows of at most [`LANES_WIDTH`] values, eight rows
+    /// at a time, each in one lane: the rows (`BLOCKS` registers each) are
+    /// transposed so that a register holds one signal of the eight rows,
+    /// then every component score is a chain of FMAs with the loadings as
+    /// broadcast constants, and T², ‖t‖² and ‖z‖² come out for eight rows
+    /// at once. Rows of another width are loaded as zeros and emitted as
+    /// NaN; signals left out of the model are skipped by a permutation.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, and the model's rows are at most `8 · BLOCKS` wide.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_lanes_avx512<const BLOCKS: usize>(&self, rows: &[Vec<f64>], out: &mut Statistics) {
+        use std::arch::x86_64::{__m512i, _CMP_LT_OQ, _mm512_abs_pd, _mm512_add_pd, _mm512_cmp_pd_mask};
+        use std::arch::x86_64::{_mm512_fmadd_pd, _mm512_loadu_pd, _mm512_loadu_si512, _mm512_maskz_loadu_pd};
+        use std::arch::x86_64::{_mm512_maskz_permutex2var_pd, _mm512_max_pd, _mm512_mul_pd, _mm512_set1_pd};
+        use std::arch::x86_64::{_mm512_setzero_pd, _mm512_sub_pd};
+        let (width, signals) = (self.model.width, self.scaling.len());
+        assert!(width <= 8 * BLOCKS && BLOCKS <= 2 && signals <= width);
+        // Per register of a row: which of the row's values go in (the model's
+        // signals, in order), and the lanes that hold one.
+        let mut picks = [[0i64; 8]; 2];
+        let mut pick_lanes = [0u8; 2];
+        for (s, &(signal, _, _)) in self.scaling.iter().enumerate() {
+            picks[s / 8][s % 8] = signal as i64;
+            pick_lanes[s / 8] |= 1 << (s % 8);
+        }
+        // SAFETY: each array holds eight i64 (64 bytes).
+        let picks: [__m512i; 2] = std::array::from_fn(|b| unsafe { _mm512_loadu_si512(picks[b].as_ptr().cast()) });
+        // Per signal (padded to 16 with zeros): mean, 1 / scale.
+        let (mut mean, mut inverse) = ([0.0f64; 16], [0.0f64; 16]);
+        for (s, &(_, m, i)) in self.scaling.iter().enumerate() {
+            (mean[s], inverse[s]) = (m, i);
+        }
+        let load_masks: [u8; 2] = std::array::from_fn(|b| {
+            let n = width.saturating_sub(8 * b).min(8);
+            ((1u16 << n) - 1) as u8
+        });
+        for (chunk_index, chunk) in rows.chunks(8).enumerate() {
+            // Row r's values in its BLOCKS registers (zeros for a missing or misfit row).
+            let mut raw = [[_mm512_setzero_pd(); 8]; BLOCKS];
+            let mut fits = 0u8;
+            for (r, row) in chunk.iter().enumerate() {
+                if row.len() != width {
+                    continue;
+                }
+                fits |= 1 << r;
+                // SAFETY: the row holds `width` values (checked above); the masks
+                // load only those, and the second register only when `width` > 8.
+                let (a, b) = unsafe {
+                    let ptr = row.as_ptr();
+                    let a = match load_masks[0] {
+                        0xff => _mm512_loadu_pd(ptr),
+                        mask => _mm512_maskz_loadu_pd(mask, ptr),
+                    };
+                    (
+                        a,
+                        if BLOCKS == 2 {
+                            _mm512_maskz_loadu_pd(load_masks[1], ptr.add(8))
+                        } else {
+                            _mm512_setzero_pd()
+                        },
+                    )
+                };
+                for (block, raw) in raw.iter_mut().enumerate() {
+                    raw[r] = match (self.all_kept, block) {
+                        (true, 0) => a,
+                        (true, _) => b,
+                        // The model's signals from the row's (up to) 16 values, zeros past them.
+                        (false, _) => _mm512_maskz_permutex2var_pd(pick_lanes[block], a, picks[block], b),
+                    };
+                }
+            }
+            // z[j]: signal j of the eight rows, standardised; norm: ‖z‖² per row.
+            let mut z = [_mm512_setzero_pd(); 16];
+            let mut norm = _mm512_setzero_pd();
+            for (block, raw) in raw.iter().enumerate() {
+                // SAFETY: the CPU has AVX-512F.
+                let columns = unsafe { transpose8(raw) };
+                for (l, column) in columns.into_iter().enumerate() {
+                    let j = 8 * block + l;
+                    let v = _mm512_mul_pd(_mm512_sub_pd(column, _mm512_set1_pd(mean[j])), _mm512_set1_pd(inverse[j]));
+                    norm = _mm512_fmadd_pd(v, v, norm);
+                    z[j] = v;
+                }
+            }
+            let (mut t2, mut t_norm) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+            for (c, loadings) in self.lane_loadings.iter().enumerate() {
+                let mut score = _mm512_setzero_pd();
+                for (zj, loading) in z[..8 * BLOCKS].iter().zip(loadings) {
+                    score = _mm512_fmadd_pd(*zj, _mm512_set1_pd(*loading), score);
+                }
+                let square = _mm512_mul_pd(score, score);
+                t2 = _mm512_fmadd_pd(square, _mm512_set1_pd(self.inverse_eigen[c]), t2);
+                t_norm = _mm512_add_pd(square, t_norm);
+            }
+            let spe = _mm512_max_pd(_mm512_sub_pd(norm, t_norm), _mm512_setzero_pd());
+            // A gap makes the norm NaN or ∞ (see `run_fused_avx2`).
+            let finite = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(_mm512_abs_pd(norm), _mm512_set1_pd(f64::INFINITY));
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { out.put_lanes(chunk_index * 8, chunk.len(), t2, spe, fits & finite) };
         }
     }
 
@@ -947,7 +1075,7 @@ impl<'a> BatchKernel<'a> {
     /// The CPU has AVX-512F, and the model has at most [`WIDE_SIGNALS`] signals.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run_wide_avx512(&self, rows: &[Vec<f64>], mut emit: impl FnMut(usize, f64, f64)) {
+    unsafe fn run_wide_avx512(&self, rows: &[Vec<f64>], out: &mut Statistics) {
         use std::arch::x86_64::{_mm512_fmadd_pd, _mm512_loadu_pd, _mm512_mul_pd, _mm512_reduce_add_pd};
         use std::arch::x86_64::{_mm512_setzero_pd, _mm512_storeu_pd, _mm512_sub_pd};
         const ROWS: usize = 4;
@@ -1017,10 +1145,10 @@ impl<'a> BatchKernel<'a> {
             for r in 0..chunk.len() {
                 let i = chunk_index * ROWS + r;
                 if norms[r].is_nan() {
-                    emit(i, f64::NAN, f64::NAN);
+                    out.put(i, f64::NAN, f64::NAN);
                 } else {
                     let (row_t2, row_t_norm) = (_mm512_reduce_add_pd(t2[r]), _mm512_reduce_add_pd(t_norm[r]));
-                    emit(i, row_t2, (norms[r] - row_t_norm).max(0.0));
+                    out.put(i, row_t2, (norms[r] - row_t_norm).max(0.0));
                 }
             }
         }
@@ -1070,7 +1198,7 @@ impl<'a> BatchKernel<'a> {
     }
 
     /// [`Self::run`] in blocks of rows through one matrix product each.
-    fn run_blocks(&self, rows: &[Vec<f64>], mut emit: impl FnMut(usize, f64, f64)) {
+    fn run_blocks(&self, rows: &[Vec<f64>], out: &mut Statistics) {
         let (model, p, padded) = (self.model, self.model.used.len(), self.padded);
         let mut z = DMatrix::<f64>::zeros(p, Self::BLOCK);
         let mut t = DMatrix::<f64>::zeros(padded, Self::BLOCK);
@@ -1124,13 +1252,117 @@ impl<'a> BatchKernel<'a> {
                 let t_norm = (t_norm_lanes[0] + t_norm_lanes[1]) + (t_norm_lanes[2] + t_norm_lanes[3]);
                 let i = b * Self::BLOCK + k;
                 if z_norm.is_nan() {
-                    emit(i, f64::NAN, f64::NAN);
+                    out.put(i, f64::NAN, f64::NAN);
                 } else {
-                    emit(i, t2, (z_norm - t_norm).max(0.0));
+                    out.put(i, t2, (z_norm - t_norm).max(0.0));
                 }
             }
         }
     }
+}
+
+/// Where [`BatchKernel::run`] puts each row's statistics (indices relative
+/// to the rows it was given).
+enum Statistics<'o> {
+    /// The detector's value, max(T² / T² limit, SPE / SPE limit); NaN for a
+    /// row with a gap.
+    Values { out: &'o mut [f64], t2_limit: f64, spe_limit: f64 },
+    /// T² and SPE as they are.
+    Pairs(&'o mut [(f64, f64)]),
+}
+
+impl Statistics<'_> {
+    /// Row `i`'s T² and SPE.
+    #[inline]
+    fn put(&mut self, i: usize, t2: f64, spe: f64) {
+        match self {
+            Statistics::Values { out, t2_limit, spe_limit } => out[i] = (t2 / *t2_limit).max(spe / *spe_limit),
+            Statistics::Pairs(out) => out[i] = (t2, spe),
+        }
+    }
+
+    /// Rows `first..first + count`'s T² and SPE, one per lane; NaN for the
+    /// lanes not in `valid`. The same values as [`Self::put`], eight divisions
+    /// at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn put_lanes(
+        &mut self,
+        first: usize,
+        count: usize,
+        t2: std::arch::x86_64::__m512d,
+        spe: std::arch::x86_64::__m512d,
+        valid: u8,
+    ) {
+        use std::arch::x86_64::{_mm512_div_pd, _mm512_mask_blend_pd, _mm512_mask_storeu_pd, _mm512_max_pd};
+        use std::arch::x86_64::{_mm512_set1_pd, _mm512_storeu_pd};
+        let nan = _mm512_set1_pd(f64::NAN);
+        let (t2, spe) = (_mm512_mask_blend_pd(valid, nan, t2), _mm512_mask_blend_pd(valid, nan, spe));
+        match self {
+            Statistics::Values { out, t2_limit, spe_limit } => {
+                let out = &mut out[first..first + count];
+                let t2 = _mm512_div_pd(t2, _mm512_set1_pd(*t2_limit));
+                let spe = _mm512_div_pd(spe, _mm512_set1_pd(*spe_limit));
+                // f64::max: the other value where one is NaN, NaN only where both are.
+                let value = _mm512_mask_blend_pd(valid, nan, _mm512_max_pd(t2, spe));
+                assert!(count <= 8);
+                // SAFETY: `out` holds `count` ≤ 8 values, the mask writes only those.
+                unsafe {
+                    if count == 8 {
+                        _mm512_storeu_pd(out.as_mut_ptr(), value);
+                    } else {
+                        _mm512_mask_storeu_pd(out.as_mut_ptr(), ((1u16 << count) - 1) as u8, value);
+                    }
+                }
+            }
+            Statistics::Pairs(_) => {
+                let (mut t2s, mut spes) = ([0.0f64; 8], [0.0f64; 8]);
+                // SAFETY: each array holds eight values.
+                unsafe {
+                    _mm512_storeu_pd(t2s.as_mut_ptr(), t2);
+                    _mm512_storeu_pd(spes.as_mut_ptr(), spe);
+                }
+                for lane in 0..count {
+                    self.put(first + lane, t2s[lane], spes[lane]);
+                }
+            }
+        }
+    }
+}
+
+/// Eight rows of eight values as eight columns: `columns[j]` lane `r` is `rows[r]` lane `j`.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn transpose8(rows: &[std::arch::x86_64::__m512d; 8]) -> [std::arch::x86_64::__m512d; 8] {
+    use std::arch::x86_64::{_mm512_permutex2var_pd, _mm512_set_epi64, _mm512_unpackhi_pd, _mm512_unpacklo_pd};
+    // Pairs of rows interleaved: lanes (r, r+1) of columns 0, 2, 4, 6 (lo) or 1, 3, 5, 7 (hi).
+    let pair = |a: usize| (_mm512_unpacklo_pd(rows[a], rows[a + 1]), _mm512_unpackhi_pd(rows[a], rows[a + 1]));
+    let (p01, p23, p45, p67) = (pair(0), pair(2), pair(4), pair(6));
+    // Four rows: columns j and j + 4, two lanes of each pair.
+    let low = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
+    let high = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+    let quad = |x, y| (_mm512_permutex2var_pd(x, low, y), _mm512_permutex2var_pd(x, high, y));
+    let (q0_4, q2_6) = quad(p01.0, p23.0);
+    let (q1_5, q3_7) = quad(p01.1, p23.1);
+    let (r0_4, r2_6) = quad(p45.0, p67.0);
+    let (r1_5, r3_7) = quad(p45.1, p67.1);
+    // Eight rows: first halves (column j) or second halves (column j + 4) of both quads.
+    let first = _mm512_set_epi64(11, 10, 9, 8, 3, 2, 1, 0);
+    let second = _mm512_set_epi64(15, 14, 13, 12, 7, 6, 5, 4);
+    let join = |x, y| (_mm512_permutex2var_pd(x, first, y), _mm512_permutex2var_pd(x, second, y));
+    let (c0, c4) = join(q0_4, r0_4);
+    let (c1, c5) = join(q1_5, r1_5);
+    let (c2, c6) = join(q2_6, r2_6);
+    let (c3, c7) = join(q3_7, r3_7);
+    [c0, c1, c2, c3, c4, c5, c6, c7]
 }
 
 #[cfg(test)]
@@ -1257,24 +1489,36 @@ mod tests {
 
     #[test]
     fn every_batch_kernel_gives_the_statistics_of_one_row() {
-        // Every kernel this CPU has; 20 signals are too wide for the AVX2 rows, 9 leave a short last tile.
-        for width in [3, 8, 9, 20] {
+        // Every kernel this CPU has; 20 signals are too wide for the AVX2 rows and the
+        // rows in lanes, 9 leave a short last tile, 16 fill two registers; a constant
+        // column is left out of the model (the rows in lanes pick the others).
+        for (width, constant) in [(3, None), (8, None), (9, None), (16, None), (20, None), (8, Some(2)), (13, Some(9))]
+        {
             let mut g = crate::stats::SeededNormal::new(width as u64);
             let rows: Vec<Vec<f64>> = (0..1500)
                 .map(|_| {
                     let common = g.normal();
-                    (0..width).map(|j| common * (j as f64 + 1.0) * 0.3 + g.normal()).collect()
+                    let row = (0..width).map(|j| common * (j as f64 + 1.0) * 0.3 + g.normal());
+                    row.enumerate().map(|(j, v)| if Some(j) == constant { 4.5 } else { v }).collect()
                 })
                 .collect();
             let mut pca = Pca::new(PcaConfig::default());
             pca.learn(&rows[..500]).unwrap();
+            let mut rows = rows;
+            if let Some(constant) = constant {
+                // A gap in a column the model left out is no gap.
+                rows.iter_mut().step_by(7).for_each(|row| row[constant] = f64::NAN);
+            }
             let by_row: Vec<(f64, f64)> =
                 rows.iter().map(|row| pca.score(row).map(|s| (s.t2.unwrap(), s.spe.unwrap())).unwrap()).collect();
             let kernel = BatchKernel::new(pca.model.as_ref().unwrap());
-            let choices = [KernelChoice::NarrowAvx2, KernelChoice::WideAvx512, KernelChoice::Blocks];
-            for choice in choices.into_iter().filter(|c| c.fits(kernel.scaling.len(), kernel.padded)) {
+            assert_eq!(kernel.all_kept, constant.is_none());
+            let choices =
+                [KernelChoice::NarrowAvx2, KernelChoice::LanesAvx512, KernelChoice::WideAvx512, KernelChoice::Blocks];
+            let (signals, padded) = (kernel.scaling.len(), kernel.padded);
+            for choice in choices.into_iter().filter(|c| c.fits(width, signals, padded)) {
                 let mut batch = vec![(f64::NAN, f64::NAN); rows.len()];
-                kernel.run_with(choice, &rows, |i, t2, spe| batch[i] = (t2, spe));
+                kernel.run_with(choice, &rows, &mut Statistics::Pairs(&mut batch));
                 for (i, ((t2, spe), (batch_t2, batch_spe))) in by_row.iter().copied().zip(batch).enumerate() {
                     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
                     assert!(
