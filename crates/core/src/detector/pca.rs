@@ -756,12 +756,12 @@ fn spe_limit(alpha: f64, residual_eigenvalues: &[f64]) -> f64 {
 /// most [`LANES_WIDTH`] values go eight at a time, one per lane, and models
 /// of at most [`WIDE_SIGNALS`] signals four rows at a time; with AVX2 and
 /// FMA (at most 16 signals and padded components) one row at a time. These
-/// keep the component scores in registers, never stored; otherwise each block of rows is
-/// standardised into the columns of `z` (nalgebra stores columns, so each
-/// row's values sit together) and `t = Pᵀ z` is one matrix product. The
-/// components are padded with zero loadings to a multiple of 8 (one
-/// AVX-512 register, two AVX2 ones, two of matrixmultiply's kernel widths);
-/// padded scores are exactly 0.
+/// keep the component scores in registers, never stored. Otherwise each
+/// block of rows is standardised into the columns of `z` (nalgebra stores
+/// columns, so each row's values sit together) and `t = Pᵀ z` is one matrix
+/// product. The components are padded with zero loadings to a multiple of 8
+/// (one AVX-512 register, two AVX2 ones, two of matrixmultiply's kernel
+/// widths); padded scores are exactly 0.
 struct BatchKernel<'a> {
     model: &'a PcaModel,
     /// Components, padded.
