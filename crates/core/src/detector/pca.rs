@@ -1307,7 +1307,7 @@ impl Statistics<'_> {
                 let out = &mut out[first..first + count];
                 let t2 = _mm512_div_pd(t2, _mm512_set1_pd(*t2_limit));
                 let spe = _mm512_div_pd(spe, _mm512_set1_pd(*spe_limit));
-                // f64::max: the other value where one is NaN, NaN only where both are.
+                // Valid lanes hold no NaN, where this max is `f64::max`; the others are NaN, as from `put`.
                 let value = _mm512_mask_blend_pd(valid, nan, _mm512_max_pd(t2, spe));
                 assert!(count <= 8);
                 // SAFETY: `out` holds `count` ≤ 8 values, the mask writes only those.
