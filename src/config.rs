@@ -243,23 +243,7 @@ impl DetectorSpec {
     /// The configured threshold, or the algorithm's default.
     #[must_use]
     pub fn threshold(&self) -> ThresholdConfig {
-        self.threshold.clone().unwrap_or_else(|| match self.algorithm {
-            // PCA scores are ratios to the limit: 1.0 is the limit itself.
-            DetectorConfig::Pca(_) => ThresholdConfig::fixed(1.0),
-            // Robust z and EWMA scores are sigmas.
-            DetectorConfig::RobustZ(_) | DetectorConfig::Ewma(_) => ThresholdConfig::fixed(6.0),
-            // MSET and autoencoder scores are residual RMS in held-out spreads (≈ 1 when normal).
-            DetectorConfig::Mset(_) | DetectorConfig::Autoencoder(_) => ThresholdConfig::fixed(4.0),
-            // Fused scores are ratios to each member's baseline quantile.
-            DetectorConfig::Fusion(_) => ThresholdConfig::fixed(1.5),
-            // Flatline scores are ratios to the longest run before: 1 is the record.
-            // Control chart scores are above 1 exactly when a limit or run rule is broken.
-            DetectorConfig::Flatline(_) | DetectorConfig::ControlChart(_) => ThresholdConfig::fixed(1.0),
-            // Tree ensembles' scores have no natural unit: take the baseline's own quantile.
-            DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_) | DetectorConfig::KnnCad(_) => {
-                ThresholdConfig { value: None, quantile: Some(0.995), ..ThresholdConfig::fixed(0.0) }
-            }
-        })
+        self.threshold.clone().unwrap_or_else(|| self.algorithm.default_threshold())
     }
 }
 

@@ -2,7 +2,7 @@
 //! detectors`): `cargo run --release -p usan-core --example iforest_speed -- [ROWS] [DIMS]`.
 
 use std::time::Instant;
-use usan_core::detector::{IsolationForest, IsolationForestConfig};
+use usan_core::detector::{Detector, IsolationForest, IsolationForestConfig};
 use usan_core::stats::SeededNormal;
 
 fn main() {
@@ -14,7 +14,7 @@ fn main() {
     let mut g = SeededNormal::new(0);
     let data: Vec<Vec<f64>> =
         (0..rows).map(|i| (0..dims).map(|_| g.normal() + if i % 100 == 0 { 4.0 } else { 0.0 }).collect()).collect();
-    let mut forest = IsolationForest::new(IsolationForestConfig::default());
+    let mut forest = IsolationForest::new(IsolationForestConfig::default()).expect("default settings");
     forest.learn(&data[..2000]).expect("fit");
     let mut checksum = 0.0;
     let mut best = f64::INFINITY;

@@ -3,7 +3,7 @@
 //! Prints the first call (what the peers time) and the best of the rest.
 
 use std::time::Instant;
-use usan_core::detector::{Pca, PcaConfig};
+use usan_core::detector::{Detector, Pca, PcaConfig};
 use usan_core::stats::SeededNormal;
 
 fn main() {
@@ -16,7 +16,7 @@ fn main() {
     let mut g = SeededNormal::new(0);
     let data: Vec<Vec<f64>> =
         (0..rows).map(|i| (0..dims).map(|_| g.normal() + if i % 100 == 0 { 4.0 } else { 0.0 }).collect()).collect();
-    let mut pca = Pca::new(PcaConfig::default());
+    let mut pca = Pca::new(PcaConfig::default()).expect("default settings");
     pca.learn(&data[..rows.min(2000)]).expect("fit");
     let (mut first, mut best, mut checksum) = (0.0, f64::INFINITY, 0.0);
     for call in 0..repeat.max(1) {

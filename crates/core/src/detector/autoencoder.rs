@@ -13,7 +13,8 @@
 //! artifact scores the same anywhere. Missing values are replaced by the
 //! baseline mean on the way in and have no residual.
 
-use super::{DetectorError, Score, check_row, check_rows, column_mean_scale, complete_rows};
+use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, column_mean_scale, complete_rows, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use crate::stats::SeededNormal;
 use serde::{Deserialize, Serialize};
 
@@ -161,16 +162,65 @@ impl Autoencoder {
     pub const MIN_ROWS: usize = 20;
 
     /// An untrained autoencoder.
-    #[must_use]
-    pub fn new(config: AutoencoderConfig) -> Self {
-        Autoencoder { config, model: None }
+    ///
+    /// # Errors
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: AutoencoderConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(Autoencoder { config, model: None })
     }
 
+    fn train(&self, model: &mut AutoencoderModel, train: &[Vec<f64>], validation: &[Vec<f64>], rng: &mut SeededNormal) {
+        let lr = self.config.learning_rate;
+        let (beta1, beta2, eps): (f64, f64, f64) = (0.9, 0.999, 1e-8);
+        let sizes: Vec<(usize, usize)> = model.layers.iter().map(|l| (l.weights.len(), l.bias.len())).collect();
+        let zeros = || sizes.iter().map(|(w, b)| (vec![0.0; *w], vec![0.0; *b])).collect::<Vec<_>>();
+        let (mut first, mut second) = (zeros(), zeros());
+        let mut step = 0i32;
+        let mut best = (model.mean_error(validation), model.layers.clone(), 0usize);
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        for epoch in 1..=self.config.epochs {
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i + 1));
+            }
+            for batch in order.chunks(self.config.batch) {
+                let mut gradients = zeros();
+                for &i in batch {
+                    backpropagate(&model.layers, &train[i], &mut gradients);
+                }
+                step += 1;
+                let scale = 1.0 / batch.len() as f64;
+                let (c1, c2) = (1.0 - beta1.powi(step), 1.0 - beta2.powi(step));
+                for (((layer, grads), m), v) in model.layers.iter_mut().zip(&gradients).zip(&mut first).zip(&mut second)
+                {
+                    let params = layer.weights.iter_mut().chain(layer.bias.iter_mut());
+                    let g = grads.0.iter().chain(&grads.1);
+                    let m = m.0.iter_mut().chain(m.1.iter_mut());
+                    let v = v.0.iter_mut().chain(v.1.iter_mut());
+                    for (((p, g), m), v) in params.zip(g).zip(m).zip(v) {
+                        let g = g * scale;
+                        *m = beta1 * *m + (1.0 - beta1) * g;
+                        *v = beta2 * *v + (1.0 - beta2) * g * g;
+                        *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                    }
+                }
+            }
+            let error = model.mean_error(validation);
+            if error < best.0 {
+                best = (error, model.layers.clone(), epoch);
+            }
+        }
+        model.layers = best.1;
+        model.best_epoch = best.2;
+    }
+}
+
+impl Detector for Autoencoder {
     /// Train on the complete baseline rows.
     ///
     /// # Errors
     /// See [`super::Detector::learn`].
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         let width = check_rows(rows, Self::MIN_ROWS)?;
         let complete = complete_rows(rows, Self::MIN_ROWS)?;
         let (mean, scale) = column_mean_scale(&complete, width);
@@ -218,55 +268,11 @@ impl Autoencoder {
         Ok(())
     }
 
-    fn train(&self, model: &mut AutoencoderModel, train: &[Vec<f64>], validation: &[Vec<f64>], rng: &mut SeededNormal) {
-        let lr = self.config.learning_rate;
-        let (beta1, beta2, eps): (f64, f64, f64) = (0.9, 0.999, 1e-8);
-        let sizes: Vec<(usize, usize)> = model.layers.iter().map(|l| (l.weights.len(), l.bias.len())).collect();
-        let zeros = || sizes.iter().map(|(w, b)| (vec![0.0; *w], vec![0.0; *b])).collect::<Vec<_>>();
-        let (mut first, mut second) = (zeros(), zeros());
-        let mut step = 0i32;
-        let mut best = (model.mean_error(validation), model.layers.clone(), 0usize);
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        for epoch in 1..=self.config.epochs {
-            for i in (1..order.len()).rev() {
-                order.swap(i, rng.below(i + 1));
-            }
-            for batch in order.chunks(self.config.batch) {
-                let mut gradients = zeros();
-                for &i in batch {
-                    backpropagate(&model.layers, &train[i], &mut gradients);
-                }
-                step += 1;
-                let scale = 1.0 / batch.len() as f64;
-                let (c1, c2) = (1.0 - beta1.powi(step), 1.0 - beta2.powi(step));
-                for (((layer, grads), m), v) in model.layers.iter_mut().zip(&gradients).zip(&mut first).zip(&mut second)
-                {
-                    let params = layer.weights.iter_mut().chain(layer.bias.iter_mut());
-                    let g = grads.0.iter().chain(&grads.1);
-                    let m = m.0.iter_mut().chain(m.1.iter_mut());
-                    let v = v.0.iter_mut().chain(v.1.iter_mut());
-                    for (((p, g), m), v) in params.zip(g).zip(m).zip(v) {
-                        let g = g * scale;
-                        *m = beta1 * *m + (1.0 - beta1) * g;
-                        *v = beta2 * *v + (1.0 - beta2) * g * g;
-                        *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-                    }
-                }
-            }
-            let error = model.mean_error(validation);
-            if error < best.0 {
-                best = (error, model.layers.clone(), epoch);
-            }
-        }
-        model.layers = best.1;
-        model.best_epoch = best.2;
-    }
-
     /// Score one row.
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?;
         check_row(row, model.mean.len())?;
         let input = model.standardise(row);
@@ -286,6 +292,33 @@ impl Autoencoder {
             contributions.iter_mut().for_each(|c| *c *= value / sum);
         }
         Ok(Score { value, contributions, t2: None, spe: None, statistics: Vec::new() })
+    }
+}
+
+impl DetectorKind for Autoencoder {
+    type Config = AutoencoderConfig;
+    const NAME: &'static str = "autoencoder";
+    const SUMMARY: &'static str = "A dense autoencoder trained on the baseline; scores its reconstruction error.";
+
+    fn validate(config: &AutoencoderConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &AutoencoderConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &AutoencoderConfig) -> usize {
+        Self::MIN_ROWS
+    }
+
+    fn default_threshold(_config: &AutoencoderConfig) -> ThresholdConfig {
+        // Scores are residual RMS in held-out spreads (≈ 1 when normal).
+        ThresholdConfig::fixed(4.0)
+    }
+
+    fn examples() -> Vec<AutoencoderConfig> {
+        vec![AutoencoderConfig::default(), AutoencoderConfig { epochs: 30, seed: 3, ..AutoencoderConfig::default() }]
     }
 }
 
@@ -380,7 +413,7 @@ mod tests {
                 vec![c, 2.0 * c + 0.05 * g.normal(), -c + 0.05 * g.normal(), 0.5 * c * c + 0.05 * g.normal()]
             })
             .collect();
-        let mut ae = Autoencoder::new(AutoencoderConfig { epochs: 60, ..AutoencoderConfig::default() });
+        let mut ae = Autoencoder::new(AutoencoderConfig { epochs: 60, ..AutoencoderConfig::default() }).unwrap();
         ae.learn(&rows).unwrap();
         let normal = ae.score(&[1.0, 2.0, -1.0, 0.5]).unwrap().value;
         let broken = ae.score(&[1.0, -2.0, -1.0, 0.5]).unwrap();

@@ -2,7 +2,6 @@
 //! [`every_detector`] and it is held to the same contract.
 
 use super::*;
-use crate::spc::rules::RuleSet;
 
 /// Four correlated signals around different levels and scales.
 fn normal_rows(n: usize, seed: u64) -> Vec<Vec<f64>> {
@@ -20,58 +19,26 @@ fn normal_rows(n: usize, seed: u64) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Detectors whose scores saturate once a value leaves the baseline's range
-/// (tree ensembles split only inside it), so a fault far outside scores like
-/// the most extreme baseline frames: the suite asks them to rank the fault
-/// above typical frames rather than above the 99th percentile.
-fn saturates_outside_range(config: &DetectorConfig) -> bool {
-    match config {
-        DetectorConfig::IsolationForest(_) | DetectorConfig::HalfSpaceTrees(_) | DetectorConfig::KnnCad(_) => true,
-        DetectorConfig::Fusion(fusion) => fusion.members.iter().any(saturates_outside_range),
-        _ => false,
-    }
+/// Every registered kind's example settings (the registry's one list).
+fn every_detector() -> Vec<DetectorConfig> {
+    DetectorConfig::examples()
 }
 
-fn every_detector() -> Vec<DetectorConfig> {
-    vec![
-        DetectorConfig::IsolationForest(IsolationForestConfig::default()),
-        DetectorConfig::IsolationForest(IsolationForestConfig { trees: 50, sample_size: 64, seed: 7 }),
-        DetectorConfig::HalfSpaceTrees(HalfSpaceTreesConfig { window: 100, ..HalfSpaceTreesConfig::default() }),
-        DetectorConfig::Mset(MsetConfig::default()),
-        DetectorConfig::Mset(MsetConfig { memory: 30, bandwidth: 2.0, ridge: 1e-2 }),
-        DetectorConfig::Autoencoder(AutoencoderConfig { epochs: 30, seed: 3, ..AutoencoderConfig::default() }),
-        DetectorConfig::KnnCad(KnnCadConfig { window: 1, reference: 300, k: 5, calibration: 100 }),
-        DetectorConfig::Fusion(FusionConfig {
-            members: vec![DetectorConfig::Pca(PcaConfig::default()), DetectorConfig::RobustZ(RobustZConfig::default())],
-            quantile: 0.99,
-            scales: Vec::new(),
-        }),
-        DetectorConfig::Fusion(FusionConfig {
-            members: vec![
-                DetectorConfig::KnnCad(KnnCadConfig { window: 1, reference: 300, k: 5, calibration: 100 }),
-                DetectorConfig::Flatline(FlatlineConfig::default()),
-            ],
-            quantile: 0.99,
-            scales: vec![0.99, 1.0],
-        }),
-        DetectorConfig::Flatline(FlatlineConfig::default()),
-        DetectorConfig::Flatline(FlatlineConfig { min_run: 3, tolerance: 0.01 }),
-        DetectorConfig::ControlChart(ControlChartConfig::default()),
-        DetectorConfig::ControlChart(ControlChartConfig { rules: RuleSet::We, exclude_out_of_control: false }),
-        DetectorConfig::RobustZ(RobustZConfig::default()),
-        DetectorConfig::RobustZ(RobustZConfig { window: 30, min_samples: 10 }),
-        DetectorConfig::Ewma(EwmaConfig::default()),
-        DetectorConfig::Pca(PcaConfig::default()),
-        DetectorConfig::Pca(PcaConfig { components: Some(1), alpha: 0.999, ..PcaConfig::default() }),
-        DetectorConfig::Pca(PcaConfig { select: ComponentRule::CrossValidation, ..PcaConfig::default() }),
-        DetectorConfig::Pca(PcaConfig {
-            lags: 2,
-            smoothing: 3,
-            limits: LimitMethod::Empirical,
-            ..PcaConfig::default()
-        }),
-        DetectorConfig::Pca(PcaConfig { difference: DifferenceRule::All, difference_lag: 3, ..PcaConfig::default() }),
-    ]
+#[test]
+fn every_kind_has_examples_and_its_name_is_its_configuration_type() {
+    let examples = every_detector();
+    for kind in kinds() {
+        let of_kind: Vec<&DetectorConfig> = examples.iter().filter(|c| c.kind() == kind.name).collect();
+        assert!(!of_kind.is_empty(), "{} has no examples", kind.name);
+        for config in of_kind {
+            let json = serde_json::to_value(config).unwrap();
+            assert_eq!(json["type"], kind.name, "the serde tag of {config:?}");
+            let built = config.build().unwrap();
+            assert_eq!(built.kind(), kind.name);
+            assert_eq!(serde_json::to_value(&built).unwrap()["type"], kind.name);
+        }
+        assert!(kind.default_threshold.validate().is_empty(), "{}: {:?}", kind.name, kind.default_threshold);
+    }
 }
 
 fn fitted(config: &DetectorConfig, rows: &[Vec<f64>]) -> AnyDetector {
@@ -153,7 +120,7 @@ fn detects_an_obvious_injected_fault_and_blames_the_right_signal() {
         let mut detector = fitted(&config, &train);
         let mut normal: Vec<f64> = test.iter().map(|r| detector.score(r).unwrap().value).collect();
         normal.sort_by(f64::total_cmp);
-        let bar = if saturates_outside_range(&config) {
+        let bar = if config.saturates_outside_range() {
             normal[normal.len() * 3 / 4]
         } else {
             normal[normal.len() * 99 / 100]
@@ -212,12 +179,7 @@ fn a_batch_long_enough_to_cut_over_cores_scores_as_row_by_row() {
     for (i, signal) in [(5, 1), (4_700, 3), (8_998, 0)] {
         test[i][signal] = f64::NAN;
     }
-    let smoothed =
-        DetectorConfig::Pca(PcaConfig { smoothing: 4, limits: LimitMethod::Empirical, ..PcaConfig::default() });
-    let batched = every_detector().into_iter().chain([smoothed]).filter(|c| {
-        matches!(c, DetectorConfig::IsolationForest(_)) || matches!(c, DetectorConfig::Pca(p) if p.lags == 0)
-    });
-    for config in batched {
+    for config in every_detector() {
         let (mut a, mut b) = (fitted(&config, &train), fitted(&config, &train));
         let batch = a.score_values(&test).unwrap();
         assert_eq!(batch.len(), test.len());

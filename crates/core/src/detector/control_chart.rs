@@ -11,7 +11,8 @@
 //! `we1`: value 1, limit 1) whose contributions mark the signals that broke
 //! it. A signal constant over the baseline has no σ and is not charted.
 
-use super::{DetectorError, Score, Statistic, check_row, check_rows};
+use super::{Detector, DetectorError, DetectorKind, Score, Statistic, check_row, check_rows, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use crate::spc::chart::ImrMonitor;
 use crate::spc::rules::{Rule, RuleSet};
 use serde::{Deserialize, Serialize};
@@ -61,17 +62,22 @@ impl ControlChart {
     pub const MIN_ROWS: usize = 3;
 
     /// Unfitted charts.
-    #[must_use]
-    pub fn new(config: ControlChartConfig) -> Self {
-        ControlChart { config, charts: Vec::new() }
+    ///
+    /// # Errors
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: ControlChartConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(ControlChart { config, charts: Vec::new() })
     }
+}
 
+impl Detector for ControlChart {
     /// Establish each signal's limits from its baseline values.
     ///
     /// # Errors
     /// [`DetectorError::NotEnoughData`] when no signal has three finite,
     /// varying values; [`DetectorError::DimensionMismatch`] for ragged rows.
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         let width = check_rows(rows, Self::MIN_ROWS)?;
         self.charts = (0..width)
             .map(|j| {
@@ -90,7 +96,7 @@ impl ControlChart {
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         if self.charts.is_empty() {
             return Err(DetectorError::NotFitted);
         }
@@ -133,6 +139,33 @@ impl ControlChart {
     }
 }
 
+impl DetectorKind for ControlChart {
+    type Config = ControlChartConfig;
+    const NAME: &'static str = "control_chart";
+    const SUMMARY: &'static str = "An I–MR control chart per signal with Western Electric or Nelson rules.";
+
+    fn validate(config: &ControlChartConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &ControlChartConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &ControlChartConfig) -> usize {
+        Self::MIN_ROWS
+    }
+
+    fn default_threshold(_config: &ControlChartConfig) -> ThresholdConfig {
+        // Scores are above 1 exactly when a limit or run rule is broken.
+        ThresholdConfig::fixed(1.0)
+    }
+
+    fn examples() -> Vec<ControlChartConfig> {
+        vec![ControlChartConfig::default(), ControlChartConfig { rules: RuleSet::We, exclude_out_of_control: false }]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,7 +174,7 @@ mod tests {
     fn a_run_on_one_signal_is_found_and_named() {
         let mut g = crate::stats::SeededNormal::new(4);
         let baseline: Vec<Vec<f64>> = (0..200).map(|_| vec![5.0 + g.normal(), 100.0 + 10.0 * g.normal()]).collect();
-        let mut chart = ControlChart::new(ControlChartConfig::default());
+        let mut chart = ControlChart::new(ControlChartConfig::default()).unwrap();
         chart.learn(&baseline).unwrap();
         // Signal 1 sits 0.5σ above its centre: inside the limits, but nine in a row is Nelson 2.
         let mut last = None;
@@ -158,7 +191,7 @@ mod tests {
     #[test]
     fn a_constant_baseline_signal_is_not_charted() {
         let rows: Vec<Vec<f64>> = (0..50).map(|i| vec![f64::from(i % 7), 3.0]).collect();
-        let mut chart = ControlChart::new(ControlChartConfig::default());
+        let mut chart = ControlChart::new(ControlChartConfig::default()).unwrap();
         chart.learn(&rows).unwrap();
         assert_eq!(chart.score(&[3.0, 9.0]).unwrap().contributions[1], 0.0);
         let constant: Vec<Vec<f64>> = (0..50).map(|_| vec![1.0, 3.0]).collect();

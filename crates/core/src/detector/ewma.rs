@@ -5,7 +5,8 @@
 //! while flagging steps and spikes. The score of a value uses the level and
 //! spread before the value; then both are updated with it.
 
-use super::{DetectorError, Score, check_row, check_rows, max_of};
+use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, max_of, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of [`Ewma`].
@@ -70,51 +71,12 @@ pub struct Ewma {
 
 impl Ewma {
     /// An empty detector; it warms up while scoring or from `learn`.
-    #[must_use]
-    pub fn new(config: EwmaConfig) -> Self {
-        Ewma { config, levels: Vec::new() }
-    }
-
-    /// Run the baseline through the smoother.
     ///
     /// # Errors
-    /// See [`super::Detector::learn`].
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
-        let width = check_rows(rows, 1)?;
-        self.levels = vec![Level::default(); width];
-        for row in rows {
-            for (value, level) in row.iter().zip(self.levels.iter_mut()) {
-                Self::update(level, *value, &self.config);
-            }
-        }
-        Ok(())
-    }
-
-    /// Score a row against the forecasts, then update them.
-    ///
-    /// # Errors
-    /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
-        if self.levels.is_empty() {
-            self.levels = vec![Level::default(); row.len()];
-        }
-        check_row(row, self.levels.len())?;
-        let config = &self.config;
-        let contributions = row
-            .iter()
-            .zip(self.levels.iter_mut())
-            .map(|(value, level)| {
-                let z = if value.is_finite() && level.seen >= config.min_samples {
-                    let spread = level.variance.sqrt().max(1e-9 * level.level.abs().max(1.0));
-                    (value - level.level).abs() / spread
-                } else {
-                    0.0
-                };
-                Self::update(level, *value, config);
-                z
-            })
-            .collect();
-        Ok(max_of(contributions))
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: EwmaConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(Ewma { config, levels: Vec::new() })
     }
 
     fn update(level: &mut Level, value: f64, config: &EwmaConfig) {
@@ -140,13 +102,84 @@ impl Ewma {
     }
 }
 
+impl Detector for Ewma {
+    /// Run the baseline through the smoother.
+    ///
+    /// # Errors
+    /// See [`super::Detector::learn`].
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+        let width = check_rows(rows, 1)?;
+        self.levels = vec![Level::default(); width];
+        for row in rows {
+            for (value, level) in row.iter().zip(self.levels.iter_mut()) {
+                Self::update(level, *value, &self.config);
+            }
+        }
+        Ok(())
+    }
+
+    /// Score a row against the forecasts, then update them.
+    ///
+    /// # Errors
+    /// See [`super::Detector::score`].
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+        if self.levels.is_empty() {
+            self.levels = vec![Level::default(); row.len()];
+        }
+        check_row(row, self.levels.len())?;
+        let config = &self.config;
+        let contributions = row
+            .iter()
+            .zip(self.levels.iter_mut())
+            .map(|(value, level)| {
+                let z = if value.is_finite() && level.seen >= config.min_samples {
+                    let spread = level.variance.sqrt().max(1e-9 * level.level.abs().max(1.0));
+                    (value - level.level).abs() / spread
+                } else {
+                    0.0
+                };
+                Self::update(level, *value, config);
+                z
+            })
+            .collect();
+        Ok(max_of(contributions))
+    }
+}
+
+impl DetectorKind for Ewma {
+    type Config = EwmaConfig;
+    const NAME: &'static str = "ewma";
+    const SUMMARY: &'static str = "Exponentially weighted moving average residual per signal (streaming).";
+
+    fn validate(config: &EwmaConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &EwmaConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &EwmaConfig) -> usize {
+        0
+    }
+
+    fn default_threshold(_config: &EwmaConfig) -> ThresholdConfig {
+        // Scores are sigmas.
+        ThresholdConfig::fixed(6.0)
+    }
+
+    fn examples() -> Vec<EwmaConfig> {
+        vec![EwmaConfig::default()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn step_is_flagged_then_absorbed() {
-        let mut det = Ewma::new(EwmaConfig::default());
+        let mut det = Ewma::new(EwmaConfig::default()).unwrap();
         let baseline: Vec<Vec<f64>> = (0..200).map(|i| vec![10.0 + ((i * 7) % 11) as f64 * 0.1]).collect();
         det.learn(&baseline).unwrap();
         assert!(det.score(&[10.5]).unwrap().value < 3.0);

@@ -12,7 +12,8 @@
 //! Causal: each value is scored against runs that ended before it. Missing
 //! values neither extend nor break a run.
 
-use super::{DetectorError, Score, check_row, check_rows};
+use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of [`Flatline`].
@@ -96,22 +97,12 @@ pub struct Flatline {
 
 impl Flatline {
     /// A detector that has seen nothing; it learns while scoring or from `learn`.
-    #[must_use]
-    pub fn new(config: FlatlineConfig) -> Self {
-        Flatline { config, signals: Vec::new() }
-    }
-
-    /// Replay the baseline: its runs set the records.
     ///
     /// # Errors
-    /// See [`super::Detector::learn`].
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
-        let width = check_rows(rows, 1)?;
-        self.signals = vec![Runs::default(); width];
-        for row in rows {
-            self.step(row);
-        }
-        Ok(())
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: FlatlineConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(Flatline { config, signals: Vec::new() })
     }
 
     fn step(&mut self, row: &[f64]) -> Vec<f64> {
@@ -122,13 +113,28 @@ impl Flatline {
             .map(|(runs, x)| if x.is_finite() { runs.step(*x, config) } else { 0.0 })
             .collect()
     }
+}
+
+impl Detector for Flatline {
+    /// Replay the baseline: its runs set the records.
+    ///
+    /// # Errors
+    /// See [`super::Detector::learn`].
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+        let width = check_rows(rows, 1)?;
+        self.signals = vec![Runs::default(); width];
+        for row in rows {
+            self.step(row);
+        }
+        Ok(())
+    }
 
     /// Score a row (the largest ratio of its signals; each signal's ratio is
     /// its contribution), then count it into the runs.
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         if self.signals.is_empty() {
             self.signals = vec![Runs::default(); row.len()];
         }
@@ -139,12 +145,39 @@ impl Flatline {
     }
 }
 
+impl DetectorKind for Flatline {
+    type Config = FlatlineConfig;
+    const NAME: &'static str = "flatline";
+    const SUMMARY: &'static str = "Stuck signals: runs of unchanged values longer than any before (streaming).";
+
+    fn validate(config: &FlatlineConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &FlatlineConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &FlatlineConfig) -> usize {
+        0
+    }
+
+    fn default_threshold(_config: &FlatlineConfig) -> ThresholdConfig {
+        // Scores are ratios to the longest run before: 1 is the record.
+        ThresholdConfig::fixed(1.0)
+    }
+
+    fn examples() -> Vec<FlatlineConfig> {
+        vec![FlatlineConfig::default(), FlatlineConfig { min_run: 3, tolerance: 0.01 }]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn scores(config: FlatlineConfig, values: &[f64]) -> Vec<f64> {
-        let mut detector = Flatline::new(config);
+        let mut detector = Flatline::new(config).unwrap();
         values.iter().map(|v| detector.score(&[*v]).unwrap().value).collect()
     }
 
@@ -178,7 +211,7 @@ mod tests {
     fn tolerance_and_missing_values() {
         let config = FlatlineConfig { min_run: 2, tolerance: 0.05 };
         // 1.0 then 0.0 ±0.04: one run despite the jitter and the gap.
-        let mut detector = Flatline::new(config);
+        let mut detector = Flatline::new(config).unwrap();
         let s: Vec<f64> = [1.0, 2.0, 0.0, 0.04, f64::NAN, -0.01, 0.02]
             .iter()
             .map(|v| match detector.score(&[*v]) {

@@ -13,7 +13,11 @@
 //! NAB) can be given fixed `scales` instead: each member's score is divided
 //! by its scale and nothing is measured.
 
-use super::{AnyDetector, Detector, DetectorConfig, DetectorError, Score, check_rows};
+use super::{
+    AnyDetector, Detector, DetectorConfig, DetectorError, DetectorKind, FlatlineConfig, KnnCadConfig, PcaConfig,
+    RobustZConfig, Score, check_rows, refuse_invalid,
+};
+use crate::threshold::ThresholdConfig;
 use crate::stats::quantile;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +37,13 @@ pub struct FusionConfig {
 
 fn default_quantile() -> f64 {
     0.99
+}
+
+/// No members (not valid on its own: a configuration names them).
+impl Default for FusionConfig {
+    fn default() -> Self {
+        FusionConfig { members: Vec::new(), quantile: default_quantile(), scales: Vec::new() }
+    }
 }
 
 impl FusionConfig {
@@ -77,20 +88,24 @@ impl Fusion {
     /// Unfitted members.
     ///
     /// # Errors
-    /// When a member's settings are invalid.
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings
+    /// and the members' settings.
     pub fn new(config: &FusionConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
         let members = config.members.iter().map(DetectorConfig::build).collect::<Result<Vec<_>, _>>()?;
         let fixed = !config.scales.is_empty();
         let scales = if fixed { config.scales.clone() } else { vec![1.0; members.len()] };
         Ok(Fusion { quantile: config.quantile, fixed, scales, members })
     }
+}
 
+impl Detector for Fusion {
     /// Measure each member's scale out of sample (unless fixed), then let
     /// it learn the whole baseline.
     ///
     /// # Errors
     /// The first member's learning error.
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         check_rows(rows, 1)?;
         if self.fixed {
             return self.members.iter_mut().try_for_each(|member| member.learn(rows));
@@ -118,7 +133,7 @@ impl Fusion {
     ///
     /// # Errors
     /// The first member's scoring error.
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         let mut best: Option<Score> = None;
         for (member, scale) in self.members.iter_mut().zip(&self.scales) {
             let mut score = member.score(row)?;
@@ -129,5 +144,50 @@ impl Fusion {
             }
         }
         best.ok_or(DetectorError::NotFitted)
+    }
+}
+
+impl DetectorKind for Fusion {
+    type Config = FusionConfig;
+    const NAME: &'static str = "fusion";
+    const SUMMARY: &'static str = "Several detectors as one: the largest of their baseline-scaled scores.";
+
+    fn validate(config: &FusionConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &FusionConfig) -> Result<Self, DetectorError> {
+        Self::new(config)
+    }
+
+    fn min_baseline_rows(config: &FusionConfig) -> usize {
+        config.members.iter().map(DetectorConfig::min_baseline_rows).max().unwrap_or(0)
+    }
+
+    fn default_threshold(_config: &FusionConfig) -> ThresholdConfig {
+        // Fused scores are ratios to each member's baseline quantile.
+        ThresholdConfig::fixed(1.5)
+    }
+
+    fn saturates_outside_range(config: &FusionConfig) -> bool {
+        config.members.iter().any(DetectorConfig::saturates_outside_range)
+    }
+
+    fn examples() -> Vec<FusionConfig> {
+        vec![
+            FusionConfig {
+                members: vec![DetectorConfig::Pca(PcaConfig::default()), DetectorConfig::RobustZ(RobustZConfig::default())],
+                quantile: 0.99,
+                scales: Vec::new(),
+            },
+            FusionConfig {
+                members: vec![
+                    DetectorConfig::KnnCad(KnnCadConfig { window: 1, reference: 300, k: 5, calibration: 100 }),
+                    DetectorConfig::Flatline(FlatlineConfig::default()),
+                ],
+                quantile: 0.99,
+                scales: vec![0.99, 1.0],
+            },
+        ]
     }
 }

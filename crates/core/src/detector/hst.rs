@@ -15,7 +15,8 @@
 //! A signal's contribution is the share of the path splits it made below
 //! the first sparsely visited node, times the score. Missing values go left.
 
-use super::{DetectorError, Score, check_row, check_rows};
+use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use crate::stats::SeededNormal;
 use serde::{Deserialize, Serialize};
 
@@ -111,44 +112,12 @@ pub struct HalfSpaceTrees {
 
 impl HalfSpaceTrees {
     /// An unfitted detector.
-    #[must_use]
-    pub fn new(config: HalfSpaceTreesConfig) -> Self {
-        HalfSpaceTrees { config, width: 0, trees: Vec::new(), seen: 0, primed: false }
-    }
-
-    /// Set the working ranges from the baseline and count it.
     ///
     /// # Errors
-    /// See [`super::Detector::learn`].
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
-        let width = check_rows(rows, 1)?;
-        let mut lo = vec![f64::INFINITY; width];
-        let mut hi = vec![f64::NEG_INFINITY; width];
-        for row in rows {
-            for (j, v) in row.iter().enumerate() {
-                if v.is_finite() {
-                    lo[j] = lo[j].min(*v);
-                    hi[j] = hi[j].max(*v);
-                }
-            }
-        }
-        if lo.iter().zip(&hi).all(|(l, h)| l > h) {
-            return Err(DetectorError::NotEnoughData { needed: 1, got: 0 });
-        }
-        for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
-            if l > h {
-                (*l, *h) = (0.0, 1.0);
-            }
-            let pad = ((*h - *l) * self.config.padding).max(1e-9 * l.abs().max(1.0));
-            *l -= pad;
-            *h += pad;
-        }
-        self.width = width;
-        self.build_trees(&lo, &hi);
-        for row in rows {
-            self.count(row);
-        }
-        Ok(())
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: HalfSpaceTreesConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(HalfSpaceTrees { config, width: 0, trees: Vec::new(), seen: 0, primed: false })
     }
 
     fn build_trees(&mut self, lo: &[f64], hi: &[f64]) {
@@ -203,12 +172,49 @@ impl HalfSpaceTrees {
             self.primed = true;
         }
     }
+}
+
+impl Detector for HalfSpaceTrees {
+    /// Set the working ranges from the baseline and count it.
+    ///
+    /// # Errors
+    /// See [`super::Detector::learn`].
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+        let width = check_rows(rows, 1)?;
+        let mut lo = vec![f64::INFINITY; width];
+        let mut hi = vec![f64::NEG_INFINITY; width];
+        for row in rows {
+            for (j, v) in row.iter().enumerate() {
+                if v.is_finite() {
+                    lo[j] = lo[j].min(*v);
+                    hi[j] = hi[j].max(*v);
+                }
+            }
+        }
+        if lo.iter().zip(&hi).all(|(l, h)| l > h) {
+            return Err(DetectorError::NotEnoughData { needed: 1, got: 0 });
+        }
+        for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
+            if l > h {
+                (*l, *h) = (0.0, 1.0);
+            }
+            let pad = ((*h - *l) * self.config.padding).max(1e-9 * l.abs().max(1.0));
+            *l -= pad;
+            *h += pad;
+        }
+        self.width = width;
+        self.build_trees(&lo, &hi);
+        for row in rows {
+            self.count(row);
+        }
+        Ok(())
+    }
 
     /// Score a row against the reference masses, then count it.
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         if self.trees.is_empty() {
             return Err(DetectorError::NotFitted);
         }
@@ -250,6 +256,37 @@ impl HalfSpaceTrees {
     }
 }
 
+impl DetectorKind for HalfSpaceTrees {
+    type Config = HalfSpaceTreesConfig;
+    const NAME: &'static str = "half_space_trees";
+    const SUMMARY: &'static str = "Half-Space Trees: mass in random half-spaces, streaming.";
+
+    fn validate(config: &HalfSpaceTreesConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &HalfSpaceTreesConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &HalfSpaceTreesConfig) -> usize {
+        1
+    }
+
+    fn default_threshold(_config: &HalfSpaceTreesConfig) -> ThresholdConfig {
+        // The scores have no natural unit: take the baseline's own quantile.
+        ThresholdConfig { value: None, quantile: Some(0.995), ..ThresholdConfig::fixed(0.0) }
+    }
+
+    fn saturates_outside_range(_config: &HalfSpaceTreesConfig) -> bool {
+        true
+    }
+
+    fn examples() -> Vec<HalfSpaceTreesConfig> {
+        vec![HalfSpaceTreesConfig::default(), HalfSpaceTreesConfig { window: 100, ..HalfSpaceTreesConfig::default() }]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,7 +295,7 @@ mod tests {
     fn sparse_regions_score_higher() {
         let mut g = SeededNormal::new(6);
         let rows: Vec<Vec<f64>> = (0..500).map(|_| vec![g.normal(), g.normal()]).collect();
-        let mut hst = HalfSpaceTrees::new(HalfSpaceTreesConfig::default());
+        let mut hst = HalfSpaceTrees::new(HalfSpaceTreesConfig::default()).unwrap();
         hst.learn(&rows).unwrap();
         let dense = hst.score(&[0.0, 0.0]).unwrap().value;
         let sparse = hst.score(&[3.2, -3.2]).unwrap().value;
@@ -268,7 +305,7 @@ mod tests {
     #[test]
     fn windows_roll_over() {
         let config = HalfSpaceTreesConfig { window: 10, ..HalfSpaceTreesConfig::default() };
-        let mut hst = HalfSpaceTrees::new(config);
+        let mut hst = HalfSpaceTrees::new(config).unwrap();
         hst.learn(&[vec![0.0], vec![1.0]]).unwrap();
         assert!(!hst.primed);
         for _ in 0..8 {

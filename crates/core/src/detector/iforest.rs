@@ -12,7 +12,8 @@
 //! like the most extreme baseline value: the forest ranks, it does not
 //! measure distance.
 
-use super::{DetectorError, Score, check_row, check_rows, complete_rows};
+use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, complete_rows, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use crate::stats::SeededNormal;
 use serde::{Deserialize, Serialize};
 
@@ -129,9 +130,12 @@ impl IsolationForest {
     const ROWS_PER_PIECE: usize = 1024;
 
     /// An unfitted forest.
-    #[must_use]
-    pub fn new(config: IsolationForestConfig) -> Self {
-        IsolationForest {
+    ///
+    /// # Errors
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: IsolationForestConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(IsolationForest {
             config,
             width: 0,
             nodes: Vec::new(),
@@ -141,38 +145,7 @@ impl IsolationForest {
             complete: None,
             current: Vec::new(),
             depth_limit: 0,
-        }
-    }
-
-    /// Grow the forest on the complete baseline rows.
-    ///
-    /// # Errors
-    /// See [`super::Detector::learn`].
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
-        let width = check_rows(rows, Self::MIN_ROWS)?;
-        let complete = complete_rows(rows, Self::MIN_ROWS)?;
-        let psi = self.config.sample_size.min(complete.len());
-        let depth_limit = (psi as f64).log2().ceil() as usize;
-        self.depth_limit = depth_limit;
-        let mut rng = SeededNormal::new(self.config.seed);
-        self.width = width;
-        self.nodes.clear();
-        self.roots.clear();
-        let mut indices: Vec<usize> = (0..complete.len()).collect();
-        for _ in 0..self.config.trees {
-            // Partial Fisher–Yates: the first psi indices are a uniform subsample.
-            for i in 0..psi {
-                let j = i + rng.below(indices.len() - i);
-                indices.swap(i, j);
-            }
-            let mut sample: Vec<usize> = indices[..psi].to_vec();
-            let root = self.grow(&complete, &mut sample, 0, depth_limit, &mut rng);
-            self.roots.push(root);
-        }
-        self.normaliser = average_path(psi as f64).max(1e-12);
-        self.fast.clear();
-        self.complete = None;
-        Ok(())
+        })
     }
 
     fn grow(
@@ -295,27 +268,6 @@ impl IsolationForest {
             .collect();
     }
 
-    /// Scores of many rows (see [`super::Detector::score_values`]): blocks
-    /// of complete rows walk each tree, laid out as a complete binary tree,
-    /// while it is hot in the cache; rows with missing values go one by one.
-    ///
-    /// # Errors
-    /// See [`super::Detector::score`].
-    pub fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
-        if self.roots.is_empty() {
-            return Err(DetectorError::NotFitted);
-        }
-        if self.complete.is_none() && self.depth_limit <= CompleteForest::MAX_DEPTH {
-            self.complete = Some(CompleteForest::new(&self.nodes, &self.roots, self.depth_limit, self.width));
-        }
-        let Some(forest) = self.complete.take() else {
-            return self.score_values_by_row(rows);
-        };
-        let result = self.score_blocks(&forest, rows);
-        self.complete = Some(forest);
-        result
-    }
-
     /// Batch scores through the complete layout, one stretch of blocks per
     /// core; blocks with a missing or wrong-width row go row by row.
     fn score_blocks(&mut self, forest: &CompleteForest, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
@@ -352,12 +304,66 @@ impl IsolationForest {
     fn score_values_by_row(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
         super::values_row_by_row(rows, |row| self.score(row))
     }
+}
+
+impl Detector for IsolationForest {
+    /// Grow the forest on the complete baseline rows.
+    ///
+    /// # Errors
+    /// See [`super::Detector::learn`].
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+        let width = check_rows(rows, Self::MIN_ROWS)?;
+        let complete = complete_rows(rows, Self::MIN_ROWS)?;
+        let psi = self.config.sample_size.min(complete.len());
+        let depth_limit = (psi as f64).log2().ceil() as usize;
+        self.depth_limit = depth_limit;
+        let mut rng = SeededNormal::new(self.config.seed);
+        self.width = width;
+        self.nodes.clear();
+        self.roots.clear();
+        let mut indices: Vec<usize> = (0..complete.len()).collect();
+        for _ in 0..self.config.trees {
+            // Partial Fisher–Yates: the first psi indices are a uniform subsample.
+            for i in 0..psi {
+                let j = i + rng.below(indices.len() - i);
+                indices.swap(i, j);
+            }
+            let mut sample: Vec<usize> = indices[..psi].to_vec();
+            let root = self.grow(&complete, &mut sample, 0, depth_limit, &mut rng);
+            self.roots.push(root);
+        }
+        self.normaliser = average_path(psi as f64).max(1e-12);
+        self.fast.clear();
+        self.complete = None;
+        Ok(())
+    }
+
+    /// Scores of many rows (see [`super::Detector::score_values`]): blocks
+    /// of complete rows walk each tree, laid out as a complete binary tree,
+    /// while it is hot in the cache; rows with missing values go one by one.
+    ///
+    /// # Errors
+    /// See [`super::Detector::score`].
+    fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
+        if self.roots.is_empty() {
+            return Err(DetectorError::NotFitted);
+        }
+        if self.complete.is_none() && self.depth_limit <= CompleteForest::MAX_DEPTH {
+            self.complete = Some(CompleteForest::new(&self.nodes, &self.roots, self.depth_limit, self.width));
+        }
+        let Some(forest) = self.complete.take() else {
+            return self.score_values_by_row(rows);
+        };
+        let result = self.score_blocks(&forest, rows);
+        self.complete = Some(forest);
+        result
+    }
 
     /// Score one row.
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         if self.roots.is_empty() {
             return Err(DetectorError::NotFitted);
         }
@@ -383,6 +389,37 @@ impl IsolationForest {
             *c = if credit_sum > 0.0 { value * *c / credit_sum } else { 0.0 };
         }
         Ok(Score { value, contributions: credit, t2: None, spe: None, statistics: Vec::new() })
+    }
+}
+
+impl DetectorKind for IsolationForest {
+    type Config = IsolationForestConfig;
+    const NAME: &'static str = "isolation_forest";
+    const SUMMARY: &'static str = "Isolation forest, fitted on the baseline, scored per frame.";
+
+    fn validate(config: &IsolationForestConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &IsolationForestConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &IsolationForestConfig) -> usize {
+        Self::MIN_ROWS
+    }
+
+    fn default_threshold(_config: &IsolationForestConfig) -> ThresholdConfig {
+        // The scores have no natural unit: take the baseline's own quantile.
+        ThresholdConfig { value: None, quantile: Some(0.995), ..ThresholdConfig::fixed(0.0) }
+    }
+
+    fn saturates_outside_range(_config: &IsolationForestConfig) -> bool {
+        true
+    }
+
+    fn examples() -> Vec<IsolationForestConfig> {
+        vec![IsolationForestConfig::default(), IsolationForestConfig { trees: 50, sample_size: 64, seed: 7 }]
     }
 }
 
@@ -674,7 +711,7 @@ mod tests {
     fn outliers_score_near_one_inliers_near_half() {
         let mut g = SeededNormal::new(3);
         let rows: Vec<Vec<f64>> = (0..1000).map(|_| vec![g.normal(), g.normal()]).collect();
-        let mut forest = IsolationForest::new(IsolationForestConfig::default());
+        let mut forest = IsolationForest::new(IsolationForestConfig::default()).unwrap();
         forest.learn(&rows).unwrap();
         let inlier = forest.score(&[0.0, 0.0]).unwrap().value;
         let outlier = forest.score(&[8.0, 0.0]).unwrap();
@@ -692,7 +729,7 @@ mod tests {
         // for the complete layout: scored row by row).
         for sample_size in [2, 10, 256, 3000] {
             let config = IsolationForestConfig { trees: 7, sample_size, seed: 9 };
-            let mut forest = IsolationForest::new(config);
+            let mut forest = IsolationForest::new(config).unwrap();
             forest.learn(&rows).unwrap();
             let test: Vec<Vec<f64>> = (0..37).map(|i| vec![f64::from(i) / 6.0 - 3.0, 0.5, -0.25]).collect();
             let batch = forest.score_values(&test).unwrap();
@@ -734,7 +771,7 @@ mod tests {
     fn values_on_a_split_or_a_signed_zero_go_the_same_way_in_batch_and_by_row() {
         let mut g = SeededNormal::new(11);
         let rows: Vec<Vec<f64>> = (0..1000).map(|_| (0..3).map(|_| g.normal()).collect()).collect();
-        let mut forest = IsolationForest::new(IsolationForestConfig { trees: 20, sample_size: 64, seed: 2 });
+        let mut forest = IsolationForest::new(IsolationForestConfig { trees: 20, sample_size: 64, seed: 2 }).unwrap();
         forest.learn(&rows).unwrap();
         // Two roots split at exactly −0 and +0, so signed zeros meet both.
         for (root, zero) in forest.roots.clone().into_iter().zip([-0.0, 0.0]) {
@@ -768,7 +805,7 @@ mod tests {
         let mut g = SeededNormal::new(4);
         let width = 6;
         let rows: Vec<Vec<f64>> = (0..2000).map(|_| (0..width).map(|_| g.normal()).collect()).collect();
-        let mut forest = IsolationForest::new(IsolationForestConfig { trees: 5, sample_size: 1 << DEPTH, seed: 1 });
+        let mut forest = IsolationForest::new(IsolationForestConfig { trees: 5, sample_size: 1 << DEPTH, seed: 1 }).unwrap();
         forest.learn(&rows).unwrap();
         let complete = CompleteForest::new(&forest.nodes, &forest.roots, DEPTH, width);
         let group_values: Vec<u64> = (0..width * CompleteForest::GROUP).map(|_| order_key(g.normal())).collect();
@@ -793,7 +830,7 @@ mod tests {
         let mut rows: Vec<Vec<f64>> = (0..3 * IsolationForest::ROWS_PER_PIECE + 77)
             .map(|i| (0..5).map(|_| g.normal() + if i % 97 == 0 { 4.0 } else { 0.0 }).collect())
             .collect();
-        let mut forest = IsolationForest::new(IsolationForestConfig::default());
+        let mut forest = IsolationForest::new(IsolationForestConfig::default()).unwrap();
         forest.learn(&rows[..1000]).unwrap();
         // Gaps in the first block, mid-batch and in the last (short) block.
         for (i, signal) in [(3, 0), (2500, 4), (rows.len() - 2, 1)] {
@@ -812,7 +849,7 @@ mod tests {
         let mut g = SeededNormal::new(4);
         let rows: Vec<Vec<f64>> = (0..300).map(|_| vec![g.normal(), g.normal()]).collect();
         let fit = |seed| {
-            let mut f = IsolationForest::new(IsolationForestConfig { seed, ..IsolationForestConfig::default() });
+            let mut f = IsolationForest::new(IsolationForestConfig { seed, ..IsolationForestConfig::default() }).unwrap();
             f.learn(&rows).unwrap();
             f.score(&[1.0, 1.0]).unwrap().value
         };

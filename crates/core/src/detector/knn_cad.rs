@@ -12,7 +12,8 @@
 //! the squared distance to the nearest neighbour. Missing values count as
 //! the previous value of their signal.
 
-use super::{DetectorError, Score, check_row, check_rows};
+use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -91,28 +92,16 @@ pub struct KnnCad {
 
 impl KnnCad {
     /// An empty detector; it warms up while scoring or from `learn`.
-    #[must_use]
-    pub fn new(config: KnnCadConfig) -> Self {
-        KnnCad { config, width: 0, history: VecDeque::new(), scores: VecDeque::new() }
+    ///
+    /// # Errors
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: KnnCadConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(KnnCad { config, width: 0, history: VecDeque::new(), scores: VecDeque::new() })
     }
 
     fn capacity(&self) -> usize {
         2 * self.config.window + self.config.reference
-    }
-
-    /// Fill the history (and calibration) with the baseline.
-    ///
-    /// # Errors
-    /// See [`super::Detector::learn`].
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
-        let width = check_rows(rows, 1)?;
-        self.width = width;
-        self.history.clear();
-        self.scores.clear();
-        for row in rows {
-            self.step(row);
-        }
-        Ok(())
     }
 
     /// Non-conformity of the newest embedding and its nearest neighbour's
@@ -184,12 +173,29 @@ impl KnnCad {
             .collect();
         (value, contributions)
     }
+}
+
+impl Detector for KnnCad {
+    /// Fill the history (and calibration) with the baseline.
+    ///
+    /// # Errors
+    /// See [`super::Detector::learn`].
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+        let width = check_rows(rows, 1)?;
+        self.width = width;
+        self.history.clear();
+        self.scores.clear();
+        for row in rows {
+            self.step(row);
+        }
+        Ok(())
+    }
 
     /// Score a row against the past, then add it to the history.
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         if self.width == 0 {
             self.width = row.len();
         }
@@ -199,13 +205,44 @@ impl KnnCad {
     }
 }
 
+impl DetectorKind for KnnCad {
+    type Config = KnnCadConfig;
+    const NAME: &'static str = "knn_cad";
+    const SUMMARY: &'static str = "kNN conformal anomaly detection on embedded windows (streaming).";
+
+    fn validate(config: &KnnCadConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &KnnCadConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &KnnCadConfig) -> usize {
+        0
+    }
+
+    fn default_threshold(_config: &KnnCadConfig) -> ThresholdConfig {
+        // The scores have no natural unit: take the baseline's own quantile.
+        ThresholdConfig { value: None, quantile: Some(0.995), ..ThresholdConfig::fixed(0.0) }
+    }
+
+    fn saturates_outside_range(_config: &KnnCadConfig) -> bool {
+        true
+    }
+
+    fn examples() -> Vec<KnnCadConfig> {
+        vec![KnnCadConfig::default(), KnnCadConfig { window: 1, reference: 300, k: 5, calibration: 100 }]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_repeating_pattern_is_normal_and_a_break_is_not() {
-        let mut det = KnnCad::new(KnnCadConfig { window: 8, reference: 400, k: 3, calibration: 200 });
+        let mut det = KnnCad::new(KnnCadConfig { window: 8, reference: 400, k: 3, calibration: 200 }).unwrap();
         let wave = |i: usize| ((i % 24) as f64 / 24.0 * std::f64::consts::TAU).sin();
         let mut last = 0.0;
         for i in 0..1000 {

@@ -5,36 +5,17 @@
 //! anomalous, with per-signal contributions) and a
 //! [`Threshold`](crate::threshold::Threshold) turns scores into decisions.
 //!
-//! The registry is two enums: [`DetectorConfig`] is inert configuration
-//! (`type = "pca"` in TOML) and [`AnyDetector`] is the built, possibly
-//! fitted, detector. A new detector is one file plus one variant in each.
+//! **The registry** is one list, [`registry!`] at the bottom of this file:
+//! from it come [`DetectorConfig`] (inert configuration, `type = "pca"` in
+//! TOML), [`AnyDetector`] (the built, possibly fitted, detector), their
+//! dispatch, [`kinds`] (the manual's table and `usan check`) and the
+//! conformance suite's list. A new detector is one file (its settings, a
+//! type implementing [`Detector`] and [`DetectorKind`]) plus one line there;
+//! every `match` over kinds is generated, so nothing else can forget it.
 //! [`FittedModel`] wraps a detector with the format version and signal names
 //! so a model fitted on history scores the same at the edge.
 
-mod autoencoder;
-mod control_chart;
-mod ewma;
-mod flatline;
-mod fusion;
-mod hst;
-mod iforest;
-mod knn_cad;
-mod mset;
-mod pca;
-mod robust_z;
-
-pub use autoencoder::{Autoencoder, AutoencoderConfig};
-pub use control_chart::{ControlChart, ControlChartConfig};
-pub use ewma::{Ewma, EwmaConfig};
-pub use flatline::{Flatline, FlatlineConfig};
-pub use fusion::{Fusion, FusionConfig};
-pub use hst::{HalfSpaceTrees, HalfSpaceTreesConfig};
-pub use iforest::{IsolationForest, IsolationForestConfig};
-pub use knn_cad::{KnnCad, KnnCadConfig};
-pub use mset::{Mset, MsetConfig};
-pub use pca::{ComponentRule, DifferenceRule, LimitMethod, Pca, PcaConfig};
-pub use robust_z::{RobustZ, RobustZConfig};
-
+use crate::threshold::ThresholdConfig;
 use serde::{Deserialize, Serialize};
 
 /// What can go wrong when learning or scoring.
@@ -152,185 +133,203 @@ pub(crate) fn value_or_no_data(score: Result<Score, DetectorError>) -> Result<f6
     }
 }
 
-/// Configuration of one detector: the registry of detector kinds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DetectorConfig {
-    /// Rolling median/MAD z-score per signal.
-    RobustZ(RobustZConfig),
-    /// Exponentially weighted moving average residual per signal.
-    Ewma(EwmaConfig),
-    /// PCA with Hotelling T² and SPE (Q) limits.
-    Pca(PcaConfig),
-    /// Isolation forest, fitted in batch, scored per frame.
-    IsolationForest(IsolationForestConfig),
-    /// Half-Space Trees, streaming.
-    HalfSpaceTrees(HalfSpaceTreesConfig),
-    /// MSET similarity-based state estimation with per-signal residuals.
-    Mset(MsetConfig),
-    /// Several detectors fused: the largest of their baseline-scaled scores.
-    Fusion(FusionConfig),
-    /// A dense autoencoder trained on the baseline; scores its reconstruction error.
-    Autoencoder(AutoencoderConfig),
-    /// kNN conformal anomaly detection on embedded windows, streaming.
-    KnnCad(KnnCadConfig),
-    /// Stuck signals: runs of unchanged values longer than any before, streaming.
-    Flatline(FlatlineConfig),
-    /// An I–MR control chart per signal with Western Electric or Nelson rules.
-    ControlChart(ControlChartConfig),
-}
-
-impl DetectorConfig {
-    /// Short name of the detector kind.
-    #[must_use]
-    pub fn kind(&self) -> &'static str {
-        match self {
-            DetectorConfig::RobustZ(_) => "robust_z",
-            DetectorConfig::Ewma(_) => "ewma",
-            DetectorConfig::Pca(_) => "pca",
-            DetectorConfig::IsolationForest(_) => "isolation_forest",
-            DetectorConfig::HalfSpaceTrees(_) => "half_space_trees",
-            DetectorConfig::Mset(_) => "mset",
-            DetectorConfig::Fusion(_) => "fusion",
-            DetectorConfig::Autoencoder(_) => "autoencoder",
-            DetectorConfig::KnnCad(_) => "knn_cad",
-            DetectorConfig::Flatline(_) => "flatline",
-            DetectorConfig::ControlChart(_) => "control_chart",
-        }
-    }
+/// What the registry knows of a detector kind besides [`Detector`]: its
+/// settings, a validating constructor, and the facts the engine, the
+/// configuration check and the conformance suite ask of every kind.
+pub trait DetectorKind: Detector + Sized {
+    /// Its settings: the body of `algorithm = { type = "...", ... }`.
+    type Config: Default;
+    /// The `type` that selects it in configuration (`"pca"`).
+    const NAME: &'static str;
+    /// What it does, in one line (the manual's table, `usan check`).
+    const SUMMARY: &'static str;
 
     /// Every problem with the settings (empty when valid).
-    #[must_use]
-    pub fn validate(&self) -> Vec<String> {
-        match self {
-            DetectorConfig::RobustZ(c) => c.validate(),
-            DetectorConfig::Ewma(c) => c.validate(),
-            DetectorConfig::Pca(c) => c.validate(),
-            DetectorConfig::IsolationForest(c) => c.validate(),
-            DetectorConfig::HalfSpaceTrees(c) => c.validate(),
-            DetectorConfig::Mset(c) => c.validate(),
-            DetectorConfig::Fusion(c) => c.validate(),
-            DetectorConfig::Autoencoder(c) => c.validate(),
-            DetectorConfig::KnnCad(c) => c.validate(),
-            DetectorConfig::Flatline(c) => c.validate(),
-            DetectorConfig::ControlChart(c) => c.validate(),
-        }
-    }
+    fn validate(config: &Self::Config) -> Vec<String>;
 
-    /// Build an unfitted detector.
+    /// An unfitted detector.
     ///
     /// # Errors
-    /// [`DetectorError::InvalidSetting`] when [`validate`](Self::validate)
-    /// reports a problem.
-    pub fn build(&self) -> Result<AnyDetector, DetectorError> {
-        let problems = self.validate();
-        if !problems.is_empty() {
-            return Err(DetectorError::InvalidSetting(problems.join("; ")));
-        }
-        Ok(match self {
-            DetectorConfig::RobustZ(c) => AnyDetector::RobustZ(RobustZ::new(c.clone())),
-            DetectorConfig::Ewma(c) => AnyDetector::Ewma(Ewma::new(c.clone())),
-            DetectorConfig::Pca(c) => AnyDetector::Pca(Pca::new(c.clone())),
-            DetectorConfig::IsolationForest(c) => AnyDetector::IsolationForest(IsolationForest::new(c.clone())),
-            DetectorConfig::HalfSpaceTrees(c) => AnyDetector::HalfSpaceTrees(HalfSpaceTrees::new(c.clone())),
-            DetectorConfig::Mset(c) => AnyDetector::Mset(Mset::new(c.clone())),
-            DetectorConfig::Fusion(c) => AnyDetector::Fusion(Fusion::new(c)?),
-            DetectorConfig::Autoencoder(c) => AnyDetector::Autoencoder(Autoencoder::new(c.clone())),
-            DetectorConfig::KnnCad(c) => AnyDetector::KnnCad(KnnCad::new(c.clone())),
-            DetectorConfig::Flatline(c) => AnyDetector::Flatline(Flatline::new(c.clone())),
-            DetectorConfig::ControlChart(c) => AnyDetector::ControlChart(ControlChart::new(c.clone())),
-        })
+    /// [`DetectorError::InvalidSetting`] with every problem
+    /// [`validate`](Self::validate) finds.
+    fn build(config: &Self::Config) -> Result<Self, DetectorError>;
+
+    /// Rows it needs to learn before it can score; 0 for detectors that
+    /// warm up while scoring.
+    fn min_baseline_rows(config: &Self::Config) -> usize;
+
+    /// The threshold that decides on its scores when the configuration
+    /// gives none: its scores' natural unit (sigmas, a ratio to a limit) or,
+    /// when they have none, a quantile of the baseline's own scores.
+    fn default_threshold(config: &Self::Config) -> ThresholdConfig;
+
+    /// Whether its scores stop growing once values leave the baseline's
+    /// range (tree ensembles split only inside it): a fault far outside
+    /// scores like the most extreme baseline frames.
+    fn saturates_outside_range(_config: &Self::Config) -> bool {
+        false
     }
 
-    /// Rows the detector wants before it can score (0 for detectors that
-    /// warm up while scoring).
-    #[must_use]
-    pub fn min_baseline_rows(&self) -> usize {
-        match self {
-            DetectorConfig::Pca(_) => Pca::MIN_ROWS,
-            DetectorConfig::IsolationForest(_) => IsolationForest::MIN_ROWS,
-            DetectorConfig::HalfSpaceTrees(_) => 1,
-            DetectorConfig::Mset(_) => Mset::MIN_ROWS,
-            DetectorConfig::Fusion(c) => c.members.iter().map(DetectorConfig::min_baseline_rows).max().unwrap_or(0),
-            DetectorConfig::Autoencoder(_) => Autoencoder::MIN_ROWS,
-            DetectorConfig::ControlChart(_) => ControlChart::MIN_ROWS,
-            DetectorConfig::RobustZ(_)
-            | DetectorConfig::Ewma(_)
-            | DetectorConfig::KnnCad(_)
-            | DetectorConfig::Flatline(_) => 0,
-        }
-    }
+    /// Settings that exercise it, the default first: the conformance suite
+    /// holds each of them to the [`Detector`] contract.
+    fn examples() -> Vec<Self::Config>;
 }
 
-/// A built detector of any kind, with its learned state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-#[allow(clippy::large_enum_variant)] // a few per asset; boxing would add a hop on the hot path
-pub enum AnyDetector {
-    /// See [`RobustZ`].
-    RobustZ(RobustZ),
-    /// See [`Ewma`].
-    Ewma(Ewma),
-    /// See [`Pca`].
-    Pca(Pca),
-    /// See [`IsolationForest`].
-    IsolationForest(IsolationForest),
-    /// See [`HalfSpaceTrees`].
-    HalfSpaceTrees(HalfSpaceTrees),
-    /// See [`Mset`].
-    Mset(Mset),
-    /// See [`Fusion`].
-    Fusion(Fusion),
-    /// See [`Autoencoder`].
-    Autoencoder(Autoencoder),
-    /// See [`KnnCad`].
-    KnnCad(KnnCad),
-    /// See [`Flatline`].
-    Flatline(Flatline),
-    /// See [`ControlChart`].
-    ControlChart(ControlChart),
+/// `Err(InvalidSetting)` with every problem, or `Ok` when there is none:
+/// the first line of every validating constructor.
+pub(crate) fn refuse_invalid(problems: Vec<String>) -> Result<(), DetectorError> {
+    if problems.is_empty() { Ok(()) } else { Err(DetectorError::InvalidSetting(problems.join("; "))) }
 }
 
-impl Detector for AnyDetector {
-    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
-        match self {
-            AnyDetector::RobustZ(d) => d.learn(rows),
-            AnyDetector::Ewma(d) => d.learn(rows),
-            AnyDetector::Pca(d) => d.learn(rows),
-            AnyDetector::IsolationForest(d) => d.learn(rows),
-            AnyDetector::HalfSpaceTrees(d) => d.learn(rows),
-            AnyDetector::Mset(d) => d.learn(rows),
-            AnyDetector::Fusion(d) => d.learn(rows),
-            AnyDetector::Autoencoder(d) => d.learn(rows),
-            AnyDetector::KnnCad(d) => d.learn(rows),
-            AnyDetector::Flatline(d) => d.learn(rows),
-            AnyDetector::ControlChart(d) => d.learn(rows),
-        }
-    }
+/// One detector kind as the manual and `usan check` describe it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindInfo {
+    /// The `type` in configuration.
+    pub name: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// Baseline rows its default settings need (0: warms up while scoring).
+    pub min_baseline_rows: usize,
+    /// Its default threshold.
+    pub default_threshold: ThresholdConfig,
+}
 
-    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
-        match self {
-            AnyDetector::RobustZ(d) => d.score(row),
-            AnyDetector::Ewma(d) => d.score(row),
-            AnyDetector::Pca(d) => d.score(row),
-            AnyDetector::IsolationForest(d) => d.score(row),
-            AnyDetector::HalfSpaceTrees(d) => d.score(row),
-            AnyDetector::Mset(d) => d.score(row),
-            AnyDetector::Fusion(d) => d.score(row),
-            AnyDetector::Autoencoder(d) => d.score(row),
-            AnyDetector::KnnCad(d) => d.score(row),
-            AnyDetector::Flatline(d) => d.score(row),
-            AnyDetector::ControlChart(d) => d.score(row),
-        }
-    }
+/// Generates everything that lists detector kinds from one list of
+/// `module::Type` lines: the modules, [`DetectorConfig`], [`AnyDetector`],
+/// their dispatch and [`kinds`]. Each `match` it writes names every kind,
+/// so a kind cannot be half registered.
+macro_rules! registry {
+    ($($module:ident :: $kind:ident,)+) => {
+        $(mod $module;)+
+        $(pub use $module::*;)+
 
-    fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
-        match self {
-            AnyDetector::Pca(d) => d.score_values(rows),
-            AnyDetector::IsolationForest(d) => d.score_values(rows),
-            other => values_row_by_row(rows, |row| other.score(row)),
+        /// Configuration of one detector: the kind (`type`) and its settings.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+        pub enum DetectorConfig {
+            $(
+                #[doc = concat!("The settings of [`", stringify!($kind), "`].")]
+                $kind(<$kind as DetectorKind>::Config),
+            )+
         }
-    }
+
+        impl DetectorConfig {
+            /// The kind's name, its `type` in configuration.
+            #[must_use]
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(DetectorConfig::$kind(_) => <$kind as DetectorKind>::NAME,)+
+                }
+            }
+
+            /// Every problem with the settings (empty when valid).
+            #[must_use]
+            pub fn validate(&self) -> Vec<String> {
+                match self {
+                    $(DetectorConfig::$kind(c) => <$kind as DetectorKind>::validate(c),)+
+                }
+            }
+
+            /// Build an unfitted detector.
+            ///
+            /// # Errors
+            /// [`DetectorError::InvalidSetting`] when [`validate`](Self::validate)
+            /// reports a problem.
+            pub fn build(&self) -> Result<AnyDetector, DetectorError> {
+                Ok(match self {
+                    $(DetectorConfig::$kind(c) => AnyDetector::$kind(<$kind as DetectorKind>::build(c)?),)+
+                })
+            }
+
+            /// Rows the detector wants before it can score (0 for detectors that
+            /// warm up while scoring).
+            #[must_use]
+            pub fn min_baseline_rows(&self) -> usize {
+                match self {
+                    $(DetectorConfig::$kind(c) => <$kind as DetectorKind>::min_baseline_rows(c),)+
+                }
+            }
+
+            /// The threshold used when the configuration gives none.
+            #[must_use]
+            pub fn default_threshold(&self) -> ThresholdConfig {
+                match self {
+                    $(DetectorConfig::$kind(c) => <$kind as DetectorKind>::default_threshold(c),)+
+                }
+            }
+
+            /// See [`DetectorKind::saturates_outside_range`].
+            #[must_use]
+            pub fn saturates_outside_range(&self) -> bool {
+                match self {
+                    $(DetectorConfig::$kind(c) => <$kind as DetectorKind>::saturates_outside_range(c),)+
+                }
+            }
+
+            /// Every kind's [`examples`](DetectorKind::examples), in registry order.
+            #[must_use]
+            pub fn examples() -> Vec<DetectorConfig> {
+                let mut all = Vec::new();
+                $(all.extend(<$kind as DetectorKind>::examples().into_iter().map(DetectorConfig::$kind));)+
+                all
+            }
+        }
+
+        /// A built detector of any kind, with its learned state.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        #[allow(clippy::large_enum_variant)] // a few per asset; boxing would add a hop on the hot path
+        pub enum AnyDetector {
+            $(
+                #[doc = concat!("See [`", stringify!($kind), "`].")]
+                $kind($kind),
+            )+
+        }
+
+        impl AnyDetector {
+            /// The kind's name, its `type` in configuration.
+            #[must_use]
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(AnyDetector::$kind(_) => <$kind as DetectorKind>::NAME,)+
+                }
+            }
+        }
+
+        impl Detector for AnyDetector {
+            fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+                match self {
+                    $(AnyDetector::$kind(d) => d.learn(rows),)+
+                }
+            }
+
+            fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+                match self {
+                    $(AnyDetector::$kind(d) => d.score(row),)+
+                }
+            }
+
+            fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
+                match self {
+                    $(AnyDetector::$kind(d) => d.score_values(rows),)+
+                }
+            }
+        }
+
+        /// Every detector kind, in registry order, described with its
+        /// default settings.
+        #[must_use]
+        pub fn kinds() -> Vec<KindInfo> {
+            vec![$(
+                KindInfo {
+                    name: <$kind as DetectorKind>::NAME,
+                    summary: <$kind as DetectorKind>::SUMMARY,
+                    min_baseline_rows: <$kind as DetectorKind>::min_baseline_rows(&Default::default()),
+                    default_threshold: <$kind as DetectorKind>::default_threshold(&Default::default()),
+                },
+            )+]
+        }
+    };
 }
 
 /// The on-disk model artifact: versioned, self-describing JSON.
@@ -423,6 +422,21 @@ pub(crate) fn check_row(row: &[f64], expected: usize) -> Result<(), DetectorErro
 pub(crate) fn max_of(contributions: Vec<f64>) -> Score {
     let value = contributions.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max);
     Score { value, contributions, t2: None, spe: None, statistics: Vec::new() }
+}
+
+// The registry: one line per detector kind, `module::Type`.
+registry! {
+    robust_z::RobustZ,
+    ewma::Ewma,
+    pca::Pca,
+    iforest::IsolationForest,
+    hst::HalfSpaceTrees,
+    mset::Mset,
+    fusion::Fusion,
+    autoencoder::Autoencoder,
+    knn_cad::KnnCad,
+    flatline::Flatline,
+    control_chart::ControlChart,
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! root mean square of those units, so ≈ 1 on normal frames. Missing values
 //! are left out of the similarity and have no residual.
 
-use super::{DetectorError, Score, check_row, check_rows, column_mean_scale, complete_rows};
+use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, column_mean_scale, complete_rows, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
@@ -92,16 +93,21 @@ impl Mset {
     pub const MIN_ROWS: usize = 10;
 
     /// An unfitted detector.
-    #[must_use]
-    pub fn new(config: MsetConfig) -> Self {
-        Mset { config, model: None }
+    ///
+    /// # Errors
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: MsetConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(Mset { config, model: None })
     }
+}
 
+impl Detector for Mset {
     /// Choose exemplars, invert their similarities, measure residual spreads.
     ///
     /// # Errors
     /// See [`super::Detector::learn`].
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         let width = check_rows(rows, Self::MIN_ROWS)?;
         let complete = complete_rows(rows, Self::MIN_ROWS)?;
         let n = complete.len();
@@ -170,7 +176,7 @@ impl Mset {
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?;
         check_row(row, model.width)?;
         let estimate = model.estimate(row, self.config.bandwidth);
@@ -194,6 +200,33 @@ impl Mset {
             }
         }
         Ok(Score { value, contributions, t2: None, spe: None, statistics: Vec::new() })
+    }
+}
+
+impl DetectorKind for Mset {
+    type Config = MsetConfig;
+    const NAME: &'static str = "mset";
+    const SUMMARY: &'static str = "MSET similarity-based state estimation with per-signal residuals.";
+
+    fn validate(config: &MsetConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &MsetConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &MsetConfig) -> usize {
+        Self::MIN_ROWS
+    }
+
+    fn default_threshold(_config: &MsetConfig) -> ThresholdConfig {
+        // Scores are residual RMS in held-out spreads (≈ 1 when normal).
+        ThresholdConfig::fixed(4.0)
+    }
+
+    fn examples() -> Vec<MsetConfig> {
+        vec![MsetConfig::default(), MsetConfig { memory: 30, bandwidth: 2.0, ridge: 1e-2 }]
     }
 }
 
@@ -257,7 +290,7 @@ mod tests {
                 vec![10.0 + c + 0.05 * g.normal(), 5.0 - 2.0 * c + 0.1 * g.normal(), 0.3 * g.normal()]
             })
             .collect();
-        let mut mset = Mset::new(MsetConfig::default());
+        let mut mset = Mset::new(MsetConfig::default()).unwrap();
         mset.learn(&rows).unwrap();
         let normal = mset.score(&[10.5, 4.0, 0.1]).unwrap();
         assert!(normal.value < 3.0, "{normal:?}");

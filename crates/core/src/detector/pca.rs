@@ -36,7 +36,8 @@
 //! Missing values (and lags before the first frames) are replaced by the
 //! baseline mean (no evidence either way) and have no residual of their own.
 
-use super::{DetectorError, Score, Statistic, check_row, check_rows};
+use super::{Detector, DetectorError, DetectorKind, Score, Statistic, check_row, check_rows, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use crate::stats::{f_quantile, mean_std, normal_quantile, quantile};
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
@@ -384,9 +385,12 @@ impl Pca {
     const FOLDS: usize = 5;
 
     /// An unfitted monitor.
-    #[must_use]
-    pub fn new(config: PcaConfig) -> Self {
-        Pca {
+    ///
+    /// # Errors
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: PcaConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(Pca {
             config,
             model: None,
             history: VecDeque::new(),
@@ -394,7 +398,7 @@ impl Pca {
             raw_history: VecDeque::new(),
             scratch: Scratch::default(),
             augmented: Vec::new(),
-        }
+        })
     }
 
     /// The fitted model, once `learn` succeeded.
@@ -413,79 +417,6 @@ impl Pca {
                 None => out.extend(std::iter::repeat_n(f64::NAN, row.len())),
             }
         }
-    }
-
-    /// Fit on the complete baseline rows, then set the limits.
-    ///
-    /// # Errors
-    /// See [`super::Detector::learn`]; also when fewer than
-    /// [`Pca::MIN_ROWS`] rows have no missing value, or no signal varies.
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
-        let width = check_rows(rows, Self::MIN_ROWS)?;
-        let differenced = differenced_signals(rows, width, self.config.difference);
-        let difference_lag = self.config.difference_lag;
-        let changed: Vec<Vec<f64>>;
-        let rows = if differenced.is_empty() {
-            rows
-        } else {
-            changed = (0..rows.len())
-                .map(|i| difference(&rows[i], i.checked_sub(difference_lag).map(|p| rows[p].as_slice()), &differenced))
-                .collect();
-            &changed
-        };
-        let lags = self.config.lags;
-        let augmented: Vec<Vec<f64>> = (lags..rows.len())
-            .map(|i| (0..=lags).flat_map(|l| rows[i - l].iter().copied()).collect::<Vec<f64>>())
-            .filter(|r: &Vec<f64>| r.iter().all(|v| v.is_finite()))
-            .collect();
-        let complete: Vec<&[f64]> = augmented.iter().map(Vec::as_slice).collect();
-        if complete.len() < Self::MIN_ROWS {
-            let differencing = if self.config.difference == DifferenceRule::None { 0 } else { difference_lag };
-            return Err(DetectorError::NotEnoughData {
-                needed: Self::MIN_ROWS + lags + differencing,
-                got: complete.len(),
-            });
-        }
-        let config = &self.config;
-        let cross_validated = match (config.components, config.select) {
-            (None, ComponentRule::CrossValidation) => Some(Self::cross_validated_components(&complete)?),
-            _ => None,
-        };
-        let by_variance = |eigenvalues: &[f64], _: usize| match config.components.or(cross_validated) {
-            Some(k) => k,
-            None => {
-                let total: f64 = eigenvalues.iter().sum();
-                let mut cumulative = 0.0;
-                eigenvalues
-                    .iter()
-                    .position(|l| {
-                        cumulative += l;
-                        cumulative >= config.variance * total
-                    })
-                    .map_or(eigenvalues.len(), |i| i + 1)
-            }
-        };
-        let mut model = PcaModel::fit(&complete, by_variance)?;
-        let k = model.components;
-        let alpha = config.alpha;
-        match config.limits {
-            LimitMethod::Theory => {
-                model.t2_limit = t2_limit(alpha, k, model.rows);
-                model.spe_limit = spe_limit(alpha, &model.eigenvalues[k..]);
-            }
-            LimitMethod::Empirical => {
-                let (t2s, spes) = Self::out_of_fold(&complete, k, config.smoothing)?;
-                model.t2_limit = quantile(&t2s, alpha).unwrap_or(f64::INFINITY).max(1e-12);
-                model.spe_limit = quantile(&spes, alpha).unwrap_or(f64::INFINITY).max(1e-12);
-            }
-        }
-        debug_assert_eq!(model.width, width * (lags + 1));
-        model.differenced = differenced;
-        self.model = Some(model);
-        self.history.clear();
-        self.recent.clear();
-        self.raw_history.clear();
-        Ok(())
     }
 
     /// The component count with the least element-wise PRESS: each held-out
@@ -559,6 +490,105 @@ impl Pca {
         Ok((t2s, spes))
     }
 
+    /// One row's score for [`Pca::score_values`] (all missing: 0).
+    fn value_of(&mut self, row: &[f64]) -> Result<f64, DetectorError> {
+        match self.score(row) {
+            Ok(s) => Ok(s.value),
+            Err(DetectorError::NoData) => Ok(0.0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Add a frame's statistics to the recent ones and return their means
+    /// (the statistics themselves without smoothing).
+    fn smooth(recent: &mut VecDeque<(f64, f64)>, smoothing: usize, t2: f64, spe: f64) -> (f64, f64) {
+        if smoothing <= 1 {
+            return (t2, spe);
+        }
+        if recent.len() == smoothing {
+            recent.pop_front();
+        }
+        recent.push_back((t2, spe));
+        let count = recent.len() as f64;
+        let (a, b) = recent.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        (a / count, b / count)
+    }
+}
+
+impl Detector for Pca {
+    /// Fit on the complete baseline rows, then set the limits.
+    ///
+    /// # Errors
+    /// See [`super::Detector::learn`]; also when fewer than
+    /// [`Pca::MIN_ROWS`] rows have no missing value, or no signal varies.
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+        let width = check_rows(rows, Self::MIN_ROWS)?;
+        let differenced = differenced_signals(rows, width, self.config.difference);
+        let difference_lag = self.config.difference_lag;
+        let changed: Vec<Vec<f64>>;
+        let rows = if differenced.is_empty() {
+            rows
+        } else {
+            changed = (0..rows.len())
+                .map(|i| difference(&rows[i], i.checked_sub(difference_lag).map(|p| rows[p].as_slice()), &differenced))
+                .collect();
+            &changed
+        };
+        let lags = self.config.lags;
+        let augmented: Vec<Vec<f64>> = (lags..rows.len())
+            .map(|i| (0..=lags).flat_map(|l| rows[i - l].iter().copied()).collect::<Vec<f64>>())
+            .filter(|r: &Vec<f64>| r.iter().all(|v| v.is_finite()))
+            .collect();
+        let complete: Vec<&[f64]> = augmented.iter().map(Vec::as_slice).collect();
+        if complete.len() < Self::MIN_ROWS {
+            let differencing = if self.config.difference == DifferenceRule::None { 0 } else { difference_lag };
+            return Err(DetectorError::NotEnoughData {
+                needed: Self::MIN_ROWS + lags + differencing,
+                got: complete.len(),
+            });
+        }
+        let config = &self.config;
+        let cross_validated = match (config.components, config.select) {
+            (None, ComponentRule::CrossValidation) => Some(Self::cross_validated_components(&complete)?),
+            _ => None,
+        };
+        let by_variance = |eigenvalues: &[f64], _: usize| match config.components.or(cross_validated) {
+            Some(k) => k,
+            None => {
+                let total: f64 = eigenvalues.iter().sum();
+                let mut cumulative = 0.0;
+                eigenvalues
+                    .iter()
+                    .position(|l| {
+                        cumulative += l;
+                        cumulative >= config.variance * total
+                    })
+                    .map_or(eigenvalues.len(), |i| i + 1)
+            }
+        };
+        let mut model = PcaModel::fit(&complete, by_variance)?;
+        let k = model.components;
+        let alpha = config.alpha;
+        match config.limits {
+            LimitMethod::Theory => {
+                model.t2_limit = t2_limit(alpha, k, model.rows);
+                model.spe_limit = spe_limit(alpha, &model.eigenvalues[k..]);
+            }
+            LimitMethod::Empirical => {
+                let (t2s, spes) = Self::out_of_fold(&complete, k, config.smoothing)?;
+                model.t2_limit = quantile(&t2s, alpha).unwrap_or(f64::INFINITY).max(1e-12);
+                model.spe_limit = quantile(&spes, alpha).unwrap_or(f64::INFINITY).max(1e-12);
+            }
+        }
+        debug_assert_eq!(model.width, width * (lags + 1));
+        model.differenced = differenced;
+        self.model = Some(model);
+        self.history.clear();
+        self.recent.clear();
+        self.raw_history.clear();
+        Ok(())
+    }
+
     /// Scores of many rows (see [`super::Detector::score_values`]). Static
     /// PCA takes one matrix product per block of complete rows, blocks cut
     /// over the cores; rows with gaps, lagged and differenced PCA go row by
@@ -566,7 +596,7 @@ impl Pca {
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
+    fn score_values(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
         if self.config.lags > 0 || self.model.as_ref().is_some_and(|m| !m.differenced.is_empty()) {
             return rows.iter().map(|row| self.value_of(row)).collect();
         }
@@ -603,35 +633,11 @@ impl Pca {
         Ok(values)
     }
 
-    /// One row's score for [`Pca::score_values`] (all missing: 0).
-    fn value_of(&mut self, row: &[f64]) -> Result<f64, DetectorError> {
-        match self.score(row) {
-            Ok(s) => Ok(s.value),
-            Err(DetectorError::NoData) => Ok(0.0),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Add a frame's statistics to the recent ones and return their means
-    /// (the statistics themselves without smoothing).
-    fn smooth(recent: &mut VecDeque<(f64, f64)>, smoothing: usize, t2: f64, spe: f64) -> (f64, f64) {
-        if smoothing <= 1 {
-            return (t2, spe);
-        }
-        if recent.len() == smoothing {
-            recent.pop_front();
-        }
-        recent.push_back((t2, spe));
-        let count = recent.len() as f64;
-        let (a, b) = recent.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-        (a / count, b / count)
-    }
-
     /// Score one row: (smoothed) T², SPE and the contributions of each signal.
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         let model = self.model.as_ref().ok_or(DetectorError::NotFitted)?;
         let lags = self.config.lags;
         let width = model.width / (lags + 1);
@@ -679,6 +685,40 @@ impl Pca {
         ];
         self.augmented = augmented;
         Ok(Score { value, contributions, t2: Some(t2_mean), spe: Some(spe_mean), statistics })
+    }
+}
+
+impl DetectorKind for Pca {
+    type Config = PcaConfig;
+    const NAME: &'static str = "pca";
+    const SUMMARY: &'static str = "PCA with Hotelling T² and SPE (Q) limits; scores are ratios to the limits.";
+
+    fn validate(config: &PcaConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &PcaConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &PcaConfig) -> usize {
+        Self::MIN_ROWS
+    }
+
+    fn default_threshold(_config: &PcaConfig) -> ThresholdConfig {
+        // Scores are ratios to the limit: 1.0 is the limit itself.
+        ThresholdConfig::fixed(1.0)
+    }
+
+    fn examples() -> Vec<PcaConfig> {
+        vec![
+            PcaConfig::default(),
+            PcaConfig { components: Some(1), alpha: 0.999, ..PcaConfig::default() },
+            PcaConfig { select: ComponentRule::CrossValidation, ..PcaConfig::default() },
+            PcaConfig { lags: 2, smoothing: 3, limits: LimitMethod::Empirical, ..PcaConfig::default() },
+            PcaConfig { difference: DifferenceRule::All, difference_lag: 3, ..PcaConfig::default() },
+            PcaConfig { smoothing: 4, limits: LimitMethod::Empirical, ..PcaConfig::default() },
+        ]
     }
 }
 
@@ -1383,7 +1423,7 @@ mod tests {
 
     #[test]
     fn broken_correlation_shows_in_spe_and_contributions() {
-        let mut pca = Pca::new(PcaConfig { components: Some(2), ..PcaConfig::default() });
+        let mut pca = Pca::new(PcaConfig { components: Some(2), ..PcaConfig::default() }).unwrap();
         pca.learn(&correlated(400)).unwrap();
         let normal = pca.score(&[0.5, 0.1, 1.0]).unwrap();
         assert!(normal.value < 1.0, "normal row under the limit: {normal:?}");
@@ -1398,7 +1438,7 @@ mod tests {
 
     #[test]
     fn both_statistics_explain_themselves() {
-        let mut pca = Pca::new(PcaConfig { components: Some(2), ..PcaConfig::default() });
+        let mut pca = Pca::new(PcaConfig { components: Some(2), ..PcaConfig::default() }).unwrap();
         pca.learn(&correlated(400)).unwrap();
         let top = |contributions: &[f64]| contributions.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         let named = |score: &Score, name: &str| score.statistics.iter().find(|s| s.name == name).unwrap().clone();
@@ -1431,7 +1471,7 @@ mod tests {
         let baseline: Vec<Vec<f64>> = (0..400).map(frame).collect();
         let config = |difference| PcaConfig { components: Some(1), difference, ..PcaConfig::default() };
         let (mut level, mut change) =
-            (Pca::new(config(DifferenceRule::None)), Pca::new(config(DifferenceRule::Trending)));
+            (Pca::new(config(DifferenceRule::None)).unwrap(), Pca::new(config(DifferenceRule::Trending)).unwrap());
         level.learn(&baseline).unwrap();
         change.learn(&baseline).unwrap();
         assert_eq!(change.model().unwrap().differenced, [2], "only the drifting signal is differenced");
@@ -1464,10 +1504,10 @@ mod tests {
 
     #[test]
     fn components_by_variance() {
-        let mut pca = Pca::new(PcaConfig { variance: 0.6, ..PcaConfig::default() });
+        let mut pca = Pca::new(PcaConfig { variance: 0.6, ..PcaConfig::default() }).unwrap();
         pca.learn(&correlated(400)).unwrap();
         assert_eq!(pca.model().unwrap().components, 1);
-        let mut pca = Pca::new(PcaConfig { variance: 0.99, ..PcaConfig::default() });
+        let mut pca = Pca::new(PcaConfig { variance: 0.99, ..PcaConfig::default() }).unwrap();
         pca.learn(&correlated(400)).unwrap();
         assert_eq!(pca.model().unwrap().components, 2);
     }
@@ -1482,7 +1522,7 @@ mod tests {
                 vec![a, b, a + b, a - b, 2.0 * a, -b].into_iter().map(|v| v + 0.05 * g.normal()).collect()
             })
             .collect();
-        let mut pca = Pca::new(PcaConfig { select: ComponentRule::CrossValidation, ..PcaConfig::default() });
+        let mut pca = Pca::new(PcaConfig { select: ComponentRule::CrossValidation, ..PcaConfig::default() }).unwrap();
         pca.learn(&rows).unwrap();
         assert_eq!(pca.model().unwrap().components, 2);
     }
@@ -1502,7 +1542,7 @@ mod tests {
                     row.enumerate().map(|(j, v)| if Some(j) == constant { 4.5 } else { v }).collect()
                 })
                 .collect();
-            let mut pca = Pca::new(PcaConfig::default());
+            let mut pca = Pca::new(PcaConfig::default()).unwrap();
             pca.learn(&rows[..500]).unwrap();
             let mut rows = rows;
             if let Some(constant) = constant {
@@ -1532,7 +1572,7 @@ mod tests {
 
     #[test]
     fn huge_infinite_and_missing_values_score_in_a_batch_as_by_row() {
-        let mut pca = Pca::new(PcaConfig::default());
+        let mut pca = Pca::new(PcaConfig::default()).unwrap();
         pca.learn(&correlated(300)).unwrap();
         let mut rows = correlated(5000);
         // Finite but squaring to ∞, infinite, missing, all missing: each goes row by row.
@@ -1559,7 +1599,7 @@ mod tests {
                 r
             })
             .collect();
-        let mut pca = Pca::new(PcaConfig::default());
+        let mut pca = Pca::new(PcaConfig::default()).unwrap();
         pca.learn(&rows).unwrap();
         assert_eq!(pca.model().unwrap().used, vec![0, 1, 2]);
         let s = pca.score(&[0.1, 0.1, 0.2, 9.0]).unwrap();

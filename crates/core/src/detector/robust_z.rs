@@ -5,7 +5,8 @@
 //! a spike does not hide the next one. Causal: a value is scored against the
 //! window of values before it, then enters the window.
 
-use super::{DetectorError, Score, check_row, check_rows, max_of};
+use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, max_of, refuse_invalid};
+use crate::threshold::ThresholdConfig;
 use crate::stats::MAD_TO_SIGMA;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -139,16 +140,29 @@ pub struct RobustZ {
 
 impl RobustZ {
     /// An empty detector; it warms up while scoring or from `learn`.
-    #[must_use]
-    pub fn new(config: RobustZConfig) -> Self {
-        RobustZ { config, windows: Vec::new() }
+    ///
+    /// # Errors
+    /// [`DetectorError::InvalidSetting`] with every problem in the settings.
+    pub fn new(config: RobustZConfig) -> Result<Self, DetectorError> {
+        refuse_invalid(config.validate())?;
+        Ok(RobustZ { config, windows: Vec::new() })
     }
 
+    fn push_row(&mut self, row: &[f64]) {
+        for (value, window) in row.iter().zip(self.windows.iter_mut()) {
+            if value.is_finite() {
+                window.push(*value, self.config.window);
+            }
+        }
+    }
+}
+
+impl Detector for RobustZ {
     /// Fill the windows with the last `window` baseline values per signal.
     ///
     /// # Errors
     /// See [`super::Detector::learn`].
-    pub fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
+    fn learn(&mut self, rows: &[Vec<f64>]) -> Result<(), DetectorError> {
         let width = check_rows(rows, 1)?;
         self.windows = vec![RollingWindow::default(); width];
         let start = rows.len().saturating_sub(self.config.window);
@@ -162,7 +176,7 @@ impl RobustZ {
     ///
     /// # Errors
     /// See [`super::Detector::score`].
-    pub fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
+    fn score(&mut self, row: &[f64]) -> Result<Score, DetectorError> {
         if self.windows.is_empty() {
             self.windows = vec![RollingWindow::default(); row.len()];
         }
@@ -181,13 +195,32 @@ impl RobustZ {
         self.push_row(row);
         Ok(max_of(contributions))
     }
+}
 
-    fn push_row(&mut self, row: &[f64]) {
-        for (value, window) in row.iter().zip(self.windows.iter_mut()) {
-            if value.is_finite() {
-                window.push(*value, self.config.window);
-            }
-        }
+impl DetectorKind for RobustZ {
+    type Config = RobustZConfig;
+    const NAME: &'static str = "robust_z";
+    const SUMMARY: &'static str = "Rolling median/MAD z-score per signal (streaming).";
+
+    fn validate(config: &RobustZConfig) -> Vec<String> {
+        config.validate()
+    }
+
+    fn build(config: &RobustZConfig) -> Result<Self, DetectorError> {
+        Self::new(config.clone())
+    }
+
+    fn min_baseline_rows(_config: &RobustZConfig) -> usize {
+        0
+    }
+
+    fn default_threshold(_config: &RobustZConfig) -> ThresholdConfig {
+        // Scores are sigmas.
+        ThresholdConfig::fixed(6.0)
+    }
+
+    fn examples() -> Vec<RobustZConfig> {
+        vec![RobustZConfig::default(), RobustZConfig { window: 30, min_samples: 10 }]
     }
 }
 
@@ -220,7 +253,7 @@ mod tests {
 
     #[test]
     fn spike_scores_high_and_is_causal() {
-        let mut det = RobustZ::new(RobustZConfig { window: 50, min_samples: 10 });
+        let mut det = RobustZ::new(RobustZConfig { window: 50, min_samples: 10 }).unwrap();
         for i in 0..50 {
             let s = det.score(&[(i % 5) as f64]).unwrap();
             if i < 10 {
@@ -233,7 +266,7 @@ mod tests {
 
     #[test]
     fn quantised_signal_with_zero_mad_still_scores() {
-        let mut det = RobustZ::new(RobustZConfig { window: 20, min_samples: 5 });
+        let mut det = RobustZ::new(RobustZConfig { window: 20, min_samples: 5 }).unwrap();
         let mut rows: Vec<Vec<f64>> = vec![vec![1.0]; 19];
         rows.push(vec![2.0]);
         det.learn(&rows).unwrap();
