@@ -15,6 +15,8 @@
 //! measured three times from a cold page load. Run by `cargo test` (no `--bench`), it is a
 //! small smoke run that fails unless the pages come up.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::Command;

@@ -18,6 +18,8 @@
 //! Run by `cargo test` (no `--bench`), it is a one-second smoke run that
 //! fails unless values arrive.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 #[path = "../tests/common/rust_opcua.rs"]
 mod rust_opcua;
 

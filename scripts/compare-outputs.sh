@@ -21,8 +21,11 @@ OUT="$(realpath "$OUT")"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-# Standard output with times blanked out (`0.066 s` → `<time>`, rates dropped).
-keep() { grep -Ev 'wall time|rows/s|windows/s' | sed -E 's/[0-9]+(\.[0-9]+)? ?(ms|s|µs)\b/<time>/g' || true; }
+# Standard output with times blanked out (`0.066 s` → `<time>`, rates
+# dropped) and the output folder named `<out>`.
+keep() {
+  grep -Ev 'wall time|rows/s|windows/s' | sed -E -e 's/[0-9]+(\.[0-9]+)? ?(ms|s|µs)\b/<time>/g' -e "s#$OUT#<out>#g" || true
+}
 
 # The shipped TEP sample cut into the benchmark's files (as tests/it/eval.rs does).
 mkdir -p "$WORK/tep"

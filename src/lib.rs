@@ -5,6 +5,8 @@
 //! [`sink`]s, the [`store`], the HTTP [`api`], and the commands the binary
 //! runs ([`serve`], [`batch`], [`demo`]).
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod auth;
 pub mod batch;

@@ -1,5 +1,7 @@
 //! usan: industrial AI engine. The command line.
 
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -262,7 +264,7 @@ enum BenchCommand {
         /// Another RUL model over the same 3 settings and 21 sensors (e.g. an
         /// ensemble from `usan fit rul` on C-MAPSS FD001).
         #[arg(long)]
-        model: Option<std::path::PathBuf>,
+        model: Option<PathBuf>,
     },
     /// A generated plant fed at a fixed rate; prints resident memory over time.
     Soak {

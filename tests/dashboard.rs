@@ -2,6 +2,8 @@
 //! that other sites cannot use, fed by the API's views and live stream, and
 //! driven end to end in headless Chromium.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! it runs, estimates each engine's remaining useful life, and alarms on
 //! engines approaching failure, never in the healthy start.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! End-to-end behaviour of the `usan` binary: configurations, replay into
 //! the store, alarms through the API, crash safety, bad input.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 
 use common::*;

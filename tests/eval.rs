@@ -1,6 +1,8 @@
 //! `usan eval`: the benchmark protocols on the small samples shipped in
 //! `tests/data`, laid out as the full benchmarks are.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 
 use common::*;

@@ -7,6 +7,8 @@
 //!
 //! Regenerate after an intended change: `USAN_BLESS=1 cargo test --test golden`.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 
 use common::repo;
@@ -149,7 +151,7 @@ fn a_stored_ensemble_estimates_as_when_it_was_fitted() {
         let config = RulConfig {
             learner: Learner::Ensemble,
             interval_folds: 2,
-            trees: usan_core::gbdt::GbdtConfig { trees: 40, learning_rate: 0.2, ..Default::default() },
+            trees: usan_core::trees::gbdt::GbdtConfig { trees: 40, learning_rate: 0.2, ..Default::default() },
             network: NetworkConfig {
                 window: 20,
                 filters: 4,

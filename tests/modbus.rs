@@ -2,6 +2,8 @@
 //! (`tests/peers/modbus_server.py`) that the test starts, stops and starts
 //! again. Skips without the peers' Python — except under `CI`, where it fails.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 
 use common::*;

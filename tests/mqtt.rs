@@ -4,6 +4,8 @@
 //! installs; `USAN_PEER_PYTHON` points elsewhere). Without a broker or the
 //! peers these tests skip with a message — except under `CI`, where they fail.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 
 use common::*;

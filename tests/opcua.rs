@@ -4,6 +4,8 @@
 //! asyncua tests skip without the peers' Python — except under `CI`, where
 //! they fail.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 #[path = "common/rust_opcua.rs"]
 mod rust_opcua;

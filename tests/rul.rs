@@ -1,6 +1,8 @@
 //! `usan fit rul`: a remaining-useful-life model trained from a history CSV
 //! described by a TOML file.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 
 use common::*;

@@ -1,5 +1,7 @@
 //! `usan spc`: control charts of a CSV column, as a quality engineer runs them.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
+
 mod common;
 
 use common::*;

@@ -5,7 +5,7 @@
 //! changes, so a bad request never leaves half of itself behind.
 //!
 //! The dashboard ([`crate::dashboard`]) is served at `/` and `/ui/`; what it
-//! reads beyond the plain resources is in [`views`].
+//! reads beyond the plain resources is in `views`.
 //!
 //! Every write needs a bearer token with the operator role or above; reads
 //! need a viewer token unless `[auth] anonymous_read` (the default). Health

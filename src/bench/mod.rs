@@ -331,7 +331,7 @@ pub fn rul(repeat: usize, model_path: Option<&std::path::Path>) -> anyhow::Resul
         for engine in &engines {
             let mut watch = RulWatch::new("rul", model.clone(), sensors.clone(), vec![None; 3], None);
             for (cycle, values) in engine.iter().enumerate() {
-                watch.step(usan_core::model::Timestamp(cycle as i64), values);
+                watch.step(Timestamp(cycle as i64), values);
                 checksum += watch.live().rul.unwrap_or(0.0);
                 estimates += 1;
             }

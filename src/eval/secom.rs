@@ -3,9 +3,9 @@
 //!
 //! Protocol: stratified k-fold cross-validation (10 folds by default; each
 //! class shuffled with the seed and dealt round-robin to the folds). In
-//! each fold, gradient-boosted trees (`usan_core::gbdt`, squared loss on
+//! each fold, gradient-boosted trees (`usan_core::trees::gbdt`, squared loss on
 //! 0/1, missing values sent left as the trees learned) and extremely
-//! randomised trees (`usan_core::extra_trees`, missing values filled with
+//! randomised trees (`usan_core::trees::extra_trees`, missing values filled with
 //! the training median) are fitted on the other folds and their outputs
 //! averaged with fixed weights; a lot is predicted to fail when its score is
 //! at least the training folds' failure rate, which balances the two errors
@@ -22,8 +22,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
-use usan_core::extra_trees::{ExtraTrees, ExtraTreesConfig};
-use usan_core::gbdt::{Gbdt, GbdtConfig};
+use usan_core::trees::extra_trees::{ExtraTrees, ExtraTreesConfig};
+use usan_core::trees::gbdt::{Gbdt, GbdtConfig};
 
 /// Settings of the SECOM protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
-use usan_core::gbdt::{Gbdt, GbdtConfig};
+use usan_core::trees::gbdt::{Gbdt, GbdtConfig};
 
 /// Defect classes, in the file's order.
 const CLASSES: [&str; 7] = ["Pastry", "Z_Scratch", "K_Scatch", "Stains", "Dirtiness", "Bumps", "Other_Faults"];

@@ -274,7 +274,7 @@ impl Engine {
         if let Some(dir) = &config.pipeline.models_dir {
             models.extend(models_from_dir(dir, &plant)?);
         }
-        let now = usan_core::model::Timestamp(chrono::Utc::now().timestamp_millis());
+        let now = Timestamp(chrono::Utc::now().timestamp_millis());
         let maintenance = store.maintenance(now).context("reading declared maintenance")?;
         let alarms = Arc::new(AlarmBook::new(
             store.clone(),
@@ -559,17 +559,17 @@ async fn store_writer(
 /// Escalate unacknowledged alarms once a second until shutdown.
 async fn escalate(
     alarms: Arc<AlarmBook>,
-    after: std::time::Duration,
+    after: Duration,
     sinks: mpsc::Sender<Vec<Event>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let now = usan_core::model::Timestamp(chrono::Utc::now().timestamp_millis());
+        let now = Timestamp(chrono::Utc::now().timestamp_millis());
         let book = alarms.clone();
         match tokio::task::spawn_blocking(move || book.escalate_due(now, after)).await {
             Ok(Ok(escalated)) if !escalated.is_empty() => {

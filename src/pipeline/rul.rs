@@ -4,7 +4,7 @@
 //! probability of failing within its horizon.
 //!
 //! A watch keeps the asset's first cycles (the model compares each sensor
-//! with its own start) and the latest [`TAIL`] cycles (the window features
+//! with its own start) and the latest `TAIL` cycles (the window features
 //! and the smoothed level need no more), so its cost per frame stays flat
 //! however long the asset runs. After a restart a watch takes its history up
 //! again from the asset's stored frames (when samples are stored: retention

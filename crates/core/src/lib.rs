@@ -13,16 +13,17 @@
 //! - [`metrics`]: the public benchmarks' detection metrics (SKAB, NAB);
 //! - [`rul`]: remaining useful life from run-to-failure histories;
 //! - [`spc`]: control chart constants and run rules (statistical process control);
-//! - [`gbdt`]: gradient-boosted regression trees (remaining useful life, yield);
-//! - [`extra_trees`]: extremely randomised trees (yield);
+//! - [`trees`]: tree ensembles: isolation trees, gradient-boosted trees
+//!   (remaining useful life, yield), extremely randomised trees (yield);
 //! - [`stats`]: small numeric helpers shared by the above;
-//! - [`parallel`]: batch work cut over the machine's cores.
+//! - [`parallel`]: batch work cut over the machine's cores;
+//! - `kernels`: the hand-vectorised inner loops of batch scoring, the only
+//!   `unsafe` code (each with a plain-Rust reference it is tested against).
 
 pub mod alarm;
 pub mod detector;
-pub mod extra_trees;
 pub mod frame;
-pub mod gbdt;
+mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod parallel;
@@ -30,6 +31,7 @@ pub mod rul;
 pub mod spc;
 pub mod stats;
 pub mod threshold;
+pub mod trees;
 
 pub use detector::{Detector, DetectorConfig, DetectorError, FittedModel, Score};
 pub use model::{Contribution, Finding, Quality, Sample, SignalSpec, Timestamp};

@@ -45,7 +45,7 @@ fn stretches(items: Range<usize>, min_per_core: usize, align: usize) -> Vec<Rang
     (items.start..items.end).step_by(stretch).map(|start| start..(start + stretch).min(items.end)).collect()
 }
 
-/// `work` over `items` (cut as [`stretches`] says), results in order; the
+/// `work` over `items` (cut as `stretches` says), results in order; the
 /// calling thread computes the first stretch.
 pub fn over_cores<T: Send>(
     items: Range<usize>,

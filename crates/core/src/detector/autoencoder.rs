@@ -14,8 +14,8 @@
 //! baseline mean on the way in and have no residual.
 
 use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, column_mean_scale, complete_rows, refuse_invalid};
-use crate::threshold::ThresholdConfig;
 use crate::stats::SeededNormal;
+use crate::threshold::ThresholdConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of [`Autoencoder`].

@@ -12,9 +12,9 @@
 //! it. A signal constant over the baseline has no σ and is not charted.
 
 use super::{Detector, DetectorError, DetectorKind, Score, Statistic, check_row, check_rows, refuse_invalid};
-use crate::threshold::ThresholdConfig;
 use crate::spc::chart::ImrMonitor;
 use crate::spc::rules::{Rule, RuleSet};
+use crate::threshold::ThresholdConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of [`ControlChart`].

@@ -17,8 +17,8 @@ use super::{
     AnyDetector, Detector, DetectorConfig, DetectorError, DetectorKind, FlatlineConfig, KnnCadConfig, PcaConfig,
     RobustZConfig, Score, check_rows, refuse_invalid,
 };
-use crate::threshold::ThresholdConfig;
 use crate::stats::quantile;
+use crate::threshold::ThresholdConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of [`Fusion`].

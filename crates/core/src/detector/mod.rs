@@ -5,7 +5,7 @@
 //! anomalous, with per-signal contributions) and a
 //! [`Threshold`](crate::threshold::Threshold) turns scores into decisions.
 //!
-//! **The registry** is one list, [`registry!`] at the bottom of this file:
+//! **The registry** is one list, `registry!` at the bottom of this file:
 //! from it come [`DetectorConfig`] (inert configuration, `type = "pca"` in
 //! TOML), [`AnyDetector`] (the built, possibly fitted, detector), their
 //! dispatch, [`kinds`] (the manual's table and `usan check`) and the
@@ -429,8 +429,8 @@ registry! {
     robust_z::RobustZ,
     ewma::Ewma,
     pca::Pca,
-    iforest::IsolationForest,
-    hst::HalfSpaceTrees,
+    isolation_forest::IsolationForest,
+    half_space_trees::HalfSpaceTrees,
     mset::Mset,
     fusion::Fusion,
     autoencoder::Autoencoder,

@@ -6,8 +6,8 @@
 //! window of values before it, then enters the window.
 
 use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, max_of, refuse_invalid};
-use crate::threshold::ThresholdConfig;
 use crate::stats::MAD_TO_SIGMA;
+use crate::threshold::ThresholdConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 

@@ -2,9 +2,9 @@
 //! computed from the normal distribution rather than copied from a table,
 //! for subgroup sizes 2 to 25.
 //!
-//! - d2(n) = E[range of n standard normals] = ∫ 1 − Φ(x)ⁿ − (1 − Φ(x))ⁿ dx;
-//! - d3(n) = SD[range], from E[W²] = 2 ∬_{x<y} 1 − Φ(y)ⁿ − (1 − Φ(x))ⁿ + (Φ(y) − Φ(x))ⁿ dy dx;
-//! - c4(n) = E[s] / σ = √(2/(n−1)) Γ(n/2) / Γ((n−1)/2).
+//! - d2(n) = E\[range of n standard normals\] = ∫ 1 − Φ(x)ⁿ − (1 − Φ(x))ⁿ dx;
+//! - d3(n) = SD\[range\], from E\[W²\] = 2 ∬_{x<y} 1 − Φ(y)ⁿ − (1 − Φ(x))ⁿ + (Φ(y) − Φ(x))ⁿ dy dx;
+//! - c4(n) = E\[s\] / σ = √(2/(n−1)) Γ(n/2) / Γ((n−1)/2).
 //!
 //! Both integrals use Simpson's rule (step 1/50 over ±9), accurate to
 //! about 1e-7, well past the tables' three or four decimals; the tests check

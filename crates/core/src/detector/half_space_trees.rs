@@ -16,8 +16,8 @@
 //! the first sparsely visited node, times the score. Missing values go left.
 
 use super::{Detector, DetectorError, DetectorKind, Score, check_row, check_rows, refuse_invalid};
-use crate::threshold::ThresholdConfig;
 use crate::stats::SeededNormal;
+use crate::threshold::ThresholdConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of [`HalfSpaceTrees`].

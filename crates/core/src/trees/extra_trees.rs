@@ -4,7 +4,7 @@
 //! value in the node, for a random subset of features) and kept only when
 //! they reduce the squared error most among those drawn.
 //!
-//! Why beside [`crate::gbdt`]: on wide, noisy process data with few
+//! Why beside [`crate::trees::gbdt`]: on wide, noisy process data with few
 //! failures (SECOM: 590 measurements, 104 fails) boosting fits the noise of
 //! the handful of failed lots, while averaging hundreds of randomised trees
 //! does not; the two rank lots differently enough that their average beats
@@ -12,8 +12,8 @@
 //! filled with the feature's training median, stored in the model so that
 //! prediction fills them the same way.
 
-use crate::gbdt::{TreeNode, walk_to_leaf};
 use crate::stats::SeededNormal;
+use crate::trees::gbdt::{TreeNode, walk_to_leaf};
 use serde::{Deserialize, Serialize};
 
 /// Settings of [`ExtraTrees`].
@@ -124,7 +124,7 @@ impl ExtraTrees {
         if !problems.is_empty() {
             return Err(ExtraTreesError::BadSettings(problems.join("; ")));
         }
-        let width = crate::gbdt::training_width(rows, targets).map_err(ExtraTreesError::BadData)?;
+        let width = crate::trees::gbdt::training_width(rows, targets).map_err(ExtraTreesError::BadData)?;
         let n = rows.len();
         let fill: Vec<f64> = (0..width)
             .map(|f| {
@@ -220,7 +220,7 @@ impl ExtraTrees {
     /// to 1 when any split was made).
     #[must_use]
     pub fn importances(&self) -> Vec<f64> {
-        crate::gbdt::gain_shares(&self.gains)
+        crate::trees::gbdt::gain_shares(&self.gains)
     }
 }
 
