@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use usan::bench::tempfile_dir;
+use usan::cli::bench::tempfile_dir;
 use usan::config::Config;
 use usan::pipeline::Engine;
 
@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let (engine, history_s) = runtime.block_on(async {
         let start = Instant::now();
-        let engine = Engine::start(config).await?;
+        let engine = Engine::start(config.engine()).await?;
         let expected = (args.assets * args.rows) as u64;
         while engine.metrics.frames_stored.get() < expected {
             anyhow::ensure!(start.elapsed() < Duration::from_secs(900), "history not stored within 15 minutes");
@@ -138,7 +138,7 @@ fn main() -> anyhow::Result<()> {
         })
     };
     let listener = runtime.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))?;
-    let app = usan::api::router(usan::api::ApiState::new(&engine));
+    let app = usan::api::router(usan::api::ApiState::new(&engine, &config.server, &config.auth));
     let server = runtime.spawn(async move { axum::serve(listener, app).await });
 
     let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts/bench");

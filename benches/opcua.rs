@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use usan::bench::{plant_config, tempfile_dir, thousands};
+use usan::cli::bench::{PlantDetector, plant_config, tempfile_dir, thousands};
 use usan::config::Config;
 use usan::pipeline::Engine;
 
@@ -109,7 +109,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     }
     source.push_str("]\n");
     let config_path = dir.join("bench.toml");
-    std::fs::write(&config_path, plant_config(&dir, args.assets, args.signals, "none", &source))?;
+    std::fs::write(&config_path, plant_config(&dir, args.assets, args.signals, PlantDetector::None, &source))?;
     let engine = Engine::start(Config::load(&config_path)?).await?;
 
     // The server changes every variable every period, stamped with its own clock.

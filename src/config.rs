@@ -8,45 +8,22 @@
 //! has it, its line number. [`Config::plant`] then turns the data into the
 //! indexed form the runtime uses.
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use usan_core::detector::DetectorConfig;
-use usan_core::frame::FramePolicy;
 use usan_core::model::{AssetPath, SignalSpec};
-use usan_core::threshold::ThresholdConfig;
 
+use crate::api::ServerConfig;
+use crate::api::auth::AuthConfig;
+use crate::pipeline::alarms::AlarmConfig;
+use crate::pipeline::rul::RulSpec;
+use crate::pipeline::{EngineConfig, PipelineConfig};
+use crate::plant::{DetectorSpec, ModeCondition, Plant, PlantAsset};
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
-
-/// A duration written the human way (`200ms`, `30s`, `7d`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
-    }
-}
-
-/// A password given in the file or, better, named by an environment
-/// variable; empty when neither is set.
-///
-/// # Errors
-/// When the variable is not set.
-pub fn password(inline: Option<&String>, variable: Option<&String>) -> anyhow::Result<String> {
-    match (inline, variable) {
-        (Some(p), _) => Ok(p.clone()),
-        (None, Some(var)) => std::env::var(var).map_err(|_| anyhow::anyhow!("password variable `{var}` is not set")),
-        (None, None) => Ok(String::new()),
-    }
-}
+use crate::store::StoreConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default)]
@@ -56,7 +33,7 @@ pub struct Config {
     /// The HTTP API.
     pub server: ServerConfig,
     /// API tokens and their roles.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: AuthConfig,
     /// Runtime sizing and frame policy.
     pub pipeline: PipelineConfig,
     /// Where data comes from.
@@ -71,180 +48,6 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// Remaining-useful-life models watching assets cycle by cycle.
     pub rul: Vec<RulSpec>,
-}
-
-/// `[[rul]]`: a remaining-useful-life model (from `usan fit rul`) that
-/// estimates, after every frame of an asset (one frame = one cycle), how many
-/// cycles it has left, and can raise an alarm when failure is near.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RulSpec {
-    /// Name, shown in the API and on its alarms.
-    #[serde(default = "default_rul_name")]
-    pub name: String,
-    /// The model artifact (relative to the configuration file).
-    pub model: PathBuf,
-    /// Assets it watches; by default every asset that has all the model's sensors.
-    #[serde(default)]
-    pub assets: Option<Vec<String>>,
-    /// Model sensor or setting name → the asset's signal, where the names differ.
-    #[serde(default)]
-    pub signals: std::collections::BTreeMap<String, String>,
-    /// Raise an alarm when failure within a horizon becomes likely.
-    #[serde(default)]
-    pub alarm: Option<RulAlarm>,
-}
-
-fn default_rul_name() -> String {
-    "rul".into()
-}
-
-/// The alarm rule of a [`RulSpec`]: raise when P(RUL ≤ `below`) ≥ `confidence`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RulAlarm {
-    /// Horizon in cycles.
-    pub below: f64,
-    /// Probability of failing within the horizon that raises the alarm.
-    #[serde(default = "default_rul_confidence")]
-    pub confidence: f64,
-}
-
-fn default_rul_confidence() -> f64 {
-    0.9
-}
-
-/// `[store]`: the embedded SQLite store (PostgreSQL comes with scale-out).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum StoreConfig {
-    /// Embedded SQLite in WAL mode.
-    Sqlite {
-        /// Database file; `:memory:` keeps nothing.
-        #[serde(default = "default_store_path")]
-        path: PathBuf,
-        /// Samples and findings older than this (source time) are deleted.
-        #[serde(default)]
-        retention: Option<HumanDuration>,
-        /// Accepted samples and findings are committed at least this often.
-        #[serde(default = "default_flush_interval")]
-        flush_interval: HumanDuration,
-    },
-}
-
-fn default_store_path() -> PathBuf {
-    PathBuf::from("usan.db")
-}
-fn default_flush_interval() -> HumanDuration {
-    HumanDuration(Duration::from_millis(200))
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig::Sqlite { path: default_store_path(), retention: None, flush_interval: default_flush_interval() }
-    }
-}
-
-/// `[server]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Listen address; the `--listen` flag overrides it.
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    /// Largest accepted request body, in bytes.
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
-    /// Samples stamped later than now plus this are refused.
-    #[serde(default = "default_max_future")]
-    pub max_future: HumanDuration,
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-fn default_max_body() -> usize {
-    4 * 1024 * 1024
-}
-fn default_max_future() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig { listen: default_listen(), max_body_bytes: default_max_body(), max_future: default_max_future() }
-    }
-}
-
-/// `[pipeline]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineConfig {
-    /// Capacity of every channel, in batches.
-    #[serde(default = "default_queue_capacity")]
-    pub queue_capacity: usize,
-    /// Asset worker tasks; assets are sharded over them.
-    #[serde(default = "default_workers")]
-    pub workers: usize,
-    /// How samples become frames.
-    #[serde(default)]
-    pub frame: FramePolicy,
-    /// Fitted model artifacts, `<dir>/<asset>/<detector>.json`, loaded at start.
-    #[serde(default)]
-    pub models_dir: Option<PathBuf>,
-    /// Keep raw samples in the store (findings and alarms are always kept).
-    #[serde(default = "default_true")]
-    pub store_samples: bool,
-}
-
-fn default_queue_capacity() -> usize {
-    1024
-}
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-fn default_true() -> bool {
-    true
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            queue_capacity: default_queue_capacity(),
-            workers: default_workers(),
-            frame: FramePolicy::default(),
-            models_dir: None,
-            store_samples: true,
-        }
-    }
-}
-
-/// `[[detectors]]`: a named detector, its threshold and how it learns.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DetectorSpec {
-    /// Name, referenced by assets and shown in findings.
-    pub name: String,
-    /// The algorithm and its settings (`type = "pca"`, ...).
-    pub algorithm: DetectorConfig,
-    /// Frames of each asset to learn from when no fitted model is loaded.
-    #[serde(default = "default_baseline_frames")]
-    pub baseline_frames: usize,
-    /// Decision rule; defaults depend on the algorithm.
-    #[serde(default)]
-    pub threshold: Option<ThresholdConfig>,
-}
-
-fn default_baseline_frames() -> usize {
-    100
-}
-
-impl DetectorSpec {
-    /// The configured threshold, or the algorithm's default.
-    #[must_use]
-    pub fn threshold(&self) -> ThresholdConfig {
-        self.threshold.clone().unwrap_or_else(|| self.algorithm.default_threshold())
-    }
 }
 
 /// A signal written as a bare name or as a table.
@@ -309,54 +112,11 @@ pub struct AssetConfig {
     pub suppress_alarms_when: Option<ModeCondition>,
 }
 
-/// A condition on one signal's value in a frame: any of `equals`, `below`,
-/// `above` that is given must hold.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModeCondition {
-    /// The signal (one of the asset's).
-    pub signal: String,
-    /// Holds when the value is one of these.
-    #[serde(default)]
-    pub equals: Option<Vec<f64>>,
-    /// Holds when the value is below this.
-    #[serde(default)]
-    pub below: Option<f64>,
-    /// Holds when the value is above this.
-    #[serde(default)]
-    pub above: Option<f64>,
-}
-
-impl ModeCondition {
-    /// Whether `value` is in the mode (a missing value is not).
-    #[must_use]
-    pub fn holds(&self, value: f64) -> bool {
-        !value.is_nan()
-            && self.equals.as_ref().is_none_or(|set| set.contains(&value))
-            && self.below.is_none_or(|b| value < b)
-            && self.above.is_none_or(|a| value > a)
-    }
-}
-
 fn default_site() -> String {
     "site".into()
 }
 fn default_line() -> String {
     "line".into()
-}
-
-/// `[alarms]`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlarmConfig {
-    /// Clear an alarm by itself once its condition has returned to normal
-    /// and somebody has acknowledged it.
-    #[serde(default)]
-    pub auto_clear: bool,
-    /// Escalate an alarm nobody has acknowledged this long after it was raised
-    /// (an `alarm_escalated` event to the sinks, a note in its history).
-    #[serde(default)]
-    pub escalate_after: Option<HumanDuration>,
 }
 
 /// One problem found in a configuration.
@@ -611,6 +371,20 @@ impl Config {
         }
     }
 
+    /// The parts the engine runs.
+    #[must_use]
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            plant: self.plant(),
+            store: self.store.clone(),
+            pipeline: self.pipeline.clone(),
+            alarms: self.alarms.clone(),
+            rul: self.rul.clone(),
+            sources: self.sources.clone(),
+            sinks: self.sinks.clone(),
+        }
+    }
+
     /// The indexed plant the runtime works on.
     #[must_use]
     pub fn plant(&self) -> Plant {
@@ -651,38 +425,10 @@ fn sorted(names: &HashSet<&str>) -> String {
     if v.is_empty() { "none".into() } else { v.join(", ") }
 }
 
-/// One asset, indexed for the hot path.
-#[derive(Debug, Clone)]
-pub struct PlantAsset {
-    /// Where it is.
-    pub path: AssetPath,
-    /// Its signals in frame order.
-    pub signals: Vec<SignalSpec>,
-    /// Signal name to index.
-    pub signal_index: HashMap<String, usize>,
-    /// Indices into [`Plant::detectors`].
-    pub detectors: Vec<usize>,
-    /// The operating mode without alarms: signal index and condition.
-    pub suppress_alarms_when: Option<(usize, ModeCondition)>,
-}
-
-impl PlantAsset {
-    /// Signal names in frame order.
-    #[must_use]
-    pub fn signal_names(&self) -> Vec<String> {
-        self.signals.iter().map(|s| s.name.clone()).collect()
+impl From<Config> for EngineConfig {
+    fn from(config: Config) -> EngineConfig {
+        config.engine()
     }
-}
-
-/// The configured plant, indexed.
-#[derive(Debug, Clone)]
-pub struct Plant {
-    /// Assets in configuration order.
-    pub assets: Vec<PlantAsset>,
-    /// Asset id to index.
-    pub asset_index: HashMap<String, usize>,
-    /// Detector templates.
-    pub detectors: Vec<DetectorSpec>,
 }
 
 // ---- shape pass helpers ----

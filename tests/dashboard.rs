@@ -22,7 +22,7 @@ fn press_config(dir: &std::path::Path, asset: &str, site: &str, anonymous_read: 
         .replace("site = \"changwon\"", &format!("site = {}", toml::Value::String(site.into())));
     text.push_str(&format!("\n[auth]\nanonymous_read = {anonymous_read}\ntokens = [\n"));
     for (name, role, token) in PEOPLE {
-        let sha = usan::auth::sha256_hex(token);
+        let sha = usan::api::auth::sha256_hex(token);
         text.push_str(&format!("  {{ name = \"{name}\", role = \"{role}\", sha256 = \"{sha}\" }},\n"));
     }
     text.push_str("]\n");

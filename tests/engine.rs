@@ -483,7 +483,7 @@ fn with_people(config: &std::path::Path, anonymous_read: bool) {
     let mut text = text[..text.find("\n[auth]").unwrap_or(text.len())].to_string();
     text.push_str(&format!("\n[auth]\nanonymous_read = {anonymous_read}\ntokens = [\n"));
     for (name, role, token) in PEOPLE {
-        let sha = usan::auth::sha256_hex(token);
+        let sha = usan::api::auth::sha256_hex(token);
         text.push_str(&format!("  {{ name = \"{name}\", role = \"{role}\", sha256 = \"{sha}\" }},\n"));
     }
     text.push_str("]\n");

@@ -4,21 +4,24 @@
 //! anything the caller can fix. Input is validated whole before anything
 //! changes, so a bad request never leaves half of itself behind.
 //!
-//! The dashboard ([`crate::dashboard`]) is served at `/` and `/ui/`; what it
+//! The dashboard ([`dashboard`]) is served at `/` and `/ui/`; what it
 //! reads beyond the plain resources is in `views`.
 //!
 //! Every write needs a bearer token with the operator role or above; reads
 //! need a viewer token unless `[auth] anonymous_read` (the default). Health
 //! and metrics stay open for monitoring. The token's name is who acts.
 
+pub mod auth;
+pub mod dashboard;
 mod views;
 
-use crate::auth::{Denied, Identity, Role, Tokens};
-use crate::config::{Plant, ServerConfig};
-use crate::metrics::Metrics;
+use crate::common::HumanDuration;
 use crate::pipeline::{AlarmBook, Engine, LiveState};
+use crate::plant::Plant;
 use crate::source::{Router as SampleRouter, http as push};
 use crate::store::{AlarmAction, AlarmQuery, Store, StoreError};
+use crate::telemetry::Metrics;
+use auth::{AuthConfig, Denied, Identity, Role, Tokens};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -29,8 +32,40 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 use usan_core::alarm::AlarmState;
 use usan_core::model::Timestamp;
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address; the `--listen` flag overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Samples stamped later than now plus this are refused.
+    #[serde(default = "default_max_future")]
+    pub max_future: HumanDuration,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_future() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen(), max_body_bytes: default_max_body(), max_future: default_max_future() }
+    }
+}
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -55,9 +90,10 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The API's view of a running engine.
+    /// The API's view of a running engine, served as `server` says, to the
+    /// tokens of `auth`.
     #[must_use]
-    pub fn new(engine: &Engine) -> Self {
+    pub fn new(engine: &Engine, server: &ServerConfig, auth: &AuthConfig) -> Self {
         let router = engine.router.clone();
         let store_queue_probe = engine.store_queue_depth_probe();
         let plant = engine.plant.clone();
@@ -80,10 +116,10 @@ impl ApiState {
             live_events: engine.live_events.clone(),
             alarms: engine.alarms.clone(),
             metrics: engine.metrics.clone(),
-            server: engine.config.server.clone(),
-            tokens: Arc::new(Tokens::new(&engine.config.auth)),
+            server: server.clone(),
+            tokens: Arc::new(Tokens::new(auth)),
             sinks: engine.sink_sender(),
-            push_enabled: engine.config.sources.iter().any(|s| matches!(s, crate::source::SourceConfig::Http(_))),
+            push_enabled: engine.accepts_pushed_samples,
             gauges,
             started: std::time::Instant::now(),
             closing: Arc::new(tokio::sync::watch::channel(false).0),
@@ -241,8 +277,8 @@ pub fn router(state: ApiState) -> Router {
     let max_body = state.server.max_body_bytes;
     let gatekeeper = from_fn_with_state(state.clone(), gate);
     Router::new()
-        .route("/", get(crate::dashboard::index))
-        .route("/ui/{*path}", get(crate::dashboard::asset))
+        .route("/", get(dashboard::index))
+        .route("/ui/{*path}", get(dashboard::asset))
         .route("/api/v1/health", get(health))
         .route("/api/v1/session", get(views::whoami).post(views::login).delete(views::logout))
         .route("/api/v1/overview", get(views::overview))

@@ -3,7 +3,7 @@
 //! a signal's control chart, and the live stream (server-sent events).
 
 use super::{ApiError, ApiResult, ApiState, SESSION_COOKIE, asset_index, blocking, time_range};
-use crate::auth::{Identity, Role};
+use crate::api::auth::{Identity, Role};
 use crate::pipeline::SCORE_PREFIX;
 use crate::sink::Event as SinkEvent;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -48,7 +48,7 @@ pub async fn login(State(state): State<ApiState>, body: Result<Json<LoginBody>, 
     if !cookie_safe(token) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the API token is not valid"));
     }
-    let who = state.tokens.check(Some(token), Role::Viewer)?.ok_or(crate::auth::Denied::BadToken)?;
+    let who = state.tokens.check(Some(token), Role::Viewer)?.ok_or(crate::api::auth::Denied::BadToken)?;
     tracing::info!(user = %who.name, role = who.role.as_str(), "dashboard login");
     let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}");
     let mut response = Json(json!({ "name": who.name, "role": who.role.as_str() })).into_response();

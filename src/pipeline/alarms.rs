@@ -5,11 +5,27 @@
 //! folding in a new anomalous frame never overwrite each other; every change
 //! is written to the store while the lock is held. Calls block on the store.
 
+use crate::common::HumanDuration;
 use crate::store::{AlarmAction, Store, StoreError};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use usan_core::alarm::{Alarm, AlarmState, MaintenanceWindow};
 use usan_core::model::{Contribution, Timestamp};
+
+/// `[alarms]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmConfig {
+    /// Clear an alarm by itself once its condition has returned to normal
+    /// and somebody has acknowledged it.
+    #[serde(default)]
+    pub auto_clear: bool,
+    /// Escalate an alarm nobody has acknowledged this long after it was raised
+    /// (an `alarm_escalated` event to the sinks, a note in its history).
+    #[serde(default)]
+    pub escalate_after: Option<HumanDuration>,
+}
 
 type Key = (String, String);
 
@@ -20,7 +36,7 @@ pub struct AlarmBook {
     auto_clear: bool,
     /// Declared maintenance not yet over.
     maintenance: Mutex<Vec<MaintenanceWindow>>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// How many anomalous frames pass between persisted updates of an open
@@ -35,7 +51,7 @@ impl AlarmBook {
         open_alarms: Vec<Alarm>,
         maintenance: Vec<MaintenanceWindow>,
         auto_clear: bool,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::telemetry::Metrics>,
     ) -> Self {
         let open = open_alarms
             .into_iter()

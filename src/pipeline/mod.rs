@@ -7,26 +7,75 @@
 //! what they accepted, then lets the store writer commit and the sinks write
 //! the rest.
 
-mod alarms;
+pub mod alarms;
+
+use alarms::AlarmConfig;
 pub mod rul;
 mod worker;
 
 pub use alarms::AlarmBook;
 
-use crate::config::{Config, Plant, StoreConfig};
-use crate::metrics::Metrics;
-use crate::sink::Event;
-use crate::source::{Router, SourceContext};
+use crate::plant::Plant;
+use crate::sink::{Event, SinkConfig};
+use crate::source::{Router, SourceConfig, SourceContext};
+use crate::store::StoreConfig;
 use crate::store::{Store, WriteBatch};
+use crate::telemetry::Metrics;
 use anyhow::Context;
+use serde::Deserialize;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use usan_core::detector::FittedModel;
+use usan_core::frame::FramePolicy;
 use usan_core::model::{Contribution, Timestamp};
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Capacity of every channel, in batches.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Asset worker tasks; assets are sharded over them.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// How samples become frames.
+    #[serde(default)]
+    pub frame: FramePolicy,
+    /// Fitted model artifacts, `<dir>/<asset>/<detector>.json`, loaded at start.
+    #[serde(default)]
+    pub models_dir: Option<PathBuf>,
+    /// Keep raw samples in the store (findings and alarms are always kept).
+    #[serde(default = "default_true")]
+    pub store_samples: bool,
+}
+
+fn default_queue_capacity() -> usize {
+    1024
+}
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue_capacity: default_queue_capacity(),
+            workers: default_workers(),
+            frame: FramePolicy::default(),
+            models_dir: None,
+            store_samples: true,
+        }
+    }
+}
 
 /// What the API shows about one detector on one asset.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -194,8 +243,8 @@ pub struct Engine {
     /// Every finding and alarm event as the sinks receive it, for live views
     /// (a receiver that falls behind misses events; the sinks never do).
     pub live_events: tokio::sync::broadcast::Sender<Arc<[Event]>>,
-    /// The configuration it runs.
-    pub config: Arc<Config>,
+    /// Whether a source takes samples pushed through the API (`POST /api/v1/samples`).
+    pub accepts_pushed_samples: bool,
     shutdown: watch::Sender<bool>,
     sources: Vec<(String, JoinHandle<anyhow::Result<()>>)>,
     workers: Vec<JoinHandle<()>>,
@@ -205,6 +254,26 @@ pub struct Engine {
     store_queue: mpsc::Sender<WriteBatch>,
     /// The sinks' queue, for alarm events that do not come from a worker.
     sink_queue: mpsc::Sender<Vec<Event>>,
+}
+
+/// What the engine runs: the parts of a configuration it needs
+/// (`Config::engine` or `.into()` gives them).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The plant, indexed.
+    pub plant: Plant,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[pipeline]`.
+    pub pipeline: PipelineConfig,
+    /// `[alarms]`.
+    pub alarms: AlarmConfig,
+    /// `[[rul]]`.
+    pub rul: Vec<rul::RulSpec>,
+    /// `[[sources]]`.
+    pub sources: Vec<SourceConfig>,
+    /// `[[sinks]]`.
+    pub sinks: Vec<SinkConfig>,
 }
 
 /// Open the store a configuration names.
@@ -247,9 +316,9 @@ impl Engine {
     ///
     /// # Errors
     /// When the store, a source, a sink or a model cannot be prepared.
-    pub async fn start(config: Config) -> anyhow::Result<Engine> {
-        let config = Arc::new(config);
-        let plant = Arc::new(config.plant());
+    pub async fn start(config: impl Into<EngineConfig>) -> anyhow::Result<Engine> {
+        let config: EngineConfig = config.into();
+        let plant = Arc::new(config.plant.clone());
         let store = open_store(&config.store)?;
         let metrics = Arc::new(Metrics::default());
         let live = Arc::new(LiveState::new(plant.assets.len()));
@@ -368,8 +437,11 @@ impl Engine {
         let resume_idx: HashMap<usize, Timestamp> =
             resume.iter().filter_map(|(name, ts)| plant.asset_index.get(name).map(|i| (*i, *ts))).collect();
         let mut sources = Vec::new();
+        let mut accepts_pushed_samples = false;
         for source_config in &config.sources {
             let Some(source) = source_config.build(&plant)? else {
+                // Built by nothing: the API serves it.
+                accepts_pushed_samples = true;
                 continue;
             };
             let context = SourceContext {
@@ -392,7 +464,7 @@ impl Engine {
             alarms,
             metrics,
             live_events,
-            config,
+            accepts_pushed_samples,
             shutdown,
             sources,
             workers,

@@ -10,13 +10,56 @@
 //! again from the asset's stored frames (when samples are stored: retention
 //! that deleted an asset's oldest frames shortens its count of cycles).
 
-use crate::config::{Plant, RulAlarm, RulSpec};
+use crate::plant::Plant;
 use anyhow::{Context, bail};
+use serde::Deserialize;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use usan_core::model::Timestamp;
 use usan_core::rul::{RulModel, UnitHistory};
+
+/// `[[rul]]`: a remaining-useful-life model (from `usan fit rul`) that
+/// estimates, after every frame of an asset (one frame = one cycle), how many
+/// cycles it has left, and can raise an alarm when failure is near.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulSpec {
+    /// Name, shown in the API and on its alarms.
+    #[serde(default = "default_rul_name")]
+    pub name: String,
+    /// The model artifact (relative to the configuration file).
+    pub model: PathBuf,
+    /// Assets it watches; by default every asset that has all the model's sensors.
+    #[serde(default)]
+    pub assets: Option<Vec<String>>,
+    /// Model sensor or setting name → the asset's signal, where the names differ.
+    #[serde(default)]
+    pub signals: std::collections::BTreeMap<String, String>,
+    /// Raise an alarm when failure within a horizon becomes likely.
+    #[serde(default)]
+    pub alarm: Option<RulAlarm>,
+}
+
+fn default_rul_name() -> String {
+    "rul".into()
+}
+
+/// The alarm rule of a [`RulSpec`]: raise when P(RUL ≤ `below`) ≥ `confidence`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulAlarm {
+    /// Horizon in cycles.
+    pub below: f64,
+    /// Probability of failing within the horizon that raises the alarm.
+    #[serde(default = "default_rul_confidence")]
+    pub confidence: f64,
+}
+
+fn default_rul_confidence() -> f64 {
+    0.9
+}
 
 /// Cycles kept at the start of a history.
 const HEAD: usize = 20;

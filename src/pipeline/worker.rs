@@ -6,11 +6,11 @@
 
 use super::rul::{RulTransition, RulWatch};
 use super::{AlarmBook, AssetLive, DetectorLive, LiveFrames, LiveRow, LiveRows, LiveState, SCORE_PREFIX};
-use crate::config::{DetectorSpec, Plant};
-use crate::metrics::Metrics;
+use crate::plant::{DetectorSpec, Plant};
 use crate::sink::Event;
 use crate::source::Batch;
 use crate::store::{FrameBatch, Store, WriteBatch};
+use crate::telemetry::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -51,7 +51,7 @@ struct AssetRun {
     ruls: Vec<RulWatch>,
     live: AssetLive,
     /// The operating mode in which the asset raises no alarm.
-    quiet_mode: Option<(usize, crate::config::ModeCondition)>,
+    quiet_mode: Option<(usize, crate::plant::ModeCondition)>,
 }
 
 /// Everything a worker is built from.

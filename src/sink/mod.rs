@@ -9,7 +9,7 @@ pub mod mqtt;
 pub mod spool;
 pub mod webhook;
 
-use crate::metrics::Metrics;
+use crate::telemetry::Metrics;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -21,9 +21,9 @@
 
 use super::spool::{Appender, Record, Spool};
 use super::{Event, Sink};
-use crate::metrics::{LinkStats, Metrics};
-use crate::mqtt::Broker;
-use crate::source::CauseLog;
+use crate::common::CauseLog;
+use crate::protocol::mqtt::Broker;
+use crate::telemetry::{LinkStats, Metrics};
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
 use serde::Deserialize;
@@ -226,7 +226,7 @@ impl Forwarder {
         let mut log = CauseLog::new(&self.name);
         let mut down_since = Instant::now();
         loop {
-            let (client, connection) = crate::mqtt::client(self.options.clone(), WINDOW * 2);
+            let (client, connection) = crate::protocol::mqtt::client(self.options.clone(), WINDOW * 2);
             let (link_tx, mut link) = mpsc::channel::<Link>(WINDOW * 4);
             let task = tokio::spawn(drive(connection, link_tx));
             match link.recv().await {

@@ -248,9 +248,9 @@ pub struct Appender {
     /// Woken when records were added.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
     /// The sink's stats (backlog, overflow).
-    pub stats: std::sync::Arc<crate::metrics::LinkStats>,
+    pub stats: std::sync::Arc<crate::telemetry::LinkStats>,
     /// Rate-limited log of refusals.
-    pub log: crate::source::CauseLog,
+    pub log: crate::common::CauseLog,
 }
 
 impl Appender {

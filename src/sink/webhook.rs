@@ -29,9 +29,9 @@
 
 use super::spool::{Appender, Spool};
 use super::{Event, Sink};
-use crate::config::HumanDuration;
-use crate::metrics::{LinkStats, Metrics};
-use crate::source::CauseLog;
+use crate::common::CauseLog;
+use crate::common::HumanDuration;
+use crate::telemetry::{LinkStats, Metrics};
 use anyhow::Context;
 use ring::hmac;
 use serde::Deserialize;
@@ -127,7 +127,7 @@ impl WebhookSinkConfig {
         let dir = self.spool.clone().unwrap_or_else(|| PathBuf::from("spool").join(&self.name));
         let spool = Spool::open(&dir, self.spool_max_bytes)
             .with_context(|| format!("sink `{}`: spool {}", self.name, dir.display()))?;
-        let secret = crate::config::password(self.secret.as_ref(), self.secret_env.as_ref()).with_context(at)?;
+        let secret = crate::common::password(self.secret.as_ref(), self.secret_env.as_ref()).with_context(at)?;
         let key = (!secret.is_empty()).then(|| hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()));
         let mut client =
             reqwest::Client::builder().timeout(self.timeout.0).user_agent(concat!("usan/", env!("CARGO_PKG_VERSION")));

@@ -11,7 +11,8 @@
 //! A replay after a restart skips rows at or before what the store holds.
 
 use super::{Batch, BoxFuture, Source, SourceContext};
-use crate::config::{HumanDuration, Plant};
+use crate::common::HumanDuration;
+use crate::plant::Plant;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer};
 use std::collections::{HashMap, HashSet};

@@ -11,7 +11,7 @@
 //! a client never has to guess which part landed.
 
 use super::Batch;
-use crate::config::Plant;
+use crate::plant::Plant;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use usan_core::model::{Quality, Sample, Timestamp};

@@ -11,17 +11,15 @@ pub mod http;
 pub mod modbus;
 pub mod mqtt;
 pub mod opcua;
-pub mod sparkplug;
 
-use crate::config::Plant;
-use crate::metrics::Metrics;
+use crate::plant::Plant;
+use crate::telemetry::Metrics;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use usan_core::model::{Sample, Timestamp};
 
@@ -205,61 +203,4 @@ pub(crate) async fn send_per_asset(router: &Router, per_asset: std::collections:
         }
     }
     true
-}
-
-/// Logs a recurring problem once per cause, then at most once a minute with
-/// how many were not logged: a flood of bad messages must not become a flood
-/// of log lines.
-#[derive(Debug)]
-pub struct CauseLog {
-    source: String,
-    seen: HashMap<String, (Instant, u64)>,
-}
-
-impl CauseLog {
-    /// Quiet period per cause after a line is logged.
-    const QUIET: Duration = Duration::from_secs(60);
-
-    /// A log for source `source`.
-    #[must_use]
-    pub fn new(source: &str) -> Self {
-        CauseLog { source: source.to_string(), seen: HashMap::new() }
-    }
-
-    /// One occurrence of `cause`; `detail` (a topic, a register) goes into the line when logged.
-    /// Returns whether a line was written.
-    pub fn note(&mut self, cause: &str, detail: &str) -> bool {
-        let now = Instant::now();
-        match self.seen.get_mut(cause) {
-            Some((last, suppressed)) if now.duration_since(*last) < Self::QUIET => {
-                *suppressed += 1;
-                false
-            }
-            Some((last, suppressed)) => {
-                tracing::warn!(source = %self.source, "{cause} ({detail}); {suppressed} more since the last report");
-                *last = now;
-                *suppressed = 0;
-                true
-            }
-            None => {
-                tracing::warn!(source = %self.source, "{cause} ({detail}); repeats are reported once a minute");
-                self.seen.insert(cause.to_string(), (now, 0));
-                true
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cause_is_logged_once_then_quietly_counted() {
-        let mut log = CauseLog::new("s");
-        assert!(log.note("bad JSON", "a"));
-        assert!(!log.note("bad JSON", "b"));
-        assert!(log.note("unknown alias", "c"));
-        assert_eq!(log.seen["bad JSON"].1, 1);
-    }
 }

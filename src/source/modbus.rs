@@ -32,9 +32,11 @@
 //! connection; it is redialled every `reconnect_delay`, and the outage is
 //! counted like any source's.
 
-use super::{BoxFuture, CauseLog, Source, SourceContext};
-use crate::config::{HumanDuration, Plant};
-use crate::metrics::LinkStats;
+use super::{BoxFuture, Source, SourceContext};
+use crate::common::CauseLog;
+use crate::common::HumanDuration;
+use crate::plant::Plant;
+use crate::telemetry::LinkStats;
 use anyhow::Context as _;
 use serde::Deserialize;
 use std::collections::HashSet;

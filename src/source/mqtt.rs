@@ -4,7 +4,7 @@
 //! [[sources]]
 //! type = "mqtt"
 //! name = "line-1"
-//! broker = { host = "127.0.0.1", client_id = "usan-line-1" }   # see crate::mqtt::Broker
+//! broker = { host = "127.0.0.1", client_id = "usan-line-1" }   # see crate::protocol::mqtt::Broker
 //!
 //! [[sources.subscriptions]]   # plant/pump-1/telemetry: {"ts": ..., "temp": 71.2, "flow": 3.1}
 //! format = "json"
@@ -31,11 +31,13 @@
 //! A malformed message is counted by cause, logged once per cause per
 //! minute, and never stops the source.
 
-use super::sparkplug::{self, Host};
-use super::{Batch, BoxFuture, CauseLog, Source, SourceContext};
-use crate::config::{HumanDuration, Plant};
-use crate::metrics::LinkStats;
-use crate::mqtt::Broker;
+use super::{Batch, BoxFuture, Source, SourceContext};
+use crate::common::CauseLog;
+use crate::common::HumanDuration;
+use crate::plant::Plant;
+use crate::protocol::mqtt::Broker;
+use crate::protocol::sparkplug::{self, Host};
+use crate::telemetry::LinkStats;
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
@@ -617,7 +619,7 @@ struct Session {
 
 impl MqttSource {
     async fn run_until_shutdown(self, mut context: SourceContext) -> anyhow::Result<()> {
-        let (client, mut events) = crate::mqtt::client(self.options.clone(), 1024);
+        let (client, mut events) = crate::protocol::mqtt::client(self.options.clone(), 1024);
         let stats = context.metrics.source(&self.config.name);
         let mut session = Session {
             client,
@@ -779,7 +781,7 @@ impl MqttSource {
 fn to_batches(
     plant: &Plant,
     samples: BTreeMap<String, Vec<(String, Sample)>>,
-    metrics: &crate::metrics::Metrics,
+    metrics: &crate::telemetry::Metrics,
     log: &mut CauseLog,
 ) -> Vec<Batch> {
     let mut batches = Vec::new();

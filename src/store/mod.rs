@@ -14,11 +14,46 @@
 
 pub mod sqlite;
 
+use crate::common::HumanDuration;
+use serde::Deserialize;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
 use usan_core::alarm::{Alarm, AlarmState, AlarmTransitionError, MaintenanceWindow};
 use usan_core::detector::FittedModel;
 use usan_core::model::{Finding, Timestamp};
+
+/// `[store]`: the embedded SQLite store (PostgreSQL comes with scale-out).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// Embedded SQLite in WAL mode.
+    Sqlite {
+        /// Database file; `:memory:` keeps nothing.
+        #[serde(default = "default_store_path")]
+        path: PathBuf,
+        /// Samples and findings older than this (source time) are deleted.
+        #[serde(default)]
+        retention: Option<HumanDuration>,
+        /// Accepted samples and findings are committed at least this often.
+        #[serde(default = "default_flush_interval")]
+        flush_interval: HumanDuration,
+    },
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("usan.db")
+}
+fn default_flush_interval() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sqlite { path: default_store_path(), retention: None, flush_interval: default_flush_interval() }
+    }
+}
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

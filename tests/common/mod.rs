@@ -24,7 +24,7 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let mut text = text.replace("{repo}", &repo().display().to_string()).replace("{dir}", &dir.display().to_string());
     if name.ends_with(".toml") && text.contains("[[assets]]") && !text.contains("[auth]") {
         // Every write needs a token: engine configurations without their own get the tests' admin.
-        let sha = usan::auth::sha256_hex(ADMIN_TOKEN);
+        let sha = usan::api::auth::sha256_hex(ADMIN_TOKEN);
         text.push_str(&format!("\n[auth]\ntokens = [{{ name = \"tester\", role = \"admin\", sha256 = \"{sha}\" }}]\n"));
     }
     std::fs::write(&path, text).unwrap();

@@ -35,9 +35,11 @@
 
 pub mod browse;
 
-use super::{BoxFuture, CauseLog, Source, SourceContext};
-use crate::config::{HumanDuration, Plant};
-use crate::metrics::LinkStats;
+use super::{BoxFuture, Source, SourceContext};
+use crate::common::CauseLog;
+use crate::common::HumanDuration;
+use crate::plant::Plant;
+use crate::telemetry::LinkStats;
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionPollResult};
@@ -138,22 +140,22 @@ fn default_policy() -> String {
 fn default_mode() -> String {
     "none".to_string()
 }
-fn default_pki_dir() -> PathBuf {
+pub(crate) fn default_pki_dir() -> PathBuf {
     PathBuf::from("pki")
 }
-fn default_opc_mode() -> String {
+pub(crate) fn default_opc_mode() -> String {
     "subscribe".to_string()
 }
-fn default_publishing() -> HumanDuration {
+pub(crate) fn default_publishing() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
 }
-fn default_sampling() -> HumanDuration {
+pub(crate) fn default_sampling() -> HumanDuration {
     HumanDuration(Duration::from_millis(500))
 }
 fn default_depth() -> usize {
     4
 }
-fn default_poll() -> HumanDuration {
+pub(crate) fn default_poll() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
 }
 
@@ -416,7 +418,7 @@ impl OpcUaSourceConfig {
 
     /// The user: anonymous, or the user name with its password.
     pub(crate) fn identity(&self) -> anyhow::Result<IdentityToken> {
-        let password = crate::config::password(self.password.as_ref(), self.password_env.as_ref())?;
+        let password = crate::common::password(self.password.as_ref(), self.password_env.as_ref())?;
         Ok(match &self.username {
             Some(user) => IdentityToken::new_user_name(user.clone(), password),
             None => IdentityToken::Anonymous,

@@ -12,68 +12,12 @@
 //! the feature window is predicted from the cycles it has.
 
 use super::{EvalSettings, print_settings};
+use crate::cli::fit::rul::{cmapss_sensor_names, describe, read_units};
 use anyhow::{Context, bail};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
-use usan_core::rul::{RulModel, UnitHistory};
-
-const SETTINGS: usize = 3;
-const SENSORS: usize = 21;
-
-/// C-MAPSS sensor names, as the dataset's documentation numbers them.
-fn sensor_names() -> Vec<String> {
-    (1..=SENSORS).map(|i| format!("s{i}")).collect()
-}
-
-/// Read a C-MAPSS file into one history per unit, in file order.
-///
-/// # Errors
-/// When the file cannot be read or breaks the layout (see the module docs).
-pub fn read_units(path: &Path) -> anyhow::Result<Vec<UnitHistory>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut units: Vec<UnitHistory> = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let cells: Vec<&str> = line.split_whitespace().collect();
-        if cells.len() != 2 + SETTINGS + SENSORS {
-            bail!("{}: line {}: {} columns, C-MAPSS has 26", path.display(), i + 1, cells.len());
-        }
-        let values: Vec<f64> = cells
-            .iter()
-            .map(|c| c.parse::<f64>().ok().filter(|v| v.is_finite()))
-            .collect::<Option<Vec<f64>>>()
-            .with_context(|| format!("{}: line {}: a cell is not a number", path.display(), i + 1))?;
-        let unit = format!("{}", values[0]);
-        let cycle = values[1];
-        match units.last_mut() {
-            Some(u) if u.unit == unit => {
-                if let Some(&last) = u.cycles.last()
-                    && cycle <= last
-                {
-                    bail!("{}: line {}: unit {unit} goes from cycle {last} to {cycle}", path.display(), i + 1);
-                }
-                u.cycles.push(cycle);
-                u.settings.push(values[2..2 + SETTINGS].to_vec());
-                u.sensors.push(values[2 + SETTINGS..].to_vec());
-            }
-            _ => {
-                if units.iter().any(|u| u.unit == unit) {
-                    bail!("{}: line {}: unit {unit} appears again after other units", path.display(), i + 1);
-                }
-                units.push(UnitHistory {
-                    unit,
-                    cycles: vec![cycle],
-                    settings: vec![values[2..2 + SETTINGS].to_vec()],
-                    sensors: vec![values[2 + SETTINGS..].to_vec()],
-                });
-            }
-        }
-    }
-    if units.is_empty() {
-        bail!("{} has no rows", path.display());
-    }
-    Ok(units)
-}
+use usan_core::rul::RulModel;
 
 /// Run the protocol for one subset.
 ///
@@ -85,7 +29,7 @@ pub fn run(data: &Path, subset: &str, out: &Path, settings: &EvalSettings) -> an
     let train = read_units(&data.join(format!("train_{subset}.txt")))?;
     let test = read_units(&data.join(format!("test_{subset}.txt")))?;
     let fit_start = Instant::now();
-    let model = RulModel::fit(config, &sensor_names(), &train).context("fitting the RUL model")?;
+    let model = RulModel::fit(config, &cmapss_sensor_names(), &train).context("fitting the RUL model")?;
     let fit_s = fit_start.elapsed().as_secs_f64();
 
     let predict_start = Instant::now();
@@ -110,7 +54,7 @@ pub fn run(data: &Path, subset: &str, out: &Path, settings: &EvalSettings) -> an
     file.flush()?;
 
     print_settings("cmapss", config);
-    println!("{subset}: trained on {}", crate::rul_fit::describe(&model, &train));
+    println!("{subset}: trained on {}", describe(&model, &train));
 
     let truth_path = data.join(format!("RUL_{subset}.txt"));
     if truth_path.exists() {

@@ -24,6 +24,187 @@ use usan_core::detector::{
 use usan_core::model::Timestamp;
 use usan_core::stats::SeededNormal;
 
+/// `usan bench` as typed on the command line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: BenchCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BenchCommand {
+    /// Streaming I–MR chart updates per second with every Nelson rule.
+    Spc {
+        /// Values to chart.
+        #[arg(long, default_value_t = 10_000_000)]
+        values: usize,
+    },
+    /// Scoring throughput of each detector (same data as the Python peers).
+    Detectors {
+        /// Rows to score.
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        /// Signal counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "8,52")]
+        dims: Vec<usize>,
+        /// Only these detector types (their config `type`, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Batch rows: best of this many runs of `score_values`.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// A CSV replayed at full speed through detectors into the store.
+    Pipeline {
+        /// Assets.
+        #[arg(long, default_value_t = 10)]
+        assets: usize,
+        /// Signals per asset.
+        #[arg(long, default_value_t = 20)]
+        signals: usize,
+        /// Rows per asset.
+        #[arg(long, default_value_t = 20_000)]
+        rows: usize,
+        /// Detector on every asset.
+        #[arg(long, value_enum, default_value = "robust_z")]
+        detector: PlantDetector,
+    },
+    /// JSON batches published to an MQTT broker and ingested by an MQTT source.
+    Mqtt {
+        /// The broker, host:port.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Assets.
+        #[arg(long, default_value_t = 10)]
+        assets: usize,
+        /// Signals per asset.
+        #[arg(long, default_value_t = 20)]
+        signals: usize,
+        /// Messages to publish.
+        #[arg(long, default_value_t = 2_000)]
+        messages: usize,
+        /// Rows (timestamps) per message.
+        #[arg(long, default_value_t = 50)]
+        rows: usize,
+        /// QoS of publisher and subscription (0 or 1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+    },
+    /// Latency from an MQTT publish to the finding coming back through the MQTT sink.
+    MqttLatency {
+        /// The broker, host:port.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Signals per message (one row per message).
+        #[arg(long, default_value_t = 20)]
+        signals: usize,
+        /// Samples per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: usize,
+        /// How long, in seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// The store's commit period (`200ms`, `5s`).
+        #[arg(long, default_value = "200ms")]
+        flush_interval: String,
+    },
+    /// Live remaining-useful-life estimates per second: the demo's engines
+    /// replayed cycle by cycle through the demo's RUL model.
+    Rul {
+        /// Times the ten engines are replayed.
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+        /// Another RUL model over the same 3 settings and 21 sensors (e.g. an
+        /// ensemble from `usan fit rul` on C-MAPSS FD001).
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+    },
+    /// A generated plant fed at a fixed rate; prints resident memory over time.
+    Soak {
+        /// Assets.
+        #[arg(long, default_value_t = 1000)]
+        assets: usize,
+        /// Signals per asset.
+        #[arg(long, default_value_t = 20)]
+        signals: usize,
+        /// Samples per second.
+        #[arg(long, default_value_t = 20_000)]
+        rate: usize,
+        /// How long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        duration: Duration,
+        /// Detector on every asset.
+        #[arg(long, value_enum, default_value = "pca")]
+        detector: PlantDetector,
+    },
+}
+
+/// The detector of a generated plant (`usan bench pipeline`, `soak`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlantDetector {
+    /// No detector: ingestion and storage alone.
+    None,
+    /// Robust z-score, `baseline_frames = 1`.
+    #[value(name = "robust_z")]
+    RobustZ,
+    /// EWMA residual, `baseline_frames = 1`.
+    Ewma,
+    /// PCA T² and SPE at 90 % variance, `baseline_frames = 50`.
+    Pca,
+}
+
+impl PlantDetector {
+    /// Its name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            PlantDetector::None => "none",
+            PlantDetector::RobustZ => "robust_z",
+            PlantDetector::Ewma => "ewma",
+            PlantDetector::Pca => "pca",
+        }
+    }
+
+    /// Its `[[detectors]]` table, empty for none.
+    fn table(self) -> &'static str {
+        match self {
+            PlantDetector::None => "",
+            PlantDetector::RobustZ => {
+                "[[detectors]]\nname = \"z\"\nalgorithm = { type = \"robust_z\" }\nbaseline_frames = 1\n\n"
+            }
+            PlantDetector::Ewma => {
+                "[[detectors]]\nname = \"ewma\"\nalgorithm = { type = \"ewma\" }\nbaseline_frames = 1\n\n"
+            }
+            PlantDetector::Pca => {
+                "[[detectors]]\nname = \"pca\"\nalgorithm = { type = \"pca\", variance = 0.9 }\nbaseline_frames = 50\n\n"
+            }
+        }
+    }
+}
+
+/// Run `usan bench`.
+///
+/// # Errors
+/// As the benchmark run.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.what {
+        BenchCommand::Spc { values } => spc(values),
+        BenchCommand::Detectors { rows, dims, only, repeat } => detectors(rows, &dims, &only, repeat),
+        BenchCommand::Pipeline { assets, signals, rows, detector } => {
+            super::runtime()?.block_on(pipeline(assets, signals, rows, detector))
+        }
+        BenchCommand::Mqtt { broker, assets, signals, messages, rows, qos } => {
+            super::runtime()?.block_on(mqtt::ingest(&broker, assets, signals, messages, rows, qos))
+        }
+        BenchCommand::MqttLatency { broker, signals, rate, seconds, flush_interval } => {
+            super::runtime()?.block_on(mqtt::latency(&broker, signals, rate, seconds, &flush_interval))
+        }
+        BenchCommand::Rul { repeat, model } => rul(repeat, model.as_deref()),
+        BenchCommand::Soak { assets, signals, rate, duration, detector } => {
+            super::runtime()?.block_on(soak(assets, signals, rate, duration, detector))
+        }
+    }
+}
+
 /// The peers' data: standard normal, 1 % of rows shifted by +4.
 fn synthetic(rows: usize, dims: usize, seed: u64) -> Vec<Vec<f64>> {
     let mut g = SeededNormal::new(seed);
@@ -133,7 +314,13 @@ pub fn thousands(x: f64) -> String {
 }
 
 /// A generated plant configuration: `assets` × `signals`, one detector.
-pub fn plant_config(dir: &std::path::Path, assets: usize, signals: usize, detector: &str, source: &str) -> String {
+pub fn plant_config(
+    dir: &std::path::Path,
+    assets: usize,
+    signals: usize,
+    detector: PlantDetector,
+    source: &str,
+) -> String {
     let mut text = String::new();
     let _ = write!(
         text,
@@ -142,18 +329,7 @@ pub fn plant_config(dir: &std::path::Path, assets: usize, signals: usize, detect
     );
     let signal_list: Vec<String> = (0..signals).map(|s| format!("\"s{s}\"")).collect();
     let signal_list = signal_list.join(", ");
-    match detector {
-        "none" => {}
-        "robust_z" => {
-            text.push_str("[[detectors]]\nname = \"z\"\nalgorithm = { type = \"robust_z\" }\nbaseline_frames = 1\n\n")
-        }
-        "ewma" => {
-            text.push_str("[[detectors]]\nname = \"ewma\"\nalgorithm = { type = \"ewma\" }\nbaseline_frames = 1\n\n")
-        }
-        _ => text.push_str(
-            "[[detectors]]\nname = \"pca\"\nalgorithm = { type = \"pca\", variance = 0.9 }\nbaseline_frames = 50\n\n",
-        ),
-    }
+    text.push_str(detector.table());
     for a in 0..assets {
         let _ = writeln!(text, "[[assets]]\nid = \"a{a}\"\nsignals = [{signal_list}]\n");
     }
@@ -164,7 +340,7 @@ pub fn plant_config(dir: &std::path::Path, assets: usize, signals: usize, detect
 ///
 /// # Errors
 /// When the engine cannot start or the files cannot be written.
-pub async fn pipeline(assets: usize, signals: usize, rows: usize, detector: &str) -> anyhow::Result<()> {
+pub async fn pipeline(assets: usize, signals: usize, rows: usize, detector: PlantDetector) -> anyhow::Result<()> {
     let dir = tempfile_dir("usan-bench-pipeline")?;
     let csv = dir.join("history.csv");
     {
@@ -203,7 +379,8 @@ pub async fn pipeline(assets: usize, signals: usize, rows: usize, detector: &str
     engine.stop().await?;
     let samples = expected as f64 * signals as f64;
     println!(
-        "pipeline: {assets} assets x {signals} signals x {rows} rows, detector {detector}: {} samples in {elapsed:.2} s = {} samples/s stored ({} frames/s)",
+        "pipeline: {assets} assets x {signals} signals x {rows} rows, detector {}: {} samples in {elapsed:.2} s = {} samples/s stored ({} frames/s)",
+        detector.name(),
         thousands(samples),
         thousands(samples / elapsed),
         thousands(expected as f64 / elapsed)
@@ -240,7 +417,7 @@ pub async fn soak(
     signals: usize,
     rate: usize,
     duration: Duration,
-    detector: &str,
+    detector: PlantDetector,
 ) -> anyhow::Result<()> {
     let dir = tempfile_dir("usan-bench-soak")?;
     let config_path = dir.join("soak.toml");
@@ -287,7 +464,8 @@ pub async fn soak(
     let early = samples[..half.max(1).min(samples.len())].iter().map(|s| s.1).fold(0.0, f64::max);
     let late = samples[half..].iter().map(|s| s.1).fold(0.0, f64::max);
     println!(
-        "soak: {assets} assets x {signals} signals, detector {detector}, {} samples/s for {:.0} s: peak RSS {peak:.1} MiB (first half max {early:.1}, second half max {late:.1})",
+        "soak: {assets} assets x {signals} signals, detector {}, {} samples/s for {:.0} s: peak RSS {peak:.1} MiB (first half max {early:.1}, second half max {late:.1})",
+        detector.name(),
         thousands(achieved),
         duration.as_secs_f64()
     );
@@ -305,7 +483,7 @@ pub fn rul(repeat: usize, model_path: Option<&std::path::Path>) -> anyhow::Resul
     use crate::pipeline::rul::RulWatch;
     let text = match model_path {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        None => crate::demo::DEMO_RUL_MODEL.to_string(),
+        None => super::demo::DEMO_RUL_MODEL.to_string(),
     };
     let model = usan_core::rul::RulModel::from_json(&text).context("reading the RUL model")?;
     anyhow::ensure!(
@@ -317,7 +495,7 @@ pub fn rul(repeat: usize, model_path: Option<&std::path::Path>) -> anyhow::Resul
     // unit, cycle, 3 settings, 21 sensors: the model's sensors are columns 5..26.
     // Rows are in time order with the engines interleaved.
     let mut by_unit: std::collections::BTreeMap<String, Vec<Vec<f64>>> = std::collections::BTreeMap::new();
-    for line in crate::demo::DEMO_DATA.lines().skip(1) {
+    for line in super::demo::DEMO_DATA.lines().skip(1) {
         let cells: Vec<&str> = line.split(',').collect();
         let values: Vec<f64> = cells[5..].iter().map(|c| c.parse().unwrap_or(f64::NAN)).collect();
         by_unit.entry(cells[0].to_string()).or_default().push(values);

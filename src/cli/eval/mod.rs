@@ -17,9 +17,103 @@ pub mod steel;
 pub mod tep;
 
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use usan_core::detector::{DetectorConfig, LimitMethod, PcaConfig};
 use usan_core::threshold::ThresholdConfig;
+
+/// `usan eval` as typed on the command line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which benchmark.
+    #[arg(value_enum)]
+    benchmark: Benchmark,
+    /// The benchmark's data folder.
+    data: PathBuf,
+    /// Folder for the prediction files (for `cmapss`: the `unit,rul` CSV file;
+    /// for `secom`, optional: `secom_predictions.csv` is written there).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// TOML file overriding the default settings.
+    #[arg(long)]
+    settings: Option<PathBuf>,
+    /// C-MAPSS subset: FD001, FD002, FD003 or FD004.
+    #[arg(long, value_parser = Subset::parse)]
+    subset: Option<Subset>,
+}
+
+/// The benchmarks `usan eval` runs.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Benchmark {
+    /// Tennessee Eastman Process (d00.dat, dXX_te.dat or dXX.dat).
+    Tep,
+    /// Skoltech Anomaly Benchmark (<group>/<name>.csv).
+    Skab,
+    /// Numenta Anomaly Benchmark (data/<category>/<file>.csv, labels/combined_windows.json).
+    Nab,
+    /// NASA C-MAPSS turbofans, remaining useful life (train_FD00x.txt, test_FD00x.txt).
+    Cmapss,
+    /// SECOM semiconductor yield, pass/fail (uci-secom.csv), by stratified cross-validation.
+    Secom,
+    /// Steel-plate defect classes (Faults.NNA), by stratified cross-validation.
+    Steel,
+}
+
+/// The C-MAPSS subsets.
+#[derive(Debug, Clone, Copy)]
+enum Subset {
+    /// One operating condition, one fault mode.
+    Fd001,
+    /// Six operating conditions, one fault mode.
+    Fd002,
+    /// One operating condition, two fault modes.
+    Fd003,
+    /// Six operating conditions, two fault modes.
+    Fd004,
+}
+
+impl Subset {
+    const ALL: [Subset; 4] = [Subset::Fd001, Subset::Fd002, Subset::Fd003, Subset::Fd004];
+
+    /// `--subset`'s value, or the valid ones.
+    fn parse(text: &str) -> Result<Subset, String> {
+        Subset::ALL
+            .into_iter()
+            .find(|s| s.name() == text)
+            .ok_or_else(|| format!("--subset must be FD001, FD002, FD003 or FD004, got {text:?}"))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Subset::Fd001 => "FD001",
+            Subset::Fd002 => "FD002",
+            Subset::Fd003 => "FD003",
+            Subset::Fd004 => "FD004",
+        }
+    }
+}
+
+/// Run `usan eval`.
+///
+/// # Errors
+/// When the settings are invalid, an argument the benchmark needs is
+/// missing, or the benchmark fails (unreadable or malformed data).
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let settings = EvalSettings::load(args.settings.as_deref())?;
+    let out = || args.out.clone().ok_or_else(|| anyhow::anyhow!("this benchmark needs --out"));
+    match args.benchmark {
+        Benchmark::Secom => secom::run(&args.data, args.out.as_deref(), &settings.secom),
+        Benchmark::Steel => steel::run(&args.data, &settings.steel),
+        Benchmark::Tep => tep::run(&args.data, &out()?, &settings),
+        Benchmark::Skab => skab::run(&args.data, &out()?, &settings),
+        Benchmark::Nab => nab::run(&args.data, &out()?, &settings),
+        Benchmark::Cmapss => {
+            let subset = args
+                .subset
+                .ok_or_else(|| anyhow::anyhow!("usan eval cmapss needs --subset FD001|FD002|FD003|FD004"))?;
+            cmapss::run(&args.data, subset.name(), &out()?, &settings)
+        }
+    }
+}
 
 /// One detector and its decision rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,7 +195,7 @@ impl EvalSettings {
 }
 
 /// A benchmark file found under a data folder: `(group, file stem, path)`.
-pub(crate) type GroupFile = (String, String, std::path::PathBuf);
+pub(crate) type GroupFile = (String, String, PathBuf);
 
 /// Every `<root>/<group>/<name>.csv`, sorted by group then name.
 ///

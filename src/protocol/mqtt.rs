@@ -7,7 +7,7 @@
 //!            tls = { ca = "/etc/usan/ca.pem" } }
 //! ```
 
-use crate::config::HumanDuration;
+use crate::common::HumanDuration;
 use anyhow::Context;
 use rumqttc::{MqttOptions, Transport};
 use serde::Deserialize;
@@ -116,7 +116,7 @@ impl Broker {
         options.set_keep_alive(self.keep_alive.0.max(Duration::from_secs(1)));
         options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
         if let Some(user) = &self.username {
-            let password = crate::config::password(self.password.as_ref(), self.password_env.as_ref())?;
+            let password = crate::common::password(self.password.as_ref(), self.password_env.as_ref())?;
             options.set_credentials(user.clone(), password);
         }
         if let Some(tls) = &self.tls {

@@ -1,35 +1,81 @@
-//! `usan fit` and `usan score`: the configuration's detectors on history.
+//! `usan fit`: the configuration's detectors learn from history (`usan fit
+//! rul`, in [`rul`], trains a remaining-useful-life model instead).
 //!
 //! `fit` learns each asset's detectors from a history CSV and writes one
 //! versioned artifact per asset and detector, `<out>/<asset>/<detector>.json`,
 //! which `serve` loads (`[pipeline] models_dir`) so the edge scores exactly as
-//! the fit did. `score` replays a CSV through fitted artifacts and writes one
-//! line per row and detector. The CSV is read with the settings of one of the
-//! configuration's file sources, with its path replaced by `--data`.
+//! the fit did, and `usan score` replays a CSV through. The CSV is read with
+//! the settings of one of the configuration's file sources, with its path
+//! replaced by `--data`.
 
-use crate::config::{Config, Plant};
+pub mod rul;
+
+use crate::config::Config;
+use crate::plant::Plant;
 use crate::source::SourceConfig;
 use crate::source::file::{FileSource, FileSourceConfig, RowCounts};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use usan_core::detector::{Detector, FittedModel};
 use usan_core::frame::{FrameAssembler, FramePolicy};
-use usan_core::model::{Finding, Timestamp};
+use usan_core::model::Timestamp;
 
-type Rows = BTreeMap<usize, Vec<(Timestamp, Vec<f64>)>>;
+/// The frames of a history, per asset index.
+pub(crate) type Rows = BTreeMap<usize, Vec<(Timestamp, Vec<f64>)>>;
 
-fn file_source(config: &Config, name: Option<&str>, data: &Path) -> anyhow::Result<FileSourceConfig> {
-    let files: Vec<&FileSourceConfig> = config
-        .sources
-        .iter()
-        .filter_map(|s| match s {
-            SourceConfig::File(f) => Some(f),
-            _ => None,
-        })
-        .collect();
+/// `usan fit` as typed on the command line.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Args {
+    #[command(subcommand)]
+    model: Option<FitModel>,
+    /// Configuration file (TOML).
+    #[arg(long, required = true)]
+    config: Option<PathBuf>,
+    /// The CSV, read with the settings of the config's file source.
+    #[arg(long, required = true)]
+    data: Option<PathBuf>,
+    /// Which file source of the config describes the CSV (when there are several).
+    #[arg(long)]
+    source: Option<String>,
+    /// Folder for the artifacts, `<out>/<asset>/<detector>.json`.
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// Fit on each asset's first N rows only (all rows when absent).
+    #[arg(long)]
+    rows: Option<usize>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum FitModel {
+    /// Train a remaining-useful-life model from run-to-failure history
+    /// (the TOML file names the history, its columns and the output).
+    Rul(rul::Args),
+}
+
+/// Run `usan fit`.
+///
+/// # Errors
+/// As [`fit`] and [`rul::run`].
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args {
+        Args { model: Some(FitModel::Rul(rul)), .. } => rul::run(&rul),
+        Args { model: None, config: Some(config), data: Some(data), source, out: Some(out), rows } => {
+            fit(&config, &data, source.as_deref(), &out, rows)
+        }
+        Args { .. } => anyhow::bail!("usan fit needs --config, --data and --out (or `usan fit rul --config FILE`)"),
+    }
+}
+
+/// The file source `name` (or the only one) of `config`, reading `data`.
+///
+/// # Errors
+/// When there is no such source, or several and no name.
+pub(crate) fn file_source(config: &Config, name: Option<&str>, data: &Path) -> anyhow::Result<FileSourceConfig> {
+    let files: Vec<&FileSourceConfig> =
+        config.sources.iter().filter_map(|s| if let SourceConfig::File(f) = s { Some(f) } else { None }).collect();
     let chosen = match name {
         Some(name) => {
             files.into_iter().find(|f| f.name == name).with_context(|| format!("no file source named `{name}`"))?
@@ -56,7 +102,10 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 
 /// Read every row of `data`, grouped per asset, aligned into frames with
 /// the configured frame policy.
-fn read_frames(plant: &Plant, source: &FileSourceConfig, policy: FramePolicy) -> anyhow::Result<Rows> {
+///
+/// # Errors
+/// When the file cannot be read or a row breaks its source's settings.
+pub(crate) fn read_frames(plant: &Plant, source: &FileSourceConfig, policy: FramePolicy) -> anyhow::Result<Rows> {
     let total = std::fs::metadata(&source.path).map(|m| m.len()).unwrap_or(0);
     let mut file = FileSource::open(source, plant)?;
     let bar = progress(total, "reading");
@@ -90,7 +139,7 @@ fn read_frames(plant: &Plant, source: &FileSourceConfig, policy: FramePolicy) ->
     Ok(out)
 }
 
-/// `usan fit`.
+/// `usan fit --config --data --out`.
 ///
 /// # Errors
 /// When the configuration or data cannot be read, or a detector cannot learn.
@@ -138,70 +187,5 @@ pub fn fit(
         }
     }
     println!("fitted {written} model(s) on {} asset(s) into {}", frames.len(), out.display());
-    Ok(())
-}
-
-/// `usan score`.
-///
-/// # Errors
-/// When the configuration, data or a model cannot be read.
-pub fn score(config_path: &Path, data: &Path, source: Option<&str>, models: &Path, out: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let plant = config.plant();
-    let source = file_source(&config, source, data)?;
-    let frames = read_frames(&plant, &source, config.pipeline.frame)?;
-    let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut writer = std::io::BufWriter::new(file);
-    writeln!(writer, "asset,ts,detector,score,threshold,exceeded,anomalous,t2,spe,top_signal,top_contribution")?;
-    let mut lines = 0u64;
-    let mut anomalous = 0u64;
-    for (asset, asset_rows) in &frames {
-        let plant_asset = &plant.assets[*asset];
-        let names = plant_asset.signal_names();
-        for &d in &plant_asset.detectors {
-            let spec = &plant.detectors[d];
-            let path = models.join(&plant_asset.path.asset).join(format!("{}.json", spec.name));
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("no fitted model {} (run usan fit)", path.display()))?;
-            let model: FittedModel =
-                serde_json::from_str(&text).with_context(|| format!("{} is not a usan model", path.display()))?;
-            model.check_format()?;
-            if model.signals != names {
-                bail!("{} was fitted on other signals than asset `{}` has now", path.display(), plant_asset.path.asset);
-            }
-            let mut threshold = match model.threshold {
-                Some(level) => spec.threshold().build_at(level),
-                None => spec.threshold().build(&[]),
-            };
-            let mut detector = model.detector;
-            for (ts, values) in asset_rows {
-                let Ok(score) = detector.score(values) else {
-                    continue;
-                };
-                let decision = threshold.decide(score.value);
-                let top = Finding::ranked_contributions(&names, &score.contributions, 1);
-                let fmt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-                writeln!(
-                    writer,
-                    "{},{},{},{},{},{},{},{},{},{},{}",
-                    plant_asset.path.asset,
-                    ts.0,
-                    spec.name,
-                    score.value,
-                    threshold.level(),
-                    u8::from(decision.exceeded),
-                    u8::from(decision.anomalous),
-                    fmt(score.t2),
-                    fmt(score.spe),
-                    top.first().map(|c| c.signal.as_str()).unwrap_or(""),
-                    top.first().map(|c| c.value.to_string()).unwrap_or_default()
-                )?;
-                lines += 1;
-                anomalous += u64::from(decision.anomalous);
-            }
-        }
-    }
-    writer.flush()?;
-    println!("scored {lines} row(s) ({anomalous} anomalous) into {}", out.display());
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! Publisher and engine run in this process (the publisher on its own
 //! connection), so the figures include the broker's hop both ways.
 
-use super::{plant_config, tempfile_dir, thousands};
+use super::{PlantDetector, plant_config, tempfile_dir, thousands};
 use crate::config::Config;
 use crate::pipeline::Engine;
 use anyhow::Context;
@@ -30,7 +30,7 @@ fn connect(broker: &str, client_id: &str) -> anyhow::Result<(AsyncClient, tokio:
     let mut options = MqttOptions::new(client_id, host, port.parse::<u16>().context("--broker port")?);
     options.set_max_packet_size(16 << 20, 16 << 20);
     options.set_inflight(1000);
-    let (client, mut events) = crate::mqtt::client(options, 1000);
+    let (client, mut events) = crate::protocol::mqtt::client(options, 1000);
     let (tx, rx) = tokio::sync::mpsc::channel(100_000);
     tokio::spawn(async move {
         loop {
@@ -88,7 +88,10 @@ pub async fn ingest(
     let dir = tempfile_dir("usan-bench-mqtt")?;
     let id = run_id();
     let config_path = dir.join("bench.toml");
-    std::fs::write(&config_path, plant_config(&dir, assets, signals, "none", &mqtt_source(broker, &id, qos_level)?))?;
+    std::fs::write(
+        &config_path,
+        plant_config(&dir, assets, signals, PlantDetector::None, &mqtt_source(broker, &id, qos_level)?),
+    )?;
     let engine = Engine::start(Config::load(&config_path)?).await?;
     let stats = engine.metrics.source("bench");
     let ready = Instant::now();
@@ -207,7 +210,7 @@ spool = "{}"
 "#,
         dir.join("spool").display()
     );
-    let mut text = plant_config(&dir, 1, signals, "none", &mqtt_source(broker, &id, 1)?)
+    let mut text = plant_config(&dir, 1, signals, PlantDetector::None, &mqtt_source(broker, &id, 1)?)
         .replace("flush_interval = \"200ms\"", &format!("flush_interval = \"{flush_interval}\""));
     text.push_str(&sink);
     let config_path = dir.join("bench.toml");

@@ -140,9 +140,69 @@ fn read_csv(path: &Path, spec: &HistorySpec) -> anyhow::Result<(Vec<String>, Vec
     Ok((spec.settings.clone(), sensor_names, units))
 }
 
+const SETTINGS: usize = 3;
+const SENSORS: usize = 21;
+
+/// C-MAPSS sensor names, as the dataset's documentation numbers them.
+pub fn cmapss_sensor_names() -> Vec<String> {
+    (1..=SENSORS).map(|i| format!("s{i}")).collect()
+}
+
+/// Read a C-MAPSS file (`format = "cmapss"`: whitespace-separated, 26
+/// columns: unit, cycle, 3 settings, 21 sensors) into one history per unit,
+/// in file order.
+///
+/// # Errors
+/// When the file cannot be read, a row has another column count, a cell is
+/// not a number, or a unit's cycles do not increase: with the file and line.
+pub fn read_units(path: &Path) -> anyhow::Result<Vec<UnitHistory>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut units: Vec<UnitHistory> = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        if cells.len() != 2 + SETTINGS + SENSORS {
+            bail!("{}: line {}: {} columns, C-MAPSS has 26", path.display(), i + 1, cells.len());
+        }
+        let values: Vec<f64> = cells
+            .iter()
+            .map(|c| c.parse::<f64>().ok().filter(|v| v.is_finite()))
+            .collect::<Option<Vec<f64>>>()
+            .with_context(|| format!("{}: line {}: a cell is not a number", path.display(), i + 1))?;
+        let unit = format!("{}", values[0]);
+        let cycle = values[1];
+        match units.last_mut() {
+            Some(u) if u.unit == unit => {
+                if let Some(&last) = u.cycles.last()
+                    && cycle <= last
+                {
+                    bail!("{}: line {}: unit {unit} goes from cycle {last} to {cycle}", path.display(), i + 1);
+                }
+                u.cycles.push(cycle);
+                u.settings.push(values[2..2 + SETTINGS].to_vec());
+                u.sensors.push(values[2 + SETTINGS..].to_vec());
+            }
+            _ => {
+                if units.iter().any(|u| u.unit == unit) {
+                    bail!("{}: line {}: unit {unit} appears again after other units", path.display(), i + 1);
+                }
+                units.push(UnitHistory {
+                    unit,
+                    cycles: vec![cycle],
+                    settings: vec![values[2..2 + SETTINGS].to_vec()],
+                    sensors: vec![values[2 + SETTINGS..].to_vec()],
+                });
+            }
+        }
+    }
+    if units.is_empty() {
+        bail!("{} has no rows", path.display());
+    }
+    Ok(units)
+}
+
 /// What a fitted model learned from `units`: their size, the regimes, the
 /// sensors kept and the most informative features (two lines).
-pub(crate) fn describe(model: &RulModel, units: &[UnitHistory]) -> String {
+pub fn describe(model: &RulModel, units: &[UnitHistory]) -> String {
     let top: Vec<String> = model.importances().iter().take(8).map(|(n, g)| format!("{n} {:.0} %", g * 100.0)).collect();
     let learner = match (model.config.learner, model.network_weight()) {
         (Learner::Trees, _) => "gradient-boosted trees".to_string(),
@@ -162,11 +222,20 @@ pub(crate) fn describe(model: &RulModel, units: &[UnitHistory]) -> String {
     )
 }
 
-/// Train from the specification in `config` and write the artifact.
+/// `usan fit rul` as typed on the command line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Training specification (TOML).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// Train from the specification in `args.config` and write the artifact.
 ///
 /// # Errors
 /// When the specification or history cannot be read, or the model cannot be fitted.
-pub fn run(config: &Path) -> anyhow::Result<()> {
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let config = args.config.as_path();
     let start = Instant::now();
     let text = std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
     let spec: Spec = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
@@ -180,8 +249,8 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
         Format::Csv => read_csv(&history_path, &spec.history)?,
         Format::Cmapss => (
             ["setting1", "setting2", "setting3"].map(String::from).to_vec(),
-            (1..=21).map(|i| format!("s{i}")).collect(),
-            crate::eval::cmapss::read_units(&history_path)?,
+            cmapss_sensor_names(),
+            read_units(&history_path)?,
         ),
     };
     let fit_start = Instant::now();

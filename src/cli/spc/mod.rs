@@ -12,6 +12,8 @@
 //! sizes come from `--subgroup N` (one size) or `--subgroup-column C` (a
 //! size per row); a c chart counts per row.
 
+pub mod report;
+
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -24,7 +26,7 @@ use usan_core::spc::rules::RuleSet;
 
 /// `usan spc` as typed on the command line.
 #[derive(Debug, Clone, clap::Args)]
-pub struct SpcCommand {
+pub struct Args {
     /// The CSV file (header on the first line; `,`, `;` or tab).
     pub file: std::path::PathBuf,
     /// The measured (or counted) column; for `--chart t2`, several: `a,b,c`.
@@ -77,6 +79,14 @@ pub struct SpcCommand {
     pub report: Option<std::path::PathBuf>,
 }
 
+/// Run `usan spc`.
+///
+/// # Errors
+/// As [`chart_file`], and when `--spec` is not `LSL,USL`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    chart_file(&args.into_args()?)
+}
+
 /// `--chart`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SpcChart {
@@ -111,7 +121,7 @@ pub enum SpcRules {
     Nelson,
 }
 
-impl SpcCommand {
+impl Args {
     /// The typed settings.
     ///
     /// # Errors
@@ -319,12 +329,12 @@ fn run_t2(args: &SpcArgs, alpha: f64) -> anyhow::Result<()> {
     output(args, &result, None, table.missing, &[])
 }
 
-/// Runs `usan spc`.
+/// The chart, violations and capability `args` ask for, printed (and the report written).
 ///
 /// # Errors
 /// Unreadable files, missing columns, non-numeric cells, data that do not
 /// suit the chart, reversed or missing specification limits.
-pub fn run(args: &SpcArgs) -> anyhow::Result<()> {
+pub fn chart_file(args: &SpcArgs) -> anyhow::Result<()> {
     let Some(kind) = args.chart else { return run_t2(args, args.alpha) };
     let column = read_columns(&args.file, &[args.column.as_str()], args.subgroup_column.as_deref())?;
     let values: Vec<f64> = column.rows.iter().map(|(_, v)| v[0]).collect();
@@ -391,7 +401,7 @@ fn output(
             args.baseline.map_or_else(String::new, |n| format!(", limits from the first {n} points")),
             if args.exclude { ", out-of-control baseline points excluded" } else { "" }
         );
-        let html = crate::spc_report::render(&crate::spc_report::ReportInput {
+        let html = report::render(&report::ReportInput {
             title: &title,
             settings: &settings,
             chart: result,
@@ -459,7 +469,7 @@ fn to_json(args: &SpcArgs, c: &Chart, capability: Option<&Capability>, missing: 
         .flat_map(|s| {
             s.violations.iter().map(move |v| {
                 json!({"rule": v.rule.name(), "index": v.index, "series": s.name, "points": v.points,
-                       "description": crate::spc_report::meaning(&c.kind, v.rule)})
+                       "description": report::meaning(&c.kind, v.rule)})
             })
         })
         .collect();
@@ -519,7 +529,7 @@ fn text(args: &SpcArgs, c: &Chart, capability: Option<&Capability>, missing: usi
             v.index,
             s.name,
             v.rule.name(),
-            crate::spc_report::meaning(&c.kind, v.rule)
+            report::meaning(&c.kind, v.rule)
         );
         // A T² point: which characteristics pushed it out, largest share first.
         if let Some(parts) = s.contributions.get(v.index) {

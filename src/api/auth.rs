@@ -20,7 +20,7 @@ use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 
 /// What a token may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads everything.
@@ -243,19 +243,6 @@ pub fn new_token() -> anyhow::Result<(String, String)> {
     }
     let sha = hex(&hash(&token));
     Ok((token, sha))
-}
-
-/// `usan token --name N --role R`: a new token and the line for `[auth] tokens`.
-///
-/// # Errors
-/// When the random source fails.
-pub fn print_new_token(name: &str, role: Role) -> anyhow::Result<()> {
-    let (token, sha) = new_token()?;
-    println!("token (give it to {name}; it is not stored anywhere): {token}");
-    println!("add to [auth] tokens:");
-    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
-    println!("  {{ name = {}, role = \"{}\", sha256 = \"{sha}\" }},", quote(name), role.as_str());
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,101 @@
+//! The configured plant, indexed for the runtime: its assets with their
+//! signals and detectors, the detector templates, and the operating mode in
+//! which an asset raises no alarm. Built once from the configuration
+//! ([`crate::config::Config::plant`]); sources, the engine and the API read it.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use usan_core::detector::DetectorConfig;
+use usan_core::model::{AssetPath, SignalSpec};
+use usan_core::threshold::ThresholdConfig;
+
+/// One asset, indexed for the hot path.
+#[derive(Debug, Clone)]
+pub struct PlantAsset {
+    /// Where it is.
+    pub path: AssetPath,
+    /// Its signals in frame order.
+    pub signals: Vec<SignalSpec>,
+    /// Signal name to index.
+    pub signal_index: HashMap<String, usize>,
+    /// Indices into [`Plant::detectors`].
+    pub detectors: Vec<usize>,
+    /// The operating mode without alarms: signal index and condition.
+    pub suppress_alarms_when: Option<(usize, ModeCondition)>,
+}
+
+impl PlantAsset {
+    /// Signal names in frame order.
+    #[must_use]
+    pub fn signal_names(&self) -> Vec<String> {
+        self.signals.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// The configured plant, indexed.
+#[derive(Debug, Clone)]
+pub struct Plant {
+    /// Assets in configuration order.
+    pub assets: Vec<PlantAsset>,
+    /// Asset id to index.
+    pub asset_index: HashMap<String, usize>,
+    /// Detector templates.
+    pub detectors: Vec<DetectorSpec>,
+}
+
+/// `[[detectors]]`: a named detector, its threshold and how it learns.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSpec {
+    /// Name, referenced by assets and shown in findings.
+    pub name: String,
+    /// The algorithm and its settings (`type = "pca"`, ...).
+    pub algorithm: DetectorConfig,
+    /// Frames of each asset to learn from when no fitted model is loaded.
+    #[serde(default = "default_baseline_frames")]
+    pub baseline_frames: usize,
+    /// Decision rule; defaults depend on the algorithm.
+    #[serde(default)]
+    pub threshold: Option<ThresholdConfig>,
+}
+
+fn default_baseline_frames() -> usize {
+    100
+}
+
+impl DetectorSpec {
+    /// The configured threshold, or the algorithm's default.
+    #[must_use]
+    pub fn threshold(&self) -> ThresholdConfig {
+        self.threshold.clone().unwrap_or_else(|| self.algorithm.default_threshold())
+    }
+}
+
+/// A condition on one signal's value in a frame: any of `equals`, `below`,
+/// `above` that is given must hold.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeCondition {
+    /// The signal (one of the asset's).
+    pub signal: String,
+    /// Holds when the value is one of these.
+    #[serde(default)]
+    pub equals: Option<Vec<f64>>,
+    /// Holds when the value is below this.
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// Holds when the value is above this.
+    #[serde(default)]
+    pub above: Option<f64>,
+}
+
+impl ModeCondition {
+    /// Whether `value` is in the mode (a missing value is not).
+    #[must_use]
+    pub fn holds(&self, value: f64) -> bool {
+        !value.is_nan()
+            && self.equals.as_ref().is_none_or(|set| set.contains(&value))
+            && self.below.is_none_or(|b| value < b)
+            && self.above.is_none_or(|a| value > a)
+    }
+}
