@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use std::path::{Path, PathBuf};
+use usan_core::threshold::ThresholdConfig;
 
 /// `usan check` as typed on the command line.
 #[derive(Debug, clap::Args)]
@@ -52,5 +53,46 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         config.sources.len(),
         config.sinks.len()
     );
+    print!("{}", parts(&config));
     Ok(())
+}
+
+/// One line per detector, source and sink: its name, its kind and what the
+/// kind does (from the registries), a detector's threshold and baseline.
+fn parts(config: &Config) -> String {
+    let summary = |kinds: Vec<(&'static str, &'static str)>, kind: &str| {
+        kinds.into_iter().find(|(name, _)| *name == kind).map_or("", |(_, summary)| summary)
+    };
+    let detector_kinds: Vec<(&'static str, &'static str)> =
+        usan_core::detector::kinds().into_iter().map(|k| (k.name, k.summary)).collect();
+    let mut text = String::new();
+    for d in &config.detectors {
+        let kind = d.algorithm.kind();
+        text += &format!(
+            "  detector `{}`: {kind}, {}, learns {} frames: {}\n",
+            d.name,
+            threshold(&d.threshold()),
+            d.baseline_frames,
+            summary(detector_kinds.clone(), kind)
+        );
+    }
+    for s in &config.sources {
+        text += &format!("  source `{}`: {}: {}\n", s.name(), s.kind(), summary(crate::source::kinds(), s.kind()));
+    }
+    for (i, s) in config.sinks.iter().enumerate() {
+        text += &format!("  sink {}: {}: {}\n", i + 1, s.kind(), summary(crate::sink::kinds(), s.kind()));
+    }
+    text
+}
+
+/// A threshold in words: its level and its persistence.
+fn threshold(t: &ThresholdConfig) -> String {
+    let level = match (t.value, t.quantile) {
+        (Some(value), _) => format!("threshold {value}"),
+        (None, Some(q)) => format!("threshold the {} quantile of its baseline scores", q),
+        (None, None) => "no threshold".to_string(),
+    };
+    let margin = if t.margin == 1.0 { String::new() } else { format!(" × {}", t.margin) };
+    let adaptive = t.adaptive_window.map(|w| format!(", adaptive over {w} scores")).unwrap_or_default();
+    format!("{level}{margin} ({} of {} frames){adaptive}", t.k, t.n)
 }

@@ -1,6 +1,7 @@
 //! `usan opcua browse ENDPOINT`: an OPC UA server's address space, printed
 //! as a tree or (with `--asset`) as `nodes` lines to paste into a source.
 
+use crate::source::SourceKind;
 use crate::source::opcua::browse::{Browsed, browse, is_numeric, read_data_types};
 use crate::source::opcua::{AbortOnDrop, OpcUaSourceConfig, default_pki_dir};
 use anyhow::Context as _;

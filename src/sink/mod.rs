@@ -3,16 +3,16 @@
 //! A sink `write`s batches of [`Event`]s; sinks run on their own task behind
 //! a bounded channel. A sink slower than the events fills the channel and
 //! then holds the workers back (backpressure): events are never dropped.
-//! The registry of kinds is [`SinkConfig`].
+//!
+//! **The registry** is the `registry!` list below: a sink kind is one
+//! module (its settings implementing [`SinkKind`], its running part
+//! implementing [`Sink`]) plus one line there.
 
-pub mod mqtt;
 pub mod spool;
-pub mod webhook;
 
 use crate::telemetry::Metrics;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use usan_core::alarm::Alarm;
 use usan_core::model::Finding;
 
@@ -66,71 +66,6 @@ impl Event {
     }
 }
 
-/// `[[sinks]]`: the registry of sink kinds.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[allow(clippy::large_enum_variant)] // inert configuration, built once
-pub enum SinkConfig {
-    /// Alarm events as log lines on standard error.
-    Log,
-    /// Every event as a JSON line appended to a file.
-    Jsonl {
-        /// The file.
-        path: PathBuf,
-        /// Also write findings (alarms only when false).
-        #[serde(default)]
-        findings: bool,
-    },
-    /// Events published to an MQTT broker through a disk spool (store-and-forward).
-    Mqtt(mqtt::MqttSinkConfig),
-    /// Alarm events POSTed, signed, to another system through a disk spool.
-    Webhook(webhook::WebhookSinkConfig),
-}
-
-impl SinkConfig {
-    pub(crate) fn validate(&self) -> Vec<String> {
-        match self {
-            SinkConfig::Mqtt(c) => c.validate(),
-            SinkConfig::Webhook(c) => c.validate(),
-            _ => Vec::new(),
-        }
-    }
-
-    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
-        if let SinkConfig::Jsonl { path, .. } = self
-            && path.is_relative()
-        {
-            *path = dir.join(&*path);
-        }
-        match self {
-            SinkConfig::Mqtt(c) => c.resolve_paths(dir),
-            SinkConfig::Webhook(c) => c.resolve_paths(dir),
-            _ => {}
-        }
-    }
-
-    /// Build the sink.
-    ///
-    /// # Errors
-    /// When its file or spool cannot be opened. An MQTT sink starts its
-    /// forwarder on the current Tokio runtime.
-    pub fn build(&self, metrics: &Metrics) -> anyhow::Result<Box<dyn Sink>> {
-        Ok(match self {
-            SinkConfig::Log => Box::new(LogSink),
-            SinkConfig::Jsonl { path, findings } => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| anyhow::anyhow!("jsonl sink: cannot open {}: {e}", path.display()))?;
-                Box::new(JsonlSink { out: std::io::BufWriter::new(file), findings: *findings })
-            }
-            SinkConfig::Mqtt(c) => Box::new(c.build(metrics)?),
-            SinkConfig::Webhook(c) => Box::new(c.build(metrics)?),
-        })
-    }
-}
-
 /// The contract every sink keeps.
 pub trait Sink: Send {
     /// Deliver a batch of events.
@@ -140,58 +75,93 @@ pub trait Sink: Send {
     fn write(&mut self, events: &[Event]) -> anyhow::Result<()>;
 }
 
-struct LogSink;
+/// What the registry knows of a sink kind, implemented by its settings (the
+/// body of a `[[sinks]]` table).
+pub trait SinkKind {
+    /// The `type` that selects it in `[[sinks]]`.
+    const NAME: &'static str;
+    /// Where it sends events, in one line (the manual's table, `usan check`).
+    const SUMMARY: &'static str;
 
-impl Sink for LogSink {
-    fn write(&mut self, events: &[Event]) -> anyhow::Result<()> {
-        for event in events {
-            match event {
-                Event::AlarmRaised(a) => tracing::warn!(
-                    alarm = a.id,
-                    asset = %a.asset,
-                    detector = %a.detector,
-                    "alarm raised: {}",
-                    a.notes.first().map_or("", |n| n.text.as_str())
-                ),
-                Event::AlarmConditionCleared(a) => {
-                    tracing::info!(alarm = a.id, asset = %a.asset, detector = %a.detector, "alarm condition returned to normal")
+    /// Every problem with the settings.
+    fn validate(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Make its relative paths relative to the configuration file's folder.
+    fn resolve_paths(&mut self, _dir: &Path) {}
+
+    /// Build the sink.
+    ///
+    /// # Errors
+    /// When its file or spool cannot be opened. A forwarding sink starts its
+    /// forwarder on the current Tokio runtime.
+    fn build(&self, metrics: &Metrics) -> anyhow::Result<Box<dyn Sink>>;
+}
+
+/// Generates the modules, [`SinkConfig`] and its dispatch from one list of
+/// `Variant(module::Config)` lines; every `match` names every kind.
+macro_rules! registry {
+    ($($kind:ident($module:ident :: $config:ident),)+) => {
+        $(pub mod $module;)+
+
+        /// `[[sinks]]`: one sink of any kind, selected by `type`.
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+        #[allow(clippy::large_enum_variant)] // inert configuration, built once
+        pub enum SinkConfig {
+            $(
+                #[doc = concat!("See [`", stringify!($module), "::", stringify!($config), "`].")]
+                $kind($module::$config),
+            )+
+        }
+
+        impl SinkConfig {
+            /// The kind's `type`.
+            #[must_use]
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(SinkConfig::$kind(_) => <$module::$config as SinkKind>::NAME,)+
                 }
-                Event::AlarmEscalated(a) => tracing::warn!(
-                    alarm = a.id,
-                    asset = %a.asset,
-                    detector = %a.detector,
-                    "alarm escalated: nobody has acknowledged it since {}",
-                    a.raised_at
-                ),
-                Event::AlarmAcknowledged(a) | Event::AlarmAssigned(a) | Event::AlarmCleared(a) => tracing::info!(
-                    alarm = a.id,
-                    asset = %a.asset,
-                    "{}: {}",
-                    event.kind(),
-                    a.notes.last().map_or("", |n| n.by.as_str())
-                ),
-                Event::Finding(_) => {}
+            }
+
+            /// Every problem with the settings.
+            #[must_use]
+            pub fn validate(&self) -> Vec<String> {
+                match self {
+                    $(SinkConfig::$kind(c) => SinkKind::validate(c),)+
+                }
+            }
+
+            pub(crate) fn resolve_paths(&mut self, dir: &Path) {
+                match self {
+                    $(SinkConfig::$kind(c) => c.resolve_paths(dir),)+
+                }
+            }
+
+            /// Build the sink.
+            ///
+            /// # Errors
+            /// See [`SinkKind::build`].
+            pub fn build(&self, metrics: &Metrics) -> anyhow::Result<Box<dyn Sink>> {
+                match self {
+                    $(SinkConfig::$kind(c) => c.build(metrics),)+
+                }
             }
         }
-        Ok(())
-    }
-}
 
-struct JsonlSink {
-    out: std::io::BufWriter<std::fs::File>,
-    findings: bool,
-}
-
-impl Sink for JsonlSink {
-    fn write(&mut self, events: &[Event]) -> anyhow::Result<()> {
-        for event in events {
-            if matches!(event, Event::Finding(_)) && !self.findings {
-                continue;
-            }
-            serde_json::to_writer(&mut self.out, event)?;
-            self.out.write_all(b"\n")?;
+        /// Every sink kind, in registry order: `(type, summary)`.
+        #[must_use]
+        pub fn kinds() -> Vec<(&'static str, &'static str)> {
+            vec![$((<$module::$config as SinkKind>::NAME, <$module::$config as SinkKind>::SUMMARY),)+]
         }
-        self.out.flush()?;
-        Ok(())
-    }
+    };
+}
+
+// The registry: one line per sink kind, `Variant(module::Config)`.
+registry! {
+    Log(log::LogSinkConfig),
+    Jsonl(jsonl::JsonlSinkConfig),
+    Mqtt(mqtt::MqttSinkConfig),
+    Webhook(webhook::WebhookSinkConfig),
 }

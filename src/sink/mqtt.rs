@@ -20,7 +20,7 @@
 //! `usan_sink_overflow_total` and logged; the backlog is `usan_sink_backlog`.
 
 use super::spool::{Appender, Record, Spool};
-use super::{Event, Sink};
+use super::{Event, Sink, SinkKind};
 use crate::common::CauseLog;
 use crate::protocol::mqtt::Broker;
 use crate::telemetry::{LinkStats, Metrics};
@@ -80,8 +80,11 @@ const WINDOW: usize = 64;
 /// A window not confirmed in this long is published again.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl MqttSinkConfig {
-    pub(crate) fn validate(&self) -> Vec<String> {
+impl SinkKind for MqttSinkConfig {
+    const NAME: &'static str = "mqtt";
+    const SUMMARY: &'static str = "Publishes events to an MQTT broker through a disk spool (store-and-forward).";
+
+    fn validate(&self) -> Vec<String> {
         let at = format!("sink `{}`", self.name);
         let mut problems = self.broker.validate(&at);
         if self.qos > 1 {
@@ -94,15 +97,22 @@ impl MqttSinkConfig {
         problems
     }
 
-    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
+    fn resolve_paths(&mut self, dir: &Path) {
         self.spool = Some(super::spool::resolve_dir(self.spool.take(), &self.name, dir));
     }
+
+    fn build(&self, metrics: &Metrics) -> anyhow::Result<Box<dyn Sink>> {
+        Ok(Box::new(self.open(metrics)?))
+    }
+}
+
+impl MqttSinkConfig {
 
     /// Open the spool and start the forwarder (on the current Tokio runtime).
     ///
     /// # Errors
     /// When the spool cannot be opened or the broker settings not used (TLS files, password variable).
-    pub fn build(&self, metrics: &Metrics) -> anyhow::Result<MqttSink> {
+    pub fn open(&self, metrics: &Metrics) -> anyhow::Result<MqttSink> {
         let at = || format!("sink `{}`", self.name);
         let dir = self.spool.clone().unwrap_or_else(|| PathBuf::from("spool").join(&self.name));
         let spool = Spool::open(&dir, self.spool_max_bytes)

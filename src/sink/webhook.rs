@@ -28,7 +28,7 @@
 //! `usan_sink_malformed_total{cause="refused by the receiver"}` and logged.
 
 use super::spool::{Appender, Spool};
-use super::{Event, Sink};
+use super::{Event, Sink, SinkKind};
 use crate::common::CauseLog;
 use crate::common::HumanDuration;
 use crate::telemetry::{LinkStats, Metrics};
@@ -91,8 +91,11 @@ fn default_spool_max_bytes() -> u64 {
     100 * 1024 * 1024
 }
 
-impl WebhookSinkConfig {
-    pub(crate) fn validate(&self) -> Vec<String> {
+impl SinkKind for WebhookSinkConfig {
+    const NAME: &'static str = "webhook";
+    const SUMMARY: &'static str = "POSTs alarm events, signed, to another system (a CMMS, a chat) through a disk spool.";
+
+    fn validate(&self) -> Vec<String> {
         let at = format!("sink `{}`", self.name);
         let mut problems = Vec::new();
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
@@ -109,7 +112,7 @@ impl WebhookSinkConfig {
         problems
     }
 
-    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
+    fn resolve_paths(&mut self, dir: &Path) {
         self.spool = Some(super::spool::resolve_dir(self.spool.take(), &self.name, dir));
         if let Some(ca) = &mut self.ca
             && ca.is_relative()
@@ -118,11 +121,18 @@ impl WebhookSinkConfig {
         }
     }
 
+    fn build(&self, metrics: &Metrics) -> anyhow::Result<Box<dyn Sink>> {
+        Ok(Box::new(self.open(metrics)?))
+    }
+}
+
+impl WebhookSinkConfig {
+
     /// Open the spool and start the sender (on the current Tokio runtime).
     ///
     /// # Errors
     /// When the spool or the CA file cannot be read, or the secret's variable is not set.
-    pub fn build(&self, metrics: &Metrics) -> anyhow::Result<WebhookSink> {
+    pub fn open(&self, metrics: &Metrics) -> anyhow::Result<WebhookSink> {
         let at = || format!("sink `{}`", self.name);
         let dir = self.spool.clone().unwrap_or_else(|| PathBuf::from("spool").join(&self.name));
         let spool = Spool::open(&dir, self.spool_max_bytes)

@@ -10,7 +10,7 @@
 //! other unparsable cells are counted as bad values and treated as missing.
 //! A replay after a restart skips rows at or before what the store holds.
 
-use super::{Batch, BoxFuture, Source, SourceContext};
+use super::{Batch, BoxFuture, Source, SourceContext, SourceKind};
 use crate::common::HumanDuration;
 use crate::plant::Plant;
 use anyhow::{Context, bail};
@@ -97,8 +97,15 @@ fn default_template() -> String {
     "{}".into()
 }
 
-impl FileSourceConfig {
-    pub(crate) fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
+impl SourceKind for FileSourceConfig {
+    const NAME: &'static str = "file";
+    const SUMMARY: &'static str = "Replays a CSV file (history, lab data, a logger's export) at a chosen speed.";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
         let mut problems = Vec::new();
         if self.delimiter.len() != 1 {
             problems.push(format!("delimiter must be one character, got {:?}", self.delimiter));
@@ -124,6 +131,16 @@ impl FileSourceConfig {
             problems.push(format!("time_origin {origin:?} is not an RFC 3339 time"));
         }
         problems
+    }
+
+    fn resolve_paths(&mut self, dir: &std::path::Path) {
+        if self.path.is_relative() {
+            self.path = dir.join(&self.path);
+        }
+    }
+
+    fn build(&self, plant: &Plant) -> anyhow::Result<Option<Box<dyn Source>>> {
+        Ok(Some(Box::new(FileSource::open(self, plant)?)))
     }
 }
 

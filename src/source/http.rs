@@ -10,7 +10,8 @@
 //! accepted: one bad sample rejects the batch with every problem listed, so
 //! a client never has to guess which part landed.
 
-use super::Batch;
+use super::{Batch, Source, SourceKind};
+use std::collections::HashSet;
 use crate::plant::Plant;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -22,6 +23,24 @@ use usan_core::model::{Quality, Sample, Timestamp};
 pub struct HttpSourceConfig {
     /// Source name.
     pub name: String,
+}
+
+impl SourceKind for HttpSourceConfig {
+    const NAME: &'static str = "http";
+    const SUMMARY: &'static str = "Takes samples pushed to `POST /api/v1/samples` (served by the API).";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, _assets: &HashSet<&str>) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// None: the API serves it.
+    fn build(&self, _plant: &Plant) -> anyhow::Result<Option<Box<dyn Source>>> {
+        Ok(None)
+    }
 }
 
 /// The request body.

@@ -3,14 +3,11 @@
 //! A source `run`s until shutdown, turning whatever it reads (a CSV file, an
 //! HTTP request, later OPC UA, MQTT, Modbus) into [`Batch`]es addressed by
 //! asset and signal index, and sends them through the [`Router`], whose
-//! bounded channels push back when the engine is busy. The registry of kinds
-//! is [`SourceConfig`].
-
-pub mod file;
-pub mod http;
-pub mod modbus;
-pub mod mqtt;
-pub mod opcua;
+//! bounded channels push back when the engine is busy.
+//!
+//! **The registry** is the `registry!` list below: a source kind is one
+//! module (its settings implementing [`SourceKind`], its running part
+//! implementing [`Source`]) plus one line there.
 
 use crate::plant::Plant;
 use crate::telemetry::Metrics;
@@ -126,73 +123,105 @@ pub trait Source: Send {
     fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<anyhow::Result<()>>;
 }
 
-/// `[[sources]]`: the registry of source kinds.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-#[allow(clippy::large_enum_variant)] // inert configuration, built once
-pub enum SourceConfig {
-    /// Replay a CSV file.
-    File(file::FileSourceConfig),
-    /// Accept `POST /api/v1/samples`.
-    Http(http::HttpSourceConfig),
-    /// Subscribe to an MQTT broker (JSON or Sparkplug B).
-    Mqtt(mqtt::MqttSourceConfig),
-    /// Poll a Modbus TCP device.
-    Modbus(modbus::ModbusSourceConfig),
-    /// Subscribe to an OPC UA server.
-    Opcua(opcua::OpcUaSourceConfig),
-}
+/// What the registry knows of a source kind, implemented by its settings
+/// (the body of a `[[sources]]` table).
+pub trait SourceKind {
+    /// The `type` that selects it in `[[sources]]`.
+    const NAME: &'static str;
+    /// What it reads, in one line (the manual's table, `usan check`).
+    const SUMMARY: &'static str;
 
-impl SourceConfig {
-    /// Configured name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        match self {
-            SourceConfig::File(c) => &c.name,
-            SourceConfig::Http(c) => &c.name,
-            SourceConfig::Mqtt(c) => &c.name,
-            SourceConfig::Modbus(c) => &c.name,
-            SourceConfig::Opcua(c) => &c.name,
-        }
-    }
+    /// Its configured name.
+    fn name(&self) -> &str;
 
     /// Every problem with the settings, given the configured asset ids.
-    #[must_use]
-    pub fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
-        match self {
-            SourceConfig::File(c) => c.validate(assets),
-            SourceConfig::Http(_) => Vec::new(),
-            SourceConfig::Mqtt(c) => c.validate(assets),
-            SourceConfig::Modbus(c) => c.validate(assets),
-            SourceConfig::Opcua(c) => c.validate(assets),
-        }
-    }
+    fn validate(&self, assets: &HashSet<&str>) -> Vec<String>;
 
-    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
-        if let SourceConfig::File(c) = self
-            && c.path.is_relative()
-        {
-            c.path = dir.join(&c.path);
-        }
-        if let SourceConfig::Opcua(c) = self {
-            c.resolve_paths(dir);
-        }
-    }
+    /// Make its relative paths relative to the configuration file's folder.
+    fn resolve_paths(&mut self, _dir: &Path) {}
 
-    /// Build the running source; `None` for sources served by the API.
+    /// Build the running source; `None` for a source the API serves.
     ///
     /// # Errors
-    /// When the source cannot be prepared (e.g. the file's header does not
-    /// have the configured columns).
-    pub fn build(&self, plant: &Plant) -> anyhow::Result<Option<Box<dyn Source>>> {
-        match self {
-            SourceConfig::File(c) => Ok(Some(Box::new(file::FileSource::open(c, plant)?))),
-            SourceConfig::Http(_) => Ok(None),
-            SourceConfig::Mqtt(c) => Ok(Some(Box::new(mqtt::MqttSource::new(c)?))),
-            SourceConfig::Modbus(c) => Ok(Some(Box::new(modbus::ModbusSource::new(c, plant)?))),
-            SourceConfig::Opcua(c) => Ok(Some(Box::new(opcua::OpcUaSource::new(c, plant)?))),
+    /// When the source cannot be prepared (a file whose header lacks the
+    /// configured columns, a TLS file that cannot be read).
+    fn build(&self, plant: &Plant) -> anyhow::Result<Option<Box<dyn Source>>>;
+}
+
+/// Generates the modules, [`SourceConfig`] and its dispatch from one list
+/// of `Variant(module::Config)` lines; every `match` names every kind.
+macro_rules! registry {
+    ($($kind:ident($module:ident :: $config:ident),)+) => {
+        $(pub mod $module;)+
+
+        /// `[[sources]]`: one source of any kind, selected by `type`.
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        #[allow(clippy::large_enum_variant)] // inert configuration, built once
+        pub enum SourceConfig {
+            $(
+                #[doc = concat!("See [`", stringify!($module), "::", stringify!($config), "`].")]
+                $kind($module::$config),
+            )+
         }
-    }
+
+        impl SourceConfig {
+            /// Configured name.
+            #[must_use]
+            pub fn name(&self) -> &str {
+                match self {
+                    $(SourceConfig::$kind(c) => c.name(),)+
+                }
+            }
+
+            /// The kind's `type`.
+            #[must_use]
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(SourceConfig::$kind(_) => <$module::$config as SourceKind>::NAME,)+
+                }
+            }
+
+            /// Every problem with the settings, given the configured asset ids.
+            #[must_use]
+            pub fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
+                match self {
+                    $(SourceConfig::$kind(c) => SourceKind::validate(c, assets),)+
+                }
+            }
+
+            pub(crate) fn resolve_paths(&mut self, dir: &Path) {
+                match self {
+                    $(SourceConfig::$kind(c) => c.resolve_paths(dir),)+
+                }
+            }
+
+            /// Build the running source; `None` for sources served by the API.
+            ///
+            /// # Errors
+            /// See [`SourceKind::build`].
+            pub fn build(&self, plant: &Plant) -> anyhow::Result<Option<Box<dyn Source>>> {
+                match self {
+                    $(SourceConfig::$kind(c) => c.build(plant),)+
+                }
+            }
+        }
+
+        /// Every source kind, in registry order: `(type, summary)`.
+        #[must_use]
+        pub fn kinds() -> Vec<(&'static str, &'static str)> {
+            vec![$((<$module::$config as SourceKind>::NAME, <$module::$config as SourceKind>::SUMMARY),)+]
+        }
+    };
+}
+
+// The registry: one line per source kind, `Variant(module::Config)`.
+registry! {
+    File(file::FileSourceConfig),
+    Http(http::HttpSourceConfig),
+    Mqtt(mqtt::MqttSourceConfig),
+    Modbus(modbus::ModbusSourceConfig),
+    Opcua(opcua::OpcUaSourceConfig),
 }
 
 /// Send each asset's samples as one batch; `false` when the pipeline is shutting down.

@@ -32,7 +32,7 @@
 //! connection; it is redialled every `reconnect_delay`, and the outage is
 //! counted like any source's.
 
-use super::{BoxFuture, Source, SourceContext};
+use super::{BoxFuture, Source, SourceContext, SourceKind};
 use crate::common::CauseLog;
 use crate::common::HumanDuration;
 use crate::plant::Plant;
@@ -231,10 +231,15 @@ fn decode(words: &[u16], data_type: DataType, word_order: Endian, byte_order: En
     }
 }
 
-impl ModbusSourceConfig {
-    /// Every problem with the settings, given the configured asset ids.
-    #[must_use]
-    pub fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
+impl SourceKind for ModbusSourceConfig {
+    const NAME: &'static str = "modbus";
+    const SUMMARY: &'static str = "Polls Modbus TCP devices' registers.";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
         let at = format!("source `{}`", self.name);
         let mut problems = Vec::new();
         if self.address.parse::<SocketAddr>().is_err() && !self.address.contains(':') {
@@ -271,6 +276,10 @@ impl ModbusSourceConfig {
             }
         }
         problems
+    }
+
+    fn build(&self, plant: &Plant) -> anyhow::Result<Option<Box<dyn Source>>> {
+        Ok(Some(Box::new(ModbusSource::new(self, plant)?)))
     }
 }
 

@@ -31,7 +31,7 @@
 //! A malformed message is counted by cause, logged once per cause per
 //! minute, and never stops the source.
 
-use super::{Batch, BoxFuture, Source, SourceContext};
+use super::{Batch, BoxFuture, Source, SourceContext, SourceKind};
 use crate::common::CauseLog;
 use crate::common::HumanDuration;
 use crate::plant::Plant;
@@ -175,10 +175,15 @@ fn default_rebirth_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(5))
 }
 
-impl MqttSourceConfig {
-    /// Every problem with the settings, given the configured asset ids.
-    #[must_use]
-    pub fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
+impl SourceKind for MqttSourceConfig {
+    const NAME: &'static str = "mqtt";
+    const SUMMARY: &'static str = "Subscribes to an MQTT broker: JSON samples or Sparkplug B.";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
         let mut problems = Vec::new();
         let name = &self.name;
         if self.subscriptions.is_empty() {
@@ -198,6 +203,10 @@ impl MqttSourceConfig {
             }
         }
         problems
+    }
+
+    fn build(&self, _plant: &Plant) -> anyhow::Result<Option<Box<dyn Source>>> {
+        Ok(Some(Box::new(MqttSource::new(self)?)))
     }
 }
 

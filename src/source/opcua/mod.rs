@@ -35,7 +35,7 @@
 
 pub mod browse;
 
-use super::{BoxFuture, Source, SourceContext};
+use super::{BoxFuture, Source, SourceContext, SourceKind};
 use crate::common::CauseLog;
 use crate::common::HumanDuration;
 use crate::plant::Plant;
@@ -180,10 +180,15 @@ fn security_mode(text: &str) -> Option<MessageSecurityMode> {
     }
 }
 
-impl OpcUaSourceConfig {
-    /// Every problem with the settings, given the configured asset ids.
-    #[must_use]
-    pub fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
+impl SourceKind for OpcUaSourceConfig {
+    const NAME: &'static str = "opcua";
+    const SUMMARY: &'static str = "Subscribes to (or polls) an OPC UA server's variables.";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, assets: &HashSet<&str>) -> Vec<String> {
         let at = format!("source `{}`", self.name);
         let mut problems = Vec::new();
         if !self.endpoint.starts_with("opc.tcp://") {
@@ -244,10 +249,14 @@ impl OpcUaSourceConfig {
         problems
     }
 
-    pub(crate) fn resolve_paths(&mut self, dir: &std::path::Path) {
+    fn resolve_paths(&mut self, dir: &std::path::Path) {
         if self.pki_dir.is_relative() {
             self.pki_dir = dir.join(&self.pki_dir);
         }
+    }
+
+    fn build(&self, plant: &Plant) -> anyhow::Result<Option<Box<dyn Source>>> {
+        Ok(Some(Box::new(OpcUaSource::new(self, plant)?)))
     }
 }
 
