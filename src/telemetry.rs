@@ -1,26 +1,25 @@
-//! The engine's own counters, served as Prometheus text on `GET /metrics`.
+//! Telemetry: the engine's own counters and the health of every link to
+//! another system, served on `GET /metrics` through `prometheus-client` in
+//! the format the scraper negotiates (Prometheus text 0.0.4 or OpenMetrics).
+//!
+//! The counters are `prometheus-client` counters, updated where things
+//! happen (sources, workers, the store writer, sinks); gauges of the moment
+//! (queue depths, open alarms) are read at each scrape, as are the
+//! per-source and per-sink families.
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Add `n`.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Current value.
-    #[must_use]
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+/// A monotonically increasing count (a `prometheus-client` counter: clones
+/// share the count).
+pub type Counter = prometheus_client::metrics::counter::Counter;
 
 /// Every counter the engine keeps.
 #[derive(Debug, Default)]
@@ -138,133 +137,277 @@ impl Metrics {
         let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(sinks.entry(name.to_string()).or_default())
     }
+}
 
-    /// Prometheus text exposition; `gauges` are `(name, help, value)`.
+/// The two text formats Prometheus scrapers negotiate (`Accept`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// The Prometheus text format 0.0.4 (the default; `# TYPE x_total counter`).
+    Prometheus,
+    /// OpenMetrics 1.0 text (`# TYPE x counter`, `x_total`, `# EOF`).
+    OpenMetrics,
+}
+
+impl Exposition {
+    /// The format a scraper's `Accept` header prefers: OpenMetrics when it
+    /// names `application/openmetrics-text`, the Prometheus text format otherwise.
     #[must_use]
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let counters: [(&str, &str, &Counter); 15] = [
-            ("usan_samples_in_total", "Values accepted from sources.", &self.samples_in),
-            (
-                "usan_samples_dropped_total",
-                "Values dropped (unknown asset or signal, bad quality).",
-                &self.samples_dropped,
-            ),
-            ("usan_samples_late_total", "Values older than their asset's last emitted frame.", &self.samples_late),
-            ("usan_samples_duplicate_total", "Values replacing a pending value.", &self.samples_duplicate),
-            ("usan_bad_values_total", "Cells that were not numbers.", &self.bad_values),
-            ("usan_frames_total", "Frames assembled.", &self.frames),
-            ("usan_frames_scored_total", "Frames scored by at least one detector.", &self.frames_scored),
-            ("usan_findings_total", "Scores over their threshold.", &self.findings),
-            ("usan_alarms_raised_total", "Alarms raised.", &self.alarms_raised),
-            (
-                "usan_alarms_suppressed_total",
-                "Anomalous frames that raised no alarm: declared maintenance.",
-                &self.alarms_suppressed,
-            ),
-            ("usan_detector_errors_total", "Detector learn or score errors.", &self.detector_errors),
-            ("usan_frames_stored_total", "Frames written to the store.", &self.frames_stored),
-            ("usan_store_commits_total", "Store commits.", &self.store_commits),
-            ("usan_store_errors_total", "Store write failures.", &self.store_errors),
-            ("usan_http_rejected_total", "HTTP requests refused for bad input.", &self.http_rejected),
-        ];
-        let mut out = String::new();
-        for (name, help, counter) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.get());
+    pub fn negotiate(accept: Option<&str>) -> Exposition {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Exposition::OpenMetrics,
+            _ => Exposition::Prometheus,
         }
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-        }
-        self.render_sources(&mut out);
-        out
     }
 
-    fn render_sources(&self, out: &mut String) {
-        type Read = fn(&LinkStats) -> f64;
-        let connected: Read = |s| f64::from(u8::from(s.connected.load(Ordering::Relaxed)));
-        let disconnects: Read = |s| s.disconnects.get() as f64;
-        let outage: Read = |s| s.outage_ms.get() as f64 / 1000.0;
-        let sources: [(&str, &str, &str, Read); 5] = [
-            ("usan_source_messages_total", "counter", "Messages or polls received.", |s| s.messages.get() as f64),
-            ("usan_source_disconnects_total", "counter", "Connections lost.", disconnects),
-            ("usan_source_outage_seconds_total", "counter", "Time disconnected, over ended outages.", outage),
-            ("usan_source_rebirths_requested_total", "counter", "Sparkplug B rebirth requests sent.", |s| {
-                s.rebirths_requested.get() as f64
-            }),
-            ("usan_source_connected", "gauge", "1 while the source is connected.", connected),
-        ];
-        let sinks: [(&str, &str, &str, Read); 6] = [
-            ("usan_sink_delivered_total", "counter", "Records the upstream acknowledged.", |s| s.messages.get() as f64),
-            ("usan_sink_backlog", "gauge", "Records waiting on disk for the upstream.", |s| {
-                s.backlog.load(Ordering::Relaxed) as f64
-            }),
-            ("usan_sink_overflow_total", "counter", "Records refused because the spool was full.", |s| {
-                s.overflow.get() as f64
-            }),
-            ("usan_sink_disconnects_total", "counter", "Connections lost.", disconnects),
-            ("usan_sink_outage_seconds_total", "counter", "Time disconnected, over ended outages.", outage),
-            ("usan_sink_connected", "gauge", "1 while the sink is connected.", connected),
-        ];
-        let links = [("source", &self.sources, &sources[..]), ("sink", &self.sinks, &sinks[..])];
-        for (label, map, families) in links {
-            let map = map.lock().unwrap_or_else(PoisonError::into_inner);
-            if map.is_empty() {
-                continue;
-            }
-            for (name, kind, help, read) in families {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for (link, stats) in map.iter() {
-                    let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {}", escape_label(link), read(stats));
-                }
-            }
-            let by_cause: [(&str, &str, CountsOf); 2] = [
-                ("malformed_total", "Messages refused, by cause.", LinkStats::malformed_counts),
-                ("connect_failures_total", "Failed connection attempts, by cause.", LinkStats::connect_failure_counts),
-            ];
-            for (suffix, help, counts) in by_cause {
-                let name = format!("usan_{label}_{suffix}");
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for (link, stats) in map.iter() {
-                    for (cause, count) in counts(stats) {
-                        let _ = writeln!(out, "{name}{{{label}=\"{}\",cause=\"{cause}\"}} {count}", escape_label(link));
-                    }
-                }
-            }
+    /// Its `Content-Type`.
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
         }
     }
 }
 
-/// A Prometheus label value with `\\`, `"` and newlines escaped.
-fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+impl Metrics {
+    /// Every counter, with the gauges read at scrape time (`(name, help, value)`,
+    /// help without a final period), in `format`.
+    #[must_use]
+    pub fn render(&self, gauges: &[(&str, &str, f64)], format: Exposition) -> String {
+        let mut registry = Registry::default();
+        let counters: [(&str, &str, &Counter); 15] = [
+            ("usan_samples_in", "Values accepted from sources", &self.samples_in),
+            ("usan_samples_dropped", "Values dropped (unknown asset or signal, bad quality)", &self.samples_dropped),
+            ("usan_samples_late", "Values older than their asset's last emitted frame", &self.samples_late),
+            ("usan_samples_duplicate", "Values replacing a pending value", &self.samples_duplicate),
+            ("usan_bad_values", "Cells that were not numbers", &self.bad_values),
+            ("usan_frames", "Frames assembled", &self.frames),
+            ("usan_frames_scored", "Frames scored by at least one detector", &self.frames_scored),
+            ("usan_findings", "Scores over their threshold", &self.findings),
+            ("usan_alarms_raised", "Alarms raised", &self.alarms_raised),
+            (
+                "usan_alarms_suppressed",
+                "Anomalous frames that raised no alarm: declared maintenance",
+                &self.alarms_suppressed,
+            ),
+            ("usan_detector_errors", "Detector learn or score errors", &self.detector_errors),
+            ("usan_frames_stored", "Frames written to the store", &self.frames_stored),
+            ("usan_store_commits", "Store commits", &self.store_commits),
+            ("usan_store_errors", "Store write failures", &self.store_errors),
+            ("usan_http_rejected", "HTTP requests refused for bad input", &self.http_rejected),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        for &(name, help, value) in gauges {
+            // Whole numbers (counts, depths) as integers, as scrapes saw them before.
+            if value.fract() == 0.0 && value.abs() < 9e15 {
+                registry.register(name, help, ConstGauge::new(value as i64));
+            } else {
+                registry.register(name, help, ConstGauge::new(value));
+            }
+        }
+        let links = |label, map: &Mutex<BTreeMap<String, Arc<LinkStats>>>| LinkCollector {
+            label,
+            links: map.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        };
+        registry.register_collector(Box::new(links("source", &self.sources)));
+        registry.register_collector(Box::new(links("sink", &self.sinks)));
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = match format {
+            Exposition::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+            Exposition::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        };
+        out
+    }
+}
+
+/// The per-link families of the sources or of the sinks, read at each
+/// scrape; nothing when there is no such link. (A collector's help is
+/// written as given: these end with their period, as the registry's get one.)
+#[derive(Debug)]
+struct LinkCollector {
+    /// `source` or `sink`: the families' prefix and label.
+    label: &'static str,
+    links: BTreeMap<String, Arc<LinkStats>>,
+}
+
+/// How a family reads one link.
+enum Read {
+    Counter(fn(&LinkStats) -> u64),
+    Seconds(fn(&LinkStats) -> f64),
+    Gauge(fn(&LinkStats) -> i64),
+}
+
+impl Collector for LinkCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if self.links.is_empty() {
+            return Ok(());
+        }
+        let connected = Read::Gauge(|s| i64::from(s.connected.load(Ordering::Relaxed)));
+        let disconnects = Read::Counter(|s| s.disconnects.get());
+        let outage = Read::Seconds(|s| s.outage_ms.get() as f64 / 1000.0);
+        let families: Vec<(&str, &str, Read)> = match self.label {
+            "source" => vec![
+                ("messages", "Messages or polls received.", Read::Counter(|s| s.messages.get())),
+                ("disconnects", "Connections lost.", disconnects),
+                ("outage_seconds", "Time disconnected, over ended outages.", outage),
+                (
+                    "rebirths_requested",
+                    "Sparkplug B rebirth requests sent.",
+                    Read::Counter(|s| s.rebirths_requested.get()),
+                ),
+                ("connected", "1 while the source is connected.", connected),
+            ],
+            _ => vec![
+                ("delivered", "Records the upstream acknowledged.", Read::Counter(|s| s.messages.get())),
+                (
+                    "backlog",
+                    "Records waiting on disk for the upstream.",
+                    Read::Gauge(|s| s.backlog.load(Ordering::Relaxed) as i64),
+                ),
+                ("overflow", "Records refused because the spool was full.", Read::Counter(|s| s.overflow.get())),
+                ("disconnects", "Connections lost.", disconnects),
+                ("outage_seconds", "Time disconnected, over ended outages.", outage),
+                ("connected", "1 while the sink is connected.", connected),
+            ],
+        };
+        for (suffix, help, read) in families {
+            let name = format!("usan_{}_{suffix}", self.label);
+            let kind = match read {
+                Read::Gauge(_) => MetricType::Gauge,
+                Read::Counter(_) | Read::Seconds(_) => MetricType::Counter,
+            };
+            let mut family = encoder.encode_descriptor(&name, help, None, kind)?;
+            for (link, stats) in &self.links {
+                let labels = [(self.label, link.as_str())];
+                let metric = family.encode_family(&labels)?;
+                match &read {
+                    Read::Counter(read) => ConstCounter::new(read(stats)).encode(metric)?,
+                    Read::Seconds(read) => ConstCounter::new(read(stats)).encode(metric)?,
+                    Read::Gauge(read) => ConstGauge::new(read(stats)).encode(metric)?,
+                }
+            }
+        }
+        let by_cause: [(&str, &str, CountsOf); 2] = [
+            ("malformed", "Messages refused, by cause.", LinkStats::malformed_counts),
+            ("connect_failures", "Failed connection attempts, by cause.", LinkStats::connect_failure_counts),
+        ];
+        for (suffix, help, counts) in by_cause {
+            let name = format!("usan_{}_{suffix}", self.label);
+            let mut family = encoder.encode_descriptor(&name, help, None, MetricType::Counter)?;
+            for (link, stats) in &self.links {
+                for (cause, count) in counts(stats) {
+                    let labels = [(self.label, link.as_str()), ("cause", cause)];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_counters_and_gauges() {
-        let metrics = Metrics::default();
-        metrics.samples_in.add(42);
-        let text = metrics.render(&[("usan_queue_depth", "Batches queued.", 3.0)]);
-        assert!(text.contains("usan_samples_in_total 42\n"));
-        assert!(text.contains("# TYPE usan_queue_depth gauge\nusan_queue_depth 3\n"));
-        assert!(!text.contains("usan_source_"), "no source families without sources");
-    }
+    /// Every family name an existing scrape sees, with its type, as
+    /// the hand-written exposition before `prometheus-client` served them.
+    const FAMILIES: [(&str, &str); 30] = [
+        ("usan_samples_in_total", "counter"),
+        ("usan_samples_dropped_total", "counter"),
+        ("usan_samples_late_total", "counter"),
+        ("usan_samples_duplicate_total", "counter"),
+        ("usan_bad_values_total", "counter"),
+        ("usan_frames_total", "counter"),
+        ("usan_frames_scored_total", "counter"),
+        ("usan_findings_total", "counter"),
+        ("usan_alarms_raised_total", "counter"),
+        ("usan_alarms_suppressed_total", "counter"),
+        ("usan_detector_errors_total", "counter"),
+        ("usan_frames_stored_total", "counter"),
+        ("usan_store_commits_total", "counter"),
+        ("usan_store_errors_total", "counter"),
+        ("usan_http_rejected_total", "counter"),
+        ("usan_queue_depth", "gauge"),
+        ("usan_source_messages_total", "counter"),
+        ("usan_source_disconnects_total", "counter"),
+        ("usan_source_outage_seconds_total", "counter"),
+        ("usan_source_rebirths_requested_total", "counter"),
+        ("usan_source_connected", "gauge"),
+        ("usan_source_malformed_total", "counter"),
+        ("usan_source_connect_failures_total", "counter"),
+        ("usan_sink_delivered_total", "counter"),
+        ("usan_sink_backlog", "gauge"),
+        ("usan_sink_overflow_total", "counter"),
+        ("usan_sink_disconnects_total", "counter"),
+        ("usan_sink_outage_seconds_total", "counter"),
+        ("usan_sink_connected", "gauge"),
+        ("usan_sink_malformed_total", "counter"),
+    ];
 
-    #[test]
-    fn renders_sources_with_labels() {
+    fn busy() -> Metrics {
         let metrics = Metrics::default();
+        metrics.samples_in.inc_by(42);
         let line = metrics.source("line \"1\"");
-        line.messages.add(5);
-        line.outage_ms.add(2_500);
+        line.messages.inc_by(5);
+        line.outage_ms.inc_by(2_500);
         line.malformed("bad JSON");
         line.malformed("bad JSON");
         line.connected.store(true, Ordering::Relaxed);
-        let text = metrics.render(&[]);
+        metrics.sink("events").backlog.store(7, Ordering::Relaxed);
+        metrics
+    }
+
+    #[test]
+    fn the_prometheus_text_keeps_every_family_name_and_type() {
+        let text = busy().render(&[("usan_queue_depth", "Batches queued", 3.0)], Exposition::Prometheus);
+        for (name, kind) in FAMILIES {
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name} {kind} missing:\n{text}");
+        }
+        assert!(text.contains("# HELP usan_samples_in_total Values accepted from sources.\n"), "{text}");
+        assert!(text.contains("\nusan_samples_in_total 42\n"), "{text}");
+        assert!(text.contains("\nusan_queue_depth 3\n"), "{text}");
         assert!(text.contains("usan_source_messages_total{source=\"line \\\"1\\\"\"} 5\n"), "{text}");
-        assert!(text.contains("usan_source_outage_seconds_total{source=\"line \\\"1\\\"\"} 2.5\n"));
-        assert!(text.contains("usan_source_connected{source=\"line \\\"1\\\"\"} 1\n"));
-        assert!(text.contains("usan_source_malformed_total{source=\"line \\\"1\\\"\",cause=\"bad JSON\"} 2\n"));
+        assert!(text.contains("usan_source_outage_seconds_total{source=\"line \\\"1\\\"\"} 2.5\n"), "{text}");
+        assert!(text.contains("usan_source_connected{source=\"line \\\"1\\\"\"} 1\n"), "{text}");
+        assert!(
+            text.contains("usan_source_malformed_total{source=\"line \\\"1\\\"\",cause=\"bad JSON\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("usan_sink_backlog{sink=\"events\"} 7\n"), "{text}");
+        assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn open_metrics_names_counter_families_without_total_and_ends_with_eof() {
+        let text = busy().render(&[], Exposition::OpenMetrics);
+        assert!(text.contains("# TYPE usan_samples_in counter\n"), "{text}");
+        assert!(text.contains("\nusan_samples_in_total 42\n"), "{text}");
+        assert!(text.contains("# TYPE usan_source_connected gauge\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn no_link_families_without_links_and_the_format_follows_accept() {
+        let text = Metrics::default().render(&[], Exposition::Prometheus);
+        assert!(!text.contains("usan_source_") && !text.contains("usan_sink_"), "{text}");
+        // (Accept header, format): Prometheus asks for OpenMetrics first.
+        let cases = [
+            (None, Exposition::Prometheus),
+            (Some("text/plain"), Exposition::Prometheus),
+            (Some("*/*"), Exposition::Prometheus),
+            (
+                Some(
+                    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                ),
+                Exposition::OpenMetrics,
+            ),
+        ];
+        for (accept, format) in cases {
+            assert_eq!(Exposition::negotiate(accept), format, "{accept:?}");
+        }
+        assert!(Exposition::Prometheus.content_type().starts_with("text/plain; version=0.0.4"));
     }
 }

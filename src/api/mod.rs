@@ -20,7 +20,7 @@ use crate::pipeline::{AlarmBook, Engine, LiveState};
 use crate::plant::Plant;
 use crate::source::{Router as SampleRouter, http as push};
 use crate::store::{AlarmAction, AlarmQuery, Store, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Exposition, Metrics};
 use auth::{AuthConfig, Denied, Identity, Role, Tokens};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
@@ -101,10 +101,10 @@ impl ApiState {
         let worker_router = router.clone();
         let gauges = Arc::new(move || {
             vec![
-                ("usan_worker_queue_depth", "Batches waiting for the asset workers.", worker_router.queued() as f64),
-                ("usan_store_queue_depth", "Batches waiting for the store writer.", store_queue_probe() as f64),
-                ("usan_assets", "Configured assets.", plant.assets.len() as f64),
-                ("usan_open_alarms", "Alarms raised or acknowledged, not cleared.", alarms.open_count() as f64),
+                ("usan_worker_queue_depth", "Batches waiting for the asset workers", worker_router.queued() as f64),
+                ("usan_store_queue_depth", "Batches waiting for the store writer", store_queue_probe() as f64),
+                ("usan_assets", "Configured assets", plant.assets.len() as f64),
+                ("usan_open_alarms", "Alarms raised or acknowledged, not cleared", alarms.open_count() as f64),
             ]
         });
         ApiState {
@@ -685,11 +685,13 @@ async fn push_samples(
     if !state.push_enabled {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "push is off: add a [[sources]] entry with type = \"http\""));
     }
-    let Json(request) = body.inspect_err(|_| state.metrics.http_rejected.add(1))?;
+    let Json(request) = body.inspect_err(|_| {
+        state.metrics.http_rejected.inc();
+    })?;
     let now = chrono::Utc::now().timestamp_millis();
     let latest = Timestamp(now + state.server.max_future.0.as_millis() as i64);
     let batches = push::validate(request, &state.plant, latest).map_err(|details| {
-        state.metrics.http_rejected.add(1);
+        state.metrics.http_rejected.inc();
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message: "the batch was refused; nothing was accepted".into(),
@@ -703,7 +705,9 @@ async fn push_samples(
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))))
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+/// The engine's metrics in the format the scraper's `Accept` asks for.
+async fn metrics(State(state): State<ApiState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let gauges = (state.gauges)();
-    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render(&gauges))
+    let format = Exposition::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(header::CONTENT_TYPE, format.content_type())], state.metrics.render(&gauges, format))
 }

@@ -147,7 +147,7 @@ impl AlarmBook {
             return Ok(None);
         }
         if self.in_maintenance(asset, ts) {
-            self.metrics.alarms_suppressed.add(1);
+            self.metrics.alarms_suppressed.inc_by(1);
             return Ok(None);
         }
         let mut alarm = Alarm::raise(asset, detector, ts, score, threshold, top);

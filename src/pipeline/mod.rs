@@ -19,7 +19,7 @@ use crate::plant::Plant;
 use crate::sink::{Event, SinkConfig};
 use crate::source::{Router, SourceConfig, SourceContext};
 use crate::store::StoreConfig;
-use crate::store::{Store, WriteBatch};
+use crate::store::{SnapshotRequest, Store, WriteBatch};
 use crate::telemetry::Metrics;
 use anyhow::Context;
 use serde::Deserialize;
@@ -246,7 +246,7 @@ pub struct Engine {
     /// Whether a source takes samples pushed through the API (`POST /api/v1/samples`).
     pub accepts_pushed_samples: bool,
     shutdown: watch::Sender<bool>,
-    sources: Vec<(String, JoinHandle<anyhow::Result<()>>)>,
+    sources: Vec<SourceTask>,
     workers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
     sinks: JoinHandle<()>,
@@ -324,62 +324,16 @@ impl Engine {
         let live = Arc::new(LiveState::new(plant.assets.len()));
         let live_frames = Arc::new(LiveFrames::new(plant.assets.len()));
 
-        let (resume, stored_models, open_alarms) = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let resume = store.last_frame_times()?;
-                let models = store.models()?;
-                let open = store.alarms(&crate::store::AlarmQuery {
-                    states: usan_core::alarm::AlarmState::OPEN.to_vec(),
-                    limit: 100_000,
-                    ..Default::default()
-                })?;
-                Ok((resume, models, open))
-            })
-            .await??
-        };
-        let mut models: HashMap<(String, String), FittedModel> =
-            stored_models.into_iter().map(|(a, d, m)| ((a, d), m)).collect();
-        if let Some(dir) = &config.pipeline.models_dir {
-            models.extend(models_from_dir(dir, &plant)?);
-        }
-        let now = Timestamp(chrono::Utc::now().timestamp_millis());
-        let maintenance = store.maintenance(now).context("reading declared maintenance")?;
+        let mut ruls = rul::prepare(&config.rul, &plant)?;
+        let restored = restore(&store, &plant, config.pipeline.models_dir.as_deref(), &mut ruls).await?;
         let alarms = Arc::new(AlarmBook::new(
             store.clone(),
-            open_alarms,
-            maintenance,
+            restored.open_alarms,
+            restored.maintenance,
             config.alarms.auto_clear,
             metrics.clone(),
         ));
-        let mut ruls = rul::prepare(&config.rul, &plant)?;
-        if !ruls.is_empty() {
-            // Take up each watched asset's history from its stored frames.
-            let store = store.clone();
-            let plant_for_read = plant.clone();
-            let wanted: Vec<usize> = ruls.keys().copied().collect();
-            let ends = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(usize, crate::store::FrameEnds)>> {
-                let (head, tail) = rul::RulWatch::kept();
-                wanted
-                    .into_iter()
-                    .map(|index| {
-                        let asset = &plant_for_read.assets[index];
-                        Ok((index, store.frame_ends(&asset.path.asset, &asset.signal_names(), head, tail)?))
-                    })
-                    .collect()
-            })
-            .await??;
-            for (index, ends) in ends {
-                if ends.count == 0 {
-                    continue;
-                }
-                let head: Vec<Vec<f64>> = ends.head.into_iter().map(|(_, v)| v).collect();
-                let tail: Vec<Vec<f64>> = ends.tail.into_iter().map(|(_, v)| v).collect();
-                for watch in ruls.get_mut(&index).into_iter().flatten() {
-                    watch.restore(ends.count, &head, &tail);
-                }
-            }
-        }
+        let (models, resume) = (restored.models, restored.resume);
 
         let capacity = config.pipeline.queue_capacity;
         let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(capacity);
@@ -436,24 +390,14 @@ impl Engine {
 
         let resume_idx: HashMap<usize, Timestamp> =
             resume.iter().filter_map(|(name, ts)| plant.asset_index.get(name).map(|i| (*i, *ts))).collect();
-        let mut sources = Vec::new();
-        let mut accepts_pushed_samples = false;
-        for source_config in &config.sources {
-            let Some(source) = source_config.build(&plant)? else {
-                // Built by nothing: the API serves it.
-                accepts_pushed_samples = true;
-                continue;
-            };
-            let context = SourceContext {
-                plant: plant.clone(),
-                router: router.clone(),
-                shutdown: shutdown_rx.clone(),
-                resume_after: resume_idx.clone(),
-                metrics: metrics.clone(),
-            };
-            let name = source_config.name().to_string();
-            sources.push((name, tokio::spawn(source.run(context))));
-        }
+        let context = SourceContext {
+            plant: plant.clone(),
+            router: router.clone(),
+            shutdown: shutdown_rx,
+            resume_after: resume_idx,
+            metrics: metrics.clone(),
+        };
+        let (sources, accepts_pushed_samples) = start_sources(&config.sources, &context)?;
 
         Ok(Engine {
             plant,
@@ -563,6 +507,82 @@ impl Engine {
     }
 }
 
+/// What the engine takes up from the store and the models folder.
+struct Restored {
+    /// Fitted models per (asset, detector): the store's, then the folder's.
+    models: HashMap<(String, String), FittedModel>,
+    /// Newest stored frame time per asset.
+    resume: HashMap<String, Timestamp>,
+    open_alarms: Vec<usan_core::alarm::Alarm>,
+    maintenance: Vec<usan_core::alarm::MaintenanceWindow>,
+}
+
+/// Read the engine's state from the store in one snapshot, add the models
+/// of `models_dir`, and let every RUL watch take up its asset's stored history.
+async fn restore(
+    store: &Arc<dyn Store>,
+    plant: &Plant,
+    models_dir: Option<&std::path::Path>,
+    ruls: &mut HashMap<usize, Vec<rul::RulWatch>>,
+) -> anyhow::Result<Restored> {
+    let (head, tail) = rul::RulWatch::kept();
+    let request = SnapshotRequest {
+        now: Timestamp(chrono::Utc::now().timestamp_millis()),
+        frame_ends: ruls
+            .keys()
+            .map(|&index| (plant.assets[index].path.asset.clone(), plant.assets[index].signal_names()))
+            .collect(),
+        head,
+        tail,
+    };
+    let snapshot = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.snapshot(&request))
+            .await?
+            .context("reading the engine's state from the store")?
+    };
+    let mut models: HashMap<(String, String), FittedModel> =
+        snapshot.models.into_iter().map(|(a, d, m)| ((a, d), m)).collect();
+    if let Some(dir) = models_dir {
+        models.extend(models_from_dir(dir, plant)?);
+    }
+    for (&index, watches) in ruls.iter_mut() {
+        let Some(ends) = snapshot.frame_ends.get(&plant.assets[index].path.asset).filter(|e| e.count > 0) else {
+            continue;
+        };
+        let head: Vec<Vec<f64>> = ends.head.iter().map(|(_, v)| v.clone()).collect();
+        let tail: Vec<Vec<f64>> = ends.tail.iter().map(|(_, v)| v.clone()).collect();
+        for watch in watches {
+            watch.restore(ends.count, &head, &tail);
+        }
+    }
+    Ok(Restored {
+        models,
+        resume: snapshot.last_frame_times,
+        open_alarms: snapshot.open_alarms,
+        maintenance: snapshot.maintenance,
+    })
+}
+
+/// A running source task, by source name.
+type SourceTask = (String, JoinHandle<anyhow::Result<()>>);
+
+/// Build and start every source; whether one of them is served by the API
+/// (push over HTTP).
+fn start_sources(configs: &[SourceConfig], context: &SourceContext) -> anyhow::Result<(Vec<SourceTask>, bool)> {
+    let mut sources = Vec::new();
+    let mut accepts_pushed_samples = false;
+    for config in configs {
+        let Some(source) = config.build(&context.plant)? else {
+            // Built by nothing: the API serves it.
+            accepts_pushed_samples = true;
+            continue;
+        };
+        sources.push((config.name().to_string(), tokio::spawn(source.run(context.clone()))));
+    }
+    Ok((sources, accepts_pushed_samples))
+}
+
 /// Batches writes and commits them at least every `flush_interval`.
 async fn store_writer(
     store: Arc<dyn Store>,
@@ -598,11 +618,11 @@ async fn store_writer(
             let store = store.clone();
             match tokio::task::spawn_blocking(move || store.write(&batch)).await {
                 Ok(Ok(())) => {
-                    metrics.frames_stored.add(frames);
-                    metrics.store_commits.add(1);
+                    metrics.frames_stored.inc_by(frames);
+                    metrics.store_commits.inc_by(1);
                 }
                 Ok(Err(e)) => {
-                    metrics.store_errors.add(1);
+                    metrics.store_errors.inc_by(1);
                     tracing::error!("store write failed, {frames} frames lost: {e}");
                 }
                 Err(e) => tracing::error!("store writer thread failed: {e}"),

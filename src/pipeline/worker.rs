@@ -167,7 +167,7 @@ impl Worker {
         while let Some(batch) = input.recv().await {
             let asset = batch.asset();
             let Some(run) = self.assets.get_mut(&asset) else {
-                self.metrics.samples_dropped.add(batch.sample_count() as u64);
+                self.metrics.samples_dropped.inc_by(batch.sample_count() as u64);
                 continue;
             };
             frames.clear();
@@ -201,16 +201,16 @@ impl Worker {
             return;
         };
         let stats = run.assembler.stats();
-        self.metrics.samples_late.add(stats.late - run.seen.late);
-        self.metrics.samples_duplicate.add(stats.duplicate - run.seen.duplicate);
+        self.metrics.samples_late.inc_by(stats.late - run.seen.late);
+        self.metrics.samples_duplicate.inc_by(stats.duplicate - run.seen.duplicate);
         self.metrics
             .samples_dropped
-            .add((stats.not_good - run.seen.not_good) + (stats.unknown_signal - run.seen.unknown_signal));
+            .inc_by((stats.not_good - run.seen.not_good) + (stats.unknown_signal - run.seen.unknown_signal));
         run.seen = stats;
         if frames.is_empty() {
             return;
         }
-        self.metrics.frames.add(frames.len() as u64);
+        self.metrics.frames.inc_by(frames.len() as u64);
         let mut findings = Vec::new();
         let mut notices = Notices {
             alarms: &self.alarms,
@@ -264,8 +264,8 @@ impl Worker {
         }
         let events = notices.events;
         let alarm_observations = notices.persist;
-        self.metrics.frames_scored.add(scored);
-        self.metrics.findings.add(findings.len() as u64);
+        self.metrics.frames_scored.inc_by(scored);
+        self.metrics.findings.inc_by(findings.len() as u64);
 
         let last = frames.last().map(|f| f.ts);
         run.live.frames += frames.len() as u64;
@@ -343,14 +343,14 @@ impl Notices<'_> {
         contributions: Vec<usan_core::model::Contribution>,
     ) {
         if self.quiet {
-            self.metrics.alarms_suppressed.add(1);
+            self.metrics.alarms_suppressed.inc_by(1);
             return;
         }
         match tokio::task::block_in_place(|| {
             self.alarms.on_anomalous((asset, cause), ts, score, threshold, contributions, &mut self.persist)
         }) {
             Ok(Some(alarm)) => {
-                self.metrics.alarms_raised.add(1);
+                self.metrics.alarms_raised.inc_by(1);
                 self.events.push(Event::AlarmRaised(alarm));
             }
             Ok(None) => {}
@@ -409,7 +409,7 @@ impl DetectorRun {
                     Ok(score) => score,
                     Err(DetectorError::NoData) => return None,
                     Err(e) => {
-                        metrics.detector_errors.add(1);
+                        metrics.detector_errors.inc_by(1);
                         tracing::debug!(asset, detector = %self.spec.name, "score failed: {e}");
                         return None;
                     }
@@ -470,7 +470,7 @@ impl DetectorRun {
                 self.stage = Stage::Monitoring { detector: Box::new(detector), threshold };
             }
             Err(e) => {
-                metrics.detector_errors.add(1);
+                metrics.detector_errors.inc_by(1);
                 if *needed < self.spec.baseline_frames * MAX_BASELINE_GROWTH {
                     tracing::warn!(asset, detector = %self.spec.name, "baseline not usable yet ({e}); collecting more");
                     *needed *= 2;

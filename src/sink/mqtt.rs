@@ -243,7 +243,7 @@ impl Forwarder {
                 Some(Link::Up) => {
                     self.stats.connected.store(true, Ordering::Relaxed);
                     if self.stats.disconnects.get() > 0 {
-                        self.stats.outage_ms.add(down_since.elapsed().as_millis() as u64);
+                        self.stats.outage_ms.inc_by(down_since.elapsed().as_millis() as u64);
                         tracing::info!(sink = %self.name, "MQTT sink reached the broker after {:.1?}", down_since.elapsed());
                     }
                     match self.forward(&client, &mut link).await {
@@ -251,7 +251,7 @@ impl Forwarder {
                         None => return,
                     };
                     self.stats.connected.store(false, Ordering::Relaxed);
-                    self.stats.disconnects.add(1);
+                    self.stats.disconnects.inc_by(1);
                     down_since = Instant::now();
                 }
                 Some(Link::Down(reason)) => {
@@ -299,7 +299,7 @@ impl Forwarder {
                     {
                         tracing::error!(sink = %self.name, "cannot acknowledge the spool: {e}");
                     }
-                    self.stats.messages.add(window.len() as u64);
+                    self.stats.messages.inc_by(window.len() as u64);
                     self.stats.backlog.store(spool.backlog(), Ordering::Relaxed);
                 }
                 Err(reason) => return Some(reason),

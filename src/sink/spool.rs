@@ -267,7 +267,7 @@ impl Appender {
             if anyhow::Context::with_context(spool.push(&record), at)? {
                 added = true;
             } else {
-                self.stats.overflow.add(1);
+                self.stats.overflow.inc_by(1);
                 self.log.note("spool full: event refused", &format!("{} bytes undelivered", spool.backlog_bytes()));
             }
         }

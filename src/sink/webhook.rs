@@ -235,7 +235,7 @@ impl Sender {
             let outcome = self.attempt(&record.bytes, record.end).await;
             if let Outcome::Retry(reason) = &outcome {
                 if self.stats.connected.swap(false, Ordering::Relaxed) {
-                    self.stats.disconnects.add(1);
+                    self.stats.disconnects.inc_by(1);
                 }
                 down_since.get_or_insert_with(Instant::now);
                 log.note("webhook not delivered; it waits in the spool", reason);
@@ -247,11 +247,11 @@ impl Sender {
                 self.stats.malformed("refused by the receiver");
                 log.note("webhook refused by the receiver; event dropped", reason);
             } else {
-                self.stats.messages.add(1);
+                self.stats.messages.inc_by(1);
             }
             self.stats.connected.store(true, Ordering::Relaxed);
             if let Some(since) = down_since.take() {
-                self.stats.outage_ms.add(since.elapsed().as_millis() as u64);
+                self.stats.outage_ms.inc_by(since.elapsed().as_millis() as u64);
             }
             backoff = self.config.retry_initial.0;
             let mut spool = self.spool.lock().unwrap_or_else(PoisonError::into_inner);

@@ -322,8 +322,8 @@ impl FileSource {
             let Some((asset, ts, values)) = self.next_row(&plant, &mut counts)? else {
                 break;
             };
-            context.metrics.samples_dropped.add(counts.skipped - reported.skipped);
-            context.metrics.bad_values.add(counts.bad_values - reported.bad_values);
+            context.metrics.samples_dropped.inc_by(counts.skipped - reported.skipped);
+            context.metrics.bad_values.inc_by(counts.bad_values - reported.bad_values);
             reported.skipped = counts.skipped;
             reported.bad_values = counts.bad_values;
             if context.resume_after.get(&asset).is_some_and(|last| ts <= *last) {

@@ -85,7 +85,7 @@ impl Router {
         let count = batch.sample_count() as u64;
         let shard = &self.shards[batch.asset() % self.shards.len()];
         shard.send(batch).await.map_err(|_| Closed)?;
-        self.metrics.samples_in.add(count);
+        self.metrics.samples_in.inc_by(count);
         Ok(())
     }
 
@@ -97,6 +97,7 @@ impl Router {
 }
 
 /// What a running source is given.
+#[derive(Clone)]
 pub struct SourceContext {
     /// The configured plant.
     pub plant: Arc<Plant>,

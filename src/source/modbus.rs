@@ -372,13 +372,13 @@ impl ModbusSource {
                 Ok(mut ctx) => {
                     stats.connected.store(true, Ordering::Relaxed);
                     if stats.disconnects.get() > 0 {
-                        stats.outage_ms.add(down_since.elapsed().as_millis() as u64);
+                        stats.outage_ms.inc_by(down_since.elapsed().as_millis() as u64);
                     }
                     let reason = self.poll_until_lost(&mut ctx, &context, &stats, &mut log).await;
                     stats.connected.store(false, Ordering::Relaxed);
                     match reason {
                         Some(reason) => {
-                            stats.disconnects.add(1);
+                            stats.disconnects.inc_by(1);
                             down_since = Instant::now();
                             tracing::warn!(source = %self.config.name, "Modbus connection lost: {reason}; redialling every {:?}", self.config.reconnect_delay.0);
                         }
@@ -452,7 +452,7 @@ impl ModbusSource {
                 }
                 Err(reason) => return PollEnd::ConnectionLost(reason),
             };
-            stats.messages.add(1);
+            stats.messages.inc_by(1);
             for &i in &request.points {
                 let r = &self.config.registers[i];
                 let at = usize::from(r.address - request.start);

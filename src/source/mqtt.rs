@@ -671,7 +671,7 @@ impl MqttSource {
                 if let Some(since) = session.down_since.take()
                     && session.stats.disconnects.get() > 0
                 {
-                    session.stats.outage_ms.add(since.elapsed().as_millis() as u64);
+                    session.stats.outage_ms.inc_by(since.elapsed().as_millis() as u64);
                     tracing::info!(source = %self.config.name, "MQTT connection restored after {:.1?}", since.elapsed());
                 }
                 session.stats.connected.store(true, Ordering::Relaxed);
@@ -688,7 +688,7 @@ impl MqttSource {
                 true
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                session.stats.messages.add(1);
+                session.stats.messages.inc_by(1);
                 let ok = self.on_publish(&publish, session, context).await;
                 // Not acknowledged, the broker sends it again after a reconnect.
                 if publish.qos != QoS::AtMostOnce
@@ -702,7 +702,7 @@ impl MqttSource {
             Ok(_) => true,
             Err(e) => {
                 if session.stats.connected.swap(false, Ordering::Relaxed) {
-                    session.stats.disconnects.add(1);
+                    session.stats.disconnects.inc_by(1);
                     session.down_since = Some(Instant::now());
                     tracing::warn!(source = %self.config.name, "MQTT connection lost: {e}; retrying every {:?}", self.config.broker.reconnect_delay.0);
                 } else {
@@ -773,7 +773,7 @@ impl MqttSource {
                 let request = sparkplug::rebirth_request(now_ms);
                 match session.client.try_publish(parsed.node_command(), QoS::AtLeastOnce, false, request) {
                     Ok(()) => {
-                        session.stats.rebirths_requested.add(1);
+                        session.stats.rebirths_requested.inc_by(1);
                         tracing::info!(source = %self.config.name, "asked Sparkplug node {}/{} for a rebirth", parsed.group, parsed.node);
                     }
                     Err(e) => {
@@ -796,7 +796,7 @@ fn to_batches(
     let mut batches = Vec::new();
     for (asset_id, named) in samples {
         let Some(&asset) = plant.asset_index.get(&asset_id) else {
-            metrics.samples_dropped.add(named.len() as u64);
+            metrics.samples_dropped.inc_by(named.len() as u64);
             log.note("unknown asset", &asset_id);
             continue;
         };
@@ -809,7 +809,7 @@ fn to_batches(
                     batch.push(sample);
                 }
                 None => {
-                    metrics.samples_dropped.add(1);
+                    metrics.samples_dropped.inc_by(1);
                     log.note("unknown signal", &format!("{asset_id}/{name}"));
                 }
             }

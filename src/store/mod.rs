@@ -157,6 +157,35 @@ pub struct FrameEnds {
     pub tail: Vec<(Timestamp, Vec<f64>)>,
 }
 
+/// What the engine reads to take up where it stopped (see [`Store::snapshot`]).
+#[derive(Debug, Clone)]
+pub struct SnapshotRequest {
+    /// Now: maintenance windows that ended before it are left out.
+    pub now: Timestamp,
+    /// The assets whose stored frames remaining-useful-life models take up
+    /// again, each with the signals to read (in this order).
+    pub frame_ends: Vec<(String, Vec<String>)>,
+    /// How many of each asset's oldest frames to read.
+    pub head: usize,
+    /// How many of its newest frames to read.
+    pub tail: usize,
+}
+
+/// The engine's state as the store kept it, read in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Newest stored frame time per asset: a replay resumes after it.
+    pub last_frame_times: HashMap<String, Timestamp>,
+    /// Every stored model artifact: `(asset, detector, model)`.
+    pub models: Vec<(String, String, FittedModel)>,
+    /// Alarms raised or acknowledged and not cleared, newest first.
+    pub open_alarms: Vec<Alarm>,
+    /// Maintenance windows not over at `now`.
+    pub maintenance: Vec<MaintenanceWindow>,
+    /// Per requested asset, the two ends of its stored frames.
+    pub frame_ends: HashMap<String, FrameEnds>,
+}
+
 /// The storage boundary. Calls block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync {
     /// Commit frames and findings in one transaction.
@@ -288,6 +317,13 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// A database or decoding error.
     fn models(&self) -> Result<Vec<(String, String, FittedModel)>, StoreError>;
+
+    /// Everything the engine needs to restore its state at start-up, as of
+    /// one moment (one read transaction).
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    fn snapshot(&self, request: &SnapshotRequest) -> Result<Snapshot, StoreError>;
 
     /// Delete frames and findings older than `before`; returns rows deleted.
     ///

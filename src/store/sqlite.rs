@@ -8,7 +8,10 @@
 //! rows. One connection writes, another reads, so API queries do not wait
 //! for the writer's transaction.
 
-use super::{AlarmAction, AlarmQuery, FrameBatch, FrameEnds, SeriesPoint, SeriesTable, Store, StoreError, WriteBatch};
+use super::{
+    AlarmAction, AlarmQuery, FrameBatch, FrameEnds, SeriesPoint, SeriesTable, Snapshot, SnapshotRequest, Store,
+    StoreError, WriteBatch,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::Path;
@@ -485,13 +488,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn maintenance(&self, after: Timestamp) -> Result<Vec<MaintenanceWindow>, StoreError> {
-        let conn = lock(&self.read)?;
-        let mut stmt = conn.prepare("SELECT * FROM maintenance WHERE ends > ?1 ORDER BY starts, id")?;
-        let rows = stmt.query_map([after.0], window_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     fn end_maintenance(&self, id: i64, at: Timestamp) -> Result<MaintenanceWindow, StoreError> {
         let conn = lock(&self.write)?;
         conn.execute("UPDATE maintenance SET ends = MIN(ends, MAX(starts, ?2)) WHERE id = ?1", params![id, at.0])?;
@@ -503,27 +499,6 @@ impl Store for SqliteStore {
     fn alarm(&self, id: i64) -> Result<Option<Alarm>, StoreError> {
         let conn = lock(&self.read)?;
         Ok(conn.query_row("SELECT * FROM alarms WHERE id = ?1", [id], alarm_from_row).optional()?)
-    }
-
-    fn alarms(&self, query: &AlarmQuery) -> Result<Vec<Alarm>, StoreError> {
-        let conn = lock(&self.read)?;
-        let states: Vec<&str> = if query.states.is_empty() {
-            AlarmState::OPEN.iter().chain([&AlarmState::Cleared]).map(|s| s.as_str()).collect()
-        } else {
-            query.states.iter().map(|s| s.as_str()).collect()
-        };
-        let placeholders = (0..states.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(",");
-        let sql = format!(
-            "SELECT * FROM alarms WHERE (?1 IS NULL OR asset = ?1) AND state IN ({placeholders}) ORDER BY id DESC LIMIT ?2"
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let mut values: Vec<rusqlite::types::Value> = vec![
-            query.asset.clone().map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text),
-            rusqlite::types::Value::Integer(query.limit.max(1) as i64),
-        ];
-        values.extend(states.iter().map(|s| rusqlite::types::Value::Text((*s).to_string())));
-        let rows = stmt.query_map(rusqlite::params_from_iter(values), alarm_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn findings(
@@ -566,48 +541,44 @@ impl Store for SqliteStore {
         Ok(bucket_rows(&rows, columns.len(), max_points.max(1)))
     }
 
+    fn maintenance(&self, after: Timestamp) -> Result<Vec<MaintenanceWindow>, StoreError> {
+        maintenance_on(&*lock(&self.read)?, after)
+    }
+
+    fn alarms(&self, query: &AlarmQuery) -> Result<Vec<Alarm>, StoreError> {
+        alarms_on(&*lock(&self.read)?, query)
+    }
+
     fn frame_ends(&self, asset: &str, signals: &[String], first: usize, last: usize) -> Result<FrameEnds, StoreError> {
-        let conn = lock(&self.read)?;
-        let count: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM frames f JOIN assets a ON a.id = f.asset_id WHERE a.name = ?1",
-            [asset],
-            |r| r.get(0),
-        )?;
-        let count = count.max(0) as u64;
-        let mut reader = ColumnReader::new(signals);
-        let mut read = |order: &str, limit: u64| -> Result<Vec<(Timestamp, Vec<f64>)>, StoreError> {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT f.ts, f.layout_id, f.vals FROM frames f JOIN assets a ON a.id = f.asset_id
-                 WHERE a.name = ?1 ORDER BY f.ts {order} LIMIT ?2"
-            ))?;
-            let mut rows = stmt.query(params![asset, limit as i64])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let positions = reader.positions(&conn, row.get(1)?)?;
-                let values = ColumnReader::values(positions, row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?);
-                out.push((Timestamp(row.get(0)?), values));
-            }
-            Ok(out)
-        };
-        let head = read("ASC", (first as u64).min(count))?;
-        let mut tail = read("DESC", (last as u64).min(count.saturating_sub(head.len() as u64)))?;
-        tail.reverse();
-        Ok(FrameEnds { count, head, tail })
+        frame_ends_on(&*lock(&self.read)?, asset, signals, first, last)
     }
 
     fn last_frame_times(&self) -> Result<HashMap<String, Timestamp>, StoreError> {
-        let conn = lock(&self.read)?;
-        let mut stmt =
-            conn.prepare("SELECT a.name, (SELECT MAX(ts) FROM frames f WHERE f.asset_id = a.id) FROM assets a")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (name, ts) = row?;
-            if let Some(ts) = ts {
-                out.insert(name, Timestamp(ts));
-            }
+        last_frame_times_on(&*lock(&self.read)?)
+    }
+
+    fn models(&self) -> Result<Vec<(String, String, FittedModel)>, StoreError> {
+        models_on(&*lock(&self.read)?)
+    }
+
+    fn snapshot(&self, request: &SnapshotRequest) -> Result<Snapshot, StoreError> {
+        let mut conn = lock(&self.read)?;
+        // One read transaction: every part as of the same commit.
+        let tx = conn.transaction()?;
+        let open = AlarmQuery { states: AlarmState::OPEN.to_vec(), limit: usize::MAX >> 1, ..AlarmQuery::default() };
+        let mut frame_ends = HashMap::new();
+        for (asset, signals) in &request.frame_ends {
+            frame_ends.insert(asset.clone(), frame_ends_on(&tx, asset, signals, request.head, request.tail)?);
         }
-        Ok(out)
+        let snapshot = Snapshot {
+            last_frame_times: last_frame_times_on(&tx)?,
+            models: models_on(&tx)?,
+            open_alarms: alarms_on(&tx, &open)?,
+            maintenance: maintenance_on(&tx, request.now)?,
+            frame_ends,
+        };
+        tx.commit()?;
+        Ok(snapshot)
     }
 
     fn frame_count(&self) -> Result<u64, StoreError> {
@@ -624,25 +595,97 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn models(&self) -> Result<Vec<(String, String, FittedModel)>, StoreError> {
-        let conn = lock(&self.read)?;
-        let mut stmt = conn.prepare("SELECT asset, detector, artifact FROM models")?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (asset, detector, artifact) = row?;
-            out.push((asset, detector, serde_json::from_str(&artifact)?));
-        }
-        Ok(out)
-    }
-
     fn delete_before(&self, before: Timestamp) -> Result<u64, StoreError> {
         let conn = lock(&self.write)?;
         let frames = conn.execute("DELETE FROM frames WHERE ts < ?1", [before.0])?;
         let findings = conn.execute("DELETE FROM findings WHERE ts < ?1", [before.0])?;
         Ok((frames + findings) as u64)
     }
+}
+
+fn maintenance_on(conn: &Connection, after: Timestamp) -> Result<Vec<MaintenanceWindow>, StoreError> {
+    let mut stmt = conn.prepare("SELECT * FROM maintenance WHERE ends > ?1 ORDER BY starts, id")?;
+    let rows = stmt.query_map([after.0], window_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn alarms_on(conn: &Connection, query: &AlarmQuery) -> Result<Vec<Alarm>, StoreError> {
+    let states: Vec<&str> = if query.states.is_empty() {
+        AlarmState::OPEN.iter().chain([&AlarmState::Cleared]).map(|s| s.as_str()).collect()
+    } else {
+        query.states.iter().map(|s| s.as_str()).collect()
+    };
+    let placeholders = (0..states.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "SELECT * FROM alarms WHERE (?1 IS NULL OR asset = ?1) AND state IN ({placeholders}) ORDER BY id DESC LIMIT ?2"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut values: Vec<rusqlite::types::Value> = vec![
+        query.asset.clone().map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text),
+        rusqlite::types::Value::Integer(query.limit.max(1) as i64),
+    ];
+    values.extend(states.iter().map(|s| rusqlite::types::Value::Text((*s).to_string())));
+    let rows = stmt.query_map(rusqlite::params_from_iter(values), alarm_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn frame_ends_on(
+    conn: &Connection,
+    asset: &str,
+    signals: &[String],
+    first: usize,
+    last: usize,
+) -> Result<FrameEnds, StoreError> {
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM frames f JOIN assets a ON a.id = f.asset_id WHERE a.name = ?1",
+        [asset],
+        |r| r.get(0),
+    )?;
+    let count = count.max(0) as u64;
+    let mut reader = ColumnReader::new(signals);
+    let mut read = |order: &str, limit: u64| -> Result<Vec<(Timestamp, Vec<f64>)>, StoreError> {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT f.ts, f.layout_id, f.vals FROM frames f JOIN assets a ON a.id = f.asset_id
+             WHERE a.name = ?1 ORDER BY f.ts {order} LIMIT ?2"
+        ))?;
+        let mut rows = stmt.query(params![asset, limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let positions = reader.positions(conn, row.get(1)?)?;
+            let values = ColumnReader::values(positions, row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?);
+            out.push((Timestamp(row.get(0)?), values));
+        }
+        Ok(out)
+    };
+    let head = read("ASC", (first as u64).min(count))?;
+    let mut tail = read("DESC", (last as u64).min(count.saturating_sub(head.len() as u64)))?;
+    tail.reverse();
+    Ok(FrameEnds { count, head, tail })
+}
+
+fn last_frame_times_on(conn: &Connection) -> Result<HashMap<String, Timestamp>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT a.name, (SELECT MAX(ts) FROM frames f WHERE f.asset_id = a.id) FROM assets a")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (name, ts) = row?;
+        if let Some(ts) = ts {
+            out.insert(name, Timestamp(ts));
+        }
+    }
+    Ok(out)
+}
+
+fn models_on(conn: &Connection) -> Result<Vec<(String, String, FittedModel)>, StoreError> {
+    let mut stmt = conn.prepare("SELECT asset, detector, artifact FROM models")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (asset, detector, artifact) = row?;
+        out.push((asset, detector, serde_json::from_str(&artifact)?));
+    }
+    Ok(out)
 }
 
 /// Equal-time buckets (mean, min, max) when there are more than `max_points`.
@@ -771,6 +814,64 @@ mod tests {
             .unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].notes.len(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_holds_everything_the_engine_restores() {
+        let store = store();
+        let frames = |asset: &str, from: i64, to: i64| FrameBatch {
+            asset: asset.into(),
+            signals: vec!["x".into(), "y".into()],
+            rows: (from..to).map(|i| (Timestamp(i * 1000), vec![i as f64, -(i as f64)])).collect(),
+        };
+        store
+            .write(&WriteBatch { frames: vec![frames("a", 0, 50), frames("b", 10, 20)], ..WriteBatch::default() })
+            .unwrap();
+        let model = FittedModel::new(
+            vec!["x".into(), "y".into()],
+            usan_core::detector::DetectorConfig::Ewma(usan_core::detector::EwmaConfig::default()).build().unwrap(),
+        );
+        store.save_model("a", "ewma", &model).unwrap();
+        let (mut open, mut closed) = (
+            Alarm::raise("a", "ewma", Timestamp(5), 3.0, 1.0, vec![]),
+            Alarm::raise("b", "ewma", Timestamp(6), 3.0, 1.0, vec![]),
+        );
+        store.insert_alarm(&mut open).unwrap();
+        store.insert_alarm(&mut closed).unwrap();
+        store.transition_alarm(closed.id, AlarmAction::Clear { cause: None }, "kim", "", Timestamp(7)).unwrap();
+        let window = |starts, ends| MaintenanceWindow {
+            id: 0,
+            asset: Some("a".into()),
+            starts: Timestamp(starts),
+            ends: Timestamp(ends),
+            by: "kim".into(),
+            note: String::new(),
+        };
+        let (mut over, mut coming) = (window(0, 100), window(200, 300));
+        store.insert_maintenance(&mut over).unwrap();
+        store.insert_maintenance(&mut coming).unwrap();
+
+        let request = SnapshotRequest {
+            now: Timestamp(150),
+            frame_ends: vec![("a".into(), vec!["y".into(), "x".into()]), ("none".into(), vec!["x".into()])],
+            head: 3,
+            tail: 4,
+        };
+        let snapshot = store.snapshot(&request).unwrap();
+        assert_eq!(snapshot.last_frame_times["a"], Timestamp(49_000));
+        assert_eq!(snapshot.last_frame_times["b"], Timestamp(19_000));
+        assert_eq!(snapshot.models, vec![("a".to_string(), "ewma".to_string(), model)]);
+        assert_eq!(snapshot.open_alarms.iter().map(|a| a.id).collect::<Vec<_>>(), vec![open.id]);
+        assert_eq!(snapshot.maintenance.iter().map(|w| w.id).collect::<Vec<_>>(), vec![coming.id]);
+        let ends = &snapshot.frame_ends["a"];
+        assert_eq!(ends.count, 50);
+        assert_eq!(ends.head.iter().map(|(t, _)| t.0).collect::<Vec<_>>(), vec![0, 1000, 2000]);
+        assert_eq!(ends.tail.iter().map(|(t, _)| t.0).collect::<Vec<_>>(), vec![46_000, 47_000, 48_000, 49_000]);
+        assert_eq!(ends.tail[3].1, vec![-49.0, 49.0], "values in the order asked for");
+        assert_eq!(snapshot.frame_ends["none"].count, 0);
+        // The same as the separate reads.
+        assert_eq!(snapshot.last_frame_times, store.last_frame_times().unwrap());
+        assert_eq!(*ends, store.frame_ends("a", &["y".into(), "x".into()], 3, 4).unwrap());
     }
 
     #[test]

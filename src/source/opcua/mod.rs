@@ -537,7 +537,7 @@ impl OpcUaSource {
                         }
                         stats.connected.store(true, Ordering::Relaxed);
                         if stats.disconnects.get() > 0 {
-                            stats.outage_ms.add(down_since.elapsed().as_millis() as u64);
+                            stats.outage_ms.inc_by(down_since.elapsed().as_millis() as u64);
                             tracing::info!(source = %name, "OPC UA session back after {:.1?}", down_since.elapsed());
                         }
                         if !ready {
@@ -552,7 +552,7 @@ impl OpcUaSource {
                     }
                     Some(Ok(SessionPollResult::ConnectionLost(status))) => {
                         if stats.connected.swap(false, Ordering::Relaxed) {
-                            stats.disconnects.add(1);
+                            stats.disconnects.inc_by(1);
                             down_since = Instant::now();
                             tracing::warn!(source = %name, "OPC UA connection lost: {status}; reconnecting");
                         }
@@ -767,7 +767,7 @@ async fn route(
 ) -> bool {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut per_asset: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
-    stats.messages.add(batch.len() as u64);
+    stats.messages.inc_by(batch.len() as u64);
     for (target, value) in batch {
         match to_sample(&value, target.signal, now_ms) {
             Ok(sample) => per_asset.entry(target.asset).or_default().push(sample),
