@@ -20,7 +20,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
 
-#[path = "../tests/common/rust_opcua.rs"]
+#[path = "../tests/it/rust_opcua.rs"]
 mod rust_opcua;
 
 use std::fmt::Write as _;

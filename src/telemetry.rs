@@ -74,6 +74,12 @@ pub struct LinkStats {
     pub rebirths_requested: Counter,
     /// Whether the link is up now.
     pub connected: AtomicBool,
+    /// Whether the link subscribes (an MQTT source): only such links have a
+    /// `subscribed` state.
+    pub subscribes: AtomicBool,
+    /// Whether the other side has acknowledged every subscription of the
+    /// current connection: data can flow.
+    pub subscribed: AtomicBool,
     /// Records waiting on disk for the upstream (store-and-forward).
     pub backlog: AtomicU64,
     /// Records refused because the spool was full.
@@ -288,6 +294,18 @@ impl Collector for LinkCollector {
                     Read::Seconds(read) => ConstCounter::new(read(stats)).encode(metric)?,
                     Read::Gauge(read) => ConstGauge::new(read(stats)).encode(metric)?,
                 }
+            }
+        }
+        let subscribing: Vec<(&String, &Arc<LinkStats>)> =
+            self.links.iter().filter(|(_, s)| s.subscribes.load(Ordering::Relaxed)).collect();
+        if !subscribing.is_empty() {
+            let name = format!("usan_{}_subscribed", self.label);
+            let help = "1 once every subscription of the connection is acknowledged.";
+            let mut family = encoder.encode_descriptor(&name, help, None, MetricType::Gauge)?;
+            for (link, stats) in subscribing {
+                let labels = [(self.label, link.as_str())];
+                ConstGauge::new(i64::from(stats.subscribed.load(Ordering::Relaxed)))
+                    .encode(family.encode_family(&labels)?)?;
             }
         }
         let by_cause: [(&str, &str, CountsOf); 2] = [

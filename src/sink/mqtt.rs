@@ -255,6 +255,7 @@ impl Forwarder {
                     down_since = Instant::now();
                 }
                 Some(Link::Down(reason)) => {
+                    self.stats.connect_failed("cannot connect");
                     log.note("MQTT sink cannot reach the broker", &reason);
                 }
                 _ => {}

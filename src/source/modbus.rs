@@ -386,6 +386,7 @@ impl ModbusSource {
                     }
                 }
                 Err(e) => {
+                    stats.connect_failed("cannot connect");
                     log.note("cannot connect", &format!("{}: {e}", self.config.address));
                 }
             }

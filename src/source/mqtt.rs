@@ -675,6 +675,8 @@ impl MqttSource {
                     tracing::info!(source = %self.config.name, "MQTT connection restored after {:.1?}", since.elapsed());
                 }
                 session.stats.connected.store(true, Ordering::Relaxed);
+                session.stats.subscribes.store(true, Ordering::Relaxed);
+                session.stats.subscribed.store(false, Ordering::Relaxed);
                 // Subscribe again even when the broker kept the session: harmless, and
                 // a broker that lost its state gets the subscriptions back.
                 let filters = self.config.subscriptions.iter().map(|s| {
@@ -699,13 +701,24 @@ impl MqttSource {
                 }
                 true
             }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack.return_codes.iter().filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)).count();
+                if refused == 0 {
+                    session.stats.subscribed.store(true, Ordering::Relaxed);
+                } else {
+                    session.log.note("the broker refused subscriptions", &format!("{refused} of {}", ack.return_codes.len()));
+                }
+                true
+            }
             Ok(_) => true,
             Err(e) => {
+                session.stats.subscribed.store(false, Ordering::Relaxed);
                 if session.stats.connected.swap(false, Ordering::Relaxed) {
                     session.stats.disconnects.inc_by(1);
                     session.down_since = Some(Instant::now());
                     tracing::warn!(source = %self.config.name, "MQTT connection lost: {e}; retrying every {:?}", self.config.broker.reconnect_delay.0);
                 } else {
+                    session.stats.connect_failed("cannot connect");
                     session.log.note("cannot connect", &e.to_string());
                 }
                 false

@@ -1,8 +1,9 @@
 """A plant publisher usan did not write: Eclipse Paho publishes JSON telemetry.
 
-    python mqtt_publish.py HOST PORT TOPIC FIRST_TS COUNT RATE [--batch SIZE]
+    python mqtt_publish.py HOST PORT TOPIC FIRST_TS COUNT RATE [--batch SIZE] [--from K]
 
-Message i (0-based) carries timestamp FIRST_TS + 1000*i (epoch ms) and the
+Messages i = K..COUNT (K is 0 unless --from K) are published; message i
+carries timestamp FIRST_TS + 1000*i (epoch ms) and the
 values temp = 20 + 0.5*i and flow = i. Without --batch, one message per
 timestamp: {"ts": .., "temp": .., "flow": ..}. With --batch SIZE, messages
 of SIZE timestamps in long form: {"samples": [{"asset": "pump-1", "ts": ..,
@@ -26,7 +27,8 @@ def client():
 def main():
     host, port, topic, first, count, rate = sys.argv[1:7]
     port, first, count, rate = int(port), int(first), int(count), float(rate)
-    batch = int(sys.argv[8]) if len(sys.argv) > 8 and sys.argv[7] == "--batch" else 0
+    options = dict(zip(sys.argv[7::2], sys.argv[8::2]))
+    batch = int(options.get("--batch", 0))
     c = client()
     c.max_inflight_messages_set(100)
     c.connect(host, port)
@@ -34,7 +36,7 @@ def main():
     infos = []
     start = time.monotonic()
     sent = 0
-    i = 0
+    i = int(options.get("--from", 0))
     while i < count:
         if batch:
             samples = []

@@ -2,11 +2,7 @@
 //! it runs, estimates each engine's remaining useful life, and alarms on
 //! engines approaching failure, never in the healthy start.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-
-use common::*;
+use crate::harness::*;
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -1,10 +1,6 @@
 //! `usan spc`: control charts of a CSV column, as a quality engineer runs them.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 fn spc_json(file: &std::path::Path, args: &[&str]) -> Value {

@@ -1,12 +1,23 @@
 //! Test harness: run the real `usan` binary on a configuration and talk to
 //! its API, so the integration tests read like what an operator does.
 
-#![allow(dead_code)]
+#![allow(dead_code)] // each area uses part of the harness
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Poll `check` (every 50 ms) until it holds; after `limit`, fail the test
+/// naming `what`. Every wait of the tests goes through here or
+/// [`Server::wait_until`]: on a condition, with a deadline.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -99,6 +110,14 @@ impl Server {
         (response.status().as_u16(), response.text().unwrap())
     }
 
+    /// GET with an `Accept` header, returning the `Content-Type` and the body text.
+    pub fn get_accepting(&self, path: &str, accept: &str) -> (String, String) {
+        let response = self.client.get(format!("{}{path}", self.base)).header("accept", accept).send().unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        let kind = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        (kind, response.text().unwrap())
+    }
+
     /// POST a raw body with a content type, as the tests' admin; returns status and JSON body.
     pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
         self.post_as(Some(ADMIN_TOKEN), path, content_type, body)
@@ -123,14 +142,7 @@ impl Server {
 
     /// Poll `check` until it holds or `limit` passes (then panic naming `what`).
     pub fn wait_until(&self, what: &str, limit: Duration, check: impl Fn(&Server) -> bool) {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if check(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("timed out after {limit:?} waiting until {what}");
+        wait_for(what, limit, || check(self));
     }
 
     /// SIGKILL: no flush, no goodbye.
@@ -147,17 +159,12 @@ impl Server {
 
     /// Wait for the process to exit by itself.
     pub fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if start.elapsed() > limit {
-                self.child.kill().unwrap();
-                panic!("usan did not exit within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut status = None;
+        wait_for("usan exits by itself", limit, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap()
     }
 }
 
@@ -212,12 +219,11 @@ impl Peer {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(30), "{script} did not start listening on {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Peer(child)
+        let peer = Peer(child);
+        wait_for(&format!("{script} listens on {port}"), Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        peer
     }
 }
 

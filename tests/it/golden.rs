@@ -7,11 +7,7 @@
 //!
 //! Regenerate after an intended change: `USAN_BLESS=1 cargo test --test golden`.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-
-use common::repo;
+use crate::harness::repo;
 use usan_core::detector::{Detector, DetectorConfig, FittedModel, PcaConfig};
 
 fn tep_rows() -> (Vec<String>, Vec<Vec<f64>>) {

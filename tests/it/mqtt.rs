@@ -4,18 +4,14 @@
 //! installs; `USAN_PEER_PYTHON` points elsewhere). Without a broker or the
 //! peers these tests skip with a message — except under `CI`, where they fail.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-
-use common::*;
+use crate::harness::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BROKER: &str = "127.0.0.1:1883";
 
@@ -72,6 +68,12 @@ fn metric(text: &str, prefix: &str) -> f64 {
 
 fn connected(server: &Server) -> bool {
     metric(&metrics(server), "usan_source_connected{source=\"broker\"}") == 1.0
+}
+
+/// Whether the broker has acknowledged the source's subscriptions: from
+/// then on, what is published reaches usan.
+fn subscribed(server: &Server) -> bool {
+    metric(&metrics(server), "usan_source_subscribed{source=\"broker\"}") == 1.0
 }
 
 /// Every stored point of `signal`: (ts, value), each from exactly one frame.
@@ -132,8 +134,7 @@ value = "$.value"
 "#
     );
     let server = Server::serve(&config(dir.path(), 1883, &prefix, &subscriptions), &[]);
-    server.wait_until("the source is connected", Duration::from_secs(20), connected);
-    std::thread::sleep(Duration::from_millis(300)); // the SUBACK
+    server.wait_until("the broker acknowledges the subscriptions", Duration::from_secs(20), subscribed);
 
     let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let telemetry = format!("{prefix}/pump-1/telemetry");
@@ -248,32 +249,42 @@ values = "$"
 "#
     );
     let server = Server::serve(&config(dir.path(), relay.port, &prefix, &subscriptions), &[]);
-    server.wait_until("the source is connected", Duration::from_secs(20), connected);
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_until("the broker acknowledges the subscriptions", Duration::from_secs(20), subscribed);
 
-    // 1,000 messages at 200/s straight to the broker; usan loses its link
-    // from 1.5 s to 4 s into the stream.
+    // 1,000 messages straight to the broker, in three stretches: 0..300 while
+    // usan is connected, 300..800 while its link is cut (the broker keeps them
+    // for usan's session), 800..1000 after the link is back.
     let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
-    let count = 1000;
-    let mut publisher = Command::new(&python)
-        .arg(repo().join("tests/peers/mqtt_publish.py"))
-        .args(["127.0.0.1", "1883", &format!("{prefix}/pump-1/telemetry"), &first.to_string()])
-        .args([&count.to_string(), "200"])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let topic = format!("{prefix}/pump-1/telemetry");
+    let publish = |from: usize, to: usize| {
+        let out = Command::new(&python)
+            .arg(repo().join("tests/peers/mqtt_publish.py"))
+            .args(["127.0.0.1", "1883", &topic, &first.to_string(), &to.to_string(), "500"])
+            .args(["--from", &from.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    publish(0, 300);
+    server.wait_until("the first stretch is stored", Duration::from_secs(30), |s| stored(s, "flow").len() >= 299);
     relay.cut();
-    let outage = Instant::now();
     server.wait_until("the source notices the outage", Duration::from_secs(10), |s| !connected(s));
-    std::thread::sleep(Duration::from_millis(2500).saturating_sub(outage.elapsed()));
+    publish(300, 800);
     let during = stored(&server, "flow").len();
+    assert!(during <= 300, "nothing arrives while the link is cut: {during}");
+    // Five failed attempts, 200 ms apart: the outage lasts over a second.
+    server.wait_until("usan keeps trying", Duration::from_secs(20), |s| {
+        metric(&metrics(s), "usan_source_connect_failures_total{source=\"broker\",cause=\"cannot connect\"}") >= 5.0
+    });
     relay.restore();
-    assert!(publisher.wait().unwrap().success());
-    assert!(during < count, "the outage came before the stream ended");
-
-    server.wait_until("every message is stored", Duration::from_secs(30), |s| stored(s, "flow").len() >= count);
-    std::thread::sleep(Duration::from_millis(500)); // anything redelivered twice would land now
-    let (temp, flow) = expected(first, 0..count as i64);
+    publish(800, 1000);
+    server.wait_until("every message is stored", Duration::from_secs(30), |s| stored(s, "flow").len() >= 1000);
+    // A barrier: one more message, after everything. Anything the broker
+    // redelivers (a duplicate) was queued before it, so it has landed once
+    // the barrier is stored.
+    publish(1000, 1001);
+    server.wait_until("the barrier is stored", Duration::from_secs(30), |s| stored(s, "flow").len() >= 1001);
+    let (temp, flow) = expected(first, 0..1001);
     assert_eq!(stored(&server, "temp"), temp);
     assert_eq!(stored(&server, "flow"), flow);
 
@@ -300,8 +311,7 @@ asset = "{{device}}"
 "#
     );
     let server = Server::serve(&config(dir.path(), 1883, &group, &subscriptions), &[]);
-    server.wait_until("the source is connected", Duration::from_secs(20), connected);
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_until("the broker acknowledges the subscriptions", Duration::from_secs(20), subscribed);
 
     let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let out = Command::new(&python)
@@ -383,33 +393,67 @@ fn sink_metric(server: &Server, name: &str) -> f64 {
     metric(&metrics(server), &format!("{name}{{sink=\"events\"}}"))
 }
 
-/// `mosquitto_sub` on `filter`, printing each message's payload on a line.
-struct Subscriber(std::process::Child);
+/// `mosquitto_sub` on `prefix/#`, its lines (one payload each) collected as they come.
+struct Subscriber {
+    child: std::process::Child,
+    prefix: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Subscriber {
-    fn start(filter: &str) -> Subscriber {
-        let child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", "1883", "-q", "1", "-t", filter])
+    /// Subscribed once a probe published after the start comes back.
+    fn start(prefix: &str) -> Subscriber {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", "1883", "-q", "1", "-t", &format!("{prefix}/#")])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("mosquitto_sub (Debian's mosquitto-clients) runs");
-        std::thread::sleep(Duration::from_millis(500));
-        Subscriber(child)
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stdout = child.stdout.take().unwrap();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let subscriber = Subscriber { child, prefix: prefix.to_string(), lines };
+        // Until the subscription is in place probes are lost: send them until one arrives.
+        let mut sent = 0;
+        wait_for("mosquitto_sub is subscribed", Duration::from_secs(20), || {
+            sent += 1;
+            mosquitto_pub(&format!("{prefix}/probe"), &format!(r#"{{"probe": {sent}}}"#));
+            subscriber.has_probe(None)
+        });
+        subscriber
     }
 
-    /// Stop and return the finding timestamps received, in arrival order.
-    fn finding_times(mut self) -> Vec<i64> {
-        let _ = self.0.kill();
-        let mut text = String::new();
-        self.0.stdout.take().unwrap().read_to_string(&mut text).unwrap();
-        text.lines()
+    fn has_probe(&self, number: Option<u64>) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["probe"].as_u64().is_some_and(|n| number.is_none_or(|wanted| n == wanted)))
+    }
+
+    /// The finding timestamps received, in arrival order, once everything
+    /// the broker had accepted before this call has arrived: a last probe,
+    /// published now, is queued behind it.
+    fn finding_times(self) -> Vec<i64> {
+        let barrier = 1_000_000;
+        mosquitto_pub(&format!("{}/probe", self.prefix), &format!(r#"{{"probe": {barrier}}}"#));
+        wait_for("the subscriber has everything", Duration::from_secs(30), || self.has_probe(Some(barrier)));
+        let lines = self.lines.lock().unwrap().clone();
+        lines
+            .iter()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .filter(|v| v["event"] == "finding")
             .map(|v| v["ts"].as_i64().unwrap())
@@ -428,7 +472,7 @@ fn findings_wait_in_the_spool_through_an_outage_and_arrive_in_order() {
     let server = Server::serve(&sink_config(dir.path(), relay.port, &prefix, 100 << 20), &[]);
     server
         .wait_until("the sink is connected", Duration::from_secs(20), |s| sink_metric(s, "usan_sink_connected") == 1.0);
-    let subscriber = Subscriber::start(&format!("{prefix}/#"));
+    let subscriber = Subscriber::start(&prefix);
     let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let findings = |s: &Server| metric(&metrics(s), "usan_findings_total");
 
@@ -447,12 +491,14 @@ fn findings_wait_in_the_spool_through_an_outage_and_arrive_in_order() {
         sink_metric(s, "usan_sink_backlog") >= 50.0
     });
     assert!(sink_metric(&server, "usan_sink_delivered_total") <= delivered_before + 64.0);
-    std::thread::sleep(Duration::from_millis(1000));
+    // Five failed attempts, 200 ms apart: the outage lasts over a second.
+    server.wait_until("the sink keeps trying", Duration::from_secs(20), |s| {
+        metric(&metrics(s), "usan_sink_connect_failures_total{sink=\"events\",cause=\"cannot connect\"}") >= 5.0
+    });
     relay.restore();
     server.wait_until("the backlog is delivered", Duration::from_secs(30), |s| {
         sink_metric(s, "usan_sink_backlog") == 0.0 && sink_metric(s, "usan_sink_delivered_total") >= findings(s)
     });
-    std::thread::sleep(Duration::from_millis(500));
     let total = findings(&server) as usize;
     let text = metrics(&server);
     assert!(metric(&text, "usan_sink_disconnects_total{sink=\"events\"}") >= 1.0, "{text}");
@@ -488,21 +534,28 @@ fn a_full_spool_refuses_and_counts_instead_of_growing() {
     server.wait_until("the spool overflows", Duration::from_secs(20), |s| {
         sink_metric(s, "usan_sink_overflow_total") > 0.0
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap().lines().count() as f64;
+    let events = || std::fs::read_to_string(dir.path().join("events.jsonl")).map_or(0, |t| t.lines().count()) as f64;
+    // The sinks write each batch of events in turn: once every frame is
+    // scored and the file holds every finding, the counts settle.
+    server.wait_until("every event is either waiting or counted as refused", Duration::from_secs(20), |s| {
+        let text = metrics(s);
+        let waiting = metric(&text, "usan_sink_backlog{sink=\"events\"}");
+        let refused = metric(&text, "usan_sink_overflow_total{sink=\"events\"}");
+        metric(&text, "usan_frames_total") >= 99.0
+            && events() >= metric(&text, "usan_findings_total")
+            && waiting + refused == events()
+    });
     let backlog = sink_metric(&server, "usan_sink_backlog");
     let overflow = sink_metric(&server, "usan_sink_overflow_total");
-    assert!(overflow > 0.0 && backlog > 0.0);
-    assert_eq!(backlog + overflow, events, "every event is either waiting or counted as refused");
+    assert!(overflow > 0.0 && backlog > 0.0, "{backlog} waiting, {overflow} refused");
     let spool = std::fs::metadata(dir.path().join("spool/records.log")).unwrap().len();
     assert!(spool <= 8192, "the spool holds {spool} bytes, over its cap");
 
-    let subscriber = Subscriber::start(&format!("{prefix}/#"));
+    let subscriber = Subscriber::start(&prefix);
     relay.restore();
     server.wait_until("the backlog is delivered", Duration::from_secs(30), |s| {
         sink_metric(s, "usan_sink_backlog") == 0.0
     });
-    std::thread::sleep(Duration::from_millis(500));
     let received = subscriber.finding_times();
     assert!(
         !received.is_empty() && received.len() as f64 <= backlog,
@@ -591,11 +644,7 @@ fn secure_broker(dir: &std::path::Path) -> SecureBroker {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the TLS broker did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("the TLS broker listens", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
     SecureBroker { child, port }
 }
 
@@ -654,10 +703,9 @@ signals = ["temp", "flow"]
         port = broker.port
     );
     let server = Server::serve(&write_config(dir.path(), "tls.toml", &text), &[]);
-    server.wait_until("the source is connected over TLS", Duration::from_secs(20), |s| {
-        metric(&metrics(s), "usan_source_connected{source=\"secure\"}") == 1.0
+    server.wait_until("the source is connected and subscribed over TLS", Duration::from_secs(20), |s| {
+        metric(&metrics(s), "usan_source_subscribed{source=\"secure\"}") == 1.0
     });
-    std::thread::sleep(Duration::from_millis(300));
     let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let ca = dir.path().join("ca.pem");
     let status = Command::new("mosquitto_pub")

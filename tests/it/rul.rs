@@ -1,11 +1,7 @@
 //! `usan fit rul`: a remaining-useful-life model trained from a history CSV
 //! described by a TOML file.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-
-use common::*;
+use crate::harness::*;
 use std::time::Duration;
 use usan_core::rul::{RulModel, UnitHistory};
 

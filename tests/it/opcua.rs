@@ -4,13 +4,8 @@
 //! asyncua tests skip without the peers' Python — except under `CI`, where
 //! they fail.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-#[path = "common/rust_opcua.rs"]
-mod rust_opcua;
-
-use common::*;
+use crate::harness::*;
+use crate::rust_opcua;
 use std::time::Duration;
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
@@ -250,15 +245,12 @@ signals = ["temp"]
 
     // First contact: the unknown server certificate is refused and filed under rejected/.
     let rejected = dir.path().join("pki/rejected");
-    let started = std::time::Instant::now();
-    let certificate = loop {
-        let found = std::fs::read_dir(&rejected).ok().and_then(|mut d| d.next()).map(|e| e.unwrap().path());
-        if let Some(path) = found {
-            break path;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the server certificate was never filed as rejected");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let mut certificate = None;
+    wait_for("the server certificate is filed as rejected", Duration::from_secs(60), || {
+        certificate = std::fs::read_dir(&rejected).ok().and_then(|mut d| d.next()).map(|e| e.unwrap().path());
+        certificate.is_some()
+    });
+    let certificate = certificate.unwrap();
     assert!(points(&server, "pump-1").is_empty());
     assert_eq!(metric_of(&server, "usan_source_connected{source=\"secure\"}"), 0.0);
     server.wait_until("the refusal is counted", Duration::from_secs(10), |s| {

@@ -1,11 +1,7 @@
 //! `usan eval`: the benchmark protocols on the small samples shipped in
 //! `tests/data`, laid out as the full benchmarks are.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-
-use common::*;
+use crate::harness::*;
 
 /// The TEP sample, cut into the benchmark's files: d00.dat (transposed, as
 /// upstream), d00_te.dat and a fault run d01.dat.

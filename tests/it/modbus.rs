@@ -2,11 +2,7 @@
 //! (`tests/peers/modbus_server.py`) that the test starts, stops and starts
 //! again. Skips without the peers' Python — except under `CI`, where it fails.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-
-use common::*;
+use crate::harness::*;
 use std::time::Duration;
 
 const SIGNALS: &[(&str, f64)] = &[
@@ -112,7 +108,11 @@ fn registers_decode_exceptions_are_counted_and_a_restarted_device_is_redialled()
         metric(s, "usan_source_connected{source=\"plc\"}") == 0.0
     });
     let during = frames(&server);
-    std::thread::sleep(Duration::from_millis(1000));
+    let failures =
+        |s: &Server| metric(s, "usan_source_connect_failures_total{source=\"plc\",cause=\"cannot connect\"}");
+    let before = failures(&server);
+    // Five failed redials, 200 ms apart: an outage over a second.
+    server.wait_until("usan keeps redialling", Duration::from_secs(20), |s| failures(s) >= before + 5.0);
     assert!(frames(&server) <= during + 1, "no polls while the device is down");
     let _device = Peer::start(&python, "modbus_server.py", port);
     server.wait_until("polling resumes", Duration::from_secs(20), |s| frames(s) >= during + 5);

@@ -2,11 +2,7 @@
 //! that other sites cannot use, fed by the API's views and live stream, and
 //! driven end to end in headless Chromium.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
@@ -226,13 +222,11 @@ fn the_live_stream_sends_an_assets_frames_scores_and_alarms() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    // The headers came back: the handler has subscribed to the asset's
+    // frames and to the events, so nothing pushed from now on is missed.
     let pusher = std::thread::spawn({
         let base = server.base.clone();
-        move || {
-            // The stream is open before the frames arrive.
-            std::thread::sleep(Duration::from_millis(300));
-            push_press(&base, "press-1", 160);
-        }
+        move || push_press(&base, "press-1", 160)
     });
     let mut lines = BufReader::new(response).lines();
     let (mut frames, mut scored, mut live, mut alarm) = (0usize, 0usize, false, false);

@@ -1,11 +1,8 @@
 //! End-to-end behaviour of the `usan` binary: configurations, replay into
 //! the store, alarms through the API, crash safety, bad input.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
-mod common;
-
-use common::*;
+use crate::harness::*;
+use crate::scenario::Plant;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -376,98 +373,57 @@ fn fit_then_score_a_history_file() {
 
 #[test]
 fn pushed_pump_data_learns_then_alarms_on_a_closed_valve_with_fused_detectors() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo().join("examples/pumps.toml"))
-        .unwrap()
-        .replace("path = \"pumps.db\"", "path = \"{dir}/pumps.db\"");
-    let config = write_config(dir.path(), "pumps.toml", &text);
-    let server = Server::serve(&config, &[]);
+    let mut plant = Plant::start(&Plant::example("pumps.toml"));
     let mut g = usan_core::stats::SeededNormal::new(1);
-    let start = chrono::Utc::now().timestamp_millis() - 3_600_000;
-    for i in 0..460i64 {
+    for i in 0..460 {
         let c = g.normal();
-        let mut flow = 32.0 + c + 0.2 * g.normal();
-        let mut pressure = 1.0 + 0.1 * c + 0.02 * g.normal();
-        if i >= 420 {
-            flow -= 6.0;
-            pressure += 0.5;
-        }
-        let values = [
-            ("flow", flow),
-            ("pressure", pressure),
-            ("current", 2.0 + 0.05 * c + 0.01 * g.normal()),
-            ("vibration", 1.5 + 0.1 * g.normal()),
-            ("temperature", 60.0 + 0.01 * i as f64 + 0.2 * g.normal()),
-        ];
-        let samples: Vec<Value> = values
-            .iter()
-            .map(|(signal, value)| json!({"asset": "pump-1", "signal": signal, "ts": start + i * 1000, "value": value}))
-            .collect();
-        let (status, body) = server.post("/api/v1/samples", &json!({ "samples": samples }));
-        assert_eq!(status, 202, "{body}");
+        // The valve closes at frame 420: less flow, more pressure.
+        let closed = i >= 420;
+        plant.push(
+            "pump-1",
+            &[
+                ("flow", 32.0 + c + 0.2 * g.normal() - if closed { 6.0 } else { 0.0 }),
+                ("pressure", 1.0 + 0.1 * c + 0.02 * g.normal() + if closed { 0.5 } else { 0.0 }),
+                ("current", 2.0 + 0.05 * c + 0.01 * g.normal()),
+                ("vibration", 1.5 + 0.1 * g.normal()),
+                ("temperature", 60.0 + 0.01 * f64::from(i) + 0.2 * g.normal()),
+            ],
+        );
     }
-    server.wait_until("460 frames are assembled", Duration::from_secs(30), |s| frames_of(s, "pump-1") >= 459);
-    let alarms = server.get("/api/v1/alarms?state=all&asset=pump-1");
-    let multivariate: Vec<&Value> =
-        alarms.as_array().unwrap().iter().filter(|a| a["detector"] == "multivariate").collect();
-    assert_eq!(multivariate.len(), 1, "{alarms:#}");
-    let raised = (multivariate[0]["raised_at"].as_i64().unwrap() - start) / 1000;
+    plant.wait_for_frames("pump-1");
+    let alarms = plant.alarms("pump-1", "multivariate");
+    assert_eq!(alarms.len(), 1, "{alarms:#?}");
+    let raised = plant.frame_of(&alarms[0]["raised_at"]);
     assert!((420..=430).contains(&raised), "raised at frame {raised}, the valve closed at 420");
-    let top: Vec<&str> = multivariate[0]["top_signals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(2)
-        .map(|c| c["signal"].as_str().unwrap())
-        .collect();
+    let top: Vec<&str> =
+        alarms[0]["top_signals"].as_array().unwrap().iter().take(2).map(|c| c["signal"].as_str().unwrap()).collect();
     assert!(top.contains(&"flow") && top.contains(&"pressure"), "{top:?}");
-    let asset = server.get("/api/v1/assets/pump-1");
+    let asset = plant.server.get("/api/v1/assets/pump-1");
     assert!(asset["detectors"].as_array().unwrap().iter().all(|d| d["status"] == "monitoring"), "{asset:#}");
 }
 
 #[test]
 fn control_charts_raise_an_alarm_that_names_the_run_rule() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo().join("examples/spc.toml"))
-        .unwrap()
-        .replace("path = \"spc.db\"", "path = \"{dir}/spc.db\"");
-    let config = write_config(dir.path(), "spc.toml", &text);
-    let server = Server::serve(&config, &[]);
+    let mut plant = Plant::start(&Plant::example("spc.toml"));
     let mut g = usan_core::stats::SeededNormal::new(5);
-    let start = chrono::Utc::now().timestamp_millis() - 3_600_000;
-    for i in 0..160i64 {
+    for i in 0..160 {
         // From frame 130 the force sits 1σ high: inside the 3σ limits, but a run.
         let force = 200.0 + 2.0 * g.normal() + if i >= 130 { 2.0 } else { 0.0 };
-        let stroke = 50.0 + 0.1 * g.normal();
-        let samples: Vec<Value> = [("force", force), ("stroke", stroke)]
-            .iter()
-            .map(
-                |(signal, value)| json!({"asset": "press-1", "signal": signal, "ts": start + i * 1000, "value": value}),
-            )
-            .collect();
-        let (status, body) = server.post("/api/v1/samples", &json!({ "samples": samples }));
-        assert_eq!(status, 202, "{body}");
+        plant.push("press-1", &[("force", force), ("stroke", 50.0 + 0.1 * g.normal())]);
     }
-    server.wait_until("160 frames are assembled", Duration::from_secs(30), |s| frames_of(s, "press-1") >= 159);
-    let alarms = server.get("/api/v1/alarms?state=all&asset=press-1");
-    let charted: Vec<&Value> = alarms.as_array().unwrap().iter().filter(|a| a["detector"] == "control-chart").collect();
-    assert!(!charted.is_empty(), "{alarms:#}");
-    let raised = (charted.last().unwrap()["raised_at"].as_i64().unwrap() - start) / 1000;
+    plant.wait_for_frames("press-1");
+    let alarm = plant.wait_for_alarm("press-1", "control-chart");
+    let raised = plant.frame_of(&alarm["raised_at"]);
     assert!((130..=150).contains(&raised), "raised at frame {raised}; the shift began at 130");
-    server.wait_until("findings are stored", Duration::from_secs(30), |s| {
-        !s.get("/api/v1/findings?asset=press-1").as_array().unwrap().is_empty()
-    });
-    let findings = server.get("/api/v1/findings?asset=press-1&limit=100");
+    let findings = plant.wait_for_findings("press-1", 100);
     let rules: Vec<String> = findings
-        .as_array()
-        .unwrap()
         .iter()
-        .filter(|f| f["ts"].as_i64().unwrap() >= start + 130_000)
+        .filter(|f| plant.frame_of(&f["ts"]) >= 130)
         .flat_map(|f| f["statistics"].as_array().cloned().unwrap_or_default())
         .filter(|s| s["contributions"].as_array().is_some_and(|c| c.iter().any(|c| c["signal"] == "force")))
         .map(|s| s["name"].as_str().unwrap().to_string())
         .collect();
-    assert!(rules.iter().any(|r| r.starts_with("nelson")), "findings name the rule on force: {findings:#}");
+    assert!(rules.iter().any(|r| r.starts_with("nelson")), "findings name the rule on force: {findings:#?}");
 }
 
 /// Tokens of the people in the alarm tests: (name, role, token).
@@ -777,4 +733,20 @@ fn an_asset_in_its_quiet_operating_mode_raises_no_alarm() {
     for expected in ["`speed` is not a signal of this asset", "give `equals`, `below` or `above`"] {
         assert!(errors.contains(expected), "{errors}");
     }
+}
+
+#[test]
+fn metrics_are_served_in_the_format_the_scraper_asks_for() {
+    let mut plant = Plant::start("[[assets]]\nid = \"a\"\nsignals = [\"x\"]\n");
+    plant.push("a", &[("x", 1.0)]);
+    let (kind, text) = plant.server.get_accepting("/metrics", "text/plain;version=0.0.4;q=1");
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    assert!(text.contains("# TYPE usan_samples_in_total counter\nusan_samples_in_total 1\n"), "{text}");
+    // What Prometheus sends: OpenMetrics first.
+    let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                  text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (kind, text) = plant.server.get_accepting("/metrics", accept);
+    assert!(kind.starts_with("application/openmetrics-text; version=1.0.0"), "{kind}");
+    assert!(text.contains("# TYPE usan_samples_in counter\nusan_samples_in_total 1\n"), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
 }

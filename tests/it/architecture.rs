@@ -9,8 +9,6 @@
 //! are siblings (children of the same module); references between a module
 //! and its own ancestors are the module tree itself and not counted.
 
-#![allow(clippy::unwrap_used)] // a test that cannot unwrap fails, as it should
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
