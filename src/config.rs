@@ -23,7 +23,7 @@ use crate::pipeline::{EngineConfig, PipelineConfig};
 use crate::plant::{DetectorSpec, ModeCondition, Plant, PlantAsset};
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
-use crate::store::StoreConfig;
+use crate::store::{SqliteConfig, StoreConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default)]
@@ -214,7 +214,7 @@ impl Config {
                 *p = dir.join(&*p);
             }
         };
-        let StoreConfig::Sqlite { path, .. } = &mut self.store;
+        let StoreConfig::Sqlite(SqliteConfig { path, .. }) = &mut self.store;
         resolve(path);
         if let Some(models) = &mut self.pipeline.models_dir {
             resolve(models);

@@ -7,7 +7,7 @@
 
 use super::serve::{ServeOptions, serve};
 use crate::config::Config;
-use crate::store::StoreConfig;
+use crate::store::{SqliteConfig, StoreConfig};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,7 +65,7 @@ pub async fn demo(listen: &str, duration: Option<Duration>, store: Option<PathBu
         }
     }
     if let Some(path) = store {
-        let StoreConfig::Sqlite { path: store_path, .. } = &mut config.store;
+        let StoreConfig::Sqlite(SqliteConfig { path: store_path, .. }) = &mut config.store;
         *store_path = path;
     }
     // Writes (acknowledging an alarm) need a token: the demo makes an admin one

@@ -18,8 +18,8 @@ pub use alarms::AlarmBook;
 use crate::plant::Plant;
 use crate::sink::{Event, SinkConfig};
 use crate::source::{Router, SourceConfig, SourceContext};
-use crate::store::StoreConfig;
 use crate::store::{SnapshotRequest, Store, WriteBatch};
+use crate::store::{SqliteConfig, StoreConfig};
 use crate::telemetry::Metrics;
 use anyhow::Context;
 use serde::Deserialize;
@@ -282,7 +282,7 @@ pub struct EngineConfig {
 /// When the store cannot be opened.
 pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
     match config {
-        StoreConfig::Sqlite { path, .. } => {
+        StoreConfig::Sqlite(SqliteConfig { path, .. }) => {
             let store = crate::store::sqlite::SqliteStore::open(path)
                 .with_context(|| format!("cannot open the store {}", path.display()))?;
             Ok(Arc::new(store))
@@ -368,7 +368,7 @@ impl Engine {
         }
         let router = Router::new(shard_senders, metrics.clone());
 
-        let StoreConfig::Sqlite { flush_interval, retention, .. } = &config.store;
+        let StoreConfig::Sqlite(SqliteConfig { flush_interval, retention, .. }) = &config.store;
         let writer = tokio::spawn(store_writer(
             store.clone(),
             store_rx,

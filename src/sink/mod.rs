@@ -150,6 +150,13 @@ macro_rules! registry {
             }
         }
 
+        /// Every sink kind's settings fields: `(type, fields)`, in
+        /// registry order (the manual's reference is checked against them).
+        #[must_use]
+        pub fn settings_fields() -> Vec<(&'static str, &'static [&'static str])> {
+            vec![$((<$module::$config as SinkKind>::NAME, usan_core::fields::fields_of::<$module::$config>()),)+]
+        }
+
         /// Every sink kind, in registry order: `(type, summary)`.
         #[must_use]
         pub fn kinds() -> Vec<(&'static str, &'static str)> {

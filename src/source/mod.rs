@@ -208,6 +208,13 @@ macro_rules! registry {
             }
         }
 
+        /// Every source kind's settings fields: `(type, fields)`, in
+        /// registry order (the manual's reference is checked against them).
+        #[must_use]
+        pub fn settings_fields() -> Vec<(&'static str, &'static [&'static str])> {
+            vec![$((<$module::$config as SourceKind>::NAME, usan_core::fields::fields_of::<$module::$config>()),)+]
+        }
+
         /// Every source kind, in registry order: `(type, summary)`.
         #[must_use]
         pub fn kinds() -> Vec<(&'static str, &'static str)> {

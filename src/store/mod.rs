@@ -26,20 +26,25 @@ use usan_core::model::{Finding, Timestamp};
 
 /// `[store]`: the embedded SQLite store (PostgreSQL comes with scale-out).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum StoreConfig {
     /// Embedded SQLite in WAL mode.
-    Sqlite {
-        /// Database file; `:memory:` keeps nothing.
-        #[serde(default = "default_store_path")]
-        path: PathBuf,
-        /// Samples and findings older than this (source time) are deleted.
-        #[serde(default)]
-        retention: Option<HumanDuration>,
-        /// Accepted samples and findings are committed at least this often.
-        #[serde(default = "default_flush_interval")]
-        flush_interval: HumanDuration,
-    },
+    Sqlite(SqliteConfig),
+}
+
+/// `[store] type = "sqlite"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// Database file; `:memory:` keeps nothing.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// Samples and findings older than this (source time) are deleted.
+    #[serde(default)]
+    pub retention: Option<HumanDuration>,
+    /// Accepted samples and findings are committed at least this often.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: HumanDuration,
 }
 
 fn default_store_path() -> PathBuf {
@@ -51,7 +56,11 @@ fn default_flush_interval() -> HumanDuration {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig::Sqlite { path: default_store_path(), retention: None, flush_interval: default_flush_interval() }
+        StoreConfig::Sqlite(SqliteConfig {
+            path: default_store_path(),
+            retention: None,
+            flush_interval: default_flush_interval(),
+        })
     }
 }
 

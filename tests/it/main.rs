@@ -23,6 +23,7 @@ mod demo;
 mod engine;
 mod eval;
 mod golden;
+mod manual;
 mod modbus;
 mod mqtt;
 mod opcua;

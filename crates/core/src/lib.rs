@@ -5,6 +5,7 @@
 //!
 //! - [`model`]: the plant data model (assets, signals, samples, findings);
 //! - [`frame`]: turning per-signal samples into aligned per-asset frames;
+//! - [`fields`]: the field names of a settings type (for the manual's check);
 //! - [`detector`]: the [`Detector`] trait, its registry and
 //!   the detectors themselves;
 //! - [`threshold`]: turning scores into decisions, with persistence,
@@ -22,6 +23,7 @@
 
 pub mod alarm;
 pub mod detector;
+pub mod fields;
 pub mod frame;
 mod kernels;
 pub mod metrics;

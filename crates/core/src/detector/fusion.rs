@@ -164,6 +164,10 @@ impl DetectorKind for Fusion {
         config.members.iter().map(DetectorConfig::min_baseline_rows).max().unwrap_or(0)
     }
 
+    fn baseline_words() -> String {
+        "its members' largest".to_string()
+    }
+
     fn default_threshold(_config: &FusionConfig) -> ThresholdConfig {
         // Fused scores are ratios to each member's baseline quantile.
         ThresholdConfig::fixed(1.5)

@@ -158,6 +158,16 @@ pub trait DetectorKind: Detector + Sized {
     /// warm up while scoring.
     fn min_baseline_rows(config: &Self::Config) -> usize;
 
+    /// What it needs to learn, in words, for the manual: by default the
+    /// rows its default settings need.
+    fn baseline_words() -> String {
+        match Self::min_baseline_rows(&Self::Config::default()) {
+            0 => "none needed".to_string(),
+            1 => "1 frame".to_string(),
+            rows => format!("{rows} frames"),
+        }
+    }
+
     /// The threshold that decides on its scores when the configuration
     /// gives none: its scores' natural unit (sigmas, a ratio to a limit) or,
     /// when they have none, a quantile of the baseline's own scores.
@@ -190,6 +200,8 @@ pub struct KindInfo {
     pub summary: &'static str,
     /// Baseline rows its default settings need (0: warms up while scoring).
     pub min_baseline_rows: usize,
+    /// What it needs to learn, in words.
+    pub baseline: String,
     /// Its default threshold.
     pub default_threshold: ThresholdConfig,
 }
@@ -316,6 +328,15 @@ macro_rules! registry {
             }
         }
 
+        /// Every detector kind's settings fields: `(type, fields)`, in
+        /// registry order (the manual's reference is checked against them).
+        #[must_use]
+        pub fn settings_fields() -> Vec<(&'static str, &'static [&'static str])> {
+            vec![$(
+                (<$kind as DetectorKind>::NAME, crate::fields::fields_of::<<$kind as DetectorKind>::Config>()),
+            )+]
+        }
+
         /// Every detector kind, in registry order, described with its
         /// default settings.
         #[must_use]
@@ -325,6 +346,7 @@ macro_rules! registry {
                     name: <$kind as DetectorKind>::NAME,
                     summary: <$kind as DetectorKind>::SUMMARY,
                     min_baseline_rows: <$kind as DetectorKind>::min_baseline_rows(&Default::default()),
+                    baseline: <$kind as DetectorKind>::baseline_words(),
                     default_threshold: <$kind as DetectorKind>::default_threshold(&Default::default()),
                 },
             )+]
