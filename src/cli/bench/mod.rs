@@ -242,16 +242,14 @@ pub fn detectors(rows: usize, dims: &[usize], only: &[String], repeat: usize) ->
             DetectorConfig::KnnCad(KnnCadConfig { window: 32, reference: 2000, k: 5, calibration: 1000 }),
         ),
     ];
-    let type_of = |config: &DetectorConfig| {
-        serde_json::to_value(config).ok().and_then(|v| v.get("type").and_then(|t| t.as_str().map(str::to_owned)))
-    };
+    let measured: Vec<&str> = candidates.iter().map(|(_, config)| config.kind()).collect();
+    if let Some(unknown) = only.iter().find(|name| !measured.contains(&name.as_str())) {
+        anyhow::bail!("--only {unknown}: not measured here; the detectors measured are {}", measured.join(", "));
+    }
     let candidates: Vec<_> = candidates
         .into_iter()
-        .filter(|(_, config)| only.is_empty() || type_of(config).is_some_and(|t| only.contains(&t)))
+        .filter(|(_, config)| only.is_empty() || only.iter().any(|name| name == config.kind()))
         .collect();
-    if candidates.is_empty() {
-        anyhow::bail!("--only {}: no such detector here", only.join(","));
-    }
     println!("| detector | D | rows | fit s | score s | rows/s | samples/s |");
     println!("|---|---|---|---|---|---|---|");
     for &d in dims {
