@@ -1,7 +1,7 @@
 //! Sources: where plant data enters the engine.
 //!
 //! A source `run`s until shutdown, turning whatever it reads (a CSV file, an
-//! HTTP request, later OPC UA, MQTT, Modbus) into [`Batch`]es addressed by
+//! HTTP request, MQTT messages, Modbus registers, OPC UA values) into [`Batch`]es addressed by
 //! asset and signal index, and sends them through the [`Router`], whose
 //! bounded channels push back when the engine is busy.
 //!

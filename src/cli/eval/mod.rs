@@ -224,9 +224,14 @@ pub(crate) fn csv_files_by_group(root: &Path, layout: &str) -> anyhow::Result<Ve
     Ok(files)
 }
 
-/// A PCA settings block, for the defaults.
+/// A PCA detector's settings, for the defaults.
 pub(crate) fn pca(alpha: f64, lags: usize, smoothing: usize) -> DetectorConfig {
-    DetectorConfig::Pca(PcaConfig {
+    DetectorConfig::Pca(pca_settings(alpha, lags, smoothing))
+}
+
+/// PCA settings for the defaults: 90 % variance, theory limits unless smoothed.
+pub(crate) fn pca_settings(alpha: f64, lags: usize, smoothing: usize) -> PcaConfig {
+    PcaConfig {
         components: None,
         select: usan_core::detector::ComponentRule::Variance,
         variance: 0.9,
@@ -235,7 +240,7 @@ pub(crate) fn pca(alpha: f64, lags: usize, smoothing: usize) -> DetectorConfig {
         lags,
         smoothing,
         ..PcaConfig::default()
-    })
+    }
 }
 
 /// Print settings as the TOML that would reproduce them.

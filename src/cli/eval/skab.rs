@@ -51,12 +51,11 @@ pub struct SkabSettings {
 /// anomaly-free run.
 #[must_use]
 pub fn default_settings() -> SkabSettings {
-    let algorithm = match super::pca(0.99, 1, 10) {
-        DetectorConfig::Pca(pca) => {
-            DetectorConfig::Pca(PcaConfig { difference: DifferenceRule::Trending, difference_lag: 30, ..pca })
-        }
-        other => other,
-    };
+    let algorithm = DetectorConfig::Pca(PcaConfig {
+        difference: DifferenceRule::Trending,
+        difference_lag: 30,
+        ..super::pca_settings(0.99, 1, 10)
+    });
     SkabSettings {
         algorithm,
         threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(1.0) },
