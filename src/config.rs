@@ -13,13 +13,16 @@ use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use usan_core::model::{AssetPath, SignalSpec};
+
+use crate::common::{HumanDuration, id_problem, out_of_range};
 
 use crate::api::ServerConfig;
 use crate::api::auth::AuthConfig;
 use crate::pipeline::alarms::AlarmConfig;
 use crate::pipeline::rul::RulSpec;
-use crate::pipeline::{EngineConfig, PipelineConfig};
+use crate::pipeline::{EngineConfig, MAX_QUEUE_CAPACITY, PipelineConfig};
 use crate::plant::{DetectorSpec, ModeCondition, Plant, PlantAsset};
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
@@ -231,12 +234,58 @@ impl Config {
     }
 
     fn validate(&self, locator: &Locator, errors: &mut Vec<ConfigError>) {
-        if self.pipeline.queue_capacity == 0 {
-            errors
-                .push(locator.error(&[Seg::Key("pipeline"), Seg::Key("queue_capacity")], "must be at least 1".into()));
-        }
-        if self.pipeline.workers == 0 {
-            errors.push(locator.error(&[Seg::Key("pipeline"), Seg::Key("workers")], "must be at least 1".into()));
+        // Every number has a range: a value outside it is refused here, by
+        // `usan check` and `usan serve` alike, never clamped or left to panic.
+        let ms = Duration::from_millis;
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        let pipeline = &self.pipeline;
+        let ranges = [
+            (
+                ["pipeline", "queue_capacity"],
+                out_of_range("queue_capacity", pipeline.queue_capacity, 1, MAX_QUEUE_CAPACITY),
+            ),
+            (["pipeline", "workers"], out_of_range("workers", pipeline.workers, 1, 1024)),
+            (["pipeline", "frame"], out_of_range("max_pending", pipeline.frame.max_pending, 1, 1_000_000)),
+            (
+                ["pipeline", "frame"],
+                out_of_range("max_lateness_ms", pipeline.frame.max_lateness_ms, 0, 365 * 86_400_000),
+            ),
+            (["server", "max_body_bytes"], out_of_range("max_body_bytes", self.server.max_body_bytes, 1024, 1 << 30)),
+            (["server", "max_future"], self.server.max_future.out_of("max_future", Duration::ZERO, days(365))),
+            (
+                ["server", "max_batch_samples"],
+                out_of_range("max_batch_samples", self.server.max_batch_samples, 1, 10_000_000),
+            ),
+            (["server", "max_connections"], out_of_range("max_connections", self.server.max_connections, 1, 100_000)),
+            (
+                ["server", "header_timeout"],
+                self.server.header_timeout.out_of("header_timeout", Duration::from_secs(1), Duration::from_secs(600)),
+            ),
+            (
+                ["server", "request_timeout"],
+                self.server.request_timeout.out_of(
+                    "request_timeout",
+                    Duration::from_secs(1),
+                    Duration::from_secs(3600),
+                ),
+            ),
+            (
+                ["alarms", "escalate_after"],
+                self.alarms.escalate_after.and_then(|d| d.out_of("escalate_after", Duration::from_secs(1), days(365))),
+            ),
+        ];
+        let StoreConfig::Sqlite(SqliteConfig { flush_interval, retention, .. }) = &self.store;
+        let store = [
+            (["store", "flush_interval"], flush_interval.out_of("flush_interval", ms(1), Duration::from_secs(3600))),
+            (
+                ["store", "retention"],
+                retention.and_then(|r| r.out_of("retention", Duration::from_secs(60), HumanDuration::MAX)),
+            ),
+        ];
+        for ([section, key], problem) in ranges.into_iter().chain(store) {
+            if let Some(problem) = problem {
+                errors.push(locator.error(&[Seg::Key(section), Seg::Key(key)], problem));
+            }
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             errors.push(locator.error(
@@ -252,6 +301,9 @@ impl Config {
             let at = [Seg::Key("detectors"), Seg::Index(i)];
             if !detector_names.insert(detector.name.as_str()) {
                 errors.push(locator.error(&at, format!("detector name `{}` is used twice", detector.name)));
+            }
+            if let Some(problem) = id_problem(&detector.name) {
+                errors.push(locator.error(&[at[0], at[1], Seg::Key("name")], format!("detector name {problem}")));
             }
             for problem in detector.algorithm.validate() {
                 errors.push(locator.error(&[at[0], at[1], Seg::Key("algorithm")], problem));
@@ -275,8 +327,8 @@ impl Config {
         let mut asset_ids = HashSet::new();
         for (i, asset) in self.assets.iter().enumerate() {
             let at = [Seg::Key("assets"), Seg::Index(i)];
-            if asset.id.trim().is_empty() {
-                errors.push(locator.error(&at, "asset id is empty".into()));
+            if let Some(problem) = id_problem(&asset.id) {
+                errors.push(locator.error(&[at[0], at[1], Seg::Key("id")], format!("asset id {problem}")));
             }
             if !asset_ids.insert(asset.id.as_str()) {
                 errors.push(locator.error(&at, format!("asset id `{}` is used twice", asset.id)));
@@ -329,6 +381,9 @@ impl Config {
             if !source_names.insert(source.name()) {
                 errors.push(locator.error(&at, format!("source name `{}` is used twice", source.name())));
             }
+            if let Some(problem) = id_problem(source.name()) {
+                errors.push(locator.error(&at, format!("source name {problem}")));
+            }
             for problem in source.validate(&asset_ids) {
                 errors.push(locator.error(&at, problem));
             }
@@ -340,6 +395,9 @@ impl Config {
         }
         for (i, rul) in self.rul.iter().enumerate() {
             let at = [Seg::Key("rul"), Seg::Index(i)];
+            if let Some(problem) = id_problem(&rul.name) {
+                errors.push(locator.error(&[at[0], at[1], Seg::Key("name")], format!("name {problem}")));
+            }
             if !detector_names.insert(rul.name.as_str()) {
                 errors.push(locator.error(
                     &at,

@@ -43,6 +43,34 @@ pub struct Plant {
     pub detectors: Vec<DetectorSpec>,
 }
 
+impl Plant {
+    /// A plant of `(asset id, signal names)` without detectors (tests,
+    /// fuzzing, tools that only route samples).
+    #[must_use]
+    pub fn of_signals(assets: &[(&str, &[&str])]) -> Plant {
+        let assets: Vec<PlantAsset> = assets
+            .iter()
+            .map(|(id, signals)| PlantAsset {
+                path: AssetPath { site: String::new(), line: String::new(), asset: (*id).to_string() },
+                signals: signals
+                    .iter()
+                    .map(|name| SignalSpec {
+                        name: (*name).to_string(),
+                        unit: None,
+                        lower_spec: None,
+                        upper_spec: None,
+                    })
+                    .collect(),
+                signal_index: signals.iter().enumerate().map(|(i, name)| ((*name).to_string(), i)).collect(),
+                detectors: Vec::new(),
+                suppress_alarms_when: None,
+            })
+            .collect();
+        let asset_index = assets.iter().enumerate().map(|(i, a)| (a.path.asset.clone(), i)).collect();
+        Plant { assets, asset_index, detectors: Vec::new() }
+    }
+}
+
 /// `[[detectors]]`: a named detector, its threshold and how it learns.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// HTTP requests refused for bad input.
     pub http_rejected: Counter,
+    /// Journal commits (each makes a group of acknowledged batches durable).
+    pub journal_commits: Counter,
+    /// Journal commits that failed: their batches were refused, not acknowledged.
+    pub journal_errors: Counter,
     /// Per connected source (MQTT, Modbus, OPC UA), by source name.
     sources: Mutex<BTreeMap<String, Arc<LinkStats>>>,
     /// Per forwarding sink (MQTT), by sink name.
@@ -181,7 +185,7 @@ impl Metrics {
     #[must_use]
     pub fn render(&self, gauges: &[(&str, &str, f64)], format: Exposition) -> String {
         let mut registry = Registry::default();
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             ("usan_samples_in", "Values accepted from sources", &self.samples_in),
             ("usan_samples_dropped", "Values dropped (unknown asset or signal, bad quality)", &self.samples_dropped),
             ("usan_samples_late", "Values older than their asset's last emitted frame", &self.samples_late),
@@ -201,6 +205,8 @@ impl Metrics {
             ("usan_store_commits", "Store commits", &self.store_commits),
             ("usan_store_errors", "Store write failures", &self.store_errors),
             ("usan_http_rejected", "HTTP requests refused for bad input", &self.http_rejected),
+            ("usan_journal_commits", "Journal commits of acknowledged batches", &self.journal_commits),
+            ("usan_journal_errors", "Journal commits that failed (their batches were refused)", &self.journal_errors),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());

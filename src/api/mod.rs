@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod listen;
 mod views;
 
 use crate::common::HumanDuration;
@@ -23,7 +24,7 @@ use crate::store::{AlarmAction, AlarmQuery, Store, StoreError};
 use crate::telemetry::{Exposition, Metrics};
 use auth::{AuthConfig, Denied, Identity, Role, Tokens};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -49,6 +50,18 @@ pub struct ServerConfig {
     /// Samples stamped later than now plus this are refused.
     #[serde(default = "default_max_future")]
     pub max_future: HumanDuration,
+    /// Most samples in one push.
+    #[serde(default = "default_max_batch_samples")]
+    pub max_batch_samples: usize,
+    /// Connections served at once; more wait until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A request's headers must arrive within this (idle keep-alive connections close after it).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// A request (its body included) must be answered within this, else 408.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
 }
 
 fn default_listen() -> String {
@@ -60,10 +73,42 @@ fn default_max_body() -> usize {
 fn default_max_future() -> HumanDuration {
     HumanDuration(Duration::from_secs(300))
 }
+fn default_max_batch_samples() -> usize {
+    100_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), max_body_bytes: default_max_body(), max_future: default_max_future() }
+        ServerConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            max_future: default_max_future(),
+            max_batch_samples: default_max_batch_samples(),
+            max_connections: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The connection and request bounds of [`listen::serve`].
+    #[must_use]
+    pub fn limits(&self) -> listen::Limits {
+        listen::Limits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout.0,
+            request_timeout: self.request_timeout.0,
+        }
     }
 }
 
@@ -141,15 +186,28 @@ pub struct ApiError {
     details: Vec<String>,
 }
 
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_SECONDS: u64 = 1;
+
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError { status, message: message.into(), details: Vec::new() }
+    }
+
+    /// The engine cannot take the request now (storage full or failing,
+    /// shutting down): 503 with Retry-After.
+    fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.message, "details": self.details });
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())];
+            return (self.status, retry, Json(body)).into_response();
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -163,8 +221,22 @@ impl From<StoreError> for ApiError {
             StoreError::Transition(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             other => {
                 tracing::error!("store error in API: {other}");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage error; see the server log")
+                ApiError::unavailable("the store cannot answer now; see the server log")
             }
+        }
+    }
+}
+
+/// A path parameter whose rejection (a malformed id) is the API's JSON error.
+pub(crate) struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), rejection.body_text())),
         }
     }
 }
@@ -345,7 +417,7 @@ async fn assets(State(state): State<ApiState>) -> Json<Vec<AssetView>> {
     Json((0..state.plant.assets.len()).map(|i| asset_view(&state, i)).collect())
 }
 
-async fn asset(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<AssetView>> {
+async fn asset(State(state): State<ApiState>, PathParam(id): PathParam<String>) -> ApiResult<Json<AssetView>> {
     let index = asset_index(&state, &id)?;
     Ok(Json(asset_view(&state, index)))
 }
@@ -358,7 +430,7 @@ struct RulView {
     estimates: Vec<crate::pipeline::rul::RulLive>,
 }
 
-async fn asset_rul(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<RulView>> {
+async fn asset_rul(State(state): State<ApiState>, PathParam(id): PathParam<String>) -> ApiResult<Json<RulView>> {
     let index = asset_index(&state, &id)?;
     Ok(Json(RulView { asset: id, estimates: state.live.get(index).unwrap_or_default().rul }))
 }
@@ -448,7 +520,10 @@ async fn alarms(
     Ok(Json(blocking(move || store.alarms(&query)).await?))
 }
 
-async fn alarm(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<Json<usan_core::alarm::Alarm>> {
+async fn alarm(
+    State(state): State<ApiState>,
+    PathParam(id): PathParam<i64>,
+) -> ApiResult<Json<usan_core::alarm::Alarm>> {
     let store = state.store.clone();
     blocking(move || store.alarm(id))
         .await?
@@ -549,7 +624,7 @@ async fn transition(
 /// `POST /api/v1/alarms/{id}/{acknowledge|assign|comment|clear}`.
 async fn alarm_action(
     State(state): State<ApiState>,
-    Path((id, action)): Path<(i64, String)>,
+    PathParam((id, action)): PathParam<(i64, String)>,
     Extension(who): Extension<Identity>,
     body: Result<Json<AlarmActionBody>, JsonRejection>,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
@@ -644,7 +719,7 @@ async fn declare_maintenance(
 
 async fn end_maintenance(
     State(state): State<ApiState>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
 ) -> ApiResult<Json<usan_core::alarm::MaintenanceWindow>> {
     let alarms = state.alarms.clone();
     Ok(Json(blocking(move || alarms.end_maintenance(id, now())).await?))
@@ -690,7 +765,7 @@ async fn push_samples(
     })?;
     let now = chrono::Utc::now().timestamp_millis();
     let latest = Timestamp(now + state.server.max_future.0.as_millis() as i64);
-    let batches = push::validate(request, &state.plant, latest).map_err(|details| {
+    let batches = push::validate(request, &state.plant, latest, state.server.max_batch_samples).map_err(|details| {
         state.metrics.http_rejected.inc();
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -699,9 +774,8 @@ async fn push_samples(
         }
     })?;
     let accepted: usize = batches.iter().map(crate::source::Batch::sample_count).sum();
-    for batch in batches {
-        state.router.send(batch).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    }
+    let mut receipt = state.router.submit(batches).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    receipt.durable().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))))
 }
 

@@ -2,12 +2,12 @@
 //! session, a compact plant overview, an asset's history on one time axis,
 //! a signal's control chart, and the live stream (server-sent events).
 
-use super::{ApiError, ApiResult, ApiState, SESSION_COOKIE, asset_index, blocking, time_range};
+use super::{ApiError, ApiResult, ApiState, PathParam, SESSION_COOKIE, asset_index, blocking, time_range};
 use crate::api::auth::{Identity, Role};
 use crate::pipeline::SCORE_PREFIX;
 use crate::sink::Event as SinkEvent;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -126,7 +126,7 @@ pub struct SeriesQuery {
 /// `GET /api/v1/assets/{id}/series`: signals and detector scores on one time axis.
 pub async fn series(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     query: Result<Query<SeriesQuery>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let Query(q) = query?;
@@ -185,7 +185,7 @@ pub struct SpcQuery {
 /// signal has specification limits, its capability.
 pub async fn control_chart(
     State(state): State<ApiState>,
-    Path((id, signal)): Path<(String, String)>,
+    PathParam((id, signal)): PathParam<(String, String)>,
     query: Result<Query<SpcQuery>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let Query(q) = query?;

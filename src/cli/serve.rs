@@ -32,15 +32,25 @@ pub struct Args {
 /// # Errors
 /// As [`serve`], and when the configuration cannot be loaded.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    super::runtime()?.block_on(async {
+    let runtime = super::runtime()?;
+    let outcome = runtime.block_on(async {
         let mut config = Config::load(&args.config)?;
         if let Some(listen) = args.listen {
             config.server.listen = listen;
         }
         let options = ServeOptions { duration: args.duration, exit_when_done: args.exit_when_done, live_view: false };
         serve(config, options).await
-    })
+    });
+    // A store call still running after a stop that ran out of time is not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    outcome
 }
+
+/// How long the API gets to finish its requests once asked to stop.
+const API_STOP_LIMIT: Duration = Duration::from_secs(2);
+/// How long stopping may take in all: the API, the sources, then draining
+/// and committing what was accepted (a service manager's patience is ~10 s).
+const STOP_LIMIT: Duration = Duration::from_secs(8);
 
 /// How `serve` ends and what it prints.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,27 +77,40 @@ pub async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> 
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = ApiState::new(&engine, &config.server, &config.auth);
     let app = router(api.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = server_stopped.await;
-            })
-            .await
-    });
+    let limits = config.server.limits();
+    let server = tokio::spawn(crate::api::listen::serve(listener, app, limits, async {
+        let _ = server_stopped.await;
+    }));
 
     let reason = wait_for_stop(&engine, options).await;
     tracing::info!("stopping: {reason}; flushing what was accepted");
     // Open dashboards' streams end first (a graceful shutdown waits for
     // them); this handle must not outlive the server: it holds the
     // pipeline's senders, which the engine waits to see closed.
-    api.close_streams();
-    drop(api);
-    let _ = stop_server.send(());
-    server.await.context("API task failed")?.context("API server failed")?;
-    if options.live_view {
-        println!("{}", live_view(&engine));
+    let stopping = async move {
+        api.close_streams();
+        drop(api);
+        let _ = stop_server.send(());
+        let mut server = server;
+        match tokio::time::timeout(API_STOP_LIMIT, &mut server).await {
+            Ok(finished) => finished.context("API task failed")?.context("API server failed")?,
+            Err(_) => {
+                // Clients that hold their connections open (or stall) are cut off.
+                server.abort();
+                tracing::warn!("the API did not finish its requests within {API_STOP_LIMIT:?}; connections closed");
+            }
+        }
+        if options.live_view {
+            println!("{}", live_view(&engine));
+        }
+        engine.stop().await
+    };
+    match tokio::time::timeout(STOP_LIMIT, stopping).await {
+        Ok(outcome) => outcome,
+        Err(_) => anyhow::bail!(
+            "could not stop within {STOP_LIMIT:?}; what was acknowledged is in the store's journal and is taken up at the next start"
+        ),
     }
-    engine.stop().await
 }
 
 async fn wait_for_stop(engine: &Engine, options: ServeOptions) -> &'static str {

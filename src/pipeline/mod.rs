@@ -10,6 +10,7 @@
 pub mod alarms;
 
 use alarms::AlarmConfig;
+pub mod journal;
 pub mod rul;
 mod worker;
 
@@ -53,7 +54,26 @@ pub struct PipelineConfig {
     /// Keep raw samples in the store (findings and alarms are always kept).
     #[serde(default = "default_true")]
     pub store_samples: bool,
+    /// When a source that acknowledges (HTTP push, MQTT QoS 1) does so.
+    #[serde(default)]
+    pub ack: AckMode,
 }
+
+/// `[pipeline] ack`: when sources acknowledge what they receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// After the samples are committed to the store's journal: an
+    /// acknowledged sample survives a crash or a power cut.
+    #[default]
+    Commit,
+    /// As soon as the engine has queued them: faster, and a crash loses
+    /// what was acknowledged in the last flush interval.
+    Received,
+}
+
+/// The largest `queue_capacity`: more batches than an edge box holds in memory (Tokio refuses channels near `usize::MAX / 8`).
+pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
 
 fn default_queue_capacity() -> usize {
     1024
@@ -73,6 +93,7 @@ impl Default for PipelineConfig {
             frame: FramePolicy::default(),
             models_dir: None,
             store_samples: true,
+            ack: AckMode::default(),
         }
     }
 }
@@ -224,6 +245,9 @@ impl LiveFrames {
     }
 }
 
+/// How long stopping sources get to finish what they are doing.
+const SOURCE_STOP_LIMIT: Duration = Duration::from_secs(3);
+
 /// A running engine.
 pub struct Engine {
     /// The configured plant.
@@ -247,6 +271,7 @@ pub struct Engine {
     pub accepts_pushed_samples: bool,
     shutdown: watch::Sender<bool>,
     sources: Vec<SourceTask>,
+    journal: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
     sinks: JoinHandle<()>,
@@ -366,7 +391,16 @@ impl Engine {
             });
             workers.push(tokio::spawn(worker.run(rx)));
         }
-        let router = Router::new(shard_senders, metrics.clone());
+        let shard_senders = Arc::new(shard_senders);
+        let (router, journal) = match config.pipeline.ack {
+            AckMode::Commit => {
+                let (tx, rx) = mpsc::channel(capacity);
+                let committer =
+                    journal::committer(store.clone(), plant.clone(), rx, shard_senders.clone(), metrics.clone());
+                (Router::new(shard_senders.clone(), Some(tx), metrics.clone()), Some(tokio::spawn(committer)))
+            }
+            AckMode::Received => (Router::new(shard_senders.clone(), None, metrics.clone()), None),
+        };
 
         let StoreConfig::Sqlite(SqliteConfig { flush_interval, retention, .. }) = &config.store;
         let writer = tokio::spawn(store_writer(
@@ -387,6 +421,15 @@ impl Engine {
             .alarms
             .escalate_after
             .map(|after| tokio::spawn(escalate(alarms.clone(), after.0, sink_tx.clone(), shutdown.subscribe())));
+
+        // What was acknowledged but not yet committed when the last run ended,
+        // before any source sends something new.
+        let replayed =
+            journal::replay(&store, &plant, &shard_senders, &metrics).await.context("replaying the store's journal")?;
+        if replayed > 0 {
+            tracing::info!("replayed {replayed} acknowledged batches from the journal");
+        }
+        drop(shard_senders);
 
         let resume_idx: HashMap<usize, Timestamp> =
             resume.iter().filter_map(|(name, ts)| plant.asset_index.get(name).map(|i| (*i, *ts))).collect();
@@ -411,6 +454,7 @@ impl Engine {
             accepts_pushed_samples,
             shutdown,
             sources,
+            journal,
             workers,
             writer,
             sinks,
@@ -459,8 +503,15 @@ impl Engine {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let mut first_error = None;
-        for (name, handle) in self.sources {
-            match handle.await {
+        let deadline = tokio::time::Instant::now() + SOURCE_STOP_LIMIT;
+        for (name, mut handle) in self.sources {
+            let Ok(outcome) = tokio::time::timeout_at(deadline, &mut handle).await else {
+                // What it had acknowledged is in the journal; the rest its peer sends again.
+                handle.abort();
+                tracing::warn!(source = %name, "did not stop within {SOURCE_STOP_LIMIT:?}; stopped");
+                continue;
+            };
+            match outcome {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e.context(format!("source `{name}` failed")));
@@ -471,6 +522,9 @@ impl Engine {
             }
         }
         drop(self.router);
+        if let Some(journal) = self.journal {
+            let _ = journal.await;
+        }
         for worker in self.workers {
             let _ = worker.await;
         }
@@ -607,8 +661,7 @@ async fn store_writer(
                     newest = newest.max(ts.0);
                 }
             }
-            pending.frames.extend(batch.frames);
-            pending.findings.extend(batch.findings);
+            pending.extend(batch);
         }
         let due = tokio::time::Instant::now() >= deadline;
         if (due || closed || pending_frames >= MAX_FRAMES_PER_COMMIT) && !pending.is_empty() {

@@ -8,10 +8,10 @@ use super::rul::{RulTransition, RulWatch};
 use super::{AlarmBook, AssetLive, DetectorLive, LiveFrames, LiveRow, LiveRows, LiveState, SCORE_PREFIX};
 use crate::plant::{DetectorSpec, Plant};
 use crate::sink::Event;
-use crate::source::Batch;
-use crate::store::{FrameBatch, Store, WriteBatch};
+use crate::source::{Batch, Routed};
+use crate::store::{FrameBatch, JournalRelease, Store, WriteBatch};
 use crate::telemetry::Metrics;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use usan_core::detector::{AnyDetector, Detector, DetectorError, FittedModel};
@@ -52,6 +52,57 @@ struct AssetRun {
     live: AssetLive,
     /// The operating mode in which the asset raises no alarm.
     quiet_mode: Option<(usize, crate::plant::ModeCondition)>,
+    /// Journal entries processed and not yet released: `(seq, newest
+    /// sample time they left pending)`, in journal order.
+    unreleased: VecDeque<(i64, Option<Timestamp>)>,
+}
+
+impl AssetRun {
+    /// Push a batch into the assembler; the newest time of the samples it
+    /// accepted (they are pending or in `frames`).
+    fn assemble(&mut self, batch: Batch, frames: &mut Vec<Frame>) -> Option<Timestamp> {
+        let mut newest: Option<Timestamp> = None;
+        let mut accepted = self.assembler.stats().accepted;
+        let mut note = |ts: Timestamp, assembler: &FrameAssembler| {
+            let now = assembler.stats().accepted;
+            if now > accepted {
+                accepted = now;
+                newest = Some(newest.map_or(ts, |n| n.max(ts)));
+            }
+        };
+        match batch {
+            Batch::Rows { rows, .. } => {
+                for (ts, values) in rows {
+                    self.assembler.push_row(ts, values, frames);
+                    note(ts, &self.assembler);
+                }
+            }
+            Batch::Samples { samples, .. } => {
+                for sample in samples {
+                    let ts = sample.ts;
+                    self.assembler.push(sample, frames);
+                    note(ts, &self.assembler);
+                }
+            }
+        }
+        newest
+    }
+
+    /// Record a processed journal entry; the release of every entry whose
+    /// samples are now all in emitted frames (in journal order).
+    fn release(&mut self, seq: Option<(i64, Option<Timestamp>)>) -> Option<JournalRelease> {
+        self.unreleased.extend(seq);
+        let watermark = self.assembler.watermark();
+        let mut through = None;
+        while let Some(&(seq, newest)) = self.unreleased.front() {
+            if newest.is_some_and(|ts| watermark.is_none_or(|w| ts > w)) {
+                break;
+            }
+            through = Some(seq);
+            self.unreleased.pop_front();
+        }
+        through.map(|through| JournalRelease { asset: self.id.clone(), through })
+    }
 }
 
 /// Everything a worker is built from.
@@ -146,6 +197,7 @@ impl Worker {
                     ruls,
                     live,
                     quiet_mode: parts.plant.assets[index].suppress_alarms_when.clone(),
+                    unreleased: VecDeque::new(),
                 },
             );
         }
@@ -162,41 +214,33 @@ impl Worker {
         }
     }
 
-    pub(crate) async fn run(mut self, mut input: mpsc::Receiver<Batch>) {
+    pub(crate) async fn run(mut self, mut input: mpsc::Receiver<Routed>) {
         let mut frames = Vec::new();
-        while let Some(batch) = input.recv().await {
+        while let Some(Routed { batch, seq }) = input.recv().await {
             let asset = batch.asset();
             let Some(run) = self.assets.get_mut(&asset) else {
                 self.metrics.samples_dropped.inc_by(batch.sample_count() as u64);
                 continue;
             };
             frames.clear();
-            match batch {
-                Batch::Rows { rows, .. } => {
-                    for (ts, values) in rows {
-                        run.assembler.push_row(ts, values, &mut frames);
-                    }
-                }
-                Batch::Samples { samples, .. } => {
-                    for sample in samples {
-                        run.assembler.push(sample, &mut frames);
-                    }
-                }
-            }
-            self.process(asset, &frames).await;
+            let newest = run.assemble(batch, &mut frames);
+            let release = run.release(seq.map(|seq| (seq, newest)));
+            self.process(asset, &frames, release).await;
         }
         // Input closed: flush what is still pending.
         let indices: Vec<usize> = self.assets.keys().copied().collect();
         for asset in indices {
             frames.clear();
+            let mut release = None;
             if let Some(run) = self.assets.get_mut(&asset) {
                 run.assembler.flush(&mut frames);
+                release = run.release(None);
             }
-            self.process(asset, &frames).await;
+            self.process(asset, &frames, release).await;
         }
     }
 
-    async fn process(&mut self, asset: usize, frames: &[Frame]) {
+    async fn process(&mut self, asset: usize, frames: &[Frame], release: Option<JournalRelease>) {
         let Some(run) = self.assets.get_mut(&asset) else {
             return;
         };
@@ -208,6 +252,12 @@ impl Worker {
             .inc_by((stats.not_good - run.seen.not_good) + (stats.unknown_signal - run.seen.unknown_signal));
         run.seen = stats;
         if frames.is_empty() {
+            if let Some(release) = release {
+                let batch = WriteBatch { journal_release: vec![release], ..WriteBatch::default() };
+                if self.store_queue.send(batch).await.is_err() {
+                    tracing::error!("store writer has stopped; journal entries kept for the next start");
+                }
+            }
             return;
         }
         self.metrics.frames.inc_by(frames.len() as u64);
@@ -310,7 +360,12 @@ impl Worker {
         }
         let frame_batch =
             self.store_samples.then(|| FrameBatch { asset: run.id.clone(), signals: run.stored_columns.clone(), rows });
-        let batch = WriteBatch { frames: frame_batch.into_iter().collect(), findings, alarm_observations };
+        let batch = WriteBatch {
+            frames: frame_batch.into_iter().collect(),
+            findings,
+            alarm_observations,
+            journal_release: release.into_iter().collect(),
+        };
         if !batch.is_empty() && self.store_queue.send(batch).await.is_err() {
             tracing::error!("store writer has stopped; frames not stored");
         }

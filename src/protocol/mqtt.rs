@@ -97,6 +97,12 @@ impl Broker {
         if self.password.is_some() && self.password_env.is_some() {
             problems.push(format!("{at}: give `password` or `password_env`, not both"));
         }
+        // MQTT counts the keep-alive in whole seconds, at most 65535.
+        let ranges = [
+            self.keep_alive.out_of("keep_alive", Duration::from_secs(1), Duration::from_secs(65_535)),
+            self.reconnect_delay.out_of("reconnect_delay", Duration::from_millis(10), Duration::from_secs(3600)),
+        ];
+        problems.extend(ranges.into_iter().flatten().map(|p| format!("{at}: {p}")));
         if let Some(tls) = &self.tls
             && tls.client_cert.is_some() != tls.client_key.is_some()
         {
@@ -113,8 +119,12 @@ impl Broker {
         let client_id = self.client_id.clone().unwrap_or_else(|| default_id.to_string());
         let port = self.port.unwrap_or(if self.tls.is_some() { 8883 } else { 1883 });
         let mut options = MqttOptions::new(client_id, self.host.clone(), port);
-        options.set_keep_alive(self.keep_alive.0.max(Duration::from_secs(1)));
-        options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+        // Validated to 1..=65535 s; the bound again here keeps rumqttc's assert unreachable.
+        options.set_keep_alive(self.keep_alive.0.clamp(Duration::from_secs(1), Duration::from_secs(65_535)));
+        // Any packet MQTT allows is read whole, so a message the source refuses
+        // as too large is still acknowledged (never redelivered forever);
+        // what is sent stays within 16 MiB.
+        options.set_max_packet_size(MAX_MQTT_PACKET, 16 * 1024 * 1024);
         if let Some(user) = &self.username {
             let password = crate::common::password(self.password.as_ref(), self.password_env.as_ref())?;
             options.set_credentials(user.clone(), password);
@@ -126,6 +136,10 @@ impl Broker {
         Ok(options)
     }
 }
+
+/// The largest packet MQTT can express: a fixed header of 5 bytes and a
+/// remaining length of at most 268,435,455.
+pub const MAX_MQTT_PACKET: usize = 268_435_460;
 
 /// A client and its event loop, with Nagle's algorithm off: MQTT sends many
 /// small packets (PUBACKs, single events) that would otherwise wait up to

@@ -104,10 +104,13 @@ impl SinkKind for WebhookSinkConfig {
         if self.secret.is_some() && self.secret_env.is_some() {
             problems.push(format!("{at}: give `secret` or `secret_env`, not both"));
         }
-        if self.timeout.0.is_zero() || self.retry_initial.0.is_zero() || self.retry_max.0 < self.retry_initial.0 {
-            problems
-                .push(format!("{at}: timeout and retry_initial must be above zero, retry_max at least retry_initial"));
-        }
+        let ms = Duration::from_millis;
+        let ranges = [
+            self.timeout.out_of("timeout", ms(100), ms(600_000)),
+            self.retry_initial.out_of("retry_initial", ms(10), ms(3_600_000)),
+            self.retry_max.out_of("retry_max", self.retry_initial.0, ms(86_400_000)),
+        ];
+        problems.extend(ranges.into_iter().flatten().map(|p| format!("{at}: {p}")));
         problems.extend(super::spool::check_max_bytes(&at, self.spool_max_bytes));
         problems
     }

@@ -78,29 +78,31 @@ pub struct PushSample {
     pub quality: Quality,
 }
 
-/// Most samples accepted in one request.
-pub const MAX_SAMPLES_PER_REQUEST: usize = 100_000;
-
 /// Validate a pushed batch against the plant and split it per asset.
 ///
 /// # Errors
 /// Every problem found (up to 20 listed, then a count).
-pub fn validate(request: PushRequest, plant: &Plant, latest_allowed: Timestamp) -> Result<Vec<Batch>, Vec<String>> {
+pub fn validate(
+    request: PushRequest,
+    plant: &Plant,
+    latest_allowed: Timestamp,
+    max_samples: usize,
+) -> Result<Vec<Batch>, Vec<String>> {
     let mut problems = Vec::new();
-    if request.samples.len() > MAX_SAMPLES_PER_REQUEST {
+    if request.samples.len() > max_samples {
         return Err(vec![format!(
-            "{} samples in one request; at most {MAX_SAMPLES_PER_REQUEST}",
+            "{} samples in one request; at most {max_samples} (`[server] max_batch_samples`)",
             request.samples.len()
         )]);
     }
     let mut per_asset: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
     for (i, s) in request.samples.into_iter().enumerate() {
         let Some(&asset) = plant.asset_index.get(&s.asset) else {
-            problems.push(format!("samples[{i}]: unknown asset `{}`", s.asset));
+            problems.push(format!("samples[{i}]: unknown asset `{}`", clip(&s.asset)));
             continue;
         };
         let Some(&signal) = plant.assets[asset].signal_index.get(&s.signal) else {
-            problems.push(format!("samples[{i}]: asset `{}` has no signal `{}`", s.asset, s.signal));
+            problems.push(format!("samples[{i}]: asset `{}` has no signal `{}`", s.asset, clip(&s.signal)));
             continue;
         };
         let ts = match &s.ts {
@@ -115,6 +117,10 @@ pub fn validate(request: PushRequest, plant: &Plant, latest_allowed: Timestamp) 
         };
         if ts > latest_allowed {
             problems.push(format!("samples[{i}]: ts {} is too far in the future", ts.0));
+            continue;
+        }
+        if ts < Timestamp(0) {
+            problems.push(format!("samples[{i}]: ts {} is before 1970-01-01", ts.0));
             continue;
         }
         match s.value {
@@ -134,4 +140,15 @@ pub fn validate(request: PushRequest, plant: &Plant, latest_allowed: Timestamp) 
         }
         Err(problems)
     }
+}
+
+/// A name as quoted in an error: at most 64 characters, escaped, so an
+/// answer never echoes a huge or hostile string.
+fn clip(name: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = name.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if name.chars().count() > MAX {
+        out.push_str("...");
+    }
+    out
 }

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use usan_core::model::{Sample, Timestamp};
 
 /// What sources send: one asset's data, as whole rows or as loose samples.
@@ -58,10 +58,58 @@ impl Batch {
     }
 }
 
+/// A batch on its way to its worker, with its journal position when it was
+/// made durable before it was acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    /// The batch.
+    pub batch: Batch,
+    /// Its journal entry, released once its samples are committed.
+    pub seq: Option<i64>,
+}
+
+/// Batches to make durable before their source acknowledges them, and whom
+/// to tell (the engine's journal committer takes them).
+pub(crate) struct Submission {
+    pub batches: Vec<Batch>,
+    pub done: oneshot::Sender<Result<(), Refused>>,
+}
+
+/// The journal refused a submission (the store could not commit it, e.g. a
+/// full disk); nothing of it was accepted and the source must not acknowledge.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("samples not accepted: the journal cannot commit ({0})")]
+pub struct Refused(pub String);
+
+/// The promise of [`Router::submit`]: resolves once the batches are as safe
+/// as the engine's `ack` setting asks (committed, or received).
+#[must_use = "a source acknowledges only once its receipt resolves"]
+pub struct Receipt(Option<oneshot::Receiver<Result<(), Refused>>>);
+
+impl Receipt {
+    /// Wait until the submission is durable (at once when `ack = "received"`).
+    ///
+    /// # Errors
+    /// [`Refused`] when the journal could not commit it, or the engine
+    /// stopped before it did.
+    pub async fn durable(&mut self) -> Result<(), Refused> {
+        match self.0.as_mut() {
+            None => Ok(()),
+            Some(pending) => {
+                let outcome = pending.await.unwrap_or_else(|_| Err(Refused("the engine is stopping".into())));
+                self.0 = None;
+                outcome
+            }
+        }
+    }
+}
+
 /// Sends batches to the worker that owns the asset (sharded by asset index).
 #[derive(Clone)]
 pub struct Router {
-    shards: Arc<Vec<mpsc::Sender<Batch>>>,
+    shards: Arc<Vec<mpsc::Sender<Routed>>>,
+    /// The journal committer, when sources acknowledge only what is committed.
+    journal: Option<mpsc::Sender<Submission>>,
     metrics: Arc<Metrics>,
 }
 
@@ -71,28 +119,57 @@ pub struct Router {
 pub struct Closed;
 
 impl Router {
-    /// A router over the workers' input channels.
+    /// A router over the workers' input channels; with `journal`, submitted
+    /// batches go through the journal committer first.
     #[must_use]
-    pub fn new(shards: Vec<mpsc::Sender<Batch>>, metrics: Arc<Metrics>) -> Self {
-        Router { shards: Arc::new(shards), metrics }
+    pub(crate) fn new(
+        shards: Arc<Vec<mpsc::Sender<Routed>>>,
+        journal: Option<mpsc::Sender<Submission>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Router { shards, journal, metrics }
     }
 
-    /// Send a batch, waiting while the owning worker's queue is full.
+    /// Send a batch that nobody acknowledges (a file read, a poll), waiting
+    /// while the owning worker's queue is full.
     ///
     /// # Errors
     /// [`Closed`] when the pipeline is shutting down.
     pub async fn send(&self, batch: Batch) -> Result<(), Closed> {
         let count = batch.sample_count() as u64;
         let shard = &self.shards[batch.asset() % self.shards.len()];
-        shard.send(batch).await.map_err(|_| Closed)?;
+        shard.send(Routed { batch, seq: None }).await.map_err(|_| Closed)?;
         self.metrics.samples_in.inc_by(count);
         Ok(())
+    }
+
+    /// Hand over batches a source will acknowledge (a pushed request, an
+    /// MQTT QoS 1 message), waiting while the engine is busy; acknowledge
+    /// once the [`Receipt`] resolves. The batches of one submission are
+    /// committed together.
+    ///
+    /// # Errors
+    /// [`Closed`] when the pipeline is shutting down.
+    pub async fn submit(&self, batches: Vec<Batch>) -> Result<Receipt, Closed> {
+        let Some(journal) = &self.journal else {
+            for batch in batches {
+                self.send(batch).await?;
+            }
+            return Ok(Receipt(None));
+        };
+        if batches.is_empty() {
+            return Ok(Receipt(None));
+        }
+        let (done, receipt) = oneshot::channel();
+        journal.send(Submission { batches, done }).await.map_err(|_| Closed)?;
+        Ok(Receipt(Some(receipt)))
     }
 
     /// Batches waiting in the workers' queues, summed.
     #[must_use]
     pub fn queued(&self) -> usize {
-        self.shards.iter().map(|s| s.max_capacity() - s.capacity()).sum()
+        let journal = self.journal.as_ref().map_or(0, |j| j.max_capacity() - j.capacity());
+        journal + self.shards.iter().map(|s| s.max_capacity() - s.capacity()).sum::<usize>()
     }
 }
 

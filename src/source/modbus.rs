@@ -248,9 +248,15 @@ impl SourceKind for ModbusSourceConfig {
         if self.registers.is_empty() {
             problems.push(format!("{at}: no registers"));
         }
-        if self.poll.0.is_zero() {
-            problems.push(format!("{at}: poll must be positive"));
-        }
+        let ms = Duration::from_millis;
+        let ranges = [
+            self.poll.out_of("poll", ms(10), ms(86_400_000)),
+            self.timeout.out_of("timeout", ms(10), ms(600_000)),
+            self.reconnect_delay.out_of("reconnect_delay", ms(10), ms(3_600_000)),
+            crate::common::out_of_range("retries", self.retries, 0, 100),
+            crate::common::out_of_range("max_gap", self.max_gap, 0, 125),
+        ];
+        problems.extend(ranges.into_iter().flatten().map(|p| format!("{at}: {p}")));
         for (i, r) in self.registers.iter().enumerate() {
             let here = format!("{at}, registers[{i}] (`{}`)", r.signal);
             match r.asset.as_ref().or(self.asset.as_ref()) {

@@ -23,7 +23,9 @@
 //! object of signal → number) or `signals` (signal → path).
 //!
 //! Delivery: the session is persistent (`clean_session = false`) and QoS 1
-//! messages are acknowledged only after they are handed to the pipeline, so
+//! messages are acknowledged (PUBACK, in arrival order) only after their
+//! samples are committed to the journal (`[pipeline] ack = "commit"`, the
+//! default) or queued (`ack = "received"`), so
 //! what the broker held during an outage arrives after it, and a redelivered
 //! duplicate lands on the same (asset, timestamp) frame. A lost connection is
 //! retried every `reconnect_delay`; outages show in
@@ -31,7 +33,7 @@
 //! A malformed message is counted by cause, logged once per cause per
 //! minute, and never stops the source.
 
-use super::{Batch, BoxFuture, Source, SourceContext, SourceKind};
+use super::{Batch, BoxFuture, Closed, Receipt, Refused, Source, SourceContext, SourceKind};
 use crate::common::CauseLog;
 use crate::common::HumanDuration;
 use crate::plant::Plant;
@@ -42,10 +44,11 @@ use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use usan_core::model::{Quality, Sample, Timestamp};
 
 /// `[[sources]] type = "mqtt"`.
@@ -62,6 +65,13 @@ pub struct MqttSourceConfig {
     pub clean_session: bool,
     /// What to subscribe to and how to read it.
     pub subscriptions: Vec<Subscription>,
+    /// A larger message is refused (counted as `too large`) and acknowledged.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_max_message_bytes() -> usize {
+    16 * 1024 * 1024
 }
 
 /// One subscription and its payload format.
@@ -190,6 +200,14 @@ impl SourceKind for MqttSourceConfig {
             problems.push(format!("source `{name}`: no subscriptions"));
         }
         problems.extend(self.broker.validate(&format!("source `{name}`")));
+        if let Some(p) = crate::common::out_of_range(
+            "max_message_bytes",
+            self.max_message_bytes,
+            1024,
+            crate::protocol::mqtt::MAX_MQTT_PACKET,
+        ) {
+            problems.push(format!("source `{name}`: {p}"));
+        }
         for (i, s) in self.subscriptions.iter().enumerate() {
             let at = format!("source `{name}`, subscriptions[{i}]");
             if let Err(e) = check_filter(s.topic()) {
@@ -570,6 +588,10 @@ struct Readings {
 
 impl Readings {
     fn push(&mut self, asset: &str, signal: &str, ts: i64, value: f64, quality: Quality) {
+        if ts < 0 {
+            self.problem("timestamp before 1970");
+            return;
+        }
         let sample = Sample { signal: 0, ts: Timestamp(ts), value, quality };
         self.samples.entry(asset.to_string()).or_default().push((signal.to_string(), sample));
     }
@@ -616,6 +638,49 @@ impl Source for MqttSource {
     }
 }
 
+/// Most QoS 1 messages waiting for their commit before new ones are read.
+const MAX_UNACKED: usize = 4096;
+/// How long a stopping source waits for pending commits to acknowledge them.
+const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// Poll the event loop and forward every event until the receiver is gone;
+/// after a connection error, wait `reconnect_delay` before polling again
+/// (which reconnects).
+async fn pump_events(
+    mut events: rumqttc::EventLoop,
+    forward: mpsc::Sender<Result<Event, rumqttc::ConnectionError>>,
+    reconnect_delay: Duration,
+) {
+    loop {
+        let event = events.poll().await;
+        let failed = event.is_err();
+        if forward.send(event).await.is_err() {
+            return;
+        }
+        if failed {
+            tokio::time::sleep(reconnect_delay).await;
+        }
+    }
+}
+
+/// What the source loop does next.
+enum Next {
+    Idle,
+    Shutdown,
+    Durable(Result<(), Refused>),
+    Event(Result<Event, rumqttc::ConnectionError>),
+}
+
+/// The outcome of the oldest unacknowledged message's commit (never resolves
+/// while there is none).
+async fn next_durable(unacked: &mut VecDeque<(Publish, Option<Receipt>)>) -> Result<(), Refused> {
+    match unacked.front_mut() {
+        None => std::future::pending().await,
+        Some((_, None)) => Ok(()),
+        Some((_, Some(receipt))) => receipt.durable().await,
+    }
+}
+
 /// The running state of one connection.
 struct Session {
     client: AsyncClient,
@@ -628,7 +693,7 @@ struct Session {
 
 impl MqttSource {
     async fn run_until_shutdown(self, mut context: SourceContext) -> anyhow::Result<()> {
-        let (client, mut events) = crate::protocol::mqtt::client(self.options.clone(), 1024);
+        let (client, event_loop) = crate::protocol::mqtt::client(self.options.clone(), 1024);
         let stats = context.metrics.source(&self.config.name);
         let mut session = Session {
             client,
@@ -638,24 +703,90 @@ impl MqttSource {
             last_rebirth: HashMap::new(),
             down_since: Some(Instant::now()),
         };
-        loop {
-            tokio::select! {
+        // The event loop runs on its own task: its `poll` must never be
+        // cancelled (a cancelled poll can lose a queued PUBACK, and the
+        // broker then stops sending once its in-flight window is full).
+        let (event_tx, mut events) = mpsc::channel(1024);
+        let pump = tokio::spawn(pump_events(event_loop, event_tx, self.config.broker.reconnect_delay.0));
+        // QoS 1 messages in arrival order, acknowledged (PUBACK, in that
+        // order) once what they carried is durable.
+        let mut unacked: VecDeque<(Publish, Option<Receipt>)> = VecDeque::new();
+        let outcome = loop {
+            if *context.shutdown.borrow() {
+                break self.stop(&mut session, &mut unacked, &mut events).await;
+            }
+            let step = tokio::select! {
                 changed = context.shutdown.changed() => {
-                    if changed.is_err() || *context.shutdown.borrow() {
-                        let _ = session.client.try_disconnect();
-                        return Ok(());
-                    }
+                    if changed.is_err() || *context.shutdown.borrow() { Next::Shutdown } else { Next::Idle }
                 }
-                event = events.poll() => {
-                    if !self.on_event(event, &mut session, &context).await {
-                        let delay = self.config.broker.reconnect_delay.0;
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = context.shutdown.changed() => {}
+                outcome = next_durable(&mut unacked) => Next::Durable(outcome),
+                event = events.recv(), if unacked.len() < MAX_UNACKED => match event {
+                    Some(event) => Next::Event(event),
+                    None => Next::Shutdown,
+                },
+            };
+            match step {
+                Next::Idle => {}
+                Next::Shutdown => break self.stop(&mut session, &mut unacked, &mut events).await,
+                Next::Durable(outcome) => {
+                    let Some((publish, _)) = unacked.pop_front() else { continue };
+                    match outcome {
+                        Ok(()) => self.ack(&publish, &mut session),
+                        Err(e) => {
+                            // Not acknowledged: the broker sends it again after a reconnect.
+                            session.log.note("not acknowledged", &e.to_string());
+                            // Later messages must not be acknowledged before it.
+                            unacked.clear();
+                            let _ = session.client.try_disconnect();
                         }
                     }
                 }
+                Next::Event(event) => {
+                    if !self.on_event(event, &mut session, &context, &mut unacked).await {
+                        // Unacknowledged messages come again with the next session
+                        // (the pump waits `reconnect_delay` before it tries again).
+                        unacked.clear();
+                    }
+                }
             }
+        };
+        pump.abort();
+        outcome
+    }
+
+    /// Acknowledge what was committed (the broker sends the rest again), disconnect.
+    async fn stop(
+        &self,
+        session: &mut Session,
+        unacked: &mut VecDeque<(Publish, Option<Receipt>)>,
+        events: &mut mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_ACK_WAIT;
+        while let Some((publish, receipt)) = unacked.pop_front() {
+            let durable = match receipt {
+                None => true,
+                Some(mut r) => matches!(tokio::time::timeout_at(deadline, r.durable()).await, Ok(Ok(()))),
+            };
+            if !durable {
+                break;
+            }
+            self.ack(&publish, session);
+        }
+        if session.client.try_disconnect().is_ok() && session.stats.connected.load(Ordering::Relaxed) {
+            // The event loop sends the acknowledgements, then the disconnect.
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_ACK_WAIT;
+            while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+                if matches!(event, Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_)) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ack(&self, publish: &Publish, session: &mut Session) {
+        if let Err(e) = session.client.try_ack(publish) {
+            session.log.note("cannot acknowledge", &e.to_string());
         }
     }
 
@@ -665,6 +796,7 @@ impl MqttSource {
         event: Result<Event, rumqttc::ConnectionError>,
         session: &mut Session,
         context: &SourceContext,
+        unacked: &mut VecDeque<(Publish, Option<Receipt>)>,
     ) -> bool {
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -691,13 +823,11 @@ impl MqttSource {
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 session.stats.messages.inc_by(1);
-                let ok = self.on_publish(&publish, session, context).await;
-                // Not acknowledged, the broker sends it again after a reconnect.
-                if publish.qos != QoS::AtMostOnce
-                    && ok
-                    && let Err(e) = session.client.try_ack(&publish)
-                {
-                    session.log.note("cannot acknowledge", &e.to_string());
+                match self.on_publish(&publish, session, context).await {
+                    // Not acknowledged, the broker sends it again after a reconnect.
+                    Err(Closed) => {}
+                    Ok(receipt) if publish.qos != QoS::AtMostOnce => unacked.push_back((publish, receipt)),
+                    Ok(_) => {}
                 }
                 true
             }
@@ -726,14 +856,26 @@ impl MqttSource {
         }
     }
 
-    /// Route one message's samples; `false` when the pipeline is shutting down
-    /// (the message is then not acknowledged, so the broker keeps it).
-    async fn on_publish(&self, publish: &Publish, session: &mut Session, context: &SourceContext) -> bool {
+    /// Submit one message's samples; the receipt to wait for before
+    /// acknowledging (none when nothing was submitted). [`Closed`] when the
+    /// pipeline is shutting down (the message is then not acknowledged, so
+    /// the broker keeps it).
+    async fn on_publish(
+        &self,
+        publish: &Publish,
+        session: &mut Session,
+        context: &SourceContext,
+    ) -> Result<Option<Receipt>, Closed> {
         let topic = publish.topic.as_str();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let Some(index) = self.config.subscriptions.iter().position(|s| topic_matches(s.topic(), topic)) else {
-            return true;
+            return Ok(None);
         };
+        if publish.payload.len() > self.config.max_message_bytes {
+            session.stats.malformed("too large");
+            session.log.note("too large", topic);
+            return Ok(None);
+        }
         let mut readings = Readings::default();
         match (&self.config.subscriptions[index], &self.mappings[index]) {
             (_, Some(mapping)) => mapping.read(topic, &publish.payload, now_ms, &mut readings),
@@ -746,12 +888,11 @@ impl MqttSource {
             session.stats.malformed(cause);
             session.log.note(cause, topic);
         }
-        for batch in to_batches(&context.plant, readings.samples, &context.metrics, &mut session.log) {
-            if context.router.send(batch).await.is_err() {
-                return false;
-            }
+        let batches = to_batches(&context.plant, readings.samples, &context.metrics, &mut session.log);
+        if batches.is_empty() {
+            return Ok(None);
         }
-        true
+        context.router.submit(batches).await.map(Some)
     }
 
     fn read_sparkplug(

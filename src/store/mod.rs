@@ -107,13 +107,57 @@ pub struct WriteBatch {
     pub findings: Vec<Finding>,
     /// Open alarms whose observation (active, last seen, frames, peak, top signals) changed.
     pub alarm_observations: Vec<Alarm>,
+    /// Journal entries whose samples are in these (or earlier) frames:
+    /// deleted in the same transaction.
+    pub journal_release: Vec<JournalRelease>,
+}
+
+/// A batch of acknowledged samples to keep in the journal until what it
+/// carries is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalRecord {
+    /// Asset id.
+    pub asset: String,
+    /// The samples, encoded by the pipeline (versioned, see CHANGELOG.md).
+    pub payload: Vec<u8>,
+}
+
+/// A journal entry read back at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    /// Position in the journal; increases and is never reused.
+    pub seq: i64,
+    /// Asset id.
+    pub asset: String,
+    /// The encoded samples.
+    pub payload: Vec<u8>,
+}
+
+/// Every journal entry of `asset` up to `through` (inclusive) is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRelease {
+    /// Asset id.
+    pub asset: String,
+    /// Highest released position.
+    pub through: i64,
 }
 
 impl WriteBatch {
     /// Nothing to write.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.findings.is_empty() && self.alarm_observations.is_empty()
+        self.frames.is_empty()
+            && self.findings.is_empty()
+            && self.alarm_observations.is_empty()
+            && self.journal_release.is_empty()
+    }
+
+    /// Add `other`'s writes after this batch's.
+    pub fn extend(&mut self, other: WriteBatch) {
+        self.frames.extend(other.frames);
+        self.findings.extend(other.findings);
+        self.alarm_observations.extend(other.alarm_observations);
+        self.journal_release.extend(other.journal_release);
     }
 }
 
@@ -339,6 +383,19 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// A database error.
     fn delete_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Append acknowledged batches to the journal in one durable commit
+    /// (one sync for the group); their positions, in order.
+    ///
+    /// # Errors
+    /// When the database refuses the write (a full disk): nothing is kept.
+    fn journal_append(&self, records: &[JournalRecord]) -> Result<Vec<i64>, StoreError>;
+
+    /// Up to `limit` journal entries after position `after`, oldest first.
+    ///
+    /// # Errors
+    /// A database error.
+    fn journal_read(&self, after: i64, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
 }
 
 /// What a person does to an alarm (the note goes with each).

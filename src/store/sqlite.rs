@@ -9,8 +9,8 @@
 //! for the writer's transaction.
 
 use super::{
-    AlarmAction, AlarmQuery, FrameBatch, FrameEnds, SeriesPoint, SeriesTable, Snapshot, SnapshotRequest, Store,
-    StoreError, WriteBatch,
+    AlarmAction, AlarmQuery, FrameBatch, FrameEnds, JournalEntry, JournalRecord, SeriesPoint, SeriesTable, Snapshot,
+    SnapshotRequest, Store, StoreError, WriteBatch,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use usan_core::alarm::{Alarm, AlarmState, Assignment, MaintenanceWindow, Signoff
 use usan_core::detector::FittedModel;
 use usan_core::model::{Contribution, Finding, StatisticFinding, Timestamp};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Columns each schema version added (the version it upgrades from, table,
 /// column, type), applied in order when an older store is opened. A table the
@@ -57,6 +57,9 @@ CREATE INDEX IF NOT EXISTS alarms_by_state ON alarms(state, id);
 CREATE TABLE IF NOT EXISTS maintenance(
   id INTEGER PRIMARY KEY, asset TEXT, starts INTEGER NOT NULL, ends INTEGER NOT NULL,
   by TEXT NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS journal(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS journal_by_asset ON journal(asset, seq);
 CREATE TABLE IF NOT EXISTS models(
   asset TEXT NOT NULL, detector TEXT NOT NULL, created_at INTEGER NOT NULL, artifact TEXT NOT NULL,
   PRIMARY KEY(asset, detector));
@@ -403,6 +406,12 @@ impl Store for SqliteStore {
         for alarm in &batch.alarm_observations {
             write_observation(&tx, alarm)?;
         }
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM journal WHERE asset = ?1 AND seq <= ?2")?;
+            for release in &batch.journal_release {
+                stmt.execute(params![release.asset, release.through])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -600,6 +609,31 @@ impl Store for SqliteStore {
         let frames = conn.execute("DELETE FROM frames WHERE ts < ?1", [before.0])?;
         let findings = conn.execute("DELETE FROM findings WHERE ts < ?1", [before.0])?;
         Ok((frames + findings) as u64)
+    }
+
+    fn journal_append(&self, records: &[JournalRecord]) -> Result<Vec<i64>, StoreError> {
+        let mut conn = lock(&self.write)?;
+        let tx = conn.transaction()?;
+        let mut seqs = Vec::with_capacity(records.len());
+        {
+            let mut stmt = tx.prepare_cached("INSERT INTO journal(asset, payload) VALUES (?1, ?2)")?;
+            for record in records {
+                stmt.execute(params![record.asset, record.payload])?;
+                seqs.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    fn journal_read(&self, after: i64, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        let conn = lock(&self.read)?;
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, asset, payload FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![after, limit.min(i64::MAX as usize) as i64], |r| {
+            Ok(JournalEntry { seq: r.get(0)?, asset: r.get(1)?, payload: r.get(2)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

@@ -145,6 +145,11 @@ impl Server {
         wait_for(what, limit, || check(self));
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no flush, no goodbye.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();

@@ -18,11 +18,13 @@ mod rust_opcua;
 mod scenario;
 
 mod architecture;
+mod crash;
 mod dashboard;
 mod demo;
 mod engine;
 mod eval;
 mod golden;
+mod hostile;
 mod manual;
 mod modbus;
 mod mqtt;

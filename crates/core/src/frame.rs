@@ -133,6 +133,13 @@ impl FrameAssembler {
         self.pending.len()
     }
 
+    /// The newest emitted frame's time: every accepted sample at or before it
+    /// is in an emitted frame, every later one is pending.
+    #[must_use]
+    pub fn watermark(&self) -> Option<Timestamp> {
+        self.last_emitted
+    }
+
     /// Treat everything at or before `ts` as already emitted (e.g. restored
     /// from the store after a restart), so it is not scored twice.
     pub fn set_watermark(&mut self, ts: Timestamp) {

@@ -10,6 +10,7 @@
 //!   resident memory over time (growth would show as a rising column).
 
 pub mod mqtt;
+pub mod push;
 
 use crate::config::Config;
 use crate::pipeline::Engine;
@@ -89,6 +90,30 @@ enum BenchCommand {
         /// QoS of publisher and subscription (0 or 1).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
         qos: u8,
+        /// `[pipeline] ack`: acknowledge after the journal commit, or once queued.
+        #[arg(long, value_parser = ["commit", "received"], default_value = "commit")]
+        ack: String,
+    },
+    /// Concurrent clients pushing to `POST /api/v1/samples`: samples/s acknowledged, request latency.
+    Push {
+        /// Assets.
+        #[arg(long, default_value_t = 100)]
+        assets: usize,
+        /// Signals per asset.
+        #[arg(long, default_value_t = 10)]
+        signals: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Rows (timestamps) per request.
+        #[arg(long, default_value_t = 50)]
+        rows: usize,
+        /// How long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        duration: Duration,
+        /// `[pipeline] ack`: answer after the journal commit, or once queued.
+        #[arg(long, value_parser = ["commit", "received"], default_value = "commit")]
+        ack: String,
     },
     /// Latency from an MQTT publish to the finding coming back through the MQTT sink.
     MqttLatency {
@@ -192,8 +217,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         BenchCommand::Pipeline { assets, signals, rows, detector } => {
             super::runtime()?.block_on(pipeline(assets, signals, rows, detector))
         }
-        BenchCommand::Mqtt { broker, assets, signals, messages, rows, qos } => {
-            super::runtime()?.block_on(mqtt::ingest(&broker, assets, signals, messages, rows, qos))
+        BenchCommand::Mqtt { broker, assets, signals, messages, rows, qos, ack } => {
+            let shape = mqtt::Shape { assets, signals, messages, rows };
+            super::runtime()?.block_on(mqtt::ingest(&broker, shape, qos, &ack))
+        }
+        BenchCommand::Push { assets, signals, clients, rows, duration, ack } => {
+            let run = push::PushRun { assets, signals, clients, rows, duration };
+            super::runtime()?.block_on(push::push(run, &ack))
         }
         BenchCommand::MqttLatency { broker, signals, rate, seconds, flush_interval } => {
             super::runtime()?.block_on(mqtt::latency(&broker, signals, rate, seconds, &flush_interval))

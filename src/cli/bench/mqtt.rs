@@ -71,26 +71,35 @@ values = "$.v"
     ))
 }
 
+/// The messages of [`ingest`].
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Assets.
+    pub assets: usize,
+    /// Signals per asset.
+    pub signals: usize,
+    /// Messages to publish.
+    pub messages: usize,
+    /// Rows per message.
+    pub rows: usize,
+}
+
 /// Publish `messages` JSON batches of `rows` rows (all signals of one asset
 /// per row) as fast as the broker takes them; prints samples/s accepted
 /// into the pipeline and stored.
 ///
 /// # Errors
 /// When the broker cannot be reached or the engine cannot start.
-pub async fn ingest(
-    broker: &str,
-    assets: usize,
-    signals: usize,
-    messages: usize,
-    rows: usize,
-    qos_level: u8,
-) -> anyhow::Result<()> {
+pub async fn ingest(broker: &str, shape: Shape, qos_level: u8, ack: &str) -> anyhow::Result<()> {
+    let Shape { assets, signals, messages, rows } = shape;
     let dir = tempfile_dir("usan-bench-mqtt")?;
+    let _ = std::fs::remove_file(dir.join("bench.db"));
     let id = run_id();
     let config_path = dir.join("bench.toml");
     std::fs::write(
         &config_path,
-        plant_config(&dir, assets, signals, PlantDetector::None, &mqtt_source(broker, &id, qos_level)?),
+        plant_config(&dir, assets, signals, PlantDetector::None, &mqtt_source(broker, &id, qos_level)?)
+            .replace("[pipeline]\n", &format!("[pipeline]\nack = \"{ack}\"\n")),
     )?;
     let engine = Engine::start(Config::load(&config_path)?).await?;
     let stats = engine.metrics.source("bench");
@@ -151,7 +160,7 @@ pub async fn ingest(
     let _ = std::fs::remove_dir_all(&dir);
     let accepted = accepted.unwrap_or(stored);
     println!(
-        "mqtt ingest, QoS {qos_level}: {messages} messages x {rows} rows x {signals} signals ({} MB of JSON) over {assets} assets",
+        "mqtt ingest, QoS {qos_level}, ack = {ack}: {messages} messages x {rows} rows x {signals} signals ({} MB of JSON) over {assets} assets",
         bytes / 1_000_000
     );
     println!(
@@ -166,9 +175,10 @@ pub async fn ingest(
     );
     if samples_in < total_samples {
         println!(
-            "  (the broker delivered {} of {} samples)",
+            "  (the pipeline took {} of {} samples; the source received {} of {messages} messages)",
             thousands(samples_in as f64),
-            thousands(total_samples as f64)
+            thousands(total_samples as f64),
+            stats.messages.get()
         );
     }
     Ok(())

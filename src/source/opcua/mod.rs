@@ -227,6 +227,13 @@ impl SourceKind for OpcUaSourceConfig {
         if !(self.deadband.is_finite() && self.deadband >= 0.0) {
             problems.push(format!("{at}: deadband must be zero or positive"));
         }
+        let ms = Duration::from_millis;
+        let ranges = [
+            self.publishing_interval.out_of("publishing_interval", ms(10), ms(86_400_000)),
+            self.sampling_interval.out_of("sampling_interval", ms(0), ms(86_400_000)),
+            self.poll.out_of("poll", ms(10), ms(86_400_000)),
+        ];
+        problems.extend(ranges.into_iter().flatten().map(|p| format!("{at}: {p}")));
         for (i, n) in self.nodes.iter().enumerate() {
             if NodeId::from_str(&n.node).is_err() {
                 problems.push(format!("{at}, nodes[{i}]: `{}` is not an OPC UA node id", n.node));
