@@ -2,12 +2,12 @@
 //!
 //! A source that acknowledges what it receives (a 2xx on
 //! `POST /api/v1/samples`, a PUBACK for MQTT QoS 1) hands its batches to
-//! the [`committer`], which appends them to the store's journal in one
+//! the journal committer, which appends them to the store's journal in one
 //! durable commit per group (many requests share one sync) and only then
 //! routes them to the workers and lets the source acknowledge. A worker
 //! releases an entry once every sample of it is in an emitted frame (the
 //! release commits in the same transaction as those frames), so the journal
-//! holds only what is still on its way: at start, [`replay`] routes it again.
+//! holds only what is still on its way: at start, the engine routes it again.
 //! A replayed sample already in a stored frame is at or before its asset's
 //! resume point and is dropped as late, so nothing is stored twice.
 //!
