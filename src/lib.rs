@@ -17,6 +17,8 @@ pub mod api;
 pub mod cli;
 pub mod common;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pipeline;
 pub mod plant;
 pub mod protocol;

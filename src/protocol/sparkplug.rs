@@ -118,6 +118,23 @@ pub fn numeric(value: Option<&Value>, datatype: Option<u32>) -> Option<f64> {
     }
 }
 
+/// Handle `payload` as each kind of node and device message in turn; the
+/// readings found. The fuzz target's entry point (`fuzz/`): must never panic.
+#[doc(hidden)]
+#[must_use]
+pub fn handle_for_fuzzing(payload: &[u8]) -> usize {
+    let mut host = Host::default();
+    let mut found = 0;
+    for topic in
+        ["spBv1.0/g/NBIRTH/n", "spBv1.0/g/DBIRTH/n/d", "spBv1.0/g/NDATA/n", "spBv1.0/g/DDATA/n/d", "spBv1.0/g/NDEATH/n"]
+    {
+        if let Some(topic) = Topic::parse(topic) {
+            found += host.handle(&topic, payload, 0).readings.len();
+        }
+    }
+    found
+}
+
 /// The parts of a Sparkplug B topic `spBv1.0/group/TYPE/node[/device]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic<'a> {

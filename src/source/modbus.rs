@@ -207,6 +207,36 @@ impl RegisterConfig {
     }
 }
 
+/// Decode `data` (as big-endian register words) as every type and order at
+/// every offset, sliced as a poll slices a response; the finite values. The
+/// fuzz target's entry point (`fuzz/`): must never panic.
+#[doc(hidden)]
+#[must_use]
+pub fn decode_for_fuzzing(data: &[u8]) -> usize {
+    let words: Vec<u16> = data.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
+    let types = [
+        DataType::Bool,
+        DataType::Int16,
+        DataType::Uint16,
+        DataType::Int32,
+        DataType::Uint32,
+        DataType::Float32,
+        DataType::Float64,
+    ];
+    let mut finite = 0;
+    for at in 0..words.len().min(64) {
+        for data_type in types {
+            let Some(span) = words.get(at..at + usize::from(data_type.width())) else { continue };
+            for (word_order, byte_order) in
+                [(Endian::Big, Endian::Big), (Endian::Big, Endian::Little), (Endian::Little, Endian::Big), (Endian::Little, Endian::Little)]
+            {
+                finite += usize::from(decode(span, data_type, word_order, byte_order).is_finite());
+            }
+        }
+    }
+    finite
+}
+
 /// The value of `words` (already the register's span) as the configured type.
 fn decode(words: &[u16], data_type: DataType, word_order: Endian, byte_order: Endian) -> f64 {
     let mut ordered: Vec<u16> = words.to_vec();

@@ -420,6 +420,32 @@ impl AssetRule {
     }
 }
 
+/// Read `payload` with typical JSON mappings of each shape; the samples
+/// found. The fuzz target's entry point (`fuzz/`): must never panic.
+#[doc(hidden)]
+#[must_use]
+pub fn read_json_for_fuzzing(payload: &[u8]) -> usize {
+    static MAPPINGS: std::sync::OnceLock<Vec<JsonMapping>> = std::sync::OnceLock::new();
+    let mappings = MAPPINGS.get_or_init(|| {
+        [
+            "topic = \"p/+/t\"\nasset = \"{1}\"\ntimestamp = \"$.ts\"\nvalues = \"$\"",
+            "topic = \"p/+/t\"\nasset = \"$.asset\"\nrecords = \"$.rows\"\ntimestamp = \"$.t\"\ntime_unit = \"s\"\nsignal = \"$.name\"\nvalue = \"$.v\"\nquality = \"$.q\"",
+            "topic = \"p/+/t\"\nasset = \"pump-1\"\ntimestamp = \"$.meta.time[0]\"\ntime_unit = \"ns\"\nsignals = { temp = \"$.a.b\", flow = \"$.c[2]\" }",
+        ]
+        .iter()
+        .filter_map(|text| toml::from_str::<JsonSubscription>(text).ok())
+        .filter_map(|s| JsonMapping::new(&s).ok())
+        .collect()
+    });
+    let mut found = 0;
+    for mapping in mappings {
+        let mut readings = Readings::default();
+        mapping.read("p/pump-1/t", payload, 0, &mut readings);
+        found += readings.samples.values().map(Vec::len).sum::<usize>();
+    }
+    found
+}
+
 /// A JSON subscription, its paths parsed.
 struct JsonMapping {
     records: Option<Path>,

@@ -61,8 +61,11 @@ impl IsolationForestConfig {
     }
 }
 
-/// Isolation forest detector.
+/// Isolation forest detector. A stored forest is checked when it is read
+/// (indices inside the forest): a model file is outside input, and the batch walk
+/// trusts every index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredForest")]
 pub struct IsolationForest {
     config: IsolationForestConfig,
     width: usize,
@@ -82,6 +85,89 @@ pub struct IsolationForest {
     current: Vec<u32>,
     /// Deepest level of any tree.
     depth_limit: usize,
+}
+
+/// A forest as stored, before `IsolationForest` accepts it.
+#[derive(Deserialize)]
+struct StoredForest {
+    config: IsolationForestConfig,
+    width: usize,
+    nodes: Vec<Node>,
+    roots: Vec<u32>,
+    normaliser: f64,
+    depth_limit: usize,
+}
+
+/// The deepest tree a stored forest may hold (a subsample of 2^20 rows
+/// grows trees 20 deep).
+const MAX_STORED_DEPTH: usize = 64;
+
+impl TryFrom<StoredForest> for IsolationForest {
+    type Error = String;
+
+    /// Every child after its parent and inside the forest, every feature
+    /// inside the width, every tree within `depth_limit`.
+    fn try_from(stored: StoredForest) -> Result<Self, String> {
+        let problems = stored.config.validate();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let n = stored.nodes.len();
+        if n > u32::MAX as usize || stored.depth_limit > MAX_STORED_DEPTH {
+            return Err(format!("a forest of {n} nodes, {} deep, is not one usan grows", stored.depth_limit));
+        }
+        if !(stored.normaliser.is_finite() && stored.normaliser > 0.0) {
+            return Err(format!("normaliser {} is not a positive number", stored.normaliser));
+        }
+        if !stored.roots.is_empty() && stored.width == 0 {
+            return Err("a fitted forest of width 0".into());
+        }
+        for (i, node) in stored.nodes.iter().enumerate() {
+            if node.left == 0 {
+                continue;
+            }
+            let (left, right) = (node.left as usize, node.right as usize);
+            if left <= i || right <= i || left >= n || right >= n {
+                return Err(format!("node {i}: children {left} and {right} are not after it within {n} nodes"));
+            }
+            if node.feature as usize >= stored.width {
+                return Err(format!("node {i}: feature {} outside the width {}", node.feature, stored.width));
+            }
+        }
+        // Children come after their parents, so one pass in order gives every depth.
+        let mut depth = vec![usize::MAX; n];
+        for &root in &stored.roots {
+            let root = root as usize;
+            if root >= n {
+                return Err(format!("root {root} outside {n} nodes"));
+            }
+            depth[root] = 0;
+        }
+        for i in 0..n {
+            let (d, node) = (depth[i], stored.nodes[i]);
+            if d == usize::MAX || node.left == 0 {
+                continue;
+            }
+            if d + 1 > stored.depth_limit {
+                return Err(format!("a tree is deeper than its depth limit {}", stored.depth_limit));
+            }
+            // A node reached from two parents (never grown so) takes the deeper path.
+            for child in [node.left as usize, node.right as usize] {
+                depth[child] = if depth[child] == usize::MAX { d + 1 } else { depth[child].max(d + 1) };
+            }
+        }
+        Ok(IsolationForest {
+            config: stored.config,
+            width: stored.width,
+            nodes: stored.nodes,
+            roots: stored.roots,
+            normaliser: stored.normaliser,
+            fast: Vec::new(),
+            complete: None,
+            current: Vec::new(),
+            depth_limit: stored.depth_limit,
+        })
+    }
 }
 
 impl IsolationForest {
@@ -290,6 +376,32 @@ mod tests {
         assert!(inlier < 0.5, "{inlier}");
         assert!(outlier.value > 0.6, "{outlier:?}");
         assert!(outlier.contributions[0] > outlier.contributions[1], "{outlier:?}");
+    }
+
+    #[test]
+    fn a_stored_forest_with_bad_indices_is_refused_when_read() {
+        let mut g = SeededNormal::new(4);
+        let rows: Vec<Vec<f64>> = (0..200).map(|_| vec![g.normal(), g.normal()]).collect();
+        let mut forest = IsolationForest::new(IsolationForestConfig { trees: 3, ..Default::default() }).unwrap();
+        forest.learn(&rows).unwrap();
+        let good = serde_json::to_value(&forest).unwrap();
+        let mut back: IsolationForest = serde_json::from_value(good.clone()).unwrap();
+        assert_eq!(back.score(&[0.1, 0.2]).unwrap().value, forest.clone().score(&[0.1, 0.2]).unwrap().value);
+        let internal = forest.nodes.iter().position(|n| n.left != 0).unwrap();
+        let cases: [(&str, serde_json::Value, &str); 6] = [
+            ("/nodes/INTERNAL/left", 100_000.into(), "not after it"),
+            ("/nodes/INTERNAL/right", 0.into(), "not after it"),
+            ("/nodes/INTERNAL/feature", 2.into(), "outside the width"),
+            ("/roots/0", 100_000.into(), "root"),
+            ("/depth_limit", 0.into(), "deeper than its depth limit"),
+            ("/normaliser", (-1.0).into(), "normaliser"),
+        ];
+        for (pointer, value, expected) in cases {
+            let mut bad = good.clone();
+            *bad.pointer_mut(&pointer.replace("INTERNAL", &internal.to_string())).unwrap() = value;
+            let error = serde_json::from_value::<IsolationForest>(bad).unwrap_err().to_string();
+            assert!(error.contains(expected), "{pointer}: {error}");
+        }
     }
 
     #[test]

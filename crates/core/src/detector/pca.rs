@@ -357,8 +357,11 @@ impl PartialEq for Scratch {
     }
 }
 
-/// PCA T²/SPE detector.
+/// PCA T²/SPE detector. A stored one is checked when it is read
+/// (sizes that agree): a model file is outside input, and the kernels trust
+/// every size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredPca")]
 pub struct Pca {
     config: PcaConfig,
     model: Option<PcaModel>,
@@ -376,6 +379,83 @@ pub struct Pca {
     scratch: Scratch,
     #[serde(skip)]
     augmented: Vec<f64>,
+}
+
+/// A PCA detector as stored, before `Pca` accepts it.
+#[derive(Deserialize)]
+struct StoredPca {
+    config: PcaConfig,
+    model: Option<PcaModel>,
+    #[serde(default)]
+    history: VecDeque<Vec<f64>>,
+    #[serde(default)]
+    recent: VecDeque<(f64, f64)>,
+    #[serde(default)]
+    raw_history: VecDeque<Vec<f64>>,
+}
+
+/// The widest model a stored PCA may hold.
+const MAX_STORED_WIDTH: usize = 1 << 20;
+
+impl PcaModel {
+    /// Why the model's sizes do not fit together (they always do when fitted).
+    fn inconsistency(&self, lags: usize) -> Option<String> {
+        let p = self.used.len();
+        let k = self.components;
+        if self.width == 0 || self.width > MAX_STORED_WIDTH || !self.width.is_multiple_of(lags + 1) {
+            return Some(format!("width {} is not a whole number of frames of {} lags", self.width, lags));
+        }
+        if p == 0 || self.used.windows(2).any(|w| w[0] >= w[1]) || self.used.last().is_some_and(|&j| j >= self.width) {
+            return Some("used columns are not increasing within the width".into());
+        }
+        if self.mean.len() != p || self.scale.len() != p || self.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Some("mean and scale do not match the used columns".into());
+        }
+        if k == 0 || k > p || self.loadings.len() != p * k || self.eigenvalues.len() < k || self.eigenvalues.len() > p {
+            return Some(format!("{k} components do not match {p} columns, loadings and eigenvalues"));
+        }
+        let signals = self.width / (lags + 1);
+        if self.differenced.iter().any(|&d| d >= signals) {
+            return Some("a differenced signal is outside the frame".into());
+        }
+        None
+    }
+}
+
+impl TryFrom<StoredPca> for Pca {
+    type Error = String;
+
+    fn try_from(stored: StoredPca) -> Result<Self, String> {
+        let problems = stored.config.validate();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let config = stored.config;
+        if let Some(model) = &stored.model {
+            if let Some(problem) = model.inconsistency(config.lags) {
+                return Err(format!("stored PCA model: {problem}"));
+            }
+            let signals = model.width / (config.lags + 1);
+            let frames_fit = |rows: &VecDeque<Vec<f64>>, most: usize| rows.len() <= most && rows.iter().all(|r| r.len() == signals);
+            if !frames_fit(&stored.history, config.lags) || !frames_fit(&stored.raw_history, config.difference_lag) {
+                return Err("stored PCA history does not match the model's frames".into());
+            }
+        } else if !stored.history.is_empty() || !stored.raw_history.is_empty() {
+            return Err("stored PCA history without a model".into());
+        }
+        if stored.recent.len() > config.smoothing {
+            return Err("stored PCA smoothing window is longer than its setting".into());
+        }
+        Ok(Pca {
+            config,
+            model: stored.model,
+            history: stored.history,
+            recent: stored.recent,
+            raw_history: stored.raw_history,
+            scratch: Scratch::default(),
+            augmented: Vec::new(),
+        })
+    }
 }
 
 /// Moving mean over a window of `w`, with partial windows at the start.
@@ -820,6 +900,38 @@ mod tests {
                 vec![a, b, 2.0 * a + noise]
             })
             .collect()
+    }
+
+    #[test]
+    fn a_stored_model_whose_sizes_disagree_is_refused_when_read() {
+        let mut pca = Pca::new(PcaConfig { lags: 1, ..PcaConfig::default() }).unwrap();
+        pca.learn(&correlated(300)).unwrap();
+        pca.score(&[0.1, 0.2, 0.3]).unwrap();
+        let good = serde_json::to_value(&pca).unwrap();
+        let mut back: Pca = serde_json::from_value(good.clone()).unwrap();
+        assert_eq!(back.score(&[0.2, 0.1, 0.3]).unwrap().value, pca.score(&[0.2, 0.1, 0.3]).unwrap().value);
+        let cases: [(&str, serde_json::Value, &str); 7] = [
+            ("/model/width", 7.into(), "whole number of frames"),
+            ("/model/used/0", 99.into(), "used columns"),
+            ("/model/components", 0.into(), "components"),
+            ("/model/loadings", serde_json::json!([1.0]), "components"),
+            ("/model/scale/0", 0.0.into(), "mean and scale"),
+            ("/model/differenced", serde_json::json!([3]), "differenced"),
+            ("/history/0", serde_json::json!([1.0]), "history"),
+        ];
+        for (pointer, value, expected) in cases {
+            let mut bad = good.clone();
+            match bad.pointer_mut(pointer) {
+                Some(slot) => *slot = value,
+                None => {
+                    // A field left out when empty: add it.
+                    let (parent, key) = pointer.rsplit_once('/').unwrap();
+                    bad.pointer_mut(parent).unwrap().as_object_mut().unwrap().insert(key.into(), value);
+                }
+            }
+            let error = serde_json::from_value::<Pca>(bad).unwrap_err().to_string();
+            assert!(error.contains(expected), "{pointer}: {error}");
+        }
     }
 
     #[test]

@@ -52,11 +52,37 @@ impl RobustZConfig {
     }
 }
 
-/// One signal's rolling window, kept both in arrival order and sorted.
+/// One signal's rolling window, kept both in arrival order and sorted. A
+/// stored one is checked when read: the two orders must hold the same
+/// finite values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredWindow")]
 struct RollingWindow {
     arrival: VecDeque<f64>,
     sorted: Vec<f64>,
+}
+
+/// A window as stored, before [`RollingWindow`] accepts it.
+#[derive(Deserialize)]
+struct StoredWindow {
+    arrival: VecDeque<f64>,
+    sorted: Vec<f64>,
+}
+
+impl TryFrom<StoredWindow> for RollingWindow {
+    type Error = String;
+
+    fn try_from(stored: StoredWindow) -> Result<Self, String> {
+        let mut expected: Vec<f64> = stored.arrival.iter().copied().collect();
+        expected.sort_by(f64::total_cmp);
+        let same = expected.len() == stored.sorted.len()
+            && expected.iter().zip(&stored.sorted).all(|(a, b)| a.to_bits() == b.to_bits())
+            && expected.iter().all(|v| v.is_finite());
+        if !same {
+            return Err("a stored robust_z window's sorted values are not its values sorted".into());
+        }
+        Ok(RollingWindow { arrival: stored.arrival, sorted: stored.sorted })
+    }
 }
 
 impl RollingWindow {
@@ -133,9 +159,32 @@ impl RollingWindow {
 
 /// Rolling robust z-score detector, one window per signal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredRobustZ")]
 pub struct RobustZ {
     config: RobustZConfig,
     windows: Vec<RollingWindow>,
+}
+
+/// A detector as stored, before [`RobustZ`] accepts it.
+#[derive(Deserialize)]
+struct StoredRobustZ {
+    config: RobustZConfig,
+    windows: Vec<RollingWindow>,
+}
+
+impl TryFrom<StoredRobustZ> for RobustZ {
+    type Error = String;
+
+    fn try_from(stored: StoredRobustZ) -> Result<Self, String> {
+        let problems = stored.config.validate();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        if stored.windows.iter().any(|w| w.arrival.len() > stored.config.window) {
+            return Err("a stored robust_z window holds more values than its setting".into());
+        }
+        Ok(RobustZ { config: stored.config, windows: stored.windows })
+    }
 }
 
 impl RobustZ {
@@ -232,6 +281,22 @@ mod tests {
         let med = crate::stats::quantile(values, 0.5).unwrap();
         let dev: Vec<f64> = values.iter().map(|v| (v - med).abs()).collect();
         (med, crate::stats::quantile(&dev, 0.5).unwrap())
+    }
+
+    #[test]
+    fn a_stored_window_that_is_not_its_values_sorted_is_refused() {
+        let cases = [
+            (r#"{"arrival":[1.0,2.0],"sorted":[1.0,2.0]}"#, true),
+            (r#"{"arrival":[2.0,1.0],"sorted":[1.0,2.0]}"#, true),
+            (r#"{"arrival":[1.0,2.0,3.0],"sorted":[1.0,2.0]}"#, false),
+            (r#"{"arrival":[1.0],"sorted":[5.0]}"#, false),
+            (r#"{"arrival":[],"sorted":[0.0]}"#, false),
+        ];
+        for (json, ok) in cases {
+            assert_eq!(serde_json::from_str::<RollingWindow>(json).is_ok(), ok, "{json}");
+        }
+        let too_long = r#"{"config":{"window":2},"windows":[{"arrival":[1.0,2.0,3.0],"sorted":[1.0,2.0,3.0]}]}"#;
+        assert!(serde_json::from_str::<RobustZ>(too_long).is_err());
     }
 
     #[test]
