@@ -296,8 +296,10 @@ fn the_dashboard_works_in_headless_chromium_against_usan_demo() {
 fn names_and_notes_are_shown_as_typed_never_run() {
     let Some(python) = browser() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let asset = "press <img src=x onerror=window.__pwned=1>";
-    let config = press_config(dir.path(), asset, "<b>site</b>", false);
+    // Asset ids are letters, digits and `_-./` (they name files and topics);
+    // the names people type freely are the site's and the notes.
+    let asset = "press-1";
+    let config = press_config(dir.path(), asset, "<b>site</b><img src=x onerror=window.__pwned=1>", false);
     let server = Server::serve(&config, &[]);
     push_press(&server.base, asset, 160);
     let http = client();
