@@ -668,18 +668,7 @@ async fn store_writer(
             let batch = std::mem::take(&mut pending);
             let frames = pending_frames as u64;
             pending_frames = 0;
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.write(&batch)).await {
-                Ok(Ok(())) => {
-                    metrics.frames_stored.inc_by(frames);
-                    metrics.store_commits.inc_by(1);
-                }
-                Ok(Err(e)) => {
-                    metrics.store_errors.inc_by(1);
-                    tracing::error!("store write failed, {frames} frames lost: {e}");
-                }
-                Err(e) => tracing::error!("store writer thread failed: {e}"),
-            }
+            commit_until_done(&store, batch, frames, flush_interval, closed, &metrics).await;
         }
         if due || closed {
             deadline = tokio::time::Instant::now() + flush_interval;
@@ -698,6 +687,51 @@ async fn store_writer(
         if closed {
             break;
         }
+    }
+}
+
+/// Commit `batch`, retrying while the store refuses (a full disk, an I/O
+/// error): frames are never dropped while later ones commit, which would
+/// move the resume point past them. Meanwhile the queue fills and holds the
+/// sources back; a push then fails its journal commit and gets 503. At
+/// shutdown a few attempts are made; what is not committed stays in the
+/// journal for the next start.
+async fn commit_until_done(
+    store: &Arc<dyn Store>,
+    batch: WriteBatch,
+    frames: u64,
+    flush_interval: Duration,
+    stopping: bool,
+    metrics: &Metrics,
+) {
+    const ATTEMPTS_AT_SHUTDOWN: u32 = 3;
+    let batch = Arc::new(batch);
+    let mut wait = flush_interval.max(Duration::from_millis(50));
+    for attempt in 1.. {
+        let (store, pending) = (store.clone(), batch.clone());
+        match tokio::task::spawn_blocking(move || store.write(&pending)).await {
+            Ok(Ok(())) => {
+                metrics.frames_stored.inc_by(frames);
+                metrics.store_commits.inc_by(1);
+                if attempt > 1 {
+                    tracing::info!("store write succeeded after {attempt} attempts");
+                }
+                return;
+            }
+            Ok(Err(e)) => {
+                metrics.store_errors.inc_by(1);
+                if attempt == 1 || attempt % 20 == 0 {
+                    tracing::error!("store write failed ({attempt} attempts), {frames} frames kept and retried: {e}");
+                }
+            }
+            Err(e) => tracing::error!("store writer thread failed: {e}"),
+        }
+        if stopping && attempt >= ATTEMPTS_AT_SHUTDOWN {
+            tracing::error!("stopping with {frames} frames not committed; the journal replays them at the next start");
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -23,6 +23,7 @@ mod dashboard;
 mod demo;
 mod engine;
 mod eval;
+mod faults;
 mod golden;
 mod hostile;
 mod manual;
