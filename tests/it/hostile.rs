@@ -229,3 +229,19 @@ fn an_oversized_mqtt_message_is_counted_and_not_redelivered() {
     wait_for("new messages are taken", Duration::from_secs(30), || frames(&server) >= 1);
     assert_eq!(too_large(&server), 0.0, "the oversized message came again");
 }
+
+/// A push over `[server] max_batch_samples` is refused whole, naming the setting.
+#[test]
+fn a_push_over_the_batch_limit_is_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{PLANT}\n[server]\nmax_batch_samples = 3\n");
+    let server = Server::serve(&write_config(dir.path(), "plant.toml", &text), &[]);
+    let samples = |n: i64| -> serde_json::Value {
+        json!({ "samples": (0..n).map(|k| json!({"asset": "pump-1", "signal": "temp", "ts": 1000 * k, "value": 1.0})).collect::<Vec<_>>() })
+    };
+    let (status, body) = server.post("/api/v1/samples", &samples(3));
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = server.post("/api/v1/samples", &samples(4));
+    assert_eq!(status, 422, "{body}");
+    assert!(body["details"][0].as_str().unwrap().contains("max_batch_samples"), "{body}");
+}
