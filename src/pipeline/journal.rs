@@ -252,14 +252,10 @@ pub(crate) async fn committer(
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.journal_append(&records)).await
         };
-        let seqs = match appended {
-            Ok(Ok(seqs)) => seqs,
-            Ok(Err(e)) => {
-                refuse(&mut group, &metrics, &e.to_string());
-                continue;
-            }
-            Err(e) => {
-                refuse(&mut group, &metrics, &e.to_string());
+        let seqs = match appended.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(seqs) => seqs,
+            Err(cause) => {
+                refuse(&mut group, &metrics, &cause);
                 continue;
             }
         };

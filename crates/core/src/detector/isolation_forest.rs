@@ -108,10 +108,7 @@ impl TryFrom<StoredForest> for IsolationForest {
     /// Every child after its parent and inside the forest, every feature
     /// inside the width, every tree within `depth_limit`.
     fn try_from(stored: StoredForest) -> Result<Self, String> {
-        let problems = stored.config.validate();
-        if !problems.is_empty() {
-            return Err(problems.join("; "));
-        }
+        refuse_invalid(stored.config.validate()).map_err(|e| e.to_string())?;
         let n = stored.nodes.len();
         if n > u32::MAX as usize || stored.depth_limit > MAX_STORED_DEPTH {
             return Err(format!("a forest of {n} nodes, {} deep, is not one usan grows", stored.depth_limit));

@@ -426,10 +426,7 @@ impl TryFrom<StoredPca> for Pca {
     type Error = String;
 
     fn try_from(stored: StoredPca) -> Result<Self, String> {
-        let problems = stored.config.validate();
-        if !problems.is_empty() {
-            return Err(problems.join("; "));
-        }
+        refuse_invalid(stored.config.validate()).map_err(|e| e.to_string())?;
         let config = stored.config;
         if let Some(model) = &stored.model {
             if let Some(problem) = model.inconsistency(config.lags) {

@@ -176,10 +176,7 @@ impl TryFrom<StoredRobustZ> for RobustZ {
     type Error = String;
 
     fn try_from(stored: StoredRobustZ) -> Result<Self, String> {
-        let problems = stored.config.validate();
-        if !problems.is_empty() {
-            return Err(problems.join("; "));
-        }
+        refuse_invalid(stored.config.validate()).map_err(|e| e.to_string())?;
         if stored.windows.iter().any(|w| w.arrival.len() > stored.config.window) {
             return Err("a stored robust_z window holds more values than its setting".into());
         }
