@@ -58,6 +58,10 @@ pub struct Metrics {
     pub journal_commits: Counter,
     /// Journal commits that failed: their batches were refused, not acknowledged.
     pub journal_errors: Counter,
+    /// Damaged store files moved aside at start.
+    pub store_quarantined: Counter,
+    /// Damaged model files or stored models refused at start (their detector learns anew).
+    pub models_refused: Counter,
     /// Per connected source (MQTT, Modbus, OPC UA), by source name.
     sources: Mutex<BTreeMap<String, Arc<LinkStats>>>,
     /// Per forwarding sink (MQTT), by sink name.
@@ -185,7 +189,7 @@ impl Metrics {
     #[must_use]
     pub fn render(&self, gauges: &[(&str, &str, f64)], format: Exposition) -> String {
         let mut registry = Registry::default();
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 19] = [
             ("usan_samples_in", "Values accepted from sources", &self.samples_in),
             ("usan_samples_dropped", "Values dropped (unknown asset or signal, bad quality)", &self.samples_dropped),
             ("usan_samples_late", "Values older than their asset's last emitted frame", &self.samples_late),
@@ -207,6 +211,12 @@ impl Metrics {
             ("usan_http_rejected", "HTTP requests refused for bad input", &self.http_rejected),
             ("usan_journal_commits", "Journal commits of acknowledged batches", &self.journal_commits),
             ("usan_journal_errors", "Journal commits that failed (their batches were refused)", &self.journal_errors),
+            ("usan_store_quarantined", "Damaged store files moved aside at start", &self.store_quarantined),
+            (
+                "usan_models_refused",
+                "Damaged models refused at start (their detector learns anew)",
+                &self.models_refused,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());

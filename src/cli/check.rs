@@ -36,8 +36,9 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
             problems.push(format!("{e:#}"));
         }
     }
-    if let Err(e) = crate::pipeline::rul::prepare(&config.rul, &plant) {
-        problems.push(format!("{e:#}"));
+    match crate::pipeline::rul::prepare(&config.rul, &plant) {
+        Ok(prepared) => problems.extend(prepared.refused),
+        Err(e) => problems.push(format!("{e:#}")),
     }
     if !problems.is_empty() {
         anyhow::bail!("{} part(s) cannot start:\n  {}", problems.len(), problems.join("\n  "));

@@ -305,18 +305,29 @@ pub struct EngineConfig {
 ///
 /// # Errors
 /// When the store cannot be opened.
-pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+pub fn open_store(config: &StoreConfig, metrics: &Metrics) -> anyhow::Result<Arc<dyn Store>> {
     match config {
-        StoreConfig::Sqlite(SqliteConfig { path, .. }) => {
-            let store = crate::store::sqlite::SqliteStore::open(path)
+        StoreConfig::Sqlite(SqliteConfig { path, verify_at_start, .. }) => {
+            let (store, quarantined) = crate::store::sqlite::SqliteStore::open_or_quarantine(path, *verify_at_start)
                 .with_context(|| format!("cannot open the store {}", path.display()))?;
+            if let Some(q) = quarantined {
+                metrics.store_quarantined.inc_by(1);
+                tracing::error!(
+                    "the store {} is damaged ({}): moved aside to {}; starting with an empty store",
+                    path.display(),
+                    q.reason,
+                    q.moved_to.display()
+                );
+            }
             Ok(Arc::new(store))
         }
     }
 }
 
-/// Fitted models from `<dir>/<asset>/<detector>.json`.
-fn models_from_dir(dir: &std::path::Path, plant: &Plant) -> anyhow::Result<HashMap<(String, String), FittedModel>> {
+/// Fitted models from `<dir>/<asset>/<detector>.json`. A file that cannot
+/// be read as a usan model of this format is refused (logged, counted): its
+/// detector learns anew and the rest runs.
+fn models_from_dir(dir: &std::path::Path, plant: &Plant, metrics: &Metrics) -> HashMap<(String, String), FittedModel> {
     let mut out = HashMap::new();
     for asset in &plant.assets {
         for &d in &asset.detectors {
@@ -325,15 +336,22 @@ fn models_from_dir(dir: &std::path::Path, plant: &Plant) -> anyhow::Result<HashM
             if !path.exists() {
                 continue;
             }
-            let text =
-                std::fs::read_to_string(&path).with_context(|| format!("cannot read model {}", path.display()))?;
-            let model: FittedModel =
-                serde_json::from_str(&text).with_context(|| format!("model {} is not a usan model", path.display()))?;
-            model.check_format().with_context(|| format!("model {}", path.display()))?;
-            out.insert((asset.path.asset.clone(), name.clone()), model);
+            let model = std::fs::read_to_string(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|text| serde_json::from_str::<FittedModel>(&text).context("not a usan model"))
+                .and_then(|model| model.check_format().map(|()| model).map_err(anyhow::Error::from));
+            match model {
+                Ok(model) => {
+                    out.insert((asset.path.asset.clone(), name.clone()), model);
+                }
+                Err(e) => {
+                    metrics.models_refused.inc_by(1);
+                    tracing::error!(asset = %asset.path.asset, detector = %name, "model {} refused: {e:#}; the detector learns anew", path.display());
+                }
+            }
         }
     }
-    Ok(out)
+    out
 }
 
 impl Engine {
@@ -344,13 +362,17 @@ impl Engine {
     pub async fn start(config: impl Into<EngineConfig>) -> anyhow::Result<Engine> {
         let config: EngineConfig = config.into();
         let plant = Arc::new(config.plant.clone());
-        let store = open_store(&config.store)?;
         let metrics = Arc::new(Metrics::default());
+        let store = open_store(&config.store, &metrics)?;
         let live = Arc::new(LiveState::new(plant.assets.len()));
         let live_frames = Arc::new(LiveFrames::new(plant.assets.len()));
 
-        let mut ruls = rul::prepare(&config.rul, &plant)?;
-        let restored = restore(&store, &plant, config.pipeline.models_dir.as_deref(), &mut ruls).await?;
+        let rul::Prepared { watches: mut ruls, refused } = rul::prepare(&config.rul, &plant)?;
+        for why in refused {
+            metrics.models_refused.inc_by(1);
+            tracing::error!("{why}; running without it");
+        }
+        let restored = restore(&store, &plant, config.pipeline.models_dir.as_deref(), &mut ruls, &metrics).await?;
         let alarms = Arc::new(AlarmBook::new(
             store.clone(),
             restored.open_alarms,
@@ -578,6 +600,7 @@ async fn restore(
     plant: &Plant,
     models_dir: Option<&std::path::Path>,
     ruls: &mut HashMap<usize, Vec<rul::RulWatch>>,
+    metrics: &Metrics,
 ) -> anyhow::Result<Restored> {
     let (head, tail) = rul::RulWatch::kept();
     let request = SnapshotRequest {
@@ -595,10 +618,14 @@ async fn restore(
             .await?
             .context("reading the engine's state from the store")?
     };
+    for (asset, detector, why) in &snapshot.refused_models {
+        metrics.models_refused.inc_by(1);
+        tracing::error!(asset = %asset, detector = %detector, "stored model refused: {why}; the detector learns anew");
+    }
     let mut models: HashMap<(String, String), FittedModel> =
         snapshot.models.into_iter().map(|(a, d, m)| ((a, d), m)).collect();
     if let Some(dir) = models_dir {
-        models.extend(models_from_dir(dir, plant)?);
+        models.extend(models_from_dir(dir, plant, metrics));
     }
     for (&index, watches) in ruls.iter_mut() {
         let Some(ends) = snapshot.frame_ends.get(&plant.assets[index].path.asset).filter(|e| e.count > 0) else {

@@ -220,21 +220,41 @@ impl RulWatch {
     }
 }
 
+/// The `[[rul]]` watches ready to run, and the entries whose model file
+/// could not be read or used (each message names the entry and the file).
+pub struct Prepared {
+    /// Per asset index, its watches.
+    pub watches: HashMap<usize, Vec<RulWatch>>,
+    /// Entries refused for a missing or damaged model file: `usan serve`
+    /// runs without them, `usan check` reports them.
+    pub refused: Vec<String>,
+}
+
 /// Load every `[[rul]]` model and map its sensors and settings to each
-/// asset's signals: per asset index, its watches.
+/// asset's signals.
 ///
 /// # Errors
-/// When a model cannot be read, or an asset named in `assets` lacks a
-/// signal the model needs (every problem is listed).
-pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize, Vec<RulWatch>>> {
+/// When an asset named in `assets` lacks a signal the model needs, or an
+/// entry's model fits no asset (every problem is listed): configuration
+/// errors. A model file that cannot be read is refused, not an error.
+pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<Prepared> {
     let mut watches: HashMap<usize, Vec<RulWatch>> = HashMap::new();
     let mut problems = Vec::new();
+    let mut refused = Vec::new();
     for spec in specs {
-        let text = std::fs::read_to_string(&spec.model)
-            .with_context(|| format!("[[rul]] {}: cannot read model {}", spec.name, spec.model.display()))?;
-        let model = RulModel::from_json(&text)
-            .with_context(|| format!("[[rul]] {}: cannot use model {}", spec.name, spec.model.display()))?;
-        let model = Arc::new(model);
+        let model = std::fs::read_to_string(&spec.model)
+            .with_context(|| format!("[[rul]] {}: cannot read model {}", spec.name, spec.model.display()))
+            .and_then(|text| {
+                RulModel::from_json(&text)
+                    .with_context(|| format!("[[rul]] {}: cannot use model {}", spec.name, spec.model.display()))
+            });
+        let model = match model {
+            Ok(model) => Arc::new(model),
+            Err(e) => {
+                refused.push(format!("{e:#}"));
+                continue;
+            }
+        };
         let signal = |name: &str| spec.signals.get(name).map_or(name, String::as_str).to_string();
         let mut watched = 0;
         for (index, asset) in plant.assets.iter().enumerate() {
@@ -276,7 +296,7 @@ pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<HashMap<usize
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
-    Ok(watches)
+    Ok(Prepared { watches, refused })
 }
 
 /// The message for a `[[rul]]` entry that found no asset to watch.

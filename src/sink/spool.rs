@@ -59,33 +59,125 @@ impl Spool {
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("records.log"))?;
         let ack =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("records.ack"))?;
-        let mut offset = [0u8; 8];
-        let head = match ack.read_exact_at(&mut offset, 0) {
-            Ok(()) => u64::from_le_bytes(offset),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
-            Err(e) => return Err(e),
-        };
         let file_len = log.metadata()?.len();
-        let mut spool =
-            Spool { dir: dir.to_path_buf(), log, ack, len: file_len, head: head.min(file_len), records: 0, max_bytes };
-        // Walk the unacknowledged records; cut a torn or corrupt tail.
-        let mut at = spool.head;
-        while at < file_len {
-            match spool.read_at(at)? {
-                Some(record) => {
-                    spool.records += 1;
-                    at = record.end;
-                }
-                None => break,
+        let ack_len = ack.metadata()?.len();
+        let mut offset = [0u8; 8];
+        let head = match ack_len {
+            0 => Some(0),
+            8 => {
+                ack.read_exact_at(&mut offset, 0)?;
+                Some(u64::from_le_bytes(offset)).filter(|&head| head <= file_len)
             }
+            _ => None,
+        };
+        let mut spool = Spool { dir: dir.to_path_buf(), log, ack, len: file_len, head: 0, records: 0, max_bytes };
+        spool.head = match head {
+            Some(head) if head == file_len || spool.read_at(head)?.is_some() => head,
+            _ => {
+                // The offset is damaged or not on a record: deliver again
+                // from the last record boundary before it (at least once).
+                let wanted = head.unwrap_or(0);
+                let mut at = 0;
+                while at < wanted {
+                    match spool.read_at(at)? {
+                        Some(record) if record.end <= wanted => at = record.end,
+                        _ => break,
+                    }
+                }
+                tracing::warn!(
+                    "spool {}: the acknowledged offset is damaged; delivering again from byte {at}",
+                    dir.display()
+                );
+                at
+            }
+        };
+        // Walk the unacknowledged records up to the first unreadable one.
+        let mut at = spool.head;
+        while let Some(record) = spool.read_at(at)? {
+            spool.records += 1;
+            at = record.end;
         }
         if at < file_len {
-            tracing::warn!("spool {}: cut {} bytes of a torn record at the end", dir.display(), file_len - at);
-            spool.log.set_len(at)?;
-            spool.log.sync_all()?;
-            spool.len = at;
+            if spool.record_reaches_end(at)? {
+                tracing::warn!("spool {}: cut {} bytes of a torn record at the end", dir.display(), file_len - at);
+                spool.log.set_len(at)?;
+                spool.log.sync_all()?;
+                spool.len = at;
+            } else {
+                spool.salvage(at)?;
+            }
         }
         Ok(spool)
+    }
+
+    /// Whether the unreadable record at `at` is the last one, as a crash
+    /// mid-append leaves it: its header or bytes reach the end of the log.
+    fn record_reaches_end(&self, at: u64) -> io::Result<bool> {
+        if at + HEADER > self.len {
+            return Ok(true);
+        }
+        let mut header = [0u8; 4];
+        self.log.read_exact_at(&mut header, at)?;
+        Ok(at + HEADER + u64::from(u32::from_le_bytes(header)) >= self.len)
+    }
+
+    /// A damaged record at `damaged` with more of the log after it: keep the
+    /// bytes from it to the end in `records.damaged-<UTC time>` for an
+    /// expert, and go on with every record still readable (the ones before
+    /// it, and those after it when its length led to a readable record).
+    fn salvage(&mut self, damaged: u64) -> io::Result<()> {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let kept_path = self.dir.join(format!("records.damaged-{stamp}"));
+        let mut kept = File::create(&kept_path)?;
+        self.log.seek(SeekFrom::Start(damaged))?;
+        io::copy(&mut (&self.log).take(self.len - damaged), &mut kept)?;
+        kept.sync_all()?;
+
+        let fresh_path = self.dir.join("records.log.new");
+        let mut fresh = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&fresh_path)?;
+        self.log.seek(SeekFrom::Start(self.head))?;
+        io::copy(&mut (&self.log).take(damaged - self.head), &mut fresh)?;
+        let (mut at, mut lost, mut salvaged) = (damaged, 0u64, 0u64);
+        while at < self.len {
+            if let Some(record) = self.read_at(at)? {
+                fresh.write_all(&self.log_bytes(at, record.end)?)?;
+                self.records += 1;
+                salvaged += 1;
+                at = record.end;
+                continue;
+            }
+            // Skip the damaged record when its length leads to a readable one.
+            let mut header = [0u8; 4];
+            self.log.read_exact_at(&mut header, at)?;
+            let next = at + HEADER + u64::from(u32::from_le_bytes(header));
+            lost += 1;
+            if next < self.len && self.read_at(next)?.is_some() {
+                at = next;
+            } else {
+                break;
+            }
+        }
+        fresh.sync_all()?;
+        tracing::error!(
+            "spool {}: {lost} damaged record(s) kept aside in {} ({} bytes from the first); {salvaged} record(s) after it salvaged",
+            self.dir.display(),
+            kept_path.display(),
+            self.len - damaged
+        );
+        self.ack.write_all_at(&0u64.to_le_bytes(), 0)?;
+        self.ack.sync_data()?;
+        std::fs::rename(&fresh_path, self.dir.join("records.log"))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.len = fresh.metadata()?.len();
+        self.log = fresh;
+        self.head = 0;
+        Ok(())
+    }
+
+    fn log_bytes(&self, from: u64, to: u64) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; (to - from) as usize];
+        self.log.read_exact_at(&mut bytes, from)?;
+        Ok(bytes)
     }
 
     /// The folder.
@@ -357,5 +449,113 @@ mod tests {
         drop(spool);
         let spool = Spool::open(dir.path(), 200).unwrap();
         assert_eq!(spool.peek(10).unwrap().iter().map(|r| r.bytes[0]).collect::<Vec<_>>(), [6, 7]);
+    }
+
+    /// Damage done to a spool of six 7-byte records `event 0`…`event 5`
+    /// (15 bytes each on disk) with the first `acked` acknowledged.
+    struct Damage {
+        what: &'static str,
+        acked: usize,
+        /// Bytes written at offsets of `records.log`.
+        log: &'static [(u64, &'static [u8])],
+        /// The whole of `records.ack`, when replaced.
+        ack: Option<&'static [u8]>,
+        /// What the reopened spool delivers.
+        delivers: &'static [&'static str],
+        /// Whether the damaged bytes were kept aside.
+        kept_aside: bool,
+    }
+
+    const ALL: &[&str] = &["event 0", "event 1", "event 2", "event 3", "event 4", "event 5"];
+
+    #[test]
+    fn a_damaged_spool_keeps_what_it_can_and_sets_the_damage_aside() {
+        let cases = [
+            Damage {
+                what: "a flipped byte in a record's bytes",
+                acked: 0,
+                log: &[(2 * 15 + 10, b"X")],
+                ack: None,
+                delivers: &["event 0", "event 1", "event 3", "event 4", "event 5"],
+                kept_aside: true,
+            },
+            Damage {
+                what: "a damaged length: nothing after it reads",
+                acked: 1,
+                log: &[(3 * 15, &[3, 0, 0, 0])],
+                ack: None,
+                delivers: &["event 1", "event 2"],
+                kept_aside: true,
+            },
+            Damage {
+                what: "a length past the end reads as a torn tail",
+                acked: 0,
+                log: &[(4 * 15, &[0xff, 0xff, 0, 0])],
+                ack: None,
+                delivers: &["event 0", "event 1", "event 2", "event 3"],
+                kept_aside: false,
+            },
+            Damage {
+                what: "a short acknowledgement file: everything again",
+                acked: 3,
+                log: &[],
+                ack: Some(&[1, 2, 3]),
+                delivers: ALL,
+                kept_aside: false,
+            },
+            Damage {
+                what: "an offset past the end: everything again",
+                acked: 3,
+                log: &[],
+                ack: Some(&[0, 0, 0, 0, 0, 0, 1, 0]),
+                delivers: ALL,
+                kept_aside: false,
+            },
+            Damage {
+                what: "an offset inside a record: from the record it falls in",
+                acked: 3,
+                log: &[],
+                ack: Some(&[2 * 15 + 5, 0, 0, 0, 0, 0, 0, 0]),
+                delivers: &["event 2", "event 3", "event 4", "event 5"],
+                kept_aside: false,
+            },
+        ];
+        for case in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            for i in 0..6 {
+                spool.push(format!("event {i}").as_bytes()).unwrap();
+            }
+            if case.acked > 0 {
+                let end = spool.peek(case.acked).unwrap()[case.acked - 1].end;
+                spool.ack(end).unwrap();
+            }
+            drop(spool);
+            let log = OpenOptions::new().write(true).open(dir.path().join("records.log")).unwrap();
+            for (at, bytes) in case.log {
+                log.write_all_at(bytes, *at).unwrap();
+            }
+            if let Some(ack) = case.ack {
+                std::fs::write(dir.path().join("records.ack"), ack).unwrap();
+            }
+
+            let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            let records = spool.peek(100).unwrap();
+            assert_eq!(texts(&records), case.delivers, "{}", case.what);
+            assert_eq!(spool.backlog(), case.delivers.len() as u64, "{}", case.what);
+            let aside = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("records.damaged-"))
+                .count();
+            assert_eq!(aside, usize::from(case.kept_aside), "{}", case.what);
+            // The repaired spool goes on as any other, across a reopen.
+            spool.push(b"after").unwrap();
+            spool.ack(records[0].end).unwrap();
+            drop(spool);
+            let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            let mut expected: Vec<&str> = case.delivers[1..].to_vec();
+            expected.push("after");
+            assert_eq!(texts(&spool.peek(100).unwrap()), expected, "{} (reopened)", case.what);
+        }
     }
 }

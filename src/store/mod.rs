@@ -45,6 +45,14 @@ pub struct SqliteConfig {
     /// Accepted samples and findings are committed at least this often.
     #[serde(default = "default_flush_interval")]
     pub flush_interval: HumanDuration,
+    /// Check the file with `PRAGMA quick_check` at start (about a second per
+    /// GB); a damaged file is moved aside either way.
+    #[serde(default = "default_verify_at_start")]
+    pub verify_at_start: bool,
+}
+
+fn default_verify_at_start() -> bool {
+    true
 }
 
 fn default_store_path() -> PathBuf {
@@ -60,6 +68,7 @@ impl Default for StoreConfig {
             path: default_store_path(),
             retention: None,
             flush_interval: default_flush_interval(),
+            verify_at_start: default_verify_at_start(),
         })
     }
 }
@@ -85,6 +94,25 @@ pub enum StoreError {
     /// A lock was poisoned by a panic elsewhere.
     #[error("store lock poisoned")]
     Poisoned,
+    /// The database file is damaged: not a database, or malformed.
+    #[error("the database is damaged: {0}")]
+    Damaged(String),
+}
+
+impl StoreError {
+    /// The same error, as [`StoreError::Damaged`] when the database reported
+    /// a corrupt or foreign file.
+    #[must_use]
+    pub fn classify_damage(self) -> StoreError {
+        match self {
+            StoreError::Database(rusqlite::Error::SqliteFailure(e, message))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) =>
+            {
+                StoreError::Damaged(message.unwrap_or_else(|| e.to_string()))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Frames of one asset to persist.
@@ -231,6 +259,9 @@ pub struct Snapshot {
     pub last_frame_times: HashMap<String, Timestamp>,
     /// Every stored model artifact: `(asset, detector, model)`.
     pub models: Vec<(String, String, FittedModel)>,
+    /// Stored models that did not read back (damaged or of another format):
+    /// `(asset, detector, why)`. Their detectors learn anew.
+    pub refused_models: Vec<(String, String, String)>,
     /// Alarms raised or acknowledged and not cleared, newest first.
     pub open_alarms: Vec<Alarm>,
     /// Maintenance windows not over at `now`.

@@ -14,7 +14,7 @@ use super::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use usan_core::alarm::{Alarm, AlarmState, Assignment, MaintenanceWindow, Signoff};
 use usan_core::detector::FittedModel;
@@ -78,6 +78,34 @@ struct IdCache {
     layouts: HashMap<Vec<String>, i64>,
 }
 
+/// A damaged store file moved aside at start (see [`SqliteStore::open_or_quarantine`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantined {
+    /// Where the damaged file now is (its `-wal` and `-shm` beside it).
+    pub moved_to: PathBuf,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Move `path` and its `-wal` and `-shm` companions to `<name>.damaged-<time>…`.
+fn quarantine(path: &Path) -> std::io::Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let with_suffix = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let moved_to = with_suffix(&format!(".damaged-{stamp}"));
+    for companion in ["-wal", "-shm"] {
+        let from = with_suffix(companion);
+        if from.exists() {
+            std::fs::rename(&from, with_suffix(&format!(".damaged-{stamp}{companion}")))?;
+        }
+    }
+    std::fs::rename(path, &moved_to)?;
+    Ok(moved_to)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
     mutex.lock().map_err(|_| StoreError::Poisoned)
 }
@@ -97,8 +125,44 @@ impl SqliteStore {
     /// # Errors
     /// When the file cannot be opened or has another schema version.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_verified(path, false)
+    }
+
+    /// Open the store at `path` as [`SqliteStore::open`] does; when the file
+    /// is damaged (not a database, malformed, or failing `PRAGMA
+    /// quick_check` when `verify`), move it and its WAL aside to
+    /// `<name>.damaged-<UTC time>` and start an empty store at `path`. What
+    /// was moved is kept for an expert; the engine runs on.
+    ///
+    /// # Errors
+    /// When the file cannot be opened for another reason (permissions,
+    /// another schema version), or cannot be moved aside.
+    pub fn open_or_quarantine(path: &Path, verify: bool) -> Result<(Self, Option<Quarantined>), StoreError> {
+        match Self::open_verified(path, verify) {
+            Err(StoreError::Damaged(reason)) if path.as_os_str() != ":memory:" => {
+                let moved_to = quarantine(path)
+                    .map_err(|e| StoreError::Damaged(format!("{reason}; moving it aside failed: {e}")))?;
+                let store = Self::open_verified(path, false)?;
+                Ok((store, Some(Quarantined { moved_to, reason })))
+            }
+            other => other.map(|store| (store, None)),
+        }
+    }
+
+    fn open_verified(path: &Path, verify: bool) -> Result<Self, StoreError> {
+        Self::open_unclassified(path, verify).map_err(StoreError::classify_damage)
+    }
+
+    fn open_unclassified(path: &Path, verify: bool) -> Result<Self, StoreError> {
         let in_memory = path.as_os_str() == ":memory:";
         let write = open_connection(path)?;
+        if verify && !in_memory {
+            let verdict: Vec<String> =
+                write.prepare("PRAGMA quick_check(3)")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            if verdict != ["ok"] {
+                return Err(StoreError::Damaged(format!("PRAGMA quick_check: {}", verdict.join("; "))));
+            }
+        }
         write.execute_batch(SCHEMA)?;
         let version: Option<i64> = write
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
@@ -567,7 +631,7 @@ impl Store for SqliteStore {
     }
 
     fn models(&self) -> Result<Vec<(String, String, FittedModel)>, StoreError> {
-        models_on(&*lock(&self.read)?)
+        models_on(&*lock(&self.read)?).map(|(models, _)| models)
     }
 
     fn snapshot(&self, request: &SnapshotRequest) -> Result<Snapshot, StoreError> {
@@ -579,9 +643,11 @@ impl Store for SqliteStore {
         for (asset, signals) in &request.frame_ends {
             frame_ends.insert(asset.clone(), frame_ends_on(&tx, asset, signals, request.head, request.tail)?);
         }
+        let (models, refused_models) = models_on(&tx)?;
         let snapshot = Snapshot {
             last_frame_times: last_frame_times_on(&tx)?,
-            models: models_on(&tx)?,
+            models,
+            refused_models,
             open_alarms: alarms_on(&tx, &open)?,
             maintenance: maintenance_on(&tx, request.now)?,
             frame_ends,
@@ -711,15 +777,25 @@ fn last_frame_times_on(conn: &Connection) -> Result<HashMap<String, Timestamp>, 
     Ok(out)
 }
 
-fn models_on(conn: &Connection) -> Result<Vec<(String, String, FittedModel)>, StoreError> {
+/// Stored models that read back whole, and `(asset, detector, why)` of those
+/// that do not (damaged, or of another format): refused, not fatal.
+type ModelsRead = (Vec<(String, String, FittedModel)>, Vec<(String, String, String)>);
+
+fn models_on(conn: &Connection) -> Result<ModelsRead, StoreError> {
     let mut stmt = conn.prepare("SELECT asset, detector, artifact FROM models")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-    let mut out = Vec::new();
+    let (mut models, mut refused) = (Vec::new(), Vec::new());
     for row in rows {
         let (asset, detector, artifact) = row?;
-        out.push((asset, detector, serde_json::from_str(&artifact)?));
+        let model = serde_json::from_str::<FittedModel>(&artifact)
+            .map_err(|e| e.to_string())
+            .and_then(|m| m.check_format().map(|()| m).map_err(|e| e.to_string()));
+        match model {
+            Ok(model) => models.push((asset, detector, model)),
+            Err(why) => refused.push((asset, detector, why)),
+        }
     }
-    Ok(out)
+    Ok((models, refused))
 }
 
 /// Equal-time buckets (mean, min, max) when there are more than `max_points`.

@@ -122,3 +122,65 @@ fn a_full_disk_refuses_pushes_with_503_then_recovers() {
         .unwrap();
     assert_eq!(stored, acknowledged + 500, "frames acknowledged: {} + 500", acknowledged);
 }
+
+/// A store file damaged while usan was down (garbage in place of the
+/// database, or a database cut short) is moved aside with its WAL, kept for
+/// an expert, and usan starts on an empty store and takes pushes.
+#[test]
+fn a_damaged_store_is_moved_aside_and_usan_runs_on_a_fresh_one() {
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage); 2] = [
+        ("garbage in place of the database", |db| std::fs::write(db, vec![0x5a; 64 * 1024]).unwrap()),
+        ("a database cut short", |db| {
+            let len = std::fs::metadata(db).unwrap().len();
+            std::fs::OpenOptions::new().write(true).open(db).unwrap().set_len(len / 2).unwrap();
+        }),
+    ];
+    for (what, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[store]\ntype = \"sqlite\"\npath = \"{dir}/usan.db\"\n\n[[sources]]\ntype = \"http\"\nname = \"push\"\n\n[[assets]]\nid = \"pump-1\"\nsignals = [\"temp\", \"flow\"]\n";
+        let config = write_config(dir.path(), "usan.toml", text);
+        let t0 = 1_700_000_000_000i64;
+        let batch = |from: i64, to: i64| {
+            let samples: Vec<serde_json::Value> = (from..to)
+                .flat_map(|k| {
+                    [
+                        json!({"asset": "pump-1", "signal": "temp", "ts": t0 + k * 1000, "value": k as f64}),
+                        json!({"asset": "pump-1", "signal": "flow", "ts": t0 + k * 1000, "value": 0.5}),
+                    ]
+                })
+                .collect();
+            json!({ "samples": samples })
+        };
+        // A store with history: 20,000 frames.
+        let server = Server::serve(&config, &[]);
+        for part in 0..4 {
+            let (status, body, _) = push(&server.base, &batch(part * 5000, (part + 1) * 5000)).unwrap();
+            assert_eq!(status, 202, "{what}: {body}");
+        }
+        assert!(server.terminate().success());
+        let db = dir.path().join("usan.db");
+        damage(&db);
+        let damaged = std::fs::read(&db).unwrap();
+
+        let server = Server::serve(&config, &[]);
+        assert_eq!(crate::harness::metric_of(&server, "usan_store_quarantined_total"), 1.0, "{what}");
+        let (status, body, _) = push(&server.base, &batch(30_000, 30_010)).unwrap();
+        assert_eq!(status, 202, "{what}: {body}");
+        assert!(server.terminate().success(), "{what}: usan stops cleanly");
+
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("usan.db.damaged-"))
+            .collect();
+        let main =
+            aside.iter().find(|p| !p.to_string_lossy().ends_with("-wal") && !p.to_string_lossy().ends_with("-shm"));
+        assert_eq!(std::fs::read(main.expect("the damaged file kept")).unwrap(), damaged, "{what}: kept as it was");
+        let db = crate::harness::open_store(&db);
+        let integrity: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(integrity, "ok", "{what}");
+        let frames: i64 = db.query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0)).unwrap();
+        assert_eq!(frames, 10, "{what}: the fresh store holds what came after");
+    }
+}

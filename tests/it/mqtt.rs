@@ -565,6 +565,83 @@ fn a_full_spool_refuses_and_counts_instead_of_growing() {
     assert!(received.windows(2).all(|w| w[0] < w[1]), "in order: {received:?}");
 }
 
+/// The spool's records on disk, each as (offset, bytes), from `records.log`'s format.
+fn spool_records(path: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
+    let log = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= log.len() {
+        let length = u32::from_le_bytes(log[at..at + 4].try_into().unwrap()) as usize;
+        out.push((at as u64, log[at + 8..at + 8 + length].to_vec()));
+        at += 8 + length;
+    }
+    out
+}
+
+/// Damage found at start is set aside and the rest runs: a spool record
+/// with a flipped byte is kept aside (every other waiting event is
+/// delivered, in order), and a model file that is not a model is refused
+/// (the detector learns anew and raises its findings).
+#[test]
+fn a_damaged_spool_record_and_model_file_are_set_aside_and_the_rest_runs() {
+    if !broker_running() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("damaged");
+    let relay = Relay::start();
+    relay.cut();
+    let models = dir.path().join("models/pump-1");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(models.join("z.json"), b"{\"format\": 1, \"detector\": {\"type\": \"robust_z\"").unwrap();
+    let config = sink_config(dir.path(), relay.port, &prefix, 100 << 20);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[pipeline]\nmodels_dir = \"{}/models\"\n", dir.path().display()));
+    std::fs::write(&config, text).unwrap();
+
+    let server = Server::serve(&config, &[]);
+    assert_eq!(metric(&metrics(&server), "usan_models_refused_total"), 1.0);
+    let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    push_frames(&server, first, 0..60);
+    server.wait_until("findings wait in the spool", Duration::from_secs(20), |s| {
+        sink_metric(s, "usan_sink_backlog") >= 10.0
+    });
+    assert!(server.terminate().success());
+
+    let log = dir.path().join("spool/records.log");
+    let records = spool_records(&log);
+    let findings: Vec<(u64, i64)> = records
+        .iter()
+        .filter_map(|(at, bytes)| {
+            let json = &bytes[bytes.iter().position(|&b| b == b'{').unwrap()..];
+            let event: serde_json::Value = serde_json::from_slice(json).unwrap();
+            (event["event"] == "finding").then(|| (*at, event["ts"].as_i64().unwrap()))
+        })
+        .collect();
+    assert!(findings.len() >= 10, "{} findings spooled", findings.len());
+    // Flip a byte inside the third finding's record.
+    let (damaged_at, damaged_ts) = findings[2];
+    let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"#", damaged_at + 12).unwrap();
+    drop(file);
+
+    let subscriber = Subscriber::start(&prefix);
+    relay.restore();
+    let server = Server::serve(&config, &[]);
+    server.wait_until("the backlog is delivered", Duration::from_secs(30), |s| {
+        sink_metric(s, "usan_sink_backlog") == 0.0 && sink_metric(s, "usan_sink_delivered_total") > 0.0
+    });
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("records.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged record is kept aside: {aside:?}");
+    let received = subscriber.finding_times();
+    let expected: Vec<i64> = findings.iter().map(|&(_, ts)| ts).filter(|&ts| ts != damaged_ts).collect();
+    assert_eq!(received, expected, "every other waiting finding, in order, once");
+}
+
 /// A private Mosquitto with TLS and a password file, on its own port.
 struct SecureBroker {
     child: std::process::Child,

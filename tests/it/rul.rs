@@ -231,3 +231,29 @@ fn a_rul_entry_that_cannot_watch_its_asset_stops_the_start_with_the_reason() {
     let message = String::from_utf8_lossy(&check.stderr);
     assert!(!check.status.success() && message.contains("no asset has all the signals"), "{message}");
 }
+
+/// A `[[rul]]` model file damaged on disk: `usan check` names it; `usan
+/// serve` refuses that entry, counts it and runs the rest.
+#[test]
+fn a_damaged_rul_model_file_is_refused_and_the_rest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.json"), b"{\"format\": 4, \"sensor_names\": [\"egt\"").unwrap();
+    let config = write_config(
+        dir.path(),
+        "plant.toml",
+        "[store]\ntype = \"sqlite\"\npath = \"{dir}/plant.db\"\n\n[[sources]]\ntype = \"http\"\nname = \"push\"\n\n\
+         [[assets]]\nid = \"N1\"\nsignals = [\"egt\"]\n\n[[rul]]\nname = \"life\"\nmodel = \"m.json\"\n",
+    );
+    let check = usan(&["check", config.to_str().unwrap()]);
+    let message = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success() && message.contains("[[rul]] life: cannot use model"), "{message}");
+
+    let server = Server::serve(&config, &[]);
+    assert_eq!(metric_of(&server, "usan_models_refused_total"), 1.0);
+    let (status, body) = server.post(
+        "/api/v1/samples",
+        &serde_json::json!({"samples": [{"asset": "N1", "signal": "egt", "ts": 1_700_000_000_000i64, "value": 640.0}]}),
+    );
+    assert_eq!(status, 202, "the rest runs: {body}");
+    assert!(server.terminate().success());
+}
