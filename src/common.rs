@@ -136,6 +136,54 @@ impl CauseLog {
     }
 }
 
+/// Waits between reconnection attempts to a peer that is down: `initial`
+/// after the first failure, doubled after each further one up to `max`, each
+/// drawn within ±20 % so that many clients cut off together do not all
+/// retry in step; back to `initial` once a connection holds.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    /// Start at `initial`, never over `max` (raised to `initial` if below it).
+    #[must_use]
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Backoff { initial, max: max.max(initial), next: initial, seed: nanos as u64 ^ u64::from(std::process::id()) }
+    }
+
+    /// The wait before the next attempt; the one after it is twice as long.
+    pub fn next_delay(&mut self) -> Duration {
+        // SplitMix64: enough randomness to spread retries, no dependency.
+        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+        let delay = self.next.mul_f64(0.8 + 0.4 * unit);
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// A connection held: the next failure waits `initial` again.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// The problem with a reconnection `max` below its `initial` delay, if any.
+#[must_use]
+pub fn backoff_problem(initial: &HumanDuration, max: &HumanDuration) -> Option<String> {
+    max.out_of("reconnect_max_delay", Duration::from_millis(10), Duration::from_secs(3600)).or_else(|| {
+        (max.0 < initial.0).then(|| format!("reconnect_max_delay {:?} is below reconnect_delay {:?}", max.0, initial.0))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +238,22 @@ mod tests {
             Some("queue_capacity must be between 1 and 10, got 0".into())
         );
         assert_eq!(out_of_range("w", 3usize, 1, 10), None);
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_up_to_its_cap_and_starts_again_after_a_success() {
+        let ms = Duration::from_millis;
+        let mut backoff = Backoff::new(ms(200), ms(1000));
+        // (nominal wait) for successive failures: 200, 400, 800, then the cap.
+        for nominal in [200u64, 400, 800, 1000, 1000] {
+            let delay = backoff.next_delay();
+            assert!(delay >= ms(nominal * 8 / 10) && delay <= ms(nominal * 12 / 10), "{delay:?} for {nominal} ms");
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= ms(240));
+        let spread: std::collections::HashSet<Duration> =
+            (0..20).map(|_| Backoff::new(ms(1000), ms(1000)).next_delay()).collect();
+        assert!(spread.len() > 1, "retries are spread: {spread:?}");
+        assert!(Backoff::new(ms(500), ms(100)).next_delay() >= ms(400), "a max below the start is raised to it");
     }
 }

@@ -32,9 +32,13 @@ pub struct Broker {
     /// MQTT keep-alive.
     #[serde(default = "default_keep_alive")]
     pub keep_alive: HumanDuration,
-    /// Wait between reconnection attempts.
+    /// Wait after the first failed connection attempt; doubled after each
+    /// further failure up to `reconnect_max_delay`.
     #[serde(default = "default_reconnect_delay")]
     pub reconnect_delay: HumanDuration,
+    /// Longest wait between reconnection attempts.
+    #[serde(default = "default_reconnect_max_delay")]
+    pub reconnect_max_delay: HumanDuration,
     /// User name.
     #[serde(default)]
     pub username: Option<String>,
@@ -57,6 +61,7 @@ impl Default for Broker {
             client_id: None,
             keep_alive: default_keep_alive(),
             reconnect_delay: default_reconnect_delay(),
+            reconnect_max_delay: default_reconnect_max_delay(),
             username: None,
             password: None,
             password_env: None,
@@ -74,6 +79,9 @@ fn default_keep_alive() -> HumanDuration {
 fn default_reconnect_delay() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
 }
+fn default_reconnect_max_delay() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
 
 /// TLS to the broker.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -90,6 +98,12 @@ pub struct TlsSettings {
 }
 
 impl Broker {
+    /// The waits between reconnection attempts these settings ask for.
+    #[must_use]
+    pub fn backoff(&self) -> crate::common::Backoff {
+        crate::common::Backoff::new(self.reconnect_delay.0, self.reconnect_max_delay.0)
+    }
+
     /// Every problem with the settings; `at` names the component.
     #[must_use]
     pub fn validate(&self, at: &str) -> Vec<String> {
@@ -101,6 +115,7 @@ impl Broker {
         let ranges = [
             self.keep_alive.out_of("keep_alive", Duration::from_secs(1), Duration::from_secs(65_535)),
             self.reconnect_delay.out_of("reconnect_delay", Duration::from_millis(10), Duration::from_secs(3600)),
+            crate::common::backoff_problem(&self.reconnect_delay, &self.reconnect_max_delay),
         ];
         problems.extend(ranges.into_iter().flatten().map(|p| format!("{at}: {p}")));
         if let Some(tls) = &self.tls

@@ -127,7 +127,7 @@ impl MqttSinkConfig {
         let forwarder = Forwarder {
             name: self.name.clone(),
             options,
-            reconnect_delay: self.broker.reconnect_delay.0,
+            backoff: self.broker.backoff(),
             qos: if self.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce },
             retain: self.retain,
             spool: Arc::clone(&spool),
@@ -201,7 +201,7 @@ enum Link {
 struct Forwarder {
     name: String,
     options: MqttOptions,
-    reconnect_delay: Duration,
+    backoff: crate::common::Backoff,
     qos: QoS,
     retain: bool,
     spool: Arc<Mutex<Spool>>,
@@ -233,6 +233,7 @@ impl Forwarder {
     /// connection is published (or confirmed) on the next one: a window is
     /// confirmed only by acknowledgements of its own publishes.
     async fn run(self) {
+        let mut backoff = self.backoff.clone();
         let mut log = CauseLog::new(&self.name);
         let mut down_since = Instant::now();
         loop {
@@ -241,6 +242,7 @@ impl Forwarder {
             let task = tokio::spawn(drive(connection, link_tx));
             match link.recv().await {
                 Some(Link::Up) => {
+                    backoff.reset();
                     self.stats.connected.store(true, Ordering::Relaxed);
                     if self.stats.disconnects.get() > 0 {
                         self.stats.outage_ms.inc_by(down_since.elapsed().as_millis() as u64);
@@ -261,7 +263,7 @@ impl Forwarder {
                 _ => {}
             }
             task.abort();
-            tokio::time::sleep(self.reconnect_delay).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 

@@ -29,7 +29,7 @@
 //! does not have) or a value that decodes to NaN is counted by cause in
 //! `usan_source_malformed_total` and logged once a minute; the rest of the
 //! poll goes on. A request that times out after its retries drops the
-//! connection; it is redialled every `reconnect_delay`, and the outage is
+//! connection; it is redialled after `reconnect_delay`, doubling up to `reconnect_max_delay`, and the outage is
 //! counted like any source's.
 
 use super::{BoxFuture, Source, SourceContext, SourceKind};
@@ -71,9 +71,13 @@ pub struct ModbusSourceConfig {
     /// Retries of a failed request before the connection is dropped.
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// Wait between connection attempts.
+    /// Wait after the first failed connection attempt; doubled after each
+    /// further failure up to `reconnect_max_delay`.
     #[serde(default = "default_reconnect_delay")]
     pub reconnect_delay: HumanDuration,
+    /// Longest wait between connection attempts.
+    #[serde(default = "default_reconnect_max_delay")]
+    pub reconnect_max_delay: HumanDuration,
     /// Largest gap (in registers or coils) bridged to read neighbours in one request.
     #[serde(default = "default_max_gap")]
     pub max_gap: u16,
@@ -95,6 +99,9 @@ fn default_retries() -> u32 {
 }
 fn default_reconnect_delay() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
+}
+fn default_reconnect_max_delay() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 fn default_max_gap() -> u16 {
     8
@@ -283,6 +290,7 @@ impl SourceKind for ModbusSourceConfig {
             self.poll.out_of("poll", ms(10), ms(86_400_000)),
             self.timeout.out_of("timeout", ms(10), ms(600_000)),
             self.reconnect_delay.out_of("reconnect_delay", ms(10), ms(3_600_000)),
+            crate::common::backoff_problem(&self.reconnect_delay, &self.reconnect_max_delay),
             crate::common::out_of_range("retries", self.retries, 0, 100),
             crate::common::out_of_range("max_gap", self.max_gap, 0, 125),
         ];
@@ -400,12 +408,15 @@ impl ModbusSource {
         let stats = context.metrics.source(&self.config.name);
         let mut log = CauseLog::new(&self.config.name);
         let mut down_since = Instant::now();
+        let mut backoff =
+            crate::common::Backoff::new(self.config.reconnect_delay.0, self.config.reconnect_max_delay.0);
         loop {
             if *context.shutdown.borrow() {
                 return Ok(());
             }
             match self.connect().await {
                 Ok(mut ctx) => {
+                    backoff.reset();
                     stats.connected.store(true, Ordering::Relaxed);
                     if stats.disconnects.get() > 0 {
                         stats.outage_ms.inc_by(down_since.elapsed().as_millis() as u64);
@@ -416,7 +427,7 @@ impl ModbusSource {
                         Some(reason) => {
                             stats.disconnects.inc_by(1);
                             down_since = Instant::now();
-                            tracing::warn!(source = %self.config.name, "Modbus connection lost: {reason}; redialling every {:?}", self.config.reconnect_delay.0);
+                            tracing::warn!(source = %self.config.name, "Modbus connection lost: {reason}; redialling from {:?} on, backing off to {:?}", self.config.reconnect_delay.0, self.config.reconnect_max_delay.0);
                         }
                         None => return Ok(()),
                     }
@@ -427,7 +438,7 @@ impl ModbusSource {
                 }
             }
             tokio::select! {
-                () = tokio::time::sleep(self.config.reconnect_delay.0) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = context.shutdown.changed() => {}
             }
         }

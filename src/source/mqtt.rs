@@ -28,7 +28,8 @@
 //! default) or queued (`ack = "received"`), so
 //! what the broker held during an outage arrives after it, and a redelivered
 //! duplicate lands on the same (asset, timestamp) frame. A lost connection is
-//! retried every `reconnect_delay`; outages show in
+//! retried after `reconnect_delay`, doubling up to `reconnect_max_delay`
+//! (with jitter); outages show in
 //! `usan_source_disconnects_total` and `usan_source_outage_seconds_total`.
 //! A malformed message is counted by cause, logged once per cause per
 //! minute, and never stops the source.
@@ -670,21 +671,24 @@ const MAX_UNACKED: usize = 4096;
 const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Poll the event loop and forward every event until the receiver is gone;
-/// after a connection error, wait `reconnect_delay` before polling again
-/// (which reconnects).
+/// after a connection error, wait the backoff's next delay before polling
+/// again (which reconnects).
 async fn pump_events(
     mut events: rumqttc::EventLoop,
     forward: mpsc::Sender<Result<Event, rumqttc::ConnectionError>>,
-    reconnect_delay: Duration,
+    mut backoff: crate::common::Backoff,
 ) {
     loop {
         let event = events.poll().await;
         let failed = event.is_err();
+        if matches!(event, Ok(Event::Incoming(Packet::ConnAck(_)))) {
+            backoff.reset();
+        }
         if forward.send(event).await.is_err() {
             return;
         }
         if failed {
-            tokio::time::sleep(reconnect_delay).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 }
@@ -733,7 +737,7 @@ impl MqttSource {
         // cancelled (a cancelled poll can lose a queued PUBACK, and the
         // broker then stops sending once its in-flight window is full).
         let (event_tx, mut events) = mpsc::channel(1024);
-        let pump = tokio::spawn(pump_events(event_loop, event_tx, self.config.broker.reconnect_delay.0));
+        let pump = tokio::spawn(pump_events(event_loop, event_tx, self.config.broker.backoff()));
         // QoS 1 messages in arrival order, acknowledged (PUBACK, in that
         // order) once what they carried is durable.
         let mut unacked: VecDeque<(Publish, Option<Receipt>)> = VecDeque::new();
@@ -770,7 +774,7 @@ impl MqttSource {
                 Next::Event(event) => {
                     if !self.on_event(event, &mut session, &context, &mut unacked).await {
                         // Unacknowledged messages come again with the next session
-                        // (the pump waits `reconnect_delay` before it tries again).
+                        // (the pump backs off before it tries again).
                         unacked.clear();
                     }
                 }
@@ -872,7 +876,7 @@ impl MqttSource {
                 if session.stats.connected.swap(false, Ordering::Relaxed) {
                     session.stats.disconnects.inc_by(1);
                     session.down_since = Some(Instant::now());
-                    tracing::warn!(source = %self.config.name, "MQTT connection lost: {e}; retrying every {:?}", self.config.broker.reconnect_delay.0);
+                    tracing::warn!(source = %self.config.name, "MQTT connection lost: {e}; retrying from {:?} on, backing off to {:?}", self.config.broker.reconnect_delay.0, self.config.broker.reconnect_max_delay.0);
                 } else {
                     session.stats.connect_failed("cannot connect");
                     session.log.note("cannot connect", &e.to_string());

@@ -70,7 +70,7 @@ name = "push"
 [[sources]]
 type = "mqtt"
 name = "broker"
-broker = {{ port = 1883, client_id = "{prefix}-usan", keep_alive = "5s", reconnect_delay = "200ms" }}
+broker = {{ port = 1883, client_id = "{prefix}-usan", keep_alive = "5s", reconnect_delay = "200ms", reconnect_max_delay = "1s" }}
 [[sources.subscriptions]]
 format = "json"
 topic = "{prefix}/+/telemetry"

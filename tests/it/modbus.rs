@@ -41,6 +41,7 @@ poll = "200ms"
 timeout = "300ms"
 retries = 1
 reconnect_delay = "200ms"
+reconnect_max_delay = "1s"
 registers = [
   {{ signal = "int16", kind = "holding", address = 0, type = "int16" }},
   {{ signal = "scaled", kind = "holding", address = 1, type = "uint16", scale = 0.1, offset = 0.5 }},

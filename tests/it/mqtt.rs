@@ -44,7 +44,7 @@ flush_interval = "100ms"
 [[sources]]
 type = "mqtt"
 name = "broker"
-broker = {{ port = {port}, client_id = "{client_id}", keep_alive = "2s", reconnect_delay = "200ms" }}
+broker = {{ port = {port}, client_id = "{client_id}", keep_alive = "2s", reconnect_delay = "200ms", reconnect_max_delay = "1s" }}
 {subscriptions}
 
 [[assets]]
@@ -99,8 +99,12 @@ fn expected(first: i64, steps: impl Iterator<Item = i64>) -> (Points, Points) {
 }
 
 fn mosquitto_pub(topic: &str, message: &str) {
+    mosquitto_pub_to(1883, topic, message);
+}
+
+fn mosquitto_pub_to(port: u16, topic: &str, message: &str) {
     let status = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", "1883", "-q", "1", "-t", topic, "-m", message])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", message])
         .status()
         .expect("mosquitto_pub (Debian's mosquitto-clients) runs");
     assert!(status.success());
@@ -182,6 +186,12 @@ struct Relay {
 
 impl Relay {
     fn start() -> Relay {
+        Relay::to(BROKER)
+    }
+
+    /// A relay to the broker at `upstream` (host:port).
+    fn to(upstream: &str) -> Relay {
+        let upstream_address = upstream.to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
@@ -194,7 +204,7 @@ impl Relay {
                     drop(client);
                     continue;
                 }
-                let Ok(upstream) = TcpStream::connect(BROKER) else { continue };
+                let Ok(upstream) = TcpStream::connect(&upstream_address) else { continue };
                 let mut list = open2.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(upstream.try_clone().unwrap());
@@ -355,7 +365,7 @@ threshold = {{ value = 0.0, k = 1, n = 1 }}
 [[sinks]]
 type = "mqtt"
 name = "events"
-broker = {{ port = {port}, keep_alive = "2s", reconnect_delay = "200ms" }}
+broker = {{ port = {port}, keep_alive = "2s", reconnect_delay = "200ms", reconnect_max_delay = "1s" }}
 topic = "{prefix}/{{asset}}/{{event}}"
 findings = true
 spool = "{{dir}}/spool"
@@ -396,6 +406,7 @@ fn sink_metric(server: &Server, name: &str) -> f64 {
 /// `mosquitto_sub` on `prefix/#`, its lines (one payload each) collected as they come.
 struct Subscriber {
     child: std::process::Child,
+    port: u16,
     prefix: String,
     lines: Arc<Mutex<Vec<String>>>,
 }
@@ -410,8 +421,13 @@ impl Drop for Subscriber {
 impl Subscriber {
     /// Subscribed once a probe published after the start comes back.
     fn start(prefix: &str) -> Subscriber {
+        Subscriber::start_on(1883, prefix)
+    }
+
+    /// Subscribed to `prefix/#` at the broker on `port`.
+    fn start_on(port: u16, prefix: &str) -> Subscriber {
         let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", "1883", "-q", "1", "-t", &format!("{prefix}/#")])
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", &format!("{prefix}/#")])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("mosquitto_sub (Debian's mosquitto-clients) runs");
@@ -424,12 +440,12 @@ impl Subscriber {
                 collected.lock().unwrap().push(line);
             }
         });
-        let subscriber = Subscriber { child, prefix: prefix.to_string(), lines };
+        let subscriber = Subscriber { child, port, prefix: prefix.to_string(), lines };
         // Until the subscription is in place probes are lost: send them until one arrives.
         let mut sent = 0;
         wait_for("mosquitto_sub is subscribed", Duration::from_secs(20), || {
             sent += 1;
-            mosquitto_pub(&format!("{prefix}/probe"), &format!(r#"{{"probe": {sent}}}"#));
+            mosquitto_pub_to(port, &format!("{prefix}/probe"), &format!(r#"{{"probe": {sent}}}"#));
             subscriber.has_probe(None)
         });
         subscriber
@@ -449,7 +465,7 @@ impl Subscriber {
     /// published now, is queued behind it.
     fn finding_times(self) -> Vec<i64> {
         let barrier = 1_000_000;
-        mosquitto_pub(&format!("{}/probe", self.prefix), &format!(r#"{{"probe": {barrier}}}"#));
+        mosquitto_pub_to(self.port, &format!("{}/probe", self.prefix), &format!(r#"{{"probe": {barrier}}}"#));
         wait_for("the subscriber has everything", Duration::from_secs(30), || self.has_probe(Some(barrier)));
         let lines = self.lines.lock().unwrap().clone();
         lines
@@ -642,6 +658,210 @@ fn a_damaged_spool_record_and_model_file_are_set_aside_and_the_rest_runs() {
     assert_eq!(received, expected, "every other waiting finding, in order, once");
 }
 
+/// A Mosquitto of the test's own on `port`, without persistence: when it
+/// stops, its sessions and subscriptions are gone.
+struct OwnBroker {
+    child: std::process::Child,
+}
+
+impl OwnBroker {
+    fn start(dir: &std::path::Path, port: u16) -> OwnBroker {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("user root\npersistence false\nlistener {port} 127.0.0.1\nallow_anonymous true\n"),
+        )
+        .unwrap();
+        let child = Command::new(mosquitto_binary().expect("mosquitto is installed"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the broker listens", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        OwnBroker { child }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pump-1`'s finding timestamps in `lines` (JSON events), in order.
+fn pump_findings(lines: &[String]) -> Vec<i64> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "finding" && v["asset"] == "pump-1")
+        .map(|v| v["ts"].as_i64().unwrap())
+        .collect()
+}
+
+/// The broker goes down mid-stream (its process killed, its sessions lost)
+/// for `USAN_BROKER_OUTAGE_SECS` (3 s by default; 600 for the ten-minute
+/// run in BENCHMARKS.md) while findings keep coming: the sink's spool holds
+/// them and replays every one, in order, to the restarted broker; the
+/// source reconnects with backoff, subscribes again and stores what is
+/// published after, exactly once.
+#[test]
+fn a_broker_down_mid_stream_gets_the_whole_spool_in_order_and_the_source_subscribes_again() {
+    if !broker_running() || mosquitto_binary().is_none() {
+        return;
+    }
+    let Some(python) = peer_python() else { return };
+    let outage =
+        Duration::from_secs(std::env::var("USAN_BROKER_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let prefix = unique("down");
+    let mut broker = OwnBroker::start(dir.path(), port);
+    // The sink reaches the broker through a relay, held shut after the
+    // restart until the new subscriber listens: nothing replayed is missed.
+    let relay = Relay::to(&format!("127.0.0.1:{port}"));
+    let text = format!(
+        r#"
+[store]
+type = "sqlite"
+path = "{{dir}}/down.db"
+flush_interval = "100ms"
+
+[[sources]]
+type = "http"
+name = "push"
+
+[[sources]]
+type = "mqtt"
+name = "broker"
+broker = {{ port = {port}, client_id = "{prefix}-usan", keep_alive = "2s", reconnect_delay = "200ms", reconnect_max_delay = "1s" }}
+[[sources.subscriptions]]
+format = "json"
+topic = "{prefix}/+/telemetry"
+qos = 1
+asset = "{{1}}"
+timestamp = "$.ts"
+values = "$"
+
+[[detectors]]
+name = "z"
+baseline_frames = 5
+algorithm = {{ type = "robust_z", window = 20 }}
+threshold = {{ value = 0.0, k = 1, n = 1 }}
+
+[[sinks]]
+type = "mqtt"
+name = "events"
+broker = {{ port = {relay}, keep_alive = "2s", reconnect_delay = "200ms", reconnect_max_delay = "1s" }}
+topic = "{prefix}/{{asset}}/{{event}}"
+findings = true
+spool = "{{dir}}/spool"
+
+[[sinks]]
+type = "jsonl"
+path = "{{dir}}/events.jsonl"
+findings = true
+
+[[assets]]
+id = "pump-1"
+signals = ["temp", "flow"]
+
+[[assets]]
+id = "press-1"
+signals = ["temp", "flow"]
+"#,
+        relay = relay.port
+    );
+    let server = Server::serve(&write_config(dir.path(), "down.toml", &text), &[]);
+    server.wait_until("the source is subscribed", Duration::from_secs(20), subscribed);
+    let subscriber = Subscriber::start_on(port, &prefix);
+    let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let publish = |from: usize, to: usize| {
+        let out = Command::new(&python)
+            .arg(repo().join("tests/peers/mqtt_publish.py"))
+            .args(["127.0.0.1", &port.to_string(), &format!("{prefix}/press-1/telemetry")])
+            .args([&first.to_string(), &to.to_string(), "500", "--from", &from.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let press_stored = |s: &Server| -> Points {
+        let body = s.get("/api/v1/samples?asset=press-1&signal=flow&max_points=100000");
+        body["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["ts"].as_i64().unwrap(), p["value"].as_f64().unwrap()))
+            .collect()
+    };
+    let truth = || {
+        pump_findings(
+            &std::fs::read_to_string(dir.path().join("events.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        )
+    };
+
+    // Before: everything flows.
+    publish(0, 50);
+    push_frames(&server, first, 0..40);
+    server.wait_until("press-1's first stretch is stored", Duration::from_secs(30), |s| press_stored(s).len() >= 50);
+    server.wait_until("the findings so far reached the subscriber", Duration::from_secs(30), |_| {
+        let seen = pump_findings(&subscriber.lines.lock().unwrap());
+        !seen.is_empty() && seen.len() >= truth().len()
+    });
+
+    // The broker goes down; findings keep coming for the whole outage.
+    relay.cut();
+    let _ = broker.child.kill();
+    let _ = broker.child.wait();
+    let before = subscriber.lines.lock().unwrap().clone();
+    drop(subscriber);
+    server.wait_until("the source sees the outage", Duration::from_secs(20), |s| !connected(s));
+    let started = std::time::Instant::now();
+    let mut k = 40;
+    while started.elapsed() < outage {
+        push_frames(&server, first, k..k + 5);
+        k += 5;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.wait_until("the findings wait in the spool", Duration::from_secs(20), |s| {
+        sink_metric(s, "usan_sink_backlog") > 0.0 && metric(&metrics(s), "usan_frames_total") >= k as f64 - 1.0
+    });
+    let failures =
+        metric(&metrics(&server), "usan_source_connect_failures_total{source=\"broker\",cause=\"cannot connect\"}");
+    assert!(failures >= 2.0, "the source kept trying: {failures}");
+
+    // The broker is back (empty: no sessions); the sink is let through once
+    // a new subscriber listens.
+    broker = OwnBroker::start(dir.path(), port);
+    let subscriber = Subscriber::start_on(port, &prefix);
+    relay.restore();
+    server.wait_until("the source subscribes again", Duration::from_secs(30), |s| connected(s) && subscribed(s));
+    publish(50, 100);
+    server.wait_until("press-1's second stretch is stored", Duration::from_secs(30), |s| press_stored(s).len() >= 100);
+    let (_, flow) = expected(first, 0..100);
+    assert_eq!(press_stored(&server), flow, "every message before and after the outage, once");
+    server.wait_until("the spool is replayed", Duration::from_secs(60), |s| sink_metric(s, "usan_sink_backlog") == 0.0);
+
+    let barrier = 1_000_000;
+    mosquitto_pub_to(port, &format!("{prefix}/probe"), &format!(r#"{{"probe": {barrier}}}"#));
+    wait_for("the subscriber has everything", Duration::from_secs(30), || subscriber.has_probe(Some(barrier)));
+    let mut received = pump_findings(&before);
+    received.extend(pump_findings(&subscriber.lines.lock().unwrap()));
+    let mut seen = std::collections::HashSet::new();
+    let first_arrivals: Vec<i64> = received.iter().copied().filter(|ts| seen.insert(*ts)).collect();
+    let truth = truth();
+    assert!(truth.len() > 40, "findings during the outage: {}", truth.len());
+    assert_eq!(first_arrivals, truth, "every finding, in order");
+    assert!(received.len() - truth.len() <= 64, "{} duplicates", received.len() - truth.len());
+    drop(broker);
+}
+
 /// A private Mosquitto with TLS and a password file, on its own port.
 struct SecureBroker {
     child: std::process::Child,
@@ -755,7 +975,7 @@ flush_interval = "100ms"
 [[sources]]
 type = "mqtt"
 name = "secure"
-broker = {{ port = {port}, client_id = "{prefix}-ok", username = "usan", password = "s3cret", tls = {{ ca = "{{dir}}/ca.pem" }}, reconnect_delay = "200ms" }}
+broker = {{ port = {port}, client_id = "{prefix}-ok", username = "usan", password = "s3cret", tls = {{ ca = "{{dir}}/ca.pem" }}, reconnect_delay = "200ms", reconnect_max_delay = "1s" }}
 [[sources.subscriptions]]
 format = "json"
 topic = "{prefix}/+/telemetry"
@@ -766,7 +986,7 @@ values = "$"
 [[sources]]
 type = "mqtt"
 name = "intruder"
-broker = {{ port = {port}, client_id = "{prefix}-bad", username = "usan", password = "guess", tls = {{ ca = "{{dir}}/ca.pem" }}, reconnect_delay = "200ms" }}
+broker = {{ port = {port}, client_id = "{prefix}-bad", username = "usan", password = "guess", tls = {{ ca = "{{dir}}/ca.pem" }}, reconnect_delay = "200ms", reconnect_max_delay = "1s" }}
 [[sources.subscriptions]]
 format = "json"
 topic = "{prefix}/#"
