@@ -192,7 +192,11 @@ impl Metrics {
         let counters: [(&str, &str, &Counter); 19] = [
             ("usan_samples_in", "Values accepted from sources", &self.samples_in),
             ("usan_samples_dropped", "Values dropped (unknown asset or signal, bad quality)", &self.samples_dropped),
-            ("usan_samples_late", "Values older than their asset's last emitted frame", &self.samples_late),
+            (
+                "usan_samples_late",
+                "Values at or before their asset's last emitted frame: stored into it, not scored",
+                &self.samples_late,
+            ),
             ("usan_samples_duplicate", "Values replacing a pending value", &self.samples_duplicate),
             ("usan_bad_values", "Cells that were not numbers", &self.bad_values),
             ("usan_frames", "Frames assembled", &self.frames),

@@ -9,7 +9,7 @@ use super::{AlarmBook, AssetLive, DetectorLive, LiveFrames, LiveRow, LiveRows, L
 use crate::plant::{DetectorSpec, Plant};
 use crate::sink::Event;
 use crate::source::{Batch, Routed};
-use crate::store::{FrameBatch, JournalRelease, Store, WriteBatch};
+use crate::store::{FrameBatch, FrameCorrection, JournalRelease, Store, WriteBatch};
 use crate::telemetry::Metrics;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -88,6 +88,21 @@ impl AssetRun {
         newest
     }
 
+    /// The late samples of the last batch, as values to write into their
+    /// stored frames.
+    fn corrections(&mut self) -> Vec<FrameCorrection> {
+        self.assembler
+            .take_late()
+            .into_iter()
+            .map(|sample| FrameCorrection {
+                asset: self.id.clone(),
+                signal: self.signals[sample.signal].clone(),
+                ts: sample.ts,
+                value: sample.value,
+            })
+            .collect()
+    }
+
     /// Record a processed journal entry; the release of every entry whose
     /// samples are now all in emitted frames (in journal order).
     fn release(&mut self, seq: Option<(i64, Option<Timestamp>)>) -> Option<JournalRelease> {
@@ -143,7 +158,9 @@ impl Worker {
             let asset = &parts.plant.assets[index];
             let id = asset.path.asset.clone();
             let signals = asset.signal_names();
-            let mut assembler = FrameAssembler::new(signals.len(), parts.policy);
+            let assembler = FrameAssembler::new(signals.len(), parts.policy);
+            // Late samples are stored into their frames (a resend replaces).
+            let mut assembler = if parts.store_samples { assembler.keep_late() } else { assembler };
             if let Some(ts) = parts.resume.get(&id) {
                 assembler.set_watermark(*ts);
             }
@@ -225,7 +242,8 @@ impl Worker {
             frames.clear();
             let newest = run.assemble(batch, &mut frames);
             let release = run.release(seq.map(|seq| (seq, newest)));
-            self.process(asset, &frames, release).await;
+            let corrections = run.corrections();
+            self.process(asset, &frames, release, corrections).await;
         }
         // Input closed: flush what is still pending.
         let indices: Vec<usize> = self.assets.keys().copied().collect();
@@ -236,11 +254,17 @@ impl Worker {
                 run.assembler.flush(&mut frames);
                 release = run.release(None);
             }
-            self.process(asset, &frames, release).await;
+            self.process(asset, &frames, release, Vec::new()).await;
         }
     }
 
-    async fn process(&mut self, asset: usize, frames: &[Frame], release: Option<JournalRelease>) {
+    async fn process(
+        &mut self,
+        asset: usize,
+        frames: &[Frame],
+        release: Option<JournalRelease>,
+        corrections: Vec<FrameCorrection>,
+    ) {
         let Some(run) = self.assets.get_mut(&asset) else {
             return;
         };
@@ -252,8 +276,9 @@ impl Worker {
             .inc_by((stats.not_good - run.seen.not_good) + (stats.unknown_signal - run.seen.unknown_signal));
         run.seen = stats;
         if frames.is_empty() {
-            if let Some(release) = release {
-                let batch = WriteBatch { journal_release: vec![release], ..WriteBatch::default() };
+            if release.is_some() || !corrections.is_empty() {
+                let batch =
+                    WriteBatch { journal_release: release.into_iter().collect(), corrections, ..WriteBatch::default() };
                 if self.store_queue.send(batch).await.is_err() {
                     tracing::error!("store writer has stopped; journal entries kept for the next start");
                 }
@@ -365,6 +390,7 @@ impl Worker {
             findings,
             alarm_observations,
             journal_release: release.into_iter().collect(),
+            corrections,
         };
         if !batch.is_empty() && self.store_queue.send(batch).await.is_err() {
             tracing::error!("store writer has stopped; frames not stored");

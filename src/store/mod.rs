@@ -126,6 +126,21 @@ pub struct FrameBatch {
     pub rows: Vec<(Timestamp, Vec<f64>)>,
 }
 
+/// A value for one signal of a frame already stored (or not stored at all):
+/// a sample that arrived after its frame was scored. It replaces the stored
+/// value; the frame's scores and findings stay as they were.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameCorrection {
+    /// Asset id.
+    pub asset: String,
+    /// The signal.
+    pub signal: String,
+    /// The frame's time.
+    pub ts: Timestamp,
+    /// The value to store.
+    pub value: f64,
+}
+
 /// What the store writer commits in one transaction.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
@@ -138,6 +153,8 @@ pub struct WriteBatch {
     /// Journal entries whose samples are in these (or earlier) frames:
     /// deleted in the same transaction.
     pub journal_release: Vec<JournalRelease>,
+    /// Late values written into stored frames, after `frames`.
+    pub corrections: Vec<FrameCorrection>,
 }
 
 /// A batch of acknowledged samples to keep in the journal until what it
@@ -178,6 +195,7 @@ impl WriteBatch {
             && self.findings.is_empty()
             && self.alarm_observations.is_empty()
             && self.journal_release.is_empty()
+            && self.corrections.is_empty()
     }
 
     /// Add `other`'s writes after this batch's.
@@ -186,6 +204,7 @@ impl WriteBatch {
         self.findings.extend(other.findings);
         self.alarm_observations.extend(other.alarm_observations);
         self.journal_release.extend(other.journal_release);
+        self.corrections.extend(other.corrections);
     }
 }
 

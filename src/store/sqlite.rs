@@ -9,8 +9,8 @@
 //! for the writer's transaction.
 
 use super::{
-    AlarmAction, AlarmQuery, FrameBatch, FrameEnds, JournalEntry, JournalRecord, SeriesPoint, SeriesTable, Snapshot,
-    SnapshotRequest, Store, StoreError, WriteBatch,
+    AlarmAction, AlarmQuery, FrameBatch, FrameCorrection, FrameEnds, JournalEntry, JournalRecord, SeriesPoint,
+    SeriesTable, Snapshot, SnapshotRequest, Store, StoreError, WriteBatch,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -241,6 +241,51 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Write a late value into its stored frame: in place when the frame's
+    /// layout has the signal, as an added column when not, as a frame of
+    /// that one signal when there is no frame at that time.
+    fn correct_frame(
+        &self,
+        conn: &Connection,
+        ids: &mut IdCache,
+        correction: &FrameCorrection,
+    ) -> Result<(), StoreError> {
+        let asset_id = self.asset_id(conn, ids, &correction.asset)?;
+        let stored: Option<(i64, Vec<u8>)> = conn
+            .prepare_cached("SELECT layout_id, vals FROM frames WHERE asset_id = ?1 AND ts = ?2")?
+            .query_row(params![asset_id, correction.ts.0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let value = correction.value.to_le_bytes();
+        let (layout_id, vals) = match stored {
+            None => (self.layout_id(conn, ids, std::slice::from_ref(&correction.signal))?, value.to_vec()),
+            Some((layout_id, mut vals)) => {
+                let json: String = conn
+                    .prepare_cached("SELECT signals FROM layouts WHERE id = ?1")?
+                    .query_row([layout_id], |r| r.get(0))?;
+                let mut signals: Vec<String> = serde_json::from_str(&json)?;
+                if vals.len() != signals.len() * 8 {
+                    // Not a frame this store wrote: leave it as it is.
+                    tracing::warn!(asset = %correction.asset, ts = correction.ts.0, "stored frame does not match its layout; late value not written");
+                    return Ok(());
+                }
+                match signals.iter().position(|s| *s == correction.signal) {
+                    Some(at) => {
+                        vals[at * 8..at * 8 + 8].copy_from_slice(&value);
+                        (layout_id, vals)
+                    }
+                    None => {
+                        signals.push(correction.signal.clone());
+                        vals.extend_from_slice(&value);
+                        (self.layout_id(conn, ids, &signals)?, vals)
+                    }
+                }
+            }
+        };
+        conn.prepare_cached("INSERT OR REPLACE INTO frames(asset_id, ts, layout_id, vals) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![asset_id, correction.ts.0, layout_id, vals])?;
+        Ok(())
+    }
+
     /// `(ts, values of columns)` of an asset's frames in `[from, to]`, oldest
     /// first; NaN where a frame lacks a column; frames lacking all are skipped.
     fn read_columns(
@@ -449,6 +494,9 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         for frames in &batch.frames {
             self.write_frames(&tx, &mut ids, frames)?;
+        }
+        for correction in &batch.corrections {
+            self.correct_frame(&tx, &mut ids, correction)?;
         }
         {
             let mut stmt = tx.prepare_cached(
@@ -861,6 +909,41 @@ mod tests {
         assert!(coarse.columns[1][0].is_nan());
         let none = store.table("a", &["absent".to_string()], Timestamp(0), Timestamp(i64::MAX), 10).unwrap();
         assert!(none.ts.is_empty());
+    }
+
+    #[test]
+    fn a_late_value_replaces_the_stored_one_adds_its_column_or_makes_a_frame() {
+        let store = store();
+        let rows = vec![(Timestamp(1000), vec![1.0, f64::NAN, 0.7]), (Timestamp(2000), vec![2.0, 20.0, 0.1])];
+        let signals = vec!["x".to_string(), "y".to_string(), "@score/z".to_string()];
+        store
+            .write(&WriteBatch { frames: vec![FrameBatch { asset: "a".into(), signals, rows }], ..Default::default() })
+            .unwrap();
+        let correction = |signal: &str, ts: i64, value: f64| FrameCorrection {
+            asset: "a".into(),
+            signal: signal.into(),
+            ts: Timestamp(ts),
+            value,
+        };
+        // (what, correction, the stored (x, y, w, score) at its time after it)
+        let cases = [
+            ("a resend with another value replaces it", correction("x", 2000, 2.5), [2.5, 20.0, f64::NAN, 0.1]),
+            ("a value the frame lacked fills it", correction("y", 1000, 10.0), [1.0, 10.0, f64::NAN, 0.7]),
+            ("a signal the layout lacks is added", correction("w", 2000, -1.0), [2.5, 20.0, -1.0, 0.1]),
+            ("no frame at that time: one is made", correction("x", 500, 0.5), [0.5, f64::NAN, f64::NAN, f64::NAN]),
+        ];
+        let columns = ["x", "y", "w", "@score/z"].map(String::from);
+        for (what, correction, want) in cases {
+            let ts = correction.ts;
+            store.write(&WriteBatch { corrections: vec![correction], ..Default::default() }).unwrap();
+            let table = store.table("a", &columns, ts, ts, 10).unwrap();
+            assert_eq!(table.ts, vec![ts.0], "{what}");
+            let got: Vec<f64> = table.columns.iter().map(|c| c[0]).collect();
+            for (g, w) in got.iter().zip(want) {
+                assert!(*g == w || (g.is_nan() && w.is_nan()), "{what}: {got:?} vs {want:?}");
+            }
+        }
+        assert_eq!(store.frame_count().unwrap(), 3, "one frame per time");
     }
 
     #[test]

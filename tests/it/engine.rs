@@ -750,3 +750,57 @@ fn metrics_are_served_in_the_format_the_scraper_asks_for() {
     assert!(text.contains("# TYPE usan_samples_in counter\nusan_samples_in_total 1\n"), "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
+
+/// A sample is identified by asset, signal and timestamp: a resend is
+/// stored once, a resend with another value replaces the stored one, even
+/// after its frame was scored and stored (and across a restart).
+#[test]
+fn a_resend_is_stored_once_and_another_value_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "resend.toml",
+        "[store]\ntype = \"sqlite\"\npath = \"{dir}/resend.db\"\nflush_interval = \"50ms\"\n\n\
+         [[sources]]\ntype = \"http\"\nname = \"push\"\n\n[[assets]]\nid = \"pump-1\"\nsignals = [\"temp\", \"flow\"]\n",
+    );
+    let t0 = 1_700_000_000_000i64;
+    let push = |server: &Server, samples: &[(i64, &str, f64)]| {
+        let samples: Vec<Value> = samples
+            .iter()
+            .map(|(k, s, v)| json!({"asset": "pump-1", "signal": s, "ts": t0 + k * 1000, "value": v}))
+            .collect();
+        let (status, body) = server.post("/api/v1/samples", &json!({ "samples": samples }));
+        assert_eq!(status, 202, "{body}");
+    };
+    let stored = |server: &Server, signal: &str| -> Vec<(i64, f64, i64)> {
+        let body = server.get(&format!("/api/v1/samples?asset=pump-1&signal={signal}&max_points=1000"));
+        body["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                ((p["ts"].as_i64().unwrap() - t0) / 1000, p["value"].as_f64().unwrap(), p["count"].as_i64().unwrap())
+            })
+            .collect()
+    };
+    let server = Server::serve(&config, &[]);
+    push(&server, &[(0, "temp", 20.0), (0, "flow", 1.0), (1, "temp", 21.0), (1, "flow", 2.0)]);
+    server.wait_until("both frames are stored", Duration::from_secs(20), |s| stored(s, "temp").len() == 2);
+    // The same samples again, then frame 0's temperature with another value.
+    push(&server, &[(0, "temp", 20.0), (0, "flow", 1.0), (1, "temp", 21.0), (1, "flow", 2.0)]);
+    push(&server, &[(0, "temp", 25.0)]);
+    server.wait_until("the new value replaces the stored one", Duration::from_secs(20), |s| {
+        stored(s, "temp").first().is_some_and(|p| p.1 == 25.0)
+    });
+    assert_eq!(stored(&server, "temp"), vec![(0, 25.0, 1), (1, 21.0, 1)]);
+    assert_eq!(stored(&server, "flow"), vec![(0, 1.0, 1), (1, 2.0, 1)]);
+    assert!(server.terminate().success());
+
+    let server = Server::serve(&config, &[]);
+    push(&server, &[(1, "flow", 3.0)]);
+    server.wait_until("after a restart too", Duration::from_secs(20), |s| {
+        stored(s, "flow").get(1).is_some_and(|p| p.1 == 3.0)
+    });
+    assert_eq!(stored(&server, "flow"), vec![(0, 1.0, 1), (1, 3.0, 1)]);
+    assert_eq!(stored(&server, "temp"), vec![(0, 25.0, 1), (1, 21.0, 1)]);
+}

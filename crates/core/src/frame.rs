@@ -12,7 +12,9 @@
 //!   than `max_lateness_ms` after it, or until more than `max_pending` frames
 //!   are pending (memory bound); then it is emitted incomplete.
 //! - **Late** samples, at or before the last emitted frame, are counted and
-//!   dropped: a frame is scored once.
+//!   not scored again: a frame is scored once. An assembler told to
+//!   [`FrameAssembler::keep_late`] hands them back ([`FrameAssembler::take_late`])
+//!   so the caller can store them into the frame already emitted.
 //! - **Duplicates** (same signal, same timestamp, frame still pending) are
 //!   counted; the last value wins.
 //! - **Missing** values of an emitted frame are filled with the signal's last
@@ -105,6 +107,8 @@ pub struct FrameAssembler {
     last_emitted: Option<Timestamp>,
     last_values: Vec<f64>,
     stats: AssemblyStats,
+    /// Late samples kept for the caller, when asked to.
+    late: Option<Vec<Sample>>,
 }
 
 impl FrameAssembler {
@@ -118,7 +122,22 @@ impl FrameAssembler {
             last_emitted: None,
             last_values: vec![f64::NAN; signals],
             stats: AssemblyStats::default(),
+            late: None,
         }
+    }
+
+    /// Keep late (good, finite) samples for [`FrameAssembler::take_late`]
+    /// instead of only counting them. The caller must take them after each
+    /// push, or they accumulate.
+    #[must_use]
+    pub fn keep_late(mut self) -> Self {
+        self.late = Some(Vec::new());
+        self
+    }
+
+    /// The late samples kept since the last call, in arrival order.
+    pub fn take_late(&mut self) -> Vec<Sample> {
+        self.late.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Counters since creation.
@@ -158,6 +177,9 @@ impl FrameAssembler {
         }
         if self.last_emitted.is_some_and(|last| sample.ts <= last) {
             self.stats.late += 1;
+            if let Some(late) = &mut self.late {
+                late.push(sample);
+            }
             return;
         }
         self.stats.accepted += 1;
@@ -378,5 +400,27 @@ mod tests {
         asm.push_row(Timestamp(11), vec![1.0], &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(asm.stats().late, 1);
+    }
+
+    #[test]
+    fn late_samples_are_handed_back_only_when_kept() {
+        for keep in [false, true] {
+            let asm = FrameAssembler::new(2, FramePolicy::default());
+            let mut asm = if keep { asm.keep_late() } else { asm };
+            let mut out = Vec::new();
+            asm.push_row(Timestamp(10), vec![1.0, 2.0], &mut out);
+            asm.push(s(1, 10, 2.5), &mut out); // a resend with another value
+            asm.push(Sample { quality: Quality::Bad, ..s(0, 5, 1.0) }, &mut out); // not good: never kept
+            asm.push(s(0, 11, 3.0), &mut out); // on time: pending
+            assert_eq!(asm.stats().late, 1);
+            let late = asm.take_late();
+            if keep {
+                assert_eq!(late.len(), 1);
+                assert_eq!((late[0].signal, late[0].ts, late[0].value), (1, Timestamp(10), 2.5));
+            } else {
+                assert!(late.is_empty());
+            }
+            assert!(asm.take_late().is_empty(), "taken once");
+        }
     }
 }
