@@ -270,6 +270,12 @@ impl Config {
                 ),
             ),
             (
+                ["server", "max_query_points"],
+                out_of_range("max_query_points", self.server.max_query_points, 10, 10_000_000),
+            ),
+            (["server", "max_list_items"], out_of_range("max_list_items", self.server.max_list_items, 1, 1_000_000)),
+            (["server", "max_note_bytes"], out_of_range("max_note_bytes", self.server.max_note_bytes, 16, 1 << 20)),
+            (
                 ["alarms", "escalate_after"],
                 self.alarms.escalate_after.and_then(|d| d.out_of("escalate_after", Duration::from_secs(1), days(365))),
             ),

@@ -62,6 +62,16 @@ pub struct ServerConfig {
     /// A request (its body included) must be answered within this, else 408.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
+    /// Most points (or rows) one history query returns; longer ranges are
+    /// folded into this many equal-time buckets as they are read.
+    #[serde(default = "default_max_query_points")]
+    pub max_query_points: usize,
+    /// Most findings or alarms one list returns.
+    #[serde(default = "default_max_list_items")]
+    pub max_list_items: usize,
+    /// Longest note or comment on an alarm or maintenance window, in bytes.
+    #[serde(default = "default_max_note_bytes")]
+    pub max_note_bytes: usize,
 }
 
 fn default_listen() -> String {
@@ -85,6 +95,15 @@ fn default_header_timeout() -> HumanDuration {
 fn default_request_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
+fn default_max_query_points() -> usize {
+    100_000
+}
+fn default_max_list_items() -> usize {
+    10_000
+}
+fn default_max_note_bytes() -> usize {
+    4096
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -96,6 +115,9 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             header_timeout: default_header_timeout(),
             request_timeout: default_request_timeout(),
+            max_query_points: default_max_query_points(),
+            max_list_items: default_max_list_items(),
+            max_note_bytes: default_max_note_bytes(),
         }
     }
 }
@@ -485,7 +507,7 @@ async fn findings(
     let Query(q) = query?;
     check_asset(&state, q.asset.as_deref())?;
     let since = parse_query_time("since", q.since.as_deref())?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let limit = q.limit.unwrap_or(100).clamp(1, state.server.max_list_items);
     let store = state.store.clone();
     Ok(Json(blocking(move || store.findings(q.asset.as_deref(), since, limit)).await?))
 }
@@ -515,7 +537,8 @@ async fn alarms(
             )
         })?],
     };
-    let query = AlarmQuery { asset: q.asset, states, limit: q.limit.unwrap_or(100).clamp(1, 10_000) };
+    let query =
+        AlarmQuery { asset: q.asset, states, limit: q.limit.unwrap_or(100).clamp(1, state.server.max_list_items) };
     let store = state.store.clone();
     Ok(Json(blocking(move || store.alarms(&query)).await?))
 }
@@ -555,11 +578,11 @@ enum Act {
 }
 
 /// The body's fields as the action needs them: every problem at once.
-fn check_action(act: Act, body: &AlarmActionBody) -> Vec<String> {
+fn check_action(act: Act, body: &AlarmActionBody, max_note_bytes: usize) -> Vec<String> {
     let mut problems = Vec::new();
     let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
-    if body.note.len() > 4096 {
-        problems.push("`note` is at most 4096 bytes".to_string());
+    if body.note.len() > max_note_bytes {
+        problems.push(format!("`note` is at most {max_note_bytes} bytes (`[server] max_note_bytes`)"));
     }
     if body.to.as_ref().is_some_and(|t| t.len() > 256) || body.cause.as_ref().is_some_and(|c| c.len() > 1024) {
         problems.push("`to` is at most 256 and `cause` 1024 bytes".to_string());
@@ -589,7 +612,7 @@ async fn transition(
     act: Act,
 ) -> ApiResult<Json<usan_core::alarm::Alarm>> {
     let Json(body) = body?;
-    let problems = check_action(act, &body);
+    let problems = check_action(act, &body, state.server.max_note_bytes);
     if !problems.is_empty() {
         let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "the alarm action is incomplete");
         error.details = problems;
@@ -678,8 +701,10 @@ async fn declare_maintenance(
     {
         problems.push(format!("asset `{asset}` is not configured"));
     }
-    if body.note.trim().is_empty() || body.note.len() > 4096 {
-        problems.push("`note` must say what is being done (at most 4096 bytes)".to_string());
+    let max_note = state.server.max_note_bytes;
+    if body.note.trim().is_empty() || body.note.len() > max_note {
+        problems
+            .push(format!("`note` must say what is being done (at most {max_note} bytes, `[server] max_note_bytes`)"));
     }
     let starts = body.from.unwrap_or_else(|| now().0);
     let ends = match (body.to, body.duration.as_deref()) {
@@ -745,7 +770,7 @@ async fn samples(
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("asset `{}` has no signal `{}`", q.asset, q.signal)));
     }
     let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
-    let max_points = q.max_points.unwrap_or(1000).clamp(1, 100_000);
+    let max_points = q.max_points.unwrap_or(1000).clamp(1, state.server.max_query_points);
     let store = state.store.clone();
     let (asset, signal) = (q.asset.clone(), q.signal.clone());
     let points = blocking(move || store.series(&asset, &signal, from, to, max_points)).await?;

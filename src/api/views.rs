@@ -152,7 +152,7 @@ pub async fn series(
         None => asset.signal_names().into_iter().chain(scores).collect(),
     };
     let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
-    let max_points = q.max_points.unwrap_or(1000).clamp(2, 20_000);
+    let max_points = q.max_points.unwrap_or(1000).clamp(2, state.server.max_query_points.max(2));
     let store = state.store.clone();
     let (asset_id, names) = (id.clone(), columns.clone());
     let table = blocking(move || store.table(&asset_id, &names, from, to, max_points)).await?;
@@ -208,10 +208,10 @@ pub async fn control_chart(
         _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "`chart` is imr, ewma or cusum")),
     };
     let (from, to) = time_range(q.from.as_deref(), q.to.as_deref())?;
-    let points = q.points.unwrap_or(500).clamp(8, 20_000);
+    let points = q.points.unwrap_or(500).clamp(8, state.server.max_query_points.max(8));
     let store = state.store.clone();
     let (asset_id, name) = (id.clone(), signal.clone());
-    let table = blocking(move || store.table(&asset_id, &[name], from, to, usize::MAX)).await?;
+    let table = blocking(move || store.newest_rows(&asset_id, &[name], from, to, points)).await?;
     let keep = table.ts.len().saturating_sub(points);
     let ts: Vec<i64> = table.ts[keep..].to_vec();
     let values: Vec<f64> = table.columns[0][keep..].to_vec();

@@ -389,6 +389,20 @@ pub trait Store: Send + Sync {
         max_points: usize,
     ) -> Result<SeriesTable, StoreError>;
 
+    /// The newest `rows` frames of `columns` in `[from, to]` (oldest first),
+    /// as stored: no buckets. Frames lacking every column are left out.
+    ///
+    /// # Errors
+    /// A database error.
+    fn newest_rows(
+        &self,
+        asset: &str,
+        columns: &[String],
+        from: Timestamp,
+        to: Timestamp,
+        rows: usize,
+    ) -> Result<SeriesTable, StoreError>;
+
     /// The number of frames stored for `asset`, its oldest `first` and its
     /// newest `last` frames (oldest first, not overlapping), each as values
     /// in the order of `signals` (NaN where a frame lacks one).

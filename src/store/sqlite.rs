@@ -286,34 +286,183 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// `(ts, values of columns)` of an asset's frames in `[from, to]`, oldest
-    /// first; NaN where a frame lacks a column; frames lacking all are skipped.
-    fn read_columns(
+    /// Visit `(ts, values of columns)` of an asset's frames in `[from, to]`,
+    /// oldest first (newest first when `newest_first`), until `visit`
+    /// returns `false`; NaN where a frame lacks a column; frames with no
+    /// value in any column are skipped. Rows stream: nothing is collected.
+    fn scan_columns(
         &self,
         asset: &str,
         columns: &[String],
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<(i64, Vec<f64>)>, StoreError> {
+        (from, to): (Timestamp, Timestamp),
+        newest_first: bool,
+        mut visit: impl FnMut(i64, Vec<f64>) -> bool,
+    ) -> Result<(), StoreError> {
         let conn = lock(&self.read)?;
         let mut reader = ColumnReader::new(columns);
-        let mut stmt = conn.prepare_cached(
-            "SELECT f.ts, f.layout_id, f.vals FROM frames f JOIN assets a ON a.id = f.asset_id
-             WHERE a.name = ?1 AND f.ts BETWEEN ?2 AND ?3 ORDER BY f.ts",
-        )?;
+        let mut stmt = conn.prepare_cached(if newest_first {
+            "SELECT ts, layout_id, vals FROM frames WHERE asset_id = (SELECT id FROM assets WHERE name = ?1)
+             AND ts BETWEEN ?2 AND ?3 ORDER BY ts DESC"
+        } else {
+            "SELECT ts, layout_id, vals FROM frames WHERE asset_id = (SELECT id FROM assets WHERE name = ?1)
+             AND ts BETWEEN ?2 AND ?3 ORDER BY ts"
+        })?;
         let mut rows = stmt.query(params![asset, from.0, to.0])?;
-        let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let positions = reader.positions(&conn, row.get(1)?)?;
             if positions.iter().all(Option::is_none) {
                 continue;
             }
             let values = ColumnReader::values(positions, row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?);
-            if values.iter().any(|v| v.is_finite()) {
-                out.push((row.get(0)?, values));
+            if values.iter().any(|v| v.is_finite()) && !visit(row.get(0)?, values) {
+                break;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The newest frame time of an asset in `[from, to]`.
+    fn last_frame_in(&self, asset: &str, from: Timestamp, to: Timestamp) -> Result<Option<i64>, StoreError> {
+        let conn = lock(&self.read)?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT ts FROM frames WHERE asset_id = (SELECT id FROM assets WHERE name = ?1)
+             AND ts BETWEEN ?2 AND ?3 ORDER BY ts DESC LIMIT 1",
+        )?;
+        Ok(stmt.query_row(params![asset, from.0, to.0], |r| r.get(0)).optional()?)
+    }
+
+    /// Rows of `columns` in `[from, to]` folded into at most `max_points`
+    /// equal-time buckets as they stream (memory bounded by `max_points`).
+    fn buckets(
+        &self,
+        asset: &str,
+        columns: &[String],
+        (from, to): (Timestamp, Timestamp),
+        max_points: usize,
+    ) -> Result<Buckets, StoreError> {
+        let last = self.last_frame_in(asset, from, to)?.unwrap_or(to.0);
+        let mut buckets = Buckets::new(columns.len(), max_points.max(1), last);
+        self.scan_columns(asset, columns, (from, to), false, |ts, values| {
+            buckets.add(ts, values);
+            true
+        })?;
+        Ok(buckets)
+    }
+}
+
+/// Per bucket and column: what the bucket holds.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    sum: f64,
+    n: u32,
+    min: f64,
+    max: f64,
+}
+
+impl Tally {
+    const EMPTY: Tally = Tally { sum: 0.0, n: 0, min: f64::INFINITY, max: f64::NEG_INFINITY };
+
+    fn add(&mut self, v: f64) {
+        if v.is_finite() {
+            self.sum += v;
+            self.n += 1;
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+    }
+
+    fn mean(&self) -> f64 {
+        if self.n > 0 { self.sum / f64::from(self.n) } else { f64::NAN }
+    }
+}
+
+/// Equal-time buckets built while rows stream by, oldest first: rows are
+/// kept as they are while there are at most `max_points`; beyond, they are
+/// folded into buckets `(last - first) / max_points + 1` ms wide from the
+/// first row's time, `last` being the newest frame time of the range.
+struct Buckets {
+    columns: usize,
+    max_points: usize,
+    last: i64,
+    raw: Vec<(i64, Vec<f64>)>,
+    /// Once downsampled: the first row's time and the bucket width.
+    grid: Option<(i64, i64)>,
+    starts: Vec<i64>,
+    tallies: Vec<Vec<Tally>>,
+}
+
+impl Buckets {
+    fn new(columns: usize, max_points: usize, last: i64) -> Buckets {
+        Buckets { columns, max_points, last, raw: Vec::new(), grid: None, starts: Vec::new(), tallies: Vec::new() }
+    }
+
+    fn add(&mut self, ts: i64, values: Vec<f64>) {
+        let Some((first, width)) = self.grid else {
+            self.raw.push((ts, values));
+            if self.raw.len() > self.max_points {
+                let first = self.raw[0].0;
+                let width = ((self.last.max(ts) - first) / self.max_points as i64).max(1) + 1;
+                self.grid = Some((first, width));
+                for (ts, values) in std::mem::take(&mut self.raw) {
+                    self.fold(first, width, ts, &values);
+                }
+            }
+            return;
+        };
+        self.fold(first, width, ts, &values);
+    }
+
+    fn fold(&mut self, first: i64, width: i64, ts: i64, values: &[f64]) {
+        let start = first + (ts - first) / width * width;
+        if self.starts.last() != Some(&start) {
+            self.starts.push(start);
+            self.tallies.push(vec![Tally::EMPTY; self.columns]);
+        }
+        if let Some(tallies) = self.tallies.last_mut() {
+            for (tally, v) in tallies.iter_mut().zip(values) {
+                tally.add(*v);
+            }
+        }
+    }
+
+    fn into_table(self) -> SeriesTable {
+        let mut table = SeriesTable { columns: vec![Vec::new(); self.columns], ..SeriesTable::default() };
+        if self.grid.is_none() {
+            for (ts, values) in self.raw {
+                table.ts.push(ts);
+                for (column, v) in table.columns.iter_mut().zip(values) {
+                    column.push(v);
+                }
+            }
+            return table;
+        }
+        table.downsampled = true;
+        table.ts = self.starts;
+        for tallies in &self.tallies {
+            for (column, tally) in table.columns.iter_mut().zip(tallies) {
+                column.push(tally.mean());
+            }
+        }
+        table
+    }
+
+    /// The first column as points (mean, min, max and count per bucket).
+    fn into_series(self) -> Vec<SeriesPoint> {
+        if self.grid.is_none() {
+            return self
+                .raw
+                .into_iter()
+                .map(|(ts, values)| SeriesPoint { ts, value: values[0], min: values[0], max: values[0], count: 1 })
+                .collect();
+        }
+        self.starts
+            .into_iter()
+            .zip(self.tallies)
+            .map(|(ts, tallies)| {
+                let t = tallies[0];
+                SeriesPoint { ts, value: t.mean(), min: t.min, max: t.max, count: t.n as usize }
+            })
+            .collect()
     }
 }
 
@@ -354,48 +503,6 @@ impl<'a> ColumnReader<'a> {
             })
             .collect()
     }
-}
-
-/// Rows as a table, in at most `max_points` equal-time buckets (column means, NaN ignored).
-fn bucket_rows(rows: &[(i64, Vec<f64>)], width_columns: usize, max_points: usize) -> SeriesTable {
-    let mut table = SeriesTable { columns: vec![Vec::new(); width_columns], ..SeriesTable::default() };
-    if rows.len() <= max_points {
-        for (ts, values) in rows {
-            table.ts.push(*ts);
-            for (column, v) in table.columns.iter_mut().zip(values) {
-                column.push(*v);
-            }
-        }
-        return table;
-    }
-    table.downsampled = true;
-    let (first, last) = (rows[0].0, rows[rows.len() - 1].0);
-    let width = ((last - first) / max_points as i64).max(1) + 1;
-    let mut sums = vec![(0.0, 0u32); width_columns];
-    let flush = |table: &mut SeriesTable, sums: &mut Vec<(f64, u32)>| {
-        for (column, (sum, n)) in table.columns.iter_mut().zip(sums.iter_mut()) {
-            column.push(if *n > 0 { *sum / f64::from(*n) } else { f64::NAN });
-            *sum = 0.0;
-            *n = 0;
-        }
-    };
-    for (ts, values) in rows {
-        let start = first + (ts - first) / width * width;
-        if table.ts.last() != Some(&start) {
-            if !table.ts.is_empty() {
-                flush(&mut table, &mut sums);
-            }
-            table.ts.push(start);
-        }
-        for ((sum, n), v) in sums.iter_mut().zip(values) {
-            if v.is_finite() {
-                *sum += v;
-                *n += 1;
-            }
-        }
-    }
-    flush(&mut table, &mut sums);
-    table
 }
 
 fn finite(v: f64) -> Option<f64> {
@@ -645,9 +752,7 @@ impl Store for SqliteStore {
         to: Timestamp,
         max_points: usize,
     ) -> Result<Vec<SeriesPoint>, StoreError> {
-        let rows = self.read_columns(asset, &[signal.to_string()], from, to)?;
-        let points: Vec<(i64, f64)> = rows.into_iter().map(|(ts, values)| (ts, values[0])).collect();
-        Ok(downsample(&points, max_points.max(1)))
+        Ok(self.buckets(asset, &[signal.to_string()], (from, to), max_points)?.into_series())
     }
 
     fn table(
@@ -658,8 +763,32 @@ impl Store for SqliteStore {
         to: Timestamp,
         max_points: usize,
     ) -> Result<SeriesTable, StoreError> {
-        let rows = self.read_columns(asset, columns, from, to)?;
-        Ok(bucket_rows(&rows, columns.len(), max_points.max(1)))
+        Ok(self.buckets(asset, columns, (from, to), max_points)?.into_table())
+    }
+
+    fn newest_rows(
+        &self,
+        asset: &str,
+        columns: &[String],
+        from: Timestamp,
+        to: Timestamp,
+        rows: usize,
+    ) -> Result<SeriesTable, StoreError> {
+        let mut newest = Vec::new();
+        if rows > 0 {
+            self.scan_columns(asset, columns, (from, to), true, |ts, values| {
+                newest.push((ts, values));
+                newest.len() < rows
+            })?;
+        }
+        let mut table = SeriesTable { columns: vec![Vec::new(); columns.len()], ..SeriesTable::default() };
+        for (ts, values) in newest.into_iter().rev() {
+            table.ts.push(ts);
+            for (column, v) in table.columns.iter_mut().zip(values) {
+                column.push(v);
+            }
+        }
+        Ok(table)
     }
 
     fn maintenance(&self, after: Timestamp) -> Result<Vec<MaintenanceWindow>, StoreError> {
@@ -846,33 +975,6 @@ fn models_on(conn: &Connection) -> Result<ModelsRead, StoreError> {
     Ok((models, refused))
 }
 
-/// Equal-time buckets (mean, min, max) when there are more than `max_points`.
-fn downsample(points: &[(i64, f64)], max_points: usize) -> Vec<SeriesPoint> {
-    let single = |(ts, v): &(i64, f64)| SeriesPoint { ts: *ts, value: *v, min: *v, max: *v, count: 1 };
-    if points.len() <= max_points {
-        return points.iter().map(single).collect();
-    }
-    let (first, last) = (points[0].0, points[points.len() - 1].0);
-    let width = ((last - first) / max_points as i64).max(1) + 1;
-    let mut out: Vec<SeriesPoint> = Vec::with_capacity(max_points);
-    for (ts, v) in points {
-        let start = first + (ts - first) / width * width;
-        match out.last_mut() {
-            Some(b) if b.ts == start => {
-                b.value += v;
-                b.min = b.min.min(*v);
-                b.max = b.max.max(*v);
-                b.count += 1;
-            }
-            _ => out.push(SeriesPoint { ts: start, value: *v, min: *v, max: *v, count: 1 }),
-        }
-    }
-    for b in &mut out {
-        b.value /= b.count as f64;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -944,6 +1046,54 @@ mod tests {
             }
         }
         assert_eq!(store.frame_count().unwrap(), 3, "one frame per time");
+    }
+
+    #[test]
+    fn buckets_fold_as_rows_stream_and_hold_at_most_max_points() {
+        // (rows' times, max_points): raw below the bound, buckets above it.
+        let cases: [(Vec<i64>, usize); 4] = [
+            ((0..5).map(|i| i * 1000).collect(), 10),
+            ((0..1000).map(|i| i * 1000).collect(), 10),
+            ((0..997).map(|i| i * i * 7 + i % 13).collect(), 64),
+            ((0..11).collect(), 10),
+        ];
+        for (times, max_points) in cases {
+            let last = *times.last().unwrap();
+            let mut buckets = Buckets::new(2, max_points, last);
+            for &ts in &times {
+                buckets.add(ts, vec![ts as f64, if ts % 2 == 0 { 1.0 } else { f64::NAN }]);
+                assert!(buckets.raw.len() <= max_points + 1 && buckets.starts.len() <= max_points + 1);
+            }
+            let table = buckets.into_table();
+            assert_eq!(table.downsampled, times.len() > max_points);
+            assert!(table.ts.len() <= max_points.max(times.len().min(max_points)));
+            // Reference: the same buckets computed over every row at once.
+            let width = ((last - times[0]) / max_points as i64).max(1) + 1;
+            for (row, &start) in table.ts.iter().enumerate() {
+                let inside: Vec<i64> = if table.downsampled {
+                    times.iter().copied().filter(|t| *t >= start && *t < start + width).collect()
+                } else {
+                    vec![start]
+                };
+                let mean = inside.iter().sum::<i64>() as f64 / inside.len() as f64;
+                assert!((table.columns[0][row] - mean).abs() < 1e-9, "bucket at {start}");
+                let has_even = inside.iter().any(|t| t % 2 == 0);
+                assert_eq!(table.columns[1][row].is_nan(), !has_even, "NaN only where nothing was measured");
+            }
+        }
+    }
+
+    #[test]
+    fn the_newest_rows_come_oldest_first_without_reading_the_rest() {
+        let store = store();
+        let rows = (0..100).map(|i| (Timestamp(i * 1000), vec![if i == 98 { f64::NAN } else { i as f64 }])).collect();
+        let batch = FrameBatch { asset: "a".into(), signals: vec!["x".into()], rows };
+        store.write(&WriteBatch { frames: vec![batch], ..WriteBatch::default() }).unwrap();
+        let newest = store.newest_rows("a", &["x".to_string()], Timestamp(0), Timestamp(i64::MAX), 3).unwrap();
+        assert_eq!(newest.ts, [96_000, 97_000, 99_000], "a frame without the column is skipped");
+        assert_eq!(newest.columns[0], [96.0, 97.0, 99.0]);
+        let within = store.newest_rows("a", &["x".to_string()], Timestamp(0), Timestamp(1000), 5).unwrap();
+        assert_eq!(within.ts, [0, 1000]);
     }
 
     #[test]

@@ -245,3 +245,41 @@ fn a_push_over_the_batch_limit_is_refused_naming_the_setting() {
     assert_eq!(status, 422, "{body}");
     assert!(body["details"][0].as_str().unwrap().contains("max_batch_samples"), "{body}");
 }
+
+/// Query sizes and text lengths have configurable bounds: a history query
+/// returns at most `max_query_points` (longer ranges come back as buckets),
+/// a list at most `max_list_items`, and a note over `max_note_bytes` is
+/// refused naming the setting.
+#[test]
+fn queries_and_notes_are_bounded_by_their_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{PLANT}\n[[detectors]]\nname = \"z\"\nbaseline_frames = 5\nalgorithm = {{ type = \"robust_z\", window = 20 }}\nthreshold = {{ value = 0.0, k = 1, n = 1 }}\n\n[server]\nmax_query_points = 50\nmax_list_items = 5\nmax_note_bytes = 16\n"
+    );
+    let server = Server::serve(&write_config(dir.path(), "plant.toml", &text), &[]);
+    let t0 = 1_700_000_000_000i64;
+    let samples: Vec<serde_json::Value> = (0..400)
+        .map(|k| json!({"asset": "pump-1", "signal": "temp", "ts": t0 + 1000 * k, "value": (k % 7) as f64}))
+        .collect();
+    let (status, body) = server.post("/api/v1/samples", &json!({ "samples": samples }));
+    assert_eq!(status, 202, "{body}");
+    server.wait_until("the frames are stored", Duration::from_secs(30), |s| {
+        s.get("/api/v1/samples?asset=pump-1&signal=temp&max_points=50")["points"]
+            .as_array()
+            .is_some_and(|p| p.iter().map(|p| p["count"].as_u64().unwrap()).sum::<u64>() >= 399)
+    });
+    let body = server.get("/api/v1/samples?asset=pump-1&signal=temp&max_points=100000");
+    let points = body["points"].as_array().unwrap();
+    assert!(points.len() <= 50 && body["downsampled"] == true, "{} points", points.len());
+    let body = server.get("/api/v1/assets/pump-1/series?max_points=100000");
+    assert!(body["ts"].as_array().unwrap().len() <= 50, "{body}");
+    let findings = server.get("/api/v1/findings?limit=1000");
+    assert_eq!(findings.as_array().unwrap().len(), 5, "{findings}");
+    let alarms = server.get("/api/v1/alarms?state=all&limit=1000");
+    let id = alarms[0]["id"].as_i64().expect("an alarm");
+    let (status, body) = server.post(&format!("/api/v1/alarms/{id}/comment"), &json!({"note": "x".repeat(17)}));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("max_note_bytes"), "{body}");
+    let (status, body) = server.post(&format!("/api/v1/alarms/{id}/comment"), &json!({"note": "short"}));
+    assert_eq!(status, 200, "{body}");
+}

@@ -8,7 +8,10 @@
 //!   detectors and the SQLite store; samples/s until everything is stored.
 //! - `soak`: a generated plant fed at a fixed rate for a duration, printing
 //!   resident memory over time (growth would show as a rising column).
+//! - `load`: the same over HTTP to a `usan serve` process with a dashboard
+//!   open: push latency, memory and queue depths over time.
 
+pub mod load;
 pub mod mqtt;
 pub mod push;
 
@@ -162,6 +165,36 @@ enum BenchCommand {
         #[arg(long, value_enum, default_value = "pca")]
         detector: PlantDetector,
     },
+    /// A `usan serve` process pushed to over HTTP at a fixed rate with a dashboard open: memory, queues, latency.
+    Load {
+        /// Assets.
+        #[arg(long, default_value_t = 1000)]
+        assets: usize,
+        /// Signals per asset.
+        #[arg(long, default_value_t = 10)]
+        signals: usize,
+        /// Samples per second, all clients together.
+        #[arg(long, default_value_t = 100_000)]
+        rate: usize,
+        /// Concurrent pushing clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Rows (timestamps) per request.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+        /// How long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        duration: Duration,
+        /// Print a line this often.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
+        report: Duration,
+        /// Detector on every asset.
+        #[arg(long, value_enum, default_value = "robust_z")]
+        detector: PlantDetector,
+        /// Exit 1 unless memory stayed flat, the queues drained and nothing was refused.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 /// The detector of a generated plant (`usan bench pipeline`, `soak`).
@@ -229,6 +262,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             super::runtime()?.block_on(mqtt::latency(&broker, signals, rate, seconds, &flush_interval))
         }
         BenchCommand::Rul { repeat, model } => rul(repeat, model.as_deref()),
+        BenchCommand::Load { assets, signals, rate, clients, rows, duration, report, detector, check } => {
+            let run = load::LoadRun { assets, signals, rate, clients, rows, duration, report, detector, check };
+            super::runtime()?.block_on(load::load(run))
+        }
         BenchCommand::Soak { assets, signals, rate, duration, detector } => {
             super::runtime()?.block_on(soak(assets, signals, rate, duration, detector))
         }
