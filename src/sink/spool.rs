@@ -346,21 +346,33 @@ pub struct Appender {
 }
 
 impl Appender {
-    /// Append `records` and sync them to disk before returning.
+    /// Append `records` and sync them to disk before returning. A record the
+    /// spool has no room for (its cap, or a full disk) is refused: counted
+    /// in the sink's overflow and logged, never silently lost; the next
+    /// batch tries again.
     ///
     /// # Errors
-    /// When the spool cannot be written or synced.
+    /// When the appended records cannot be synced.
     pub fn append(&mut self, records: impl IntoIterator<Item = Vec<u8>>) -> anyhow::Result<()> {
         let mut spool = self.spool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut added = false;
         let dir = spool.dir().to_path_buf();
         let at = || format!("spool {}", dir.display());
-        for record in records {
-            if anyhow::Context::with_context(spool.push(&record), at)? {
-                added = true;
-            } else {
-                self.stats.overflow.inc_by(1);
-                self.log.note("spool full: event refused", &format!("{} bytes undelivered", spool.backlog_bytes()));
+        let mut records = records.into_iter();
+        while let Some(record) = records.next() {
+            match spool.push(&record) {
+                Ok(true) => added = true,
+                Ok(false) => {
+                    self.stats.overflow.inc_by(1);
+                    self.log.note("spool full: event refused", &format!("{} bytes undelivered", spool.backlog_bytes()));
+                }
+                Err(e) => {
+                    // The disk said no (full, failing): this record and the
+                    // rest of the batch are refused.
+                    self.stats.overflow.inc_by(1 + records.count() as u64);
+                    self.log.note("spool cannot be written: events refused", &format!("{}: {e}", dir.display()));
+                    break;
+                }
             }
         }
         if added {

@@ -9,12 +9,12 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A tmpfs of `size` mounted on `dir` for the test's life.
-struct SmallDisk<'a> {
+pub(crate) struct SmallDisk<'a> {
     dir: &'a Path,
 }
 
 impl<'a> SmallDisk<'a> {
-    fn mount(dir: &'a Path, size: &str) -> Option<SmallDisk<'a>> {
+    pub(crate) fn mount(dir: &'a Path, size: &str) -> Option<SmallDisk<'a>> {
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
@@ -23,7 +23,7 @@ impl<'a> SmallDisk<'a> {
         ok.then_some(SmallDisk { dir })
     }
 
-    fn resize(&self, size: &str) {
+    pub(crate) fn resize(&self, size: &str) {
         let status =
             Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.dir).status().unwrap();
         assert!(status.success(), "remount {}", self.dir.display());

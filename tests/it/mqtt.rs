@@ -581,6 +581,73 @@ fn a_full_spool_refuses_and_counts_instead_of_growing() {
     assert!(received.windows(2).all(|w| w[0] < w[1]), "in order: {received:?}");
 }
 
+/// The disk under a sink's spool fills up while its broker is away: events
+/// that do not fit are refused and counted (never lost silently), usan runs
+/// on and takes pushes; once space returns the spool takes events again and
+/// delivers everything it holds, in order.
+#[test]
+fn a_full_disk_under_the_spool_refuses_and_counts_events_then_recovers() {
+    if !broker_running() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk_dir = dir.path().join("disk");
+    std::fs::create_dir_all(&disk_dir).unwrap();
+    let disk = crate::faults::SmallDisk::mount(&disk_dir, "256k");
+    if !required(disk.is_some(), "permission to mount a tmpfs (root)") {
+        return;
+    }
+    let disk = disk.unwrap();
+    let prefix = unique("spoolfull");
+    let relay = Relay::start();
+    relay.cut();
+    let config = sink_config(dir.path(), relay.port, &prefix, 100 << 20);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("spool = \"{}/spool\"", dir.path().display()),
+        &format!("spool = \"{}/spool\"", disk_dir.display()),
+    );
+    assert!(text.contains(&disk_dir.display().to_string()), "the spool is on the small disk");
+    std::fs::write(&config, text).unwrap();
+    let server = Server::serve(&config, &[]);
+    let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let mut k = 0;
+    while sink_metric(&server, "usan_sink_overflow_total") == 0.0 {
+        assert!(k < 20_000, "the disk never filled");
+        push_frames(&server, first, k..k + 200);
+        k += 200;
+        server.wait_until("the frames are scored", Duration::from_secs(30), |s| {
+            metric(&metrics(s), "usan_frames_total") >= (k - 1) as f64
+        });
+    }
+    let (status, _) = server.get_raw("/api/v1/health");
+    assert_eq!(status, 200, "usan runs on");
+    let waiting = sink_metric(&server, "usan_sink_backlog");
+    assert!(waiting > 0.0);
+
+    // Space returns: events are spooled again.
+    disk.resize("64m");
+    let refused = sink_metric(&server, "usan_sink_overflow_total");
+    push_frames(&server, first, k..k + 50);
+    server.wait_until("new events are spooled", Duration::from_secs(30), |s| {
+        sink_metric(s, "usan_sink_backlog") > waiting
+    });
+    assert_eq!(sink_metric(&server, "usan_sink_overflow_total"), refused, "nothing refused once there is room");
+
+    let subscriber = Subscriber::start(&prefix);
+    relay.restore();
+    server.wait_until("the backlog is delivered", Duration::from_secs(60), |s| {
+        sink_metric(s, "usan_sink_backlog") == 0.0
+    });
+    let backlog = sink_metric(&server, "usan_sink_delivered_total");
+    let received = subscriber.finding_times();
+    let mut seen = std::collections::HashSet::new();
+    let first_arrivals: Vec<i64> = received.iter().copied().filter(|ts| seen.insert(*ts)).collect();
+    assert!(first_arrivals.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(first_arrivals.last().is_some_and(|&ts| ts >= first + 1000 * k), "the events after the recovery arrived");
+    assert!(first_arrivals.len() as f64 <= backlog, "{} findings, {backlog} delivered", first_arrivals.len());
+    drop(disk);
+}
+
 /// The spool's records on disk, each as (offset, bytes), from `records.log`'s format.
 fn spool_records(path: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
     let log = std::fs::read(path).unwrap();
