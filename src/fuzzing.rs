@@ -186,25 +186,53 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     if let Ok(text) = std::fs::read(root.join("examples/models/fd001_demo.rul.json")) {
         out.push(("rul_model", text));
     }
-    for config in [
-        usan_core::detector::DetectorConfig::Pca(usan_core::detector::PcaConfig::default()),
-        usan_core::detector::DetectorConfig::RobustZ(usan_core::detector::RobustZConfig::default()),
-        usan_core::detector::DetectorConfig::IsolationForest(usan_core::detector::IsolationForestConfig {
-            trees: 4,
+    // A small RUL model (four trees): quick to parse, so the fuzzer mutates
+    // every part of the format many times.
+    let units: Vec<usan_core::rul::UnitHistory> = (0..6)
+        .map(|u| {
+            let life = 40 + 4 * u;
+            let wear = |c: usize, k: f64| k * (0.08 * (c as f64 - life as f64)).exp() + f64::from((c % 3) as u8) * 0.01;
+            usan_core::rul::UnitHistory {
+                unit: format!("u{u}"),
+                cycles: (1..=life).map(|c| c as f64).collect(),
+                settings: (1..=life).map(|c| vec![f64::from((c % 2) as u8)]).collect(),
+                sensors: (1..=life).map(|c| vec![600.0 + wear(c, 8.0), 1.0 + wear(c, 0.5)]).collect(),
+            }
+        })
+        .collect();
+    let sensors = vec!["egt".to_string(), "vibration".to_string()];
+    {
+        let config = usan_core::rul::RulConfig {
+            window: 8,
+            interval_folds: 0,
+            learner: usan_core::rul::Learner::Trees,
+            trees: usan_core::trees::gbdt::GbdtConfig { trees: 4, leaves: 4, ..Default::default() },
             ..Default::default()
-        }),
-    ] {
-        let rows: Vec<Vec<f64>> =
-            (0..64).map(|i| vec![f64::from(i % 7), f64::from(i % 5) * 0.5, f64::from(i % 3)]).collect();
+        };
+        if let Ok(model) = usan_core::rul::RulModel::fit(&config, &sensors, &units)
+            && let Ok(json) = serde_json::to_vec(&model)
+        {
+            out.push(("rul_model", json));
+        }
+    }
+    // A fitted model of every detector kind: the smallest of its examples.
+    let rows: Vec<Vec<f64>> = (0..400)
+        .map(|i| vec![f64::from(i % 7) + f64::from(i % 11) * 0.1, f64::from(i % 5) * 0.5, f64::from((i * 7) % 13)])
+        .collect();
+    let mut smallest: std::collections::BTreeMap<&str, Vec<u8>> = std::collections::BTreeMap::new();
+    for config in usan_core::detector::DetectorConfig::examples() {
         if let Ok(mut detector) = config.build()
             && usan_core::detector::Detector::learn(&mut detector, &rows).is_ok()
         {
             let model = usan_core::detector::FittedModel::new(vec!["a".into(), "b".into(), "c".into()], detector);
-            if let Ok(json) = serde_json::to_vec(&model) {
-                out.push(("detector_model", json));
+            if let Ok(json) = serde_json::to_vec(&model)
+                && smallest.get(config.kind()).is_none_or(|kept| json.len() < kept.len())
+            {
+                smallest.insert(config.kind(), json);
             }
         }
     }
+    out.extend(smallest.into_values().map(|json| ("detector_model", json)));
     out
 }
 
