@@ -150,11 +150,54 @@ impl AutoencoderModel {
     }
 }
 
-/// Autoencoder detector.
+/// Autoencoder detector. A stored model is checked when it is read (layers
+/// that chain from the width back to it, weights of their shapes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredAutoencoder")]
 pub struct Autoencoder {
     config: AutoencoderConfig,
     model: Option<AutoencoderModel>,
+}
+
+/// An autoencoder as stored, before `Autoencoder` accepts it.
+#[derive(Deserialize)]
+struct StoredAutoencoder {
+    config: AutoencoderConfig,
+    model: Option<AutoencoderModel>,
+}
+
+impl TryFrom<StoredAutoencoder> for Autoencoder {
+    type Error = String;
+
+    fn try_from(stored: StoredAutoencoder) -> Result<Self, String> {
+        refuse_invalid(stored.config.validate()).map_err(|e| e.to_string())?;
+        if let Some(model) = &stored.model {
+            let width = model.mean.len();
+            super::stored_lengths(&[
+                ("scale", model.scale.len(), width),
+                ("residual_scale", model.residual_scale.len(), width),
+            ])?;
+            if width == 0 || model.layers.is_empty() {
+                return Err("a fitted autoencoder without signals or layers".into());
+            }
+            let mut inputs = width;
+            for (i, layer) in model.layers.iter().enumerate() {
+                if layer.inputs != inputs || layer.outputs == 0 {
+                    return Err(format!("layer {i} takes {} inputs, not {inputs}", layer.inputs));
+                }
+                super::stored_lengths(&[
+                    ("weights", layer.weights.len(), layer.inputs.saturating_mul(layer.outputs)),
+                    ("bias", layer.bias.len(), layer.outputs),
+                ])
+                .map_err(|e| format!("layer {i}: {e}"))?;
+                inputs = layer.outputs;
+            }
+            if inputs != width {
+                return Err(format!("the last layer gives {inputs} values, not {width}"));
+            }
+        }
+        Ok(Autoencoder { config: stored.config, model: stored.model })
+    }
 }
 
 impl Autoencoder {

@@ -98,8 +98,10 @@ struct Tree {
     latest: Vec<u32>,
 }
 
-/// Half-Space Trees detector.
+/// Half-Space Trees detector. Stored trees are checked when read (full
+/// trees of the configured height, split signals inside the width).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredHalfSpaceTrees")]
 pub struct HalfSpaceTrees {
     config: HalfSpaceTreesConfig,
     width: usize,
@@ -108,6 +110,42 @@ pub struct HalfSpaceTrees {
     seen: usize,
     /// Whether a full reference window exists.
     primed: bool,
+}
+
+/// Half-Space Trees as stored, before `HalfSpaceTrees` accepts them.
+#[derive(Deserialize)]
+struct StoredHalfSpaceTrees {
+    config: HalfSpaceTreesConfig,
+    width: usize,
+    trees: Vec<Tree>,
+    seen: usize,
+    primed: bool,
+}
+
+impl TryFrom<StoredHalfSpaceTrees> for HalfSpaceTrees {
+    type Error = String;
+
+    fn try_from(stored: StoredHalfSpaceTrees) -> Result<Self, String> {
+        refuse_invalid(stored.config.validate()).map_err(|e| e.to_string())?;
+        let internal = (1usize << stored.config.height) - 1;
+        if !stored.trees.is_empty() && stored.width == 0 {
+            return Err("fitted trees of width 0".into());
+        }
+        for (t, tree) in stored.trees.iter().enumerate() {
+            super::stored_lengths(&[
+                ("feature", tree.feature.len(), internal),
+                ("split", tree.split.len(), internal),
+                ("reference", tree.reference.len(), 2 * internal + 1),
+                ("latest", tree.latest.len(), 2 * internal + 1),
+            ])
+            .map_err(|e| format!("tree {t}: {e}"))?;
+            if let Some(f) = tree.feature.iter().find(|&&f| f as usize >= stored.width) {
+                return Err(format!("tree {t}: split signal {f} outside the width {}", stored.width));
+            }
+        }
+        let StoredHalfSpaceTrees { config, width, trees, seen, primed } = stored;
+        Ok(HalfSpaceTrees { config, width, trees, seen, primed })
+    }
 }
 
 impl HalfSpaceTrees {

@@ -79,8 +79,10 @@ impl KnnCadConfig {
     }
 }
 
-/// kNN conformal detector.
+/// kNN conformal detector. A stored one is checked when read (frames of its
+/// width, no more of them than its settings keep).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredKnnCad")]
 pub struct KnnCad {
     config: KnnCadConfig,
     width: usize,
@@ -88,6 +90,36 @@ pub struct KnnCad {
     history: VecDeque<Vec<f64>>,
     /// Recent non-conformities, oldest first.
     scores: VecDeque<f64>,
+}
+
+/// A kNN conformal detector as stored, before `KnnCad` accepts it.
+#[derive(Deserialize)]
+struct StoredKnnCad {
+    config: KnnCadConfig,
+    width: usize,
+    history: VecDeque<Vec<f64>>,
+    scores: VecDeque<f64>,
+}
+
+impl TryFrom<StoredKnnCad> for KnnCad {
+    type Error = String;
+
+    fn try_from(stored: StoredKnnCad) -> Result<Self, String> {
+        refuse_invalid(stored.config.validate()).map_err(|e| e.to_string())?;
+        let detector =
+            KnnCad { config: stored.config, width: stored.width, history: stored.history, scores: stored.scores };
+        if detector.history.len() > detector.capacity() || detector.scores.len() > detector.config.calibration {
+            return Err(format!(
+                "{} frames and {} scores kept, more than the settings keep",
+                detector.history.len(),
+                detector.scores.len()
+            ));
+        }
+        if let Some(frame) = detector.history.iter().find(|f| f.len() != detector.width) {
+            return Err(format!("a stored frame of {} values, not {}", frame.len(), detector.width));
+        }
+        Ok(detector)
+    }
 }
 
 impl KnnCad {

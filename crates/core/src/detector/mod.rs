@@ -191,6 +191,17 @@ pub(crate) fn refuse_invalid(problems: Vec<String>) -> Result<(), DetectorError>
     if problems.is_empty() { Ok(()) } else { Err(DetectorError::InvalidSetting(problems.join("; "))) }
 }
 
+/// A stored model's arrays have the lengths its scoring indexes them by:
+/// each `(name, length, expected)`; the first mismatch, named. A model file
+/// is outside input: a wrong length must be refused when read, not found by
+/// an index out of bounds when scored.
+pub(crate) fn stored_lengths(checks: &[(&str, usize, usize)]) -> Result<(), String> {
+    match checks.iter().find(|(_, length, expected)| length != expected) {
+        Some((name, length, expected)) => Err(format!("stored {name} holds {length} values, not {expected}")),
+        None => Ok(()),
+    }
+}
+
 /// One detector kind as the manual and `usan check` describe it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KindInfo {

@@ -81,11 +81,43 @@ pub struct MsetModel {
     pub residual_scale: Vec<f64>,
 }
 
-/// MSET detector.
+/// MSET detector. A stored model is checked when it is read (every array
+/// of the lengths its width and memory give).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredMset")]
 pub struct Mset {
     config: MsetConfig,
     model: Option<MsetModel>,
+}
+
+/// An MSET detector as stored, before `Mset` accepts it.
+#[derive(Deserialize)]
+struct StoredMset {
+    config: MsetConfig,
+    model: Option<MsetModel>,
+}
+
+impl TryFrom<StoredMset> for Mset {
+    type Error = String;
+
+    fn try_from(stored: StoredMset) -> Result<Self, String> {
+        refuse_invalid(stored.config.validate()).map_err(|e| e.to_string())?;
+        if let Some(model) = &stored.model {
+            let width = model.width;
+            let memory = if width == 0 { 0 } else { model.exemplars.len() / width };
+            if width == 0 || memory == 0 {
+                return Err(format!("a fitted MSET of width {width} and memory {memory}"));
+            }
+            super::stored_lengths(&[
+                ("mean", model.mean.len(), width),
+                ("scale", model.scale.len(), width),
+                ("residual_scale", model.residual_scale.len(), width),
+                ("exemplars", model.exemplars.len(), memory * width),
+                ("inverse", model.inverse.len(), memory.saturating_mul(memory)),
+            ])?;
+        }
+        Ok(Mset { config: stored.config, model: stored.model })
+    }
 }
 
 impl Mset {
