@@ -104,7 +104,7 @@ impl TryFrom<StoredMset> for Mset {
         refuse_invalid(stored.config.validate()).map_err(|e| e.to_string())?;
         if let Some(model) = &stored.model {
             let width = model.width;
-            let memory = if width == 0 { 0 } else { model.exemplars.len() / width };
+            let memory = model.exemplars.len().checked_div(width).unwrap_or(0);
             if width == 0 || memory == 0 {
                 return Err(format!("a fitted MSET of width {width} and memory {memory}"));
             }
