@@ -8,7 +8,6 @@
 
 use super::{PlantDetector, plant_config, tempfile_dir, thousands};
 use anyhow::Context;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -196,19 +195,8 @@ pub async fn load(run: LoadRun) -> anyhow::Result<()> {
                 let asset = mine[slot];
                 let first = next_frame[slot];
                 next_frame[slot] += run.rows as i64;
-                let mut body = String::from("{\"samples\":[");
-                for r in 0..run.rows {
-                    let ts = t0 + (first + r as i64) * step_ms;
-                    for s in 0..run.signals {
-                        let sep = if r + s > 0 { "," } else { "" };
-                        let _ = write!(
-                            body,
-                            "{sep}{{\"asset\":\"a{asset}\",\"signal\":\"s{s}\",\"ts\":{ts},\"value\":{:.4}}}",
-                            g.normal()
-                        );
-                    }
-                }
-                body.push_str("]}");
+                let times = (first..first + run.rows as i64).map(|frame| t0 + frame * step_ms);
+                let body = super::push::push_body(asset, times, run.signals, &mut g);
                 let sent = Instant::now();
                 let answer = client
                     .post(&url)

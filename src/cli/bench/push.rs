@@ -73,19 +73,8 @@ pub async fn push(run: PushRun, ack: &str) -> anyhow::Result<()> {
                 k += run.clients;
                 let first = next_row[asset];
                 next_row[asset] += run.rows;
-                let mut body = String::from("{\"samples\":[");
-                for r in 0..run.rows {
-                    for s in 0..run.signals {
-                        let sep = if r + s > 0 { "," } else { "" };
-                        let ts = 1_700_000_000_000u64 + 1000 * (first + r) as u64;
-                        let _ = write!(
-                            body,
-                            "{sep}{{\"asset\":\"a{asset}\",\"signal\":\"s{s}\",\"ts\":{ts},\"value\":{:.4}}}",
-                            g.normal()
-                        );
-                    }
-                }
-                body.push_str("]}");
+                let times = (first..first + run.rows).map(|row| 1_700_000_000_000 + 1000 * row as i64);
+                let body = push_body(asset, times, run.signals, &mut g);
                 let sent = Instant::now();
                 let response = client
                     .post(&url)
@@ -133,4 +122,27 @@ pub async fn push(run: PushRun, ack: &str) -> anyhow::Result<()> {
         commits
     );
     Ok(())
+}
+
+/// A `POST /api/v1/samples` body: for asset `a<asset>`, signals `s0…`, a
+/// normal value per signal at each of `times` (Unix ms).
+pub(super) fn push_body(
+    asset: usize,
+    times: impl Iterator<Item = i64>,
+    signals: usize,
+    g: &mut SeededNormal,
+) -> String {
+    let mut body = String::from("{\"samples\":[");
+    for (r, ts) in times.enumerate() {
+        for s in 0..signals {
+            let sep = if r + s > 0 { "," } else { "" };
+            let _ = write!(
+                body,
+                "{sep}{{\"asset\":\"a{asset}\",\"signal\":\"s{s}\",\"ts\":{ts},\"value\":{:.4}}}",
+                g.normal()
+            );
+        }
+    }
+    body.push_str("]}");
+    body
 }
