@@ -891,9 +891,9 @@ signals = ["temp", "flow"]
     server.wait_until("the source sees the outage", Duration::from_secs(20), |s| !connected(s));
     let started = std::time::Instant::now();
     let mut k = 40;
-    // A frame (one second of source time) every 200 ms: ten minutes fit
-    // in the hour before now.
-    while started.elapsed() < outage {
+    // A frame (one second of source time) every 200 ms, at least ten: ten
+    // minutes fit in the hour before now.
+    while started.elapsed() < outage || k < 50 {
         push_frames(&server, first, k..k + 1);
         k += 1;
         std::thread::sleep(Duration::from_millis(200));
@@ -925,13 +925,14 @@ signals = ["temp", "flow"]
     let mut seen = std::collections::HashSet::new();
     let first_arrivals: Vec<i64> = received.iter().copied().filter(|ts| seen.insert(*ts)).collect();
     let truth = truth();
-    assert!(truth.len() > 40, "findings during the outage: {}", truth.len());
+    let before_outage = pump_findings(&before).len();
+    assert!(truth.len() > before_outage, "findings during the outage: {}", truth.len() - before_outage);
     assert_eq!(first_arrivals, truth, "every finding, in order");
     assert!(received.len() - truth.len() <= 64, "{} duplicates", received.len() - truth.len());
     eprintln!(
         "broker down {outage:?}: {} findings, {} of them spooled during the outage, all delivered in order, {} duplicates; the source stored 100 of 100 messages",
         truth.len(),
-        truth.len() - pump_findings(&before).len(),
+        truth.len() - before_outage,
         received.len() - truth.len()
     );
     drop(broker);
