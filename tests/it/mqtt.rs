@@ -789,17 +789,11 @@ fn a_broker_down_mid_stream_gets_the_whole_spool_in_order_and_the_source_subscri
     // The sink reaches the broker through a relay, held shut after the
     // restart until the new subscriber listens: nothing replayed is missed.
     let relay = Relay::to(&format!("127.0.0.1:{port}"));
-    let text = format!(
+    // The sink test's plant, with an MQTT source and an asset it feeds.
+    let config = sink_config(dir.path(), relay.port, &prefix, 100 << 20);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
         r#"
-[store]
-type = "sqlite"
-path = "{{dir}}/down.db"
-flush_interval = "100ms"
-
-[[sources]]
-type = "http"
-name = "push"
-
 [[sources]]
 type = "mqtt"
 name = "broker"
@@ -812,36 +806,13 @@ asset = "{{1}}"
 timestamp = "$.ts"
 values = "$"
 
-[[detectors]]
-name = "z"
-baseline_frames = 5
-algorithm = {{ type = "robust_z", window = 20 }}
-threshold = {{ value = 0.0, k = 1, n = 1 }}
-
-[[sinks]]
-type = "mqtt"
-name = "events"
-broker = {{ port = {relay}, keep_alive = "2s", reconnect_delay = "200ms", reconnect_max_delay = "1s" }}
-topic = "{prefix}/{{asset}}/{{event}}"
-findings = true
-spool = "{{dir}}/spool"
-
-[[sinks]]
-type = "jsonl"
-path = "{{dir}}/events.jsonl"
-findings = true
-
-[[assets]]
-id = "pump-1"
-signals = ["temp", "flow"]
-
 [[assets]]
 id = "press-1"
 signals = ["temp", "flow"]
-"#,
-        relay = relay.port
-    );
-    let server = Server::serve(&write_config(dir.path(), "down.toml", &text), &[]);
+"#
+    ));
+    std::fs::write(&config, text).unwrap();
+    let server = Server::serve(&config, &[]);
     server.wait_until("the source is subscribed", Duration::from_secs(20), subscribed);
     let subscriber = Subscriber::start_on(port, &prefix);
     let first = chrono::Utc::now().timestamp_millis() - 3_600_000;
