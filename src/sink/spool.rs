@@ -157,21 +157,13 @@ impl Spool {
                 break;
             }
         }
-        fresh.sync_all()?;
         tracing::error!(
             "spool {}: {lost} damaged record(s) kept aside in {} ({} bytes from the first); {salvaged} record(s) after it salvaged",
             self.dir.display(),
             kept_path.display(),
             self.len - damaged
         );
-        self.ack.write_all_at(&0u64.to_le_bytes(), 0)?;
-        self.ack.sync_data()?;
-        std::fs::rename(&fresh_path, self.dir.join("records.log"))?;
-        File::open(&self.dir)?.sync_all()?;
-        self.len = fresh.metadata()?.len();
-        self.log = fresh;
-        self.head = 0;
-        Ok(())
+        self.replace_log(fresh, &fresh_path)
     }
 
     fn log_bytes(&self, from: u64, to: u64) -> io::Result<Vec<u8>> {
@@ -283,18 +275,23 @@ impl Spool {
         let mut fresh = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&fresh_path)?;
         self.log.seek(SeekFrom::Start(self.head))?;
         io::copy(&mut (&self.log).take(self.len - self.head), &mut fresh)?;
+        self.replace_log(fresh, &fresh_path)
+    }
+
+    /// Make `fresh` (written at `fresh_path`, every record unacknowledged)
+    /// the log. Offset 0 goes down before the new log does: a crash in
+    /// between delivers the acknowledged head again (at least once), never
+    /// skips the tail.
+    fn replace_log(&mut self, fresh: File, fresh_path: &Path) -> io::Result<()> {
         fresh.sync_all()?;
-        // Offset 0 goes down before the new log does: a crash in between
-        // delivers the acknowledged head again (at least once), never skips
-        // the tail.
         self.ack.write_all_at(&0u64.to_le_bytes(), 0)?;
         self.ack.sync_data()?;
-        std::fs::rename(&fresh_path, self.dir.join("records.log"))?;
+        std::fs::rename(fresh_path, self.dir.join("records.log"))?;
         File::open(&self.dir)?.sync_all()?;
+        self.len = fresh.metadata()?.len();
         self.log = fresh;
-        self.len -= self.head;
         self.head = 0;
-        self.log.flush()
+        Ok(())
     }
 
     /// The record at `at`, or `None` if it is torn or corrupt.

@@ -350,6 +350,18 @@ impl SqliteStore {
     }
 }
 
+/// Rows as stored (oldest first) on one time axis, a column per value.
+fn rows_table(rows: Vec<(i64, Vec<f64>)>, columns: usize) -> SeriesTable {
+    let mut table = SeriesTable { columns: vec![Vec::with_capacity(rows.len()); columns], ..SeriesTable::default() };
+    for (ts, values) in rows {
+        table.ts.push(ts);
+        for (column, v) in table.columns.iter_mut().zip(values) {
+            column.push(v);
+        }
+    }
+    table
+}
+
 /// Per bucket and column: what the bucket holds.
 #[derive(Debug, Clone, Copy)]
 struct Tally {
@@ -426,17 +438,11 @@ impl Buckets {
     }
 
     fn into_table(self) -> SeriesTable {
-        let mut table = SeriesTable { columns: vec![Vec::new(); self.columns], ..SeriesTable::default() };
         if self.grid.is_none() {
-            for (ts, values) in self.raw {
-                table.ts.push(ts);
-                for (column, v) in table.columns.iter_mut().zip(values) {
-                    column.push(v);
-                }
-            }
-            return table;
+            return rows_table(self.raw, self.columns);
         }
-        table.downsampled = true;
+        let mut table =
+            SeriesTable { columns: vec![Vec::new(); self.columns], downsampled: true, ..SeriesTable::default() };
         table.ts = self.starts;
         for tallies in &self.tallies {
             for (column, tally) in table.columns.iter_mut().zip(tallies) {
@@ -781,14 +787,8 @@ impl Store for SqliteStore {
                 newest.len() < rows
             })?;
         }
-        let mut table = SeriesTable { columns: vec![Vec::new(); columns.len()], ..SeriesTable::default() };
-        for (ts, values) in newest.into_iter().rev() {
-            table.ts.push(ts);
-            for (column, v) in table.columns.iter_mut().zip(values) {
-                column.push(v);
-            }
-        }
-        Ok(table)
+        newest.reverse();
+        Ok(rows_table(newest, columns.len()))
     }
 
     fn maintenance(&self, after: Timestamp) -> Result<Vec<MaintenanceWindow>, StoreError> {
