@@ -45,7 +45,7 @@ pub struct SqliteConfig {
     /// Accepted samples and findings are committed at least this often.
     #[serde(default = "default_flush_interval")]
     pub flush_interval: HumanDuration,
-    /// Check the file with `PRAGMA quick_check` at start (about a second per
+    /// Check the file with `PRAGMA quick_check` at start (about 1.5 s per
     /// GB); a damaged file is moved aside either way.
     #[serde(default = "default_verify_at_start")]
     pub verify_at_start: bool,
