@@ -41,6 +41,11 @@ enum Command {
     Bench(cli::bench::Args),
     /// Score a CSV with fitted models and write one finding per row and detector.
     Score(cli::score::Args),
+    /// Models exported from Python as ONNX: `usan model check MODEL` prints
+    /// its inputs and outputs, `usan model run MODEL --input X.csv --output Y.csv`
+    /// runs it.
+    #[cfg(feature = "onnx")]
+    Model(cli::model::Args),
 }
 
 /// usan's own news at info; other crates' warnings, except the OPC UA
@@ -69,6 +74,8 @@ fn main() -> ExitCode {
         Command::Opcua(args) => cli::opcua::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Score(args) => cli::score::run(args),
+        #[cfg(feature = "onnx")]
+        Command::Model(args) => cli::model::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

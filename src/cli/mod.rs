@@ -7,6 +7,8 @@ pub mod check;
 pub mod demo;
 pub mod eval;
 pub mod fit;
+#[cfg(feature = "onnx")]
+pub mod model;
 pub mod opcua;
 pub mod score;
 pub mod serve;

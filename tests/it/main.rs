@@ -29,6 +29,7 @@ mod hostile;
 mod manual;
 mod modbus;
 mod mqtt;
+mod onnx;
 mod opcua;
 mod rul;
 mod spc;

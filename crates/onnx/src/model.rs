@@ -1,0 +1,343 @@
+//! Reading a model file, checking that usan can run every operator in it,
+//! building it on tract, and running it on rows.
+
+use crate::OnnxError;
+use crate::ops;
+use crate::proto;
+use crate::signature::{Dim, ElemType, Signature, ValueType};
+use prost::Message;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Once};
+use tract_onnx::prelude::*;
+
+/// An operator usan cannot run, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported {
+    /// Operator domain (`ai.onnx` for the default one).
+    pub domain: String,
+    /// Operator name.
+    pub op_type: String,
+    /// The node's name (or its first output's, when it has none).
+    pub node: String,
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} (node {})", self.domain, self.op_type, self.node)
+    }
+}
+
+/// What a file says about itself, read without building it.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// Inputs and outputs.
+    pub signature: Signature,
+    /// Operators usan cannot run (empty when it can run them all).
+    pub unsupported: Vec<Unsupported>,
+    /// The exporter, as the file names it (`skl2onnx 1.20.0`).
+    pub producer: String,
+    /// For each output made by a ZipMap, its class labels in order.
+    pub zipmap_classes: HashMap<String, Vec<String>>,
+}
+
+/// Reads an ONNX file's interface and checks its operators.
+///
+/// # Errors
+/// [`OnnxError::NotOnnx`] when the bytes are not an ONNX model.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, OnnxError> {
+    let model = proto::ModelProto::decode(bytes).map_err(|e| OnnxError::NotOnnx(e.to_string()))?;
+    let graph = model.graph.as_ref().ok_or_else(|| OnnxError::NotOnnx("the file holds no graph".into()))?;
+    if model.ir_version <= 0 && model.opset_import.is_empty() {
+        return Err(OnnxError::NotOnnx("no IR version and no operator sets".into()));
+    }
+    let signature = Signature::of(graph);
+    if signature.outputs.is_empty() {
+        return Err(OnnxError::NotOnnx("the graph has no outputs".into()));
+    }
+    let standard = tract_ops();
+    let mut unsupported = Vec::new();
+    let mut stack = vec![graph];
+    while let Some(g) = stack.pop() {
+        for node in &g.node {
+            let domain = if node.domain.is_empty() { "ai.onnx" } else { node.domain.as_str() };
+            let known = match domain {
+                "ai.onnx" => standard.contains_key(&node.op_type),
+                "ai.onnx.ml" => ops::ML_OPERATORS.contains(&node.op_type.as_str()),
+                _ => false,
+            };
+            if !known {
+                let name = if node.name.is_empty() {
+                    node.output.first().cloned().unwrap_or_default()
+                } else {
+                    node.name.clone()
+                };
+                unsupported.push(Unsupported { domain: domain.to_string(), op_type: node.op_type.clone(), node: name });
+            }
+            for attribute in &node.attribute {
+                stack.extend(attribute.g.iter());
+                stack.extend(attribute.graphs.iter());
+            }
+        }
+    }
+    let mut zipmap_classes = HashMap::new();
+    for node in graph.node.iter().filter(|n| n.op_type == "ZipMap") {
+        let classes: Vec<String> = node
+            .attribute
+            .iter()
+            .find(|a| a.name == "classlabels_int64s" || a.name == "classlabels_strings")
+            .map(|a| {
+                if a.name == "classlabels_int64s" {
+                    a.ints.iter().map(ToString::to_string).collect()
+                } else {
+                    a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+                }
+            })
+            .unwrap_or_default();
+        for out in &node.output {
+            zipmap_classes.insert(out.clone(), classes.clone());
+        }
+    }
+    let producer = [model.producer_name.as_str(), model.producer_version.as_str()].join(" ").trim().to_string();
+    Ok(Inspection { signature, unsupported, producer, zipmap_classes })
+}
+
+/// tract's ONNX parser with usan's operators registered.
+fn parser() -> tract_onnx::Onnx {
+    let mut onnx = onnx();
+    ops::register(&mut onnx.op_register);
+    onnx
+}
+
+/// The default-domain operators tract's parser knows (computed once).
+fn tract_ops() -> &'static HashMap<String, ()> {
+    static OPS: std::sync::OnceLock<HashMap<String, ()>> = std::sync::OnceLock::new();
+    OPS.get_or_init(|| parser().op_register.0.keys().map(|k| (k.clone(), ())).collect())
+}
+
+thread_local! {
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic inside it into an error (tract may panic on a
+/// hostile file) without the panic message reaching stderr.
+fn guarded<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{e:#}").replace('\n', "; ")),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default();
+            Err(format!("{what} failed inside the ONNX runtime: {message}"))
+        }
+    }
+}
+
+/// One output of a run, as columns per row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// The output's name in the graph.
+    pub name: String,
+    /// Column suffixes: `[""]` for one value per row, `j` for `[N, k]`, the
+    /// class for a ZipMap.
+    pub columns: Vec<String>,
+    /// The values, row-major (`rows × columns.len()`).
+    pub values: OutputValues,
+}
+
+impl Output {
+    /// CSV headers: `<name>` or `<name>.<column>`.
+    pub fn header(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .map(|c| if c.is_empty() { self.name.clone() } else { format!("{}.{c}", self.name) })
+            .collect()
+    }
+}
+
+/// An output's values by kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputValues {
+    /// Floats (f32 outputs widened exactly).
+    Float(Vec<f64>),
+    /// Integers and booleans.
+    Int(Vec<i64>),
+    /// Labels as text.
+    Text(Vec<String>),
+}
+
+/// A built model, ready to run on rows.
+#[derive(Clone)]
+pub struct Model {
+    inspection: Inspection,
+    plan: Arc<TypedRunnableModel>,
+    input_elem: ElemType,
+    /// The input's dimensions after the batch (rows) one.
+    row_dims: Vec<usize>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model").field("signature", &self.inspection.signature).finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Reads and builds a model. `width` gives the input's feature count
+    /// when the file leaves it dynamic (`[N, ?]`).
+    ///
+    /// # Errors
+    /// Not ONNX, an unsupported operator, more than one input or an input
+    /// that is not float or double, or a graph tract cannot build.
+    pub fn load(bytes: &[u8], width: Option<usize>) -> Result<Self, OnnxError> {
+        let inspection = inspect(bytes)?;
+        if !inspection.unsupported.is_empty() {
+            return Err(OnnxError::Unsupported(inspection.unsupported));
+        }
+        let inputs = &inspection.signature.inputs;
+        let [input] = inputs.as_slice() else {
+            return Err(OnnxError::Input(format!(
+                "usan feeds one input but the model has {}: {}",
+                inputs.len(),
+                inputs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        };
+        let input_elem = input.value.elem().unwrap_or(ElemType::Float);
+        if !matches!(input_elem, ElemType::Float | ElemType::Double) {
+            return Err(OnnxError::Input(format!(
+                "input {} is {}: usan feeds float or double",
+                input.name, input.value
+            )));
+        }
+        let row_dims = row_dims(&input.value, width)?;
+        let datum = if input_elem == ElemType::Double { f64::datum_type() } else { f32::datum_type() };
+        let dims = row_dims.clone();
+        let plan = guarded("building the model", move || {
+            let onnx = parser();
+            let proto = onnx.proto_model_for_read(&mut &*bytes)?;
+            let mut model = onnx.model_for_proto_model(&proto)?;
+            let rows = model.symbols.sym("N");
+            let mut shape: TVec<TDim> = tvec![rows.into()];
+            shape.extend(dims.iter().map(|&d| d.to_dim()));
+            model.set_input_fact(0, InferenceFact::dt_shape(datum, shape))?;
+            let typed = model.into_typed()?.into_decluttered()?;
+            let optimized = typed.clone().into_optimized().unwrap_or(typed);
+            optimized.into_runnable()
+        })
+        .map_err(OnnxError::Build)?;
+        Ok(Self { inspection, plan, input_elem, row_dims })
+    }
+
+    /// Inputs, outputs, exporter.
+    pub fn inspection(&self) -> &Inspection {
+        &self.inspection
+    }
+
+    /// Whether the input is `float` (values are parsed as `f32`).
+    pub fn takes_f32(&self) -> bool {
+        self.input_elem == ElemType::Float
+    }
+
+    /// Values per row the input takes (`F`, or `T × F` for sequences).
+    pub fn input_width(&self) -> usize {
+        self.row_dims.iter().product()
+    }
+
+    /// Runs the model on `rows` rows given row-major in `values`.
+    ///
+    /// # Errors
+    /// A value count that is not `rows × input_width`, or a failure inside
+    /// the model (reported, never a panic).
+    pub fn run(&self, rows: usize, values: &[f64]) -> Result<Vec<Output>, OnnxError> {
+        let width = self.input_width();
+        if values.len() != rows * width {
+            return Err(OnnxError::Input(format!("{} values for {rows} rows of {width}", values.len())));
+        }
+        let mut shape = vec![rows];
+        shape.extend(&self.row_dims);
+        let tensor = if self.input_elem == ElemType::Double {
+            Tensor::from_shape(&shape, values)
+        } else {
+            Tensor::from_shape(&shape, &values.iter().map(|&v| v as f32).collect::<Vec<f32>>())
+        }
+        .map_err(|e| OnnxError::Input(e.to_string()))?;
+        let plan = self.plan.clone();
+        let results = guarded("running the model", move || plan.run(tvec![tensor.into()])).map_err(OnnxError::Run)?;
+        let ports = &self.inspection.signature.outputs;
+        results.into_iter().zip(ports).map(|(value, port)| self.output(&port.name, &value, rows)).collect()
+    }
+
+    fn output(&self, name: &str, value: &Tensor, rows: usize) -> Result<Output, OnnxError> {
+        let shape = value.shape();
+        let per_row: usize = shape.iter().skip(1).product();
+        if shape.first() != Some(&rows) {
+            return Err(OnnxError::Run(format!(
+                "output {name} has shape {shape:?}, not one row per input row ({rows})"
+            )));
+        }
+        let columns = match self.inspection.zipmap_classes.get(name) {
+            Some(classes) if classes.len() == per_row => classes.clone(),
+            _ if per_row == 1 => vec![String::new()],
+            _ => (0..per_row).map(|j| j.to_string()).collect(),
+        };
+        let err = |e: TractError| OnnxError::Run(format!("output {name}: {e}"));
+        let values = match value.datum_type() {
+            DatumType::String => {
+                OutputValues::Text(value.try_as_plain_ram().map_err(err)?.as_slice::<String>().map_err(err)?.to_vec())
+            }
+            dt if dt.is_float() => {
+                let cast = value.cast_to::<f64>().map_err(err)?;
+                OutputValues::Float(cast.try_as_plain_ram().map_err(err)?.as_slice::<f64>().map_err(err)?.to_vec())
+            }
+            _ => {
+                let cast = value.cast_to::<i64>().map_err(err)?;
+                OutputValues::Int(cast.try_as_plain_ram().map_err(err)?.as_slice::<i64>().map_err(err)?.to_vec())
+            }
+        };
+        Ok(Output { name: name.to_string(), columns, values })
+    }
+}
+
+/// The input's dimensions after the batch one, all fixed.
+fn row_dims(value: &ValueType, width: Option<usize>) -> Result<Vec<usize>, OnnxError> {
+    let Some(dims) = value.dims() else {
+        return width
+            .map(|w| vec![w])
+            .ok_or_else(|| OnnxError::Input("the input declares no shape; give its width".into()));
+    };
+    match dims {
+        [] => Err(OnnxError::Input("the input is a scalar; usan feeds rows".into())),
+        [_] => Ok(vec![]),
+        [_, rest @ ..] => {
+            let dynamic = rest.iter().filter(|d| matches!(d, Dim::Dynamic(_))).count();
+            let fixed: usize = rest.iter().map(|d| if let Dim::Fixed(n) = d { *n as usize } else { 1 }).product();
+            match (dynamic, width) {
+                (0, _) => Ok(rest.iter().map(|d| if let Dim::Fixed(n) = d { *n as usize } else { 1 }).collect()),
+                (1, Some(w)) if fixed > 0 && w % fixed == 0 => {
+                    Ok(rest.iter().map(|d| if let Dim::Fixed(n) = d { *n as usize } else { w / fixed }).collect())
+                }
+                _ => Err(OnnxError::Input(format!(
+                    "the input's shape {} leaves more than the rows open",
+                    value.shape_text()
+                ))),
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The `ai.onnx.ml` operators that map each value on its own: Scaler,
+//! Imputer, Binarizer, and ZipMap (which, in usan, passes the class
+//! probabilities through; the class names come from the model's signature).
+
+use super::{Attrs, Built, Kernel, OutShape, OutSpec, make, native, rows_f64};
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+/// One value per column, or one for all.
+fn per_column(values: &[f32], column: usize) -> f32 {
+    if values.len() == 1 { values[0] } else { values[column] }
+}
+
+fn check_width(name: &str, values: usize, width: usize) -> TractResult<()> {
+    ensure!(values == 1 || values == width, "{name} has {values} values for {width} input columns");
+    Ok(())
+}
+
+/// `Scaler`: `(x - offset) * scale`, in float as onnxruntime computes it.
+#[derive(Debug)]
+struct Scaler {
+    offset: Vec<f32>,
+    scale: Vec<f32>,
+}
+
+pub(super) fn scaler(_: &ParsingContext, node: &NodeProto) -> Built {
+    let a = Attrs::of(node);
+    let offset = if a.has("offset") { a.floats("offset").to_vec() } else { vec![0.0] };
+    let scale = if a.has("scale") { a.floats("scale").to_vec() } else { vec![1.0] };
+    ensure!(!offset.is_empty() && !scale.is_empty(), "Scaler needs offset and scale values");
+    native(Scaler { offset, scale })
+}
+
+impl Kernel for Scaler {
+    fn name(&self) -> &'static str {
+        "Scaler"
+    }
+
+    fn outputs(&self) -> Vec<OutSpec> {
+        vec![OutSpec { datum: f32::datum_type(), shape: OutShape::LikeInput }]
+    }
+
+    fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
+        let (_, width, x) = rows_f64(input)?;
+        check_width("Scaler offset", self.offset.len(), width)?;
+        check_width("Scaler scale", self.scale.len(), width)?;
+        let y: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let j = i % width.max(1);
+                (v as f32 - per_column(&self.offset, j)) * per_column(&self.scale, j)
+            })
+            .collect();
+        Ok(tvec![make(input.shape(), y)?])
+    }
+}
+
+/// `Imputer`: replaces a marker value (NaN by default in practice) with a
+/// per-column value; the output keeps the input's type.
+#[derive(Debug)]
+struct Imputer {
+    floats: Vec<f32>,
+    ints: Vec<i64>,
+    replaced_float: f32,
+    replaced_int: i64,
+}
+
+pub(super) fn imputer(_: &ParsingContext, node: &NodeProto) -> Built {
+    let a = Attrs::of(node);
+    let floats = a.floats("imputed_value_floats").to_vec();
+    let ints = a.ints("imputed_value_int64s").to_vec();
+    ensure!(
+        floats.is_empty() != ints.is_empty(),
+        "Imputer needs imputed_value_floats or imputed_value_int64s (one of them)"
+    );
+    native(Imputer {
+        floats,
+        ints,
+        replaced_float: a.float("replaced_value_float", 0.0),
+        replaced_int: a.int("replaced_value_int64", 0),
+    })
+}
+
+impl Kernel for Imputer {
+    fn name(&self) -> &'static str {
+        "Imputer"
+    }
+
+    fn outputs(&self) -> Vec<OutSpec> {
+        let datum = if self.floats.is_empty() { i64::datum_type() } else { f32::datum_type() };
+        vec![OutSpec { datum, shape: OutShape::LikeInput }]
+    }
+
+    fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
+        let (_, width, x) = rows_f64(input)?;
+        let width = width.max(1);
+        if self.floats.is_empty() {
+            check_width("Imputer imputed_value_int64s", self.ints.len(), width)?;
+            let y: Vec<i64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let v = v as i64;
+                    if v == self.replaced_int {
+                        if self.ints.len() == 1 { self.ints[0] } else { self.ints[i % width] }
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            return Ok(tvec![make(input.shape(), y)?]);
+        }
+        check_width("Imputer imputed_value_floats", self.floats.len(), width)?;
+        let nan_marker = self.replaced_float.is_nan();
+        let y: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let v = v as f32;
+                let replace = if nan_marker { v.is_nan() } else { v == self.replaced_float };
+                if replace { per_column(&self.floats, i % width) } else { v }
+            })
+            .collect();
+        Ok(tvec![make(input.shape(), y)?])
+    }
+}
+
+/// `Binarizer`: 1 where the value is above the threshold, else 0 (NaN: 0).
+#[derive(Debug)]
+struct Binarizer {
+    threshold: f32,
+}
+
+pub(super) fn binarizer(_: &ParsingContext, node: &NodeProto) -> Built {
+    native(Binarizer { threshold: Attrs::of(node).float("threshold", 0.0) })
+}
+
+impl Kernel for Binarizer {
+    fn name(&self) -> &'static str {
+        "Binarizer"
+    }
+
+    fn outputs(&self) -> Vec<OutSpec> {
+        vec![OutSpec { datum: f32::datum_type(), shape: OutShape::LikeInput }]
+    }
+
+    fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
+        let (_, _, x) = rows_f64(input)?;
+        let y: Vec<f32> = x.iter().map(|&v| if v as f32 > self.threshold { 1.0 } else { 0.0 }).collect();
+        Ok(tvec![make(input.shape(), y)?])
+    }
+}
+
+/// `ZipMap`: the class probabilities `[N, C]`, passed through. onnxruntime
+/// returns one `{class: probability}` map per row; usan keeps the tensor and
+/// names its columns after the classes (the `classlabels_*` attribute, read
+/// with the signature).
+#[derive(Debug)]
+struct ZipMap {
+    classes: usize,
+}
+
+pub(super) fn zipmap(_: &ParsingContext, node: &NodeProto) -> Built {
+    let a = Attrs::of(node);
+    let classes = a.ints("classlabels_int64s").len().max(a.strings("classlabels_strings")?.len());
+    ensure!(classes > 0, "ZipMap needs classlabels_int64s or classlabels_strings");
+    native(ZipMap { classes })
+}
+
+impl Kernel for ZipMap {
+    fn name(&self) -> &'static str {
+        "ZipMap"
+    }
+
+    fn outputs(&self) -> Vec<OutSpec> {
+        vec![OutSpec { datum: f32::datum_type(), shape: OutShape::Rows(vec![self.classes]) }]
+    }
+
+    fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
+        let (rows, width, x) = rows_f64(input)?;
+        ensure!(width == self.classes, "ZipMap has {} classes but its input {width} columns", self.classes);
+        Ok(tvec![make(&[rows, width], x.into_iter().map(|v| v as f32).collect())?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(kernel: &dyn Kernel, rows: &[[f32; 2]]) -> Vec<f32> {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let input = make(&[rows.len(), 2], flat).expect("input");
+        let out = kernel.eval(&input).expect("eval");
+        out[0]
+            .cast_to::<f32>()
+            .expect("f32")
+            .try_as_plain_ram()
+            .expect("ram")
+            .as_slice::<f32>()
+            .expect("slice")
+            .to_vec()
+    }
+
+    #[test]
+    fn elementwise_operators_follow_onnxruntime() {
+        let nan = f32::NAN;
+        let scaler = Scaler { offset: vec![1.0, 2.0], scale: vec![2.0] };
+        assert_eq!(run(&scaler, &[[1.0, 4.0], [3.0, 2.0]]), vec![0.0, 4.0, 4.0, 0.0]);
+        let imputer = Imputer { floats: vec![7.0, 8.0], ints: vec![], replaced_float: nan, replaced_int: 0 };
+        assert_eq!(run(&imputer, &[[nan, 1.0], [2.0, nan]]), vec![7.0, 1.0, 2.0, 8.0]);
+        let zero_marker = Imputer { floats: vec![5.0], ints: vec![], replaced_float: 0.0, replaced_int: 0 };
+        let out = run(&zero_marker, &[[0.0, nan]]);
+        assert_eq!(out[0], 5.0);
+        assert!(out[1].is_nan(), "NaN is not the marker here, so it stays");
+        let binarizer = Binarizer { threshold: 0.5 };
+        assert_eq!(run(&binarizer, &[[0.5, 0.6], [nan, -1.0]]), vec![0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn widths_that_do_not_match_are_errors() {
+        let scaler = Scaler { offset: vec![1.0, 2.0, 3.0], scale: vec![1.0] };
+        let input = make(&[1, 2], vec![1.0f32, 2.0]).expect("input");
+        let err = scaler.eval(&input).expect_err("3 offsets for 2 columns");
+        assert!(err.to_string().contains("3 values for 2 input columns"), "{err}");
+    }
+}

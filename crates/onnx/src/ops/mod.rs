@@ -1,0 +1,292 @@
+//! The `ai.onnx.ml` operators that tract lacks or runs differently from
+//! onnxruntime, implemented here and registered into tract's ONNX parser.
+//!
+//! Each operator is a [`Kernel`]: one input, outputs whose type and shape
+//! follow from it, and an `eval` over plain slices. [`Native`] plugs a
+//! kernel into tract (its inference rules, then a typed op that evaluates
+//! it), so an operator is one file here plus one line in [`register`].
+//! Semantics follow onnxruntime's CPU kernels, the reference the exporters'
+//! goldens come from, including their treatment of missing values (NaN).
+
+mod elementwise;
+mod label_encoder;
+mod linear;
+mod tree;
+
+use std::fmt;
+use std::sync::Arc;
+use tract_onnx::model::OnnxOpRegister;
+use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto};
+use tract_onnx::tract_hir::internal::*;
+
+/// The `ai.onnx.ml` operators usan runs, tract's own and those of this module.
+pub(crate) const ML_OPERATORS: &[&str] = &[
+    "ArrayFeatureExtractor",
+    "Binarizer",
+    "CategoryMapper",
+    "Imputer",
+    "LabelEncoder",
+    "LinearClassifier",
+    "LinearRegressor",
+    "Normalizer",
+    "Scaler",
+    "TreeEnsembleClassifier",
+    "TreeEnsembleRegressor",
+    "ZipMap",
+];
+
+/// Adds this module's operators to tract's, replacing tract's tree and
+/// linear classifiers (onnxruntime's binary-case rules, all six
+/// comparisons, text labels).
+pub(crate) fn register(reg: &mut OnnxOpRegister) {
+    reg.insert("Binarizer", elementwise::binarizer);
+    reg.insert("Imputer", elementwise::imputer);
+    reg.insert("Scaler", elementwise::scaler);
+    reg.insert("ZipMap", elementwise::zipmap);
+    reg.insert("LabelEncoder", label_encoder::label_encoder);
+    reg.insert("LinearClassifier", linear::linear_classifier);
+    reg.insert("TreeEnsembleClassifier", tree::classifier);
+    reg.insert("TreeEnsembleRegressor", tree::regressor);
+}
+
+/// The result type of an operator builder, as tract's parser wants it.
+pub(crate) type Built = TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+
+/// The shape of a kernel's output, given its input's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OutShape {
+    /// The input's shape.
+    LikeInput,
+    /// One row per input row, then these fixed dimensions (none: `[N]`).
+    Rows(Vec<usize>),
+}
+
+/// One output of a kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OutSpec {
+    pub datum: DatumType,
+    pub shape: OutShape,
+}
+
+/// An operator implemented in usan: one input, declared outputs.
+pub(crate) trait Kernel: fmt::Debug + Send + Sync + 'static {
+    /// The ONNX operator name.
+    fn name(&self) -> &'static str;
+    /// What it gives.
+    fn outputs(&self) -> Vec<OutSpec>;
+    /// Computes the outputs from the input.
+    ///
+    /// # Errors
+    /// An input of a type or width the operator does not take.
+    fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>>;
+}
+
+/// A kernel as tract's parser sees it (inference rules, then wiring).
+#[derive(Clone, Debug)]
+pub(crate) struct Native(pub Arc<dyn Kernel>);
+
+pub(crate) fn native(kernel: impl Kernel) -> Built {
+    Ok((expand(Native(Arc::new(kernel))), vec![]))
+}
+
+impl Expansion for Native {
+    fn name(&self) -> StaticName {
+        self.0.name().into()
+    }
+
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(self.0.outputs().len())
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        let specs = self.0.outputs();
+        check_output_arity(outputs, specs.len())?;
+        for (output, spec) in outputs.iter().zip(specs) {
+            s.equals(&output.datum_type, spec.datum)?;
+            match spec.shape {
+                OutShape::LikeInput => s.equals(&output.shape, &inputs[0].shape)?,
+                OutShape::Rows(dims) => {
+                    s.equals(&output.rank, 1 + dims.len() as i64)?;
+                    s.equals(&output.shape[0], &inputs[0].shape[0])?;
+                    for (j, d) in dims.iter().enumerate() {
+                        s.equals(&output.shape[j + 1], d.to_dim())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, NativeOp(self.0.clone()), inputs)
+    }
+}
+
+/// A kernel as tract's typed model and plan see it.
+#[derive(Clone, Debug)]
+struct NativeOp(Arc<dyn Kernel>);
+
+impl PartialEq for NativeOp {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for NativeOp {}
+
+impl Op for NativeOp {
+    fn name(&self) -> StaticName {
+        self.0.name().into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for NativeOp {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = inputs.first().context("no input")?;
+        Ok(self.0.eval(input)?.into_iter().map(IntoTValue::into_tvalue).collect())
+    }
+}
+
+impl TypedOp for NativeOp {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let input = inputs.first().context("no input")?;
+        self.0
+            .outputs()
+            .into_iter()
+            .map(|spec| {
+                Ok(match spec.shape {
+                    OutShape::LikeInput => spec.datum.fact(input.shape.clone()),
+                    OutShape::Rows(dims) => {
+                        let rows = input.shape.iter().next().cloned().unwrap_or_else(|| 1.to_dim());
+                        let mut shape: TVec<TDim> = tvec![rows];
+                        shape.extend(dims.iter().map(|d| d.to_dim()));
+                        spec.datum.fact(shape)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    as_op!();
+}
+
+/// A node's attributes by name, with the errors a damaged model deserves.
+pub(crate) struct Attrs<'a> {
+    node: &'a NodeProto,
+}
+
+impl<'a> Attrs<'a> {
+    pub(crate) fn of(node: &'a NodeProto) -> Self {
+        Self { node }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name == name)
+    }
+
+    pub(crate) fn ints(&self, name: &str) -> &'a [i64] {
+        self.get(name).map(|a| a.ints.as_slice()).unwrap_or(&[])
+    }
+
+    pub(crate) fn floats(&self, name: &str) -> &'a [f32] {
+        self.get(name).map(|a| a.floats.as_slice()).unwrap_or(&[])
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub(crate) fn strings(&self, name: &str) -> TractResult<Vec<String>> {
+        self.get(name)
+            .map(|a| {
+                a.strings.iter().map(|s| String::from_utf8(s.clone()).context("text attribute is not UTF-8")).collect()
+            })
+            .unwrap_or_else(|| Ok(vec![]))
+    }
+
+    pub(crate) fn string(&self, name: &str, default: &str) -> TractResult<String> {
+        match self.get(name) {
+            Some(a) => String::from_utf8(a.s.clone()).with_context(|| format!("attribute {name} is not UTF-8")),
+            None => Ok(default.to_string()),
+        }
+    }
+
+    pub(crate) fn int(&self, name: &str, default: i64) -> i64 {
+        self.get(name).map_or(default, |a| a.i)
+    }
+
+    pub(crate) fn float(&self, name: &str, default: f32) -> f32 {
+        self.get(name).map_or(default, |a| a.f)
+    }
+
+    /// A `*_as_tensor` attribute (doubles), when present.
+    pub(crate) fn doubles(&self, name: &str) -> TractResult<Option<Vec<f64>>> {
+        self.get(name).and_then(|a| a.t.as_ref()).map(tensor_doubles).transpose()
+    }
+
+    /// A tensor attribute's values as text (for LabelEncoder's tensors).
+    pub(crate) fn tensor(&self, name: &str) -> Option<&'a TensorProto> {
+        self.get(name).and_then(|a| a.t.as_ref())
+    }
+}
+
+/// A small tensor attribute's values as doubles, whatever numeric type it holds.
+pub(crate) fn tensor_doubles(t: &TensorProto) -> TractResult<Vec<f64>> {
+    const FLOAT: i32 = 1;
+    const DOUBLE: i32 = 11;
+    const INT64: i32 = 7;
+    const INT32: i32 = 6;
+    if !t.double_data.is_empty() {
+        return Ok(t.double_data.clone());
+    }
+    if !t.float_data.is_empty() {
+        return Ok(t.float_data.iter().map(|&v| f64::from(v)).collect());
+    }
+    if !t.int64_data.is_empty() {
+        return Ok(t.int64_data.iter().map(|&v| v as f64).collect());
+    }
+    if !t.int32_data.is_empty() {
+        return Ok(t.int32_data.iter().map(|&v| f64::from(v)).collect());
+    }
+    let raw = &t.raw_data;
+    let chunks = |n: usize| -> TractResult<std::slice::ChunksExact<'_, u8>> {
+        ensure!(raw.len().is_multiple_of(n), "tensor attribute of {} bytes is not a whole number of values", raw.len());
+        Ok(raw.chunks_exact(n))
+    };
+    Ok(match t.data_type {
+        DOUBLE => chunks(8)?.map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+        FLOAT => chunks(4)?.map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        INT64 => {
+            chunks(8)?.map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64).collect()
+        }
+        INT32 => chunks(4)?.map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        other => bail!("tensor attribute of type {other} where numbers were expected"),
+    })
+}
+
+/// The input as rows of `f64` (any numeric type), with its row count and width.
+pub(crate) fn rows_f64(input: &Tensor) -> TractResult<(usize, usize, Vec<f64>)> {
+    let (rows, width) = match input.shape() {
+        [] => (1, 1),
+        [n] => (1, *n),
+        [n, rest @ ..] => (*n, rest.iter().product()),
+    };
+    let values = input.cast_to::<f64>()?;
+    let values = values.try_as_plain_ram()?.as_slice::<f64>()?.to_vec();
+    Ok((rows, width, values))
+}
+
+/// A tensor of `shape` holding `data` (row-major).
+pub(crate) fn make<T: Datum>(shape: &[usize], data: Vec<T>) -> TractResult<Tensor> {
+    Ok(tract_ndarray::ArrayD::from_shape_vec(shape, data)?.into())
+}

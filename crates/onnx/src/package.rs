@@ -1,0 +1,70 @@
+//! A model package: a folder with `model.onnx` and the golden vectors the
+//! exporter recorded (`golden/inputs.csv`, `golden/outputs.csv`, in the
+//! `usan model run` formats). Loading a package runs the goldens and
+//! refuses the model when usan's outputs differ from onnxruntime's beyond
+//! the tolerances, naming the worst value: a model that scores differently
+//! on the edge box than in the notebook must not raise alarms.
+
+use crate::table::{self, Comparison};
+use crate::{Model, OnnxError};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Where a model's files are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    /// The ONNX file.
+    pub model: PathBuf,
+    /// Golden inputs and outputs, when the package has them.
+    pub golden: Option<(PathBuf, PathBuf)>,
+}
+
+impl Package {
+    /// A folder (a package) or an `.onnx` file (a bare model).
+    ///
+    /// # Errors
+    /// A folder without `model.onnx`, or one golden file without the other.
+    pub fn open(path: &Path) -> Result<Self, OnnxError> {
+        if !path.is_dir() {
+            return Ok(Self { model: path.to_path_buf(), golden: None });
+        }
+        let model = path.join("model.onnx");
+        if !model.is_file() {
+            return Err(OnnxError::Input(format!("{} is a folder without model.onnx", path.display())));
+        }
+        let (inputs, outputs) = (path.join("golden").join("inputs.csv"), path.join("golden").join("outputs.csv"));
+        let golden = match (inputs.is_file(), outputs.is_file()) {
+            (true, true) => Some((inputs, outputs)),
+            (false, false) => None,
+            _ => {
+                return Err(OnnxError::Input(format!(
+                    "{} has one of golden/inputs.csv and golden/outputs.csv",
+                    path.display()
+                )));
+            }
+        };
+        Ok(Self { model, golden })
+    }
+
+    /// Reads and builds the model, then checks it against the goldens.
+    ///
+    /// # Errors
+    /// What [`Model::load`] refuses, an unreadable file, or
+    /// [`OnnxError::Golden`] when an output is outside the tolerances.
+    pub fn load(&self) -> Result<(Model, Option<Comparison>), OnnxError> {
+        let bytes = std::fs::read(&self.model)
+            .map_err(|e| OnnxError::Input(format!("cannot read {}: {e}", self.model.display())))?;
+        let model = Model::load(&bytes, None)?;
+        let Some((inputs, outputs)) = &self.golden else {
+            return Ok((model, None));
+        };
+        let open = |p: &Path| File::open(p).map_err(|e| OnnxError::Input(format!("cannot read {}: {e}", p.display())));
+        let rows = table::read_rows(open(inputs)?, model.input_width(), model.takes_f32())?;
+        let results = model.run(rows.count, &rows.values)?;
+        let comparison = table::compare(&results, rows.count, open(outputs)?)?;
+        if let Some(worst) = comparison.mismatch.clone() {
+            return Err(OnnxError::Golden(worst));
+        }
+        Ok((model, Some(comparison)))
+    }
+}

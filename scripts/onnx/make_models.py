@@ -1,0 +1,304 @@
+"""Train one model of every family usan must run, export each to ONNX and
+record onnxruntime's outputs as goldens.
+
+    python3 -m venv .venv-onnx && .venv-onnx/bin/pip install -r scripts/onnx/requirements.txt
+    .venv-onnx/bin/python scripts/onnx/make_models.py OUT_DIR
+
+Each model lands in OUT_DIR/<name>/ as `model.onnx` with
+`golden/inputs.csv` and `golden/outputs.csv`, in the formats of
+`usan model run` (a header; inputs by position; outputs named `<output>`,
+`<output>.<j>` or, for a ZipMap, `<output>.<class>`). The tests
+(`tests/it/onnx.rs`) run usan on the inputs and compare. The training data
+are the real samples under tests/data (licenses beside them). Golden inputs
+are held-out rows plus rows with missing values (NaN), so that each
+operator's missing-value rule is checked against onnxruntime's.
+"""
+import csv
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnx import helper
+
+# skl2onnx 1.20 hands `nodes_missing_value_tracks_true` to onnx as a mix of
+# numpy integers and booleans, which protobuf 7 refuses: give it ints.
+_make_attribute = helper.make_attribute
+
+
+def _make_attribute_with_int_flags(key, value, *args, **kwargs):
+    if isinstance(value, list) and any(isinstance(v, (bool, np.bool_)) for v in value):
+        value = [int(v) for v in value]
+    return _make_attribute(key, value, *args, **kwargs)
+
+
+helper.make_attribute = _make_attribute_with_int_flags
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+SEED = 0
+
+
+def read_csv(path, label=None, drop=()):
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    keep = [j for j, h in enumerate(header) if h != label and h not in drop]
+    x = np.array([[float(r[j]) if r[j] != "" else np.nan for j in keep] for r in body], dtype=np.float32)
+    y = None
+    if label is not None:
+        y = [r[header.index(label)] for r in body]
+    return x, y, [header[j] for j in keep]
+
+
+def steel():
+    x, y, names = read_csv(DATA / "steel_plates" / "steel_plates_sample.csv", label="fault")
+    return x, np.array(y), names
+
+
+def secom():
+    x, y, names = read_csv(DATA / "secom" / "secom_sample.csv", label="pass_fail")
+    return x, np.array([int(v) for v in y]), names
+
+
+def cmapss():
+    with open(ROOT / "examples" / "data" / "cmapss_fd001_demo.csv") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    last = {}
+    for r in body:
+        last[r[0]] = max(last.get(r[0], 0), int(r[1]))
+    keep = [j for j, h in enumerate(header) if h.startswith("s") and h not in ("setting3",)]
+    x = np.array([[float(r[j]) for j in keep] for r in body], dtype=np.float32)
+    rul = np.array([min(last[r[0]] - int(r[1]), 125) for r in body], dtype=np.float32)
+    return x, rul, [header[j] for j in keep]
+
+
+def tep():
+    x, _, names = read_csv(DATA / "tep" / "tep_normal_then_idv1.csv", drop=("sample", "part"))
+    return x, None, names
+
+
+def split(x, y, n_test=64):
+    """Rows for training and golden rows (held out, then 8 with NaN cells)."""
+    rng = np.random.default_rng(SEED)
+    order = rng.permutation(len(x))
+    test, train = order[:n_test], order[n_test:]
+    golden = x[test].copy()
+    holes = golden[:8].copy()
+    for i in range(len(holes)):
+        cols = rng.choice(x.shape[1], size=1 + i % 3, replace=False)
+        holes[i, cols] = np.nan
+    golden = np.vstack([golden, holes]).astype(np.float32)
+    ytrain = None if y is None else y[train]
+    return x[train], ytrain, golden
+
+
+def fill_nan(x):
+    """Training rows without NaN, for the models that cannot learn from them."""
+    means = np.nanmean(x, axis=0)
+    means = np.where(np.isnan(means), 0.0, means)
+    return np.where(np.isnan(x), means, x).astype(np.float32)
+
+
+def fmt(v):
+    if isinstance(v, (str, bytes)):
+        return v.decode() if isinstance(v, bytes) else v
+    if isinstance(v, (np.integer, int)) and not isinstance(v, bool):
+        return str(int(v))
+    f = float(v)
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "inf" if f > 0 else "-inf"
+    return repr(f)
+
+
+def columns(name, value):
+    """One output's CSV header and per-row cells, as `usan model run` writes them."""
+    if isinstance(value, list):  # ZipMap: a list of {class: probability}
+        keys = list(value[0].keys()) if value else []
+        return [f"{name}.{k}" for k in keys], [[fmt(row[k]) for k in keys] for row in value]
+    value = np.asarray(value)
+    if value.ndim == 1 or (value.ndim == 2 and value.shape[1] == 1):
+        return [name], [[fmt(v)] for v in value.reshape(len(value))]
+    flat = value.reshape(len(value), -1)
+    return [f"{name}.{j}" for j in range(flat.shape[1])], [[fmt(v) for v in row] for row in flat]
+
+
+def write_model(out, name, onx, golden, exporter):
+    folder = out / name
+    (folder / "golden").mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(onx.SerializeToString())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    feed = golden.astype(np.float64) if inp.type == "tensor(double)" else golden
+    results = session.run(None, {inp.name: feed})
+    with open(folder / "golden" / "inputs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([f"x{j}" for j in range(golden.shape[1])])
+        w.writerows([[fmt(v) for v in row] for row in golden])
+    header, cells = [], [[] for _ in range(len(golden))]
+    for meta, value in zip(session.get_outputs(), results):
+        h, rows = columns(meta.name, value)
+        header += h
+        for i, row in enumerate(rows):
+            cells[i] += row
+    with open(folder / "golden" / "outputs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(cells)
+    (folder / "exporter.txt").write_text(exporter + "\n")
+    print(f"{name}: {len(golden)} rows, outputs {header[:4]}{'...' if len(header) > 4 else ''}")
+
+
+def sklearn_models(out):
+    from skl2onnx import to_onnx
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import (
+        ExtraTreesClassifier, ExtraTreesRegressor, GradientBoostingClassifier,
+        GradientBoostingRegressor, HistGradientBoostingClassifier, HistGradientBoostingRegressor,
+        IsolationForest, RandomForestClassifier, RandomForestRegressor,
+    )
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+    import sklearn
+    import skl2onnx
+
+    exporter = f"skl2onnx {skl2onnx.__version__}, scikit-learn {sklearn.__version__}"
+    xs, ys, _ = steel()
+    xs_train, ys_train, gs = split(xs, ys)
+    binary = np.where(ys_train == "K_Scatch", 1, 0)
+    xc, yc, _ = cmapss()
+    xc_train, yc_train, gc = split(xc, yc)
+    xt, _, _ = tep()
+    xt_train, _, gt = split(xt[:800], None)
+    xm, ym, _ = secom()
+    xm_train, ym_train, gm = split(xm, ym)
+    xm_filled = fill_nan(xm_train)
+
+    def save(name, model, x_train, golden, options=None):
+        onx = to_onnx(model, x_train[:1], target_opset={"": 17, "ai.onnx.ml": 3}, options=options)
+        write_model(out, name, onx, golden, exporter)
+
+    def zipmap_off(model):
+        return {id(model): {"zipmap": False}}
+
+    m = make_pipeline(StandardScaler(), LinearRegression()).fit(xc_train, yc_train)
+    save("skl_scaler_linear_regression", m, xc_train, gc)
+    m = make_pipeline(MinMaxScaler(), Ridge(alpha=1.0)).fit(xc_train, yc_train)
+    save("skl_minmax_ridge", m, xc_train, gc)
+    m = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                      LogisticRegression(max_iter=2000)).fit(xm_train, ym_train)
+    save("skl_imputer_scaler_logistic_binary", m, xm_train, gm)
+    m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(xs_train, ys_train)
+    save("skl_logistic_multiclass", m, xs_train, gs)
+    save("skl_logistic_multiclass_nozipmap", m, xs_train, gs, options=zipmap_off(m))
+    m = make_pipeline(StandardScaler(), PCA(n_components=8, random_state=SEED)).fit(xt_train)
+    save("skl_scaler_pca", m, xt_train, gt)
+    m = RandomForestRegressor(n_estimators=30, max_depth=8, random_state=SEED).fit(xc_train, yc_train)
+    save("skl_random_forest_regressor", m, xc_train, gc)
+    m = RandomForestClassifier(n_estimators=30, max_depth=8, random_state=SEED).fit(xs_train, ys_train)
+    save("skl_random_forest_classifier", m, xs_train, gs)
+    save("skl_random_forest_classifier_nozipmap", m, xs_train, gs, options=zipmap_off(m))
+    m = ExtraTreesRegressor(n_estimators=30, max_depth=8, random_state=SEED).fit(xc_train, yc_train)
+    save("skl_extra_trees_regressor", m, xc_train, gc)
+    m = ExtraTreesClassifier(n_estimators=30, max_depth=8, random_state=SEED).fit(xs_train, binary)
+    save("skl_extra_trees_classifier_binary", m, xs_train, gs)
+    m = GradientBoostingRegressor(n_estimators=40, max_depth=3, random_state=SEED).fit(xc_train, yc_train)
+    save("skl_gradient_boosting_regressor", m, xc_train, gc)
+    m = GradientBoostingClassifier(n_estimators=30, max_depth=3, random_state=SEED).fit(xs_train, binary)
+    save("skl_gradient_boosting_classifier_binary", m, xs_train, gs)
+    m = GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=SEED).fit(xs_train, ys_train)
+    save("skl_gradient_boosting_classifier_multiclass", m, xs_train, gs, options=zipmap_off(m))
+    m = HistGradientBoostingRegressor(max_iter=40, random_state=SEED).fit(xm_train, xm_filled[:, 0])
+    save("skl_hist_gradient_boosting_regressor_nan", m, xm_train, gm)
+    m = HistGradientBoostingClassifier(max_iter=40, random_state=SEED).fit(xm_train, ym_train)
+    save("skl_hist_gradient_boosting_classifier_nan", m, xm_train, gm)
+    m = HistGradientBoostingClassifier(max_iter=20, random_state=SEED).fit(xs_train, ys_train)
+    save("skl_hist_gradient_boosting_classifier_multiclass", m, xs_train, gs)
+    m = IsolationForest(n_estimators=50, random_state=SEED).fit(xt_train)
+    save("skl_isolation_forest", m, xt_train, gt)
+    m = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16, 8), max_iter=300,
+                                                      random_state=SEED)).fit(xc_train, yc_train)
+    save("skl_mlp_regressor", m, xc_train, gc)
+    m = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16,), max_iter=300,
+                                                       random_state=SEED)).fit(xs_train, ys_train)
+    save("skl_mlp_classifier", m, xs_train, gs)
+
+
+def boosting_models(out):
+    import lightgbm
+    import onnxmltools
+    import xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    xs, ys, _ = steel()
+    xs_train, ys_train, gs = split(xs, ys)
+    classes = sorted(set(ys_train))
+    ys_index = np.array([classes.index(v) for v in ys_train])
+    binary = np.where(ys_train == "K_Scatch", 1, 0)
+    xc, yc, _ = cmapss()
+    xc_train, yc_train, gc = split(xc, yc)
+    xm, ym, _ = secom()
+    xm_train, ym_train, gm = split(xm, ym)
+    ym01 = np.where(ym_train > 0, 1, 0)
+
+    def lgbm(name, model, x_train, golden):
+        types = [("input", FloatTensorType([None, x_train.shape[1]]))]
+        onx = onnxmltools.convert_lightgbm(model, initial_types=types, target_opset=15,
+                                           zipmap=False)
+        write_model(out, name, onx, golden, f"onnxmltools {onnxmltools.__version__}, lightgbm {lightgbm.__version__}")
+
+    def xgb(name, model, x_train, golden):
+        types = [("input", FloatTensorType([None, x_train.shape[1]]))]
+        onx = onnxmltools.convert_xgboost(model, initial_types=types, target_opset=15)
+        write_model(out, name, onx, golden, f"onnxmltools {onnxmltools.__version__}, xgboost {xgboost.__version__}")
+
+    params = dict(n_estimators=40, num_leaves=15, random_state=SEED, verbose=-1)
+    lgbm("lgbm_regressor", lightgbm.LGBMRegressor(**params).fit(xc_train, yc_train), xc_train, gc)
+    lgbm("lgbm_classifier_binary_nan", lightgbm.LGBMClassifier(**params).fit(xm_train, ym01), xm_train, gm)
+    lgbm("lgbm_classifier_multiclass", lightgbm.LGBMClassifier(**params).fit(xs_train, ys_index), xs_train, gs)
+    params = dict(n_estimators=40, max_depth=4, random_state=SEED, n_jobs=1)
+    xgb("xgb_regressor", xgboost.XGBRegressor(**params).fit(xc_train, yc_train), xc_train, gc)
+    xgb("xgb_classifier_binary_nan", xgboost.XGBClassifier(**params).fit(xm_train, ym01), xm_train, gm)
+    xgb("xgb_classifier_multiclass", xgboost.XGBClassifier(**params).fit(xs_train, ys_index), xs_train, gs)
+    xgb("xgb_classifier_binary", xgboost.XGBClassifier(**params).fit(xs_train, binary), xs_train, gs)
+
+
+def bad_models(out):
+    """Files usan must refuse with a clear error: operators it cannot run."""
+    from onnx import TensorProto
+
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 3])
+    z = helper.make_tensor_value_info("Z", TensorProto.FLOAT, [None, 3])
+    nodes = [
+        helper.make_node("Mystery", ["X"], ["Y"], name="mystery_node", domain="com.example"),
+        helper.make_node("Relu", ["Y"], ["Z"], name="relu_node"),
+        helper.make_node("FancyNewOp", ["Z"], ["W"], name="fancy_node"),
+    ]
+    w = helper.make_tensor_value_info("W", TensorProto.FLOAT, [None, 3])
+    graph = helper.make_graph(nodes, "unknown_operators", [x], [w], value_info=[y, z])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    (out / "bad").mkdir(parents=True, exist_ok=True)
+    (out / "bad" / "unknown_operator.onnx").write_bytes(model.SerializeToString())
+    print("bad/unknown_operator.onnx")
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "target/onnx-models")
+    out.mkdir(parents=True, exist_ok=True)
+    families = sys.argv[2:] or ["sklearn", "boosting", "bad"]
+    if "sklearn" in families:
+        sklearn_models(out)
+    if "boosting" in families:
+        boosting_models(out)
+    if "bad" in families:
+        bad_models(out)

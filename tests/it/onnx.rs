@@ -1,0 +1,215 @@
+//! Models exported from Python run in usan with onnxruntime's outputs.
+//!
+//! `scripts/onnx/make_models.py` (pinned in `scripts/onnx/requirements.txt`,
+//! run by `.ci/run` into `target/onnx-models`, or wherever
+//! `USAN_ONNX_MODELS` points) trains every family on the real samples under
+//! `tests/data` and records onnxruntime's outputs on held-out rows and rows
+//! with missing values. Here `usan model check` and `usan model run` must
+//! reproduce them within rtol 1e-4 / atol 1e-5 (labels exactly), and every
+//! bad file or input must be one clear line on stderr, never a panic.
+
+use crate::harness::{repo, required, usan};
+use std::path::{Path, PathBuf};
+
+/// Every family the script exports; a missing one fails (a converter that
+/// stopped working must not shrink the test silently).
+const FAMILIES: &[&str] = &[
+    "skl_scaler_linear_regression",
+    "skl_minmax_ridge",
+    "skl_imputer_scaler_logistic_binary",
+    "skl_logistic_multiclass",
+    "skl_logistic_multiclass_nozipmap",
+    "skl_scaler_pca",
+    "skl_random_forest_regressor",
+    "skl_random_forest_classifier",
+    "skl_random_forest_classifier_nozipmap",
+    "skl_extra_trees_regressor",
+    "skl_extra_trees_classifier_binary",
+    "skl_gradient_boosting_regressor",
+    "skl_gradient_boosting_classifier_binary",
+    "skl_gradient_boosting_classifier_multiclass",
+    "skl_hist_gradient_boosting_regressor_nan",
+    "skl_hist_gradient_boosting_classifier_nan",
+    "skl_hist_gradient_boosting_classifier_multiclass",
+    "skl_isolation_forest",
+    "skl_mlp_regressor",
+    "skl_mlp_classifier",
+    "lgbm_regressor",
+    "lgbm_classifier_binary_nan",
+    "lgbm_classifier_multiclass",
+    "xgb_regressor",
+    "xgb_classifier_binary_nan",
+    "xgb_classifier_multiclass",
+    "xgb_classifier_binary",
+];
+
+/// The exported models, or `None` (skipped outside CI) when not generated.
+fn models() -> Option<PathBuf> {
+    let dir =
+        std::env::var_os("USAN_ONNX_MODELS").map_or_else(|| repo().join("target").join("onnx-models"), PathBuf::from);
+    required(dir.join("bad").is_dir(), "the exported ONNX models (scripts/onnx/make_models.py target/onnx-models)")
+        .then_some(dir)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn rows_in(csv: &Path) -> usize {
+    std::fs::read_to_string(csv).unwrap().lines().count() - 1
+}
+
+#[test]
+fn every_exported_family_matches_onnxruntime() {
+    let Some(models) = models() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for family in FAMILIES {
+        let dir = models.join(family);
+        let check = usan(&["model", "check", dir.to_str().unwrap()]);
+        let lines = String::from_utf8_lossy(&check.stdout).into_owned();
+        if !check.status.success() || !lines.lines().all(|l| l.starts_with("input ") || l.starts_with("output ")) {
+            failures.push(format!("{family}: check: {}{lines}", stderr(&check)));
+            continue;
+        }
+        let inputs = dir.join("golden").join("inputs.csv");
+        let output = tmp.path().join(format!("{family}.csv"));
+        let run = usan(&[
+            "model",
+            "run",
+            dir.to_str().unwrap(),
+            "--input",
+            inputs.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        if !run.status.success() {
+            failures.push(format!("{family}: run: {}", stderr(&run)));
+            continue;
+        }
+        // usan's CSV against onnxruntime's, cell by cell.
+        let rows = rows_in(&inputs);
+        let text = std::fs::read_to_string(&output).unwrap();
+        let golden = std::fs::read_to_string(dir.join("golden").join("outputs.csv")).unwrap();
+        if let Some(problem) = compare_csv(&text, &golden) {
+            failures.push(format!("{family}: {problem}"));
+        }
+        assert_eq!(rows_in(&output), rows, "{family}: one output row per input row");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} families differ from onnxruntime:\n{}",
+        failures.len(),
+        FAMILIES.len(),
+        failures.join("\n")
+    );
+}
+
+/// The first cell outside rtol 1e-4 / atol 1e-5 (text exactly), if any.
+fn compare_csv(ours: &str, golden: &str) -> Option<String> {
+    let (ours, golden): (Vec<&str>, Vec<&str>) = (ours.lines().collect(), golden.lines().collect());
+    if ours.first() != golden.first() {
+        return Some(format!("header {:?} where onnxruntime has {:?}", ours.first(), golden.first()));
+    }
+    if ours.len() != golden.len() {
+        return Some(format!("{} lines where onnxruntime has {}", ours.len(), golden.len()));
+    }
+    for (r, (a, b)) in ours.iter().zip(&golden).enumerate().skip(1) {
+        for (j, (x, y)) in a.split(',').zip(b.split(',')).enumerate() {
+            let same = match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(x), Ok(y)) => (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-5 + 1e-4 * y.abs(),
+                _ => x == y,
+            };
+            if !same {
+                return Some(format!("line {} column {}: {x} where onnxruntime gave {y}", r + 1, j + 1));
+            }
+        }
+    }
+    None
+}
+
+/// `usan ARGS` fails with one line on stderr and no panic; returns that line.
+fn refused(args: &[&str]) -> String {
+    let out = usan(args);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{args:?} succeeded: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line on stderr, got: {err}");
+    err
+}
+
+#[test]
+fn bad_models_and_inputs_are_one_clear_line_never_a_panic() {
+    let Some(models) = models() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let forest = models.join("skl_random_forest_classifier");
+    let bytes = std::fs::read(forest.join("model.onnx")).unwrap();
+    std::fs::write(path("truncated.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(path("empty.onnx"), b"").unwrap();
+    std::fs::write(path("text.onnx"), b"name,value\npump,1\n").unwrap();
+    for (file, says) in [
+        ("truncated.onnx", "not an ONNX model"),
+        ("empty.onnx", "not an ONNX model"),
+        ("text.onnx", "not an ONNX model"),
+    ] {
+        let err = refused(&["model", "check", &path(file)]);
+        assert!(err.contains(says), "{file}: {err}");
+        let err = refused(&["model", "run", &path(file), "--input", "x.csv", "--output", &path("y.csv")]);
+        assert!(err.contains(says), "{file}: {err}");
+    }
+
+    let unknown = models.join("bad").join("unknown_operator.onnx");
+    let err = refused(&["model", "check", unknown.to_str().unwrap()]);
+    assert!(
+        err.contains("com.example:Mystery (node mystery_node)") && err.contains("ai.onnx:FancyNewOp (node fancy_node)"),
+        "{err}"
+    );
+    let json = usan(&["model", "check", unknown.to_str().unwrap(), "--json"]);
+    assert!(!json.status.success());
+    let object: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(object["unsupported"][0]["node"], "mystery_node", "{object}");
+    assert_eq!(object["inputs"][0]["shape"], serde_json::json!(["?", 3]), "{object}");
+
+    // Rows of 3 values for a model of 27: expected and found are named.
+    std::fs::write(path("narrow.csv"), "a,b,c\n1,2,3\n").unwrap();
+    let err = refused(&[
+        "model",
+        "run",
+        forest.to_str().unwrap(),
+        "--input",
+        &path("narrow.csv"),
+        "--output",
+        &path("y.csv"),
+    ]);
+    assert!(err.contains("has 3 columns; the model takes 27 values per row"), "{err}");
+
+    // A package whose goldens this model does not reproduce is refused, naming the worst value.
+    let package = tmp.path().join("tampered");
+    std::fs::create_dir_all(package.join("golden")).unwrap();
+    std::fs::copy(forest.join("model.onnx"), package.join("model.onnx")).unwrap();
+    std::fs::copy(forest.join("golden").join("inputs.csv"), package.join("golden").join("inputs.csv")).unwrap();
+    let golden = std::fs::read_to_string(forest.join("golden").join("outputs.csv")).unwrap();
+    let mut lines: Vec<String> = golden.lines().map(str::to_string).collect();
+    let mut cells: Vec<String> = lines[3].split(',').map(str::to_string).collect();
+    cells[2] = "0.5".into();
+    lines[3] = cells.join(",");
+    std::fs::write(package.join("golden").join("outputs.csv"), lines.join("\n") + "\n").unwrap();
+    let err = refused(&["model", "check", package.to_str().unwrap()]);
+    assert!(err.contains("outputs differ from the goldens: output_probability.Dirtiness row 3"), "{err}");
+    refused(&["model", "run", package.to_str().unwrap(), "--input", &path("narrow.csv"), "--output", &path("y.csv")]);
+}
+
+#[test]
+fn check_prints_each_input_and_output_with_dynamic_dimensions_as_a_question_mark() {
+    let Some(models) = models() else { return };
+    let out =
+        usan(&["model", "check", models.join("skl_random_forest_classifier").join("model.onnx").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "input X tensor(float) [?,27]\n\
+         output output_label tensor(string) [?]\n\
+         output output_probability seq(map(string,tensor(float))) [?]\n"
+    );
+}
