@@ -137,10 +137,11 @@ def write_model(out, name, onx, golden, exporter):
     inp = session.get_inputs()[0]
     feed = golden.astype(np.float64) if inp.type == "tensor(double)" else golden
     results = session.run(None, {inp.name: feed})
+    flat = golden.reshape(len(golden), -1)  # [N, T, F] rows: T x F values each
     with open(folder / "golden" / "inputs.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([f"x{j}" for j in range(golden.shape[1])])
-        w.writerows([[fmt(v) for v in row] for row in golden])
+        w.writerow([f"x{j}" for j in range(flat.shape[1])])
+        w.writerows([[fmt(v) for v in row] for row in flat])
     header, cells = [], [[] for _ in range(len(golden))]
     for meta, value in zip(session.get_outputs(), results):
         h, rows = columns(meta.name, value)
@@ -272,6 +273,118 @@ def boosting_models(out):
     xgb("xgb_classifier_binary", xgboost.XGBClassifier(**params).fit(xs_train, binary), xs_train, gs)
 
 
+def to_tree_ensemble_v5(onx, aggregate=1):
+    """The model with its TreeEnsembleRegressor rewritten as the opset-5
+    `TreeEnsemble` (no exporter emits it yet; onnxruntime runs both)."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = onx.graph
+    old = next(n for n in graph.node if n.op_type == "TreeEnsembleRegressor")
+    a = {x.name: helper.get_attribute_value(x) for x in old.attribute}
+    modes = [m.decode() if isinstance(m, bytes) else m for m in a["nodes_modes"]]
+    key = list(zip(a["nodes_treeids"], a["nodes_nodeids"]))
+    branch_index, leaf_index = {}, {}
+    for k, mode in zip(key, modes):
+        (leaf_index if mode == "LEAF" else branch_index)[k] = len(leaf_index if mode == "LEAF" else branch_index)
+    code = {"BRANCH_LEQ": 0, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 3, "BRANCH_EQ": 4, "BRANCH_NEQ": 5}
+    feats, splits, mds, tid, tleaf, fid, fleaf, miss = [], [], [], [], [], [], [], []
+    missing = a.get("nodes_missing_value_tracks_true", [0] * len(key))
+    roots = {}
+    for i, (k, mode) in enumerate(zip(key, modes)):
+        if mode == "LEAF":
+            continue
+        roots.setdefault(k[0], branch_index[k])
+        feats.append(a["nodes_featureids"][i])
+        splits.append(a["nodes_values"][i])
+        mds.append(code[mode])
+        miss.append(int(missing[i]))
+        for ids, leafs, child in ((tid, tleaf, a["nodes_truenodeids"][i]), (fid, fleaf, a["nodes_falsenodeids"][i])):
+            ck = (k[0], child)
+            if ck in leaf_index:
+                ids.append(leaf_index[ck]); leafs.append(1)
+            else:
+                ids.append(branch_index[ck]); leafs.append(0)
+    weights = [0.0] * len(leaf_index)
+    targets = [0] * len(leaf_index)
+    for t, nd, target, w in zip(a["target_treeids"], a["target_nodeids"], a["target_ids"], a["target_weights"]):
+        weights[leaf_index[(t, nd)]] += w
+        targets[leaf_index[(t, nd)]] = target
+    base = list(a.get("base_values", []))
+    attrs = dict(
+        n_targets=a["n_targets"], aggregate_function=aggregate, post_transform=0,
+        tree_roots=[roots[t] for t in sorted(roots)],
+        nodes_featureids=feats, nodes_splits=numpy_helper.from_array(np.array(splits, dtype=np.float32)),
+        nodes_modes=numpy_helper.from_array(np.array(mds, dtype=np.uint8)),
+        nodes_truenodeids=tid, nodes_trueleafs=tleaf, nodes_falsenodeids=fid, nodes_falseleafs=fleaf,
+        nodes_missing_value_tracks_true=miss,
+        leaf_targetids=targets, leaf_weights=numpy_helper.from_array(np.array(weights, dtype=np.float32)),
+    )
+    out_name = old.output[0]
+    nodes = []
+    if base:
+        mid = out_name + "_trees"
+        nodes.append(helper.make_node("TreeEnsemble", [old.input[0]], [mid], domain="ai.onnx.ml", **attrs))
+        nodes.append(helper.make_node("Add", [mid, "base_values"], [out_name]))
+        graph.initializer.append(numpy_helper.from_array(np.array(base, dtype=np.float32), "base_values"))
+    else:
+        nodes.append(helper.make_node("TreeEnsemble", [old.input[0]], [out_name], domain="ai.onnx.ml", **attrs))
+    at = list(graph.node).index(old)
+    del graph.node[at]
+    for n in reversed(nodes):
+        graph.node.insert(at, n)
+    for op in onx.opset_import:
+        if op.domain == "ai.onnx.ml":
+            op.version = 5
+        if op.domain == "" and op.version < 21:
+            op.version = 21
+    onx.ir_version = 10
+    return onx
+
+
+def tree_ensemble_models(out):
+    """The opset-5 TreeEnsemble: forests rewritten to it, and a hand-made
+    ensemble with every comparison, set membership and missing values."""
+    from onnx import TensorProto, numpy_helper
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+
+    xc, yc, _ = cmapss()
+    xc_train, yc_train, gc = split(xc, yc)
+    m = RandomForestRegressor(n_estimators=20, max_depth=6, random_state=SEED).fit(xc_train, yc_train)
+    onx = to_onnx(m, xc_train[:1], target_opset={"": 17, "ai.onnx.ml": 3})
+    write_model(out, "onnx_tree_ensemble_v5_forest_average", to_tree_ensemble_v5(onx, aggregate=0), gc, "usan make_models.py (rewritten from skl2onnx)")
+    m = GradientBoostingRegressor(n_estimators=30, max_depth=3, random_state=SEED).fit(xc_train, yc_train)
+    onx = to_onnx(m, xc_train[:1], target_opset={"": 17, "ai.onnx.ml": 3})
+    write_model(out, "onnx_tree_ensemble_v5_boosting_sum", to_tree_ensemble_v5(onx), gc, "usan make_models.py (rewritten from skl2onnx)")
+
+    # Two trees over 3 features and 2 targets, softmax; every node mode.
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 2])
+    f32 = lambda v: numpy_helper.from_array(np.array(v, dtype=np.float32))
+    node = helper.make_node(
+        "TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml", n_targets=2, aggregate_function=1, post_transform=1,
+        tree_roots=[0, 4],
+        #                 0     1     2     3     4     5     6
+        nodes_featureids=[0,    1,    2,    1,    2,    0,    1],
+        nodes_splits=f32([0.5,  1.0,  0.0,  -1.0, 2.0,  0.25, 3.0]),
+        nodes_modes=numpy_helper.from_array(np.array([0, 6, 2, 5, 3, 1, 4], dtype=np.uint8)),
+        nodes_truenodeids=[1, 0, 1, 2, 5, 3, 4],
+        nodes_trueleafs=[0, 1, 1, 1, 0, 1, 1],
+        nodes_falsenodeids=[2, 3, 3, 4, 6, 5, 6],
+        nodes_falseleafs=[0, 0, 1, 1, 0, 1, 1],
+        nodes_missing_value_tracks_true=[1, 0, 0, 1, 0, 1, 0],
+        membership_values=f32([1.0, 2.0, 7.0]),
+        leaf_targetids=[0, 1, 0, 1, 0, 1, 1],
+        leaf_weights=f32([1.5, -0.5, 2.0, 0.25, -1.0, 3.0, 0.75]),
+    )
+    graph = helper.make_graph([node], "tree_ensemble_modes", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)])
+    model.ir_version = 10
+    rng = np.random.default_rng(SEED)
+    golden = rng.choice(np.array([-2, -1, 0, 0.25, 0.5, 1, 2, 3, 7, np.nan], dtype=np.float32), size=(60, 3))
+    write_model(out, "onnx_tree_ensemble_v5_every_mode", model, golden, "usan make_models.py (by hand)")
+
+
 def bad_models(out):
     """Files usan must refuse with a clear error: operators it cannot run."""
     from onnx import TensorProto
@@ -295,10 +408,12 @@ def bad_models(out):
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "target/onnx-models")
     out.mkdir(parents=True, exist_ok=True)
-    families = sys.argv[2:] or ["sklearn", "boosting", "bad"]
+    families = sys.argv[2:] or ["sklearn", "boosting", "tree_ensemble", "bad"]
     if "sklearn" in families:
         sklearn_models(out)
     if "boosting" in families:
         boosting_models(out)
+    if "tree_ensemble" in families:
+        tree_ensemble_models(out)
     if "bad" in families:
         bad_models(out)

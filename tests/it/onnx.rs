@@ -41,6 +41,9 @@ const FAMILIES: &[&str] = &[
     "xgb_classifier_binary_nan",
     "xgb_classifier_multiclass",
     "xgb_classifier_binary",
+    "onnx_tree_ensemble_v5_forest_average",
+    "onnx_tree_ensemble_v5_boosting_sum",
+    "onnx_tree_ensemble_v5_every_mode",
 ];
 
 /// The exported models, or `None` (skipped outside CI) when not generated.
@@ -59,50 +62,104 @@ fn rows_in(csv: &Path) -> usize {
     std::fs::read_to_string(csv).unwrap().lines().count() - 1
 }
 
-#[test]
-fn every_exported_family_matches_onnxruntime() {
-    let Some(models) = models() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let mut failures = Vec::new();
-    for family in FAMILIES {
-        let dir = models.join(family);
-        let check = usan(&["model", "check", dir.to_str().unwrap()]);
-        let lines = String::from_utf8_lossy(&check.stdout).into_owned();
-        if !check.status.success() || !lines.lines().all(|l| l.starts_with("input ") || l.starts_with("output ")) {
-            failures.push(format!("{family}: check: {}{lines}", stderr(&check)));
-            continue;
-        }
-        let inputs = dir.join("golden").join("inputs.csv");
-        let output = tmp.path().join(format!("{family}.csv"));
-        let run = usan(&[
-            "model",
-            "run",
-            dir.to_str().unwrap(),
-            "--input",
-            inputs.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-        ]);
-        if !run.status.success() {
-            failures.push(format!("{family}: run: {}", stderr(&run)));
-            continue;
-        }
-        // usan's CSV against onnxruntime's, cell by cell.
-        let rows = rows_in(&inputs);
-        let text = std::fs::read_to_string(&output).unwrap();
-        let golden = std::fs::read_to_string(dir.join("golden").join("outputs.csv")).unwrap();
-        if let Some(problem) = compare_csv(&text, &golden) {
-            failures.push(format!("{family}: {problem}"));
-        }
-        assert_eq!(rows_in(&output), rows, "{family}: one output row per input row");
+/// PyTorch networks, exported by both exporters and committed (PyTorch is
+/// too big to install in CI): `scripts/onnx/make_torch_models.py`.
+const NETWORKS: &[&str] = &[
+    "torch_torchscript_autoencoder",
+    "torch_torchscript_lstm",
+    "torch_torchscript_gru",
+    "torch_torchscript_conv1d",
+    "torch_dynamo_autoencoder",
+    "torch_dynamo_lstm",
+    "torch_dynamo_gru",
+    "torch_dynamo_conv1d",
+];
+
+fn networks() -> PathBuf {
+    repo().join("tests").join("data").join("onnx").join("torch")
+}
+
+/// `usan model check` then `usan model run` on a package's golden inputs,
+/// compared with onnxruntime's outputs; the problem, if any.
+fn differs_from_onnxruntime(dir: &Path, scratch: &Path) -> Option<String> {
+    let check = usan(&["model", "check", dir.to_str().unwrap()]);
+    let lines = String::from_utf8_lossy(&check.stdout).into_owned();
+    if !check.status.success() || !lines.lines().all(|l| l.starts_with("input ") || l.starts_with("output ")) {
+        return Some(format!("check: {}{lines}", stderr(&check)));
     }
+    let inputs = dir.join("golden").join("inputs.csv");
+    let output = scratch.join("outputs.csv");
+    let run = usan(&[
+        "model",
+        "run",
+        dir.to_str().unwrap(),
+        "--input",
+        inputs.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    if !run.status.success() {
+        return Some(format!("run: {}", stderr(&run)));
+    }
+    assert_eq!(rows_in(&output), rows_in(&inputs), "{}: one output row per input row", dir.display());
+    // usan's CSV against onnxruntime's, cell by cell.
+    let text = std::fs::read_to_string(&output).unwrap();
+    let golden = std::fs::read_to_string(dir.join("golden").join("outputs.csv")).unwrap();
+    compare_csv(&text, &golden)
+}
+
+fn all_match(root: &Path, families: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let failures: Vec<String> = families
+        .iter()
+        .filter_map(|family| differs_from_onnxruntime(&root.join(family), tmp.path()).map(|p| format!("{family}: {p}")))
+        .collect();
     assert!(
         failures.is_empty(),
         "{} of {} families differ from onnxruntime:\n{}",
         failures.len(),
-        FAMILIES.len(),
+        families.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_exported_family_matches_onnxruntime() {
+    let Some(models) = models() else { return };
+    all_match(&models, FAMILIES);
+}
+
+#[test]
+fn pytorch_networks_from_both_exporters_match_onnxruntime() {
+    all_match(&networks(), NETWORKS);
+}
+
+#[test]
+fn a_recurrent_network_gives_nan_for_a_window_with_a_missing_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lstm = networks().join("torch_dynamo_lstm");
+    let golden = std::fs::read_to_string(lstm.join("golden").join("inputs.csv")).unwrap();
+    let mut lines: Vec<String> = golden.lines().take(3).map(str::to_string).collect();
+    let mut cells: Vec<&str> = lines[2].split(',').collect();
+    cells[7] = "";
+    lines[2] = cells.join(",");
+    let inputs = tmp.path().join("gap.csv");
+    std::fs::write(&inputs, lines.join("\n") + "\n").unwrap();
+    let output = tmp.path().join("out.csv");
+    let run = usan(&[
+        "model",
+        "run",
+        lstm.to_str().unwrap(),
+        "--input",
+        inputs.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let out = std::fs::read_to_string(&output).unwrap();
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert!(rows[0].parse::<f64>().unwrap().is_finite(), "a complete window is scored: {out}");
+    assert_eq!(rows[1], "NaN", "a window with a gap is not: {out}");
 }
 
 /// The first cell outside rtol 1e-4 / atol 1e-5 (text exactly), if any.

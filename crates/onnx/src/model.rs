@@ -41,6 +41,8 @@ pub struct Inspection {
     pub producer: String,
     /// For each output made by a ZipMap, its class labels in order.
     pub zipmap_classes: HashMap<String, Vec<String>>,
+    /// The graph holds a recurrent layer (LSTM, GRU, RNN).
+    pub recurrent: bool,
 }
 
 /// Reads an ONNX file's interface and checks its operators.
@@ -100,8 +102,10 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, OnnxError> {
             zipmap_classes.insert(out.clone(), classes.clone());
         }
     }
+    let recurrent =
+        graph.node.iter().any(|n| n.domain.is_empty() && matches!(n.op_type.as_str(), "LSTM" | "GRU" | "RNN"));
     let producer = [model.producer_name.as_str(), model.producer_version.as_str()].join(" ").trim().to_string();
-    Ok(Inspection { signature, unsupported, producer, zipmap_classes })
+    Ok(Inspection { signature, unsupported, producer, zipmap_classes, recurrent })
 }
 
 /// tract's ONNX parser with usan's operators registered.
@@ -229,19 +233,30 @@ impl Model {
         let row_dims = row_dims(&input.value, width)?;
         let datum = if input_elem == ElemType::Double { f64::datum_type() } else { f32::datum_type() };
         let dims = row_dims.clone();
-        let plan = guarded("building the model", move || {
-            let onnx = parser();
-            let proto = onnx.proto_model_for_read(&mut &*bytes)?;
-            let mut model = onnx.model_for_proto_model(&proto)?;
-            let rows = model.symbols.sym("N");
-            let mut shape: TVec<TDim> = tvec![rows.into()];
-            shape.extend(dims.iter().map(|&d| d.to_dim()));
-            model.set_input_fact(0, InferenceFact::dt_shape(datum, shape))?;
-            let typed = model.into_typed()?.into_decluttered()?;
-            let optimized = typed.clone().into_optimized().unwrap_or(typed);
-            optimized.into_runnable()
-        })
-        .map_err(OnnxError::Build)?;
+        // The rows dimension keeps the model's own name for it, so that the
+        // shapes the file declares inside the graph agree with the input's.
+        let rows_name = match input.value.dims().and_then(|d| d.first()) {
+            Some(Dim::Dynamic(Some(name))) => name.clone(),
+            _ => "N".to_string(),
+        };
+        let build = |ignore_value_info: bool| {
+            let (dims, rows_name) = (dims.clone(), rows_name.clone());
+            guarded("building the model", move || {
+                let onnx = parser().with_ignore_value_info(ignore_value_info);
+                let proto = onnx.proto_model_for_read(&mut &*bytes)?;
+                let mut model = onnx.model_for_proto_model(&proto)?;
+                let rows = model.symbols.sym(&rows_name);
+                let mut shape: TVec<TDim> = tvec![rows.into()];
+                shape.extend(dims.iter().map(|&d| d.to_dim()));
+                model.set_input_fact(0, InferenceFact::dt_shape(datum, shape))?;
+                let typed = model.into_typed()?.into_decluttered()?;
+                let optimized = typed.clone().into_optimized().unwrap_or(typed);
+                optimized.into_runnable()
+            })
+        };
+        // Shapes declared for intermediate values help tract, unless an
+        // exporter named the same dimension differently in places.
+        let plan = build(false).or_else(|first| build(true).map_err(|_| first)).map_err(OnnxError::Build)?;
         Ok(Self { inspection, plan, input_elem, row_dims })
     }
 
@@ -281,7 +296,15 @@ impl Model {
         let plan = self.plan.clone();
         let results = guarded("running the model", move || plan.run(tvec![tensor.into()])).map_err(OnnxError::Run)?;
         let ports = &self.inspection.signature.outputs;
-        results.into_iter().zip(ports).map(|(value, port)| self.output(&port.name, &value, rows)).collect()
+        let mut outputs: Vec<Output> = results
+            .into_iter()
+            .zip(ports)
+            .map(|(value, port)| self.output(&port.name, &value, rows))
+            .collect::<Result<_, _>>()?;
+        if self.inspection.recurrent {
+            missing_in_missing_out(&mut outputs, values, width);
+        }
+        Ok(outputs)
     }
 
     fn output(&self, name: &str, value: &Tensor, rows: usize) -> Result<Output, OnnxError> {
@@ -312,6 +335,24 @@ impl Model {
             }
         };
         Ok(Output { name: name.to_string(), columns, values })
+    }
+}
+
+/// A recurrent network's rows with a missing input value get missing
+/// outputs. Its gates would otherwise absorb the NaN into a finite number
+/// that depends on the runtime's activation kernels (onnxruntime's and
+/// tract's give different ones), a score no one should alarm on.
+fn missing_in_missing_out(outputs: &mut [Output], values: &[f64], width: usize) {
+    for (r, row) in values.chunks(width.max(1)).enumerate() {
+        if !row.iter().any(|v| v.is_nan()) {
+            continue;
+        }
+        for output in outputs.iter_mut() {
+            let k = output.columns.len();
+            if let OutputValues::Float(v) = &mut output.values {
+                v[r * k..(r + 1) * k].iter_mut().for_each(|x| *x = f64::NAN);
+            }
+        }
     }
 }
 

@@ -1,6 +1,9 @@
-//! The `ai.onnx.ml` operators that map each value on its own: Scaler,
-//! Imputer, Binarizer, and ZipMap (which, in usan, passes the class
-//! probabilities through; the class names come from the model's signature).
+//! The operators that map each value on its own: Scaler, Imputer,
+//! Binarizer, ZipMap (which, in usan, passes the class probabilities
+//! through; the class names come from the model's signature), and the
+//! activations Relu, Sigmoid and Tanh, which keep a missing value missing
+//! as onnxruntime does (tract's clamp NaN to a bound, so a row with a gap
+//! would get a score).
 
 use super::{Attrs, Built, Kernel, OutShape, OutSpec, make, native, rows_f64};
 use tract_onnx::model::ParsingContext;
@@ -38,7 +41,7 @@ impl Kernel for Scaler {
     }
 
     fn outputs(&self) -> Vec<OutSpec> {
-        vec![OutSpec { datum: f32::datum_type(), shape: OutShape::LikeInput }]
+        vec![OutSpec { datum: Some(f32::datum_type()), shape: OutShape::LikeInput }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
@@ -90,7 +93,7 @@ impl Kernel for Imputer {
 
     fn outputs(&self) -> Vec<OutSpec> {
         let datum = if self.floats.is_empty() { i64::datum_type() } else { f32::datum_type() };
-        vec![OutSpec { datum, shape: OutShape::LikeInput }]
+        vec![OutSpec { datum: Some(datum), shape: OutShape::LikeInput }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
@@ -143,7 +146,7 @@ impl Kernel for Binarizer {
     }
 
     fn outputs(&self) -> Vec<OutSpec> {
-        vec![OutSpec { datum: f32::datum_type(), shape: OutShape::LikeInput }]
+        vec![OutSpec { datum: Some(f32::datum_type()), shape: OutShape::LikeInput }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
@@ -175,13 +178,91 @@ impl Kernel for ZipMap {
     }
 
     fn outputs(&self) -> Vec<OutSpec> {
-        vec![OutSpec { datum: f32::datum_type(), shape: OutShape::Rows(vec![self.classes]) }]
+        vec![OutSpec { datum: Some(f32::datum_type()), shape: OutShape::Rows(vec![self.classes]) }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
         let (rows, width, x) = rows_f64(input)?;
         ensure!(width == self.classes, "ZipMap has {} classes but its input {width} columns", self.classes);
         Ok(tvec![make(&[rows, width], x.into_iter().map(|v| v as f32).collect())?])
+    }
+}
+
+/// The activations whose tract kernels clamp their input with `min`/`max`
+/// (which turn NaN into a bound): here NaN stays NaN, as in onnxruntime.
+#[derive(Clone, Copy, Debug)]
+enum Activation {
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+pub(super) fn relu(_: &ParsingContext, _: &NodeProto) -> Built {
+    native(Activation::Relu)
+}
+
+pub(super) fn sigmoid(_: &ParsingContext, _: &NodeProto) -> Built {
+    native(Activation::Sigmoid)
+}
+
+pub(super) fn tanh(_: &ParsingContext, _: &NodeProto) -> Built {
+    native(Activation::Tanh)
+}
+
+impl Activation {
+    fn f32(self, v: f32) -> f32 {
+        match self {
+            Self::Relu => {
+                if v < 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            }
+            Self::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            Self::Tanh => v.tanh(),
+        }
+    }
+
+    fn f64(self, v: f64) -> f64 {
+        match self {
+            Self::Relu => {
+                if v < 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            }
+            Self::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            Self::Tanh => v.tanh(),
+        }
+    }
+}
+
+impl Kernel for Activation {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Relu => "Relu",
+            Self::Sigmoid => "Sigmoid",
+            Self::Tanh => "Tanh",
+        }
+    }
+
+    fn outputs(&self) -> Vec<OutSpec> {
+        vec![OutSpec { datum: None, shape: OutShape::LikeInput }]
+    }
+
+    fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
+        let mut out = input.clone();
+        let mut view = out.try_as_plain_ram_mut()?;
+        match (input.datum_type(), self) {
+            (DatumType::F32, _) => view.as_slice_mut::<f32>()?.iter_mut().for_each(|v| *v = self.f32(*v)),
+            (DatumType::F64, _) => view.as_slice_mut::<f64>()?.iter_mut().for_each(|v| *v = self.f64(*v)),
+            (DatumType::I32, Self::Relu) => view.as_slice_mut::<i32>()?.iter_mut().for_each(|v| *v = (*v).max(0)),
+            (DatumType::I64, Self::Relu) => view.as_slice_mut::<i64>()?.iter_mut().for_each(|v| *v = (*v).max(0)),
+            (other, _) => bail!("{} on {other:?} values", self.name()),
+        }
+        Ok(tvec![out])
     }
 }
 
@@ -214,6 +295,12 @@ mod tests {
         let out = run(&zero_marker, &[[0.0, nan]]);
         assert_eq!(out[0], 5.0);
         assert!(out[1].is_nan(), "NaN is not the marker here, so it stays");
+        let relu = run(&Activation::Relu, &[[-1.0, 2.0], [nan, 0.0]]);
+        assert_eq!((relu[0], relu[1], relu[3]), (0.0, 2.0, 0.0));
+        assert!(relu[2].is_nan(), "a missing value stays missing");
+        for activation in [Activation::Sigmoid, Activation::Tanh] {
+            assert!(run(&activation, &[[nan, 0.0]])[0].is_nan(), "{activation:?} keeps NaN");
+        }
         let binarizer = Binarizer { threshold: 0.5 };
         assert_eq!(run(&binarizer, &[[0.5, 0.6], [nan, -1.0]]), vec![0.0, 1.0, 0.0, 0.0]);
     }

@@ -121,7 +121,7 @@ impl Kernel for LabelEncoder {
             Values::Floats(..) => f32::datum_type(),
             Values::Strings(..) => String::datum_type(),
         };
-        vec![OutSpec { datum, shape: OutShape::LikeInput }]
+        vec![OutSpec { datum: Some(datum), shape: OutShape::LikeInput }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {

@@ -81,8 +81,8 @@ impl Kernel for LinearClassifier {
         };
         let columns = if self.second_class() { 2 } else { self.classes() };
         vec![
-            OutSpec { datum: label, shape: OutShape::Rows(vec![]) },
-            OutSpec { datum: f32::datum_type(), shape: OutShape::Rows(vec![columns]) },
+            OutSpec { datum: Some(label), shape: OutShape::Rows(vec![]) },
+            OutSpec { datum: Some(f32::datum_type()), shape: OutShape::Rows(vec![columns]) },
         ]
     }
 

@@ -30,6 +30,7 @@ pub(crate) const ML_OPERATORS: &[&str] = &[
     "LinearRegressor",
     "Normalizer",
     "Scaler",
+    "TreeEnsemble",
     "TreeEnsembleClassifier",
     "TreeEnsembleRegressor",
     "ZipMap",
@@ -43,10 +44,14 @@ pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Imputer", elementwise::imputer);
     reg.insert("Scaler", elementwise::scaler);
     reg.insert("ZipMap", elementwise::zipmap);
+    reg.insert("Relu", elementwise::relu);
+    reg.insert("Sigmoid", elementwise::sigmoid);
+    reg.insert("Tanh", elementwise::tanh);
     reg.insert("LabelEncoder", label_encoder::label_encoder);
     reg.insert("LinearClassifier", linear::linear_classifier);
     reg.insert("TreeEnsembleClassifier", tree::classifier);
     reg.insert("TreeEnsembleRegressor", tree::regressor);
+    reg.insert("TreeEnsemble", tree::tree_ensemble);
 }
 
 /// The result type of an operator builder, as tract's parser wants it.
@@ -64,7 +69,8 @@ pub(crate) enum OutShape {
 /// One output of a kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct OutSpec {
-    pub datum: DatumType,
+    /// The element type; `None`: the input's.
+    pub datum: Option<DatumType>,
     pub shape: OutShape,
 }
 
@@ -108,7 +114,10 @@ impl Expansion for Native {
         let specs = self.0.outputs();
         check_output_arity(outputs, specs.len())?;
         for (output, spec) in outputs.iter().zip(specs) {
-            s.equals(&output.datum_type, spec.datum)?;
+            match spec.datum {
+                Some(datum) => s.equals(&output.datum_type, datum)?,
+                None => s.equals(&output.datum_type, &inputs[0].datum_type)?,
+            }
             match spec.shape {
                 OutShape::LikeInput => s.equals(&output.shape, &inputs[0].shape)?,
                 OutShape::Rows(dims) => {
@@ -164,13 +173,14 @@ impl TypedOp for NativeOp {
             .outputs()
             .into_iter()
             .map(|spec| {
+                let datum = spec.datum.unwrap_or(input.datum_type);
                 Ok(match spec.shape {
-                    OutShape::LikeInput => spec.datum.fact(input.shape.clone()),
+                    OutShape::LikeInput => datum.fact(input.shape.clone()),
                     OutShape::Rows(dims) => {
                         let rows = input.shape.iter().next().cloned().unwrap_or_else(|| 1.to_dim());
                         let mut shape: TVec<TDim> = tvec![rows];
                         shape.extend(dims.iter().map(|d| d.to_dim()));
-                        spec.datum.fact(shape)
+                        datum.fact(shape)
                     }
                 })
             })
@@ -246,6 +256,7 @@ pub(crate) fn tensor_doubles(t: &TensorProto) -> TractResult<Vec<f64>> {
     const DOUBLE: i32 = 11;
     const INT64: i32 = 7;
     const INT32: i32 = 6;
+    const UINT8: i32 = 2;
     if !t.double_data.is_empty() {
         return Ok(t.double_data.clone());
     }
@@ -270,6 +281,7 @@ pub(crate) fn tensor_doubles(t: &TensorProto) -> TractResult<Vec<f64>> {
             chunks(8)?.map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64).collect()
         }
         INT32 => chunks(4)?.map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        UINT8 => raw.iter().map(|&b| f64::from(b)).collect(),
         other => bail!("tensor attribute of type {other} where numbers were expected"),
     })
 }

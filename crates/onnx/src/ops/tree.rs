@@ -24,6 +24,8 @@ enum Mode {
     Gt,
     Eq,
     Neq,
+    /// `BRANCH_MEMBER` (opset 5): the value is in the node's set.
+    Member(usize),
 }
 
 impl Mode {
@@ -40,8 +42,9 @@ impl Mode {
         }))
     }
 
-    fn holds(self, x: f64, threshold: f64) -> bool {
+    fn holds(self, x: f64, threshold: f64, sets: &[Vec<f64>]) -> bool {
         match self {
+            Self::Member(set) => sets.get(set).is_some_and(|values| values.contains(&x)),
             Self::Leq => x <= threshold,
             Self::Lt => x < threshold,
             Self::Gte => x >= threshold,
@@ -93,6 +96,8 @@ impl Post {
 #[derive(Debug)]
 struct Forest {
     nodes: Vec<Node>,
+    /// The sets of `BRANCH_MEMBER` nodes.
+    sets: Vec<Vec<f64>>,
     roots: Vec<usize>,
     votes: Vec<(usize, f64)>,
     max_feature: Option<usize>,
@@ -202,21 +207,24 @@ impl Forest {
             }
             nodes[at] = Node::Leaf { first, end: votes.len() };
         }
-        let forest = Self { nodes, roots, votes, max_feature: None, single: single_nodes && single_weights };
+        let forest =
+            Self { nodes, roots, votes, max_feature: None, single: single_nodes && single_weights, sets: vec![] };
         forest.checked()
     }
 
-    /// Walks every tree once: a node reached twice (a cycle, or two parents)
-    /// is a damaged model, which would otherwise loop forever.
+    /// Walks every tree once: a branch reached twice (a cycle, or two
+    /// parents) is a damaged model, which would otherwise loop forever.
+    /// Leaves may be shared (a one-leaf tree has a branch whose two sides
+    /// are that leaf).
     fn checked(mut self) -> TractResult<Self> {
         let mut seen = vec![false; self.nodes.len()];
         let mut max_feature = None;
         for &root in &self.roots {
             let mut stack = vec![root];
             while let Some(i) = stack.pop() {
-                ensure!(!seen[i], "node at position {i} is reached twice: the trees are not trees");
-                seen[i] = true;
                 if let Node::Branch { feature, yes, no, .. } = self.nodes[i] {
+                    ensure!(!seen[i], "node at position {i} is reached twice: the trees are not trees");
+                    seen[i] = true;
                     max_feature = max_feature.max(Some(feature));
                     stack.push(yes);
                     stack.push(no);
@@ -240,7 +248,7 @@ impl Forest {
             match self.nodes[i] {
                 Node::Branch { feature, threshold, mode, missing_true, yes, no } => {
                     let x = row[feature];
-                    i = if mode.holds(x, threshold) || (missing_true && x.is_nan()) { yes } else { no };
+                    i = if mode.holds(x, threshold, &self.sets) || (missing_true && x.is_nan()) { yes } else { no };
                 }
                 Node::Leaf { first, end } => return (first, end),
             }
@@ -354,6 +362,8 @@ fn read_base(a: &Attrs) -> TractResult<Vec<f64>> {
 #[derive(Debug)]
 struct Regressor {
     forest: Forest,
+    /// The output is `f64` (an opset-5 `TreeEnsemble` on a double input).
+    double: bool,
     n_targets: usize,
     aggregate: Aggregate,
     base: Vec<f64>,
@@ -361,21 +371,26 @@ struct Regressor {
 }
 
 pub(super) fn regressor(_: &ParsingContext, node: &NodeProto) -> Built {
-    let a = Attrs::of(node);
-    let n_targets = index(a.int("n_targets", 0), "n_targets")?;
-    ensure!(n_targets > 0, "TreeEnsembleRegressor needs n_targets > 0");
-    let forest = Forest::read(&a, "target", n_targets)?;
-    native(Regressor {
-        forest,
-        n_targets,
-        aggregate: read_aggregate(&a)?,
-        base: read_base(&a)?,
-        post: Post::parse(&a.string("post_transform", "NONE")?)?,
-    })
+    native(Regressor::read(&Attrs::of(node))?)
 }
 
 impl Regressor {
-    fn row(&self, row: &[f64], out: &mut Vec<f32>) {
+    fn read(a: &Attrs) -> TractResult<Self> {
+        let n_targets = index(a.int("n_targets", 0), "n_targets")?;
+        ensure!(n_targets > 0, "TreeEnsembleRegressor needs n_targets > 0");
+        Ok(Self {
+            forest: Forest::read(a, "target", n_targets)?,
+            double: false,
+            n_targets,
+            aggregate: read_aggregate(a)?,
+            base: read_base(a)?,
+            post: Post::parse(&a.string("post_transform", "NONE")?)?,
+        })
+    }
+}
+
+impl Regressor {
+    fn row(&self, row: &[f64], out: &mut Vec<f64>) {
         let f = &self.forest;
         let (score, has) = f.votes(row, self.aggregate, self.n_targets);
         let trees = f.roots.len() as f64;
@@ -393,23 +408,31 @@ impl Regressor {
                 }
             };
             // onnxruntime applies only PROBIT to a single target.
-            out.push(if self.post == Post::Probit { probit(s as f32) } else { s as f32 });
+            out.push(if self.post == Post::Probit { f64::from(probit(s as f32)) } else { self.narrow(s) });
             return;
         }
         let use_base = self.base.len() == self.n_targets;
         let base = |j: usize| if use_base { self.base[j] } else { 0.0 };
-        let mut s: Vec<f32> = (0..self.n_targets)
-            .map(|j| {
-                let v = match self.aggregate {
-                    Aggregate::Sum => f.add(score[j], base(j)),
-                    Aggregate::Average => f.add(f.div(score[j], trees), base(j)),
-                    Aggregate::Min | Aggregate::Max => f.add(base(j), if has[j] { score[j] } else { 0.0 }),
-                };
-                v as f32
+        let s: Vec<f64> = (0..self.n_targets)
+            .map(|j| match self.aggregate {
+                Aggregate::Sum => f.add(score[j], base(j)),
+                Aggregate::Average => f.add(f.div(score[j], trees), base(j)),
+                Aggregate::Min | Aggregate::Max => f.add(base(j), if has[j] { score[j] } else { 0.0 }),
             })
             .collect();
-        transform(&mut s, self.post);
-        out.extend(s);
+        if self.post == Post::None {
+            out.extend(s.into_iter().map(|v| self.narrow(v)));
+        } else {
+            // onnxruntime's transforms compute in float.
+            let mut s: Vec<f32> = s.into_iter().map(|v| v as f32).collect();
+            transform(&mut s, self.post);
+            out.extend(s.into_iter().map(f64::from));
+        }
+    }
+
+    /// A score as the output type holds it.
+    fn narrow(&self, v: f64) -> f64 {
+        if self.double { v } else { f64::from(v as f32) }
     }
 }
 
@@ -419,7 +442,8 @@ impl Kernel for Regressor {
     }
 
     fn outputs(&self) -> Vec<OutSpec> {
-        vec![OutSpec { datum: f32::datum_type(), shape: OutShape::Rows(vec![self.n_targets]) }]
+        let datum = if self.double { f64::datum_type() } else { f32::datum_type() };
+        vec![OutSpec { datum: Some(datum), shape: OutShape::Rows(vec![self.n_targets]) }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
@@ -429,7 +453,12 @@ impl Kernel for Regressor {
         for r in 0..rows {
             self.row(&x[r * width..(r + 1) * width], &mut out);
         }
-        Ok(tvec![make(&[rows, self.n_targets], out)?])
+        let shape = [rows, self.n_targets];
+        Ok(tvec![if self.double {
+            make(&shape, out)?
+        } else {
+            make(&shape, out.into_iter().map(|v| v as f32).collect())?
+        }])
     }
 }
 
@@ -458,6 +487,144 @@ enum Pick {
     Literal(i64),
 }
 
+/// `TreeEnsemble` (`ai.onnx.ml` opset 5): branches and leaves in separate
+/// lists, trees by their roots, set membership, output of the input's type.
+/// onnxruntime runs it as the regressor without base values.
+pub(super) fn tree_ensemble(_: &ParsingContext, node: &NodeProto) -> Built {
+    native(read_tree_ensemble(&Attrs::of(node))?)
+}
+
+fn read_tree_ensemble(a: &Attrs) -> TractResult<Regressor> {
+    let n_targets = index(a.int("n_targets", 0), "n_targets")?;
+    ensure!(n_targets > 0, "TreeEnsemble needs n_targets > 0");
+    let required = |name: &str| a.tensor(name).ok_or_else(|| format_err!("TreeEnsemble has no {name}"));
+    let splits = super::tensor_doubles(required("nodes_splits")?)?;
+    let modes = super::tensor_doubles(required("nodes_modes")?)?;
+    let weights_tensor = required("leaf_weights")?;
+    let weights = super::tensor_doubles(weights_tensor)?;
+    let double = weights_tensor.data_type == 11;
+    let features = a.ints("nodes_featureids");
+    let (yes, yes_leaf, no, no_leaf) = (
+        a.ints("nodes_truenodeids"),
+        a.ints("nodes_trueleafs"),
+        a.ints("nodes_falsenodeids"),
+        a.ints("nodes_falseleafs"),
+    );
+    let missing = a.ints("nodes_missing_value_tracks_true");
+    let targets = a.ints("leaf_targetids");
+    let n = features.len();
+    for (name, len) in [
+        ("nodes_splits", splits.len()),
+        ("nodes_modes", modes.len()),
+        ("nodes_truenodeids", yes.len()),
+        ("nodes_trueleafs", yes_leaf.len()),
+        ("nodes_falsenodeids", no.len()),
+        ("nodes_falseleafs", no_leaf.len()),
+    ] {
+        ensure!(len == n, "{name} has {len} entries for {n} nodes");
+    }
+    ensure!(
+        missing.is_empty() || missing.len() == n,
+        "nodes_missing_value_tracks_true has {} entries for {n} nodes",
+        missing.len()
+    );
+    let m = targets.len();
+    ensure!(m > 0 && weights.len() == m, "leaf_weights has {} entries for {m} leaves", weights.len());
+    let mut sets: Vec<Vec<f64>> = Vec::new();
+    if let Some(t) = a.tensor("membership_values") {
+        let mut current = Vec::new();
+        for v in super::tensor_doubles(t)? {
+            if v.is_nan() {
+                sets.push(std::mem::take(&mut current));
+            } else {
+                current.push(v);
+            }
+        }
+        if !current.is_empty() {
+            sets.push(current);
+        }
+    }
+    let child = |id: i64, leaf: i64| -> TractResult<usize> {
+        let i = index(id, "child id")?;
+        if leaf != 0 {
+            ensure!(i < m, "a branch points to leaf {i} of {m}");
+            Ok(n + i)
+        } else {
+            ensure!(i < n, "a branch points to node {i} of {n}");
+            Ok(i)
+        }
+    };
+    let mut nodes = Vec::with_capacity(n + m);
+    let mut member = 0;
+    for i in 0..n {
+        let mode = match modes[i] as u8 {
+            0 => Mode::Leq,
+            1 => Mode::Lt,
+            2 => Mode::Gte,
+            3 => Mode::Gt,
+            4 => Mode::Eq,
+            5 => Mode::Neq,
+            6 => {
+                member += 1;
+                Mode::Member(member - 1)
+            }
+            other => bail!("unknown TreeEnsemble node mode {other}"),
+        };
+        nodes.push(Node::Branch {
+            feature: index(features[i], "feature id")?,
+            threshold: splits[i],
+            mode,
+            missing_true: missing.get(i).is_some_and(|&v| v != 0),
+            yes: child(yes[i], yes_leaf[i])?,
+            no: child(no[i], no_leaf[i])?,
+        });
+    }
+    ensure!(member <= sets.len(), "{member} membership nodes but {} sets in membership_values", sets.len());
+    let mut votes = Vec::with_capacity(m);
+    for k in 0..m {
+        let target = index(targets[k], "target id")?;
+        ensure!(target < n_targets, "a leaf votes for target {target} of {n_targets}");
+        votes.push((target, weights[k]));
+        nodes.push(Node::Leaf { first: k, end: k + 1 });
+    }
+    let roots = a
+        .ints("tree_roots")
+        .iter()
+        .map(|&r| {
+            let r = index(r, "tree root")?;
+            ensure!(r < n, "tree root {r} is not one of the {n} nodes");
+            Ok(r)
+        })
+        .collect::<TractResult<Vec<_>>>()?;
+    ensure!(!roots.is_empty(), "TreeEnsemble has no tree_roots");
+    let single = !double && splits_are_single(a)?;
+    let forest = Forest { nodes, sets, roots, votes, max_feature: None, single }.checked()?;
+    let aggregate = match a.int("aggregate_function", 1) {
+        0 => Aggregate::Average,
+        1 => Aggregate::Sum,
+        2 => Aggregate::Min,
+        3 => Aggregate::Max,
+        other => bail!("unknown TreeEnsemble aggregate_function {other}"),
+    };
+    // onnxruntime numbers the transforms in its own order (NONE, LOGISTIC,
+    // SOFTMAX, ...), not the specification's (NONE, SOFTMAX, LOGISTIC, ...);
+    // models are scored as onnxruntime scores them.
+    let post = match a.int("post_transform", 0) {
+        0 => Post::None,
+        1 => Post::Logistic,
+        2 => Post::Softmax,
+        3 => Post::SoftmaxZero,
+        4 => Post::Probit,
+        other => bail!("unknown TreeEnsemble post_transform {other}"),
+    };
+    Ok(Regressor { forest, double, n_targets, aggregate, base: vec![], post })
+}
+
+/// Whether the splits are floats (the arithmetic is then `f32`).
+fn splits_are_single(a: &Attrs) -> TractResult<bool> {
+    Ok(a.tensor("nodes_splits").is_some_and(|t| t.data_type == 1))
+}
+
 /// `TreeEnsembleClassifier`: `[N, F]` → labels `[N]` and scores `[N, C]`.
 #[derive(Debug)]
 struct Classifier {
@@ -471,25 +638,33 @@ struct Classifier {
 }
 
 pub(super) fn classifier(_: &ParsingContext, node: &NodeProto) -> Built {
-    let a = Attrs::of(node);
-    let strings = a.strings("classlabels_strings")?;
-    let labels =
-        if strings.is_empty() { Labels::Ints(a.ints("classlabels_int64s").to_vec()) } else { Labels::Strings(strings) };
-    let n = labels.len();
-    ensure!(n >= 2, "TreeEnsembleClassifier needs at least two class labels, has {n}");
-    let forest = Forest::read(&a, "class", n)?;
-    let mut voted = vec![false; n];
-    forest.votes.iter().for_each(|&(t, _)| voted[t] = true);
-    let all_positive = forest.votes.iter().all(|&(_, w)| w >= 0.0);
-    let binary_case = n == 2 && voted.iter().filter(|&&v| v).count() == 1;
-    native(Classifier {
-        forest,
-        labels,
-        base: read_base(&a)?,
-        post: Post::parse(&a.string("post_transform", "NONE")?)?,
-        binary_case,
-        all_positive,
-    })
+    native(Classifier::read(&Attrs::of(node))?)
+}
+
+impl Classifier {
+    fn read(a: &Attrs) -> TractResult<Self> {
+        let strings = a.strings("classlabels_strings")?;
+        let labels = if strings.is_empty() {
+            Labels::Ints(a.ints("classlabels_int64s").to_vec())
+        } else {
+            Labels::Strings(strings)
+        };
+        let n = labels.len();
+        ensure!(n >= 2, "TreeEnsembleClassifier needs at least two class labels, has {n}");
+        let forest = Forest::read(a, "class", n)?;
+        let mut voted = vec![false; n];
+        forest.votes.iter().for_each(|&(t, _)| voted[t] = true);
+        let all_positive = forest.votes.iter().all(|&(_, w)| w >= 0.0);
+        let binary_case = n == 2 && voted.iter().filter(|&&v| v).count() == 1;
+        Ok(Self {
+            forest,
+            labels,
+            base: read_base(a)?,
+            post: Post::parse(&a.string("post_transform", "NONE")?)?,
+            binary_case,
+            all_positive,
+        })
+    }
 }
 
 impl Classifier {
@@ -602,8 +777,8 @@ impl Kernel for Classifier {
             Labels::Strings(_) => String::datum_type(),
         };
         vec![
-            OutSpec { datum: label, shape: OutShape::Rows(vec![]) },
-            OutSpec { datum: f32::datum_type(), shape: OutShape::Rows(vec![self.labels.len()]) },
+            OutSpec { datum: Some(label), shape: OutShape::Rows(vec![]) },
+            OutSpec { datum: Some(f32::datum_type()), shape: OutShape::Rows(vec![self.labels.len()]) },
         ]
     }
 
@@ -639,5 +814,126 @@ impl Kernel for Classifier {
             )?,
         };
         Ok(tvec![labels, make(&[rows, n], scores)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::AttributeProto;
+
+    fn ints(name: &str, v: &[i64]) -> AttributeProto {
+        AttributeProto { name: name.into(), ints: v.to_vec(), ..Default::default() }
+    }
+
+    fn floats(name: &str, v: &[f32]) -> AttributeProto {
+        AttributeProto { name: name.into(), floats: v.to_vec(), ..Default::default() }
+    }
+
+    fn strings(name: &str, v: &[&str]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn text(name: &str, v: &str) -> AttributeProto {
+        AttributeProto { name: name.into(), s: v.as_bytes().to_vec(), ..Default::default() }
+    }
+
+    /// One split on feature 0 at 1.0: the true leaf votes `yes`, the false one `no`.
+    fn stump(prefix: &str, mode: &str, missing_true: bool, yes: f32, no: f32) -> Vec<AttributeProto> {
+        vec![
+            ints("nodes_treeids", &[0, 0, 0]),
+            ints("nodes_nodeids", &[0, 1, 2]),
+            ints("nodes_featureids", &[0, 0, 0]),
+            strings("nodes_modes", &[mode, "LEAF", "LEAF"]),
+            floats("nodes_values", &[1.0, 0.0, 0.0]),
+            ints("nodes_truenodeids", &[1, 0, 0]),
+            ints("nodes_falsenodeids", &[2, 0, 0]),
+            ints("nodes_missing_value_tracks_true", &[i64::from(missing_true), 0, 0]),
+            ints(&format!("{prefix}_treeids"), &[0, 0]),
+            ints(&format!("{prefix}_nodeids"), &[1, 2]),
+            ints(&format!("{prefix}_ids"), &[0, 0]),
+            floats(&format!("{prefix}_weights"), &[yes, no]),
+        ]
+    }
+
+    fn column(kernel: &dyn Kernel, x: &[f32], output: usize) -> Vec<f32> {
+        let input = make(&[x.len(), 1], x.to_vec()).expect("input");
+        let out = kernel.eval(&input).expect("eval");
+        out[output].try_as_plain_ram().expect("ram").as_slice::<f32>().expect("f32").to_vec()
+    }
+
+    #[test]
+    fn every_comparison_and_missing_value_rule_is_onnxruntimes() {
+        let x = [0.5, 1.0, 1.5, f32::NAN];
+        // Leaves: 10 when the comparison holds, 20 when not. NaN goes to the
+        // true leaf when its node says so, else wherever `NaN <cmp> 1` sends it.
+        let cases = [
+            ("BRANCH_LEQ", false, [10.0, 10.0, 20.0, 20.0]),
+            ("BRANCH_LT", false, [10.0, 20.0, 20.0, 20.0]),
+            ("BRANCH_GTE", false, [20.0, 10.0, 10.0, 20.0]),
+            ("BRANCH_GT", false, [20.0, 20.0, 10.0, 20.0]),
+            ("BRANCH_EQ", false, [20.0, 10.0, 20.0, 20.0]),
+            ("BRANCH_NEQ", false, [10.0, 20.0, 10.0, 10.0]),
+            ("BRANCH_LEQ", true, [10.0, 10.0, 20.0, 10.0]),
+            ("BRANCH_GT", true, [20.0, 20.0, 10.0, 10.0]),
+        ];
+        for (mode, missing_true, expected) in cases {
+            let mut attributes = stump("target", mode, missing_true, 10.0, 20.0);
+            attributes.push(AttributeProto { name: "n_targets".into(), i: 1, ..Default::default() });
+            let node = NodeProto { attribute: attributes, ..Default::default() };
+            let regressor = Regressor::read(&Attrs::of(&node)).expect("regressor");
+            assert_eq!(column(&regressor, &x, 0), expected, "{mode}, missing tracks true: {missing_true}");
+        }
+    }
+
+    #[test]
+    fn a_binary_classifier_with_one_score_column_labels_and_scores_both_classes() {
+        // LightGBM/XGBoost style: votes for class 0 only, LOGISTIC, mixed signs.
+        let mut attributes = stump("class", "BRANCH_LEQ", false, -2.0, 3.0);
+        attributes.push(ints("classlabels_int64s", &[4, 7]));
+        attributes.push(text("post_transform", "LOGISTIC"));
+        let node = NodeProto { attribute: attributes, ..Default::default() };
+        let classifier = Classifier::read(&Attrs::of(&node)).expect("classifier");
+        let input = make(&[2, 1], vec![0.5f32, 1.5]).expect("input");
+        let out = classifier.eval(&input).expect("eval");
+        let labels = out[0].try_as_plain_ram().expect("ram").as_slice::<i64>().expect("i64").to_vec();
+        assert_eq!(labels, vec![4, 7], "score -2 is the first class, 3 the second");
+        let p = out[1].try_as_plain_ram().expect("ram").as_slice::<f32>().expect("f32").to_vec();
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        assert!(close(p[0], logistic(2.0)) && close(p[1], logistic(-2.0)), "{p:?}");
+        assert!(close(p[2], logistic(-3.0)) && close(p[3], logistic(3.0)), "{p:?}");
+    }
+
+    #[test]
+    fn damaged_trees_are_errors() {
+        let with = |change: &dyn Fn(&mut Vec<AttributeProto>)| {
+            let mut attributes = stump("target", "BRANCH_LEQ", false, 1.0, 2.0);
+            attributes.push(AttributeProto { name: "n_targets".into(), i: 1, ..Default::default() });
+            change(&mut attributes);
+            let node = NodeProto { attribute: attributes, ..Default::default() };
+            Regressor::read(&Attrs::of(&node)).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let set = |name: &'static str, v: &'static [i64]| {
+            move |attributes: &mut Vec<AttributeProto>| {
+                if let Some(a) = attributes.iter_mut().find(|a| a.name == name) {
+                    a.ints = v.to_vec();
+                }
+            }
+        };
+        let cases: [(&dyn Fn(&mut Vec<AttributeProto>), &str); 5] = [
+            (&set("nodes_truenodeids", &[0, 0, 0]), "reached twice"),
+            (&set("nodes_falsenodeids", &[9, 0, 0]), "has no node 9"),
+            (&set("nodes_featureids", &[-1, 0, 0]), "feature id -1 is negative"),
+            (&set("target_ids", &[0, 3]), "votes for target 3 of 1"),
+            (&set("nodes_nodeids", &[0, 1]), "nodes_nodeids has 2 entries for 3 nodes"),
+        ];
+        for (change, says) in cases {
+            let err = with(change).expect_err(says);
+            assert!(err.contains(says), "{says}: {err}");
+        }
     }
 }
