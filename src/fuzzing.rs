@@ -12,7 +12,7 @@ use usan_core::model::Timestamp;
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/<name>.rs` calls them.
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("config_toml", config_toml),
     ("push_json", push_json),
     ("mqtt_json", mqtt_json),
@@ -23,6 +23,7 @@ pub const TARGETS: [(&str, Target); 10] = [
     ("rul_model", rul_model),
     ("spool_records", spool_records),
     ("journal_entry", journal_entry),
+    ("onnx_model", onnx_model),
 ];
 
 fn plant() -> Plant {
@@ -131,6 +132,22 @@ pub fn journal_entry(data: &[u8]) {
     }
 }
 
+/// An ONNX model file: inspected, checked, built and run on a row and on a
+/// row of gaps (tract may panic on a hostile graph; usan must not).
+pub fn onnx_model(data: &[u8]) {
+    #[cfg(feature = "onnx")]
+    {
+        let _ = usan_onnx::inspect(data);
+        if let Ok(model) = usan_onnx::Model::load(data, Some(3)) {
+            let width = model.input_width().min(4096);
+            let rows = [vec![0.5; width], vec![f64::NAN; width]].concat();
+            let _ = model.run(2, &rows);
+        }
+    }
+    #[cfg(not(feature = "onnx"))]
+    let _ = data;
+}
+
 /// Inputs a parser takes when all is well, per target: the fuzzers' seeds
 /// (`cargo test --lib fuzzing -- --ignored` writes them to `fuzz/seeds/`).
 #[must_use]
@@ -233,6 +250,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         }
     }
     out.extend(smallest.into_values().map(|json| ("detector_model", json)));
+    #[cfg(feature = "onnx")]
+    out.extend(usan_onnx::examples::examples().into_iter().map(|(_, bytes)| ("onnx_model", bytes)));
     out
 }
 

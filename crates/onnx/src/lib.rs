@@ -11,6 +11,7 @@
 //! with bounds, each operator checks its attributes, and what tract itself
 //! might still panic on is caught and reported as an error.
 
+pub mod examples;
 mod model;
 mod ops;
 mod package;

@@ -367,8 +367,16 @@ fn row_dims(value: &ValueType, width: Option<usize>) -> Result<Vec<usize>, OnnxE
         [] => Err(OnnxError::Input("the input is a scalar; usan feeds rows".into())),
         [_] => Ok(vec![]),
         [_, rest @ ..] => {
+            /// More values per row than any plant model takes (and than memory holds).
+            const MOST: u64 = 1 << 32;
             let dynamic = rest.iter().filter(|d| matches!(d, Dim::Dynamic(_))).count();
-            let fixed: usize = rest.iter().map(|d| if let Dim::Fixed(n) = d { *n as usize } else { 1 }).product();
+            let fixed = rest
+                .iter()
+                .try_fold(1u64, |acc, d| {
+                    acc.checked_mul(if let Dim::Fixed(n) = d { *n } else { 1 }).filter(|&p| p <= MOST)
+                })
+                .ok_or_else(|| OnnxError::Input(format!("the input's shape {} is too large", value.shape_text())))?
+                as usize;
             match (dynamic, width) {
                 (0, _) => Ok(rest.iter().map(|d| if let Dim::Fixed(n) = d { *n as usize } else { 1 }).collect()),
                 (1, Some(w)) if fixed > 0 && w % fixed == 0 => {
