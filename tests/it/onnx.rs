@@ -255,6 +255,24 @@ fn bad_models_and_inputs_are_one_clear_line_never_a_panic() {
     let err = refused(&["model", "check", package.to_str().unwrap()]);
     assert!(err.contains("outputs differ from the goldens: output_probability.Dirtiness row 3"), "{err}");
     refused(&["model", "run", package.to_str().unwrap(), "--input", &path("narrow.csv"), "--output", &path("y.csv")]);
+
+    // A manifest that does not fit its model: every problem, on one line.
+    let described = tmp.path().join("described");
+    std::fs::create_dir_all(&described).unwrap();
+    std::fs::copy(forest.join("model.onnx"), described.join("model.onnx")).unwrap();
+    let manifest = "format = 1\nname = \"plates\"\nrole = \"classifier\"\nsignals = [\"a\", \"b\"]\n[outputs]\nlabel = \"fault\"\n";
+    std::fs::write(described.join("usan-model.toml"), manifest).unwrap();
+    let err = refused(&["model", "check", described.to_str().unwrap()]);
+    assert!(err.contains("usan-model.toml: 2 signals × window 1 = 2 values per row, but the model takes 27"), "{err}");
+    assert!(err.contains("outputs.label names fault, which the model does not have"), "{err}");
+    let fixed: Vec<String> = (0..27).map(|i| format!("\"s{i}\"")).collect();
+    let manifest = manifest.replace("\"a\", \"b\"", &fixed.join(", ")).replace("\"fault\"", "\"output_label\"");
+    std::fs::write(described.join("usan-model.toml"), manifest).unwrap();
+    let ok = usan(&["model", "check", described.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    std::fs::write(described.join("usan-model.toml"), "format = 1\nname = 3\n").unwrap();
+    let err = refused(&["model", "check", described.to_str().unwrap()]);
+    assert!(err.contains("usan-model.toml"), "{err}");
 }
 
 #[test]

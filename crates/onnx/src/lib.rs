@@ -12,6 +12,7 @@
 //! might still panic on is caught and reported as an error.
 
 pub mod examples;
+pub mod manifest;
 mod model;
 mod ops;
 mod package;
@@ -38,6 +39,9 @@ pub enum OnnxError {
     /// The rows given do not fit the model's input.
     #[error("{0}")]
     Input(String),
+    /// The package's `usan-model.toml` does not fit its model (every problem).
+    #[error("usan-model.toml: {}", .0.join("; "))]
+    Manifest(Vec<String>),
     /// The model's outputs differ from its golden vectors.
     #[error(
         "outputs differ from the goldens: {} row {} is {} where onnxruntime gave {} (rtol {} / atol {})",

@@ -1,22 +1,26 @@
-//! A model package: a folder with `model.onnx` and the golden vectors the
+//! A model package: a folder with `model.onnx`, the golden vectors the
 //! exporter recorded (`golden/inputs.csv`, `golden/outputs.csv`, in the
-//! `usan model run` formats). Loading a package runs the goldens and
+//! `usan model run` formats) and, for the pipeline, `usan-model.toml`
+//! ([`crate::manifest`]). Loading a package runs the goldens and
 //! refuses the model when usan's outputs differ from onnxruntime's beyond
 //! the tolerances, naming the worst value: a model that scores differently
 //! on the edge box than in the notebook must not raise alarms.
 
+use crate::manifest::Manifest;
 use crate::table::{self, Comparison};
 use crate::{Model, OnnxError};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Where a model's files are.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Package {
     /// The ONNX file.
     pub model: PathBuf,
     /// Golden inputs and outputs, when the package has them.
     pub golden: Option<(PathBuf, PathBuf)>,
+    /// `usan-model.toml`, when the package has one.
+    pub manifest: Option<Manifest>,
 }
 
 impl Package {
@@ -26,7 +30,7 @@ impl Package {
     /// A folder without `model.onnx`, or one golden file without the other.
     pub fn open(path: &Path) -> Result<Self, OnnxError> {
         if !path.is_dir() {
-            return Ok(Self { model: path.to_path_buf(), golden: None });
+            return Ok(Self { model: path.to_path_buf(), golden: None, manifest: None });
         }
         let model = path.join("model.onnx");
         if !model.is_file() {
@@ -43,7 +47,15 @@ impl Package {
                 )));
             }
         };
-        Ok(Self { model, golden })
+        let manifest_path = path.join("usan-model.toml");
+        let manifest = if manifest_path.is_file() {
+            let text = std::fs::read_to_string(&manifest_path)
+                .map_err(|e| OnnxError::Input(format!("cannot read {}: {e}", manifest_path.display())))?;
+            Some(Manifest::parse(&text).map_err(|e| OnnxError::Manifest(vec![e]))?)
+        } else {
+            None
+        };
+        Ok(Self { model, golden, manifest })
     }
 
     /// Reads and builds the model, then checks it against the goldens.
@@ -55,6 +67,12 @@ impl Package {
         let bytes = std::fs::read(&self.model)
             .map_err(|e| OnnxError::Input(format!("cannot read {}: {e}", self.model.display())))?;
         let model = Model::load(&bytes, None)?;
+        if let Some(manifest) = &self.manifest {
+            let problems = manifest.problems(model.inspection(), model.input_width());
+            if !problems.is_empty() {
+                return Err(OnnxError::Manifest(problems));
+            }
+        }
         let Some((inputs, outputs)) = &self.golden else {
             return Ok((model, None));
         };

@@ -10,9 +10,13 @@
 //!   resident memory over time (growth would show as a rising column).
 //! - `load`: the same over HTTP to a `usan serve` process with a dashboard
 //!   open: push latency, memory and queue depths over time.
+//! - `onnx`: rows per second of ONNX model packages (onnxruntime beside it
+//!   in `scripts/onnx/bench.sh`).
 
 pub mod load;
 pub mod mqtt;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod push;
 
 use crate::config::Config;
@@ -37,6 +41,19 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum BenchCommand {
+    /// Rows per second of ONNX model packages on their golden inputs.
+    #[cfg(feature = "onnx")]
+    Onnx {
+        /// Package folders (`model.onnx` + `golden/inputs.csv`).
+        #[arg(required = true)]
+        models: Vec<std::path::PathBuf>,
+        /// Rows to score per model.
+        #[arg(long, default_value_t = 200_000)]
+        rows: usize,
+        /// Rows per call.
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+    },
     /// Streaming I–MR chart updates per second with every Nelson rule.
     Spc {
         /// Values to chart.
@@ -246,6 +263,8 @@ impl PlantDetector {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         BenchCommand::Spc { values } => spc(values),
+        #[cfg(feature = "onnx")]
+        BenchCommand::Onnx { models, rows, batch } => onnx::onnx(&onnx::OnnxRun { models, rows, batch }),
         BenchCommand::Detectors { rows, dims, only, repeat } => detectors(rows, &dims, &only, repeat),
         BenchCommand::Pipeline { assets, signals, rows, detector } => {
             super::runtime()?.block_on(pipeline(assets, signals, rows, detector))

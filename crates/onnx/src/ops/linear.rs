@@ -4,16 +4,10 @@
 //! to two as `[1 - s, s]`. tract's version cannot build with text labels.
 
 use super::tree::{Post, transform};
-use super::{Attrs, Built, Kernel, OutShape, OutSpec, make, native, rows_f64};
+use super::{Attrs, Built, Kernel, Labels, OutShape, OutSpec, make, native, rows_f64};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
-
-#[derive(Debug)]
-enum Labels {
-    Ints(Vec<i64>),
-    Strings(Vec<String>),
-}
 
 #[derive(Debug)]
 struct LinearClassifier {
@@ -36,13 +30,8 @@ pub(super) fn linear_classifier(_: &ParsingContext, node: &NodeProto) -> Built {
         "LinearClassifier has {} coefficients for {classes} score columns",
         coefficients.len()
     );
-    let strings = a.strings("classlabels_strings")?;
-    let labels =
-        if strings.is_empty() { Labels::Ints(a.ints("classlabels_ints").to_vec()) } else { Labels::Strings(strings) };
-    let n_labels = match &labels {
-        Labels::Ints(v) => v.len(),
-        Labels::Strings(v) => v.len(),
-    };
+    let labels = Labels::read(&a, "classlabels_ints")?;
+    let n_labels = labels.len();
     ensure!(classes == 1 || n_labels >= classes, "LinearClassifier has {n_labels} labels for {classes} score columns");
     let features = coefficients.len() / classes;
     native(LinearClassifier {
@@ -61,11 +50,7 @@ impl LinearClassifier {
 
     /// One score column and two labels: onnxruntime writes `[1 - s, s]`.
     fn second_class(&self) -> bool {
-        self.classes() == 1
-            && match &self.labels {
-                Labels::Ints(v) => v.len() == 2,
-                Labels::Strings(v) => v.len() == 2,
-            }
+        self.classes() == 1 && self.labels.len() == 2
     }
 }
 
@@ -75,13 +60,9 @@ impl Kernel for LinearClassifier {
     }
 
     fn outputs(&self) -> Vec<OutSpec> {
-        let label = match self.labels {
-            Labels::Ints(_) => i64::datum_type(),
-            Labels::Strings(_) => String::datum_type(),
-        };
         let columns = if self.second_class() { 2 } else { self.classes() };
         vec![
-            OutSpec { datum: Some(label), shape: OutShape::Rows(vec![]) },
+            OutSpec { datum: Some(self.labels.datum()), shape: OutShape::Rows(vec![]) },
             OutSpec { datum: Some(f32::datum_type()), shape: OutShape::Rows(vec![columns]) },
         ]
     }

@@ -190,6 +190,36 @@ impl TypedOp for NativeOp {
     as_op!();
 }
 
+/// A classifier's class labels: integers or text.
+#[derive(Debug)]
+pub(crate) enum Labels {
+    Ints(Vec<i64>),
+    Strings(Vec<String>),
+}
+
+impl Labels {
+    /// `classlabels_strings`, or the integer labels under `ints`.
+    pub(crate) fn read(a: &Attrs, ints: &str) -> TractResult<Self> {
+        let strings = a.strings("classlabels_strings")?;
+        Ok(if strings.is_empty() { Self::Ints(a.ints(ints).to_vec()) } else { Self::Strings(strings) })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Ints(v) => v.len(),
+            Self::Strings(v) => v.len(),
+        }
+    }
+
+    /// The label output's element type.
+    pub(crate) fn datum(&self) -> DatumType {
+        match self {
+            Self::Ints(_) => i64::datum_type(),
+            Self::Strings(_) => String::datum_type(),
+        }
+    }
+}
+
 /// A node's attributes by name, with the errors a damaged model deserves.
 pub(crate) struct Attrs<'a> {
     node: &'a NodeProto,

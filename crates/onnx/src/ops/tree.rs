@@ -10,7 +10,7 @@
 //! as floats (onnxruntime's `ThresholdType` then is float) and in `f64` when
 //! it gives them as `*_as_tensor` doubles.
 
-use super::{Attrs, Built, Kernel, OutShape, OutSpec, make, native, rows_f64};
+use super::{Attrs, Built, Kernel, Labels, OutShape, OutSpec, make, native, rows_f64};
 use std::collections::HashMap;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
@@ -462,21 +462,6 @@ impl Kernel for Regressor {
     }
 }
 
-#[derive(Debug)]
-enum Labels {
-    Ints(Vec<i64>),
-    Strings(Vec<String>),
-}
-
-impl Labels {
-    fn len(&self) -> usize {
-        match self {
-            Self::Ints(v) => v.len(),
-            Self::Strings(v) => v.len(),
-        }
-    }
-}
-
 /// What a row's label is, before it is looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pick {
@@ -643,12 +628,7 @@ pub(super) fn classifier(_: &ParsingContext, node: &NodeProto) -> Built {
 
 impl Classifier {
     fn read(a: &Attrs) -> TractResult<Self> {
-        let strings = a.strings("classlabels_strings")?;
-        let labels = if strings.is_empty() {
-            Labels::Ints(a.ints("classlabels_int64s").to_vec())
-        } else {
-            Labels::Strings(strings)
-        };
+        let labels = Labels::read(a, "classlabels_int64s")?;
         let n = labels.len();
         ensure!(n >= 2, "TreeEnsembleClassifier needs at least two class labels, has {n}");
         let forest = Forest::read(a, "class", n)?;
@@ -772,12 +752,8 @@ impl Kernel for Classifier {
     }
 
     fn outputs(&self) -> Vec<OutSpec> {
-        let label = match self.labels {
-            Labels::Ints(_) => i64::datum_type(),
-            Labels::Strings(_) => String::datum_type(),
-        };
         vec![
-            OutSpec { datum: Some(label), shape: OutShape::Rows(vec![]) },
+            OutSpec { datum: Some(self.labels.datum()), shape: OutShape::Rows(vec![]) },
             OutSpec { datum: Some(f32::datum_type()), shape: OutShape::Rows(vec![self.labels.len()]) },
         ]
     }

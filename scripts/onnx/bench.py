@@ -1,0 +1,51 @@
+"""onnxruntime on the same rows as `usan bench onnx`: each package's golden
+inputs repeated to ROWS, scored in batches of BATCH, with one intra-op
+thread and with onnxruntime's default; rows/s and peak memory.
+
+    .venv-onnx/bin/python scripts/onnx/bench.py ROWS BATCH PACKAGE...
+"""
+import csv
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def rows_of(package):
+    with open(Path(package) / "golden" / "inputs.csv") as f:
+        body = list(csv.reader(f))[1:]
+    return np.array([[float(v) if v not in ("", "NaN") else np.nan for v in r] for r in body], dtype=np.float32)
+
+
+def main():
+    rows, batch = int(sys.argv[1]), int(sys.argv[2])
+    print(f"{'model':<48} {'rows':>9} {'batch':>7} {'ort 1 thread':>13} {'ort default':>12} {'peak MiB':>9}")
+    for package in sys.argv[3:]:
+        golden = rows_of(package)
+        rates = []
+        for threads in (1, 0):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(Path(package) / "model.onnx"), options, providers=["CPUExecutionProvider"])
+            inp = session.get_inputs()[0]
+            shape = [batch] + [d for d in inp.shape[1:]] if all(isinstance(d, int) for d in inp.shape[1:]) else [batch, -1]
+            data = np.resize(golden, (batch, golden.shape[1])).reshape(shape)
+            if inp.type == "tensor(double)":
+                data = data.astype(np.float64)
+            session.run(None, {inp.name: data[: min(batch, len(golden))]})
+            start, done = time.perf_counter(), 0
+            while done < rows:
+                n = min(batch, rows - done)
+                session.run(None, {inp.name: data[:n]})
+                done += n
+            rates.append(done / (time.perf_counter() - start))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{Path(package).name:<48} {rows:>9} {batch:>7} {rates[0]:>13.0f} {rates[1]:>12.0f} {peak:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
