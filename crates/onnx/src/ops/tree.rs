@@ -91,6 +91,14 @@ impl Post {
     }
 }
 
+/// One row's votes per target and which targets had any: scratch reused
+/// across the rows of a batch (scoring allocates nothing per row).
+#[derive(Debug, Default)]
+struct Votes {
+    score: Vec<f64>,
+    has: Vec<bool>,
+}
+
 /// The trees, flattened: every node once, each tree's root, and the leaves'
 /// `(target, weight)` votes.
 #[derive(Debug)]
@@ -264,9 +272,12 @@ impl Forest {
     }
 
     /// One row's aggregated votes per target, and which targets had any.
-    fn votes(&self, row: &[f64], aggregate: Aggregate, n_targets: usize) -> (Vec<f64>, Vec<bool>) {
-        let mut score = vec![0.0; n_targets];
-        let mut has = vec![false; n_targets];
+    fn votes(&self, row: &[f64], aggregate: Aggregate, n_targets: usize, into: &mut Votes) {
+        into.score.clear();
+        into.score.resize(n_targets, 0.0);
+        into.has.clear();
+        into.has.resize(n_targets, false);
+        let Votes { score, has } = into;
         for &root in &self.roots {
             let (first, end) = self.leaf(root, row);
             for &(t, w) in &self.votes[first..end] {
@@ -290,7 +301,6 @@ impl Forest {
                 has[t] = true;
             }
         }
-        (score, has)
     }
 }
 
@@ -390,9 +400,10 @@ impl Regressor {
 }
 
 impl Regressor {
-    fn row(&self, row: &[f64], out: &mut Vec<f64>) {
+    fn row(&self, row: &[f64], out: &mut Vec<f64>, votes: &mut Votes) {
         let f = &self.forest;
-        let (score, has) = f.votes(row, self.aggregate, self.n_targets);
+        f.votes(row, self.aggregate, self.n_targets, votes);
+        let Votes { score, has } = votes;
         let trees = f.roots.len() as f64;
         if self.n_targets == 1 {
             let origin = if self.base.len() == 1 { self.base[0] } else { 0.0 };
@@ -450,8 +461,9 @@ impl Kernel for Regressor {
         let (rows, width, x) = rows_f64(input)?;
         self.forest.check_width(width)?;
         let mut out = Vec::with_capacity(rows * self.n_targets);
+        let mut votes = Votes::default();
         for r in 0..rows {
-            self.row(&x[r * width..(r + 1) * width], &mut out);
+            self.row(&x[r * width..(r + 1) * width], &mut out, &mut votes);
         }
         let shape = [rows, self.n_targets];
         Ok(tvec![if self.double {
@@ -650,10 +662,11 @@ impl Classifier {
 impl Classifier {
     /// One row: its label and `n_classes` scores (onnxruntime's
     /// `TreeAggregatorClassifier::FinalizeScores` and `write_scores`).
-    fn row(&self, row: &[f64], scores_out: &mut Vec<f32>) -> Pick {
+    fn row(&self, row: &[f64], scores_out: &mut Vec<f32>, votes: &mut Votes) -> Pick {
         let f = &self.forest;
         let n = self.labels.len();
-        let (mut score, mut has) = f.votes(row, Aggregate::Sum, n);
+        f.votes(row, Aggregate::Sum, n, votes);
+        let Votes { score, has } = votes;
         if n > 2 {
             for (k, &b) in self.base.iter().enumerate().take(n) {
                 score[k] = if has[k] { f.add(score[k], b) } else { b };
@@ -764,8 +777,9 @@ impl Kernel for Classifier {
         let n = self.labels.len();
         let mut scores = Vec::with_capacity(rows * n);
         let mut picks = Vec::with_capacity(rows);
+        let mut votes = Votes::default();
         for r in 0..rows {
-            picks.push(self.row(&x[r * width..(r + 1) * width], &mut scores));
+            picks.push(self.row(&x[r * width..(r + 1) * width], &mut scores, &mut votes));
         }
         let labels = match &self.labels {
             Labels::Ints(v) => make(
