@@ -231,6 +231,11 @@ impl Config {
         for rul in &mut self.rul {
             resolve(&mut rul.model);
         }
+        for detector in &mut self.detectors {
+            if let crate::plant::Algorithm::Onnx(onnx) = &mut detector.algorithm {
+                resolve(&mut onnx.package);
+            }
+        }
     }
 
     fn validate(&self, locator: &Locator, errors: &mut Vec<ConfigError>) {
@@ -314,7 +319,15 @@ impl Config {
             for problem in detector.algorithm.validate() {
                 errors.push(locator.error(&[at[0], at[1], Seg::Key("algorithm")], problem));
             }
-            for problem in detector.threshold().validate() {
+            let mut threshold = detector.threshold();
+            if matches!(detector.algorithm, crate::plant::Algorithm::Onnx(_))
+                && threshold.value.is_none()
+                && threshold.quantile.is_none()
+            {
+                // A package's threshold may give only the persistence: its level comes from the manifest.
+                threshold.quantile = detector.algorithm.default_threshold().quantile;
+            }
+            for problem in threshold.validate() {
                 errors.push(locator.error(&[at[0], at[1], Seg::Key("threshold")], problem));
             }
             let min = detector.algorithm.min_baseline_rows();

@@ -4,7 +4,8 @@
 //! ([`crate::config::Config::plant`]); sources, the engine and the API read it.
 
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use usan_core::detector::DetectorConfig;
 use usan_core::model::{AssetPath, SignalSpec};
 use usan_core::threshold::ThresholdConfig;
@@ -77,8 +78,9 @@ impl Plant {
 pub struct DetectorSpec {
     /// Name, referenced by assets and shown in findings.
     pub name: String,
-    /// The algorithm and its settings (`type = "pca"`, ...).
-    pub algorithm: DetectorConfig,
+    /// The algorithm and its settings (`type = "pca"`, ...), or a model
+    /// package exported from Python (`type = "onnx"`).
+    pub algorithm: Algorithm,
     /// Frames of each asset to learn from when no fitted model is loaded.
     #[serde(default = "default_baseline_frames")]
     pub baseline_frames: usize,
@@ -96,6 +98,105 @@ impl DetectorSpec {
     #[must_use]
     pub fn threshold(&self) -> ThresholdConfig {
         self.threshold.clone().unwrap_or_else(|| self.algorithm.default_threshold())
+    }
+}
+
+/// A detector's algorithm: one of usan's own (the core registry), which
+/// learns each asset's baseline, or a model exported from Python that
+/// arrives trained (`type = "onnx"`: a package, see docs/models.md).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Algorithm {
+    /// A detector of usan's registry.
+    Native(DetectorConfig),
+    /// A model package.
+    Onnx(OnnxAlgorithm),
+}
+
+/// `algorithm = { type = "onnx", package = "...", signals = { ... } }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxAlgorithm {
+    /// The package folder (`model.onnx`, `usan-model.toml`, `golden/`),
+    /// relative to the configuration file.
+    pub package: PathBuf,
+    /// The manifest's signal name → the asset's signal, where they differ.
+    #[serde(default)]
+    pub signals: BTreeMap<String, String>,
+}
+
+/// The `type` of [`Algorithm::Onnx`].
+pub const ONNX: &str = "onnx";
+
+impl<'de> Deserialize<'de> for Algorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut value = toml::Value::deserialize(deserializer)?;
+        let is_onnx = value.get("type").and_then(toml::Value::as_str) == Some(ONNX);
+        if is_onnx {
+            if let Some(table) = value.as_table_mut() {
+                table.remove("type");
+            }
+            return OnnxAlgorithm::deserialize(value).map(Algorithm::Onnx).map_err(D::Error::custom);
+        }
+        DetectorConfig::deserialize(value).map(Algorithm::Native).map_err(|e| {
+            // The registry lists its own kinds; `onnx` is one more.
+            let mut text = e.to_string();
+            if let Some(start) = text.find("expected one of") {
+                let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+                text.insert_str(end, &format!(", `{ONNX}`"));
+            }
+            D::Error::custom(text)
+        })
+    }
+}
+
+impl Algorithm {
+    /// The `type` it was configured with.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Algorithm::Native(config) => config.kind(),
+            Algorithm::Onnx(_) => ONNX,
+        }
+    }
+
+    /// Every problem with the settings (empty when valid). A package's own
+    /// problems are found when it is loaded (`usan check`, start).
+    #[must_use]
+    pub fn validate(&self) -> Vec<String> {
+        match self {
+            Algorithm::Native(config) => config.validate(),
+            Algorithm::Onnx(onnx) if onnx.package.as_os_str().is_empty() => vec!["package is empty".into()],
+            Algorithm::Onnx(_) => Vec::new(),
+        }
+    }
+
+    /// Frames it needs before it can score (a package needs none).
+    #[must_use]
+    pub fn min_baseline_rows(&self) -> usize {
+        match self {
+            Algorithm::Native(config) => config.min_baseline_rows(),
+            Algorithm::Onnx(_) => 0,
+        }
+    }
+
+    /// The threshold when neither the configuration nor (for a package)
+    /// its manifest gives one.
+    #[must_use]
+    pub fn default_threshold(&self) -> ThresholdConfig {
+        match self {
+            Algorithm::Native(config) => config.default_threshold(),
+            Algorithm::Onnx(_) => ThresholdConfig { value: None, quantile: Some(0.995), ..ThresholdConfig::fixed(0.0) },
+        }
+    }
+
+    /// usan's own detector, when it is one.
+    #[must_use]
+    pub fn native(&self) -> Option<&DetectorConfig> {
+        match self {
+            Algorithm::Native(config) => Some(config),
+            Algorithm::Onnx(_) => None,
+        }
     }
 }
 

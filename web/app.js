@@ -404,6 +404,25 @@ async function assetPage(page, id) {
   };
   await loadFindings();
 
+  // A package's name and provenance under its detector's name; the rest on hover.
+  const modelLine = (m) =>
+    h(
+      "div",
+      {
+        class: "muted small",
+        title: [
+          m.package,
+          m.producer,
+          ...Object.entries(m.versions || {}).map(([k, v]) => `${k} ${v}`),
+          m.training_data_sha256 ? `sha256 ${m.training_data_sha256}` : "",
+          m.trained_at || "",
+        ]
+          .filter(Boolean)
+          .join("\n"),
+      },
+      t("model_line", { name: m.name, exporter: m.exporter || m.producer || "?", goldens: m.golden_rows }),
+    );
+
   const paintLive = (live) => {
     healthPill.className = `pill health-${live.health}`;
     healthPill.textContent = t(`health_${live.health}`);
@@ -412,7 +431,7 @@ async function assetPage(page, id) {
         h(
           "tr",
           {},
-          h("td", {}, d.name),
+          h("td", {}, d.name, d.model ? modelLine(d.model) : ""),
           h(
             "td",
             {},

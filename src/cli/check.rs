@@ -36,6 +36,8 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
             problems.push(format!("{e:#}"));
         }
     }
+    let external = crate::pipeline::external::load_all(&plant);
+    problems.extend(crate::pipeline::external::problems(&plant, &external));
     match crate::pipeline::rul::prepare(&config.rul, &plant) {
         Ok(prepared) => problems.extend(prepared.refused),
         Err(e) => problems.push(format!("{e:#}")),
@@ -69,6 +71,25 @@ fn parts(config: &Config) -> String {
     let mut text = String::new();
     for d in &config.detectors {
         let kind = d.algorithm.kind();
+        if let crate::plant::Algorithm::Onnx(onnx) = &d.algorithm {
+            let level = match &d.threshold {
+                Some(t) if t.value.is_some() || t.quantile.is_some() => threshold(t),
+                configured => {
+                    let t = configured.clone().unwrap_or_else(|| ThresholdConfig::fixed(0.0));
+                    let default = d.algorithm.default_threshold().quantile.unwrap_or_default();
+                    format!(
+                        "the package's threshold, else the {default} quantile of its first {} scores ({} of {} frames)",
+                        d.baseline_frames, t.k, t.n
+                    )
+                }
+            };
+            text += &format!(
+                "  detector `{}`: onnx package {}, {level}: a model exported from Python, checked against its goldens\n",
+                d.name,
+                onnx.package.display()
+            );
+            continue;
+        }
         text += &format!(
             "  detector `{}`: {kind}, {}, learns {} frames: {}\n",
             d.name,

@@ -8,6 +8,7 @@
 //! the rest.
 
 pub mod alarms;
+pub mod external;
 
 use alarms::AlarmConfig;
 pub mod journal;
@@ -117,6 +118,9 @@ pub struct DetectorLive {
     pub anomalous: bool,
     /// Signals explaining the latest score, largest first.
     pub top_signals: Vec<Contribution>,
+    /// The package, for a detector that runs a model exported from Python.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<external::ModelInfo>,
 }
 
 /// What the API shows about one asset.
@@ -372,6 +376,11 @@ impl Engine {
             metrics.models_refused.inc_by(1);
             tracing::error!("{why}; running without it");
         }
+        let external = tokio::task::block_in_place(|| external::load_all(&plant));
+        for why in external.values().filter_map(|l| l.as_ref().err()) {
+            metrics.models_refused.inc_by(1);
+            tracing::error!("{why}; its assets run without it");
+        }
         let restored = restore(&store, &plant, config.pipeline.models_dir.as_deref(), &mut ruls, &metrics).await?;
         let alarms = Arc::new(AlarmBook::new(
             store.clone(),
@@ -410,6 +419,7 @@ impl Engine {
                 live_frames: live_frames.clone(),
                 metrics: metrics.clone(),
                 ruls: shard_ruls,
+                external: &external,
             });
             workers.push(tokio::spawn(worker.run(rx)));
         }

@@ -4,9 +4,10 @@
 //! A detector without a fitted model learns from the asset's first
 //! `baseline_frames` frames, saves its model to the store, then scores.
 
+use super::external::{ExternalModel, ExternalRun};
 use super::rul::{RulTransition, RulWatch};
 use super::{AlarmBook, AssetLive, DetectorLive, LiveFrames, LiveRow, LiveRows, LiveState, SCORE_PREFIX};
-use crate::plant::{DetectorSpec, Plant};
+use crate::plant::{Algorithm, DetectorSpec, Plant};
 use crate::sink::Event;
 use crate::source::{Batch, Routed};
 use crate::store::{FrameBatch, FrameCorrection, JournalRelease, Store, WriteBatch};
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use usan_core::detector::{AnyDetector, Detector, DetectorError, FittedModel};
 use usan_core::frame::{AssemblyStats, Frame, FrameAssembler, FramePolicy};
 use usan_core::model::{Finding, StatisticFinding, Timestamp};
-use usan_core::threshold::Threshold;
+use usan_core::threshold::{Threshold, ThresholdConfig};
 
 /// How many signals a finding names.
 const TOP_SIGNALS: usize = 5;
@@ -25,10 +26,32 @@ const TOP_SIGNALS: usize = 5;
 const MAX_BASELINE_GROWTH: usize = 8;
 
 enum Stage {
-    Learning { rows: Vec<Vec<f64>>, needed: usize },
-    Monitoring { detector: Box<AnyDetector>, threshold: Threshold },
+    Learning {
+        rows: Vec<Vec<f64>>,
+        needed: usize,
+    },
+    Monitoring {
+        detector: Box<AnyDetector>,
+        threshold: Threshold,
+    },
+    /// A package that arrived trained: scores from the first frame.
+    External {
+        run: Box<ExternalRun>,
+        threshold: ExternalThreshold,
+    },
     Failed(String),
 }
+
+/// A package's threshold: set, or waiting for the asset's baseline scores
+/// (a configured quantile, or none from the manifest either).
+enum ExternalThreshold {
+    Baseline { config: ThresholdConfig, scores: Vec<f64>, needed: usize },
+    Ready(Threshold),
+}
+
+/// What one detector made of one frame: its score, the threshold's
+/// decision and, when the score exceeded the level, a finding.
+type Outcome = (f64, usan_core::threshold::Decision, Option<Finding>);
 
 struct DetectorRun {
     spec: DetectorSpec,
@@ -137,6 +160,49 @@ pub(crate) struct WorkerParts<'a> {
     pub metrics: Arc<Metrics>,
     /// Remaining-useful-life watches of this worker's assets.
     pub ruls: HashMap<usize, Vec<RulWatch>>,
+    /// Packages by detector index, or why each was refused.
+    pub external: &'a super::external::Loaded,
+}
+
+/// A native detector's first stage: the stored model when it was fitted on
+/// these signals, else learning.
+fn native_stage(spec: &DetectorSpec, stored: Option<&FittedModel>, signals: &[String], asset: &str) -> Stage {
+    match stored {
+        Some(model) if model.signals == signals => {
+            let threshold = match model.threshold {
+                Some(level) => spec.threshold().build_at(level),
+                None => spec.threshold().build(&[]),
+            };
+            Stage::Monitoring { detector: Box::new(model.detector.clone()), threshold }
+        }
+        Some(_) => {
+            tracing::warn!(asset, detector = %spec.name, "stored model has other signals; learning again");
+            Stage::Learning { rows: Vec::new(), needed: spec.baseline_frames }
+        }
+        None => Stage::Learning { rows: Vec::new(), needed: spec.baseline_frames },
+    }
+}
+
+/// A package's stage. Its level: the configuration's `value` or `quantile`
+/// (of the asset's first `baseline_frames` scores), else the manifest's,
+/// else the default quantile of the baseline scores; the persistence (`k`
+/// of `n`) is the configuration's when it gives a threshold.
+fn external_stage(spec: &DetectorSpec, model: &ExternalModel, run: ExternalRun) -> Stage {
+    let baseline = |config: ThresholdConfig| ExternalThreshold::Baseline {
+        config,
+        scores: Vec::new(),
+        needed: spec.baseline_frames.max(1),
+    };
+    let default = spec.algorithm.default_threshold();
+    let threshold = match (spec.threshold.clone(), model.level) {
+        (Some(config), _) if config.value.is_some() => ExternalThreshold::Ready(config.build(&[])),
+        (Some(config), _) if config.quantile.is_some() => baseline(config),
+        (Some(config), Some(level)) => ExternalThreshold::Ready(config.build_at(level)),
+        (Some(config), None) => baseline(ThresholdConfig { quantile: default.quantile, ..config }),
+        (None, Some(level)) => ExternalThreshold::Ready(ThresholdConfig::fixed(level).build_at(level)),
+        (None, None) => baseline(default),
+    };
+    Stage::External { run: Box::new(run), threshold }
 }
 
 pub(crate) struct Worker {
@@ -169,21 +235,30 @@ impl Worker {
                 .iter()
                 .map(|&d| {
                     let spec = parts.plant.detectors[d].clone();
-                    let stage = match parts.models.get(&(id.clone(), spec.name.clone())) {
-                        Some(model) if model.signals == signals => {
-                            let threshold = match model.threshold {
-                                Some(level) => spec.threshold().build_at(level),
-                                None => spec.threshold().build(&[]),
-                            };
-                            Stage::Monitoring { detector: Box::new(model.detector.clone()), threshold }
+                    let stage = match (&spec.algorithm, parts.external.get(&d)) {
+                        (Algorithm::Onnx(config), Some(Ok(model))) => match model.bind(asset, &config.signals) {
+                            Ok(run) => external_stage(&spec, model, run),
+                            Err(why) => {
+                                tracing::error!(asset = %id, detector = %spec.name, "{why}");
+                                Stage::Failed(why)
+                            }
+                        },
+                        (Algorithm::Onnx(_), Some(Err(why))) => Stage::Failed(why.clone()),
+                        (Algorithm::Onnx(_), None) => Stage::Failed("model not loaded".into()),
+                        (Algorithm::Native(_), _) => {
+                            native_stage(&spec, parts.models.get(&(id.clone(), spec.name.clone())), &signals, &id)
                         }
-                        Some(_) => {
-                            tracing::warn!(asset = %id, detector = %spec.name, "stored model has other signals; learning again");
-                            Stage::Learning { rows: Vec::new(), needed: spec.baseline_frames }
-                        }
-                        None => Stage::Learning { rows: Vec::new(), needed: spec.baseline_frames },
                     };
-                    let live = DetectorLive { name: spec.name.clone(), baseline_needed: spec.baseline_frames, ..Default::default() };
+                    let model = match &stage {
+                        Stage::External { run, .. } => Some(run.model.info.clone()),
+                        _ => None,
+                    };
+                    let live = DetectorLive {
+                        name: spec.name.clone(),
+                        baseline_needed: spec.baseline_frames,
+                        model,
+                        ..Default::default()
+                    };
                     let mut run = DetectorRun { spec, stage, live, last_contributions: Vec::new() };
                     run.refresh_status();
                     run
@@ -295,6 +370,14 @@ impl Worker {
             quiet: false,
         };
         let mut scored = 0u64;
+        // Each detector's outcome for every frame (a package scores the
+        // whole batch in one call), then alarms frame by frame.
+        let outcomes: Vec<Vec<Option<Outcome>>> = run
+            .detectors
+            .iter_mut()
+            .map(|detector| detector.step_batch(&run.id, &run.signals, frames, &self.store, &self.metrics))
+            .collect();
+        let mut outcomes: Vec<std::vec::IntoIter<Option<Outcome>>> = outcomes.into_iter().map(Vec::into_iter).collect();
         // Each frame's detector scores (NaN while learning), row-major.
         let detectors_n = run.detectors.len();
         let mut scores: Vec<f64> = Vec::with_capacity(frames.len() * detectors_n);
@@ -304,8 +387,8 @@ impl Worker {
                 .as_ref()
                 .is_some_and(|(signal, mode)| frame.values.get(*signal).is_some_and(|v| mode.holds(*v)));
             let mut frame_scored = false;
-            for detector in &mut run.detectors {
-                let outcome = detector.step(&run.id, &run.signals, frame, &self.store, &self.metrics);
+            for (detector, outcomes) in run.detectors.iter().zip(&mut outcomes) {
+                let outcome = outcomes.next().flatten();
                 let Some((score, decision, finding)) = outcome else {
                     scores.push(f64::NAN);
                     continue;
@@ -457,12 +540,84 @@ impl DetectorRun {
                 self.live.baseline_needed = *needed;
                 "learning".into()
             }
-            Stage::Monitoring { threshold, .. } => {
+            Stage::Monitoring { threshold, .. }
+            | Stage::External { threshold: ExternalThreshold::Ready(threshold), .. } => {
                 self.live.threshold = Some(threshold.level()).filter(|l| l.is_finite());
                 "monitoring".into()
             }
+            Stage::External { threshold: ExternalThreshold::Baseline { scores, needed, .. }, .. } => {
+                self.live.baseline_frames = scores.len();
+                self.live.baseline_needed = *needed;
+                "learning".into()
+            }
             Stage::Failed(why) => format!("failed: {why}"),
         };
+    }
+
+    /// Learn or score a batch of frames in order: each frame's outcome
+    /// (`None` while learning or when it cannot be scored).
+    fn step_batch(
+        &mut self,
+        asset: &str,
+        signals: &[String],
+        frames: &[Frame],
+        store: &Arc<dyn Store>,
+        metrics: &Metrics,
+    ) -> Vec<Option<Outcome>> {
+        let Stage::External { run, threshold } = &mut self.stage else {
+            return frames.iter().map(|frame| self.step(asset, signals, frame, store, metrics)).collect();
+        };
+        let scored = match tokio::task::block_in_place(|| {
+            run.score(frames.iter().map(|f| f.values.as_slice()), signals.len())
+        }) {
+            Ok(scored) => scored,
+            Err(e) => {
+                metrics.detector_errors.inc_by(1);
+                tracing::debug!(asset, detector = %self.spec.name, "score failed: {e:#}");
+                return vec![None; frames.len()];
+            }
+        };
+        let mut outcomes = Vec::with_capacity(frames.len());
+        for (frame, scored) in frames.iter().zip(scored) {
+            let Some((value, contributions)) = scored else {
+                outcomes.push(None);
+                continue;
+            };
+            self.live.score = Some(value).filter(|v| v.is_finite());
+            let decide = match threshold {
+                ExternalThreshold::Ready(threshold) => threshold,
+                ExternalThreshold::Baseline { config, scores, needed } => {
+                    scores.push(value);
+                    if scores.len() >= *needed {
+                        let built = config.build(scores);
+                        tracing::info!(asset, detector = %self.spec.name, level = built.level(), "threshold set on the baseline's scores; monitoring");
+                        self.live.status = "monitoring".into();
+                        self.live.threshold = Some(built.level()).filter(|l| l.is_finite());
+                        *threshold = ExternalThreshold::Ready(built);
+                    } else {
+                        self.live.baseline_frames = scores.len();
+                    }
+                    // Baseline frames are scored, never decided on.
+                    outcomes.push(Some((value, usan_core::threshold::Decision::default(), None)));
+                    continue;
+                }
+            };
+            let decision = decide.decide(value);
+            self.live.anomalous = decision.anomalous;
+            let finding = decision.exceeded.then(|| Finding {
+                asset: asset.to_string(),
+                detector: self.spec.name.clone(),
+                ts: frame.ts,
+                score: value,
+                threshold: decide.level(),
+                anomalous: decision.anomalous,
+                contributions: Finding::ranked_contributions(signals, &contributions, TOP_SIGNALS),
+                statistics: Vec::new(),
+            });
+            self.last_contributions = contributions;
+            outcomes.push(Some((value, decision, finding)));
+        }
+        outcomes
     }
 
     /// Learn or score one frame. Returns the score, the decision and a
@@ -476,7 +631,8 @@ impl DetectorRun {
         metrics: &Metrics,
     ) -> Option<(f64, usan_core::threshold::Decision, Option<Finding>)> {
         match &mut self.stage {
-            Stage::Failed(_) => None,
+            // Packages score whole batches (`step_batch`).
+            Stage::Failed(_) | Stage::External { .. } => None,
             Stage::Learning { rows, needed } => {
                 rows.push(frame.values.clone());
                 self.live.baseline_frames = rows.len();
@@ -528,7 +684,10 @@ impl DetectorRun {
         let Stage::Learning { rows, needed } = &mut self.stage else {
             return;
         };
-        let built = self.spec.algorithm.build().and_then(|mut detector| {
+        let Some(algorithm) = self.spec.algorithm.native() else {
+            return;
+        };
+        let built = algorithm.build().and_then(|mut detector| {
             detector.learn(rows)?;
             Ok(detector)
         });

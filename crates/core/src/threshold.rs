@@ -154,7 +154,7 @@ impl ThresholdConfig {
 }
 
 /// What a threshold decided for one score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Decision {
     /// This score alone is over the level.
     pub exceeded: bool,

@@ -139,6 +139,30 @@ fn stumps(prefix: &str) -> Vec<AttributeProto> {
     ]
 }
 
+/// A reconstruction model of `width` signals that halves each value
+/// (output `y`, `[N, width]`) and gives the sum of squares of its input as
+/// a score (output `s`, `[N, 1]`): the pipeline's and the scorer's tests
+/// know every score it gives.
+pub fn half_reconstruction(width: usize) -> Vec<u8> {
+    let half = TensorProto {
+        name: "half".into(),
+        dims: vec![1],
+        data_type: FLOAT,
+        float_data: vec![0.5],
+        ..Default::default()
+    };
+    with_weights(
+        vec![
+            node("Mul", "", &["X", "half"], &["y"], vec![]),
+            node("ReduceSumSquare", "", &["X"], &["s"], vec![ints("axes", &[1]), int("keepdims", 1)]),
+        ],
+        vec![half],
+        vec![value("X", FLOAT, &[None, Some(width as i64)])],
+        vec![value("y", FLOAT, &[None, Some(width as i64)]), value("s", FLOAT, &[None, Some(1)])],
+        3,
+    )
+}
+
 /// The examples by name; each takes 3 floats per row.
 pub fn examples() -> Vec<(&'static str, Vec<u8>)> {
     let x = || value("X", FLOAT, &[None, Some(3)]);

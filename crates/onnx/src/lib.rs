@@ -11,6 +11,7 @@
 //! with bounds, each operator checks its attributes, and what tract itself
 //! might still panic on is caught and reported as an error.
 
+mod detector;
 pub mod examples;
 pub mod manifest;
 mod model;
@@ -20,6 +21,7 @@ mod proto;
 mod signature;
 pub mod table;
 
+pub use detector::{Scored, Scorer, Stream};
 pub use model::{Inspection, Model, Output, OutputValues, Unsupported, inspect};
 pub use package::Package;
 pub use signature::{Dim, ElemType, Port, Signature, ValueType};

@@ -20,7 +20,8 @@
 //!
 //! [outputs]
 //! reconstruction = "y"              # per-signal reconstruction: score = residual, explained by signal
-//! # score = "scores"                # or an output that is the score itself
+//! # score = "scores"                # or an output that is the score itself,
+//! # score_higher_is = "normal"      # when it points that way (IsolationForest)
 //! # label = "label", classes = [...]; rul = "variable"
 //!
 //! [threshold]
@@ -86,6 +87,11 @@ pub struct Preprocessing {
 pub struct Outputs {
     /// An output whose (single) value per row is the anomaly score.
     pub score: Option<String>,
+    /// Which way the score output points: `anomalous` (default: higher is
+    /// more anomalous) or `normal` (scikit-learn's IsolationForest and
+    /// OneClassSVM `decision_function`: usan negates it).
+    #[serde(default)]
+    pub score_higher_is: Direction,
     /// An output reconstructing the signals (one value per signal).
     pub reconstruction: Option<String>,
     /// A classifier's label output.
@@ -97,13 +103,25 @@ pub struct Outputs {
     pub rul: Option<String>,
 }
 
+/// What a higher value of a score output means.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Higher is more anomalous (usan's own convention).
+    #[default]
+    Anomalous,
+    /// Higher is more normal: usan scores its negation.
+    Normal,
+}
+
 /// When a score is an alarm.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Threshold {
     /// A fixed level.
     pub value: Option<f64>,
-    /// A quantile of the scores on the package's golden inputs.
+    /// A quantile of the model's scores on the package's golden inputs
+    /// (the data team's baseline rows, already preprocessed).
     pub quantile: Option<f64>,
 }
 

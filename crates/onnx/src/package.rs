@@ -85,4 +85,19 @@ impl Package {
         }
         Ok((model, Some(comparison)))
     }
+
+    /// The golden inputs as the model takes them, when the package has
+    /// them: the data team's baseline rows (a manifest's threshold
+    /// quantile is taken over their scores).
+    ///
+    /// # Errors
+    /// An unreadable file or rows that do not fit the model.
+    pub fn golden_inputs(&self, model: &Model) -> Result<Option<table::Rows>, OnnxError> {
+        let Some((inputs, _)) = &self.golden else {
+            return Ok(None);
+        };
+        let file =
+            File::open(inputs).map_err(|e| OnnxError::Input(format!("cannot read {}: {e}", inputs.display())))?;
+        table::read_rows(file, model.input_width(), model.takes_f32()).map(Some)
+    }
 }

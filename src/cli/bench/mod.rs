@@ -89,6 +89,10 @@ enum BenchCommand {
         /// Detector on every asset.
         #[arg(long, value_enum, default_value = "robust_z")]
         detector: PlantDetector,
+        /// Instead of `--detector`, a model package (`type = "onnx"`) on
+        /// every asset; its manifest's signals replace `--signals`.
+        #[arg(long)]
+        package: Option<std::path::PathBuf>,
     },
     /// JSON batches published to an MQTT broker and ingested by an MQTT source.
     Mqtt {
@@ -266,8 +270,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         #[cfg(feature = "onnx")]
         BenchCommand::Onnx { models, rows, batch } => onnx::onnx(&onnx::OnnxRun { models, rows, batch }),
         BenchCommand::Detectors { rows, dims, only, repeat } => detectors(rows, &dims, &only, repeat),
-        BenchCommand::Pipeline { assets, signals, rows, detector } => {
-            super::runtime()?.block_on(pipeline(assets, signals, rows, detector))
+        BenchCommand::Pipeline { assets, signals, rows, detector, package } => {
+            let detector = match package {
+                Some(package) => BenchDetector::Package(package),
+                None => BenchDetector::Plant(detector),
+            };
+            super::runtime()?.block_on(pipeline(assets, signals, rows, &detector))
         }
         BenchCommand::Mqtt { broker, assets, signals, messages, rows, qos, ack } => {
             let shape = mqtt::Shape { assets, signals, messages, rows };
@@ -424,8 +432,14 @@ pub fn plant_config(
 ///
 /// # Errors
 /// When the engine cannot start or the files cannot be written.
-pub async fn pipeline(assets: usize, signals: usize, rows: usize, detector: PlantDetector) -> anyhow::Result<()> {
+pub async fn pipeline(assets: usize, signals: usize, rows: usize, detector: &BenchDetector) -> anyhow::Result<()> {
     let dir = tempfile_dir("usan-bench-pipeline")?;
+    // A package reads its manifest's signals: the generated ones are mapped to them.
+    let package = match detector {
+        BenchDetector::Package(path) => Some((path, package_signals(path)?)),
+        BenchDetector::Plant(_) => None,
+    };
+    let signals = package.as_ref().map_or(signals, |(_, names)| names.len());
     let csv = dir.join("history.csv");
     {
         let mut g = SeededNormal::new(1);
@@ -448,7 +462,21 @@ pub async fn pipeline(assets: usize, signals: usize, rows: usize, detector: Plan
         csv.display()
     );
     let config_path = dir.join("bench.toml");
-    std::fs::write(&config_path, plant_config(&dir, assets, signals, detector, &source))?;
+    let mut text = match detector {
+        BenchDetector::Plant(detector) => plant_config(&dir, assets, signals, *detector, &source),
+        BenchDetector::Package(_) => plant_config(&dir, assets, signals, PlantDetector::None, &source),
+    };
+    if let Some((path, names)) = &package {
+        let map: Vec<String> = names.iter().enumerate().map(|(i, n)| format!("{n:?} = \"s{i}\"")).collect();
+        // Scoring alone is measured: a level no score reaches keeps findings out.
+        let _ = write!(
+            text,
+            "[[detectors]]\nname = \"package\"\nalgorithm = {{ type = \"onnx\", package = {:?}, signals = {{ {} }} }}\nthreshold = {{ value = 1e300 }}\n",
+            path.canonicalize().unwrap_or_else(|_| path.to_path_buf()).display().to_string(),
+            map.join(", ")
+        );
+    }
+    std::fs::write(&config_path, text)?;
     let config = Config::load(&config_path)?;
     let expected = (assets * rows) as u64;
     let start = Instant::now();
@@ -464,13 +492,36 @@ pub async fn pipeline(assets: usize, signals: usize, rows: usize, detector: Plan
     let samples = expected as f64 * signals as f64;
     println!(
         "pipeline: {assets} assets x {signals} signals x {rows} rows, detector {}: {} samples in {elapsed:.2} s = {} samples/s stored ({} frames/s)",
-        detector.name(),
+        match detector {
+            BenchDetector::Plant(d) => d.name().to_string(),
+            BenchDetector::Package(p) => format!("package {}", p.display()),
+        },
         thousands(samples),
         thousands(samples / elapsed),
         thousands(expected as f64 / elapsed)
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// What `usan bench pipeline` runs on every asset.
+pub enum BenchDetector {
+    /// One of the generated detector tables.
+    Plant(PlantDetector),
+    /// A model package.
+    Package(std::path::PathBuf),
+}
+
+/// The `signals` of a package's `usan-model.toml`.
+fn package_signals(package: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let path = package.join("usan-model.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
+    let names = table
+        .get("signals")
+        .and_then(toml::Value::as_array)
+        .with_context(|| format!("{} has no signals", path.display()))?;
+    Ok(names.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
 }
 
 /// A scratch folder for one benchmark run, named by prefix and process id.

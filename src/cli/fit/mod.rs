@@ -164,7 +164,11 @@ pub fn fit(
         let baseline: Vec<Vec<f64>> = asset_rows[..take].iter().map(|(_, v)| v.clone()).collect();
         for &d in &plant_asset.detectors {
             let spec = &plant.detectors[d];
-            let mut detector = spec.algorithm.build()?;
+            // A package arrives trained: nothing to fit.
+            let Some(algorithm) = spec.algorithm.native() else {
+                continue;
+            };
+            let mut detector = algorithm.build()?;
             detector
                 .learn(&baseline)
                 .with_context(|| format!("asset `{}`, detector `{}`", plant_asset.path.asset, spec.name))?;

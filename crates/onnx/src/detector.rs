@@ -1,0 +1,293 @@
+//! A package as a detector: what turns a model's outputs into usan's
+//! scores. The manifest says which signals feed the model, what to do to
+//! them first (centre, scale, fill gaps), how many frames make a row, and
+//! which output is the score or the reconstruction; [`Scorer`] applies all
+//! of it to an asset's frames, many frames per model call, and gives each
+//! scored frame its value and per-signal contributions the way usan's own
+//! PCA does (squared residuals that sum to the score).
+//!
+//! One [`Scorer`] serves every asset that runs the package; each asset
+//! keeps its own [`Stream`] (the held values and the window of frames).
+
+use crate::manifest::{Direction, Manifest, Missing, Role};
+use crate::{Model, OnnxError, OutputValues};
+use std::collections::VecDeque;
+
+/// How the model's outputs make a score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Outputs {
+    /// Index of the score output, and whether to negate it.
+    score: Option<(usize, bool)>,
+    /// Index of the per-signal reconstruction output.
+    reconstruction: Option<usize>,
+}
+
+/// A detector model with its manifest, ready to score frames.
+#[derive(Clone, Debug)]
+pub struct Scorer {
+    model: Model,
+    manifest: Manifest,
+    outputs: Outputs,
+}
+
+/// One asset's state between batches: the last value of each signal (for
+/// `missing = "hold"`) and the latest frames (for windowed models).
+#[derive(Clone, Debug, Default)]
+pub struct Stream {
+    held: Vec<f64>,
+    window: VecDeque<Vec<f64>>,
+}
+
+/// A scored frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// Higher is more anomalous.
+    pub value: f64,
+    /// Per manifest signal, its share of the score (squared residuals for
+    /// reconstruction models; empty for a model that gives only a score).
+    pub contributions: Vec<f64>,
+}
+
+impl Scorer {
+    /// A detector from a model and its manifest.
+    ///
+    /// # Errors
+    /// [`OnnxError::Manifest`] when the manifest is not a detector's or
+    /// does not fit the model.
+    pub fn new(model: Model, manifest: Manifest) -> Result<Self, OnnxError> {
+        let mut problems = manifest.problems(model.inspection(), model.input_width());
+        if manifest.role != Role::Detector {
+            problems.push(format!("role is {:?}, not detector", manifest.role).to_lowercase());
+        }
+        if !problems.is_empty() {
+            return Err(OnnxError::Manifest(problems));
+        }
+        let ports = &model.inspection().signature.outputs;
+        let index = |name: &Option<String>| name.as_ref().and_then(|n| ports.iter().position(|p| &p.name == n));
+        let outputs = Outputs {
+            score: index(&manifest.outputs.score).map(|i| (i, manifest.outputs.score_higher_is == Direction::Normal)),
+            reconstruction: index(&manifest.outputs.reconstruction),
+        };
+        Ok(Self { model, manifest, outputs })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The signals it reads, in order.
+    pub fn signals(&self) -> &[String] {
+        &self.manifest.signals
+    }
+
+    /// Scores of model rows as the graph takes them (preprocessing done):
+    /// the package's golden inputs, for a threshold set on them.
+    ///
+    /// # Errors
+    /// A value count that is not a whole number of rows, or a run failure.
+    pub fn score_model_rows(&self, rows: usize, values: &[f64]) -> Result<Vec<Option<Scored>>, OnnxError> {
+        let outputs = self.model.run(rows, values)?;
+        let width = self.model.input_width();
+        let signals = self.manifest.signals.len();
+        let float = |i: usize| match outputs.get(i).map(|o| &o.values) {
+            Some(OutputValues::Float(v)) => Ok(v.as_slice()),
+            _ => Err(OnnxError::Run(format!("output {i} is not a float tensor"))),
+        };
+        let score = self.outputs.score.map(|(i, negate)| float(i).map(|v| (v, negate))).transpose()?;
+        let reconstruction = self.outputs.reconstruction.map(float).transpose()?;
+        let mut scored = Vec::with_capacity(rows);
+        for r in 0..rows {
+            // The frame a reconstruction is of: the row's last `signals` values.
+            let frame = &values[(r + 1) * width - signals..(r + 1) * width];
+            let contributions = reconstruction.map(|rec| {
+                rec[r * signals..(r + 1) * signals]
+                    .iter()
+                    .zip(frame)
+                    .map(|(y, x)| if (x - y).is_nan() { f64::NAN } else { (x - y) * (x - y) })
+                    .collect::<Vec<f64>>()
+            });
+            let residual = contributions.as_ref().map(|c| {
+                let usable: Vec<f64> = c.iter().copied().filter(|v| !v.is_nan()).collect();
+                (!usable.is_empty()).then(|| usable.iter().sum::<f64>())
+            });
+            let value = match (score, residual) {
+                (Some((v, negate)), _) => Some(if negate { -v[r] } else { v[r] }),
+                (None, Some(residual)) => residual,
+                (None, None) => None,
+            };
+            let Some(value) = value.filter(|v| !v.is_nan()) else {
+                scored.push(None);
+                continue;
+            };
+            let contributions = match (contributions, residual.flatten()) {
+                // A score output explained by the reconstruction: shares of it.
+                (Some(c), Some(total)) if score.is_some() && total > 0.0 => {
+                    c.iter().map(|v| if v.is_nan() { 0.0 } else { v / total * value.max(0.0) }).collect()
+                }
+                (Some(c), _) => c.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect(),
+                (None, _) => Vec::new(),
+            };
+            scored.push(Some(Scored { value, contributions }));
+        }
+        Ok(scored)
+    }
+
+    /// Scores an asset's frames in order, in one model call: each frame
+    /// holds the manifest's signals in its order (NaN when missing).
+    /// A frame gets `None` while the window fills, when `missing = "skip"`
+    /// (or `"hold"` before a value was seen) leaves it out, or when the
+    /// model gives no usable score.
+    ///
+    /// # Errors
+    /// A frame of another width, or a run failure.
+    pub fn score(&self, stream: &mut Stream, frames: &[Vec<f64>]) -> Result<Vec<Option<Scored>>, OnnxError> {
+        let p = &self.manifest.preprocessing;
+        let signals = self.manifest.signals.len();
+        let window = self.manifest.window.max(1);
+        let mut values = Vec::new();
+        // For each frame, the model row that scores it.
+        let mut row_of = Vec::with_capacity(frames.len());
+        let mut rows = 0;
+        for frame in frames {
+            if frame.len() != signals {
+                return Err(OnnxError::Input(format!("frame has {} values, the model reads {signals}", frame.len())));
+            }
+            let mut x: Vec<f64> = frame
+                .iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    let centred = v - p.center.get(j).copied().unwrap_or(0.0);
+                    centred / p.scale.get(j).copied().unwrap_or(1.0)
+                })
+                .collect();
+            let usable = match p.missing {
+                Missing::Pass => true,
+                Missing::Skip => !x.iter().any(|v| v.is_nan()),
+                Missing::Hold => {
+                    stream.held.resize(signals, f64::NAN);
+                    for (v, held) in x.iter_mut().zip(stream.held.iter_mut()) {
+                        if v.is_nan() {
+                            *v = *held;
+                        } else {
+                            *held = *v;
+                        }
+                    }
+                    !x.iter().any(|v| v.is_nan())
+                }
+            };
+            if !usable {
+                row_of.push(None);
+                continue;
+            }
+            if stream.window.len() == window {
+                stream.window.pop_front();
+            }
+            stream.window.push_back(x);
+            if stream.window.len() < window {
+                row_of.push(None);
+                continue;
+            }
+            for f in &stream.window {
+                values.extend_from_slice(f);
+            }
+            row_of.push(Some(rows));
+            rows += 1;
+        }
+        if rows == 0 {
+            return Ok(vec![None; frames.len()]);
+        }
+        let mut scored = self.score_model_rows(rows, &values)?;
+        Ok(row_of.into_iter().map(|r| r.and_then(|r| scored[r].take())).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::examples::half_reconstruction;
+
+    fn scorer(width: usize, extra: &str) -> Result<Scorer, OnnxError> {
+        let model = Model::load(&half_reconstruction(width), None).expect("builds");
+        let manifest = Manifest::parse(&format!(
+            "format = 1\nname = \"half\"\nrole = \"detector\"\nsignals = [\"a\", \"b\", \"c\"]\n{extra}"
+        ))
+        .expect("parses");
+        Scorer::new(model, manifest)
+    }
+
+    fn values(scored: Vec<Option<Scored>>) -> Vec<Option<f64>> {
+        scored.into_iter().map(|s| s.map(|s| s.value)).collect()
+    }
+
+    const NAN: f64 = f64::NAN;
+
+    #[test]
+    fn scores_and_contributions_from_each_kind_of_output() {
+        // Centred and scaled before the graph: (3, 2, 1) becomes (1, 0, -1);
+        // the model halves it, so each residual² is x² / 4; its score is Σ x².
+        let pre = "[preprocessing]\ncenter = [1, 2, 3]\nscale = [2, 2, 2]\n[outputs]\n";
+        let cases = [
+            ("reconstruction = \"y\"", 0.5, vec![0.25, 0.0, 0.25]),
+            ("score = \"s\"", 2.0, vec![]),
+            ("score = \"s\"\nreconstruction = \"y\"", 2.0, vec![1.0, 0.0, 1.0]),
+            ("score = \"s\"\nscore_higher_is = \"normal\"", -2.0, vec![]),
+        ];
+        for (outputs, value, contributions) in cases {
+            let s = scorer(3, &format!("{pre}{outputs}")).expect("fits");
+            let got = s.score(&mut Stream::default(), &[vec![3.0, 2.0, 1.0]]).expect("runs");
+            assert_eq!(got, vec![Some(Scored { value, contributions })], "{outputs}");
+        }
+    }
+
+    #[test]
+    fn missing_values_follow_the_manifest() {
+        let frames = [vec![NAN, NAN, NAN], vec![1.0, NAN, 3.0], vec![1.0, 2.0, 3.0], vec![1.0, NAN, 3.0]];
+        let cases = [
+            // The model's NaN residual is left out of the score.
+            ("pass", vec![None, Some(2.5), Some(3.5), Some(2.5)]),
+            ("skip", vec![None, None, Some(3.5), None]),
+            // Nothing to hold before b was first seen, then its last value.
+            ("hold", vec![None, None, Some(3.5), Some(3.5)]),
+        ];
+        for (missing, expected) in cases {
+            let s = scorer(3, &format!("[outputs]\nreconstruction = \"y\"\n[preprocessing]\nmissing = \"{missing}\""))
+                .expect("fits");
+            let got = values(s.score(&mut Stream::default(), &frames).expect("runs"));
+            assert_eq!(got, expected, "missing = {missing}");
+        }
+    }
+
+    #[test]
+    fn a_window_fills_across_batches() {
+        let s = scorer(6, "window = 2\n[outputs]\nscore = \"s\"").expect("fits");
+        let mut stream = Stream::default();
+        assert_eq!(values(s.score(&mut stream, &[vec![1.0, 0.0, 0.0]]).expect("runs")), vec![None]);
+        let got = values(s.score(&mut stream, &[vec![0.0, 2.0, 0.0], vec![0.0, 0.0, 3.0]]).expect("runs"));
+        assert_eq!(got, vec![Some(5.0), Some(13.0)]);
+    }
+
+    #[test]
+    fn a_manifest_that_is_not_a_detectors_is_refused() {
+        let cases = [
+            ("window = 2\n[outputs]\nreconstruction = \"y\"", 6, "6 values per row for 3 signals"),
+            ("[outputs]\nrul = \"s\"", 3, "a detector model needs outputs.score or outputs.reconstruction"),
+        ];
+        for (extra, width, expected) in cases {
+            let err = scorer(width, extra).expect_err(extra).to_string();
+            assert!(err.contains(expected), "{extra}: {err}");
+        }
+        let err = scorer(3, "[outputs]\nscore = \"s\"").map(|_| ()).and_then(|()| {
+            let model = Model::load(&half_reconstruction(3), None).expect("builds");
+            let text =
+                "format = 1\nname = \"r\"\nrole = \"rul\"\nsignals = [\"a\", \"b\", \"c\"]\n[outputs]\nrul = \"s\"";
+            Scorer::new(model, Manifest::parse(text).expect("parses")).map(|_| ())
+        });
+        assert!(err.expect_err("a RUL model").to_string().contains("not detector"));
+    }
+}

@@ -1,0 +1,242 @@
+//! Detectors that arrive trained: model packages exported from Python
+//! (`algorithm = { type = "onnx", package = "..." }`, docs/models.md).
+//!
+//! A package is loaded once at start, checked against its goldens (a model
+//! that scores differently here than in the notebook is refused, and the
+//! assets that use it show why while the rest runs) and shared by every
+//! asset that names its detector; each asset binds the manifest's signals
+//! to its own and keeps its own stream (held values, the window of frames).
+//! Scores come per batch of frames, in one model call per asset and batch.
+
+use crate::plant::{Algorithm, OnnxAlgorithm, Plant, PlantAsset};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// What the API and the dashboard show about a package: what it is and
+/// where it came from.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct ModelInfo {
+    /// The manifest's name.
+    pub name: String,
+    /// The package folder.
+    pub package: String,
+    /// The program that wrote the ONNX file (`skl2onnx 1.20.0`).
+    pub producer: String,
+    /// The manifest's provenance: the exporter and its version.
+    pub exporter: Option<String>,
+    /// Library versions used to train and export.
+    pub versions: BTreeMap<String, String>,
+    /// SHA-256 of the training data.
+    pub training_data_sha256: Option<String>,
+    /// When it was trained.
+    pub trained_at: Option<String>,
+    /// Golden rows checked against onnxruntime's outputs at load (0: none).
+    pub golden_rows: usize,
+}
+
+/// A loaded detector package.
+pub struct ExternalModel {
+    /// What it is.
+    pub info: ModelInfo,
+    /// Its alarm level from the manifest: a value, or the quantile of its
+    /// scores on the golden inputs.
+    pub level: Option<f64>,
+    #[cfg(feature = "onnx")]
+    scorer: usan_onnx::Scorer,
+}
+
+/// One asset's use of a package.
+pub struct ExternalRun {
+    /// The package.
+    pub model: Arc<ExternalModel>,
+    /// Per manifest signal, its index in the asset's frame.
+    #[cfg_attr(not(feature = "onnx"), allow(dead_code))]
+    columns: Vec<usize>,
+    #[cfg(feature = "onnx")]
+    stream: usan_onnx::Stream,
+}
+
+/// A scored frame: the score and its contributions in the asset's signal order.
+pub type Scored = (f64, Vec<f64>);
+
+/// Every package detector of a plant by detector index, or why it was refused.
+pub type Loaded = HashMap<usize, Result<Arc<ExternalModel>, String>>;
+
+/// Load the package of every `type = "onnx"` detector. A package that
+/// cannot be used is refused with its reason: its assets show it and the
+/// rest of the plant runs.
+#[must_use]
+pub fn load_all(plant: &Plant) -> Loaded {
+    plant
+        .detectors
+        .iter()
+        .enumerate()
+        .filter_map(|(d, spec)| match &spec.algorithm {
+            Algorithm::Onnx(config) => Some((
+                d,
+                ExternalModel::load(config).map(Arc::new).map_err(|e| {
+                    format!("detector {}: package {} refused: {e:#}", spec.name, config.package.display())
+                }),
+            )),
+            Algorithm::Native(_) => None,
+        })
+        .collect()
+}
+
+/// What keeps a plant's packages from running: each refused package and
+/// each asset that lacks a signal its package reads (`usan check`).
+#[must_use]
+pub fn problems(plant: &Plant, loaded: &Loaded) -> Vec<String> {
+    let mut problems: Vec<String> = loaded.values().filter_map(|l| l.as_ref().err().cloned()).collect();
+    problems.sort();
+    for asset in &plant.assets {
+        for &d in &asset.detectors {
+            if let (Algorithm::Onnx(config), Some(Ok(model))) = (&plant.detectors[d].algorithm, loaded.get(&d))
+                && let Err(why) = model.bind(asset, &config.signals)
+            {
+                problems.push(format!("detector {}: {why}", plant.detectors[d].name));
+            }
+        }
+    }
+    problems
+}
+
+impl ExternalModel {
+    /// Load the package of a detector.
+    ///
+    /// # Errors
+    /// A package without a manifest, a model usan cannot run, a manifest
+    /// that is not a detector's or does not fit, outputs that differ from
+    /// the goldens: each says which.
+    #[cfg(feature = "onnx")]
+    pub fn load(config: &OnnxAlgorithm) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let path = &config.package;
+        if !path.exists() {
+            anyhow::bail!("{} does not exist", path.display());
+        }
+        let package = usan_onnx::Package::open(path)?;
+        let Some(manifest) = package.manifest.clone() else {
+            anyhow::bail!("{} has no usan-model.toml: a detector needs one (docs/models.md)", path.display());
+        };
+        let (model, comparison) = package.load()?;
+        let golden = package.golden_inputs(&model)?;
+        let scorer = usan_onnx::Scorer::new(model, manifest.clone())?;
+        let level = match &manifest.threshold {
+            Some(usan_onnx::manifest::Threshold { value: Some(v), .. }) => Some(*v),
+            Some(usan_onnx::manifest::Threshold { quantile: Some(q), .. }) => {
+                let rows = golden.with_context(|| {
+                    format!("threshold.quantile is taken over the golden inputs, and {} has none", path.display())
+                })?;
+                let scores: Vec<f64> =
+                    scorer.score_model_rows(rows.count, &rows.values)?.into_iter().flatten().map(|s| s.value).collect();
+                let level = usan_core::stats::quantile(&scores, *q)
+                    .with_context(|| format!("{}: no golden input gets a score", path.display()))?;
+                Some(level)
+            }
+            _ => None,
+        };
+        let p = &manifest.provenance;
+        let info = ModelInfo {
+            name: manifest.name.clone(),
+            package: path.display().to_string(),
+            producer: scorer.model().inspection().producer.clone(),
+            exporter: p.exporter.clone(),
+            versions: p.versions.clone(),
+            training_data_sha256: p.training_data_sha256.clone(),
+            trained_at: p.trained_at.clone(),
+            golden_rows: comparison.map_or(0, |c| c.rows),
+        };
+        Ok(Self { info, level, scorer })
+    }
+
+    /// Load the package of a detector.
+    ///
+    /// # Errors
+    /// Always: this build has no ONNX runtime.
+    #[cfg(not(feature = "onnx"))]
+    pub fn load(config: &OnnxAlgorithm) -> anyhow::Result<Self> {
+        anyhow::bail!("{}: this usan was built without the `onnx` feature", config.package.display())
+    }
+
+    /// The manifest's signals, in the model's order.
+    fn signals(&self) -> &[String] {
+        #[cfg(feature = "onnx")]
+        return self.scorer.signals();
+        #[cfg(not(feature = "onnx"))]
+        return &[];
+    }
+
+    /// Bind the package to an asset's signals (`names` maps a manifest
+    /// name to the asset's, where they differ).
+    ///
+    /// # Errors
+    /// The signals the asset lacks, named.
+    pub fn bind(self: &Arc<Self>, asset: &PlantAsset, names: &BTreeMap<String, String>) -> Result<ExternalRun, String> {
+        let wanted: Vec<&str> =
+            self.signals().iter().map(|s| names.get(s).map_or(s.as_str(), String::as_str)).collect();
+        let columns: Vec<Option<usize>> = wanted.iter().map(|s| asset.signal_index.get(*s).copied()).collect();
+        let missing: Vec<&str> = wanted.iter().zip(&columns).filter(|(_, c)| c.is_none()).map(|(s, _)| *s).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "model {} reads signal{} {} that asset {} does not have (map names with `signals = {{ model_name = \"signal\" }}`)",
+                self.info.name,
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", "),
+                asset.path.asset
+            ));
+        }
+        Ok(ExternalRun {
+            model: self.clone(),
+            columns: columns.into_iter().flatten().collect(),
+            #[cfg(feature = "onnx")]
+            stream: usan_onnx::Stream::default(),
+        })
+    }
+}
+
+impl ExternalRun {
+    /// Score an asset's frames in order, in one model call: `None` for a
+    /// frame the model does not score (its window still filling, a gap
+    /// the manifest skips, no usable output).
+    ///
+    /// # Errors
+    /// A failure inside the model.
+    #[cfg(feature = "onnx")]
+    pub fn score<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a [f64]>,
+        signals: usize,
+    ) -> anyhow::Result<Vec<Option<Scored>>> {
+        let picked: Vec<Vec<f64>> = frames
+            .map(|values| self.columns.iter().map(|&c| values.get(c).copied().unwrap_or(f64::NAN)).collect())
+            .collect();
+        let scored = self.model.scorer.score(&mut self.stream, &picked)?;
+        Ok(scored
+            .into_iter()
+            .map(|s| {
+                s.map(|s| {
+                    let mut contributions = vec![0.0; if s.contributions.is_empty() { 0 } else { signals }];
+                    for (&c, v) in self.columns.iter().zip(&s.contributions) {
+                        contributions[c] += v;
+                    }
+                    (s.value, contributions)
+                })
+            })
+            .collect())
+    }
+
+    /// Score an asset's frames.
+    ///
+    /// # Errors
+    /// Always: this build has no ONNX runtime (no run is ever bound).
+    #[cfg(not(feature = "onnx"))]
+    pub fn score<'a>(
+        &mut self,
+        _frames: impl Iterator<Item = &'a [f64]>,
+        _signals: usize,
+    ) -> anyhow::Result<Vec<Option<Scored>>> {
+        anyhow::bail!("this usan was built without the `onnx` feature")
+    }
+}
