@@ -156,6 +156,14 @@ def write_model(out, name, onx, golden, exporter):
     print(f"{name}: {len(golden)} rows, outputs {header[:4]}{'...' if len(header) > 4 else ''}")
 
 
+def write_manifest(out, name, role, signals, outputs, threshold=""):
+    """A usan-model.toml for a family the pipeline tests run (tests/it/onnx.rs)."""
+    listed = ", ".join(f'"{s}"' for s in signals)
+    text = (f'format = 1\nname = "{name}"\nrole = "{role}"\nsignals = [{listed}]\n\n[outputs]\n{outputs}\n'
+            f'{threshold}\n[provenance]\nexporter = "{(out / name / "exporter.txt").read_text().strip()}"\n')
+    (out / name / "usan-model.toml").write_text(text)
+
+
 def sklearn_models(out):
     from skl2onnx import to_onnx
     from sklearn.decomposition import PCA
@@ -205,6 +213,8 @@ def sklearn_models(out):
     save("skl_scaler_pca", m, xt_train, gt)
     m = RandomForestRegressor(n_estimators=30, max_depth=8, random_state=SEED).fit(xc_train, yc_train)
     save("skl_random_forest_regressor", m, xc_train, gc)
+    # As a live RUL model: one frame (cycle) per row, RUL capped at 125 cycles.
+    write_manifest(out, "skl_random_forest_regressor", "rul", cmapss()[2], 'rul = "variable"')
     m = RandomForestClassifier(n_estimators=30, max_depth=8, random_state=SEED).fit(xs_train, ys_train)
     save("skl_random_forest_classifier", m, xs_train, gs)
     save("skl_random_forest_classifier_nozipmap", m, xs_train, gs, options=zipmap_off(m))
@@ -226,6 +236,9 @@ def sklearn_models(out):
     save("skl_hist_gradient_boosting_classifier_multiclass", m, xs_train, gs)
     m = IsolationForest(n_estimators=50, random_state=SEED).fit(xt_train)
     save("skl_isolation_forest", m, xt_train, gt)
+    # As a live detector: `scores` is decision_function (higher is normal).
+    write_manifest(out, "skl_isolation_forest", "detector", tep()[2],
+                   'score = "scores"\nscore_higher_is = "normal"', "[threshold]\nquantile = 0.99\n")
     m = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16, 8), max_iter=300,
                                                       random_state=SEED)).fit(xc_train, yc_train)
     save("skl_mlp_regressor", m, xc_train, gc)

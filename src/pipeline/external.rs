@@ -11,6 +11,7 @@
 use crate::plant::{Algorithm, OnnxAlgorithm, Plant, PlantAsset};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 /// What the API and the dashboard show about a package: what it is and
@@ -19,6 +20,8 @@ use std::sync::Arc;
 pub struct ModelInfo {
     /// The manifest's name.
     pub name: String,
+    /// `detector` or `rul`.
+    pub role: &'static str,
     /// The package folder.
     pub package: String,
     /// The program that wrote the ONNX file (`skl2onnx 1.20.0`).
@@ -35,7 +38,25 @@ pub struct ModelInfo {
     pub golden_rows: usize,
 }
 
-/// A loaded detector package.
+/// What a package is loaded for: its manifest's `role` must say the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `[[detectors]]` with `type = "onnx"`.
+    Detector,
+    /// `[[rul]]` with a package folder as its model.
+    Rul,
+}
+
+impl Purpose {
+    fn word(self) -> &'static str {
+        match self {
+            Purpose::Detector => "detector",
+            Purpose::Rul => "rul",
+        }
+    }
+}
+
+/// A loaded package.
 pub struct ExternalModel {
     /// What it is.
     pub info: ModelInfo,
@@ -109,10 +130,17 @@ impl ExternalModel {
     /// A package without a manifest, a model usan cannot run, a manifest
     /// that is not a detector's or does not fit, outputs that differ from
     /// the goldens: each says which.
-    #[cfg(feature = "onnx")]
     pub fn load(config: &OnnxAlgorithm) -> anyhow::Result<Self> {
+        Self::load_package(&config.package, Purpose::Detector)
+    }
+
+    /// Load a package for `purpose`.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), and a manifest whose role is not `purpose`.
+    #[cfg(feature = "onnx")]
+    pub fn load_package(path: &Path, purpose: Purpose) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let path = &config.package;
         if !path.exists() {
             anyhow::bail!("{} does not exist", path.display());
         }
@@ -120,6 +148,13 @@ impl ExternalModel {
         let Some(manifest) = package.manifest.clone() else {
             anyhow::bail!("{} has no usan-model.toml: a detector needs one (docs/models.md)", path.display());
         };
+        let wanted = match purpose {
+            Purpose::Detector => usan_onnx::manifest::Role::Detector,
+            Purpose::Rul => usan_onnx::manifest::Role::Rul,
+        };
+        if manifest.role != wanted {
+            anyhow::bail!("{}: its manifest's role is not {}", path.display(), purpose.word());
+        }
         let (model, comparison) = package.load()?;
         let golden = package.golden_inputs(&model)?;
         let scorer = usan_onnx::Scorer::new(model, manifest.clone())?;
@@ -140,6 +175,7 @@ impl ExternalModel {
         let p = &manifest.provenance;
         let info = ModelInfo {
             name: manifest.name.clone(),
+            role: purpose.word(),
             package: path.display().to_string(),
             producer: scorer.model().inspection().producer.clone(),
             exporter: p.exporter.clone(),
@@ -151,13 +187,13 @@ impl ExternalModel {
         Ok(Self { info, level, scorer })
     }
 
-    /// Load the package of a detector.
+    /// Load a package for `purpose`.
     ///
     /// # Errors
     /// Always: this build has no ONNX runtime.
     #[cfg(not(feature = "onnx"))]
-    pub fn load(config: &OnnxAlgorithm) -> anyhow::Result<Self> {
-        anyhow::bail!("{}: this usan was built without the `onnx` feature", config.package.display())
+    pub fn load_package(path: &Path, purpose: Purpose) -> anyhow::Result<Self> {
+        anyhow::bail!("{}: a {} package needs the `onnx` feature, not in this build", path.display(), purpose.word())
     }
 
     /// The manifest's signals, in the model's order.

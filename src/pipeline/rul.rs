@@ -10,6 +10,7 @@
 //! again from the asset's stored frames (when samples are stored: retention
 //! that deleted an asset's oldest frames shortens its count of cycles).
 
+use super::external::{ExternalModel, ExternalRun, ModelInfo, Purpose};
 use crate::plant::Plant;
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -29,7 +30,8 @@ pub struct RulSpec {
     /// Name, shown in the API and on its alarms.
     #[serde(default = "default_rul_name")]
     pub name: String,
-    /// The model artifact (relative to the configuration file).
+    /// The model artifact (relative to the configuration file): usan's own
+    /// (`usan fit rul`) or a package folder whose manifest's role is `rul`.
     pub model: PathBuf,
     /// Assets it watches; by default every asset that has all the model's sensors.
     #[serde(default)]
@@ -89,11 +91,15 @@ pub struct RulLive {
     pub probability_within_horizon: Option<f64>,
     /// Whether the alarm rule currently holds.
     pub alarming: bool,
+    /// The package, for a model exported from Python.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
 }
 
 /// One model watching one asset.
 pub struct RulWatch {
-    model: Arc<RulModel>,
+    /// usan's own model (`None` for a package).
+    model: Option<Arc<RulModel>>,
     /// Per model sensor, its index in the asset's frame.
     sensors: Vec<usize>,
     /// Per model setting, its index in the asset's frame (None: not measured).
@@ -101,6 +107,8 @@ pub struct RulWatch {
     alarm: Option<RulAlarm>,
     /// The kept cycles: the first [`HEAD`], then the latest [`TAIL`].
     history: UnitHistory,
+    /// A package exported from Python estimating instead of `model`.
+    package: Option<Box<ExternalRun>>,
     pub(crate) live: RulLive,
 }
 
@@ -137,12 +145,37 @@ impl RulWatch {
         };
         let history =
             UnitHistory { unit: name.to_string(), cycles: Vec::new(), settings: Vec::new(), sensors: Vec::new() };
-        RulWatch { model, sensors, settings, alarm, history, live }
+        RulWatch { model: Some(model), sensors, settings, alarm, history, package: None, live }
+    }
+
+    /// A watch of one asset by a package (`role = "rul"`): its output is
+    /// the remaining life, without an interval (an alarm rule holds when
+    /// the estimate is within the horizon).
+    pub fn package(name: &str, run: ExternalRun, alarm: Option<RulAlarm>) -> Self {
+        let live = RulLive {
+            name: name.to_string(),
+            horizon: alarm.map(|a| a.below),
+            model: Some(run.model.info.clone()),
+            ..RulLive::default()
+        };
+        let history =
+            UnitHistory { unit: name.to_string(), cycles: Vec::new(), settings: Vec::new(), sensors: Vec::new() };
+        let (sensors, settings) = (Vec::new(), Vec::new());
+        RulWatch { model: None, sensors, settings, alarm, history, package: Some(Box::new(run)), live }
     }
 
     /// Take up an asset's history from its stored frames after a restart:
     /// `count` frames in all, the oldest (`head`) and newest (`tail`) of them.
     pub fn restore(&mut self, count: u64, head: &[Vec<f64>], tail: &[Vec<f64>]) {
+        if let Some(run) = &mut self.package {
+            // The newest frames refill a window; the last estimate is shown again.
+            match run.score(tail.iter().map(Vec::as_slice), 0) {
+                Ok(estimates) => self.live.rul = estimates.into_iter().flatten().last().map(|(rul, _)| rul),
+                Err(e) => tracing::debug!("rul {}: {e:#}", self.live.name),
+            }
+            self.live.cycles = count;
+            return;
+        }
         let head = &head[..head.len().min(HEAD)];
         let tail = &tail[tail.len().saturating_sub(TAIL)..];
         let first_tail = count.saturating_sub(tail.len() as u64) + 1;
@@ -180,6 +213,9 @@ impl RulWatch {
 
     /// Add one frame (one cycle) and estimate again.
     pub fn step(&mut self, ts: Timestamp, values: &[f64]) -> RulTransition {
+        let Some(model) = self.model.clone() else {
+            return self.step_package(ts, values);
+        };
         let cycle = (self.live.cycles + 1) as f64;
         let sensors = self.pick_sensors(values);
         let settings = self.pick_settings(values);
@@ -194,7 +230,7 @@ impl RulWatch {
         history.sensors.push(sensors);
         self.live.cycles += 1;
         self.live.updated_at = Some(ts);
-        let estimate = match self.model.predict(&self.history) {
+        let estimate = match model.predict(&self.history) {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!("rul {}: {e}", self.live.name);
@@ -205,10 +241,15 @@ impl RulWatch {
         self.live.lower = Some(estimate.lower).filter(|v| v.is_finite());
         self.live.upper = Some(estimate.upper).filter(|v| v.is_finite());
         let Some(alarm) = self.alarm else { return RulTransition::None };
-        let probability = self.model.probability_below(estimate.rul, alarm.below);
+        let probability = model.probability_below(estimate.rul, alarm.below);
         // Without an interval the estimate itself decides.
         let probability =
             if probability.is_finite() { probability } else { f64::from(u8::from(estimate.rul <= alarm.below)) };
+        self.transition(probability, alarm)
+    }
+
+    /// Record the probability of failing within the horizon; what changed.
+    fn transition(&mut self, probability: f64, alarm: RulAlarm) -> RulTransition {
         self.live.probability_within_horizon = Some(probability);
         let holds = probability >= alarm.confidence;
         let was = std::mem::replace(&mut self.live.alarming, holds);
@@ -217,6 +258,26 @@ impl RulWatch {
             (true, false) => RulTransition::Clear,
             _ => RulTransition::None,
         }
+    }
+}
+
+impl RulWatch {
+    fn step_package(&mut self, ts: Timestamp, values: &[f64]) -> RulTransition {
+        let Some(run) = &mut self.package else { return RulTransition::None };
+        self.live.cycles += 1;
+        self.live.updated_at = Some(ts);
+        let estimate = match run.score(std::iter::once(values), 0) {
+            Ok(mut estimates) => estimates.pop().flatten().map(|(rul, _)| rul),
+            Err(e) => {
+                tracing::debug!("rul {}: {e:#}", self.live.name);
+                None
+            }
+        };
+        let Some(rul) = estimate else { return RulTransition::None };
+        self.live.rul = Some(rul);
+        let Some(alarm) = self.alarm else { return RulTransition::None };
+        let probability = f64::from(u8::from(rul <= alarm.below));
+        self.transition(probability, alarm)
     }
 }
 
@@ -242,6 +303,10 @@ pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<Prepared> {
     let mut problems = Vec::new();
     let mut refused = Vec::new();
     for spec in specs {
+        if spec.model.is_dir() {
+            prepare_package(spec, plant, &mut watches, &mut problems, &mut refused);
+            continue;
+        }
         let model = std::fs::read_to_string(&spec.model)
             .with_context(|| format!("[[rul]] {}: cannot read model {}", spec.name, spec.model.display()))
             .and_then(|text| {
@@ -297,6 +362,47 @@ pub fn prepare(specs: &[RulSpec], plant: &Plant) -> anyhow::Result<Prepared> {
         bail!("{}", problems.join("\n"));
     }
     Ok(Prepared { watches, refused })
+}
+
+/// A `[[rul]]` entry whose model is a package folder (`role = "rul"`):
+/// bound to each asset that has the manifest's signals, as for usan's own.
+fn prepare_package(
+    spec: &RulSpec,
+    plant: &Plant,
+    watches: &mut HashMap<usize, Vec<RulWatch>>,
+    problems: &mut Vec<String>,
+    refused: &mut Vec<String>,
+) {
+    let model = match ExternalModel::load_package(&spec.model, Purpose::Rul) {
+        Ok(model) => Arc::new(model),
+        Err(e) => {
+            refused.push(format!("[[rul]] {}: package {} refused: {e:#}", spec.name, spec.model.display()));
+            return;
+        }
+    };
+    let mut watched = 0;
+    let mut unfit = Vec::new();
+    for (index, asset) in plant.assets.iter().enumerate() {
+        let listed = spec.assets.as_ref().is_some_and(|ids| ids.contains(&asset.path.asset));
+        if spec.assets.is_some() && !listed {
+            continue;
+        }
+        match model.bind(asset, &spec.signals) {
+            Ok(run) => {
+                watched += 1;
+                watches.entry(index).or_default().push(RulWatch::package(&spec.name, run, spec.alarm));
+            }
+            Err(why) if listed => problems.push(format!("[[rul]] {}: {why}", spec.name)),
+            Err(why) => unfit.push(why),
+        }
+    }
+    if watched == 0 && spec.assets.is_none() {
+        problems.push(format!(
+            "[[rul]] {}: no asset has all the signals the package reads ({})",
+            spec.name,
+            unfit.first().map_or("no assets", String::as_str)
+        ));
+    }
 }
 
 /// The message for a `[[rul]]` entry that found no asset to watch.

@@ -466,3 +466,105 @@ fn the_example_script_makes_the_committed_package_and_usan_accepts_it() {
         assert!(a == b, "{file} differs between the script's output and the committed package");
     }
 }
+
+#[test]
+fn an_isolation_forest_score_and_a_forest_rul_model_run_live() {
+    use crate::harness::Server;
+    use std::time::Duration;
+    let Some(models) = models() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cmapss: Vec<String> = ["setting1", "setting2"]
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .chain((1..=21).map(|i| format!("\"s{i}\"")))
+        .collect();
+    let engines: Vec<String> = [8, 24, 39].iter().map(|u| format!("engine-{u}")).collect();
+    let mut text = format!(
+        r#"
+[store]
+type = "sqlite"
+path = "{dir}/live.db"
+flush_interval = "100ms"
+
+[[sources]]
+type = "file"
+name = "tep"
+path = "{repo}/tests/data/tep/tep_normal_then_idv1.csv"
+asset = "reactor"
+time_column = "sample"
+time_unit_s = 180.0
+time_origin = "2026-01-01T00:00:00Z"
+speed = "max"
+
+[[sources]]
+type = "file"
+name = "cmapss"
+path = "{repo}/examples/data/cmapss_fd001_demo.csv"
+asset_column = "unit"
+asset_template = "engine-{{}}"
+time_column = "cycle"
+time_unit_s = 3600.0
+time_origin = "2026-01-01T00:00:00Z"
+speed = "max"
+
+[[detectors]]
+name = "forest"
+algorithm = {{ type = "onnx", package = "{models}/skl_isolation_forest" }}
+
+[[rul]]
+name = "life"
+model = "{models}/skl_random_forest_regressor"
+alarm = {{ below = 30 }}
+
+[[assets]]
+id = "reactor"
+signals = [{tep}]
+detectors = ["forest"]
+"#,
+        dir = dir.path().display(),
+        repo = repo().display(),
+        models = models.display(),
+        tep = tep_signals()
+    );
+    for engine in &engines {
+        text += &format!("\n[[assets]]\nid = \"{engine}\"\nsignals = [{}]\ndetectors = []\n", cmapss.join(", "));
+    }
+    let config = crate::harness::write_config(dir.path(), "live.toml", &text);
+    let out = usan(&["check", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let server = Server::serve(&config, &[]);
+    server.wait_until("the replays are scored", Duration::from_secs(120), |s| {
+        s.get("/api/v1/assets/reactor")["frames"].as_u64().unwrap() >= 1000
+            && engines.iter().all(|e| s.get(&format!("/api/v1/assets/{e}"))["frames"].as_u64().unwrap() >= 128)
+    });
+    server.wait_until("and stored", Duration::from_secs(30), |s| {
+        s.get_raw("/metrics").1.contains("usan_frames_stored_total")
+            && crate::harness::metric_of(s, "usan_frames_stored_total") >= 1000.0 + 147.0 + 128.0 + 137.0
+    });
+
+    // IsolationForest's decision_function, negated: the fault scores higher.
+    let reactor = server.get("/api/v1/assets/reactor");
+    let forest = &reactor["detectors"][0];
+    assert_eq!(forest["status"], "monitoring", "{forest}");
+    assert_eq!(forest["model"]["name"], "skl_isolation_forest", "{forest}");
+    let findings = server.get("/api/v1/findings?asset=reactor&limit=10000");
+    let anomalous: Vec<i64> =
+        findings.as_array().unwrap().iter().filter(|f| f["anomalous"] == true).map(|f| sample_of(&f["ts"])).collect();
+    let in_fault = anomalous.iter().filter(|&&s| s >= 801).count();
+    assert!(in_fault >= 100, "{in_fault} of 200 faulty frames flagged");
+    assert!(in_fault * 4 >= anomalous.len() * 3, "most flags are in the fault: {anomalous:?}");
+
+    // The forest's RUL falls as each engine runs to failure and its alarm
+    // rule (estimate within 30 cycles) holds at the end.
+    for engine in &engines {
+        let asset = server.get(&format!("/api/v1/assets/{engine}"));
+        let life = &asset["rul"][0];
+        assert_eq!(life["model"]["name"], "skl_random_forest_regressor", "{life}");
+        assert!(life["lower"].is_null() && life["coverage"] == 0.0, "a package gives no interval: {life}");
+        let rul = life["rul"].as_f64().unwrap();
+        assert!(rul < 40.0, "{engine} ends with RUL {rul}");
+        assert_eq!(life["alarming"], true, "{life}");
+    }
+    assert!(server.terminate().success());
+}

@@ -22,7 +22,8 @@ struct Outputs {
     reconstruction: Option<usize>,
 }
 
-/// A detector model with its manifest, ready to score frames.
+/// A detector or RUL model with its manifest, ready to score frames (for a
+/// RUL model the "score" is the remaining life, without contributions).
 #[derive(Clone, Debug)]
 pub struct Scorer {
     model: Model,
@@ -49,24 +50,29 @@ pub struct Scored {
 }
 
 impl Scorer {
-    /// A detector from a model and its manifest.
+    /// A detector or RUL model from a model and its manifest.
     ///
     /// # Errors
-    /// [`OnnxError::Manifest`] when the manifest is not a detector's or
-    /// does not fit the model.
+    /// [`OnnxError::Manifest`] when the manifest is a classifier's or does
+    /// not fit the model.
     pub fn new(model: Model, manifest: Manifest) -> Result<Self, OnnxError> {
         let mut problems = manifest.problems(model.inspection(), model.input_width());
-        if manifest.role != Role::Detector {
-            problems.push(format!("role is {:?}, not detector", manifest.role).to_lowercase());
+        if manifest.role == Role::Classifier {
+            problems.push("role is classifier: usan runs detector and RUL packages in the pipeline".into());
         }
         if !problems.is_empty() {
             return Err(OnnxError::Manifest(problems));
         }
         let ports = &model.inspection().signature.outputs;
         let index = |name: &Option<String>| name.as_ref().and_then(|n| ports.iter().position(|p| &p.name == n));
-        let outputs = Outputs {
-            score: index(&manifest.outputs.score).map(|i| (i, manifest.outputs.score_higher_is == Direction::Normal)),
-            reconstruction: index(&manifest.outputs.reconstruction),
+        let outputs = match manifest.role {
+            // A remaining life is the value, as it is.
+            Role::Rul => Outputs { score: index(&manifest.outputs.rul).map(|i| (i, false)), reconstruction: None },
+            _ => Outputs {
+                score: index(&manifest.outputs.score)
+                    .map(|i| (i, manifest.outputs.score_higher_is == Direction::Normal)),
+                reconstruction: index(&manifest.outputs.reconstruction),
+            },
         };
         Ok(Self { model, manifest, outputs })
     }
@@ -285,9 +291,18 @@ mod tests {
         let err = scorer(3, "[outputs]\nscore = \"s\"").map(|_| ()).and_then(|()| {
             let model = Model::load(&half_reconstruction(3), None).expect("builds");
             let text =
-                "format = 1\nname = \"r\"\nrole = \"rul\"\nsignals = [\"a\", \"b\", \"c\"]\n[outputs]\nrul = \"s\"";
+                "format = 1\nname = \"r\"\nrole = \"classifier\"\nsignals = [\"a\", \"b\", \"c\"]\n[outputs]\nlabel = \"s\"";
             Scorer::new(model, Manifest::parse(text).expect("parses")).map(|_| ())
         });
-        assert!(err.expect_err("a RUL model").to_string().contains("not detector"));
+        assert!(err.expect_err("a classifier").to_string().contains("role is classifier"));
+    }
+
+    #[test]
+    fn a_rul_model_gives_its_output_as_the_value() {
+        let model = Model::load(&half_reconstruction(3), None).expect("builds");
+        let text = "format = 1\nname = \"r\"\nrole = \"rul\"\nsignals = [\"a\", \"b\", \"c\"]\n[outputs]\nrul = \"s\"";
+        let s = Scorer::new(model, Manifest::parse(text).expect("parses")).expect("fits");
+        let got = s.score(&mut Stream::default(), &[vec![1.0, 2.0, 3.0]]).expect("runs");
+        assert_eq!(got, vec![Some(Scored { value: 14.0, contributions: vec![] })]);
     }
 }
