@@ -232,6 +232,9 @@ def sklearn_models(out):
     save("skl_hist_gradient_boosting_regressor_nan", m, xm_train, gm)
     m = HistGradientBoostingClassifier(max_iter=40, random_state=SEED).fit(xm_train, ym_train)
     save("skl_hist_gradient_boosting_classifier_nan", m, xm_train, gm)
+    # As a live quality classifier: -1 is a passing wafer.
+    write_manifest(out, "skl_hist_gradient_boosting_classifier_nan", "classifier", secom()[2],
+                   'label = "output_label"\nprobabilities = "output_probability"\nnormal = ["-1"]')
     m = HistGradientBoostingClassifier(max_iter=20, random_state=SEED).fit(xs_train, ys_train)
     save("skl_hist_gradient_boosting_classifier_multiclass", m, xs_train, gs)
     m = IsolationForest(n_estimators=50, random_state=SEED).fit(xt_train)

@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub struct ModelInfo {
     /// The manifest's name.
     pub name: String,
-    /// `detector` or `rul`.
+    /// `detector`, `classifier` or `rul`.
     pub role: &'static str,
     /// The package folder.
     pub package: String,
@@ -41,7 +41,7 @@ pub struct ModelInfo {
 /// What a package is loaded for: its manifest's `role` must say the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// `[[detectors]]` with `type = "onnx"`.
+    /// `[[detectors]]` with `type = "onnx"`: a detector or a classifier.
     Detector,
     /// `[[rul]]` with a package folder as its model.
     Rul,
@@ -61,8 +61,10 @@ pub struct ExternalModel {
     /// What it is.
     pub info: ModelInfo,
     /// Its alarm level from the manifest: a value, or the quantile of its
-    /// scores on the golden inputs.
+    /// scores on the golden inputs (a classifier's: 0.5 by default).
     pub level: Option<f64>,
+    /// A classifier: each frame (a part) is judged alone by default.
+    pub classifier: bool,
     #[cfg(feature = "onnx")]
     scorer: usan_onnx::Scorer,
 }
@@ -78,8 +80,18 @@ pub struct ExternalRun {
     stream: usan_onnx::Stream,
 }
 
-/// A scored frame: the score and its contributions in the asset's signal order.
-pub type Scored = (f64, Vec<f64>);
+/// A scored frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The score (a detector's), the remaining life (a RUL model's) or the
+    /// probability of a class that is not good (a classifier's).
+    pub value: f64,
+    /// Contributions in the asset's signal order (empty when the model
+    /// gives none).
+    pub contributions: Vec<f64>,
+    /// A classifier's predicted class.
+    pub label: Option<String>,
+}
 
 /// Every package detector of a plant by detector index, or why it was refused.
 pub type Loaded = HashMap<usize, Result<Arc<ExternalModel>, String>>;
@@ -148,13 +160,15 @@ impl ExternalModel {
         let Some(manifest) = package.manifest.clone() else {
             anyhow::bail!("{} has no usan-model.toml: a detector needs one (docs/models.md)", path.display());
         };
-        let wanted = match purpose {
-            Purpose::Detector => usan_onnx::manifest::Role::Detector,
-            Purpose::Rul => usan_onnx::manifest::Role::Rul,
+        use usan_onnx::manifest::Role;
+        let fits = match purpose {
+            Purpose::Detector => matches!(manifest.role, Role::Detector | Role::Classifier),
+            Purpose::Rul => manifest.role == Role::Rul,
         };
-        if manifest.role != wanted {
+        if !fits {
             anyhow::bail!("{}: its manifest's role is not {}", path.display(), purpose.word());
         }
+        let classifier = manifest.role == Role::Classifier;
         let (model, comparison) = package.load()?;
         let golden = package.golden_inputs(&model)?;
         let scorer = usan_onnx::Scorer::new(model, manifest.clone())?;
@@ -170,12 +184,18 @@ impl ExternalModel {
                     .with_context(|| format!("{}: no golden input gets a score", path.display()))?;
                 Some(level)
             }
+            // A part is bad when a bad class is more likely than not.
+            _ if classifier => Some(0.5),
             _ => None,
         };
         let p = &manifest.provenance;
         let info = ModelInfo {
             name: manifest.name.clone(),
-            role: purpose.word(),
+            role: match manifest.role {
+                Role::Detector => "detector",
+                Role::Rul => "rul",
+                Role::Classifier => "classifier",
+            },
             package: path.display().to_string(),
             producer: scorer.model().inspection().producer.clone(),
             exporter: p.exporter.clone(),
@@ -184,7 +204,7 @@ impl ExternalModel {
             trained_at: p.trained_at.clone(),
             golden_rows: comparison.map_or(0, |c| c.rows),
         };
-        Ok(Self { info, level, scorer })
+        Ok(Self { info, level, classifier, scorer })
     }
 
     /// Load a package for `purpose`.
@@ -233,8 +253,9 @@ impl ExternalModel {
 }
 
 impl ExternalRun {
-    /// Score an asset's frames in order, in one model call: `None` for a
-    /// frame the model does not score (its window still filling, a gap
+    /// Score an asset's frames (values, indices of values the assembler
+    /// filled in) in order, in one model call: `None` for a frame the
+    /// model does not score (its window still filling, a gap
     /// the manifest skips, no usable output).
     ///
     /// # Errors
@@ -242,11 +263,18 @@ impl ExternalRun {
     #[cfg(feature = "onnx")]
     pub fn score<'a>(
         &mut self,
-        frames: impl Iterator<Item = &'a [f64]>,
+        frames: impl Iterator<Item = (&'a [f64], &'a [usize])>,
         signals: usize,
     ) -> anyhow::Result<Vec<Option<Scored>>> {
+        // A value the frame assembler filled in was not measured: the model
+        // sees a gap, and the manifest's `missing` rule decides.
         let picked: Vec<Vec<f64>> = frames
-            .map(|values| self.columns.iter().map(|&c| values.get(c).copied().unwrap_or(f64::NAN)).collect())
+            .map(|(values, filled)| {
+                self.columns
+                    .iter()
+                    .map(|&c| if filled.contains(&c) { f64::NAN } else { values.get(c).copied().unwrap_or(f64::NAN) })
+                    .collect()
+            })
             .collect();
         let scored = self.model.scorer.score(&mut self.stream, &picked)?;
         Ok(scored
@@ -257,7 +285,7 @@ impl ExternalRun {
                     for (&c, v) in self.columns.iter().zip(&s.contributions) {
                         contributions[c] += v;
                     }
-                    (s.value, contributions)
+                    Scored { value: s.value, contributions, label: s.label }
                 })
             })
             .collect())
@@ -270,7 +298,7 @@ impl ExternalRun {
     #[cfg(not(feature = "onnx"))]
     pub fn score<'a>(
         &mut self,
-        _frames: impl Iterator<Item = &'a [f64]>,
+        _frames: impl Iterator<Item = (&'a [f64], &'a [usize])>,
         _signals: usize,
     ) -> anyhow::Result<Vec<Option<Scored>>> {
         anyhow::bail!("this usan was built without the `onnx` feature")

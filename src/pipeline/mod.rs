@@ -121,6 +121,9 @@ pub struct DetectorLive {
     /// The package, for a detector that runs a model exported from Python.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<external::ModelInfo>,
+    /// A classifier package's latest predicted class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// What the API shows about one asset.

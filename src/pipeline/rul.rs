@@ -169,8 +169,8 @@ impl RulWatch {
     pub fn restore(&mut self, count: u64, head: &[Vec<f64>], tail: &[Vec<f64>]) {
         if let Some(run) = &mut self.package {
             // The newest frames refill a window; the last estimate is shown again.
-            match run.score(tail.iter().map(Vec::as_slice), 0) {
-                Ok(estimates) => self.live.rul = estimates.into_iter().flatten().last().map(|(rul, _)| rul),
+            match run.score(tail.iter().map(|v| (v.as_slice(), &[][..])), 0) {
+                Ok(estimates) => self.live.rul = estimates.into_iter().flatten().last().map(|e| e.value),
                 Err(e) => tracing::debug!("rul {}: {e:#}", self.live.name),
             }
             self.live.cycles = count;
@@ -266,8 +266,8 @@ impl RulWatch {
         let Some(run) = &mut self.package else { return RulTransition::None };
         self.live.cycles += 1;
         self.live.updated_at = Some(ts);
-        let estimate = match run.score(std::iter::once(values), 0) {
-            Ok(mut estimates) => estimates.pop().flatten().map(|(rul, _)| rul),
+        let estimate = match run.score(std::iter::once((values, &[][..])), 0) {
+            Ok(mut estimates) => estimates.pop().flatten().map(|e| e.value),
             Err(e) => {
                 tracing::debug!("rul {}: {e:#}", self.live.name);
                 None

@@ -4,7 +4,7 @@
 //! A detector without a fitted model learns from the asset's first
 //! `baseline_frames` frames, saves its model to the store, then scores.
 
-use super::external::{ExternalModel, ExternalRun};
+use super::external::{ExternalModel, ExternalRun, Scored};
 use super::rul::{RulTransition, RulWatch};
 use super::{AlarmBook, AssetLive, DetectorLive, LiveFrames, LiveRow, LiveRows, LiveState, SCORE_PREFIX};
 use crate::plant::{Algorithm, DetectorSpec, Plant};
@@ -199,7 +199,12 @@ fn external_stage(spec: &DetectorSpec, model: &ExternalModel, run: ExternalRun) 
         (Some(config), _) if config.quantile.is_some() => baseline(config),
         (Some(config), Some(level)) => ExternalThreshold::Ready(config.build_at(level)),
         (Some(config), None) => baseline(ThresholdConfig { quantile: default.quantile, ..config }),
-        (None, Some(level)) => ExternalThreshold::Ready(ThresholdConfig::fixed(level).build_at(level)),
+        (None, Some(level)) => {
+            let config = ThresholdConfig::fixed(level);
+            // A classifier judges each part (frame) alone.
+            let config = if model.classifier { ThresholdConfig { k: 1, n: 1, ..config } } else { config };
+            ExternalThreshold::Ready(config.build_at(level))
+        }
         (None, None) => baseline(default),
     };
     Stage::External { run: Box::new(run), threshold }
@@ -568,7 +573,7 @@ impl DetectorRun {
             return frames.iter().map(|frame| self.step(asset, signals, frame, store, metrics)).collect();
         };
         let scored = match tokio::task::block_in_place(|| {
-            run.score(frames.iter().map(|f| f.values.as_slice()), signals.len())
+            run.score(frames.iter().map(|f| (f.values.as_slice(), f.filled.as_slice())), signals.len())
         }) {
             Ok(scored) => scored,
             Err(e) => {
@@ -579,11 +584,14 @@ impl DetectorRun {
         };
         let mut outcomes = Vec::with_capacity(frames.len());
         for (frame, scored) in frames.iter().zip(scored) {
-            let Some((value, contributions)) = scored else {
+            let Some(Scored { value, contributions, label }) = scored else {
                 outcomes.push(None);
                 continue;
             };
             self.live.score = Some(value).filter(|v| v.is_finite());
+            if label.is_some() {
+                self.live.label = label;
+            }
             let decide = match threshold {
                 ExternalThreshold::Ready(threshold) => threshold,
                 ExternalThreshold::Baseline { config, scores, needed } => {

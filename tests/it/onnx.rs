@@ -568,3 +568,97 @@ detectors = ["forest"]
     }
     assert!(server.terminate().success());
 }
+
+#[test]
+fn a_quality_classifier_flags_the_parts_it_predicts_bad_with_the_scores_of_model_run() {
+    use crate::harness::Server;
+    use std::time::Duration;
+    let Some(models) = models() else { return };
+    let package = models.join("skl_hist_gradient_boosting_classifier_nan");
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo().join("tests/data/secom/secom_sample.csv");
+    let header = std::fs::read_to_string(&data).unwrap().lines().next().unwrap().to_string();
+    let signals: Vec<String> = header.split(',').filter(|c| *c != "pass_fail").map(|c| format!("\"{c}\"")).collect();
+    let text = format!(
+        r#"
+[store]
+type = "sqlite"
+path = "{dir}/fab.db"
+flush_interval = "100ms"
+
+[[sources]]
+type = "file"
+name = "secom"
+path = "{data}"
+asset = "fab"
+period = "1s"
+speed = "max"
+
+[[detectors]]
+name = "quality"
+algorithm = {{ type = "onnx", package = "{package}" }}
+
+[[assets]]
+id = "fab"
+signals = [{signals}]
+"#,
+        dir = dir.path().display(),
+        data = data.display(),
+        package = package.display(),
+        signals = signals.join(", ")
+    );
+    let config = crate::harness::write_config(dir.path(), "fab.toml", &text);
+    let server = Server::serve(&config, &[]);
+    server.wait_until("every wafer is judged and stored", Duration::from_secs(120), |s| {
+        crate::harness::metric_of(s, "usan_frames_stored_total") >= 800.0
+    });
+    let fab = server.get("/api/v1/assets/fab");
+    let quality = &fab["detectors"][0];
+    assert_eq!(quality["model"]["role"], "classifier", "{quality}");
+    assert_eq!(quality["threshold"], 0.5, "{quality}");
+    assert!(["-1", "1"].contains(&quality["label"].as_str().unwrap()), "{quality}");
+    assert!(server.terminate().success());
+
+    // The stored score of each wafer is the model's probability of a fail,
+    // as `usan model run` gives it; a finding for each one above 0.5.
+    let input = dir.path().join("x.csv");
+    let body: Vec<String> =
+        std::fs::read_to_string(&data).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect();
+    std::fs::write(&input, body.join("\n") + "\n").unwrap();
+    let output = dir.path().join("y.csv");
+    let out = usan(&[
+        "model",
+        "run",
+        package.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fail: Vec<f64> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    let db = crate::harness::open_store(&dir.path().join("fab.db"));
+    let mut stmt = db.prepare("SELECT ts, score, anomalous FROM findings ORDER BY ts").unwrap();
+    let findings: Vec<(i64, f64, bool)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    let expected: Vec<usize> = (0..fail.len()).filter(|&i| fail[i] > 0.5).collect();
+    assert!(!expected.is_empty() && expected.len() < 400, "{} predicted fails", expected.len());
+    let scores: Vec<f64> = findings.iter().map(|f| f.1).collect();
+    let wanted: Vec<f64> = expected.iter().map(|&i| fail[i]).collect();
+    assert_eq!(
+        findings.len(),
+        expected.len(),
+        "one finding per predicted fail: {scores:?} vs {wanted:?} at {expected:?}"
+    );
+    let first_ts = findings.iter().map(|f| f.0).min().unwrap() - expected[0] as i64 * 1000;
+    for ((ts, score, anomalous), &row) in findings.iter().zip(&expected) {
+        assert_eq!((ts - first_ts) / 1000, row as i64, "the finding of wafer {row}");
+        assert!((score - fail[row]).abs() <= 1e-6, "wafer {row}: {score} vs {}", fail[row]);
+        assert!(anomalous, "each predicted fail is judged alone (k = n = 1)");
+    }
+}

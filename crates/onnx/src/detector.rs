@@ -14,12 +14,23 @@ use crate::{Model, OnnxError, OutputValues};
 use std::collections::VecDeque;
 
 /// How the model's outputs make a score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Outputs {
     /// Index of the score output, and whether to negate it.
     score: Option<(usize, bool)>,
     /// Index of the per-signal reconstruction output.
     reconstruction: Option<usize>,
+    /// A classifier's outputs.
+    classify: Option<Classify>,
+}
+
+/// A classifier's label output and, when it has one, its probability
+/// output with, per column, whether the class is a good one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Classify {
+    label: usize,
+    probabilities: Option<(usize, Vec<bool>)>,
+    normal: Vec<String>,
 }
 
 /// A detector or RUL model with its manifest, ready to score frames (for a
@@ -47,6 +58,8 @@ pub struct Scored {
     /// Per manifest signal, its share of the score (squared residuals for
     /// reconstruction models; empty for a model that gives only a score).
     pub contributions: Vec<f64>,
+    /// A classifier's predicted class.
+    pub label: Option<String>,
 }
 
 impl Scorer {
@@ -57,23 +70,49 @@ impl Scorer {
     /// not fit the model.
     pub fn new(model: Model, manifest: Manifest) -> Result<Self, OnnxError> {
         let mut problems = manifest.problems(model.inspection(), model.input_width());
-        if manifest.role == Role::Classifier {
-            problems.push("role is classifier: usan runs detector and RUL packages in the pipeline".into());
-        }
+        let ports = &model.inspection().signature.outputs;
+        let index = |name: &Option<String>| name.as_ref().and_then(|n| ports.iter().position(|p| &p.name == n));
+        let o = &manifest.outputs;
+        let outputs = match manifest.role {
+            // A remaining life is the value, as it is.
+            Role::Rul => Outputs { score: index(&o.rul).map(|i| (i, false)), reconstruction: None, classify: None },
+            Role::Detector => Outputs {
+                score: index(&o.score).map(|i| (i, o.score_higher_is == Direction::Normal)),
+                reconstruction: index(&o.reconstruction),
+                classify: None,
+            },
+            Role::Classifier => {
+                if o.normal.is_empty() {
+                    problems.push("a classifier in the pipeline needs outputs.normal: its good classes".into());
+                }
+                let probabilities = o.probabilities.as_ref().and_then(|name| {
+                    let i = index(&o.probabilities)?;
+                    let columns = model.inspection().zipmap_classes.get(name).cloned().unwrap_or(o.classes.clone());
+                    let width = match ports[i].value.dims() {
+                        Some([_, crate::Dim::Fixed(w)]) => Some(*w as usize),
+                        _ => None,
+                    };
+                    if columns.is_empty() || width.is_some_and(|w| w != columns.len()) {
+                        problems.push(format!(
+                            "outputs.probabilities {name} has {} columns; outputs.classes names {}",
+                            width.map_or("unknown".to_string(), |w| w.to_string()),
+                            o.classes.len()
+                        ));
+                    }
+                    for class in &o.normal {
+                        if !columns.contains(class) {
+                            problems.push(format!("outputs.normal names class {class}, not one of the model's"));
+                        }
+                    }
+                    Some((i, columns.iter().map(|c| o.normal.contains(c)).collect()))
+                });
+                let classify = index(&o.label).map(|label| Classify { label, probabilities, normal: o.normal.clone() });
+                Outputs { score: None, reconstruction: None, classify }
+            }
+        };
         if !problems.is_empty() {
             return Err(OnnxError::Manifest(problems));
         }
-        let ports = &model.inspection().signature.outputs;
-        let index = |name: &Option<String>| name.as_ref().and_then(|n| ports.iter().position(|p| &p.name == n));
-        let outputs = match manifest.role {
-            // A remaining life is the value, as it is.
-            Role::Rul => Outputs { score: index(&manifest.outputs.rul).map(|i| (i, false)), reconstruction: None },
-            _ => Outputs {
-                score: index(&manifest.outputs.score)
-                    .map(|i| (i, manifest.outputs.score_higher_is == Direction::Normal)),
-                reconstruction: index(&manifest.outputs.reconstruction),
-            },
-        };
         Ok(Self { model, manifest, outputs })
     }
 
@@ -105,6 +144,9 @@ impl Scorer {
             Some(OutputValues::Float(v)) => Ok(v.as_slice()),
             _ => Err(OnnxError::Run(format!("output {i} is not a float tensor"))),
         };
+        if let Some(classify) = &self.outputs.classify {
+            return classified(classify, &outputs, rows);
+        }
         let score = self.outputs.score.map(|(i, negate)| float(i).map(|v| (v, negate))).transpose()?;
         let reconstruction = self.outputs.reconstruction.map(float).transpose()?;
         let mut scored = Vec::with_capacity(rows);
@@ -139,7 +181,7 @@ impl Scorer {
                 (Some(c), _) => c.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect(),
                 (None, _) => Vec::new(),
             };
-            scored.push(Some(Scored { value, contributions }));
+            scored.push(Some(Scored { value, contributions, label: None }));
         }
         Ok(scored)
     }
@@ -213,6 +255,38 @@ impl Scorer {
     }
 }
 
+/// A classifier's rows: the probability of not being a good class (from
+/// the probabilities when the model gives them, else 0 or 1 from the label)
+/// and the label.
+fn classified(classify: &Classify, outputs: &[crate::Output], rows: usize) -> Result<Vec<Option<Scored>>, OnnxError> {
+    let labels: Vec<String> = match outputs.get(classify.label).map(|o| &o.values) {
+        Some(OutputValues::Text(v)) => v.clone(),
+        Some(OutputValues::Int(v)) => v.iter().map(ToString::to_string).collect(),
+        Some(OutputValues::Float(v)) => v.iter().map(|f| format!("{f}")).collect(),
+        None => return Err(OnnxError::Run("the label output is missing".into())),
+    };
+    let probabilities = match classify.probabilities.as_ref() {
+        Some((i, normal)) => match outputs.get(*i).map(|o| &o.values) {
+            Some(OutputValues::Float(v)) if v.len() == rows * normal.len() => Some((v, normal)),
+            _ => return Err(OnnxError::Run("the probabilities output does not fit its classes".into())),
+        },
+        None => None,
+    };
+    Ok((0..rows)
+        .map(|r| {
+            let label = labels.get(r).cloned();
+            let value = match probabilities {
+                Some((v, normal)) => {
+                    let row = &v[r * normal.len()..(r + 1) * normal.len()];
+                    1.0 - row.iter().zip(normal).filter(|(_, good)| **good).map(|(p, _)| p).sum::<f64>()
+                }
+                None => f64::from(u8::from(!label.as_ref().is_some_and(|l| classify.normal.contains(l)))),
+            };
+            (!value.is_nan()).then_some(Scored { value, contributions: Vec::new(), label })
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,7 +321,7 @@ mod tests {
         for (outputs, value, contributions) in cases {
             let s = scorer(3, &format!("{pre}{outputs}")).expect("fits");
             let got = s.score(&mut Stream::default(), &[vec![3.0, 2.0, 1.0]]).expect("runs");
-            assert_eq!(got, vec![Some(Scored { value, contributions })], "{outputs}");
+            assert_eq!(got, vec![Some(Scored { value, contributions, label: None })], "{outputs}");
         }
     }
 
@@ -294,7 +368,7 @@ mod tests {
                 "format = 1\nname = \"r\"\nrole = \"classifier\"\nsignals = [\"a\", \"b\", \"c\"]\n[outputs]\nlabel = \"s\"";
             Scorer::new(model, Manifest::parse(text).expect("parses")).map(|_| ())
         });
-        assert!(err.expect_err("a classifier").to_string().contains("role is classifier"));
+        assert!(err.expect_err("a classifier without good classes").to_string().contains("outputs.normal"));
     }
 
     #[test]
@@ -303,6 +377,32 @@ mod tests {
         let text = "format = 1\nname = \"r\"\nrole = \"rul\"\nsignals = [\"a\", \"b\", \"c\"]\n[outputs]\nrul = \"s\"";
         let s = Scorer::new(model, Manifest::parse(text).expect("parses")).expect("fits");
         let got = s.score(&mut Stream::default(), &[vec![1.0, 2.0, 3.0]]).expect("runs");
-        assert_eq!(got, vec![Some(Scored { value: 14.0, contributions: vec![] })]);
+        assert_eq!(got, vec![Some(Scored { value: 14.0, contributions: vec![], label: None })]);
+    }
+
+    #[test]
+    fn a_classifier_scores_the_probability_of_a_bad_class_and_gives_its_label() {
+        let bytes =
+            crate::examples::examples().into_iter().find(|(n, _)| *n == "tree_classifier_zipmap").expect("example").1;
+        let model = Model::load(&bytes, None).expect("builds");
+        let rows = [vec![0.0, 1.0, 2.0], vec![1.0, f64::NAN, -3.0]];
+        let outputs = model.run(2, &rows.concat()).expect("runs");
+        let OutputValues::Float(p) = &outputs[1].values else { panic!("probabilities") };
+        let text = "format = 1\nname = \"c\"\nrole = \"classifier\"\nsignals = [\"a\", \"b\", \"c\"]\n\
+                    [outputs]\nlabel = \"label\"\nprobabilities = \"probabilities\"\nnormal = [\"3\"]";
+        let s = Scorer::new(model, Manifest::parse(text).expect("parses")).expect("fits");
+        let got = s.score(&mut Stream::default(), &rows).expect("runs");
+        let OutputValues::Int(labels) = &outputs[0].values else { panic!("labels") };
+        for (r, scored) in got.into_iter().enumerate() {
+            let scored = scored.expect("scored");
+            assert!((scored.value - p[r * 2 + 1]).abs() < 1e-12, "row {r}: {} vs P(9) {}", scored.value, p[r * 2 + 1]);
+            assert_eq!(scored.label, Some(labels[r].to_string()));
+        }
+        let err = Scorer::new(
+            Model::load(&bytes, None).expect("builds"),
+            Manifest::parse(&text.replace("[\"3\"]", "[\"4\"]")).expect("parses"),
+        )
+        .expect_err("class 4 is not the model's");
+        assert!(err.to_string().contains("outputs.normal names class 4"), "{err}");
     }
 }

@@ -22,7 +22,7 @@
 //! reconstruction = "y"              # per-signal reconstruction: score = residual, explained by signal
 //! # score = "scores"                # or an output that is the score itself,
 //! # score_higher_is = "normal"      # when it points that way (IsolationForest)
-//! # label = "label", classes = [...]; rul = "variable"
+//! # label = "label", probabilities = "probabilities", normal = ["pass"]; rul = "variable"
 //!
 //! [threshold]
 //! value = 0.8                       # or quantile = 0.995 (of the golden inputs' scores)
@@ -99,6 +99,13 @@ pub struct Outputs {
     /// The classes, in the order of the model's probability columns.
     #[serde(default)]
     pub classes: Vec<String>,
+    /// A classifier's probability output (`[N, classes]`, or a ZipMap).
+    pub probabilities: Option<String>,
+    /// A classifier's classes that are good (a passing part): any other
+    /// class is a finding, and the score is the probability of not being
+    /// one of these.
+    #[serde(default)]
+    pub normal: Vec<String>,
     /// The remaining-useful-life output.
     pub rul: Option<String>,
 }
@@ -235,9 +242,13 @@ impl Manifest {
             })
         };
         let o = &self.outputs;
-        for (key, name) in
-            [("score", &o.score), ("reconstruction", &o.reconstruction), ("label", &o.label), ("rul", &o.rul)]
-        {
+        for (key, name) in [
+            ("score", &o.score),
+            ("reconstruction", &o.reconstruction),
+            ("label", &o.label),
+            ("rul", &o.rul),
+            ("probabilities", &o.probabilities),
+        ] {
             if let Some(name) = name {
                 match width_of(name) {
                     None => problems.push(format!(
