@@ -91,19 +91,40 @@ impl Post {
     }
 }
 
-/// One row's votes per target and which targets had any: scratch reused
-/// across the rows of a batch (scoring allocates nothing per row).
+/// A block of rows' votes per target and which targets had any, row-major:
+/// scratch reused across the blocks of a batch (nothing allocated per row).
 #[derive(Debug, Default)]
 struct Votes {
     score: Vec<f64>,
     has: Vec<bool>,
 }
 
+/// A node as the walk reads it: 24 bytes, so a tree's top levels share
+/// cache lines. A leaf's `yes..no` is its range of votes.
+#[derive(Clone, Copy, Debug)]
+struct Compact {
+    threshold: f64,
+    feature: u32,
+    yes: u32,
+    no: u32,
+    leaf: bool,
+    missing_true: bool,
+}
+
+/// Rows scored together: each tree is walked for every row of a block
+/// before the next tree, so its nodes stay in cache.
+const BLOCK: usize = 128;
+
 /// The trees, flattened: every node once, each tree's root, and the leaves'
 /// `(target, weight)` votes.
 #[derive(Debug)]
 struct Forest {
     nodes: Vec<Node>,
+    /// `nodes` compacted for the walk.
+    compact: Vec<Compact>,
+    /// The one comparison every branch makes, when they all make the same
+    /// one (exporters write one): the walk then never dispatches on a mode.
+    uniform: Option<Mode>,
     /// The sets of `BRANCH_MEMBER` nodes.
     sets: Vec<Vec<f64>>,
     roots: Vec<usize>,
@@ -215,8 +236,16 @@ impl Forest {
             }
             nodes[at] = Node::Leaf { first, end: votes.len() };
         }
-        let forest =
-            Self { nodes, roots, votes, max_feature: None, single: single_nodes && single_weights, sets: vec![] };
+        let forest = Self {
+            nodes,
+            compact: Vec::new(),
+            uniform: None,
+            roots,
+            votes,
+            max_feature: None,
+            single: single_nodes && single_weights,
+            sets: vec![],
+        };
         forest.checked()
     }
 
@@ -240,6 +269,40 @@ impl Forest {
             }
         }
         self.max_feature = max_feature;
+        ensure!(
+            self.nodes.len() < u32::MAX as usize && self.votes.len() < u32::MAX as usize,
+            "{} nodes and {} votes: more than this walk indexes",
+            self.nodes.len(),
+            self.votes.len()
+        );
+        self.compact = self
+            .nodes
+            .iter()
+            .map(|node| match *node {
+                Node::Branch { feature, threshold, missing_true, yes, no, .. } => Compact {
+                    threshold,
+                    feature: u32::try_from(feature).unwrap_or(u32::MAX),
+                    yes: yes as u32,
+                    no: no as u32,
+                    leaf: false,
+                    missing_true,
+                },
+                Node::Leaf { first, end } => Compact {
+                    threshold: 0.0,
+                    feature: 0,
+                    yes: first as u32,
+                    no: end as u32,
+                    leaf: true,
+                    missing_true: false,
+                },
+            })
+            .collect();
+        let mut modes = self.nodes.iter().filter_map(|n| match n {
+            Node::Branch { mode, .. } => Some(*mode),
+            Node::Leaf { .. } => None,
+        });
+        let first = modes.next();
+        self.uniform = first.filter(|m| !matches!(m, Mode::Member(_)) && modes.all(|other| other == *m));
         Ok(self)
     }
 
@@ -271,34 +334,87 @@ impl Forest {
         if self.single { f64::from(a as f32 / b as f32) } else { a / b }
     }
 
-    /// One row's aggregated votes per target, and which targets had any.
-    fn votes(&self, row: &[f64], aggregate: Aggregate, n_targets: usize, into: &mut Votes) {
+    /// The leaf a row reaches in the tree at `root`, every branch making
+    /// the comparison `holds` (the walk of a uniform forest).
+    #[inline(always)]
+    fn walk(&self, root: usize, row: &[f64], holds: impl Fn(f64, f64) -> bool) -> (usize, usize) {
+        let mut node = &self.compact[root];
+        while !node.leaf {
+            let x = row[node.feature as usize];
+            let next = if holds(x, node.threshold) || (node.missing_true && x.is_nan()) { node.yes } else { node.no };
+            node = &self.compact[next as usize];
+        }
+        (node.yes as usize, node.no as usize)
+    }
+
+    /// The votes of `count` rows (row-major in `rows`, `width` each), per
+    /// target, and which targets had any: every row's trees in the same
+    /// order as one row at a time, so sums round the same.
+    fn votes(&self, rows: &[f64], count: usize, aggregate: Aggregate, n_targets: usize, into: &mut Votes) {
+        let width = if count == 0 { 0 } else { rows.len() / count };
         into.score.clear();
-        into.score.resize(n_targets, 0.0);
+        into.score.resize(count * n_targets, 0.0);
         into.has.clear();
-        into.has.resize(n_targets, false);
+        into.has.resize(count * n_targets, false);
+        match self.uniform {
+            Some(Mode::Leq) => self.votes_with(rows, width, aggregate, n_targets, into, |x, t| self.walk_leq(x, t)),
+            Some(Mode::Lt) => {
+                self.votes_with(rows, width, aggregate, n_targets, into, |r, t| self.walk(t, r, |x, v| x < v))
+            }
+            Some(Mode::Gte) => {
+                self.votes_with(rows, width, aggregate, n_targets, into, |r, t| self.walk(t, r, |x, v| x >= v))
+            }
+            Some(Mode::Gt) => {
+                self.votes_with(rows, width, aggregate, n_targets, into, |r, t| self.walk(t, r, |x, v| x > v))
+            }
+            _ => self.votes_with(rows, width, aggregate, n_targets, into, |r, t| self.leaf(t, r)),
+        }
+    }
+
+    /// The walk of the commonest forest (scikit-learn, LightGBM, XGBoost
+    /// all write `BRANCH_LEQ` or `BRANCH_LT`).
+    #[inline(always)]
+    fn walk_leq(&self, row: &[f64], root: usize) -> (usize, usize) {
+        self.walk(root, row, |x, v| x <= v)
+    }
+
+    #[inline(always)]
+    fn votes_with(
+        &self,
+        rows: &[f64],
+        width: usize,
+        aggregate: Aggregate,
+        n_targets: usize,
+        into: &mut Votes,
+        leaf: impl Fn(&[f64], usize) -> (usize, usize),
+    ) {
+        let count = into.score.len() / n_targets.max(1);
         let Votes { score, has } = into;
         for &root in &self.roots {
-            let (first, end) = self.leaf(root, row);
-            for &(t, w) in &self.votes[first..end] {
-                score[t] = match aggregate {
-                    Aggregate::Sum | Aggregate::Average => self.add(score[t], w),
-                    Aggregate::Min => {
-                        if !has[t] || w < score[t] {
-                            w
-                        } else {
-                            score[t]
+            for r in 0..count {
+                let (first, end) = leaf(&rows[r * width..(r + 1) * width], root);
+                let (score, has) =
+                    (&mut score[r * n_targets..(r + 1) * n_targets], &mut has[r * n_targets..(r + 1) * n_targets]);
+                for &(t, w) in &self.votes[first..end] {
+                    score[t] = match aggregate {
+                        Aggregate::Sum | Aggregate::Average => self.add(score[t], w),
+                        Aggregate::Min => {
+                            if !has[t] || w < score[t] {
+                                w
+                            } else {
+                                score[t]
+                            }
                         }
-                    }
-                    Aggregate::Max => {
-                        if !has[t] || w > score[t] {
-                            w
-                        } else {
-                            score[t]
+                        Aggregate::Max => {
+                            if !has[t] || w > score[t] {
+                                w
+                            } else {
+                                score[t]
+                            }
                         }
-                    }
-                };
-                has[t] = true;
+                    };
+                    has[t] = true;
+                }
             }
         }
     }
@@ -400,10 +516,9 @@ impl Regressor {
 }
 
 impl Regressor {
-    fn row(&self, row: &[f64], out: &mut Vec<f64>, votes: &mut Votes) {
+    /// One row from its votes per target (`score`) and which had any (`has`).
+    fn row(&self, score: &[f64], has: &[bool], out: &mut Vec<f64>) {
         let f = &self.forest;
-        f.votes(row, self.aggregate, self.n_targets, votes);
-        let Votes { score, has } = votes;
         let trees = f.roots.len() as f64;
         if self.n_targets == 1 {
             let origin = if self.base.len() == 1 { self.base[0] } else { 0.0 };
@@ -462,8 +577,13 @@ impl Kernel for Regressor {
         self.forest.check_width(width)?;
         let mut out = Vec::with_capacity(rows * self.n_targets);
         let mut votes = Votes::default();
-        for r in 0..rows {
-            self.row(&x[r * width..(r + 1) * width], &mut out, &mut votes);
+        let n = self.n_targets;
+        for start in (0..rows).step_by(BLOCK) {
+            let count = BLOCK.min(rows - start);
+            self.forest.votes(&x[start * width..(start + count) * width], count, self.aggregate, n, &mut votes);
+            for (score, has) in votes.score.chunks_exact(n.max(1)).zip(votes.has.chunks_exact(n.max(1))) {
+                self.row(score, has, &mut out);
+            }
         }
         let shape = [rows, self.n_targets];
         Ok(tvec![if self.double {
@@ -595,7 +715,8 @@ fn read_tree_ensemble(a: &Attrs) -> TractResult<Regressor> {
         .collect::<TractResult<Vec<_>>>()?;
     ensure!(!roots.is_empty(), "TreeEnsemble has no tree_roots");
     let single = !double && splits_are_single(a)?;
-    let forest = Forest { nodes, sets, roots, votes, max_feature: None, single }.checked()?;
+    let forest = Forest { nodes, compact: Vec::new(), uniform: None, sets, roots, votes, max_feature: None, single }
+        .checked()?;
     let aggregate = match a.int("aggregate_function", 1) {
         0 => Aggregate::Average,
         1 => Aggregate::Sum,
@@ -662,11 +783,9 @@ impl Classifier {
 impl Classifier {
     /// One row: its label and `n_classes` scores (onnxruntime's
     /// `TreeAggregatorClassifier::FinalizeScores` and `write_scores`).
-    fn row(&self, row: &[f64], scores_out: &mut Vec<f32>, votes: &mut Votes) -> Pick {
+    fn row(&self, score: &mut [f64], has: &mut [bool], scores_out: &mut Vec<f32>) -> Pick {
         let f = &self.forest;
         let n = self.labels.len();
-        f.votes(row, Aggregate::Sum, n, votes);
-        let Votes { score, has } = votes;
         if n > 2 {
             for (k, &b) in self.base.iter().enumerate().take(n) {
                 score[k] = if has[k] { f.add(score[k], b) } else { b };
@@ -778,8 +897,13 @@ impl Kernel for Classifier {
         let mut scores = Vec::with_capacity(rows * n);
         let mut picks = Vec::with_capacity(rows);
         let mut votes = Votes::default();
-        for r in 0..rows {
-            picks.push(self.row(&x[r * width..(r + 1) * width], &mut scores, &mut votes));
+        for start in (0..rows).step_by(BLOCK) {
+            let count = BLOCK.min(rows - start);
+            self.forest.votes(&x[start * width..(start + count) * width], count, Aggregate::Sum, n, &mut votes);
+            let Votes { score, has } = &mut votes;
+            for (score, has) in score.chunks_exact_mut(n.max(1)).zip(has.chunks_exact_mut(n.max(1))) {
+                picks.push(self.row(score, has, &mut scores));
+            }
         }
         let labels = match &self.labels {
             Labels::Ints(v) => make(
