@@ -351,7 +351,7 @@ impl Forest {
     /// target, and which targets had any: every row's trees in the same
     /// order as one row at a time, so sums round the same.
     fn votes(&self, rows: &[f64], count: usize, aggregate: Aggregate, n_targets: usize, into: &mut Votes) {
-        let width = if count == 0 { 0 } else { rows.len() / count };
+        let width = rows.len().checked_div(count).unwrap_or(0);
         into.score.clear();
         into.score.resize(count * n_targets, 0.0);
         into.has.clear();
