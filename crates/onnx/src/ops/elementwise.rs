@@ -222,8 +222,8 @@ impl Activation {
                     v
                 }
             }
-            Self::Sigmoid => tract_onnx::tract_core::tract_linalg::generic::sigmoid::ssigmoid(v),
-            Self::Tanh => tract_onnx::tract_core::tract_linalg::generic::tanh::stanh(v),
+            Self::Sigmoid => tract_linalg::generic::sigmoid::ssigmoid(v),
+            Self::Tanh => tract_linalg::generic::tanh::stanh(v),
         }
     }
 
