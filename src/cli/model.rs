@@ -6,6 +6,8 @@
 //!   goldens; non-zero exit naming each unsupported operator and its node.
 //! - `usan model run MODEL --input X.csv --output Y.csv`: the model on
 //!   every row of X (formats in `usan_onnx::table`).
+//! - `usan model export FITTED.json --out DIR`: usan's own fitted PCA as a
+//!   package any ONNX runtime runs with usan's scores.
 //!
 //! MODEL is an `.onnx` file or a package folder (`model.onnx` + `golden/`).
 
@@ -33,6 +35,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write usan's own fitted model (`usan fit`'s `<asset>/<detector>.json`,
+    /// a PCA) as a package that onnxruntime runs with usan's scores.
+    Export {
+        /// The fitted model (JSON).
+        model: PathBuf,
+        /// The package folder to write (created; files in it are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// The package's name (default: the model file's stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Run a model on the rows of a CSV file and write its outputs as CSV.
     Run {
         /// An `.onnx` file or a package folder.
@@ -55,7 +69,121 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Check { model, json } => check(&model, json),
         Command::Run { model, input, output } => run_model(&model, &input, &output),
+        Command::Export { model, out, name } => export(&model, &out, name.as_deref()),
     }
+}
+
+/// Golden rows per exported package: most near the baseline, the last
+/// quarter four standard deviations out, so both limits are exercised.
+const EXPORT_GOLDEN_ROWS: usize = 64;
+
+/// `usan model export`: a fitted PCA as a package (graph, goldens from
+/// usan's own scores, manifest), checked by loading it back.
+fn export(path: &std::path::Path, out: &std::path::Path, name: Option<&str>) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    use usan_core::detector::{AnyDetector, Detector, FittedModel};
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let fitted: FittedModel =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a usan model", path.display()))?;
+    fitted.check_format()?;
+    let AnyDetector::Pca(pca) = &fitted.detector else {
+        anyhow::bail!(
+            "{}: a {} model; usan model export writes PCA models (others are not exportable yet)",
+            path.display(),
+            fitted.detector.kind()
+        );
+    };
+    let Some(model) = pca.model() else { anyhow::bail!("{}: the PCA has not been fitted", path.display()) };
+    let config = pca.config();
+    if config.lags > 0 || config.smoothing > 1 || !model.differenced.is_empty() {
+        anyhow::bail!(
+            "{}: a dynamic, smoothed or differenced PCA (lags {}, smoothing {}, {} differenced signals) has state; only a static PCA exports",
+            path.display(),
+            config.lags,
+            config.smoothing,
+            model.differenced.len()
+        );
+    }
+    let signals = fitted.signals.len();
+    let graph = usan_onnx::export::PcaGraph {
+        signals,
+        used: &model.used,
+        mean: &model.mean,
+        scale: &model.scale,
+        loadings: &model.loadings,
+        components: model.components,
+        eigenvalues: &model.eigenvalues,
+        t2_limit: model.t2_limit,
+        spe_limit: model.spe_limit,
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let bytes = graph.to_onnx(version).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+
+    // Goldens: deterministic rows around the baseline, scored by usan's PCA.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut uniform = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut detector = fitted.detector.clone();
+    let mut inputs = String::new();
+    let mut outputs = String::from("score,t2,spe\n");
+    let _ = writeln!(inputs, "{}", fitted.signals.join(","));
+    for r in 0..EXPORT_GOLDEN_ROWS {
+        let spread = if r < EXPORT_GOLDEN_ROWS * 3 / 4 { 1.0 } else { 4.0 };
+        let mut row = vec![0.0; signals];
+        for (k, &j) in model.used.iter().enumerate() {
+            // Box–Muller: a standard normal value.
+            let g = (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
+            row[j] = model.mean[k] + model.scale[k] * g * spread;
+        }
+        let score = detector.score(&row)?;
+        let cells: Vec<String> = row.iter().map(|v| table::float_text(*v)).collect();
+        let _ = writeln!(inputs, "{}", cells.join(","));
+        let (t2, spe) = (score.t2.unwrap_or(f64::NAN), score.spe.unwrap_or(f64::NAN));
+        let _ = writeln!(
+            outputs,
+            "{},{},{}",
+            table::float_text(score.value),
+            table::float_text(t2),
+            table::float_text(spe)
+        );
+    }
+    let name = name.map_or_else(
+        || path.file_stem().map_or_else(|| "pca".to_string(), |s| s.to_string_lossy().into_owned()),
+        str::to_string,
+    );
+    let quoted: Vec<String> = fitted.signals.iter().map(|s| format!("{s:?}")).collect();
+    let threshold = fitted.threshold.filter(|t| t.is_finite()).unwrap_or(1.0);
+    let manifest = format!(
+        "# Written by `usan model export` from {source}.\nformat = 1\nname = {name:?}\nrole = \"detector\"\nsignals = [{signals}]\n\n\
+         [preprocessing]\nmissing = \"skip\"   # a gap gives the graph's score NaN\n\n\
+         [outputs]\nscore = \"score\"     # max(T² / limit, SPE / limit), as usan's PCA\n\n\
+         [threshold]\nvalue = {threshold:?}\n\n\
+         [provenance]\nexporter = \"usan {version} model export\"\n\
+         notes = \"PCA, {components} components of {used} signals; T2 limit {t2:?}, SPE limit {spe:?}\"\n",
+        source = path.display(),
+        signals = quoted.join(", "),
+        components = model.components,
+        used = model.used.len(),
+        t2 = model.t2_limit,
+        spe = model.spe_limit,
+    );
+    std::fs::create_dir_all(out.join("golden")).with_context(|| format!("cannot create {}", out.display()))?;
+    for (file, content) in [
+        ("model.onnx", bytes),
+        ("golden/inputs.csv", inputs.into_bytes()),
+        ("golden/outputs.csv", outputs.into_bytes()),
+        ("usan-model.toml", manifest.into_bytes()),
+    ] {
+        let at = out.join(file);
+        std::fs::write(&at, content).with_context(|| format!("cannot write {}", at.display()))?;
+    }
+    // The package must load as any other: its graph gives usan's scores.
+    let (_, comparison) = Package::open(out)?.load().with_context(|| format!("{} does not check", out.display()))?;
+    let rows = comparison.map_or(0, |c| c.rows);
+    println!("{}: PCA of {signals} signals, {rows} golden rows checked", out.display());
+    Ok(())
 }
 
 fn port_json(p: &Port) -> serde_json::Value {

@@ -662,3 +662,66 @@ signals = [{signals}]
         assert!(anomalous, "each predicted fail is judged alone (k = n = 1)");
     }
 }
+
+/// The pinned venv's Python (`.venv-onnx`, made by `.ci/run`), when it has onnxruntime.
+fn onnx_python() -> Option<PathBuf> {
+    let python = repo().join(".venv-onnx/bin/python");
+    let works = std::process::Command::new(&python)
+        .args(["-c", "import onnxruntime, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    required(works, "the ONNX venv (.venv-onnx with scripts/onnx/requirements.txt)").then_some(python)
+}
+
+#[test]
+fn a_fitted_pca_exports_as_a_package_onnxruntime_scores_like_usan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fitted, package) = (dir.path().join("fitted"), dir.path().join("pca-package"));
+    let out = usan(&[
+        "fit",
+        "--config",
+        repo().join("examples/tep.toml").to_str().unwrap(),
+        "--data",
+        repo().join("tests/data/tep/tep_normal_then_idv1.csv").to_str().unwrap(),
+        "--out",
+        fitted.to_str().unwrap(),
+        "--rows",
+        "500",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let model = fitted.join("reactor/pca.json");
+    let out = usan(&["model", "export", model.to_str().unwrap(), "--out", package.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = usan(&["model", "check", package.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "input frames tensor(double) [?,52]\noutput score tensor(double) [?,1]\noutput t2 tensor(double) [?,1]\noutput spe tensor(double) [?,1]\n"
+    );
+
+    // onnxruntime gives usan's own scores (the goldens) on the golden rows.
+    let Some(python) = onnx_python() else { return };
+    let script = r#"
+import csv, sys
+import numpy as np
+import onnxruntime as ort
+folder = sys.argv[1]
+rows = np.loadtxt(f"{folder}/golden/inputs.csv", delimiter=",", skiprows=1, ndmin=2)
+expected = np.loadtxt(f"{folder}/golden/outputs.csv", delimiter=",", skiprows=1, ndmin=2)
+session = ort.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])
+got = np.hstack(session.run(None, {"frames": rows}))
+worst = np.max(np.abs(got - expected) / (1e-12 + np.abs(expected)))
+print(f"{len(rows)} rows, worst relative difference {worst:.3g}")
+sys.exit(0 if worst < 1e-9 else 1)
+"#;
+    let out = std::process::Command::new(python).args(["-c", script, package.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+
+    // What cannot be exported says why.
+    let mut text = std::fs::read_to_string(&model).unwrap();
+    text = text.replace("\"type\": \"pca\"", "\"type\": \"pcb\"");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, text).unwrap();
+    let err = refused(&["model", "export", bad.to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap()]);
+    assert!(err.contains("not a usan model"), "{err}");
+}

@@ -13,6 +13,7 @@
 
 mod detector;
 pub mod examples;
+pub mod export;
 pub mod manifest;
 mod model;
 mod ops;

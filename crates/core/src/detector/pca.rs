@@ -498,6 +498,12 @@ impl Pca {
         self.model.as_ref()
     }
 
+    /// Its settings.
+    #[must_use]
+    pub fn config(&self) -> &PcaConfig {
+        &self.config
+    }
+
     /// `row` followed by its `lags` predecessors (NaN where there are none yet).
     fn augment_into(out: &mut Vec<f64>, row: &[f64], history: &VecDeque<Vec<f64>>, lags: usize) {
         out.clear();
