@@ -41,9 +41,12 @@ enum Command {
     Bench(cli::bench::Args),
     /// Score a CSV with fitted models and write one finding per row and detector.
     Score(cli::score::Args),
+    /// Write the store's history (frames, scores, alarms and maintenance as
+    /// labels) to CSV files for training in Python.
+    Export(cli::export::Args),
     /// Models exported from Python as ONNX: `usan model check MODEL` prints
     /// its inputs and outputs, `usan model run MODEL --input X.csv --output Y.csv`
-    /// runs it.
+    /// runs it, `usan model export FITTED.json --out DIR` writes usan's PCA as one.
     #[cfg(feature = "onnx")]
     Model(cli::model::Args),
 }
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Opcua(args) => cli::opcua::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Score(args) => cli::score::run(args),
+        Command::Export(args) => cli::export::run(args),
         #[cfg(feature = "onnx")]
         Command::Model(args) => cli::model::run(args),
     };

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod eval;
+pub mod export;
 pub mod fit;
 #[cfg(feature = "onnx")]
 pub mod model;

@@ -403,6 +403,22 @@ pub trait Store: Send + Sync {
         rows: usize,
     ) -> Result<SeriesTable, StoreError>;
 
+    /// Every frame of `columns` in `[from, to]`, oldest first, as stored,
+    /// handed to `visit` one at a time (it returns `false` to stop): a
+    /// whole history without holding it in memory (`usan export`).
+    /// Frames lacking every column are left out.
+    ///
+    /// # Errors
+    /// A database error.
+    fn each_row(
+        &self,
+        asset: &str,
+        columns: &[String],
+        from: Timestamp,
+        to: Timestamp,
+        visit: &mut dyn FnMut(i64, &[f64]) -> bool,
+    ) -> Result<(), StoreError>;
+
     /// The number of frames stored for `asset`, its oldest `first` and its
     /// newest `last` frames (oldest first, not overlapping), each as values
     /// in the order of `signals` (NaN where a frame lacks one).

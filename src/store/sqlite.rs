@@ -791,6 +791,17 @@ impl Store for SqliteStore {
         Ok(rows_table(newest, columns.len()))
     }
 
+    fn each_row(
+        &self,
+        asset: &str,
+        columns: &[String],
+        from: Timestamp,
+        to: Timestamp,
+        visit: &mut dyn FnMut(i64, &[f64]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.scan_columns(asset, columns, (from, to), false, |ts, values| visit(ts, &values))
+    }
+
     fn maintenance(&self, after: Timestamp) -> Result<Vec<MaintenanceWindow>, StoreError> {
         maintenance_on(&*lock(&self.read)?, after)
     }

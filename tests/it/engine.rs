@@ -810,3 +810,58 @@ fn a_resend_is_stored_once_and_another_value_replaces_it() {
     assert_eq!(stored(&server, "flow"), vec![(0, 1.0, 1), (1, 3.0, 1)]);
     assert_eq!(stored(&server, "temp"), vec![(0, 25.0, 1), (1, 21.0, 1)]);
 }
+
+#[test]
+fn export_writes_frames_scores_and_the_plants_labels_for_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tep_config(dir.path(), "\"max\"");
+    let server = Server::serve(&config, &[]);
+    server.wait_until("all 1000 frames are stored", Duration::from_secs(120), |s| {
+        s.get_raw("/metrics").1.contains("usan_frames_stored_total 1000")
+    });
+    // The plant's own labels: a closed alarm's cause, a maintenance window.
+    let alarm = server.get("/api/v1/alarms?state=all")[0].clone();
+    let id = alarm["id"].as_i64().unwrap();
+    let (status, body) = server.post(&format!("/api/v1/alarms/{id}/acknowledge"), &json!({"note": "seen"}));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.post(&format!("/api/v1/alarms/{id}/clear"), &json!({"cause": "feed ratio, A/C"}));
+    assert_eq!(status, 200, "{body}");
+    let window = json!({"asset": "reactor", "from": sample_ts(100), "to": sample_ts(110), "note": "valve swap"});
+    let (status, body) = server.post("/api/v1/maintenance", &window);
+    assert!(status == 200 || status == 201, "{body}");
+    assert!(server.terminate().success());
+
+    let out = dir.path().join("export");
+    let result = usan(&["export", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let mut reader = csv::Reader::from_path(out.join("reactor.csv")).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(&header[..3], ["ts", "time", "xmeas_1"]);
+    assert_eq!(&header[header.len() - 5..], ["@score/pca", "anomalous", "alarm", "alarm_cause", "maintenance"]);
+    let rows: Vec<Vec<String>> = reader.records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect();
+    assert_eq!(rows.len(), 1000, "every stored frame, oldest first");
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let sample = |row: &Vec<String>| (row[0].parse::<i64>().unwrap() - TEP_ORIGIN_MS) / SAMPLE_MS;
+    assert!(rows.windows(2).all(|w| sample(&w[0]) < sample(&w[1])));
+    assert_eq!(rows[0][1], "2026-01-01T00:03:00.000Z");
+    for row in &rows {
+        let s = sample(row);
+        let anomalous = row[column("anomalous")] == "pca";
+        assert!(!anomalous || s >= 801, "sample {s} labelled anomalous");
+        assert_eq!(row[column("maintenance")] == "1", (100..110).contains(&s), "sample {s}");
+        let labelled = row[column("alarm_cause")] == "feed ratio, A/C";
+        assert_eq!(row[column("alarm")] == id.to_string(), labelled, "sample {s}");
+        assert_eq!(row[column("@score/pca")].is_empty(), s <= 500, "learning frames have no score: sample {s}");
+    }
+    let anomalous = rows.iter().filter(|r| r[column("anomalous")] == "pca").count();
+    assert!(anomalous >= 150, "{anomalous}");
+    let alarms = std::fs::read_to_string(out.join("alarms.csv")).unwrap();
+    assert!(alarms.lines().nth(1).unwrap().contains(",cleared,") && alarms.contains("\"feed ratio, A/C\""), "{alarms}");
+    let maintenance = std::fs::read_to_string(out.join("maintenance.csv")).unwrap();
+    assert!(maintenance.lines().nth(1).unwrap().contains("valve swap"), "{maintenance}");
+
+    let bad =
+        usan(&["export", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--asset", "boiler"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no asset boiler"));
+}
