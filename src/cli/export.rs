@@ -1,11 +1,12 @@
 //! `usan export`: the store's history as files a data team trains on, the
 //! other half of the round trip with Python (docs/models.md).
 //!
-//! `usan export --config CONFIG --out DIR [--asset ID]... [--from T] [--to T]`
-//! writes, from the configuration's store:
+//! `usan export --config CONFIG --out DIR [--asset ID]... [--from T] [--to T]
+//! [--format csv|parquet]` writes, from the configuration's store:
 //!
-//! - `DIR/<asset>.csv`: one row per stored frame, oldest first: `ts` (Unix
-//!   ms), `time` (RFC 3339, UTC), the asset's signals (empty where nothing
+//! - `DIR/<asset>.csv` (or `.parquet`): one row per stored frame, oldest
+//!   first: `ts` (Unix ms; in Parquet a UTC timestamp), `time` (RFC 3339,
+//!   UTC; CSV only), the asset's signals (empty where nothing
 //!   was measured), each detector's score (`@score/<detector>`), and the
 //!   labels the plant gave the data: `anomalous` (the detectors that
 //!   declared the frame anomalous, `;`-separated), `alarm` (the ids of the
@@ -45,6 +46,19 @@ pub struct Args {
     /// Only frames at or before this time (RFC 3339).
     #[arg(long)]
     to: Option<String>,
+    /// `csv` (default) or `parquet` for the frames (`<asset>.parquet`).
+    #[arg(long, value_enum, default_value = "csv")]
+    format: Format,
+}
+
+/// The frames' file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Text, one header row.
+    Csv,
+    /// Apache Parquet (columnar, typed: `ts` a UTC timestamp in ms, values
+    /// doubles with nulls where nothing was measured, labels text).
+    Parquet,
 }
 
 fn time_arg(text: Option<&str>, default: i64, what: &str) -> anyhow::Result<Timestamp> {
@@ -105,11 +119,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         columns.extend(
             asset.detectors.iter().map(|&d| format!("{}{}", crate::pipeline::SCORE_PREFIX, plant.detectors[d].name)),
         );
-        let path = args.out.join(format!("{id}.csv"));
+        let extension = if args.format == Format::Parquet { "parquet" } else { "csv" };
+        let path = args.out.join(format!("{id}.{extension}"));
         let mine: Vec<&Alarm> = alarms.iter().filter(|a| &a.asset == id).collect();
         let windows: Vec<&MaintenanceWindow> =
             maintenance.iter().filter(|w| w.asset.as_ref().is_none_or(|a| a == id)).collect();
-        let rows = write_frames(&*store, id, &columns, (from, to), &mine, &windows, &path)?;
+        let mut sink: Box<dyn FrameSink> = match args.format {
+            Format::Csv => Box::new(CsvFrames::create(&path, &columns)?),
+            Format::Parquet => Box::new(ParquetFrames::create(&path, &columns)?),
+        };
+        let rows = write_frames(&*store, id, &columns, (from, to), &mine, &windows, sink.as_mut())
+            .and_then(|rows| sink.finish().map(|()| rows))
+            .with_context(|| format!("cannot write {}", path.display()))?;
         total += rows;
         println!("{}: {rows} frames", path.display());
     }
@@ -122,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One asset's frames with their labels; the number of rows written.
+/// One asset's frames with their labels, into `sink`; the number of rows.
 fn write_frames(
     store: &dyn Store,
     asset: &str,
@@ -130,7 +151,7 @@ fn write_frames(
     (from, to): (Timestamp, Timestamp),
     alarms: &[&Alarm],
     windows: &[&MaintenanceWindow],
-    path: &Path,
+    sink: &mut dyn FrameSink,
 ) -> anyhow::Result<u64> {
     // Which detectors declared each frame anomalous (their findings).
     let mut anomalous: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
@@ -142,19 +163,70 @@ fn write_frames(
     for detectors in anomalous.values_mut() {
         detectors.sort();
     }
-    let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    let header: Vec<String> = ["ts", "time"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(columns.iter().map(|c| field(c)))
-        .chain(["anomalous", "alarm", "alarm_cause", "maintenance"].iter().map(|s| s.to_string()))
-        .collect();
-    writeln!(out, "{}", header.join(","))?;
     let mut rows = 0u64;
-    let mut failed: Option<std::io::Error> = None;
-    let mut line = String::new();
+    let mut failed: Option<anyhow::Error> = None;
     store.each_row(asset, columns, from, to, &mut |ts, values| {
+        let holding: Vec<&&Alarm> = alarms.iter().filter(|a| a.raised_at.0 <= ts && ts <= a.last_seen_at.0).collect();
+        let ids: Vec<String> = holding.iter().map(|a| a.id.to_string()).collect();
+        let causes: Vec<&str> = holding.iter().filter_map(|a| a.cause.as_deref()).collect();
+        let labels = Labels {
+            anomalous: anomalous.get(&ts).map_or_else(String::new, |d| d.join(";")),
+            alarm: ids.join(";"),
+            alarm_cause: causes.join(";"),
+            maintenance: windows.iter().any(|w| w.starts.0 <= ts && ts < w.ends.0),
+        };
+        if let Err(e) = sink.row(ts, values, &labels) {
+            failed = Some(e);
+            return false;
+        }
+        rows += 1;
+        true
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(rows),
+    }
+}
+
+/// What the plant said about one frame.
+struct Labels {
+    anomalous: String,
+    alarm: String,
+    alarm_cause: String,
+    maintenance: bool,
+}
+
+/// Where an asset's frames go, row by row.
+trait FrameSink {
+    /// One frame: its time, its values in column order, its labels.
+    fn row(&mut self, ts: i64, values: &[f64], labels: &Labels) -> anyhow::Result<()>;
+    /// Everything written and closed.
+    fn finish(&mut self) -> anyhow::Result<()>;
+}
+
+struct CsvFrames {
+    out: std::io::BufWriter<std::fs::File>,
+    line: String,
+}
+
+impl CsvFrames {
+    fn create(path: &Path, columns: &[String]) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        let header: Vec<String> = ["ts", "time"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(columns.iter().map(|c| field(c)))
+            .chain(["anomalous", "alarm", "alarm_cause", "maintenance"].iter().map(|s| s.to_string()))
+            .collect();
+        writeln!(out, "{}", header.join(","))?;
+        Ok(Self { out, line: String::new() })
+    }
+}
+
+impl FrameSink for CsvFrames {
+    fn row(&mut self, ts: i64, values: &[f64], labels: &Labels) -> anyhow::Result<()> {
+        let line = &mut self.line;
         line.clear();
         line.push_str(&ts.to_string());
         line.push(',');
@@ -163,29 +235,158 @@ fn write_frames(
             line.push(',');
             line.push_str(&number(*v));
         }
-        let holding: Vec<&&Alarm> = alarms.iter().filter(|a| a.raised_at.0 <= ts && ts <= a.last_seen_at.0).collect();
-        let ids: Vec<String> = holding.iter().map(|a| a.id.to_string()).collect();
-        let causes: Vec<&str> = holding.iter().filter_map(|a| a.cause.as_deref()).collect();
-        let in_maintenance = windows.iter().any(|w| w.starts.0 <= ts && ts < w.ends.0);
-        line.push(',');
-        line.push_str(&field(&anomalous.get(&ts).map_or_else(String::new, |d| d.join(";"))));
-        line.push(',');
-        line.push_str(&ids.join(";"));
-        line.push(',');
-        line.push_str(&field(&causes.join(";")));
-        line.push_str(if in_maintenance { ",1" } else { ",0" });
-        if let Err(e) = writeln!(out, "{line}") {
-            failed = Some(e);
-            return false;
+        for text in [&labels.anomalous, &labels.alarm, &labels.alarm_cause] {
+            line.push(',');
+            line.push_str(&field(text));
         }
-        rows += 1;
-        true
-    })?;
-    if let Some(e) = failed {
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+        line.push_str(if labels.maintenance { ",1" } else { ",0" });
+        writeln!(self.out, "{line}")?;
+        Ok(())
     }
-    out.flush().with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(rows)
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        Ok(self.out.flush()?)
+    }
+}
+
+/// Rows per Parquet row group.
+const ROW_GROUP: usize = 65_536;
+
+/// Parquet frames: columns buffered for a row group, then written.
+struct ParquetFrames {
+    writer: Option<parquet::file::writer::SerializedFileWriter<std::fs::File>>,
+    ts: Vec<i64>,
+    /// Per value column: the present values and a definition level per row.
+    values: Vec<(Vec<f64>, Vec<i16>)>,
+    /// `anomalous`, `alarm`, `alarm_cause`: present texts and levels.
+    labels: [(Vec<parquet::data_type::ByteArray>, Vec<i16>); 3],
+    maintenance: Vec<bool>,
+}
+
+impl ParquetFrames {
+    fn create(path: &Path, columns: &[String]) -> anyhow::Result<Self> {
+        use parquet::basic::{LogicalType, Repetition, TimeUnit, Type as Physical};
+        use parquet::schema::types::Type;
+        use std::sync::Arc;
+        let optional = |name: &str, physical: Physical, logical: Option<LogicalType>| {
+            Type::primitive_type_builder(name, physical)
+                .with_repetition(Repetition::OPTIONAL)
+                .with_logical_type(logical)
+                .build()
+                .map(Arc::new)
+        };
+        let mut fields = vec![Arc::new(
+            Type::primitive_type_builder("ts", Physical::INT64)
+                .with_repetition(Repetition::REQUIRED)
+                .with_logical_type(Some(LogicalType::Timestamp { is_adjusted_to_u_t_c: true, unit: TimeUnit::MILLIS }))
+                .build()?,
+        )];
+        for column in columns {
+            fields.push(optional(column, Physical::DOUBLE, None)?);
+        }
+        for label in ["anomalous", "alarm", "alarm_cause"] {
+            fields.push(optional(label, Physical::BYTE_ARRAY, Some(LogicalType::String))?);
+        }
+        fields.push(Arc::new(
+            Type::primitive_type_builder("maintenance", Physical::BOOLEAN)
+                .with_repetition(Repetition::REQUIRED)
+                .build()?,
+        ));
+        let schema = Arc::new(Type::group_type_builder("usan_frames").with_fields(fields).build()?);
+        let properties = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .set_created_by(format!("usan {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let writer = parquet::file::writer::SerializedFileWriter::new(file, schema, Arc::new(properties))?;
+        Ok(Self {
+            writer: Some(writer),
+            ts: Vec::new(),
+            values: vec![(Vec::new(), Vec::new()); columns.len()],
+            labels: Default::default(),
+            maintenance: Vec::new(),
+        })
+    }
+
+    /// Write the buffered rows as one row group.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        use parquet::data_type::{BoolType, ByteArrayType, DoubleType, Int64Type};
+        if self.ts.is_empty() {
+            return Ok(());
+        }
+        let writer = self.writer.as_mut().context("the file is already closed")?;
+        let mut group = writer.next_row_group()?;
+        macro_rules! next {
+            () => {
+                group.next_column()?.context("the schema has fewer columns than written")?
+            };
+        }
+        let mut column = next!();
+        column.typed::<Int64Type>().write_batch(&self.ts, None, None)?;
+        column.close()?;
+        for (values, levels) in &self.values {
+            let mut column = next!();
+            column.typed::<DoubleType>().write_batch(values, Some(levels), None)?;
+            column.close()?;
+        }
+        for (texts, levels) in &self.labels {
+            let mut column = next!();
+            column.typed::<ByteArrayType>().write_batch(texts, Some(levels), None)?;
+            column.close()?;
+        }
+        let mut column = next!();
+        column.typed::<BoolType>().write_batch(&self.maintenance, None, None)?;
+        column.close()?;
+        group.close()?;
+        self.ts.clear();
+        for (values, levels) in &mut self.values {
+            values.clear();
+            levels.clear();
+        }
+        for (texts, levels) in &mut self.labels {
+            texts.clear();
+            levels.clear();
+        }
+        self.maintenance.clear();
+        Ok(())
+    }
+}
+
+impl FrameSink for ParquetFrames {
+    fn row(&mut self, ts: i64, values: &[f64], labels: &Labels) -> anyhow::Result<()> {
+        self.ts.push(ts);
+        for ((present, levels), v) in self.values.iter_mut().zip(values) {
+            if v.is_finite() {
+                present.push(*v);
+                levels.push(1);
+            } else {
+                levels.push(0);
+            }
+        }
+        for ((texts, levels), text) in
+            self.labels.iter_mut().zip([&labels.anomalous, &labels.alarm, &labels.alarm_cause])
+        {
+            if text.is_empty() {
+                levels.push(0);
+            } else {
+                texts.push(text.as_str().into());
+                levels.push(1);
+            }
+        }
+        self.maintenance.push(labels.maintenance);
+        if self.ts.len() >= ROW_GROUP {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.flush()?;
+        if let Some(writer) = self.writer.take() {
+            writer.close()?;
+        }
+        Ok(())
+    }
 }
 
 fn write_alarms(path: &Path, alarms: &[Alarm]) -> anyhow::Result<()> {

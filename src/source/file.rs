@@ -144,10 +144,117 @@ impl SourceKind for FileSourceConfig {
     }
 }
 
+/// Where rows come from: a CSV file, or a Parquet file (found by its
+/// magic bytes) whose values are turned into the cells a CSV would hold.
+enum Rows {
+    Csv(csv::Reader<std::fs::File>),
+    Parquet {
+        rows: parquet::record::reader::RowIter<'static>,
+        /// Per column, whether it holds nanosecond timestamps (pandas'
+        /// default), which the row API gives as plain integers.
+        nanos: Vec<bool>,
+        read: u64,
+        total: u64,
+        bytes: u64,
+    },
+}
+
+impl Rows {
+    /// Open `path` and read its column names.
+    fn open(config: &FileSourceConfig) -> anyhow::Result<(Rows, Vec<String>)> {
+        let path = &config.path;
+        let cannot = || format!("source `{}`: cannot open {}", config.name, path.display());
+        let mut magic = [0u8; 4];
+        let parquet = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok_and(|()| &magic == b"PAR1");
+        if parquet {
+            use parquet::file::reader::FileReader;
+            let file = std::fs::File::open(path).with_context(cannot)?;
+            let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
+                .with_context(|| format!("source `{}`: {} is not a readable Parquet file", config.name, path.display()))?;
+            let metadata = reader.metadata().file_metadata();
+            let total = u64::try_from(metadata.num_rows()).unwrap_or(0);
+            let schema = metadata.schema_descr();
+            let header: Vec<String> = schema.root_schema().get_fields().iter().map(|f| f.name().to_string()).collect();
+            let nanos = (0..schema.num_columns())
+                .map(|i| {
+                    matches!(
+                        schema.column(i).logical_type_ref(),
+                        Some(parquet::basic::LogicalType::Timestamp { unit: parquet::basic::TimeUnit::NANOS, .. })
+                    )
+                })
+                .collect();
+            return Ok((Rows::Parquet { rows: reader.into_iter(), nanos, read: 0, total, bytes }, header));
+        }
+        let delimiter = config.delimiter.as_bytes().first().copied().unwrap_or(b',');
+        let mut reader =
+            csv::ReaderBuilder::new().delimiter(delimiter).trim(csv::Trim::All).from_path(path).with_context(cannot)?;
+        let header: Vec<String> = reader
+            .headers()
+            .with_context(|| format!("source `{}`: cannot read the header of {}", config.name, path.display()))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        Ok((Rows::Csv(reader), header))
+    }
+
+    /// The next row's cells into `record`; `false` at the end.
+    fn next(&mut self, record: &mut csv::StringRecord) -> anyhow::Result<bool> {
+        match self {
+            Rows::Csv(reader) => Ok(reader.read_record(record)?),
+            Rows::Parquet { rows, nanos, read, .. } => {
+                let Some(row) = rows.next() else { return Ok(false) };
+                let row = row?;
+                record.clear();
+                for (i, (_, field)) in row.get_column_iter().enumerate() {
+                    record.push_field(&parquet_cell(field, nanos.get(i).copied().unwrap_or(false)));
+                }
+                *read += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Bytes read so far (a Parquet file's: in proportion to its rows).
+    fn position(&self) -> u64 {
+        match self {
+            Rows::Csv(reader) => reader.position().byte(),
+            Rows::Parquet { read, total, bytes, .. } => {
+                if *total == 0 { *bytes } else { (*bytes as f64 * (*read as f64 / *total as f64)) as u64 }
+            }
+        }
+    }
+}
+
+/// A Parquet value as the cell a CSV export of it would hold: numbers as
+/// numbers, times as RFC 3339, nothing for null.
+fn parquet_cell(field: &parquet::record::Field, nanos: bool) -> String {
+    use parquet::record::Field;
+    let time = |ms: i64, sub_ms_ns: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t + chrono::Duration::nanoseconds(sub_ms_ns))
+            .map_or_else(String::new, |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    };
+    match field {
+        Field::Null => String::new(),
+        Field::Bool(b) => if *b { "1" } else { "0" }.to_string(),
+        Field::Long(ns) if nanos => time(ns.div_euclid(1_000_000), ns.rem_euclid(1_000_000)),
+        Field::TimestampMillis(ms) => time(*ms, 0),
+        Field::TimestampMicros(us) => time(us.div_euclid(1000), us.rem_euclid(1000) * 1000),
+        Field::Date(days) => time(i64::from(*days) * 86_400_000, 0),
+        Field::Float(v) if v.is_nan() => String::new(),
+        Field::Double(v) if v.is_nan() => String::new(),
+        Field::Str(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A prepared replay.
 pub struct FileSource {
     config: FileSourceConfig,
-    reader: csv::Reader<std::fs::File>,
+    reader: Rows,
     time_index: Option<usize>,
     asset_index: Option<usize>,
     /// Per asset index: for each CSV column, the signal index it feeds.
@@ -163,18 +270,7 @@ impl FileSource {
     /// # Errors
     /// When the file cannot be read or lacks a configured column.
     pub fn open(config: &FileSourceConfig, plant: &Plant) -> anyhow::Result<Self> {
-        let delimiter = config.delimiter.as_bytes().first().copied().unwrap_or(b',');
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .trim(csv::Trim::All)
-            .from_path(&config.path)
-            .with_context(|| format!("source `{}`: cannot open {}", config.name, config.path.display()))?;
-        let header: Vec<String> = reader
-            .headers()
-            .with_context(|| format!("source `{}`: cannot read the header of {}", config.name, config.path.display()))?
-            .iter()
-            .map(str::to_string)
-            .collect();
+        let (reader, header) = Rows::open(config)?;
         let find = |name: &str| header.iter().position(|h| h == name);
         let required = |column: &Option<String>| -> anyhow::Result<Option<usize>> {
             let Some(name) = column else { return Ok(None) };
@@ -256,7 +352,7 @@ impl FileSource {
         loop {
             let more = self
                 .reader
-                .read_record(&mut self.record)
+                .next(&mut self.record)
                 .with_context(|| format!("source `{}`: cannot read row {}", self.config.name, self.row + 1))?;
             if !more {
                 return Ok(None);
@@ -298,7 +394,7 @@ impl FileSource {
     /// Bytes read so far (for progress bars).
     #[must_use]
     pub fn position(&self) -> u64 {
-        self.reader.position().byte()
+        self.reader.position()
     }
 
     /// The blocking replay loop (runs on a blocking thread).

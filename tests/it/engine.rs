@@ -865,3 +865,81 @@ fn export_writes_frames_scores_and_the_plants_labels_for_training() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no asset boiler"));
 }
+
+#[test]
+fn parquet_history_goes_out_for_training_and_comes_back_as_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tep_config(dir.path(), "\"max\"");
+    let server = Server::serve(&config, &[]);
+    server.wait_until("all 1000 frames are stored", Duration::from_secs(120), |s| {
+        s.get_raw("/metrics").1.contains("usan_frames_stored_total 1000")
+    });
+    assert!(server.terminate().success());
+    let out = dir.path().join("export");
+    let result =
+        usan(&["export", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--format", "parquet"]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let parquet = out.join("reactor.parquet");
+
+    // The data team's reader sees typed columns: a UTC timestamp, doubles
+    // with nulls where nothing was scored yet, text labels.
+    if let Some(python) = onnx_python("pyarrow") {
+        let script = r#"
+import sys
+import pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+assert t.num_rows == 1000, t.num_rows
+assert str(t.schema.field("ts").type) == "timestamp[ms, tz=UTC]", t.schema
+assert t.column("@score/pca").null_count == 500, "the learning frames have no score"
+assert t.column("xmeas_1").null_count == 0
+labels = t.column("anomalous").to_pylist()
+assert labels.count("pca") >= 150 and all(v in (None, "pca") for v in labels), labels
+# Written back as pandas does (through pyarrow): nanosecond timestamps.
+import pyarrow as pa
+signals = [f"xmeas_{i}" for i in range(1, 42)] + [f"xmv_{i}" for i in range(1, 12)]
+ts = t.column("ts").cast(pa.timestamp("ns", tz="UTC"))
+pq.write_table(pa.table([ts] + [t.column(s) for s in signals], names=["ts"] + signals), sys.argv[2])
+"#;
+        let pandas = dir.path().join("pandas.parquet");
+        let run = std::process::Command::new(python)
+            .args(["-c", script, parquet.to_str().unwrap(), pandas.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        // A file source replays both files: the same frames, the same findings.
+        for (file, name) in [(&parquet, "usan"), (&pandas, "pandas")] {
+            let replay = dir.path().join(format!("replay-{name}.toml"));
+            let text = std::fs::read_to_string(&config)
+                .unwrap()
+                .replace(
+                    &repo().join("tests/data/tep/tep_normal_then_idv1.csv").display().to_string(),
+                    &file.display().to_string(),
+                )
+                .replace("time_column = \"sample\"", "time_column = \"ts\"")
+                .replace("time_unit_s = 180.0\n", "")
+                .replace("time_origin = \"2026-01-01T00:00:00Z\"\n", "")
+                .replace("tep.db", &format!("replay-{name}.db"))
+                .replace("events.jsonl", &format!("events-{name}.jsonl"));
+            std::fs::write(&replay, text).unwrap();
+            let server = Server::serve(&replay, &[]);
+            server.wait_until("the replay is stored", Duration::from_secs(120), |s| {
+                s.get_raw("/metrics").1.contains("usan_frames_stored_total 1000")
+            });
+            assert!(server.terminate().success());
+            let [original, replayed] =
+                [dir.path().join("tep.db"), dir.path().join(format!("replay-{name}.db"))].map(|db| {
+                    let db = open_store(&db);
+                    let frames: i64 = db.query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0)).unwrap();
+                    let findings: Vec<(i64, bool)> = db
+                        .prepare("SELECT ts, anomalous FROM findings ORDER BY ts")
+                        .unwrap()
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect();
+                    (frames, findings)
+                });
+            assert_eq!(original, replayed, "{name}'s Parquet replays as the CSV did");
+        }
+    }
+}

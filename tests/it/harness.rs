@@ -206,6 +206,19 @@ pub fn python_with(modules: &str) -> Option<PathBuf> {
     required(works, &what).then_some(python)
 }
 
+/// The pinned ONNX venv's Python (`.venv-onnx`, made by `.ci/run` from
+/// scripts/onnx/requirements.txt) if it can import `modules`.
+pub fn onnx_python(modules: &str) -> Option<PathBuf> {
+    let python = repo().join(".venv-onnx/bin/python");
+    let works =
+        Command::new(&python).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success());
+    required(
+        works,
+        &format!("the ONNX venv ({modules}; `.ci/run` installs scripts/onnx/requirements.txt into .venv-onnx)"),
+    )
+    .then_some(python)
+}
+
 /// A peer server (a Python script in tests/peers) listening on `port`; killed when dropped.
 pub struct Peer(Child);
 

@@ -663,16 +663,6 @@ signals = [{signals}]
     }
 }
 
-/// The pinned venv's Python (`.venv-onnx`, made by `.ci/run`), when it has onnxruntime.
-fn onnx_python() -> Option<PathBuf> {
-    let python = repo().join(".venv-onnx/bin/python");
-    let works = std::process::Command::new(&python)
-        .args(["-c", "import onnxruntime, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    required(works, "the ONNX venv (.venv-onnx with scripts/onnx/requirements.txt)").then_some(python)
-}
-
 #[test]
 fn a_fitted_pca_exports_as_a_package_onnxruntime_scores_like_usan() {
     let dir = tempfile::tempdir().unwrap();
@@ -700,7 +690,7 @@ fn a_fitted_pca_exports_as_a_package_onnxruntime_scores_like_usan() {
     );
 
     // onnxruntime gives usan's own scores (the goldens) on the golden rows.
-    let Some(python) = onnx_python() else { return };
+    let Some(python) = crate::harness::onnx_python("onnxruntime, numpy") else { return };
     let script = r#"
 import csv, sys
 import numpy as np
