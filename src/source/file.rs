@@ -172,7 +172,8 @@ impl Rows {
             use parquet::file::reader::FileReader;
             let file = std::fs::File::open(path).with_context(cannot)?;
             let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
+            let reader = unpanicked(|| parquet::file::serialized_reader::SerializedFileReader::new(file))
+                .and_then(|r| r.map_err(anyhow::Error::from))
                 .with_context(|| format!("source `{}`: {} is not a readable Parquet file", config.name, path.display()))?;
             let metadata = reader.metadata().file_metadata();
             let total = u64::try_from(metadata.num_rows()).unwrap_or(0);
@@ -205,7 +206,7 @@ impl Rows {
         match self {
             Rows::Csv(reader) => Ok(reader.read_record(record)?),
             Rows::Parquet { rows, nanos, read, .. } => {
-                let Some(row) = rows.next() else { return Ok(false) };
+                let Some(row) = unpanicked(|| rows.next())? else { return Ok(false) };
                 let row = row?;
                 record.clear();
                 for (i, (_, field)) in row.get_column_iter().enumerate() {
@@ -226,6 +227,19 @@ impl Rows {
             }
         }
     }
+}
+
+/// `read` with a panic inside the parquet crate (a damaged file it does
+/// not check) turned into an error: a file is outside input.
+fn unpanicked<T>(read: impl FnOnce() -> T) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_default();
+        anyhow::anyhow!("damaged Parquet data: {message}")
+    })
 }
 
 /// A Parquet value as the cell a CSV export of it would hold: numbers as
@@ -506,6 +520,26 @@ pub(crate) fn parse_time(cell: &str, origin_ms: i64, unit_s: f64) -> Option<Time
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every cut and every flipped byte of a small Parquet file (the csv_file
+    /// fuzzer's seed): an error or rows, never a panic out of the source.
+    #[test]
+    fn damaged_parquet_files_are_errors_not_panics() {
+        let seed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/csv_file/seed-parquet")).unwrap();
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let mut damaged: Vec<Vec<u8>> = (4..seed.len()).step_by(7).map(|n| seed[..n].to_vec()).collect();
+        for at in (0..seed.len()).step_by(3) {
+            let mut flipped = seed.clone();
+            flipped[at] ^= 0x5a;
+            damaged.push(flipped);
+        }
+        for data in &damaged {
+            crate::fuzzing::csv_file(data);
+        }
+        std::panic::set_hook(quiet);
+        crate::fuzzing::csv_file(&seed);
+    }
 
     #[test]
     fn time_cells_table() {
