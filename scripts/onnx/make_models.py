@@ -242,6 +242,18 @@ def sklearn_models(out):
     # As a live detector: `scores` is decision_function (higher is normal).
     write_manifest(out, "skl_isolation_forest", "detector", tep()[2],
                    'score = "scores"\nscore_higher_is = "normal"', "[threshold]\nquantile = 0.99\n")
+    from sklearn.svm import SVR, OneClassSVM, LinearSVR
+    m = make_pipeline(StandardScaler(), SVR(kernel="rbf", C=10.0)).fit(xc_train, yc_train)
+    save("skl_scaler_svr_rbf", m, xc_train, gc)
+    m = make_pipeline(StandardScaler(), SVR(kernel="poly", degree=3, C=1.0)).fit(xc_train[:400], yc_train[:400])
+    save("skl_scaler_svr_poly", m, xc_train, gc)
+    m = make_pipeline(StandardScaler(), LinearSVR(C=1.0, max_iter=5000, random_state=SEED)).fit(xc_train, yc_train)
+    save("skl_scaler_linear_svr", m, xc_train, gc)
+    m = make_pipeline(StandardScaler(), OneClassSVM(kernel="rbf", nu=0.05)).fit(xt_train)
+    # Its label is Cast(Sign(score)) to int64: for a row with a gap that is
+    # a cast of NaN, which onnxruntime on x86 gives as the smallest int64
+    # (the processor's conversion) and usan as 0; complete rows only.
+    save("skl_scaler_one_class_svm", m, xt_train, gt[:-8])
     m = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16, 8), max_iter=300,
                                                       random_state=SEED)).fit(xc_train, yc_train)
     save("skl_mlp_regressor", m, xc_train, gc)

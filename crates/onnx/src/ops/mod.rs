@@ -11,6 +11,7 @@
 mod elementwise;
 mod label_encoder;
 mod linear;
+mod svm;
 mod tree;
 
 use std::fmt;
@@ -29,6 +30,7 @@ pub(crate) const ML_OPERATORS: &[&str] = &[
     "LinearClassifier",
     "LinearRegressor",
     "Normalizer",
+    "SVMRegressor",
     "Scaler",
     "TreeEnsemble",
     "TreeEnsembleClassifier",
@@ -52,6 +54,7 @@ pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("TreeEnsembleClassifier", tree::classifier);
     reg.insert("TreeEnsembleRegressor", tree::regressor);
     reg.insert("TreeEnsemble", tree::tree_ensemble);
+    reg.insert("SVMRegressor", svm::regressor);
 }
 
 /// The result type of an operator builder, as tract's parser wants it.
