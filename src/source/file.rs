@@ -172,22 +172,27 @@ impl Rows {
             use parquet::file::reader::FileReader;
             let file = std::fs::File::open(path).with_context(cannot)?;
             let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let reader = unpanicked(|| parquet::file::serialized_reader::SerializedFileReader::new(file))
-                .and_then(|r| r.map_err(anyhow::Error::from))
-                .with_context(|| format!("source `{}`: {} is not a readable Parquet file", config.name, path.display()))?;
-            let metadata = reader.metadata().file_metadata();
-            let total = u64::try_from(metadata.num_rows()).unwrap_or(0);
-            let schema = metadata.schema_descr();
-            let header: Vec<String> = schema.root_schema().get_fields().iter().map(|f| f.name().to_string()).collect();
-            let nanos = (0..schema.num_columns())
-                .map(|i| {
-                    matches!(
-                        schema.column(i).logical_type_ref(),
-                        Some(parquet::basic::LogicalType::Timestamp { unit: parquet::basic::TimeUnit::NANOS, .. })
-                    )
-                })
-                .collect();
-            return Ok((Rows::Parquet { rows: reader.into_iter(), nanos, read: 0, total, bytes }, header));
+            let opened = unpanicked(|| -> anyhow::Result<_> {
+                let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)?;
+                let metadata = reader.metadata().file_metadata();
+                let total = u64::try_from(metadata.num_rows()).unwrap_or(0);
+                let schema = metadata.schema_descr();
+                let header: Vec<String> =
+                    schema.root_schema().get_fields().iter().map(|f| f.name().to_string()).collect();
+                let nanos: Vec<bool> = (0..schema.num_columns())
+                    .map(|i| {
+                        matches!(
+                            schema.column(i).logical_type_ref(),
+                            Some(parquet::basic::LogicalType::Timestamp { unit: parquet::basic::TimeUnit::NANOS, .. })
+                        )
+                    })
+                    .collect();
+                Ok((reader.into_iter(), header, nanos, total))
+            })
+            .and_then(|opened| opened)
+            .with_context(|| format!("source `{}`: {} is not a readable Parquet file", config.name, path.display()))?;
+            let (rows, header, nanos, total) = opened;
+            return Ok((Rows::Parquet { rows, nanos, read: 0, total, bytes }, header));
         }
         let delimiter = config.delimiter.as_bytes().first().copied().unwrap_or(b',');
         let mut reader =
@@ -232,14 +237,7 @@ impl Rows {
 /// `read` with a panic inside the parquet crate (a damaged file it does
 /// not check) turned into an error: a file is outside input.
 fn unpanicked<T>(read: impl FnOnce() -> T) -> anyhow::Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-            .unwrap_or_default();
-        anyhow::anyhow!("damaged Parquet data: {message}")
-    })
+    usan_core::guard::catch_quietly(read).map_err(|message| anyhow::anyhow!("damaged Parquet data: {message}"))
 }
 
 /// A Parquet value as the cell a CSV export of it would hold: numbers as
@@ -526,8 +524,6 @@ mod tests {
     #[test]
     fn damaged_parquet_files_are_errors_not_panics() {
         let seed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/csv_file/seed-parquet")).unwrap();
-        let quiet = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
         let mut damaged: Vec<Vec<u8>> = (4..seed.len()).step_by(7).map(|n| seed[..n].to_vec()).collect();
         for at in (0..seed.len()).step_by(3) {
             let mut flipped = seed.clone();
@@ -537,7 +533,6 @@ mod tests {
         for data in &damaged {
             crate::fuzzing::csv_file(data);
         }
-        std::panic::set_hook(quiet);
         crate::fuzzing::csv_file(&seed);
     }
 

@@ -25,6 +25,7 @@ pub mod alarm;
 pub mod detector;
 pub mod fields;
 pub mod frame;
+pub mod guard;
 mod kernels;
 pub mod metrics;
 pub mod model;

@@ -6,11 +6,9 @@ use crate::ops;
 use crate::proto;
 use crate::signature::{Dim, ElemType, Signature, ValueType};
 use prost::Message;
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 /// An operator usan cannot run, and where it is.
@@ -121,36 +119,13 @@ fn tract_ops() -> &'static HashMap<String, ()> {
     OPS.get_or_init(|| parser().op_register.0.keys().map(|k| (k.clone(), ())).collect())
 }
 
-thread_local! {
-    static QUIET: Cell<bool> = const { Cell::new(false) };
-}
-
 /// Runs `f`, turning a panic inside it into an error (tract may panic on a
 /// hostile file) without the panic message reaching stderr.
 fn guarded<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !QUIET.with(Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-    QUIET.with(|q| q.set(true));
-    let result = catch_unwind(AssertUnwindSafe(f));
-    QUIET.with(|q| q.set(false));
-    match result {
+    match usan_core::guard::catch_quietly(f) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(format!("{e:#}").replace('\n', "; ")),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_default();
-            Err(format!("{what} failed inside the ONNX runtime: {message}"))
-        }
+        Err(message) => Err(format!("{what} failed inside the ONNX runtime: {message}")),
     }
 }
 
