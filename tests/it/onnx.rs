@@ -58,6 +58,12 @@ fn models() -> Option<PathBuf> {
         .then_some(dir)
 }
 
+/// `usan model run MODEL --input INPUT --output OUTPUT`.
+fn model_run(model: &Path, input: &Path, output: &Path) -> std::process::Output {
+    let [model, input, output] = [model, input, output].map(|p| p.to_str().unwrap());
+    usan(&["model", "run", model, "--input", input, "--output", output])
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -93,15 +99,7 @@ fn differs_from_onnxruntime(dir: &Path, scratch: &Path) -> Option<String> {
     }
     let inputs = dir.join("golden").join("inputs.csv");
     let output = scratch.join("outputs.csv");
-    let run = usan(&[
-        "model",
-        "run",
-        dir.to_str().unwrap(),
-        "--input",
-        inputs.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let run = model_run(dir, &inputs, &output);
     if !run.status.success() {
         return Some(format!("run: {}", stderr(&run)));
     }
@@ -150,15 +148,7 @@ fn a_recurrent_network_gives_nan_for_a_window_with_a_missing_value() {
     let inputs = tmp.path().join("gap.csv");
     std::fs::write(&inputs, lines.join("\n") + "\n").unwrap();
     let output = tmp.path().join("out.csv");
-    let run = usan(&[
-        "model",
-        "run",
-        lstm.to_str().unwrap(),
-        "--input",
-        inputs.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let run = model_run(&lstm, &inputs, &output);
     assert!(run.status.success(), "{}", stderr(&run));
     let out = std::fs::read_to_string(&output).unwrap();
     let rows: Vec<&str> = out.lines().skip(1).collect();
@@ -630,15 +620,7 @@ signals = [{signals}]
         std::fs::read_to_string(&data).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect();
     std::fs::write(&input, body.join("\n") + "\n").unwrap();
     let output = dir.path().join("y.csv");
-    let out = usan(&[
-        "model",
-        "run",
-        package.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = model_run(&package, &input, &output);
     assert!(out.status.success(), "{}", stderr(&out));
     let fail: Vec<f64> = std::fs::read_to_string(&output)
         .unwrap()

@@ -10,7 +10,8 @@ use tract_onnx::pb::{
     ValueInfoProto,
 };
 
-fn value(name: &str, elem: i32, dims: &[Option<i64>]) -> ValueInfoProto {
+/// A tensor's declared type: `None` dimensions are the dynamic `N`.
+pub(crate) fn value(name: &str, elem: i32, dims: &[Option<i64>]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| Dimension {

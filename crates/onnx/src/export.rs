@@ -15,11 +15,8 @@
 //! out of SPE instead), so the package's manifest skips such frames.
 
 use prost::Message;
-use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
-use tract_onnx::pb::type_proto::{Tensor as TensorType, Value};
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
 };
 
 /// What a fitted static PCA holds, as its graph needs it.
@@ -88,24 +85,7 @@ fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
 }
 
 fn value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                Some(n) => dimension::Value::DimValue(*n),
-                None => dimension::Value::DimParam("N".into()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(Value::TensorType(TensorType { elem_type: DOUBLE, shape: Some(TensorShapeProto { dim }) })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    crate::examples::value(name, DOUBLE, dims)
 }
 
 impl PcaGraph<'_> {
