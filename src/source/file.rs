@@ -538,7 +538,7 @@ mod tests {
             path.display().to_string()
         ))
         .unwrap();
-        let mut replay = |data: &[u8]| -> usize {
+        let replay = |data: &[u8]| -> usize {
             std::fs::write(&path, data).unwrap();
             let Ok(mut source) = FileSource::open(&config, &plant) else { return 0 };
             let mut counts = RowCounts::default();
