@@ -312,6 +312,16 @@ fn tep_signals() -> String {
         .join(", ")
 }
 
+/// The `[[sources]]` table replaying the TEP sample into asset `reactor`.
+fn tep_source() -> String {
+    format!(
+        "[[sources]]\ntype = \"file\"\nname = \"tep\"\npath = \"{}/tests/data/tep/tep_normal_then_idv1.csv\"\n\
+         asset = \"reactor\"\ntime_column = \"sample\"\ntime_unit_s = 180.0\n\
+         time_origin = \"2026-01-01T00:00:00Z\"\nspeed = \"max\"\n",
+        repo().display()
+    )
+}
+
 /// A plant running the example package on the TEP replay, beside a copy of
 /// it whose goldens were altered (`bad`), on the reactor and on an asset
 /// that lacks most of the signals (`small`).
@@ -326,15 +336,7 @@ flush_interval = "100ms"
 [pipeline]
 workers = 1
 
-[[sources]]
-type = "file"
-name = "tep"
-path = "{repo}/tests/data/tep/tep_normal_then_idv1.csv"
-asset = "reactor"
-time_column = "sample"
-time_unit_s = 180.0
-time_origin = "2026-01-01T00:00:00Z"
-speed = "max"
+{tep_source}
 
 [[detectors]]
 name = "autoencoder"
@@ -356,7 +358,7 @@ signals = ["xmeas_1"]
 detectors = ["autoencoder"]
 "#,
         dir = dir.display(),
-        repo = repo().display(),
+        tep_source = tep_source(),
         package = example_package().display(),
         bad = bad.display(),
         signals = tep_signals()
@@ -480,15 +482,7 @@ type = "sqlite"
 path = "{dir}/live.db"
 flush_interval = "100ms"
 
-[[sources]]
-type = "file"
-name = "tep"
-path = "{repo}/tests/data/tep/tep_normal_then_idv1.csv"
-asset = "reactor"
-time_column = "sample"
-time_unit_s = 180.0
-time_origin = "2026-01-01T00:00:00Z"
-speed = "max"
+{tep_source}
 
 [[sources]]
 type = "file"
@@ -517,6 +511,7 @@ detectors = ["forest"]
 "#,
         dir = dir.path().display(),
         repo = repo().display(),
+        tep_source = tep_source(),
         models = models.display(),
         tep = tep_signals()
     );
