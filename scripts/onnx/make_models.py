@@ -14,6 +14,7 @@ are held-out rows plus rows with missing values (NaN), so that each
 operator's missing-value rule is checked against onnxruntime's.
 """
 import csv
+import warnings
 import math
 import sys
 from pathlib import Path
@@ -254,6 +255,24 @@ def sklearn_models(out):
     # a cast of NaN, which onnxruntime on x86 gives as the smallest int64
     # (the processor's conversion) and usan as 0; complete rows only.
     save("skl_scaler_one_class_svm", m, xt_train, gt[:-8])
+    from sklearn.svm import SVC, NuSVC
+    # scikit-learn 1.9 deprecates SVC(probability=True); plants' models use it.
+    warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*prob[AB]_.*", category=FutureWarning)
+    # SVMClassifier: one-vs-one votes, libsvm's pairwise probabilities,
+    # each kernel; binary and multi-class, integer and text labels.
+    m = make_pipeline(StandardScaler(), SVC(kernel="rbf", C=10.0, probability=True,
+                                            random_state=SEED)).fit(xs_train, ys_train)
+    save("skl_scaler_svc_rbf_probability_multiclass", m, xs_train, gs)
+    m = make_pipeline(StandardScaler(), SVC(kernel="poly", degree=2, C=1.0)).fit(xs_train, ys_train)
+    save("skl_scaler_svc_poly_multiclass", m, xs_train, gs, options=zipmap_off(m))
+    m = make_pipeline(StandardScaler(), SVC(kernel="linear", C=0.5)).fit(xs_train, binary)
+    save("skl_scaler_svc_linear_binary", m, xs_train, gs, options=zipmap_off(m))
+    m = make_pipeline(StandardScaler(), SVC(kernel="sigmoid", C=1.0, probability=True,
+                                            random_state=SEED)).fit(xs_train, binary)
+    save("skl_scaler_svc_sigmoid_probability_binary", m, xs_train, gs, options=zipmap_off(m))
+    m = make_pipeline(StandardScaler(), NuSVC(kernel="rbf", nu=0.02)).fit(xs_train, ys_train)
+    save("skl_scaler_nusvc_rbf_multiclass", m, xs_train, gs, options=zipmap_off(m))
     m = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16, 8), max_iter=300,
                                                       random_state=SEED)).fit(xc_train, yc_train)
     save("skl_mlp_regressor", m, xc_train, gc)

@@ -262,10 +262,12 @@ impl Model {
         }
         let mut shape = vec![rows];
         shape.extend(&self.row_dims);
-        let tensor = if self.input_elem == ElemType::Double {
-            Tensor::from_shape(&shape, values)
+        // Built in place: a batch's copies are most of a small network's time.
+        let shape = tract_ndarray::IxDyn(&shape);
+        let tensor: Tensor = if self.input_elem == ElemType::Double {
+            tract_ndarray::ArrayD::from_shape_vec(shape, values.to_vec()).map(Tensor::from)
         } else {
-            Tensor::from_shape(&shape, &values.iter().map(|&v| v as f32).collect::<Vec<f32>>())
+            tract_ndarray::ArrayD::from_shape_vec(shape, values.iter().map(|&v| v as f32).collect()).map(Tensor::from)
         }
         .map_err(|e| OnnxError::Input(e.to_string()))?;
         let plan = self.plan.clone();
@@ -300,6 +302,16 @@ impl Model {
             DatumType::String => {
                 OutputValues::Text(value.try_as_plain_ram().map_err(err)?.as_slice::<String>().map_err(err)?.to_vec())
             }
+            DatumType::F32 => OutputValues::Float(
+                value
+                    .try_as_plain_ram()
+                    .map_err(err)?
+                    .as_slice::<f32>()
+                    .map_err(err)?
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect(),
+            ),
             dt if dt.is_float() => {
                 let cast = value.cast_to::<f64>().map_err(err)?;
                 OutputValues::Float(cast.try_as_plain_ram().map_err(err)?.as_slice::<f64>().map_err(err)?.to_vec())

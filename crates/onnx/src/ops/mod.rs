@@ -8,6 +8,7 @@
 //! Semantics follow onnxruntime's CPU kernels, the reference the exporters'
 //! goldens come from, including their treatment of missing values (NaN).
 
+mod array_feature;
 mod elementwise;
 mod label_encoder;
 mod linear;
@@ -30,6 +31,7 @@ pub(crate) const ML_OPERATORS: &[&str] = &[
     "LinearClassifier",
     "LinearRegressor",
     "Normalizer",
+    "SVMClassifier",
     "SVMRegressor",
     "Scaler",
     "TreeEnsemble",
@@ -40,7 +42,8 @@ pub(crate) const ML_OPERATORS: &[&str] = &[
 
 /// Adds this module's operators to tract's, replacing tract's tree and
 /// linear classifiers (onnxruntime's binary-case rules, all six
-/// comparisons, text labels).
+/// comparisons, text labels) and its ArrayFeatureExtractor (onnxruntime's
+/// output shape).
 pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Binarizer", elementwise::binarizer);
     reg.insert("Imputer", elementwise::imputer);
@@ -54,6 +57,8 @@ pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("TreeEnsembleClassifier", tree::classifier);
     reg.insert("TreeEnsembleRegressor", tree::regressor);
     reg.insert("TreeEnsemble", tree::tree_ensemble);
+    reg.insert("ArrayFeatureExtractor", array_feature::array_feature_extractor);
+    reg.insert("SVMClassifier", svm::classifier);
     reg.insert("SVMRegressor", svm::regressor);
 }
 
@@ -326,8 +331,11 @@ pub(crate) fn rows_f64(input: &Tensor) -> TractResult<(usize, usize, Vec<f64>)> 
         [n] => (1, *n),
         [n, rest @ ..] => (*n, rest.iter().product()),
     };
-    let values = input.cast_to::<f64>()?;
-    let values = values.try_as_plain_ram()?.as_slice::<f64>()?.to_vec();
+    let values = if input.datum_type() == f32::datum_type() {
+        input.try_as_plain_ram()?.as_slice::<f32>()?.iter().map(|&v| f64::from(v)).collect()
+    } else {
+        input.cast_to::<f64>()?.try_as_plain_ram()?.as_slice::<f64>()?.to_vec()
+    };
     Ok((rows, width, values))
 }
 

@@ -115,6 +115,9 @@ struct Compact {
 /// before the next tree, so its nodes stay in cache.
 const BLOCK: usize = 128;
 
+/// Rows walked side by side through one tree.
+const LANES: usize = 8;
+
 /// The trees, flattened: every node once, each tree's root, and the leaves'
 /// `(target, weight)` votes.
 #[derive(Debug)]
@@ -122,6 +125,12 @@ struct Forest {
     nodes: Vec<Node>,
     /// `nodes` compacted for the walk.
     compact: Vec<Compact>,
+    /// `compact` with every leaf its own `no` side and a threshold no value
+    /// passes: a walk that reached its leaf stays there, so rows walked side
+    /// by side need no test for the end.
+    absorbing: Vec<Compact>,
+    /// Each tree's depth (branches on its longest path), in `roots` order.
+    depths: Vec<u32>,
     /// The one comparison every branch makes, when they all make the same
     /// one (exporters write one): the walk then never dispatches on a mode.
     uniform: Option<Mode>,
@@ -239,6 +248,8 @@ impl Forest {
         let forest = Self {
             nodes,
             compact: Vec::new(),
+            absorbing: Vec::new(),
+            depths: Vec::new(),
             uniform: None,
             roots,
             votes,
@@ -256,19 +267,24 @@ impl Forest {
     fn checked(mut self) -> TractResult<Self> {
         let mut seen = vec![false; self.nodes.len()];
         let mut max_feature = None;
+        let mut depths = Vec::with_capacity(self.roots.len());
         for &root in &self.roots {
-            let mut stack = vec![root];
-            while let Some(i) = stack.pop() {
+            let mut stack = vec![(root, 0u32)];
+            let mut depth = 0;
+            while let Some((i, d)) = stack.pop() {
                 if let Node::Branch { feature, yes, no, .. } = self.nodes[i] {
                     ensure!(!seen[i], "node at position {i} is reached twice: the trees are not trees");
                     seen[i] = true;
                     max_feature = max_feature.max(Some(feature));
-                    stack.push(yes);
-                    stack.push(no);
+                    depth = depth.max(d + 1);
+                    stack.push((yes, d + 1));
+                    stack.push((no, d + 1));
                 }
             }
+            depths.push(depth);
         }
         self.max_feature = max_feature;
+        self.depths = depths;
         ensure!(
             self.nodes.len() < u32::MAX as usize && self.votes.len() < u32::MAX as usize,
             "{} nodes and {} votes: more than this walk indexes",
@@ -295,6 +311,25 @@ impl Forest {
                     leaf: true,
                     missing_true: false,
                 },
+            })
+            .collect();
+        self.absorbing = self
+            .compact
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                if node.leaf {
+                    Compact {
+                        threshold: f64::NAN,
+                        feature: 0,
+                        yes: i as u32,
+                        no: i as u32,
+                        leaf: true,
+                        missing_true: false,
+                    }
+                } else {
+                    *node
+                }
             })
             .collect();
         let mut modes = self.nodes.iter().filter_map(|n| match n {
@@ -357,25 +392,84 @@ impl Forest {
         into.has.clear();
         into.has.resize(count * n_targets, false);
         match self.uniform {
-            Some(Mode::Leq) => self.votes_with(rows, width, aggregate, n_targets, into, |x, t| self.walk_leq(x, t)),
-            Some(Mode::Lt) => {
-                self.votes_with(rows, width, aggregate, n_targets, into, |r, t| self.walk(t, r, |x, v| x < v))
-            }
-            Some(Mode::Gte) => {
-                self.votes_with(rows, width, aggregate, n_targets, into, |r, t| self.walk(t, r, |x, v| x >= v))
-            }
-            Some(Mode::Gt) => {
-                self.votes_with(rows, width, aggregate, n_targets, into, |r, t| self.walk(t, r, |x, v| x > v))
-            }
+            Some(Mode::Leq) => self.votes_uniform(rows, width, aggregate, n_targets, into, |x, v| x <= v),
+            Some(Mode::Lt) => self.votes_uniform(rows, width, aggregate, n_targets, into, |x, v| x < v),
+            Some(Mode::Gte) => self.votes_uniform(rows, width, aggregate, n_targets, into, |x, v| x >= v),
+            Some(Mode::Gt) => self.votes_uniform(rows, width, aggregate, n_targets, into, |x, v| x > v),
             _ => self.votes_with(rows, width, aggregate, n_targets, into, |r, t| self.leaf(t, r)),
         }
     }
 
-    /// The walk of the commonest forest (scikit-learn, LightGBM, XGBoost
-    /// all write `BRANCH_LEQ` or `BRANCH_LT`).
+    /// [`Self::votes_with`] for a forest whose branches all compare with
+    /// `holds`. Each row's walk down a tree is a chain of dependent loads;
+    /// `LANES` rows walk side by side, as many steps as the tree is deep
+    /// (a row at its leaf stays there), so that the memory system serves
+    /// several chains at once and no lane tests for its end.
     #[inline(always)]
-    fn walk_leq(&self, row: &[f64], root: usize) -> (usize, usize) {
-        self.walk(root, row, |x, v| x <= v)
+    fn votes_uniform(
+        &self,
+        rows: &[f64],
+        width: usize,
+        aggregate: Aggregate,
+        n_targets: usize,
+        into: &mut Votes,
+        holds: impl Fn(f64, f64) -> bool + Copy,
+    ) {
+        let count = into.score.len() / n_targets.max(1);
+        for (&root, &depth) in self.roots.iter().zip(&self.depths) {
+            let mut r = 0;
+            while r + LANES <= count {
+                let lanes = &rows[r * width..(r + LANES) * width];
+                let mut at = [root; LANES];
+                for _ in 0..depth {
+                    for (k, at) in at.iter_mut().enumerate() {
+                        let node = &self.absorbing[*at];
+                        let x = lanes[k * width + node.feature as usize];
+                        *at = if holds(x, node.threshold) || (node.missing_true && x.is_nan()) {
+                            node.yes
+                        } else {
+                            node.no
+                        } as usize;
+                    }
+                }
+                for (k, &leaf) in at.iter().enumerate() {
+                    let leaf = &self.compact[leaf];
+                    self.vote(leaf.yes as usize, leaf.no as usize, aggregate, n_targets, r + k, into);
+                }
+                r += LANES;
+            }
+            for r in r..count {
+                let (first, end) = self.walk(root, &rows[r * width..(r + 1) * width], holds);
+                self.vote(first, end, aggregate, n_targets, r, into);
+            }
+        }
+    }
+
+    /// Adds the votes `first..end` to row `r`'s scores.
+    #[inline(always)]
+    fn vote(&self, first: usize, end: usize, aggregate: Aggregate, n_targets: usize, r: usize, into: &mut Votes) {
+        let span = r * n_targets..(r + 1) * n_targets;
+        let (score, has) = (&mut into.score[span.clone()], &mut into.has[span]);
+        for &(t, w) in &self.votes[first..end] {
+            score[t] = match aggregate {
+                Aggregate::Sum | Aggregate::Average => self.add(score[t], w),
+                Aggregate::Min => {
+                    if !has[t] || w < score[t] {
+                        w
+                    } else {
+                        score[t]
+                    }
+                }
+                Aggregate::Max => {
+                    if !has[t] || w > score[t] {
+                        w
+                    } else {
+                        score[t]
+                    }
+                }
+            };
+            has[t] = true;
+        }
     }
 
     #[inline(always)]
@@ -389,38 +483,16 @@ impl Forest {
         leaf: impl Fn(&[f64], usize) -> (usize, usize),
     ) {
         let count = into.score.len() / n_targets.max(1);
-        let Votes { score, has } = into;
         for &root in &self.roots {
             for r in 0..count {
                 let (first, end) = leaf(&rows[r * width..(r + 1) * width], root);
-                let (score, has) =
-                    (&mut score[r * n_targets..(r + 1) * n_targets], &mut has[r * n_targets..(r + 1) * n_targets]);
-                for &(t, w) in &self.votes[first..end] {
-                    score[t] = match aggregate {
-                        Aggregate::Sum | Aggregate::Average => self.add(score[t], w),
-                        Aggregate::Min => {
-                            if !has[t] || w < score[t] {
-                                w
-                            } else {
-                                score[t]
-                            }
-                        }
-                        Aggregate::Max => {
-                            if !has[t] || w > score[t] {
-                                w
-                            } else {
-                                score[t]
-                            }
-                        }
-                    };
-                    has[t] = true;
-                }
+                self.vote(first, end, aggregate, n_targets, r, into);
             }
         }
     }
 }
 
-fn logistic(v: f32) -> f32 {
+pub(super) fn logistic(v: f32) -> f32 {
     let e = 1.0 / (1.0 + (-v.abs()).exp());
     if v < 0.0 { 1.0 - e } else { e }
 }
@@ -435,7 +507,7 @@ fn erf_inv(x: f32) -> f32 {
     sign * v3.sqrt()
 }
 
-fn probit(v: f32) -> f32 {
+pub(super) fn probit(v: f32) -> f32 {
     std::f32::consts::SQRT_2 * erf_inv(2.0 * v - 1.0)
 }
 
@@ -715,8 +787,19 @@ fn read_tree_ensemble(a: &Attrs) -> TractResult<Regressor> {
         .collect::<TractResult<Vec<_>>>()?;
     ensure!(!roots.is_empty(), "TreeEnsemble has no tree_roots");
     let single = !double && splits_are_single(a)?;
-    let forest = Forest { nodes, compact: Vec::new(), uniform: None, sets, roots, votes, max_feature: None, single }
-        .checked()?;
+    let forest = Forest {
+        nodes,
+        compact: Vec::new(),
+        absorbing: Vec::new(),
+        depths: Vec::new(),
+        uniform: None,
+        sets,
+        roots,
+        votes,
+        max_feature: None,
+        single,
+    }
+    .checked()?;
     let aggregate = match a.int("aggregate_function", 1) {
         0 => Aggregate::Average,
         1 => Aggregate::Sum,
