@@ -273,6 +273,19 @@ def sklearn_models(out):
     save("skl_scaler_svc_sigmoid_probability_binary", m, xs_train, gs, options=zipmap_off(m))
     m = make_pipeline(StandardScaler(), NuSVC(kernel="rbf", nu=0.02)).fit(xs_train, ys_train)
     save("skl_scaler_nusvc_rbf_multiclass", m, xs_train, gs, options=zipmap_off(m))
+    # A plant's categorical column given as numbers (steel type, plate
+    # thickness): OneHotEncoder per column; plates thicker than any seen in
+    # training (over 100) encode as zeros.
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+    names = steel()[2]
+    categorical = [names.index("TypeOfSteel_A300"), names.index("Steel_Plate_Thickness")]
+    numeric = [j for j in range(xs_train.shape[1]) if j not in categorical]
+    columns = ColumnTransformer([("numeric", StandardScaler(), numeric),
+                                 ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical)])
+    thin = xs_train[:, categorical[1]] <= 100
+    m = make_pipeline(columns, LogisticRegression(max_iter=3000)).fit(xs_train[thin], ys_train[thin])
+    save("skl_column_transformer_one_hot_logistic", m, xs_train, gs)
     m = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16, 8), max_iter=300,
                                                       random_state=SEED)).fit(xc_train, yc_train)
     save("skl_mlp_regressor", m, xc_train, gc)

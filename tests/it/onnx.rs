@@ -41,6 +41,7 @@ const FAMILIES: &[&str] = &[
     "skl_scaler_svc_linear_binary",
     "skl_scaler_svc_sigmoid_probability_binary",
     "skl_scaler_nusvc_rbf_multiclass",
+    "skl_column_transformer_one_hot_logistic",
     "skl_mlp_regressor",
     "skl_mlp_classifier",
     "lgbm_regressor",

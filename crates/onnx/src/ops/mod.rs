@@ -12,6 +12,7 @@ mod array_feature;
 mod elementwise;
 mod label_encoder;
 mod linear;
+mod one_hot;
 mod svm;
 mod tree;
 
@@ -31,6 +32,7 @@ pub(crate) const ML_OPERATORS: &[&str] = &[
     "LinearClassifier",
     "LinearRegressor",
     "Normalizer",
+    "OneHotEncoder",
     "SVMClassifier",
     "SVMRegressor",
     "Scaler",
@@ -58,6 +60,7 @@ pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("TreeEnsembleRegressor", tree::regressor);
     reg.insert("TreeEnsemble", tree::tree_ensemble);
     reg.insert("ArrayFeatureExtractor", array_feature::array_feature_extractor);
+    reg.insert("OneHotEncoder", one_hot::one_hot_encoder);
     reg.insert("SVMClassifier", svm::classifier);
     reg.insert("SVMRegressor", svm::regressor);
 }
@@ -72,6 +75,8 @@ pub(crate) enum OutShape {
     LikeInput,
     /// One row per input row, then these fixed dimensions (none: `[N]`).
     Rows(Vec<usize>),
+    /// The input's shape and one more dimension of this size.
+    InputThen(usize),
 }
 
 /// One output of a kernel.
@@ -135,6 +140,14 @@ impl Expansion for Native {
                         s.equals(&output.shape[j + 1], d.to_dim())?;
                     }
                 }
+                OutShape::InputThen(k) => {
+                    s.equals(&output.rank, inputs[0].rank.bex() + 1)?;
+                    s.given(&inputs[0].shape, move |s, shape| {
+                        let mut shape = shape;
+                        shape.push(k.to_dim());
+                        s.equals(&output.shape, shape)
+                    })?;
+                }
             }
         }
         Ok(())
@@ -188,6 +201,11 @@ impl TypedOp for NativeOp {
                         let rows = input.shape.iter().next().cloned().unwrap_or_else(|| 1.to_dim());
                         let mut shape: TVec<TDim> = tvec![rows];
                         shape.extend(dims.iter().map(|d| d.to_dim()));
+                        datum.fact(shape)
+                    }
+                    OutShape::InputThen(k) => {
+                        let mut shape: TVec<TDim> = input.shape.iter().cloned().collect();
+                        shape.push(k.to_dim());
                         datum.fact(shape)
                     }
                 })
