@@ -234,7 +234,7 @@ pub(super) fn classifier(_: &ParsingContext, node: &NodeProto) -> Built {
 }
 
 /// C++'s `std::max_element`: the first of the largest, NaN never larger.
-fn first_max(values: &[f32]) -> usize {
+fn first_max<T: PartialOrd + Copy>(values: &[T]) -> usize {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate().skip(1) {
         if values[best] < v {
@@ -354,12 +354,7 @@ impl SvmClassifier {
                 votes[if sum > 0.0 { i } else { j }] += 1;
             }
         }
-        let mut best = 0;
-        for (c, &v) in votes.iter().enumerate().skip(1) {
-            if votes[best] < v {
-                best = c;
-            }
-        }
+        let best = first_max(&votes);
         if self.probabilities() {
             let mut r = vec![0.0f32; classes * classes];
             let mut index = 0;
