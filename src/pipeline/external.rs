@@ -74,7 +74,6 @@ pub struct ExternalRun {
     /// The package.
     pub model: Arc<ExternalModel>,
     /// Per manifest signal, its index in the asset's frame.
-    #[cfg_attr(not(feature = "onnx"), allow(dead_code))]
     columns: Vec<usize>,
     #[cfg(feature = "onnx")]
     stream: usan_onnx::Stream,
@@ -260,12 +259,25 @@ impl ExternalRun {
     ///
     /// # Errors
     /// A failure inside the model.
-    #[cfg(feature = "onnx")]
     pub fn score<'a>(
         &mut self,
         frames: impl Iterator<Item = (&'a [f64], &'a [usize])>,
         signals: usize,
     ) -> anyhow::Result<Vec<Option<Scored>>> {
+        let prepared = self.prepare(frames)?;
+        let scored = self.model.score_prepared(std::slice::from_ref(&prepared))?.pop().unwrap_or_default();
+        Ok(self.finish(scored, signals))
+    }
+
+    /// An asset's frames as the package's model rows, advancing the
+    /// asset's stream (held values, window): the first half of
+    /// [`score`](Self::score), so that the rows of many assets go into one
+    /// model call ([`ExternalModel::score_prepared`]).
+    ///
+    /// # Errors
+    /// A frame the model cannot read.
+    #[cfg(feature = "onnx")]
+    pub fn prepare<'a>(&mut self, frames: impl Iterator<Item = (&'a [f64], &'a [usize])>) -> anyhow::Result<Prepared> {
         // A value the frame assembler filled in was not measured: the model
         // sees a gap, and the manifest's `missing` rule decides.
         let picked: Vec<Vec<f64>> = frames
@@ -276,8 +288,24 @@ impl ExternalRun {
                     .collect()
             })
             .collect();
-        let scored = self.model.scorer.score(&mut self.stream, &picked)?;
-        Ok(scored
+        Ok(self.model.scorer.prepare(&mut self.stream, &picked)?)
+    }
+
+    /// An asset's frames as model rows.
+    ///
+    /// # Errors
+    /// Always: this build has no ONNX runtime (no run is ever bound).
+    #[cfg(not(feature = "onnx"))]
+    pub fn prepare<'a>(&mut self, _frames: impl Iterator<Item = (&'a [f64], &'a [usize])>) -> anyhow::Result<Prepared> {
+        anyhow::bail!("this usan was built without the `onnx` feature")
+    }
+
+    /// The second half of [`score`](Self::score): the model's scores of
+    /// this asset's prepared frames, with contributions in the asset's
+    /// signal order (`signals` of them).
+    #[must_use]
+    pub fn finish(&self, scored: Vec<Option<ModelScored>>, signals: usize) -> Vec<Option<Scored>> {
+        scored
             .into_iter()
             .map(|s| {
                 s.map(|s| {
@@ -288,19 +316,48 @@ impl ExternalRun {
                     Scored { value: s.value, contributions, label: s.label }
                 })
             })
-            .collect())
+            .collect()
     }
+}
 
-    /// Score an asset's frames.
+impl ExternalModel {
+    /// Scores the prepared frames of one or many assets in one model call
+    /// ([`ExternalRun::prepare`]), per batch in the order given.
     ///
     /// # Errors
-    /// Always: this build has no ONNX runtime (no run is ever bound).
+    /// A failure inside the model (it fails every batch of the call).
+    #[cfg(feature = "onnx")]
+    pub fn score_prepared(&self, batches: &[Prepared]) -> anyhow::Result<Vec<Vec<Option<ModelScored>>>> {
+        Ok(self.scorer.score_prepared(batches)?)
+    }
+
+    /// Scores prepared frames.
+    ///
+    /// # Errors
+    /// Always: this build has no ONNX runtime.
     #[cfg(not(feature = "onnx"))]
-    pub fn score<'a>(
-        &mut self,
-        _frames: impl Iterator<Item = (&'a [f64], &'a [usize])>,
-        _signals: usize,
-    ) -> anyhow::Result<Vec<Option<Scored>>> {
+    pub fn score_prepared(&self, _batches: &[Prepared]) -> anyhow::Result<Vec<Vec<Option<ModelScored>>>> {
         anyhow::bail!("this usan was built without the `onnx` feature")
     }
+}
+
+/// An asset's frames as a package's model rows ([`ExternalRun::prepare`]).
+#[cfg(feature = "onnx")]
+pub use usan_onnx::Prepared;
+/// A model's score of a frame, contributions in the package's signal order.
+#[cfg(feature = "onnx")]
+pub use usan_onnx::Scored as ModelScored;
+
+/// Frames as model rows (none in a build without ONNX).
+#[cfg(not(feature = "onnx"))]
+#[derive(Debug, Default)]
+pub struct Prepared;
+
+/// A model's score (none in a build without ONNX).
+#[cfg(not(feature = "onnx"))]
+#[derive(Debug, Clone)]
+pub struct ModelScored {
+    value: f64,
+    contributions: Vec<f64>,
+    label: Option<String>,
 }

@@ -4,7 +4,7 @@
 //! A detector without a fitted model learns from the asset's first
 //! `baseline_frames` frames, saves its model to the store, then scores.
 
-use super::external::{ExternalModel, ExternalRun, Scored};
+use super::external::{ExternalModel, ExternalRun, ModelScored, Prepared, Scored};
 use super::rul::{RulTransition, RulWatch};
 use super::{AlarmBook, AssetLive, DetectorLive, LiveFrames, LiveRow, LiveRows, LiveState, SCORE_PREFIX};
 use crate::plant::{Algorithm, DetectorSpec, Plant};
@@ -24,6 +24,9 @@ use usan_core::threshold::{Threshold, ThresholdConfig};
 const TOP_SIGNALS: usize = 5;
 /// A baseline that cannot be fitted is retried with more frames, up to this factor.
 const MAX_BASELINE_GROWTH: usize = 8;
+/// At most this many queued batches are taken together, so that a package
+/// scores the frames of many assets in one model call.
+const MAX_BATCHES_TOGETHER: usize = 64;
 
 enum Stage {
     Learning {
@@ -48,6 +51,22 @@ enum ExternalThreshold {
     Baseline { config: ThresholdConfig, scores: Vec<f64>, needed: usize },
     Ready(Threshold),
 }
+
+/// A batch made into frames, waiting for its detectors.
+struct Assembled {
+    asset: usize,
+    frames: Vec<Frame>,
+    release: Option<JournalRelease>,
+    corrections: Vec<FrameCorrection>,
+}
+
+/// A package detector's scores of one batch, before its asset maps them
+/// to its signals ([`ExternalRun::finish`]).
+type PackageScores = anyhow::Result<Vec<Option<ModelScored>>>;
+
+/// One model call: a package, and the frames of each (batch, detector)
+/// that runs it.
+type PackageCall = (Arc<ExternalModel>, Vec<(usize, usize)>, Vec<Prepared>);
 
 /// What one detector made of one frame: its score, the threshold's
 /// decision and, when the score exceeded the level, a finding.
@@ -312,39 +331,111 @@ impl Worker {
     }
 
     pub(crate) async fn run(mut self, mut input: mpsc::Receiver<Routed>) {
-        let mut frames = Vec::new();
-        while let Some(Routed { batch, seq }) = input.recv().await {
-            let asset = batch.asset();
-            let Some(run) = self.assets.get_mut(&asset) else {
-                self.metrics.samples_dropped.inc_by(batch.sample_count() as u64);
-                continue;
-            };
-            frames.clear();
-            let newest = run.assemble(batch, &mut frames);
-            let release = run.release(seq.map(|seq| (seq, newest)));
-            let corrections = run.corrections();
-            self.process(asset, &frames, release, corrections).await;
+        let mut queued = Vec::new();
+        while let Some(first) = input.recv().await {
+            // With it, what is already waiting (never waited for): packages
+            // score all of it in one call each, then each batch goes on in
+            // its order.
+            queued.push(first);
+            while queued.len() < MAX_BATCHES_TOGETHER {
+                match input.try_recv() {
+                    Ok(next) => queued.push(next),
+                    Err(_) => break,
+                }
+            }
+            let assembled: Vec<Assembled> = queued.drain(..).filter_map(|routed| self.assemble(routed)).collect();
+            let scores = self.score_packages(&assembled);
+            for (batch, scores) in assembled.into_iter().zip(scores) {
+                self.process(batch, scores).await;
+            }
         }
         // Input closed: flush what is still pending.
         let indices: Vec<usize> = self.assets.keys().copied().collect();
         for asset in indices {
-            frames.clear();
+            let mut frames = Vec::new();
             let mut release = None;
             if let Some(run) = self.assets.get_mut(&asset) {
                 run.assembler.flush(&mut frames);
                 release = run.release(None);
             }
-            self.process(asset, &frames, release, Vec::new()).await;
+            self.process(Assembled { asset, frames, release, corrections: Vec::new() }, HashMap::new()).await;
         }
     }
 
-    async fn process(
-        &mut self,
-        asset: usize,
-        frames: &[Frame],
-        release: Option<JournalRelease>,
-        corrections: Vec<FrameCorrection>,
-    ) {
+    /// A routed batch into its asset's frames (`None` for an asset this
+    /// worker does not run: its samples are counted as dropped).
+    fn assemble(&mut self, Routed { batch, seq }: Routed) -> Option<Assembled> {
+        let asset = batch.asset();
+        let Some(run) = self.assets.get_mut(&asset) else {
+            self.metrics.samples_dropped.inc_by(batch.sample_count() as u64);
+            return None;
+        };
+        let mut frames = Vec::new();
+        let newest = run.assemble(batch, &mut frames);
+        let release = run.release(seq.map(|seq| (seq, newest)));
+        let corrections = run.corrections();
+        Some(Assembled { asset, frames, release, corrections })
+    }
+
+    /// Every package detector's scores of `batches`, in one model call per
+    /// package however many assets share it: per batch, by detector index.
+    /// Each asset's stream advances in batch order.
+    fn score_packages(&mut self, batches: &[Assembled]) -> Vec<HashMap<usize, PackageScores>> {
+        let mut scores: Vec<HashMap<usize, PackageScores>> = batches.iter().map(|_| HashMap::new()).collect();
+        // Per package: (batch, detector) of each prepared batch of frames.
+        let mut packages: Vec<PackageCall> = Vec::new();
+        for (b, batch) in batches.iter().enumerate() {
+            let Some(run) = self.assets.get_mut(&batch.asset).filter(|_| !batch.frames.is_empty()) else {
+                continue;
+            };
+            for (d, detector) in run.detectors.iter_mut().enumerate() {
+                let Stage::External { run, .. } = &mut detector.stage else {
+                    continue;
+                };
+                match run.prepare(batch.frames.iter().map(|f| (f.values.as_slice(), f.filled.as_slice()))) {
+                    Ok(prepared) => {
+                        let at = match packages.iter().position(|(model, ..)| Arc::ptr_eq(model, &run.model)) {
+                            Some(at) => at,
+                            None => {
+                                packages.push((run.model.clone(), Vec::new(), Vec::new()));
+                                packages.len() - 1
+                            }
+                        };
+                        packages[at].1.push((b, d));
+                        packages[at].2.push(prepared);
+                    }
+                    Err(e) => {
+                        scores[b].insert(d, Err(e));
+                    }
+                }
+            }
+        }
+        for (model, keys, prepared) in packages {
+            let results: Vec<PackageScores> = match tokio::task::block_in_place(|| model.score_prepared(&prepared)) {
+                Ok(all) => all.into_iter().map(Ok).collect(),
+                // One asset's rows may be what fails: the others are still scored.
+                Err(_) if prepared.len() > 1 => prepared
+                    .iter()
+                    .map(|p| {
+                        tokio::task::block_in_place(|| model.score_prepared(std::slice::from_ref(p)))
+                            .map(|mut one| one.pop().unwrap_or_default())
+                    })
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            };
+            for ((b, d), result) in keys.into_iter().zip(results) {
+                scores[b].insert(d, result);
+            }
+        }
+        scores
+    }
+
+    /// An assembled batch through its detectors (`package_scores`: its
+    /// package detectors' scores, by detector index, where already made),
+    /// alarms, the live view and the store.
+    async fn process(&mut self, batch: Assembled, mut package_scores: HashMap<usize, PackageScores>) {
+        let Assembled { asset, frames, release, corrections } = batch;
+        let frames = frames.as_slice();
         let Some(run) = self.assets.get_mut(&asset) else {
             return;
         };
@@ -380,7 +471,11 @@ impl Worker {
         let outcomes: Vec<Vec<Option<Outcome>>> = run
             .detectors
             .iter_mut()
-            .map(|detector| detector.step_batch(&run.id, &run.signals, frames, &self.store, &self.metrics))
+            .enumerate()
+            .map(|(d, detector)| {
+                let scored = package_scores.remove(&d);
+                detector.step_batch(&run.id, &run.signals, frames, scored, &self.store, &self.metrics)
+            })
             .collect();
         let mut outcomes: Vec<std::vec::IntoIter<Option<Outcome>>> = outcomes.into_iter().map(Vec::into_iter).collect();
         // Each frame's detector scores (NaN while learning), row-major.
@@ -560,21 +655,28 @@ impl DetectorRun {
     }
 
     /// Learn or score a batch of frames in order: each frame's outcome
-    /// (`None` while learning or when it cannot be scored).
+    /// (`None` while learning or when it cannot be scored). A package
+    /// detector takes its scores from `scored` when they were made with
+    /// other assets' ([`Worker::score_packages`]), else scores here.
     fn step_batch(
         &mut self,
         asset: &str,
         signals: &[String],
         frames: &[Frame],
+        scored: Option<PackageScores>,
         store: &Arc<dyn Store>,
         metrics: &Metrics,
     ) -> Vec<Option<Outcome>> {
         let Stage::External { run, threshold } = &mut self.stage else {
             return frames.iter().map(|frame| self.step(asset, signals, frame, store, metrics)).collect();
         };
-        let scored = match tokio::task::block_in_place(|| {
-            run.score(frames.iter().map(|f| (f.values.as_slice(), f.filled.as_slice())), signals.len())
-        }) {
+        let scored = match scored {
+            Some(scored) => scored.map(|scored| run.finish(scored, signals.len())),
+            None => tokio::task::block_in_place(|| {
+                run.score(frames.iter().map(|f| (f.values.as_slice(), f.filled.as_slice())), signals.len())
+            }),
+        };
+        let scored = match scored {
             Ok(scored) => scored,
             Err(e) => {
                 metrics.detector_errors.inc_by(1);

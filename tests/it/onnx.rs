@@ -702,3 +702,124 @@ sys.exit(0 if worst < 1e-9 else 1)
     let err = refused(&["model", "export", bad.to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap()]);
     assert!(err.contains("not a usan model"), "{err}");
 }
+
+/// A windowed network shared by ten engines of one replay, on one worker:
+/// however their frames are scored together (one model call for what is
+/// queued across assets), each engine's stored score is the model's on
+/// that engine's own last 20 frames, as `usan model run` gives it.
+#[test]
+fn a_windowed_package_shared_by_many_assets_scores_each_as_alone() {
+    use crate::harness::Server;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let signals =
+        ["setting1", "s2", "s3", "s4", "s7", "s8", "s9", "s11", "s12", "s13", "s14", "s15", "s17", "s20", "s21"];
+    let csv = repo().join("examples/data/cmapss_fd001_demo.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let columns: Vec<usize> = signals.iter().map(|s| header.iter().position(|h| h == s).unwrap()).collect();
+    let mut engines: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        let row = columns.iter().map(|&c| cells[c].parse::<f64>().unwrap()).collect();
+        engines.entry(format!("engine-{}", cells[0])).or_default().push(row);
+    }
+    let all: Vec<&Vec<f64>> = engines.values().flatten().collect();
+    let mean: Vec<f64> = (0..signals.len()).map(|j| all.iter().map(|r| r[j]).sum::<f64>() / all.len() as f64).collect();
+    let scale: Vec<f64> = (0..signals.len())
+        .map(|j| (all.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / all.len() as f64).sqrt() + 1e-6)
+        .collect();
+
+    let package = dir.path().join("lstm");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::copy(networks().join("torch_dynamo_lstm/model.onnx"), package.join("model.onnx")).unwrap();
+    let quoted = |names: &[&str]| names.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let numbers = |v: &[f64]| v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", ");
+    std::fs::write(
+        package.join("usan-model.toml"),
+        format!(
+            "format = 1\nname = \"cmapss-lstm\"\nrole = \"detector\"\nsignals = [{}]\nwindow = 20\n\
+             [preprocessing]\ncenter = [{}]\nscale = [{}]\n[outputs]\nscore = \"linear\"\n",
+            quoted(&signals),
+            numbers(&mean),
+            numbers(&scale)
+        ),
+    )
+    .unwrap();
+    let mut config = format!(
+        r#"
+[store]
+type = "sqlite"
+path = "{dir}/many.db"
+flush_interval = "100ms"
+
+[pipeline]
+workers = 1
+
+[[sources]]
+type = "file"
+name = "cmapss"
+path = "{csv}"
+asset_column = "unit"
+asset_template = "engine-{{}}"
+time_column = "cycle"
+time_unit_s = 3600.0
+time_origin = "2026-01-01T00:00:00Z"
+speed = "max"
+
+[[detectors]]
+name = "lstm"
+algorithm = {{ type = "onnx", package = "{package}" }}
+threshold = {{ value = 1e300 }}
+"#,
+        dir = dir.path().display(),
+        csv = csv.display(),
+        package = package.display(),
+    );
+    for engine in engines.keys() {
+        config +=
+            &format!("\n[[assets]]\nid = \"{engine}\"\nsignals = [{}]\ndetectors = [\"lstm\"]\n", quoted(&signals));
+    }
+    let config = crate::harness::write_config(dir.path(), "many.toml", &config);
+    let frames = all.len();
+    let server = Server::serve(&config, &[]);
+    server.wait_until("every frame is stored", Duration::from_secs(120), |s| {
+        crate::harness::metric_of(s, "usan_frames_stored_total") >= frames as f64
+    });
+    assert!(server.terminate().success());
+    let out = dir.path().join("export");
+    let export = usan(&["export", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(export.status.success(), "{}", stderr(&export));
+
+    for (engine, rows) in &engines {
+        // The model's input: each frame's last 20 standardised frames.
+        let standard: Vec<Vec<f64>> =
+            rows.iter().map(|r| r.iter().enumerate().map(|(j, v)| (v - mean[j]) / scale[j]).collect()).collect();
+        let mut inputs = (0..20 * signals.len()).map(|i| format!("x{i}")).collect::<Vec<_>>().join(",") + "\n";
+        for end in 20..=standard.len() {
+            inputs += &standard[end - 20..end].iter().flatten().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
+            inputs += "\n";
+        }
+        let input = dir.path().join(format!("{engine}-windows.csv"));
+        std::fs::write(&input, inputs).unwrap();
+        let output = dir.path().join(format!("{engine}-scores.csv"));
+        let run = model_run(&package.join("model.onnx"), &input, &output);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let expected: Vec<f64> =
+            std::fs::read_to_string(&output).unwrap().lines().skip(1).map(|l| l.parse().unwrap()).collect();
+
+        let stored = std::fs::read_to_string(out.join(format!("{engine}.csv"))).unwrap();
+        let mut stored = stored.lines();
+        let head: Vec<&str> = stored.next().unwrap().split(',').collect();
+        let at = head.iter().position(|h| *h == "@score/lstm").unwrap_or_else(|| panic!("{head:?}"));
+        let scores: Vec<&str> = stored.map(|l| l.split(',').nth(at).unwrap()).collect();
+        assert_eq!(scores.len(), rows.len(), "{engine}: every frame stored");
+        assert!(scores[..19].iter().all(|s| s.is_empty() || s.eq_ignore_ascii_case("nan")), "{engine}: {scores:?}");
+        for (i, (got, want)) in scores[19..].iter().zip(&expected).enumerate() {
+            let got: f64 = got.parse().unwrap_or_else(|_| panic!("{engine} frame {}: {got:?}", i + 20));
+            assert!((got - want).abs() <= 1e-5 + 1e-4 * want.abs(), "{engine} frame {}: {got} vs {want}", i + 20);
+        }
+    }
+}

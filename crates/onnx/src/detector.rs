@@ -195,13 +195,24 @@ impl Scorer {
     /// # Errors
     /// A frame of another width, or a run failure.
     pub fn score(&self, stream: &mut Stream, frames: &[Vec<f64>]) -> Result<Vec<Option<Scored>>, OnnxError> {
+        let prepared = self.prepare(stream, frames)?;
+        let mut scored = self.score_prepared(std::slice::from_ref(&prepared))?;
+        Ok(scored.pop().unwrap_or_default())
+    }
+
+    /// The model rows of an asset's frames (see [`score`](Self::score)),
+    /// advancing its stream: many assets' rows then go into one model call
+    /// ([`score_prepared`](Self::score_prepared)). Prepare an asset's
+    /// batches in their order.
+    ///
+    /// # Errors
+    /// A frame of another width.
+    pub fn prepare(&self, stream: &mut Stream, frames: &[Vec<f64>]) -> Result<Prepared, OnnxError> {
         let p = &self.manifest.preprocessing;
         let signals = self.manifest.signals.len();
         let window = self.manifest.window.max(1);
-        let mut values = Vec::new();
-        // For each frame, the model row that scores it.
-        let mut row_of = Vec::with_capacity(frames.len());
-        let mut rows = 0;
+        let mut prepared = Prepared::default();
+        prepared.row_of.reserve(frames.len());
         for frame in frames {
             if frame.len() != signals {
                 return Err(OnnxError::Input(format!("frame has {} values, the model reads {signals}", frame.len())));
@@ -230,7 +241,7 @@ impl Scorer {
                 }
             };
             if !usable {
-                row_of.push(None);
+                prepared.row_of.push(None);
                 continue;
             }
             if stream.window.len() == window {
@@ -238,20 +249,69 @@ impl Scorer {
             }
             stream.window.push_back(x);
             if stream.window.len() < window {
-                row_of.push(None);
+                prepared.row_of.push(None);
                 continue;
             }
             for f in &stream.window {
-                values.extend_from_slice(f);
+                prepared.values.extend_from_slice(f);
             }
-            row_of.push(Some(rows));
-            rows += 1;
+            prepared.row_of.push(Some(prepared.rows));
+            prepared.rows += 1;
         }
+        Ok(prepared)
+    }
+
+    /// Scores prepared batches (of one asset or many) in one model call:
+    /// per batch, each frame's score as [`score`](Self::score) gives it.
+    ///
+    /// # Errors
+    /// A run failure (it fails every batch of the call).
+    pub fn score_prepared(&self, batches: &[Prepared]) -> Result<Vec<Vec<Option<Scored>>>, OnnxError> {
+        let rows: usize = batches.iter().map(|b| b.rows).sum();
         if rows == 0 {
-            return Ok(vec![None; frames.len()]);
+            return Ok(batches.iter().map(|b| vec![None; b.row_of.len()]).collect());
         }
-        let mut scored = self.score_model_rows(rows, &values)?;
-        Ok(row_of.into_iter().map(|r| r.and_then(|r| scored[r].take())).collect())
+        let mut scored = if let [only] = batches {
+            self.score_model_rows(only.rows, &only.values)?
+        } else {
+            let mut values = Vec::with_capacity(rows * self.model.input_width());
+            for b in batches {
+                values.extend_from_slice(&b.values);
+            }
+            self.score_model_rows(rows, &values)?
+        };
+        let mut first = 0;
+        Ok(batches
+            .iter()
+            .map(|b| {
+                let out = b.row_of.iter().map(|r| r.and_then(|r| scored[first + r].take())).collect();
+                first += b.rows;
+                out
+            })
+            .collect())
+    }
+}
+
+/// One asset's frames made into model rows ([`Scorer::prepare`]).
+#[derive(Clone, Debug, Default)]
+pub struct Prepared {
+    /// The model rows, row-major.
+    values: Vec<f64>,
+    /// The number of model rows.
+    rows: usize,
+    /// For each frame, the model row that scores it.
+    row_of: Vec<Option<usize>>,
+}
+
+impl Prepared {
+    /// How many frames it holds.
+    pub fn frames(&self) -> usize {
+        self.row_of.len()
+    }
+
+    /// How many model rows it holds (frames that are scored).
+    pub fn rows(&self) -> usize {
+        self.rows
     }
 }
 
@@ -350,6 +410,26 @@ mod tests {
         assert_eq!(values(s.score(&mut stream, &[vec![1.0, 0.0, 0.0]]).expect("runs")), vec![None]);
         let got = values(s.score(&mut stream, &[vec![0.0, 2.0, 0.0], vec![0.0, 0.0, 3.0]]).expect("runs"));
         assert_eq!(got, vec![Some(5.0), Some(13.0)]);
+    }
+
+    #[test]
+    fn batches_of_many_streams_in_one_call_score_as_each_alone() {
+        let s = scorer(6, "window = 2\n[preprocessing]\nmissing = \"skip\"\n[outputs]\nscore = \"s\"").expect("fits");
+        let batches: [&[Vec<f64>]; 3] = [
+            &[vec![1.0, 0.0, 0.0], vec![0.0, 2.0, 0.0], vec![0.0, 0.0, 3.0]],
+            &[vec![NAN, 1.0, 1.0]],
+            &[vec![2.0, 0.0, 0.0], vec![0.0, 0.0, 1.0], vec![1.0, NAN, 0.0], vec![1.0, 1.0, 1.0]],
+        ];
+        let alone: Vec<Vec<Option<f64>>> =
+            batches.iter().map(|frames| values(s.score(&mut Stream::default(), frames).expect("runs"))).collect();
+        let prepared: Vec<Prepared> =
+            batches.iter().map(|frames| s.prepare(&mut Stream::default(), frames).expect("prepares")).collect();
+        assert_eq!(prepared.iter().map(|p| (p.frames(), p.rows())).collect::<Vec<_>>(), [(3, 2), (1, 0), (4, 2)]);
+        let together: Vec<Vec<Option<f64>>> =
+            s.score_prepared(&prepared).expect("runs").into_iter().map(values).collect();
+        assert_eq!(together, alone);
+        assert_eq!(alone[0], [None, Some(5.0), Some(13.0)]);
+        assert_eq!(alone[2], [None, Some(5.0), None, Some(4.0)]);
     }
 
     #[test]

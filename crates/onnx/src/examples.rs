@@ -370,4 +370,31 @@ mod tests {
         let y = run("tree_ensemble_v5", &[0.0, 2.0, 0.0, 0.0, 3.0, 0.0]);
         assert_eq!(y[0].values, OutputValues::Float(vec![1.0, 0.0, 0.0, -1.0]), "2 is in the set, 3 is not");
     }
+
+    #[test]
+    fn a_network_keeps_missing_rows_missing_among_complete_ones() {
+        let (_, bytes) = examples().into_iter().find(|(n, _)| *n == "mlp").expect("example");
+        let model = Model::load(&bytes, None).expect("load");
+        let nan = f64::NAN;
+        let rows: [[f64; 3]; 5] =
+            [[1.0, 2.0, 3.0], [nan, 1.0, 0.0], [-1.0, 0.5, 2.0], [0.0, 0.0, nan], [2.0, -1.0, 0.25]];
+        let alone: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|row| match &model.run(1, row).expect("run")[0].values {
+                OutputValues::Float(v) => v.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Rows with a gap come out missing (as in onnxruntime), the others scored.
+        for (row, out) in rows.iter().zip(&alone) {
+            let gap = row.iter().any(|v| v.is_nan());
+            assert!(out.iter().all(|v| v.is_nan() == gap), "{row:?} → {out:?}");
+        }
+        let OutputValues::Float(together) = &model.run(5, &rows.concat()).expect("run")[0].values else {
+            panic!("floats")
+        };
+        let together: Vec<String> = together.iter().map(|v| format!("{v:?}")).collect();
+        let alone: Vec<String> = alone.concat().iter().map(|v| format!("{v:?}")).collect();
+        assert_eq!(together, alone, "in one batch, each row as alone, in order");
+    }
 }

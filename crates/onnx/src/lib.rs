@@ -22,7 +22,7 @@ mod proto;
 mod signature;
 pub mod table;
 
-pub use detector::{Scored, Scorer, Stream};
+pub use detector::{Prepared, Scored, Scorer, Stream};
 pub use model::{Inspection, Model, Output, OutputValues, Unsupported, inspect};
 pub use package::Package;
 pub use signature::{Dim, ElemType, Port, Signature, ValueType};
