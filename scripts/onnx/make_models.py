@@ -445,6 +445,43 @@ def tree_ensemble_models(out):
     write_model(out, "onnx_tree_ensemble_v5_every_mode", model, golden, "usan make_models.py (by hand)")
 
 
+def vectorizer_models(out):
+    """FeatureVectorizer (as onnxmltools writes for Spark's VectorAssembler):
+    a scaled part, the raw part cut short and an imputed part padded with
+    zeros, side by side, then a linear regression over them; and int64
+    values (the inputs of one node share a type) cast to float."""
+    from onnx import TensorProto, numpy_helper
+
+    xs, _, _ = steel()
+    xs_train, _, gs = split(xs, None)
+    width = xs.shape[1]
+    mean = np.nanmean(xs_train, axis=0)
+    std = np.nanstd(xs_train, axis=0) + 1e-6
+    rng = np.random.default_rng(SEED)
+    total = width + 2 + (width + 3)
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, width])
+    v = helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, total])
+    w = helper.make_tensor_value_info("integers", TensorProto.FLOAT, [None, width])
+    y = helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])
+    nodes = [
+        helper.make_node("Scaler", ["X"], ["scaled"], domain="ai.onnx.ml",
+                         offset=mean.astype(float).tolist(), scale=(1.0 / std).astype(float).tolist()),
+        helper.make_node("Imputer", ["X"], ["filled"], domain="ai.onnx.ml",
+                         imputed_value_floats=mean.astype(float).tolist(), replaced_value_float=float("nan")),
+        helper.make_node("Cast", ["filled"], ["as_int"], to=TensorProto.INT64),
+        helper.make_node("FeatureVectorizer", ["scaled", "X", "filled"], ["features"], domain="ai.onnx.ml",
+                         inputdimensions=[width, 2, width + 3]),
+        helper.make_node("FeatureVectorizer", ["as_int"], ["integers"], domain="ai.onnx.ml", inputdimensions=[width]),
+        helper.make_node("LinearRegressor", ["features"], ["variable"], domain="ai.onnx.ml",
+                         coefficients=(rng.normal(size=total) / np.r_[np.ones(width), 1e3 * np.ones(2), 1e3 * np.ones(width + 3)]).tolist(),
+                         intercepts=[0.5]),
+    ]
+    graph = helper.make_graph(nodes, "feature_vectorizer", [x], [v, w, y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    write_model(out, "onnx_feature_vectorizer_linear", model, gs, "usan make_models.py (by hand)")
+
+
 def bad_models(out):
     """Files usan must refuse with a clear error: operators it cannot run."""
     from onnx import TensorProto
@@ -468,12 +505,14 @@ def bad_models(out):
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "target/onnx-models")
     out.mkdir(parents=True, exist_ok=True)
-    families = sys.argv[2:] or ["sklearn", "boosting", "tree_ensemble", "bad"]
+    families = sys.argv[2:] or ["sklearn", "boosting", "tree_ensemble", "vectorizer", "bad"]
     if "sklearn" in families:
         sklearn_models(out)
     if "boosting" in families:
         boosting_models(out)
     if "tree_ensemble" in families:
         tree_ensemble_models(out)
+    if "vectorizer" in families:
+        vectorizer_models(out)
     if "bad" in families:
         bad_models(out)

@@ -54,6 +54,7 @@ const FAMILIES: &[&str] = &[
     "onnx_tree_ensemble_v5_forest_average",
     "onnx_tree_ensemble_v5_boosting_sum",
     "onnx_tree_ensemble_v5_every_mode",
+    "onnx_feature_vectorizer_linear",
 ];
 
 /// The exported models, or `None` (skipped outside CI) when not generated.

@@ -10,6 +10,7 @@
 
 mod array_feature;
 mod elementwise;
+mod feature_vectorizer;
 mod label_encoder;
 mod linear;
 mod one_hot;
@@ -27,6 +28,7 @@ pub(crate) const ML_OPERATORS: &[&str] = &[
     "ArrayFeatureExtractor",
     "Binarizer",
     "CategoryMapper",
+    "FeatureVectorizer",
     "Imputer",
     "LabelEncoder",
     "LinearClassifier",
@@ -61,6 +63,7 @@ pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("TreeEnsemble", tree::tree_ensemble);
     reg.insert("ArrayFeatureExtractor", array_feature::array_feature_extractor);
     reg.insert("OneHotEncoder", one_hot::one_hot_encoder);
+    reg.insert("FeatureVectorizer", feature_vectorizer::feature_vectorizer);
     reg.insert("SVMClassifier", svm::classifier);
     reg.insert("SVMRegressor", svm::regressor);
 }
