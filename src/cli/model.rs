@@ -6,8 +6,8 @@
 //!   goldens; non-zero exit naming each unsupported operator and its node.
 //! - `usan model run MODEL --input X.csv --output Y.csv`: the model on
 //!   every row of X (formats in `usan_onnx::table`).
-//! - `usan model export FITTED.json --out DIR`: usan's own fitted PCA as a
-//!   package any ONNX runtime runs with usan's scores.
+//! - `usan model export FITTED.json --out DIR`: usan's own fitted PCA or
+//!   isolation forest as a package any ONNX runtime runs with usan's scores.
 //!
 //! MODEL is an `.onnx` file or a package folder (`model.onnx` + `golden/`).
 
@@ -36,7 +36,8 @@ enum Command {
         json: bool,
     },
     /// Write usan's own fitted model (`usan fit`'s `<asset>/<detector>.json`,
-    /// a PCA) as a package that onnxruntime runs with usan's scores.
+    /// a PCA or an isolation forest) as a package that onnxruntime runs
+    /// with usan's scores.
     Export {
         /// The fitted model (JSON).
         model: PathBuf,
@@ -77,22 +78,96 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// quarter four standard deviations out, so both limits are exercised.
 const EXPORT_GOLDEN_ROWS: usize = 64;
 
-/// `usan model export`: a fitted PCA as a package (graph, goldens from
-/// usan's own scores, manifest), checked by loading it back.
+/// What an exported package holds besides its signals and name.
+struct Exported {
+    /// The ONNX graph.
+    bytes: Vec<u8>,
+    /// `golden/inputs.csv` and `golden/outputs.csv`: usan's own scores.
+    inputs: String,
+    outputs: String,
+    /// The manifest's `[outputs]` table.
+    outputs_table: &'static str,
+    /// What the model is, for the manifest's notes and the summary line.
+    description: String,
+    /// The alarm level when the fitted model carries none (`None`: set on
+    /// each asset's baseline scores in the pipeline).
+    default_level: Option<f64>,
+}
+
+/// A deterministic uniform value in (0, 1) (the goldens must not change
+/// between runs of the same export).
+fn golden_uniform() -> impl FnMut() -> f64 {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+}
+
+/// `usan model export`: a fitted PCA or isolation forest as a package
+/// (graph, goldens from usan's own scores, manifest), checked by loading it
+/// back.
 fn export(path: &std::path::Path, out: &std::path::Path, name: Option<&str>) -> anyhow::Result<()> {
-    use std::fmt::Write as _;
-    use usan_core::detector::{AnyDetector, Detector, FittedModel};
+    use usan_core::detector::{AnyDetector, FittedModel};
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let fitted: FittedModel =
         serde_json::from_str(&text).with_context(|| format!("{} is not a usan model", path.display()))?;
     fitted.check_format()?;
-    let AnyDetector::Pca(pca) = &fitted.detector else {
-        anyhow::bail!(
-            "{}: a {} model; usan model export writes PCA models (others are not exportable yet)",
+    let exported = match &fitted.detector {
+        AnyDetector::Pca(pca) => export_pca(path, &fitted, pca)?,
+        AnyDetector::IsolationForest(forest) => export_forest(path, &fitted, forest)?,
+        other => anyhow::bail!(
+            "{}: a {} model; usan model export writes PCA and isolation forest models (others are not exportable yet)",
             path.display(),
-            fitted.detector.kind()
-        );
+            other.kind()
+        ),
     };
+    let name = name.map_or_else(
+        || path.file_stem().map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned()),
+        str::to_string,
+    );
+    let quoted: Vec<String> = fitted.signals.iter().map(|s| format!("{s:?}")).collect();
+    let threshold = match fitted.threshold.filter(|t| t.is_finite()).or(exported.default_level) {
+        Some(level) => format!("[threshold]\nvalue = {level:?}"),
+        None => "# No [threshold]: the pipeline sets it on each asset's baseline scores.".to_string(),
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let manifest = format!(
+        "# Written by `usan model export` from {source}.\nformat = 1\nname = {name:?}\nrole = \"detector\"\nsignals = [{signals}]\n\n\
+         [preprocessing]\nmissing = \"skip\"   # a gap gives the graph's score NaN\n\n\
+         [outputs]\n{outputs}\n\n\
+         {threshold}\n\n\
+         [provenance]\nexporter = \"usan {version} model export\"\nnotes = {notes:?}\n",
+        source = path.display(),
+        signals = quoted.join(", "),
+        outputs = exported.outputs_table,
+        notes = exported.description,
+    );
+    std::fs::create_dir_all(out.join("golden")).with_context(|| format!("cannot create {}", out.display()))?;
+    for (file, content) in [
+        ("model.onnx", exported.bytes),
+        ("golden/inputs.csv", exported.inputs.into_bytes()),
+        ("golden/outputs.csv", exported.outputs.into_bytes()),
+        ("usan-model.toml", manifest.into_bytes()),
+    ] {
+        let at = out.join(file);
+        std::fs::write(&at, content).with_context(|| format!("cannot write {}", at.display()))?;
+    }
+    // The package must load as any other: its graph gives usan's scores.
+    let (_, comparison) = Package::open(out)?.load().with_context(|| format!("{} does not check", out.display()))?;
+    let rows = comparison.map_or(0, |c| c.rows);
+    println!("{}: {}, {rows} golden rows checked", out.display(), exported.description);
+    Ok(())
+}
+
+/// A static PCA: score, T² and SPE.
+fn export_pca(
+    path: &std::path::Path,
+    fitted: &usan_core::detector::FittedModel,
+    pca: &usan_core::detector::Pca,
+) -> anyhow::Result<Exported> {
+    use std::fmt::Write as _;
+    use usan_core::detector::Detector;
     let Some(model) = pca.model() else { anyhow::bail!("{}: the PCA has not been fitted", path.display()) };
     let config = pca.config();
     if config.lags > 0 || config.smoothing > 1 || !model.differenced.is_empty() {
@@ -116,15 +191,10 @@ fn export(path: &std::path::Path, out: &std::path::Path, name: Option<&str>) -> 
         t2_limit: model.t2_limit,
         spe_limit: model.spe_limit,
     };
-    let version = env!("CARGO_PKG_VERSION");
-    let bytes = graph.to_onnx(version).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let bytes = graph.to_onnx(env!("CARGO_PKG_VERSION")).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
 
     // Goldens: deterministic rows around the baseline, scored by usan's PCA.
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut uniform = move || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
+    let mut uniform = golden_uniform();
     let mut detector = fitted.detector.clone();
     let mut inputs = String::new();
     let mut outputs = String::from("score,t2,spe\n");
@@ -149,41 +219,87 @@ fn export(path: &std::path::Path, out: &std::path::Path, name: Option<&str>) -> 
             table::float_text(spe)
         );
     }
-    let name = name.map_or_else(
-        || path.file_stem().map_or_else(|| "pca".to_string(), |s| s.to_string_lossy().into_owned()),
-        str::to_string,
-    );
-    let quoted: Vec<String> = fitted.signals.iter().map(|s| format!("{s:?}")).collect();
-    let threshold = fitted.threshold.filter(|t| t.is_finite()).unwrap_or(1.0);
-    let manifest = format!(
-        "# Written by `usan model export` from {source}.\nformat = 1\nname = {name:?}\nrole = \"detector\"\nsignals = [{signals}]\n\n\
-         [preprocessing]\nmissing = \"skip\"   # a gap gives the graph's score NaN\n\n\
-         [outputs]\nscore = \"score\"     # max(T² / limit, SPE / limit), as usan's PCA\n\n\
-         [threshold]\nvalue = {threshold:?}\n\n\
-         [provenance]\nexporter = \"usan {version} model export\"\n\
-         notes = \"PCA, {components} components of {used} signals; T2 limit {t2:?}, SPE limit {spe:?}\"\n",
-        source = path.display(),
-        signals = quoted.join(", "),
-        components = model.components,
-        used = model.used.len(),
-        t2 = model.t2_limit,
-        spe = model.spe_limit,
-    );
-    std::fs::create_dir_all(out.join("golden")).with_context(|| format!("cannot create {}", out.display()))?;
-    for (file, content) in [
-        ("model.onnx", bytes),
-        ("golden/inputs.csv", inputs.into_bytes()),
-        ("golden/outputs.csv", outputs.into_bytes()),
-        ("usan-model.toml", manifest.into_bytes()),
-    ] {
-        let at = out.join(file);
-        std::fs::write(&at, content).with_context(|| format!("cannot write {}", at.display()))?;
+    Ok(Exported {
+        bytes,
+        inputs,
+        outputs,
+        outputs_table: "score = \"score\"     # max(T² / limit, SPE / limit), as usan's PCA",
+        description: format!(
+            "PCA, {} components of {} signals; T2 limit {:?}, SPE limit {:?}",
+            model.components,
+            model.used.len(),
+            model.t2_limit,
+            model.spe_limit
+        ),
+        // Both statistics are over their limits at 1.
+        default_level: Some(1.0),
+    })
+}
+
+/// An isolation forest: its score, 2^(−mean path / c(ψ)).
+fn export_forest(
+    path: &std::path::Path,
+    fitted: &usan_core::detector::FittedModel,
+    forest: &usan_core::detector::IsolationForest,
+) -> anyhow::Result<Exported> {
+    use std::fmt::Write as _;
+    use usan_core::detector::Detector;
+    use usan_onnx::export::{ForestGraph, ForestNode};
+    let Some(view) = forest.view() else { anyhow::bail!("{}: the forest has not been fitted", path.display()) };
+    let signals = fitted.signals.len();
+    if view.width != signals {
+        anyhow::bail!("{}: a forest of {} signals for {signals} named signals", path.display(), view.width);
     }
-    // The package must load as any other: its graph gives usan's scores.
-    let (_, comparison) = Package::open(out)?.load().with_context(|| format!("{} does not check", out.display()))?;
-    let rows = comparison.map_or(0, |c| c.rows);
-    println!("{}: PCA of {signals} signals, {rows} golden rows checked", out.display());
-    Ok(())
+    let nodes: Vec<ForestNode> = view
+        .nodes
+        .iter()
+        .map(|n| match n.split {
+            Some((signal, value, left, right)) => ForestNode::Split { signal, value, left, right },
+            None => ForestNode::Leaf { path: n.path },
+        })
+        .collect();
+    let graph = ForestGraph { signals, nodes: &nodes, roots: &view.roots, normaliser: view.normaliser };
+    let bytes = graph.to_onnx(env!("CARGO_PKG_VERSION")).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+
+    // Goldens: rows spread over (and a little beyond) the range the splits
+    // cover on each signal, scored by usan's forest.
+    let mut range = vec![(f64::INFINITY, f64::NEG_INFINITY); signals];
+    for n in &view.nodes {
+        if let Some((signal, value, ..)) = n.split {
+            range[signal] = (range[signal].0.min(value), range[signal].1.max(value));
+        }
+    }
+    let mut uniform = golden_uniform();
+    let mut detector = fitted.detector.clone();
+    let mut inputs = String::new();
+    let mut outputs = String::from("score\n");
+    let _ = writeln!(inputs, "{}", fitted.signals.join(","));
+    for _ in 0..EXPORT_GOLDEN_ROWS {
+        let row: Vec<f64> = range
+            .iter()
+            .map(|&(lo, hi)| {
+                let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+                let pad = 0.25 * (hi - lo);
+                lo - pad + uniform() * (hi - lo + 2.0 * pad)
+            })
+            .collect();
+        let score = detector.score(&row)?;
+        let cells: Vec<String> = row.iter().map(|v| table::float_text(*v)).collect();
+        let _ = writeln!(inputs, "{}", cells.join(","));
+        let _ = writeln!(outputs, "{}", table::float_text(score.value));
+    }
+    Ok(Exported {
+        bytes,
+        inputs,
+        outputs,
+        outputs_table: "score = \"score\"     # 2^(-mean path / c(psi)), as usan's isolation forest",
+        description: format!(
+            "isolation forest, {} trees of {} nodes over {signals} signals",
+            view.roots.len(),
+            view.nodes.len()
+        ),
+        default_level: None,
+    })
 }
 
 fn port_json(p: &Port) -> serde_json::Value {

@@ -688,12 +688,62 @@ rows = np.loadtxt(f"{folder}/golden/inputs.csv", delimiter=",", skiprows=1, ndmi
 expected = np.loadtxt(f"{folder}/golden/outputs.csv", delimiter=",", skiprows=1, ndmin=2)
 session = ort.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])
 got = np.hstack(session.run(None, {"frames": rows}))
+expected = expected.reshape(got.shape)
 worst = np.max(np.abs(got - expected) / (1e-12 + np.abs(expected)))
 print(f"{len(rows)} rows, worst relative difference {worst:.3g}")
 sys.exit(0 if worst < 1e-9 else 1)
 "#;
-    let out = std::process::Command::new(python).args(["-c", script, package.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    // An isolation forest fitted by usan: onnxruntime gives its scores too
+    // (the path sums go through the ensemble's float output: 1e-6).
+    let forest_config = crate::harness::write_config(
+        dir.path(),
+        "forest.toml",
+        &std::fs::read_to_string(repo().join("examples/tep.toml"))
+            .unwrap()
+            .replace("path = \"../tests/", &format!("path = \"{}/tests/", repo().display()))
+            .replace(
+                "algorithm = { type = \"pca\", variance = 0.9, alpha = 0.999 }",
+                "algorithm = { type = \"isolation_forest\", trees = 40, seed = 3 }",
+            ),
+    );
+    let forest_fitted = dir.path().join("forest-fitted");
+    let out = usan(&[
+        "fit",
+        "--config",
+        forest_config.to_str().unwrap(),
+        "--data",
+        repo().join("tests/data/tep/tep_normal_then_idv1.csv").to_str().unwrap(),
+        "--out",
+        forest_fitted.to_str().unwrap(),
+        "--rows",
+        "500",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let forest_package = dir.path().join("forest-package");
+    let out = usan(&[
+        "model",
+        "export",
+        forest_fitted.join("reactor/pca.json").to_str().unwrap(),
+        "--out",
+        forest_package.to_str().unwrap(),
+        "--name",
+        "reactor-forest",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("isolation forest, 40 trees"), "{out:?}");
+    let out = usan(&["model", "check", forest_package.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "input frames tensor(double) [?,52]\noutput score tensor(double) [?,1]\n"
+    );
+    let script = script.replace("worst < 1e-9", "worst < float(sys.argv[2])");
+    for (package, tolerance) in [(&package, "1e-9"), (&forest_package, "1e-6")] {
+        let out = std::process::Command::new(&python)
+            .args(["-c", &script, package.to_str().unwrap(), tolerance])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    }
 
     // What cannot be exported says why.
     let mut text = std::fs::read_to_string(&model).unwrap();

@@ -1,6 +1,6 @@
 //! usan's own models as ONNX, so they can go into other ecosystems: a
-//! fitted PCA detector becomes a graph that onnxruntime (or any ONNX
-//! runtime) runs with the scores usan gives.
+//! fitted PCA detector or isolation forest becomes a graph that
+//! onnxruntime (or any ONNX runtime) runs with the scores usan gives.
 //!
 //! The graph takes a frame's signals in `double` and gives its score (the
 //! larger of T² and SPE over their limits, as usan's PCA), T² and SPE:
@@ -13,6 +13,17 @@
 //!
 //! A frame with a missing value scores NaN (usan's own PCA leaves the value
 //! out of SPE instead), so the package's manifest skips such frames.
+//!
+//! An isolation forest is one `TreeEnsembleRegressor` (ai.onnx.ml opset 3,
+//! double thresholds) whose leaves hold their path length (depth plus
+//! c(rows that reached them)), summed over the trees:
+//!
+//! ```text
+//! score = 2 ^ (−Σ paths / (trees · c(ψ))) + Σ (x − x)   (NaN for a frame with a gap)
+//! ```
+//!
+//! (usan's own forest sends a missing value down both branches; a tree
+//! ensemble in ONNX cannot, so the graph gives no score instead).
 
 use prost::Message;
 use tract_onnx::pb::{
@@ -82,6 +93,23 @@ fn int_attr(name: &str, v: i64) -> AttributeProto {
 
 fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), ints: v.to_vec(), r#type: 7, ..Default::default() }
+}
+
+fn strings_attr(name: &str, v: &[&str]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        r#type: 8,
+        ..Default::default()
+    }
+}
+
+fn string_attr(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), s: v.as_bytes().to_vec(), r#type: 3, ..Default::default() }
+}
+
+fn doubles_attr(name: &str, v: &[f64]) -> AttributeProto {
+    AttributeProto { name: name.into(), t: Some(doubles("", &[v.len() as i64], v)), r#type: 4, ..Default::default() }
 }
 
 fn value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
@@ -176,10 +204,214 @@ impl PcaGraph<'_> {
     }
 }
 
+/// A fitted isolation forest, as its graph needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForestGraph<'a> {
+    /// Signals per frame (the input's width).
+    pub signals: usize,
+    /// Every tree's nodes, indexed as the splits' children are.
+    pub nodes: &'a [ForestNode],
+    /// Each tree's root.
+    pub roots: &'a [usize],
+    /// c(ψ), the mean path's divisor.
+    pub normaliser: f64,
+}
+
+/// One node of a [`ForestGraph`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ForestNode {
+    /// Rows with `row[signal] < value` go to `left`, the others to `right`.
+    Split {
+        /// The signal compared.
+        signal: usize,
+        /// The split value.
+        value: f64,
+        /// Index of the node taken below the value.
+        left: usize,
+        /// Index of the node taken at or above it.
+        right: usize,
+    },
+    /// A leaf.
+    Leaf {
+        /// The path a row adds below it (c of the rows that reached it).
+        path: f64,
+    },
+}
+
+/// The deepest tree exported (usan grows them ⌈log₂ ψ⌉ ≤ 20 deep).
+const MAX_EXPORTED_DEPTH: usize = 64;
+
+impl ForestGraph<'_> {
+    /// The ONNX model (opset 17, ai.onnx.ml 3): input `frames` `[N, signals]`
+    /// double; output `score` `[N, 1]` double.
+    ///
+    /// # Errors
+    /// No trees, a child outside the nodes or not after its parent, a
+    /// signal outside the width, a tree deeper than 64, or a normaliser that
+    /// is not positive.
+    pub fn to_onnx(&self, producer_version: &str) -> Result<Vec<u8>, String> {
+        if self.roots.is_empty() || self.signals == 0 {
+            return Err("a forest without trees or signals: nothing to export".into());
+        }
+        if !(self.normaliser.is_finite() && self.normaliser > 0.0) {
+            return Err(format!("normaliser {} is not a positive number", self.normaliser));
+        }
+        let mut attrs = TreeAttributes::default();
+        for (tree, &root) in self.roots.iter().enumerate() {
+            // Node ids within a tree in walk order; (node, depth, id).
+            let mut stack = vec![(root, 0usize, 0i64)];
+            let mut next_id = 1i64;
+            while let Some((at, depth, id)) = stack.pop() {
+                let node = self.nodes.get(at).ok_or_else(|| format!("node {at} outside {} nodes", self.nodes.len()))?;
+                if depth > MAX_EXPORTED_DEPTH {
+                    return Err(format!("tree {tree} is deeper than {MAX_EXPORTED_DEPTH}"));
+                }
+                attrs.tree_ids.push(tree as i64);
+                attrs.node_ids.push(id);
+                match *node {
+                    ForestNode::Split { signal, value, left, right } => {
+                        if signal >= self.signals {
+                            return Err(format!("node {at} splits signal {signal} of {}", self.signals));
+                        }
+                        if left <= at || right <= at {
+                            return Err(format!("node {at}: its children {left} and {right} are not after it"));
+                        }
+                        let (left_id, right_id) = (next_id, next_id + 1);
+                        next_id += 2;
+                        attrs.features.push(signal as i64);
+                        attrs.modes.push("BRANCH_LT");
+                        attrs.values.push(value);
+                        attrs.true_ids.push(left_id);
+                        attrs.false_ids.push(right_id);
+                        stack.push((right, depth + 1, right_id));
+                        stack.push((left, depth + 1, left_id));
+                    }
+                    ForestNode::Leaf { path } => {
+                        attrs.features.push(0);
+                        attrs.modes.push("LEAF");
+                        attrs.values.push(0.0);
+                        attrs.true_ids.push(0);
+                        attrs.false_ids.push(0);
+                        attrs.leaf_trees.push(tree as i64);
+                        attrs.leaf_ids.push(id);
+                        attrs.leaf_weights.push(depth as f64 + path);
+                    }
+                }
+            }
+        }
+        let n = attrs.tree_ids.len();
+        let ensemble = NodeProto {
+            op_type: "TreeEnsembleRegressor".into(),
+            domain: "ai.onnx.ml".into(),
+            name: "paths".into(),
+            input: vec!["frames".into()],
+            output: vec!["path_sum".into()],
+            attribute: vec![
+                int_attr("n_targets", 1),
+                string_attr("aggregate_function", "SUM"),
+                string_attr("post_transform", "NONE"),
+                ints_attr("nodes_treeids", &attrs.tree_ids),
+                ints_attr("nodes_nodeids", &attrs.node_ids),
+                ints_attr("nodes_featureids", &attrs.features),
+                strings_attr("nodes_modes", &attrs.modes),
+                doubles_attr("nodes_values_as_tensor", &attrs.values),
+                ints_attr("nodes_truenodeids", &attrs.true_ids),
+                ints_attr("nodes_falsenodeids", &attrs.false_ids),
+                ints_attr("nodes_missing_value_tracks_true", &vec![0; n]),
+                ints_attr("target_treeids", &attrs.leaf_trees),
+                ints_attr("target_nodeids", &attrs.leaf_ids),
+                ints_attr("target_ids", &vec![0; attrs.leaf_ids.len()]),
+                doubles_attr("target_weights_as_tensor", &attrs.leaf_weights),
+            ],
+            ..Default::default()
+        };
+        let initializer = vec![
+            doubles("exponent_per_path", &[], &[-1.0 / (self.roots.len() as f64 * self.normaliser)]),
+            doubles("two", &[], &[2.0]),
+            int64s("axis1", &[1]),
+        ];
+        let nodes = vec![
+            ensemble,
+            // The ensemble's output is float by the operator's definition.
+            node("Cast", &["path_sum"], "path_sum_double", vec![int_attr("to", i64::from(DOUBLE))]),
+            node("Mul", &["path_sum_double", "exponent_per_path"], "exponent", vec![]),
+            node("Pow", &["two", "exponent"], "isolation", vec![]),
+            // x − x is 0, or NaN for a missing (or infinite) value, which
+            // usan's forest does not take as a measurement either: their
+            // sum over the row leaves a complete row's score as it is.
+            node("Sub", &["frames", "frames"], "gaps", vec![]),
+            node("ReduceSum", &["gaps", "axis1"], "gap", vec![int_attr("keepdims", 1)]),
+            node("Add", &["isolation", "gap"], "score", vec![]),
+        ];
+        let model = ModelProto {
+            ir_version: 8,
+            producer_name: "usan".into(),
+            producer_version: producer_version.into(),
+            opset_import: vec![
+                OperatorSetIdProto { domain: String::new(), version: 17 },
+                OperatorSetIdProto { domain: "ai.onnx.ml".into(), version: 3 },
+            ],
+            graph: Some(GraphProto {
+                node: nodes,
+                initializer,
+                name: "usan_isolation_forest".into(),
+                input: vec![value("frames", &[None, Some(self.signals as i64)])],
+                output: vec![value("score", &[None, Some(1)])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Ok(model.encode_to_vec())
+    }
+}
+
+/// A tree ensemble's attribute lists, node by node and leaf by leaf.
+#[derive(Default)]
+struct TreeAttributes {
+    tree_ids: Vec<i64>,
+    node_ids: Vec<i64>,
+    features: Vec<i64>,
+    modes: Vec<&'static str>,
+    values: Vec<f64>,
+    true_ids: Vec<i64>,
+    false_ids: Vec<i64>,
+    leaf_trees: Vec<i64>,
+    leaf_ids: Vec<i64>,
+    leaf_weights: Vec<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Model, OutputValues};
+
+    #[test]
+    fn a_forest_gives_two_to_the_minus_mean_path_and_nan_for_a_gap() {
+        // Tree 0 splits signal 1 at 0.5: left leaf (c = 1), right leaf (c = 0).
+        // Tree 1 is one leaf (c = 2).
+        let nodes = [
+            ForestNode::Split { signal: 1, value: 0.5, left: 1, right: 2 },
+            ForestNode::Leaf { path: 1.0 },
+            ForestNode::Leaf { path: 0.0 },
+            ForestNode::Leaf { path: 2.0 },
+        ];
+        let graph = ForestGraph { signals: 2, nodes: &nodes, roots: &[0, 3], normaliser: 1.5 };
+        let model = Model::load(&graph.to_onnx("test").expect("exports"), None).expect("builds");
+        let outputs = model.run(3, &[9.0, 0.25, 9.0, 0.5, f64::NAN, 0.0]).expect("runs");
+        let OutputValues::Float(scores) = &outputs[0].values else { panic!("floats") };
+        // Paths: (1 + 1) + 2 = 4, (1 + 0) + 2 = 3; mean over 2 trees / 1.5.
+        let expected = [2f64.powf(-(4.0 / 2.0) / 1.5), 2f64.powf(-(3.0 / 2.0) / 1.5)];
+        for (got, want) in scores.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
+        assert!(scores[2].is_nan(), "a gap: no score");
+        let backwards =
+            [ForestNode::Split { signal: 0, value: 0.0, left: 0, right: 1 }, ForestNode::Leaf { path: 0.0 }];
+        let bad = ForestGraph { signals: 1, nodes: &backwards, roots: &[0], normaliser: 1.0 };
+        assert!(bad.to_onnx("test").expect_err("a loop").contains("not after it"));
+        let wide = ForestGraph { signals: 1, ..graph };
+        assert!(wide.to_onnx("test").expect_err("signal 1 of 1").contains("splits signal 1"));
+    }
 
     #[test]
     fn the_graph_gives_t2_spe_and_their_larger_ratio() {

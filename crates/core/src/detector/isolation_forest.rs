@@ -231,6 +231,58 @@ impl IsolationForest {
     fn score_values_by_row(&mut self, rows: &[Vec<f64>]) -> Result<Vec<f64>, DetectorError> {
         super::values_row_by_row(rows, |row| self.score(row))
     }
+
+    /// The fitted trees, for writing them out in another form (`usan model
+    /// export`); `None` before fitting. A row's score is
+    /// `2^(−mean over trees of its leaf's path / normaliser)`.
+    #[must_use]
+    pub fn view(&self) -> Option<ForestView> {
+        if self.roots.is_empty() {
+            return None;
+        }
+        let nodes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ViewNode {
+                split: (n.left != 0).then_some((n.feature as usize, n.split, n.left as usize, n.right as usize)),
+                path: if n.left == 0 { average_path(f64::from(n.size)) } else { 0.0 },
+                index: i,
+            })
+            .collect();
+        Some(ForestView {
+            width: self.width,
+            nodes,
+            roots: self.roots.iter().map(|&r| r as usize).collect(),
+            normaliser: self.normaliser,
+        })
+    }
+}
+
+/// A fitted isolation forest's trees ([`IsolationForest::view`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForestView {
+    /// Signals per row.
+    pub width: usize,
+    /// Every tree's nodes; children come after their parent.
+    pub nodes: Vec<ViewNode>,
+    /// Index of each tree's root in `nodes`.
+    pub roots: Vec<usize>,
+    /// c(ψ): the mean path is divided by it.
+    pub normaliser: f64,
+}
+
+/// One node of a [`ForestView`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewNode {
+    /// Its index in [`ForestView::nodes`].
+    pub index: usize,
+    /// A split: `(signal, value, left, right)`, rows with `row[signal] <
+    /// value` going left; `None` for a leaf.
+    pub split: Option<(usize, f64, usize, usize)>,
+    /// A leaf's expected remaining path, c(baseline rows that reached it)
+    /// (0 for a split); a row's path in a tree is its leaf's depth plus this.
+    pub path: f64,
 }
 
 impl Detector for IsolationForest {
@@ -360,6 +412,34 @@ impl DetectorKind for IsolationForest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_view_walked_by_hand_gives_the_score() {
+        let mut g = SeededNormal::new(5);
+        let rows: Vec<Vec<f64>> = (0..300).map(|_| vec![g.normal(), 3.0 * g.normal(), g.normal()]).collect();
+        let mut forest = IsolationForest::new(IsolationForestConfig { trees: 20, sample_size: 64, seed: 1 }).unwrap();
+        assert!(forest.view().is_none(), "nothing before fitting");
+        forest.learn(&rows).unwrap();
+        let view = forest.view().unwrap();
+        assert_eq!((view.width, view.roots.len()), (3, 20));
+        for row in rows.iter().take(50).chain([&vec![9.0, -9.0, 0.0]]) {
+            let total: f64 = view
+                .roots
+                .iter()
+                .map(|&root| {
+                    let (mut at, mut depth) = (root, 0.0);
+                    while let Some((signal, value, left, right)) = view.nodes[at].split {
+                        at = if row[signal] < value { left } else { right };
+                        depth += 1.0;
+                    }
+                    depth + view.nodes[at].path
+                })
+                .sum();
+            let by_hand = 2f64.powf(-(total / 20.0) / view.normaliser);
+            let score = forest.score(row).unwrap().value;
+            assert!((by_hand - score).abs() < 1e-12, "{row:?}: {by_hand} vs {score}");
+        }
+    }
 
     #[test]
     fn outliers_score_near_one_inliers_near_half() {
