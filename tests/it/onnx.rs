@@ -329,6 +329,17 @@ fn tep_source() -> String {
     )
 }
 
+/// The `[[sources]]` table replaying the C-MAPSS demo, one asset
+/// `engine-<unit>` per engine, a cycle an hour.
+fn cmapss_source() -> String {
+    format!(
+        "[[sources]]\ntype = \"file\"\nname = \"cmapss\"\npath = \"{}/examples/data/cmapss_fd001_demo.csv\"\n\
+         asset_column = \"unit\"\nasset_template = \"engine-{{}}\"\ntime_column = \"cycle\"\ntime_unit_s = 3600.0\n\
+         time_origin = \"2026-01-01T00:00:00Z\"\nspeed = \"max\"\n",
+        repo().display()
+    )
+}
+
 /// A plant running the example package on the TEP replay, beside a copy of
 /// it whose goldens were altered (`bad`), on the reactor and on an asset
 /// that lacks most of the signals (`small`).
@@ -491,17 +502,7 @@ flush_interval = "100ms"
 
 {tep_source}
 
-[[sources]]
-type = "file"
-name = "cmapss"
-path = "{repo}/examples/data/cmapss_fd001_demo.csv"
-asset_column = "unit"
-asset_template = "engine-{{}}"
-time_column = "cycle"
-time_unit_s = 3600.0
-time_origin = "2026-01-01T00:00:00Z"
-speed = "max"
-
+{cmapss_source}
 [[detectors]]
 name = "forest"
 algorithm = {{ type = "onnx", package = "{models}/skl_isolation_forest" }}
@@ -517,8 +518,8 @@ signals = [{tep}]
 detectors = ["forest"]
 "#,
         dir = dir.path().display(),
-        repo = repo().display(),
         tep_source = tep_source(),
+        cmapss_source = cmapss_source(),
         models = models.display(),
         tep = tep_signals()
     );
@@ -809,24 +810,14 @@ flush_interval = "100ms"
 [pipeline]
 workers = 1
 
-[[sources]]
-type = "file"
-name = "cmapss"
-path = "{csv}"
-asset_column = "unit"
-asset_template = "engine-{{}}"
-time_column = "cycle"
-time_unit_s = 3600.0
-time_origin = "2026-01-01T00:00:00Z"
-speed = "max"
-
+{cmapss_source}
 [[detectors]]
 name = "lstm"
 algorithm = {{ type = "onnx", package = "{package}" }}
 threshold = {{ value = 1e300 }}
 "#,
         dir = dir.path().display(),
-        csv = csv.display(),
+        cmapss_source = cmapss_source(),
         package = package.display(),
     );
     for engine in engines.keys() {

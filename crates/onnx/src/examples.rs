@@ -44,7 +44,7 @@ fn floats(name: &str, v: &[f32]) -> AttributeProto {
     AttributeProto { name: name.into(), floats: v.to_vec(), r#type: 6, ..Default::default() }
 }
 
-fn strings(name: &str, v: &[&str]) -> AttributeProto {
+pub(crate) fn strings(name: &str, v: &[&str]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
@@ -53,7 +53,7 @@ fn strings(name: &str, v: &[&str]) -> AttributeProto {
     }
 }
 
-fn text(name: &str, v: &str) -> AttributeProto {
+pub(crate) fn text(name: &str, v: &str) -> AttributeProto {
     AttributeProto { name: name.into(), s: v.as_bytes().to_vec(), r#type: 3, ..Default::default() }
 }
 

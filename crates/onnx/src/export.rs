@@ -95,19 +95,6 @@ fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), ints: v.to_vec(), r#type: 7, ..Default::default() }
 }
 
-fn strings_attr(name: &str, v: &[&str]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
-        r#type: 8,
-        ..Default::default()
-    }
-}
-
-fn string_attr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), s: v.as_bytes().to_vec(), r#type: 3, ..Default::default() }
-}
-
 fn doubles_attr(name: &str, v: &[f64]) -> AttributeProto {
     AttributeProto { name: name.into(), t: Some(doubles("", &[v.len() as i64], v)), r#type: 4, ..Default::default() }
 }
@@ -308,12 +295,12 @@ impl ForestGraph<'_> {
             output: vec!["path_sum".into()],
             attribute: vec![
                 int_attr("n_targets", 1),
-                string_attr("aggregate_function", "SUM"),
-                string_attr("post_transform", "NONE"),
+                crate::examples::text("aggregate_function", "SUM"),
+                crate::examples::text("post_transform", "NONE"),
                 ints_attr("nodes_treeids", &attrs.tree_ids),
                 ints_attr("nodes_nodeids", &attrs.node_ids),
                 ints_attr("nodes_featureids", &attrs.features),
-                strings_attr("nodes_modes", &attrs.modes),
+                crate::examples::strings("nodes_modes", &attrs.modes),
                 doubles_attr("nodes_values_as_tensor", &attrs.values),
                 ints_attr("nodes_truenodeids", &attrs.true_ids),
                 ints_attr("nodes_falsenodeids", &attrs.false_ids),
