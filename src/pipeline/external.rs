@@ -6,7 +6,8 @@
 //! assets that use it show why while the rest runs) and shared by every
 //! asset that names its detector; each asset binds the manifest's signals
 //! to its own and keeps its own stream (held values, the window of frames).
-//! Scores come per batch of frames, in one model call per asset and batch.
+//! The frames of every asset that runs a package and has a batch waiting
+//! are scored in one model call (`Worker::score_packages`).
 
 use crate::plant::{Algorithm, OnnxAlgorithm, Plant, PlantAsset};
 use serde::Serialize;
@@ -65,6 +66,9 @@ pub struct ExternalModel {
     pub level: Option<f64>,
     /// A classifier: each frame (a part) is judged alone by default.
     pub classifier: bool,
+    /// SHA-256 of the model file and the manifest (hex): a level learned
+    /// with another package is not taken up.
+    pub digest: String,
     #[cfg(feature = "onnx")]
     scorer: usan_onnx::Scorer,
 }
@@ -134,6 +138,19 @@ pub fn problems(plant: &Plant, loaded: &Loaded) -> Vec<String> {
     problems
 }
 
+/// SHA-256 (hex) of a package's files, in order.
+#[cfg(feature = "onnx")]
+fn package_digest(model: &Path, manifest: &Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for file in [model, manifest] {
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        digest.update(&(bytes.len() as u64).to_le_bytes());
+        digest.update(&bytes);
+    }
+    Ok(digest.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 impl ExternalModel {
     /// Load the package of a detector.
     ///
@@ -168,6 +185,7 @@ impl ExternalModel {
             anyhow::bail!("{}: its manifest's role is not {}", path.display(), purpose.word());
         }
         let classifier = manifest.role == Role::Classifier;
+        let digest = package_digest(&package.model, &path.join("usan-model.toml"))?;
         let (model, comparison) = package.load()?;
         let golden = package.golden_inputs(&model)?;
         let scorer = usan_onnx::Scorer::new(model, manifest.clone())?;
@@ -203,7 +221,7 @@ impl ExternalModel {
             trained_at: p.trained_at.clone(),
             golden_rows: comparison.map_or(0, |c| c.rows),
         };
-        Ok(Self { info, level, classifier, scorer })
+        Ok(Self { info, level, classifier, digest, scorer })
     }
 
     /// Load a package for `purpose`.

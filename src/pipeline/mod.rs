@@ -392,7 +392,7 @@ impl Engine {
             config.alarms.auto_clear,
             metrics.clone(),
         ));
-        let (models, resume) = (restored.models, restored.resume);
+        let (models, resume, levels) = (restored.models, restored.resume, restored.levels);
 
         let capacity = config.pipeline.queue_capacity;
         let (store_tx, store_rx) = mpsc::channel::<WriteBatch>(capacity);
@@ -413,6 +413,7 @@ impl Engine {
                 policy: config.pipeline.frame,
                 store_samples: config.pipeline.store_samples,
                 models: &models,
+                levels: &levels,
                 resume: &resume,
                 store: store.clone(),
                 store_queue: store_tx.clone(),
@@ -602,6 +603,8 @@ struct Restored {
     models: HashMap<(String, String), FittedModel>,
     /// Newest stored frame time per asset.
     resume: HashMap<String, Timestamp>,
+    /// Levels package detectors learned, per (asset, detector).
+    levels: HashMap<(String, String), crate::store::LearnedLevel>,
     open_alarms: Vec<usan_core::alarm::Alarm>,
     maintenance: Vec<usan_core::alarm::MaintenanceWindow>,
 }
@@ -653,6 +656,7 @@ async fn restore(
     Ok(Restored {
         models,
         resume: snapshot.last_frame_times,
+        levels: snapshot.levels,
         open_alarms: snapshot.open_alarms,
         maintenance: snapshot.maintenance,
     })

@@ -10,7 +10,7 @@ use super::{AlarmBook, AssetLive, DetectorLive, LiveFrames, LiveRow, LiveRows, L
 use crate::plant::{Algorithm, DetectorSpec, Plant};
 use crate::sink::Event;
 use crate::source::{Batch, Routed};
-use crate::store::{FrameBatch, FrameCorrection, JournalRelease, Store, WriteBatch};
+use crate::store::{FrameBatch, FrameCorrection, JournalRelease, LearnedLevel, Store, WriteBatch};
 use crate::telemetry::Metrics;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -46,9 +46,10 @@ enum Stage {
 }
 
 /// A package's threshold: set, or waiting for the asset's baseline scores
-/// (a configured quantile, or none from the manifest either).
+/// (a configured quantile, or none from the manifest either). `basis` says
+/// what the level is learned with; the store keeps the level under it.
 enum ExternalThreshold {
-    Baseline { config: ThresholdConfig, scores: Vec<f64>, needed: usize },
+    Baseline { config: ThresholdConfig, scores: Vec<f64>, needed: usize, basis: String },
     Ready(Threshold),
 }
 
@@ -169,6 +170,8 @@ pub(crate) struct WorkerParts<'a> {
     pub policy: FramePolicy,
     pub store_samples: bool,
     pub models: &'a HashMap<(String, String), FittedModel>,
+    /// Levels package detectors learned on their baselines before.
+    pub levels: &'a HashMap<(String, String), LearnedLevel>,
     pub resume: &'a HashMap<String, Timestamp>,
     pub store: Arc<dyn Store>,
     pub store_queue: mpsc::Sender<WriteBatch>,
@@ -205,12 +208,26 @@ fn native_stage(spec: &DetectorSpec, stored: Option<&FittedModel>, signals: &[St
 /// A package's stage. Its level: the configuration's `value` or `quantile`
 /// (of the asset's first `baseline_frames` scores), else the manifest's,
 /// else the default quantile of the baseline scores; the persistence (`k`
-/// of `n`) is the configuration's when it gives a threshold.
-fn external_stage(spec: &DetectorSpec, model: &ExternalModel, run: ExternalRun) -> Stage {
-    let baseline = |config: ThresholdConfig| ExternalThreshold::Baseline {
-        config,
-        scores: Vec::new(),
-        needed: spec.baseline_frames.max(1),
+/// of `n`) is the configuration's when it gives a threshold. A level learned
+/// on a baseline before (`stored`) is taken up when it was learned the same
+/// way: the same package, quantile and baseline length.
+fn external_stage(
+    spec: &DetectorSpec,
+    model: &ExternalModel,
+    run: ExternalRun,
+    stored: Option<&LearnedLevel>,
+) -> Stage {
+    let needed = spec.baseline_frames.max(1);
+    let baseline = |config: ThresholdConfig| {
+        let basis = format!(
+            "package sha256 {}; quantile {}; baseline {needed} frames",
+            model.digest,
+            config.quantile.map_or_else(|| "none".to_string(), |q| q.to_string())
+        );
+        match stored.filter(|s| s.basis == basis && s.level.is_finite()) {
+            Some(stored) => ExternalThreshold::Ready(config.build_at(stored.level)),
+            None => ExternalThreshold::Baseline { config, scores: Vec::new(), needed, basis },
+        }
     };
     let default = spec.algorithm.default_threshold();
     let threshold = match (spec.threshold.clone(), model.level) {
@@ -261,7 +278,9 @@ impl Worker {
                     let spec = parts.plant.detectors[d].clone();
                     let stage = match (&spec.algorithm, parts.external.get(&d)) {
                         (Algorithm::Onnx(config), Some(Ok(model))) => match model.bind(asset, &config.signals) {
-                            Ok(run) => external_stage(&spec, model, run),
+                            Ok(run) => {
+                                external_stage(&spec, model, run, parts.levels.get(&(id.clone(), spec.name.clone())))
+                            }
                             Err(why) => {
                                 tracing::error!(asset = %id, detector = %spec.name, "{why}");
                                 Stage::Failed(why)
@@ -696,11 +715,19 @@ impl DetectorRun {
             }
             let decide = match threshold {
                 ExternalThreshold::Ready(threshold) => threshold,
-                ExternalThreshold::Baseline { config, scores, needed } => {
+                ExternalThreshold::Baseline { config, scores, needed, basis } => {
                     scores.push(value);
                     if scores.len() >= *needed {
                         let built = config.build(scores);
                         tracing::info!(asset, detector = %self.spec.name, level = built.level(), "threshold set on the baseline's scores; monitoring");
+                        if built.level().is_finite() {
+                            let learned = LearnedLevel { basis: std::mem::take(basis), level: built.level() };
+                            if let Err(e) =
+                                tokio::task::block_in_place(|| store.save_level(asset, &self.spec.name, &learned))
+                            {
+                                tracing::error!(asset, detector = %self.spec.name, "cannot save the learned level: {e}");
+                            }
+                        }
                         self.live.status = "monitoring".into();
                         self.live.threshold = Some(built.level()).filter(|l| l.is_finite());
                         *threshold = ExternalThreshold::Ready(built);

@@ -271,6 +271,17 @@ pub struct SnapshotRequest {
     pub tail: usize,
 }
 
+/// The alarm level a package detector set on an asset's baseline scores,
+/// kept so that a restart monitors at once instead of learning again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnedLevel {
+    /// What the level was learned with (the package's digest, the quantile,
+    /// the baseline's length): a level whose basis differs is not used.
+    pub basis: String,
+    /// The level.
+    pub level: f64,
+}
+
 /// The engine's state as the store kept it, read in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -281,6 +292,9 @@ pub struct Snapshot {
     /// Stored models that did not read back (damaged or of another format):
     /// `(asset, detector, why)`. Their detectors learn anew.
     pub refused_models: Vec<(String, String, String)>,
+    /// Alarm levels package detectors set on their baseline scores, by
+    /// `(asset, detector)`.
+    pub levels: HashMap<(String, String), LearnedLevel>,
     /// Alarms raised or acknowledged and not cleared, newest first.
     pub open_alarms: Vec<Alarm>,
     /// Maintenance windows not over at `now`.
@@ -450,6 +464,13 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// A database or decoding error.
     fn models(&self) -> Result<Vec<(String, String, FittedModel)>, StoreError>;
+
+    /// Save (replace) the alarm level a package detector learned on an
+    /// asset's baseline.
+    ///
+    /// # Errors
+    /// A database error.
+    fn save_level(&self, asset: &str, detector: &str, level: &LearnedLevel) -> Result<(), StoreError>;
 
     /// Everything the engine needs to restore its state at start-up, as of
     /// one moment (one read transaction).

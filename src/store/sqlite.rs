@@ -9,8 +9,8 @@
 //! for the writer's transaction.
 
 use super::{
-    AlarmAction, AlarmQuery, FrameBatch, FrameCorrection, FrameEnds, JournalEntry, JournalRecord, SeriesPoint,
-    SeriesTable, Snapshot, SnapshotRequest, Store, StoreError, WriteBatch,
+    AlarmAction, AlarmQuery, FrameBatch, FrameCorrection, FrameEnds, JournalEntry, JournalRecord, LearnedLevel,
+    SeriesPoint, SeriesTable, Snapshot, SnapshotRequest, Store, StoreError, WriteBatch,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use usan_core::alarm::{Alarm, AlarmState, Assignment, MaintenanceWindow, Signoff
 use usan_core::detector::FittedModel;
 use usan_core::model::{Contribution, Finding, StatisticFinding, Timestamp};
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Columns each schema version added (the version it upgrades from, table,
 /// column, type), applied in order when an older store is opened. A table the
@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS journal(
 CREATE INDEX IF NOT EXISTS journal_by_asset ON journal(asset, seq);
 CREATE TABLE IF NOT EXISTS models(
   asset TEXT NOT NULL, detector TEXT NOT NULL, created_at INTEGER NOT NULL, artifact TEXT NOT NULL,
+  PRIMARY KEY(asset, detector));
+CREATE TABLE IF NOT EXISTS levels(
+  asset TEXT NOT NULL, detector TEXT NOT NULL, created_at INTEGER NOT NULL, basis TEXT NOT NULL, level REAL NOT NULL,
   PRIMARY KEY(asset, detector));
 ";
 
@@ -836,6 +839,7 @@ impl Store for SqliteStore {
             last_frame_times: last_frame_times_on(&tx)?,
             models,
             refused_models,
+            levels: levels_on(&tx)?,
             open_alarms: alarms_on(&tx, &open)?,
             maintenance: maintenance_on(&tx, request.now)?,
             frame_ends,
@@ -854,6 +858,15 @@ impl Store for SqliteStore {
         conn.execute(
             "INSERT OR REPLACE INTO models(asset, detector, created_at, artifact) VALUES (?1, ?2, ?3, ?4)",
             params![asset, detector, chrono::Utc::now().timestamp_millis(), serde_json::to_string(model)?],
+        )?;
+        Ok(())
+    }
+
+    fn save_level(&self, asset: &str, detector: &str, level: &LearnedLevel) -> Result<(), StoreError> {
+        let conn = lock(&self.write)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO levels(asset, detector, created_at, basis, level) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![asset, detector, chrono::Utc::now().timestamp_millis(), level.basis, level.level],
         )?;
         Ok(())
     }
@@ -984,6 +997,14 @@ fn models_on(conn: &Connection) -> Result<ModelsRead, StoreError> {
         }
     }
     Ok((models, refused))
+}
+
+fn levels_on(conn: &Connection) -> Result<HashMap<(String, String), LearnedLevel>, StoreError> {
+    let mut stmt = conn.prepare("SELECT asset, detector, basis, level FROM levels")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), LearnedLevel { basis: r.get(2)?, level: r.get(3)? }))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]
@@ -1186,6 +1207,11 @@ mod tests {
             usan_core::detector::DetectorConfig::Ewma(usan_core::detector::EwmaConfig::default()).build().unwrap(),
         );
         store.save_model("a", "ewma", &model).unwrap();
+        let level = |basis: &str, level| LearnedLevel { basis: basis.into(), level };
+        store.save_level("a", "forest", &level("first", 0.5)).unwrap();
+        // A level learned again replaces the one before.
+        store.save_level("a", "forest", &level("second", 0.625)).unwrap();
+        store.save_level("b", "forest", &level("first", 0.25)).unwrap();
         let (mut open, mut closed) = (
             Alarm::raise("a", "ewma", Timestamp(5), 3.0, 1.0, vec![]),
             Alarm::raise("b", "ewma", Timestamp(6), 3.0, 1.0, vec![]),
@@ -1215,6 +1241,11 @@ mod tests {
         assert_eq!(snapshot.last_frame_times["a"], Timestamp(49_000));
         assert_eq!(snapshot.last_frame_times["b"], Timestamp(19_000));
         assert_eq!(snapshot.models, vec![("a".to_string(), "ewma".to_string(), model)]);
+        let key = |asset: &str| (asset.to_string(), "forest".to_string());
+        assert_eq!(
+            snapshot.levels,
+            HashMap::from([(key("a"), level("second", 0.625)), (key("b"), level("first", 0.25))])
+        );
         assert_eq!(snapshot.open_alarms.iter().map(|a| a.id).collect::<Vec<_>>(), vec![open.id]);
         assert_eq!(snapshot.maintenance.iter().map(|w| w.id).collect::<Vec<_>>(), vec![coming.id]);
         let ends = &snapshot.frame_ends["a"];

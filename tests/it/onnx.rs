@@ -96,8 +96,9 @@ fn networks() -> PathBuf {
     repo().join("tests").join("data").join("onnx").join("torch")
 }
 
-/// `usan model check` then `usan model run` on a package's golden inputs,
-/// compared with onnxruntime's outputs; the problem, if any.
+/// `usan model check` then `usan model run` on a package's golden inputs
+/// (once, and repeated past 2,048 rows), compared with onnxruntime's
+/// outputs; the problem, if any.
 fn differs_from_onnxruntime(dir: &Path, scratch: &Path) -> Option<String> {
     let check = usan(&["model", "check", dir.to_str().unwrap()]);
     let lines = String::from_utf8_lossy(&check.stdout).into_owned();
@@ -114,7 +115,27 @@ fn differs_from_onnxruntime(dir: &Path, scratch: &Path) -> Option<String> {
     // usan's CSV against onnxruntime's, cell by cell.
     let text = std::fs::read_to_string(&output).unwrap();
     let golden = std::fs::read_to_string(dir.join("golden").join("outputs.csv")).unwrap();
-    compare_csv(&text, &golden)
+    if let Some(problem) = compare_csv(&text, &golden) {
+        return Some(problem);
+    }
+    // The same rows repeated past two of the 1,024-row chunks usan runs at
+    // a time and a remainder: each row still gets its own outputs.
+    let repeat = |csv: &str, times: usize| {
+        let mut lines = csv.lines();
+        let header = lines.next().unwrap_or_default().to_string();
+        let rows: Vec<&str> = lines.collect();
+        std::iter::once(header).chain((0..times).flat_map(|_| rows.iter().map(|r| r.to_string()))).collect::<Vec<_>>()
+    };
+    let times = 2_125_usize.div_ceil(rows_in(&inputs));
+    let many = scratch.join("many.csv");
+    std::fs::write(&many, repeat(&std::fs::read_to_string(&inputs).unwrap(), times).join("\n") + "\n").unwrap();
+    let run = model_run(dir, &many, &output);
+    if !run.status.success() {
+        return Some(format!("run on {} rows: {}", times * rows_in(&inputs), stderr(&run)));
+    }
+    let text = std::fs::read_to_string(&output).unwrap();
+    compare_csv(&text, &(repeat(&golden, times).join("\n") + "\n"))
+        .map(|p| format!("{} rows: {p}", times * rows_in(&inputs)))
 }
 
 fn all_match(root: &Path, families: &[&str]) {
@@ -864,4 +885,75 @@ threshold = {{ value = 1e300 }}
             assert!((got - want).abs() <= 1e-5 + 1e-4 * want.abs(), "{engine} frame {}: {got} vs {want}", i + 20);
         }
     }
+}
+
+#[test]
+fn a_level_learned_on_the_baseline_is_taken_up_after_a_restart_until_the_basis_changes() {
+    use crate::harness::Server;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let config_with = |baseline: usize| {
+        let text = format!(
+            r#"
+[store]
+type = "sqlite"
+path = "{dir}/levels.db"
+flush_interval = "100ms"
+
+[pipeline]
+workers = 1
+
+{tep_source}
+
+[[detectors]]
+name = "autoencoder"
+algorithm = {{ type = "onnx", package = "{package}" }}
+threshold = {{ quantile = 0.99 }}
+baseline_frames = {baseline}
+
+[[assets]]
+id = "reactor"
+signals = [{signals}]
+detectors = ["autoencoder"]
+"#,
+            dir = dir.path().display(),
+            tep_source = tep_source(),
+            package = example_package().display(),
+            signals = tep_signals()
+        );
+        crate::harness::write_config(dir.path(), "levels.toml", &text)
+    };
+    let detector = |s: &Server| s.get("/api/v1/assets/reactor")["detectors"][0].clone();
+
+    // The first run learns its level on the first 300 frames' scores.
+    let server = Server::serve(&config_with(300), &[]);
+    server.wait_until("all 1000 frames are scored and stored", Duration::from_secs(120), |s| {
+        crate::harness::metric_of(s, "usan_frames_stored_total") >= 1000.0
+    });
+    let learned = detector(&server);
+    assert_eq!(learned["status"], "monitoring", "{learned}");
+    let level = learned["threshold"].as_f64().unwrap();
+    assert!(server.terminate().success());
+
+    // Restarted on the same store (the replay resumes after its last
+    // frame: nothing new arrives), it monitors at once at that level.
+    let server = Server::serve(&config_with(300), &[]);
+    server.wait_until("the detector is up", Duration::from_secs(30), |s| {
+        s.get_raw("/api/v1/assets/reactor").0 == 200 && detector(s)["status"].is_string()
+    });
+    let resumed = detector(&server);
+    assert_eq!(resumed["status"], "monitoring", "{resumed}");
+    let again = resumed["threshold"].as_f64().unwrap();
+    assert!((again - level).abs() <= 1e-12 * level.abs(), "{again} after a restart, {level} learned");
+    assert!(server.terminate().success());
+
+    // Learned on another baseline, the level is not taken up: it learns anew.
+    let server = Server::serve(&config_with(200), &[]);
+    server.wait_until("the detector is up", Duration::from_secs(30), |s| {
+        s.get_raw("/api/v1/assets/reactor").0 == 200 && detector(s)["status"].is_string()
+    });
+    let relearning = detector(&server);
+    assert_eq!(relearning["status"], "learning", "{relearning}");
+    assert_eq!(relearning["baseline_needed"], 200, "{relearning}");
+    assert!(server.terminate().success());
 }

@@ -19,6 +19,7 @@ mod model;
 mod ops;
 mod package;
 mod proto;
+mod rewrite;
 mod signature;
 pub mod table;
 

@@ -162,11 +162,21 @@ pub enum OutputValues {
     Text(Vec<String>),
 }
 
+/// Rows of the plan built for a known batch size (see `Model::fixed`): as
+/// many as `usan bench onnx` scores at a time; `usan model run` scores a
+/// file in chunks of it.
+const FIXED_ROWS: usize = 1024;
+
 /// A built model, ready to run on rows.
 #[derive(Clone)]
 pub struct Model {
     inspection: Inspection,
     plan: Arc<TypedRunnableModel>,
+    /// The same model built for exactly [`FIXED_ROWS`] rows, when tract
+    /// could: with the batch size known it picks its vectorised kernels for
+    /// elementwise arithmetic and better matrix tiles. Batches run through
+    /// it in whole chunks, the rest through `plan`.
+    fixed: Option<Arc<TypedRunnableModel>>,
     input_elem: ElemType,
     /// The input's dimensions after the batch (rows) one.
     row_dims: Vec<usize>,
@@ -218,21 +228,30 @@ impl Model {
             let (dims, rows_name) = (dims.clone(), rows_name.clone());
             guarded("building the model", move || {
                 let onnx = parser().with_ignore_value_info(ignore_value_info);
-                let proto = onnx.proto_model_for_read(&mut &*bytes)?;
+                let mut proto = onnx.proto_model_for_read(&mut &*bytes)?;
+                if let Some(graph) = proto.graph.as_mut() {
+                    crate::rewrite::merge_identical_nodes(graph);
+                }
                 let mut model = onnx.model_for_proto_model(&proto)?;
                 let rows = model.symbols.sym(&rows_name);
-                let mut shape: TVec<TDim> = tvec![rows.into()];
+                let mut shape: TVec<TDim> = tvec![rows.clone().into()];
                 shape.extend(dims.iter().map(|&d| d.to_dim()));
                 model.set_input_fact(0, InferenceFact::dt_shape(datum, shape))?;
                 let typed = model.into_typed()?.into_decluttered()?;
+                // Only a speed-up: a model tract cannot specialise runs on the general plan.
+                let fixed = typed
+                    .set_symbols(&HashMap::from([(rows, TDim::Val(FIXED_ROWS as i64))]))
+                    .and_then(|fixed| fixed.into_optimized())
+                    .and_then(|fixed| fixed.into_runnable())
+                    .ok();
                 let optimized = typed.clone().into_optimized().unwrap_or(typed);
-                optimized.into_runnable()
+                Ok((optimized.into_runnable()?, fixed))
             })
         };
         // Shapes declared for intermediate values help tract, unless an
         // exporter named the same dimension differently in places.
-        let plan = build(false).or_else(|first| build(true).map_err(|_| first)).map_err(OnnxError::Build)?;
-        Ok(Self { inspection, plan, input_elem, row_dims })
+        let (plan, fixed) = build(false).or_else(|first| build(true).map_err(|_| first)).map_err(OnnxError::Build)?;
+        Ok(Self { inspection, plan, fixed, input_elem, row_dims })
     }
 
     /// Inputs, outputs, exporter.
@@ -260,18 +279,31 @@ impl Model {
         if values.len() != rows * width {
             return Err(OnnxError::Input(format!("{} values for {rows} rows of {width}", values.len())));
         }
-        let mut shape = vec![rows];
-        shape.extend(&self.row_dims);
-        // Built in place: a batch's copies are most of a small network's time.
-        let shape = tract_ndarray::IxDyn(&shape);
-        let tensor: Tensor = if self.input_elem == ElemType::Double {
-            tract_ndarray::ArrayD::from_shape_vec(shape, values.to_vec()).map(Tensor::from)
-        } else {
-            tract_ndarray::ArrayD::from_shape_vec(shape, values.iter().map(|&v| v as f32).collect()).map(Tensor::from)
+        // Whole chunks of FIXED_ROWS rows through the specialised plan, the
+        // rest (or all, without one) through the general plan.
+        let fixed = self.fixed.as_ref().filter(|_| rows >= FIXED_ROWS);
+        let whole = if fixed.is_some() { rows / FIXED_ROWS } else { 0 };
+        let mut chunks: Vec<TVec<TValue>> = Vec::with_capacity(whole + 1);
+        for (i, plan) in std::iter::repeat_n(fixed, whole).flatten().enumerate() {
+            let at = i * FIXED_ROWS * width;
+            chunks.push(self.run_plan(plan, FIXED_ROWS, &values[at..at + FIXED_ROWS * width])?);
         }
-        .map_err(|e| OnnxError::Input(e.to_string()))?;
-        let plan = self.plan.clone();
-        let results = guarded("running the model", move || plan.run(tvec![tensor.into()])).map_err(OnnxError::Run)?;
+        if whole * FIXED_ROWS < rows || rows == 0 {
+            let rest = rows - whole * FIXED_ROWS;
+            chunks.push(self.run_plan(&self.plan, rest, &values[whole * FIXED_ROWS * width..])?);
+        }
+        let results: Vec<Tensor> = if chunks.len() == 1 {
+            chunks.remove(0).into_iter().map(TValue::into_tensor).collect()
+        } else {
+            let outputs = chunks.first().map_or(0, |c| c.len());
+            (0..outputs)
+                .map(|o| {
+                    let parts: Vec<Tensor> = chunks.iter().map(|c| c[o].clone().into_tensor()).collect();
+                    Tensor::stack_tensors(0, &parts)
+                        .map_err(|e| OnnxError::Run(format!("joining the outputs of the batch's chunks: {e}")))
+                })
+                .collect::<Result<_, _>>()?
+        };
         let ports = &self.inspection.signature.outputs;
         let mut outputs: Vec<Output> = results
             .into_iter()
@@ -282,6 +314,22 @@ impl Model {
             missing_in_missing_out(&mut outputs, values, width);
         }
         Ok(outputs)
+    }
+
+    /// One run of `plan` on `rows` rows.
+    fn run_plan(&self, plan: &Arc<TypedRunnableModel>, rows: usize, values: &[f64]) -> Result<TVec<TValue>, OnnxError> {
+        let mut shape = vec![rows];
+        shape.extend(&self.row_dims);
+        // Built in place: a batch's copies are most of a small network's time.
+        let shape = tract_ndarray::IxDyn(&shape);
+        let tensor: Tensor = if self.input_elem == ElemType::Double {
+            tract_ndarray::ArrayD::from_shape_vec(shape, values.to_vec()).map(Tensor::from)
+        } else {
+            tract_ndarray::ArrayD::from_shape_vec(shape, values.iter().map(|&v| v as f32).collect()).map(Tensor::from)
+        }
+        .map_err(|e| OnnxError::Input(e.to_string()))?;
+        let plan = plan.clone();
+        guarded("running the model", move || plan.run(tvec![tensor.into()])).map_err(OnnxError::Run)
     }
 
     fn output(&self, name: &str, value: &Tensor, rows: usize) -> Result<Output, OnnxError> {
@@ -373,6 +421,80 @@ fn row_dims(value: &ValueType, width: Option<usize>) -> Result<Vec<usize>, OnnxE
                     "the input's shape {} leaves more than the rows open",
                     value.shape_text()
                 ))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-made examples and the committed PyTorch networks.
+    fn corpus() -> Vec<(String, Vec<u8>)> {
+        let torch = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/onnx/torch");
+        let mut corpus: Vec<(String, Vec<u8>)> =
+            crate::examples::examples().into_iter().map(|(name, bytes)| (name.to_string(), bytes)).collect();
+        for entry in std::fs::read_dir(&torch).expect("tests/data/onnx/torch") {
+            let path = entry.expect("entry").path().join("model.onnx");
+            if path.is_file() {
+                corpus.push((path.display().to_string(), std::fs::read(&path).expect("readable")));
+            }
+        }
+        corpus
+    }
+
+    fn joined(parts: Vec<Vec<Output>>) -> Vec<OutputValues> {
+        let mut joined: Vec<OutputValues> = Vec::new();
+        for part in parts {
+            for (o, output) in part.into_iter().enumerate() {
+                match (joined.get_mut(o), output.values) {
+                    (None, values) => joined.push(values),
+                    (Some(OutputValues::Float(all)), OutputValues::Float(v)) => all.extend(v),
+                    (Some(OutputValues::Int(all)), OutputValues::Int(v)) => all.extend(v),
+                    (Some(OutputValues::Text(all)), OutputValues::Text(v)) => all.extend(v),
+                    (Some(_), _) => panic!("output {o} changed its type between pieces"),
+                }
+            }
+        }
+        joined
+    }
+
+    #[test]
+    fn a_batch_past_the_fixed_plan_scores_each_row_as_small_batches_do() {
+        let corpus = corpus();
+        assert!(corpus.len() >= 8 + 5, "{} models", corpus.len());
+        for (name, bytes) in corpus {
+            let model = Model::load(&bytes, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(model.fixed.is_some(), "{name}: tract specialises it for {FIXED_ROWS} rows");
+            let width = model.input_width();
+            let rows = 2 * FIXED_ROWS + 77;
+            let values: Vec<f64> = (0..rows * width).map(|i| ((i * 7919) % 1000) as f64 / 250.0 - 2.0).collect();
+            let whole: Vec<OutputValues> = model
+                .run(rows, &values)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .into_iter()
+                .map(|o| o.values)
+                .collect();
+            // Pieces smaller than the fixed plan's batch run on the general plan.
+            let pieces: Vec<Vec<Output>> = (0..rows)
+                .step_by(300)
+                .map(|start| {
+                    let n = 300.min(rows - start);
+                    model.run(n, &values[start * width..(start + n) * width]).unwrap_or_else(|e| panic!("{name}: {e}"))
+                })
+                .collect();
+            for (o, (a, b)) in whole.iter().zip(joined(pieces)).enumerate() {
+                match (a, &b) {
+                    (OutputValues::Float(a), OutputValues::Float(b)) => {
+                        assert_eq!(a.len(), b.len(), "{name} output {o}");
+                        for (r, (x, y)) in a.iter().zip(b).enumerate() {
+                            let same = (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-5 + 1e-5 * y.abs();
+                            assert!(same, "{name} output {o} value {r}: {x} in one batch, {y} in pieces");
+                        }
+                    }
+                    _ => assert_eq!(*a, b, "{name} output {o}"),
+                }
             }
         }
     }

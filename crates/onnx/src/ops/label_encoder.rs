@@ -28,6 +28,26 @@ enum Values {
 struct LabelEncoder {
     keys: Keys,
     values: Values,
+    /// Integer keys that fill most of a range, as a table indexed by key
+    /// minus the first (no hashing: skl2onnx's leaf indices are such keys).
+    dense: Option<DenseTable>,
+}
+
+/// The first key, and per key from it the position of its value.
+type DenseTable = (i64, Vec<Option<usize>>);
+
+/// Integer keys as a table when it is at most four times their number.
+fn dense_table(map: &HashMap<i64, usize>) -> Option<DenseTable> {
+    let (first, last) = (*map.keys().min()?, *map.keys().max()?);
+    let span = usize::try_from(last.checked_sub(first)?).ok()?.checked_add(1)?;
+    if span > map.len().saturating_mul(4).max(64) {
+        return None;
+    }
+    let mut table = vec![None; span];
+    for (&key, &position) in map {
+        table[usize::try_from(key - first).ok()?] = Some(position);
+    }
+    Some((first, table))
 }
 
 fn float_key(v: f32) -> u32 {
@@ -107,7 +127,11 @@ pub(super) fn label_encoder(_: &ParsingContext, node: &NodeProto) -> Built {
         },
     );
     ensure!(n_keys <= n_values, "LabelEncoder has {n_keys} distinct keys but {n_values} values");
-    native(LabelEncoder { keys, values })
+    let dense = match &keys {
+        Keys::Ints(map) => dense_table(map),
+        _ => None,
+    };
+    native(LabelEncoder { keys, values, dense })
 }
 
 impl Kernel for LabelEncoder {
@@ -132,7 +156,16 @@ impl Kernel for LabelEncoder {
             }
             Keys::Ints(map) => {
                 let v = input.cast_to::<i64>()?;
-                v.try_as_plain_ram()?.as_slice::<i64>()?.iter().map(|k| map.get(k).copied()).collect()
+                let keys = v.try_as_plain_ram()?.as_slice::<i64>()?.iter();
+                match &self.dense {
+                    Some((first, table)) => keys
+                        .map(|k| {
+                            let at = usize::try_from(k.checked_sub(*first)?).ok()?;
+                            table.get(at).copied().flatten()
+                        })
+                        .collect(),
+                    None => keys.map(|k| map.get(k).copied()).collect(),
+                }
             }
             Keys::Floats(map) => {
                 let v = input.cast_to::<f32>()?;
@@ -153,5 +186,24 @@ impl Kernel for LabelEncoder {
             )?,
         };
         Ok(tvec![out])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_keys_become_a_table_only_when_they_fill_their_range() {
+        let cases: Vec<(&[i64], Option<DenseTable>)> = vec![
+            (&[3, 5, 7], Some((3, vec![Some(0), None, Some(1), None, Some(2)]))),
+            (&[-2, -1], Some((-2, vec![Some(0), Some(1)]))),
+            (&[0, 1_000_000], None),
+            (&[i64::MIN, i64::MAX], None),
+            (&[], None),
+        ];
+        for (keys, expected) in cases {
+            assert_eq!(dense_table(&index(keys.iter().copied())), expected, "{keys:?}");
+        }
     }
 }
