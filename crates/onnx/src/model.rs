@@ -285,8 +285,11 @@ impl Model {
         let whole = if fixed.is_some() { rows / FIXED_ROWS } else { 0 };
         let mut chunks: Vec<TVec<TValue>> = Vec::with_capacity(whole + 1);
         for (i, plan) in std::iter::repeat_n(fixed, whole).flatten().enumerate() {
-            let at = i * FIXED_ROWS * width;
-            chunks.push(self.run_plan(plan, FIXED_ROWS, &values[at..at + FIXED_ROWS * width])?);
+            let chunk = &values[i * FIXED_ROWS * width..(i + 1) * FIXED_ROWS * width];
+            // A chunk the specialised plan fails on gets the general plan's answer (or error).
+            let outputs =
+                self.run_plan(plan, FIXED_ROWS, chunk).or_else(|_| self.run_plan(&self.plan, FIXED_ROWS, chunk))?;
+            chunks.push(outputs);
         }
         if whole * FIXED_ROWS < rows || rows == 0 {
             let rest = rows - whole * FIXED_ROWS;
