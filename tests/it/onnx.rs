@@ -361,22 +361,22 @@ fn cmapss_source() -> String {
     )
 }
 
+/// A plant's store (`DIR/DB`), one worker and the TEP replay: the head of
+/// a configuration.
+fn tep_plant(dir: &Path, db: &str) -> String {
+    format!(
+        "\n[store]\ntype = \"sqlite\"\npath = \"{}/{db}\"\nflush_interval = \"100ms\"\n\n[pipeline]\nworkers = 1\n\n{}",
+        dir.display(),
+        tep_source()
+    )
+}
+
 /// A plant running the example package on the TEP replay, beside a copy of
 /// it whose goldens were altered (`bad`), on the reactor and on an asset
 /// that lacks most of the signals (`small`).
 fn package_config(dir: &Path, bad: &Path) -> PathBuf {
     let text = format!(
-        r#"
-[store]
-type = "sqlite"
-path = "{dir}/onnx.db"
-flush_interval = "100ms"
-
-[pipeline]
-workers = 1
-
-{tep_source}
-
+        r#"{head}
 [[detectors]]
 name = "autoencoder"
 algorithm = {{ type = "onnx", package = "{package}" }}
@@ -396,8 +396,7 @@ id = "small"
 signals = ["xmeas_1"]
 detectors = ["autoencoder"]
 "#,
-        dir = dir.display(),
-        tep_source = tep_source(),
+        head = tep_plant(dir, "onnx.db"),
         package = example_package().display(),
         bad = bad.display(),
         signals = tep_signals()
@@ -894,17 +893,7 @@ fn a_level_learned_on_the_baseline_is_taken_up_after_a_restart_until_the_basis_c
     let dir = tempfile::tempdir().unwrap();
     let config_with = |baseline: usize| {
         let text = format!(
-            r#"
-[store]
-type = "sqlite"
-path = "{dir}/levels.db"
-flush_interval = "100ms"
-
-[pipeline]
-workers = 1
-
-{tep_source}
-
+            r#"{head}
 [[detectors]]
 name = "autoencoder"
 algorithm = {{ type = "onnx", package = "{package}" }}
@@ -916,8 +905,7 @@ id = "reactor"
 signals = [{signals}]
 detectors = ["autoencoder"]
 "#,
-            dir = dir.path().display(),
-            tep_source = tep_source(),
+            head = tep_plant(dir.path(), "levels.db"),
             package = example_package().display(),
             signals = tep_signals()
         );
