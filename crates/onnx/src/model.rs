@@ -162,21 +162,22 @@ pub enum OutputValues {
     Text(Vec<String>),
 }
 
-/// Rows of the plan built for a known batch size (see `Model::fixed`): as
-/// many as `usan bench onnx` scores at a time; `usan model run` scores a
-/// file in chunks of it.
-const FIXED_ROWS: usize = 1024;
+/// Rows of the plans built for a known batch size (see `Model::fixed`),
+/// largest first: 1,024 for files (`usan model run` scores a file in
+/// chunks of it) and 64 for the pipeline (a worker scores up to 64 waiting
+/// batches in one call: one frame each from 64 assets fills it).
+const FIXED_ROWS: [usize; 2] = [1024, 64];
 
 /// A built model, ready to run on rows.
 #[derive(Clone)]
 pub struct Model {
     inspection: Inspection,
     plan: Arc<TypedRunnableModel>,
-    /// The same model built for exactly [`FIXED_ROWS`] rows, when tract
-    /// could: with the batch size known it picks its vectorised kernels for
-    /// elementwise arithmetic and better matrix tiles. Batches run through
-    /// it in whole chunks, the rest through `plan`.
-    fixed: Option<Arc<TypedRunnableModel>>,
+    /// The same model built for exactly each of [`FIXED_ROWS`] rows, where
+    /// tract could: with the batch size known it picks its vectorised
+    /// kernels for elementwise arithmetic and better matrix tiles. A batch
+    /// runs in whole chunks of the largest that fit, the rest through `plan`.
+    fixed: Vec<(usize, Arc<TypedRunnableModel>)>,
     input_elem: ElemType,
     /// The input's dimensions after the batch (rows) one.
     row_dims: Vec<usize>,
@@ -239,11 +240,17 @@ impl Model {
                 model.set_input_fact(0, InferenceFact::dt_shape(datum, shape))?;
                 let typed = model.into_typed()?.into_decluttered()?;
                 // Only a speed-up: a model tract cannot specialise runs on the general plan.
-                let fixed = typed
-                    .set_symbols(&HashMap::from([(rows, TDim::Val(FIXED_ROWS as i64))]))
-                    .and_then(|fixed| fixed.into_optimized())
-                    .and_then(|fixed| fixed.into_runnable())
-                    .ok();
+                let fixed = FIXED_ROWS
+                    .iter()
+                    .filter_map(|&size| {
+                        typed
+                            .set_symbols(&HashMap::from([(rows.clone(), TDim::Val(size as i64))]))
+                            .and_then(|fixed| fixed.into_optimized())
+                            .and_then(|fixed| fixed.into_runnable())
+                            .ok()
+                            .map(|plan| (size, plan))
+                    })
+                    .collect::<Vec<_>>();
                 let optimized = typed.clone().into_optimized().unwrap_or(typed);
                 Ok((optimized.into_runnable()?, fixed))
             })
@@ -279,21 +286,21 @@ impl Model {
         if values.len() != rows * width {
             return Err(OnnxError::Input(format!("{} values for {rows} rows of {width}", values.len())));
         }
-        // Whole chunks of FIXED_ROWS rows through the specialised plan, the
+        // Whole chunks of each fixed size that fits, largest first, then the
         // rest (or all, without one) through the general plan.
-        let fixed = self.fixed.as_ref().filter(|_| rows >= FIXED_ROWS);
-        let whole = if fixed.is_some() { rows / FIXED_ROWS } else { 0 };
-        let mut chunks: Vec<TVec<TValue>> = Vec::with_capacity(whole + 1);
-        for (i, plan) in std::iter::repeat_n(fixed, whole).flatten().enumerate() {
-            let chunk = &values[i * FIXED_ROWS * width..(i + 1) * FIXED_ROWS * width];
-            // A chunk the specialised plan fails on gets the general plan's answer (or error).
-            let outputs =
-                self.run_plan(plan, FIXED_ROWS, chunk).or_else(|_| self.run_plan(&self.plan, FIXED_ROWS, chunk))?;
-            chunks.push(outputs);
+        let mut chunks: Vec<TVec<TValue>> = Vec::new();
+        let mut at = 0;
+        for (size, plan) in &self.fixed {
+            while rows - at >= *size {
+                let chunk = &values[at * width..(at + size) * width];
+                // A chunk a specialised plan fails on gets the general plan's answer (or error).
+                let outputs = self.run_plan(plan, *size, chunk).or_else(|_| self.run_plan(&self.plan, *size, chunk))?;
+                chunks.push(outputs);
+                at += size;
+            }
         }
-        if whole * FIXED_ROWS < rows || rows == 0 {
-            let rest = rows - whole * FIXED_ROWS;
-            chunks.push(self.run_plan(&self.plan, rest, &values[whole * FIXED_ROWS * width..])?);
+        if at < rows || rows == 0 {
+            chunks.push(self.run_plan(&self.plan, rows - at, &values[at * width..])?);
         }
         let results: Vec<Tensor> = if chunks.len() == 1 {
             chunks.remove(0).into_iter().map(TValue::into_tensor).collect()
@@ -469,9 +476,11 @@ mod tests {
         assert!(corpus.len() >= 8 + 5, "{} models", corpus.len());
         for (name, bytes) in corpus {
             let model = Model::load(&bytes, None).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(model.fixed.is_some(), "{name}: tract specialises it for {FIXED_ROWS} rows");
+            let sizes: Vec<usize> = model.fixed.iter().map(|(size, _)| *size).collect();
+            assert_eq!(sizes, FIXED_ROWS, "{name}: tract specialises it for each fixed batch size");
             let width = model.input_width();
-            let rows = 2 * FIXED_ROWS + 77;
+            // Two chunks of 1,024, one of 64, 13 rows on the general plan.
+            let rows = 2 * 1024 + 77;
             let values: Vec<f64> = (0..rows * width).map(|i| ((i * 7919) % 1000) as f64 / 250.0 - 2.0).collect();
             let whole: Vec<OutputValues> = model
                 .run(rows, &values)
@@ -479,7 +488,7 @@ mod tests {
                 .into_iter()
                 .map(|o| o.values)
                 .collect();
-            // Pieces smaller than the fixed plan's batch run on the general plan.
+            // Pieces of 300: four chunks of 64 and 44 rows on the general plan each.
             let pieces: Vec<Vec<Output>> = (0..rows)
                 .step_by(300)
                 .map(|start| {
