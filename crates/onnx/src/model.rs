@@ -305,11 +305,20 @@ impl Model {
         let results: Vec<Tensor> = if chunks.len() == 1 {
             chunks.remove(0).into_iter().map(TValue::into_tensor).collect()
         } else {
-            let outputs = chunks.first().map_or(0, |c| c.len());
-            (0..outputs)
-                .map(|o| {
-                    let parts: Vec<Tensor> = chunks.iter().map(|c| c[o].clone().into_tensor()).collect();
-                    Tensor::stack_tensors(0, &parts)
+            // Each output's parts, moved out of the chunks (not copied), then joined.
+            let mut parts: Vec<Vec<Tensor>> = Vec::new();
+            for chunk in chunks {
+                for (o, value) in chunk.into_iter().enumerate() {
+                    match parts.get_mut(o) {
+                        Some(part) => part.push(value.into_tensor()),
+                        None => parts.push(vec![value.into_tensor()]),
+                    }
+                }
+            }
+            parts
+                .iter()
+                .map(|part| {
+                    Tensor::stack_tensors(0, part)
                         .map_err(|e| OnnxError::Run(format!("joining the outputs of the batch's chunks: {e}")))
                 })
                 .collect::<Result<_, _>>()?
