@@ -371,6 +371,7 @@ fn check(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn run_model(path: &std::path::Path, input: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
+    usan_core::allocator::keep_freed_memory_for_reuse();
     let (model, _) = Package::open(path)?.load().with_context(|| path.display().to_string())?;
     let file = File::open(input).with_context(|| format!("cannot read {}", input.display()))?;
     let rows = table::read_rows(BufReader::new(file), model.input_width(), model.takes_f32())

@@ -19,7 +19,8 @@
 //! - [`stats`]: small numeric helpers shared by the above;
 //! - [`parallel`]: batch work cut over the machine's cores;
 //! - `kernels`: the hand-vectorised inner loops of batch scoring, the only
-//!   `unsafe` code (each with a plain-Rust reference it is tested against).
+//!   `unsafe` code (each with a plain-Rust reference it is tested against),
+//!   and [`allocator`]: how freed memory goes back to the kernel.
 
 pub mod alarm;
 pub mod detector;
@@ -37,4 +38,5 @@ pub mod threshold;
 pub mod trees;
 
 pub use detector::{Detector, DetectorConfig, DetectorError, FittedModel, Score};
+pub use kernels::allocator;
 pub use model::{Contribution, Finding, Quality, Sample, SignalSpec, Timestamp};

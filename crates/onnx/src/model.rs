@@ -232,6 +232,7 @@ impl Model {
                 let mut proto = onnx.proto_model_for_read(&mut &*bytes)?;
                 if let Some(graph) = proto.graph.as_mut() {
                     crate::rewrite::merge_identical_nodes(graph);
+                    crate::rewrite::fuse_dense_layers(graph);
                 }
                 let mut model = onnx.model_for_proto_model(&proto)?;
                 let rows = model.symbols.sym(&rows_name);
@@ -339,14 +340,25 @@ impl Model {
     fn run_plan(&self, plan: &Arc<TypedRunnableModel>, rows: usize, values: &[f64]) -> Result<TVec<TValue>, OnnxError> {
         let mut shape = vec![rows];
         shape.extend(&self.row_dims);
-        // Built in place: a batch's copies are most of a small network's time.
-        let shape = tract_ndarray::IxDyn(&shape);
-        let tensor: Tensor = if self.input_elem == ElemType::Double {
-            tract_ndarray::ArrayD::from_shape_vec(shape, values.to_vec()).map(Tensor::from)
-        } else {
-            tract_ndarray::ArrayD::from_shape_vec(shape, values.iter().map(|&v| v as f32).collect()).map(Tensor::from)
+        // Written straight into tract's own (aligned) buffer: a tensor made
+        // from a `Vec` is a copy, and a batch's copies are much of a small
+        // network's time.
+        let err = |e: TractError| OnnxError::Input(e.to_string());
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(OnnxError::Input(format!("{} values for a batch of shape {shape:?}", values.len())));
         }
-        .map_err(|e| OnnxError::Input(e.to_string()))?;
+        let tensor = if self.input_elem == ElemType::Double {
+            let mut tensor = Tensor::zero::<f64>(&shape).map_err(err)?;
+            tensor.try_as_plain_ram_mut().map_err(err)?.as_slice_mut::<f64>().map_err(err)?.copy_from_slice(values);
+            tensor
+        } else {
+            let mut tensor = Tensor::zero::<f32>(&shape).map_err(err)?;
+            let mut ram = tensor.try_as_plain_ram_mut().map_err(err)?;
+            for (to, &from) in ram.as_slice_mut::<f32>().map_err(err)?.iter_mut().zip(values) {
+                *to = from as f32;
+            }
+            tensor
+        };
         let plan = plan.clone();
         guarded("running the model", move || plan.run(tvec![tensor.into()])).map_err(OnnxError::Run)
     }

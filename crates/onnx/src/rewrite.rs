@@ -6,6 +6,10 @@
 //! twice. tract does not merge identical nodes, so usan does it here, on
 //! the protobuf: a node with the same operator, inputs and attributes as an
 //! earlier one is dropped and its outputs read from the earlier one's.
+//!
+//! onnxruntime also fuses a matrix product with the bias and activation
+//! after it; [`fuse_dense_layers`] does that for the layers of networks
+//! (see `ops::dense` for why tract's own matrix product is not used there).
 
 use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
 
@@ -80,6 +84,252 @@ pub(crate) fn merge_identical_nodes(graph: &mut GraphProto) -> usize {
     }
     graph.value_info.retain(|v| !renamed.contains_key(&v.name));
     dropped.len()
+}
+
+/// Replace every dense layer with constant float weights by one
+/// `UsanDense` node: `Gemm` (not transposing its input, with a bias that
+/// is absent, a scalar or one per output), or `MatMul` by a matrix
+/// followed by the `Add` of a `[M]` or `[1, M]` bias, each with the
+/// `Relu`, `Sigmoid` or `Tanh` that alone reads it; the layers replaced.
+///
+/// Left alone: graphs with subgraphs, weights that are not float or are
+/// stored outside the file, products or sums whose result is also read
+/// elsewhere or is a graph output (it must stay a value of its own).
+pub(crate) fn fuse_dense_layers(graph: &mut GraphProto) -> usize {
+    let has_subgraphs = graph.node.iter().flat_map(|n| &n.attribute).any(|a| a.g.is_some() || !a.graphs.is_empty());
+    if has_subgraphs {
+        return 0;
+    }
+    let constants: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        for input in &node.input {
+            readers.entry(input.as_str()).or_default().push(i);
+        }
+    }
+    let graph_outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    // The one node reading `value`, when nothing else (not the graph) does.
+    let sole_reader = |value: &str| -> Option<usize> {
+        match readers.get(value).map(Vec::as_slice) {
+            Some(&[only]) if !graph_outputs.contains(value) => Some(only),
+            _ => None,
+        }
+    };
+    let mut fused: Vec<(usize, NodeProto)> = Vec::new();
+    let mut absorbed: HashSet<usize> = HashSet::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        if !node.domain.is_empty() || absorbed.contains(&i) || node.input.first().is_none_or(|x| x.is_empty()) {
+            continue;
+        }
+        let layer = match node.op_type.as_str() {
+            "Gemm" => gemm_layer(node, &constants),
+            "MatMul" => matmul_layer(node, &constants).map(|mut layer| {
+                let bias = sole_reader(&layer.output).and_then(|a| {
+                    let add = &graph.node[a];
+                    let other = match add.input.as_slice() {
+                        [x, b] if *x == layer.output => b,
+                        [b, x] if *x == layer.output => b,
+                        _ => return None,
+                    };
+                    let (add_ok, free) = (add.op_type == "Add" && add.domain.is_empty(), !absorbed.contains(&a));
+                    let bias = constants.get(other.as_str()).and_then(|t| floats(t))?;
+                    let shape_ok = matches!(bias.0.as_slice(), [m] | [1, m] if *m == layer.outputs as i64);
+                    (add_ok && free && shape_ok && add.output.len() == 1).then_some((a, bias.0.len(), bias.1, add))
+                });
+                if let Some((a, rank, values, add)) = bias {
+                    layer.bias = Some(values);
+                    layer.min_rank = rank;
+                    layer.output.clone_from(&add.output[0]);
+                    layer.absorbed.push(a);
+                }
+                layer
+            }),
+            _ => None,
+        };
+        let Some(mut layer) = layer else { continue };
+        if let Some(a) = sole_reader(&layer.output) {
+            let act = &graph.node[a];
+            if act.domain.is_empty()
+                && matches!(act.op_type.as_str(), "Relu" | "Sigmoid" | "Tanh")
+                && act.input.len() == 1
+                && act.output.len() == 1
+                && !absorbed.contains(&a)
+            {
+                layer.activation = Some(act.op_type.clone());
+                layer.output.clone_from(&act.output[0]);
+                layer.absorbed.push(a);
+            }
+        }
+        absorbed.extend(layer.absorbed.iter().copied());
+        fused.push((i, layer.node(node)));
+    }
+    let count = fused.len();
+    if count == 0 {
+        return 0;
+    }
+    let mut gone: HashSet<String> = HashSet::new();
+    for &a in &absorbed {
+        gone.extend(graph.node[a].input.iter().cloned());
+    }
+    for (i, replacement) in fused {
+        gone.extend(graph.node[i].input.iter().cloned());
+        gone.extend(graph.node[i].output.iter().cloned());
+        graph.node[i] = replacement;
+    }
+    let mut index = 0;
+    graph.node.retain(|_| {
+        index += 1;
+        !absorbed.contains(&(index - 1))
+    });
+    let mut live: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().chain(&n.output)).cloned().collect();
+    live.extend(graph.input.iter().chain(&graph.output).map(|v| v.name.clone()));
+    gone.retain(|name| !live.contains(name));
+    // The weights now live in the layers' attributes; the intermediate
+    // values and their declared shapes are no more.
+    graph.initializer.retain(|t| !gone.contains(&t.name));
+    graph.value_info.retain(|v| !gone.contains(&v.name));
+    count
+}
+
+/// A dense layer found in the graph, before it becomes a node.
+struct Layer {
+    input: String,
+    output: String,
+    /// `inputs × outputs`, row-major.
+    weights: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+    bias: Option<Vec<f32>>,
+    min_rank: usize,
+    activation: Option<String>,
+    /// Nodes folded into this one (a bias `Add`, an activation).
+    absorbed: Vec<usize>,
+}
+
+impl Layer {
+    fn node(&self, from: &NodeProto) -> NodeProto {
+        let ints =
+            |name: &str, ints: Vec<i64>| AttributeProto { name: name.into(), ints, r#type: 7, ..Default::default() };
+        let floats = |name: &str, floats: Vec<f32>| AttributeProto {
+            name: name.into(),
+            floats,
+            r#type: 6,
+            ..Default::default()
+        };
+        let mut attribute = vec![
+            ints("shape", vec![self.inputs as i64, self.outputs as i64]),
+            floats("weights", self.weights.clone()),
+            AttributeProto { name: "min_rank".into(), i: self.min_rank as i64, r#type: 2, ..Default::default() },
+        ];
+        if let Some(bias) = &self.bias {
+            attribute.push(floats("bias", bias.clone()));
+        }
+        if let Some(activation) = &self.activation {
+            attribute.push(AttributeProto {
+                name: "activation".into(),
+                s: activation.clone().into_bytes(),
+                r#type: 3,
+                ..Default::default()
+            });
+        }
+        NodeProto {
+            name: from.name.clone(),
+            op_type: crate::ops::dense::OP_TYPE.into(),
+            domain: crate::ops::dense::DOMAIN.into(),
+            input: vec![self.input.clone()],
+            output: vec![self.output.clone()],
+            attribute,
+            ..Default::default()
+        }
+    }
+}
+
+/// `Gemm(A, B, C)` with `B` (and `C`, if given) constant floats, `A` not
+/// transposed and `C` a scalar or one value per output.
+fn gemm_layer(node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> Option<Layer> {
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let constant_input = constants.contains_key(node.input[0].as_str());
+    if attr("transA").is_some_and(|a| a.i != 0) || node.output.len() != 1 || constant_input {
+        return None;
+    }
+    let alpha = attr("alpha").map_or(1.0, |a| a.f);
+    let beta = attr("beta").map_or(1.0, |a| a.f);
+    let (dims, b) = constants.get(node.input.get(1)?.as_str()).and_then(|t| floats(t))?;
+    let &[rows, columns] = dims.as_slice() else { return None };
+    let (rows, columns) = (usize::try_from(rows).ok()?, usize::try_from(columns).ok()?);
+    let transposed = attr("transB").is_some_and(|a| a.i != 0);
+    let (inputs, outputs) = if transposed { (columns, rows) } else { (rows, columns) };
+    if inputs == 0 || outputs == 0 {
+        return None;
+    }
+    let mut weights =
+        if transposed { (0..inputs * outputs).map(|i| b[(i % outputs) * inputs + i / outputs]).collect() } else { b };
+    if alpha != 1.0 {
+        weights.iter_mut().for_each(|w| *w *= alpha);
+    }
+    let bias = match node.input.get(2).filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => {
+            let (dims, values) = constants.get(c.as_str()).and_then(|t| floats(t))?;
+            let per_output = matches!(dims.as_slice(), [m] | [1, m] if *m == outputs as i64);
+            let scalar = values.len() == 1 && dims.len() <= 2;
+            let values: Vec<f32> = match (per_output, scalar) {
+                (true, _) => values,
+                (false, true) => vec![values[0]; outputs],
+                (false, false) => return None,
+            };
+            Some(values.into_iter().map(|v| v * beta).collect())
+        }
+    };
+    Some(Layer {
+        input: node.input[0].clone(),
+        output: node.output[0].clone(),
+        weights,
+        inputs,
+        outputs,
+        bias,
+        min_rank: 2,
+        activation: None,
+        absorbed: vec![],
+    })
+}
+
+/// `MatMul(X, W)` with `W` a constant float matrix.
+fn matmul_layer(node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> Option<Layer> {
+    let [x, w] = node.input.as_slice() else { return None };
+    if constants.contains_key(x.as_str()) || node.output.len() != 1 {
+        return None;
+    }
+    let (dims, weights) = constants.get(w.as_str()).and_then(|t| floats(t))?;
+    let &[inputs, outputs] = dims.as_slice() else { return None };
+    let (inputs, outputs) = (usize::try_from(inputs).ok()?, usize::try_from(outputs).ok()?);
+    (inputs > 0 && outputs > 0).then(|| Layer {
+        input: x.clone(),
+        output: node.output[0].clone(),
+        weights,
+        inputs,
+        outputs,
+        bias: None,
+        min_rank: 1,
+        activation: None,
+        absorbed: vec![],
+    })
+}
+
+/// A float tensor's dimensions and values, when stored in the file whole.
+fn floats(t: &TensorProto) -> Option<(Vec<i64>, Vec<f32>)> {
+    const FLOAT: i32 = 1;
+    if t.data_type != FLOAT || !t.external_data.is_empty() {
+        return None;
+    }
+    let count = t.dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))?;
+    let values: Vec<f32> = if t.float_data.is_empty() {
+        t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    } else {
+        t.float_data.clone()
+    };
+    (values.len() == count && (t.raw_data.len() == 4 * count || !t.float_data.is_empty()))
+        .then(|| (t.dims.clone(), values))
 }
 
 /// Whether two runs of the node on the same inputs give the same outputs.
@@ -248,5 +498,136 @@ mod tests {
         );
         assert_eq!(merge_identical_nodes(&mut g), 0);
         assert_eq!(g.node.len(), 3);
+    }
+
+    fn constant(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..TensorProto::default()
+        }
+    }
+
+    fn int(name: &str, value: i64) -> AttributeProto {
+        AttributeProto { name: name.into(), i: value, r#type: 2, ..AttributeProto::default() }
+    }
+
+    fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+        node.attribute.iter().find(|a| a.name == name)
+    }
+
+    #[test]
+    fn dense_layers_fuse_with_their_bias_and_activation() {
+        // W = [[1, 2, 3], [4, 5, 6]]: 2 inputs, 3 outputs; Wt its transpose.
+        let w = constant("W", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let wt = constant("Wt", &[3, 2], &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let b = constant("b", &[1, 3], &[0.1, 0.2, 0.3]);
+        let b1 = constant("b1", &[3], &[0.1, 0.2, 0.3]);
+        let wide = constant("wide", &[2, 3], &[0.0; 6]);
+        let scalar = constant("s", &[], &[7.0]);
+        let doubles = TensorProto { data_type: 11, double_data: vec![1.0; 6], ..constant("D", &[2, 3], &[]) };
+        // What, the nodes, the constants, the graph's outputs, the wiring after.
+        type Case<'a> = (&'a str, Vec<NodeProto>, Vec<TensorProto>, &'a [&'a str], Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "scikit-learn's MatMul, Add [1, M], Tanh; then a layer read by Reshape",
+                vec![
+                    node("Cast", &["X"], &["c"], vec![]),
+                    node("MatMul", &["c", "W"], &["m"], vec![]),
+                    node("Add", &["m", "b"], &["a"], vec![]),
+                    node("Tanh", &["a"], &["t"], vec![]),
+                    node("MatMul", &["t", "Wt"], &["m2"], vec![]),
+                    node("Add", &["b2", "m2"], &["a2"], vec![]),
+                    node("Reshape", &["a2", "shape"], &["Y"], vec![]),
+                ],
+                vec![w.clone(), wt.clone(), b.clone(), constant("b2", &[2], &[0.1, 0.2])],
+                &["Y"],
+                vec!["Cast X -> c", "UsanDense c -> t", "UsanDense t -> a2", "Reshape a2,shape -> Y"],
+            ),
+            (
+                "PyTorch's Gemm (transposed weights) and Relu; a Gemm that is the graph's output",
+                vec![
+                    node("Gemm", &["X", "Wt", "b1"], &["g"], vec![int("transB", 1)]),
+                    node("Relu", &["g"], &["r"], vec![]),
+                    node("Gemm", &["r", "Wt", "s"], &["Y"], vec![]),
+                ],
+                vec![wt.clone(), b1.clone(), scalar.clone()],
+                &["Y"],
+                vec!["UsanDense X -> r", "UsanDense r -> Y"],
+            ),
+            (
+                "a product read twice keeps its Add, an activation of a graph output stays",
+                vec![
+                    node("MatMul", &["X", "W"], &["m"], vec![]),
+                    node("Add", &["m", "b"], &["a"], vec![]),
+                    node("Neg", &["m"], &["n"], vec![]),
+                    node("Gemm", &["X", "W"], &["g"], vec![]),
+                    node("Relu", &["g"], &["r"], vec![]),
+                ],
+                vec![w.clone(), b.clone()],
+                &["a", "n", "g", "r"],
+                vec!["UsanDense X -> m", "Add m,b -> a", "Neg m -> n", "UsanDense X -> g", "Relu g -> r"],
+            ),
+            (
+                "what is not a dense layer of constant floats stays",
+                vec![
+                    node("Gemm", &["X", "W"], &["ta"], vec![int("transA", 1)]),
+                    node("Gemm", &["X", "W", "wide"], &["c"], vec![]),
+                    node("MatMul", &["X", "D"], &["d"], vec![]),
+                    node("MatMul", &["X", "V"], &["v"], vec![]),
+                    node("MatMul", &["W", "X"], &["k"], vec![]),
+                ],
+                vec![w.clone(), wide, doubles],
+                &["ta", "c", "d", "v", "k"],
+                vec!["Gemm X,W -> ta", "Gemm X,W,wide -> c", "MatMul X,D -> d", "MatMul X,V -> v", "MatMul W,X -> k"],
+            ),
+        ];
+        for (what, nodes, constants, outputs, expected) in cases {
+            let mut g = graph(nodes, outputs);
+            g.initializer = constants;
+            let fused = fuse_dense_layers(&mut g);
+            assert_eq!(wiring(&g), expected, "{what}");
+            assert_eq!(fused, expected.iter().filter(|w| w.starts_with("UsanDense")).count(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_fused_layer_holds_its_weights_bias_and_activation() {
+        let mut g = graph(
+            vec![
+                node(
+                    "Gemm",
+                    &["X", "Wt", "b1"],
+                    &["g"],
+                    vec![int("transB", 1), float("alpha", 2.0), float("beta", 0.5)],
+                ),
+                node("Sigmoid", &["g"], &["Y"], vec![]),
+            ],
+            &["Y"],
+        );
+        g.initializer =
+            vec![constant("Wt", &[3, 2], &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]), constant("b1", &[3], &[0.1, 0.2, 0.3])];
+        g.value_info = vec![ValueInfoProto { name: "g".into(), ..Default::default() }];
+        assert_eq!(fuse_dense_layers(&mut g), 1);
+        let dense = &g.node[0];
+        assert_eq!(dense.domain, crate::ops::dense::DOMAIN);
+        assert_eq!(attribute(dense, "shape").unwrap().ints, [2, 3]);
+        assert_eq!(attribute(dense, "weights").unwrap().floats, [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+        assert_eq!(attribute(dense, "bias").unwrap().floats, [0.05, 0.1, 0.15]);
+        assert_eq!(attribute(dense, "activation").unwrap().s, b"Sigmoid");
+        assert!(g.initializer.is_empty() && g.value_info.is_empty(), "the weights and `g` are gone from the graph");
+    }
+
+    #[test]
+    fn dense_layers_in_a_graph_with_subgraphs_are_left_alone() {
+        let branch =
+            AttributeProto { name: "then_branch".into(), g: Some(GraphProto::default()), ..Default::default() };
+        let mut g =
+            graph(vec![node("MatMul", &["X", "W"], &["m"], vec![]), node("If", &["m"], &["Y"], vec![branch])], &["Y"]);
+        g.initializer = vec![constant("W", &[1, 1], &[1.0])];
+        assert_eq!(fuse_dense_layers(&mut g), 0);
+        assert_eq!(g.node[0].op_type, "MatMul");
     }
 }

@@ -30,6 +30,8 @@ fn peak_rss_mib() -> Option<f64> {
 /// # Errors
 /// A package that does not load or has no golden inputs.
 pub fn onnx(run: &OnnxRun) -> anyhow::Result<()> {
+    // As `usan model run` scores a file.
+    usan_core::allocator::keep_freed_memory_for_reuse();
     println!("{:<48} {:>9} {:>7} {:>12} {:>10}", "model", "rows", "batch", "rows/s", "peak MiB");
     for path in &run.models {
         let package = Package::open(path)?;

@@ -9,10 +9,14 @@
 //! tests, and `USAN_SIMD=off` in the environment makes a process use only the
 //! plain versions (the CI runs the core's tests a second time that way).
 //!
+//! [`allocator`] sets how the C allocator hands freed memory back (one
+//! foreign call, made once by the binary).
+//!
 //! Every `unsafe` block says why it is sound in a `// SAFETY:` comment
 //! (enforced by `clippy::undocumented_unsafe_blocks`).
 #![allow(unsafe_code)]
 
+pub mod allocator;
 pub(crate) mod forest;
 pub(crate) mod pca;
 

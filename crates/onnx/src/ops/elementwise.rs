@@ -191,7 +191,7 @@ impl Kernel for ZipMap {
 /// The activations whose tract kernels clamp their input with `min`/`max`
 /// (which turn NaN into a bound): here NaN stays NaN, as in onnxruntime.
 #[derive(Clone, Copy, Debug)]
-enum Activation {
+pub(super) enum Activation {
     Relu,
     Sigmoid,
     Tanh,
@@ -213,7 +213,7 @@ impl Activation {
     /// In `f32`, the rational minimax fits onnxruntime's MLAS kernels use
     /// (tract-linalg's scalar versions: a few ulps from libm, several
     /// times faster, and NaN stays NaN).
-    fn f32(self, v: f32) -> f32 {
+    pub(super) fn f32(self, v: f32) -> f32 {
         match self {
             Self::Relu => {
                 if v < 0.0 {

@@ -9,6 +9,7 @@
 //! goldens come from, including their treatment of missing values (NaN).
 
 mod array_feature;
+pub(crate) mod dense;
 mod elementwise;
 mod feature_vectorizer;
 mod label_encoder;
@@ -66,6 +67,7 @@ pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("FeatureVectorizer", feature_vectorizer::feature_vectorizer);
     reg.insert("SVMClassifier", svm::classifier);
     reg.insert("SVMRegressor", svm::regressor);
+    reg.insert(dense::OP_TYPE, dense::dense);
 }
 
 /// The result type of an operator builder, as tract's parser wants it.
@@ -80,6 +82,9 @@ pub(crate) enum OutShape {
     Rows(Vec<usize>),
     /// The input's shape and one more dimension of this size.
     InputThen(usize),
+    /// The input's shape with the last dimension of this size, padded with
+    /// leading 1s to at least `min_rank` dimensions.
+    LastAxis { size: usize, min_rank: usize },
 }
 
 /// One output of a kernel.
@@ -151,6 +156,11 @@ impl Expansion for Native {
                         s.equals(&output.shape, shape)
                     })?;
                 }
+                OutShape::LastAxis { size, min_rank } => {
+                    s.given(&inputs[0].shape, move |s, shape| {
+                        s.equals(&output.shape, last_axis(&shape, size, min_rank))
+                    })?;
+                }
             }
         }
         Ok(())
@@ -159,6 +169,17 @@ impl Expansion for Native {
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         model.wire_node(prefix, NativeOp(self.0.clone()), inputs)
     }
+}
+
+/// `shape` with its last dimension set to `size` (appended to a scalar's),
+/// padded with leading 1s to `min_rank` dimensions.
+fn last_axis(shape: &[TDim], size: usize, min_rank: usize) -> TVec<TDim> {
+    let mut shape: TVec<TDim> = shape.iter().take(shape.len().saturating_sub(1)).cloned().collect();
+    shape.push(size.to_dim());
+    while shape.len() < min_rank {
+        shape.insert(0, 1.to_dim());
+    }
+    shape
 }
 
 /// A kernel as tract's typed model and plan see it.
@@ -210,6 +231,10 @@ impl TypedOp for NativeOp {
                         let mut shape: TVec<TDim> = input.shape.iter().cloned().collect();
                         shape.push(k.to_dim());
                         datum.fact(shape)
+                    }
+                    OutShape::LastAxis { size, min_rank } => {
+                        let shape: TVec<TDim> = input.shape.iter().cloned().collect();
+                        datum.fact(last_axis(&shape, size, min_rank))
                     }
                 })
             })
