@@ -348,9 +348,7 @@ impl Model {
             return Err(OnnxError::Input(format!("{} values for a batch of shape {shape:?}", values.len())));
         }
         let tensor = if self.input_elem == ElemType::Double {
-            let mut tensor = Tensor::zero::<f64>(&shape).map_err(err)?;
-            tensor.try_as_plain_ram_mut().map_err(err)?.as_slice_mut::<f64>().map_err(err)?.copy_from_slice(values);
-            tensor
+            Tensor::from_shape(&shape, values).map_err(err)?
         } else {
             let mut tensor = Tensor::zero::<f32>(&shape).map_err(err)?;
             let mut ram = tensor.try_as_plain_ram_mut().map_err(err)?;

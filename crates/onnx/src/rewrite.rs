@@ -247,17 +247,17 @@ impl Layer {
 /// `Gemm(A, B, C)` with `B` (and `C`, if given) constant floats, `A` not
 /// transposed and `C` a scalar or one value per output.
 fn gemm_layer(node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> Option<Layer> {
-    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let attr = crate::ops::Attrs::of(node);
     let constant_input = constants.contains_key(node.input[0].as_str());
-    if attr("transA").is_some_and(|a| a.i != 0) || node.output.len() != 1 || constant_input {
+    if attr.int("transA", 0) != 0 || node.output.len() != 1 || constant_input {
         return None;
     }
-    let alpha = attr("alpha").map_or(1.0, |a| a.f);
-    let beta = attr("beta").map_or(1.0, |a| a.f);
+    let alpha = attr.float("alpha", 1.0);
+    let beta = attr.float("beta", 1.0);
     let (dims, b) = constants.get(node.input.get(1)?.as_str()).and_then(|t| floats(t))?;
     let &[rows, columns] = dims.as_slice() else { return None };
     let (rows, columns) = (usize::try_from(rows).ok()?, usize::try_from(columns).ok()?);
-    let transposed = attr("transB").is_some_and(|a| a.i != 0);
+    let transposed = attr.int("transB", 0) != 0;
     let (inputs, outputs) = if transposed { (columns, rows) } else { (rows, columns) };
     if inputs == 0 || outputs == 0 {
         return None;
@@ -323,13 +323,9 @@ fn floats(t: &TensorProto) -> Option<(Vec<i64>, Vec<f32>)> {
         return None;
     }
     let count = t.dims.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))?;
-    let values: Vec<f32> = if t.float_data.is_empty() {
-        t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-    } else {
-        t.float_data.clone()
-    };
-    (values.len() == count && (t.raw_data.len() == 4 * count || !t.float_data.is_empty()))
-        .then(|| (t.dims.clone(), values))
+    // Widened to f64 and back: exact for floats.
+    let values: Vec<f32> = crate::ops::tensor_doubles(t).ok()?.into_iter().map(|v| v as f32).collect();
+    (values.len() == count).then(|| (t.dims.clone(), values))
 }
 
 /// Whether two runs of the node on the same inputs give the same outputs.

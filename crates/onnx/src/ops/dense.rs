@@ -12,7 +12,7 @@
 //! onnxruntime's, a few ulps apart, as any two BLAS are.
 
 use super::elementwise::Activation;
-use super::{Attrs, Built, Kernel, OutShape, OutSpec, native};
+use super::{Attrs, Built, Kernel, OutShape, OutSpec, last_axis, native};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
@@ -85,11 +85,7 @@ impl Kernel for Dense {
         let x = input.try_as_plain_ram()?;
         let x = ArrayView2::from_shape((rows, self.inputs), x.as_slice::<f32>()?)?;
         let w = ArrayView2::from_shape((self.inputs, self.outputs), &self.weights)?;
-        let mut dims: Vec<usize> = shape.iter().copied().take(shape.len().saturating_sub(1)).collect();
-        dims.push(self.outputs);
-        while dims.len() < self.min_rank {
-            dims.insert(0, 1);
-        }
+        let dims = last_axis(shape, self.outputs, self.min_rank);
         // Written in place: tract's tensors are aligned buffers of their own,
         // and one made from a `Vec` would be a copy.
         let mut tensor = Tensor::zero::<f32>(&dims)?;

@@ -172,12 +172,13 @@ impl Expansion for Native {
 }
 
 /// `shape` with its last dimension set to `size` (appended to a scalar's),
-/// padded with leading 1s to `min_rank` dimensions.
-fn last_axis(shape: &[TDim], size: usize, min_rank: usize) -> TVec<TDim> {
-    let mut shape: TVec<TDim> = shape.iter().take(shape.len().saturating_sub(1)).cloned().collect();
-    shape.push(size.to_dim());
+/// padded with leading 1s to `min_rank` dimensions: for the inference
+/// rules (symbolic dimensions) and for an evaluation (concrete ones).
+pub(crate) fn last_axis<D: Clone + From<usize>>(shape: &[D], size: usize, min_rank: usize) -> TVec<D> {
+    let mut shape: TVec<D> = shape.iter().take(shape.len().saturating_sub(1)).cloned().collect();
+    shape.push(size.into());
     while shape.len() < min_rank {
-        shape.insert(0, 1.to_dim());
+        shape.insert(0, 1.into());
     }
     shape
 }
@@ -334,7 +335,7 @@ impl<'a> Attrs<'a> {
     }
 }
 
-/// A small tensor attribute's values as doubles, whatever numeric type it holds.
+/// A small tensor's values (an attribute, a layer's weights) as doubles, whatever numeric type it holds.
 pub(crate) fn tensor_doubles(t: &TensorProto) -> TractResult<Vec<f64>> {
     const FLOAT: i32 = 1;
     const DOUBLE: i32 = 11;
