@@ -15,6 +15,7 @@ models=(
   target/onnx-models/skl_random_forest_classifier
   target/onnx-models/skl_hist_gradient_boosting_classifier_nan
   target/onnx-models/lgbm_classifier_multiclass
+  target/onnx-models/lgbm_regressor
   target/onnx-models/xgb_regressor
   target/onnx-models/skl_isolation_forest
   target/onnx-models/skl_imputer_scaler_logistic_binary
@@ -23,8 +24,13 @@ models=(
   tests/data/onnx/torch/torch_torchscript_lstm
   tests/data/onnx/torch/torch_torchscript_conv1d
 )
-echo "== usan $(git rev-parse --short HEAD), $(nproc) cores"
-# Each model in its own process, so that peak memory is that model's.
-for m in "${models[@]}"; do target/release/usan bench onnx "$m" --rows "$rows" --batch "$batch" | tail -n +2; done
-echo "== onnxruntime $(.venv-onnx/bin/python -c 'import onnxruntime; print(onnxruntime.__version__)')"
-for m in "${models[@]}"; do .venv-onnx/bin/python scripts/onnx/bench.py "$rows" "$batch" "$m" | tail -n +2; done
+echo "== usan $(git rev-parse --short HEAD) and onnxruntime $(.venv-onnx/bin/python -c 'import onnxruntime; print(onnxruntime.__version__)'), $(nproc) cores"
+# Each model in its own process, so that peak memory is that model's; usan
+# and onnxruntime one after the other on each model, so that a drift of
+# this machine's speed touches both.
+printf '%-48s %9s %7s %12s %13s %12s %10s %10s\n' model rows batch "usan rows/s" "ort 1 thread" "ort default" "usan MiB" "ort MiB"
+for m in "${models[@]}"; do
+  read -r name n b usan usan_mib < <(target/release/usan bench onnx "$m" --rows "$rows" --batch "$batch" | tail -n +2)
+  read -r _ _ _ ort1 ort ort_mib < <(.venv-onnx/bin/python scripts/onnx/bench.py "$rows" "$batch" "$m" | tail -n +2)
+  printf '%-48s %9s %7s %12s %13s %12s %10s %10s\n' "$name" "$n" "$b" "$usan" "$ort1" "$ort" "$usan_mib" "$ort_mib"
+done

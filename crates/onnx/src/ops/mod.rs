@@ -373,17 +373,23 @@ pub(crate) fn tensor_doubles(t: &TensorProto) -> TractResult<Vec<f64>> {
 
 /// The input as rows of `f64` (any numeric type), with its row count and width.
 pub(crate) fn rows_f64(input: &Tensor) -> TractResult<(usize, usize, Vec<f64>)> {
-    let (rows, width) = match input.shape() {
-        [] => (1, 1),
-        [n] => (1, *n),
-        [n, rest @ ..] => (*n, rest.iter().product()),
-    };
+    let (rows, width) = rows_and_width(input);
     let values = if input.datum_type() == f32::datum_type() {
         input.try_as_plain_ram()?.as_slice::<f32>()?.iter().map(|&v| f64::from(v)).collect()
     } else {
         input.cast_to::<f64>()?.try_as_plain_ram()?.as_slice::<f64>()?.to_vec()
     };
     Ok((rows, width, values))
+}
+
+/// How many rows an input holds and how many values each: a scalar is one
+/// value, a vector one row, `[N, ...]` N rows.
+pub(crate) fn rows_and_width(input: &Tensor) -> (usize, usize) {
+    match input.shape() {
+        [] => (1, 1),
+        [n] => (1, *n),
+        [n, rest @ ..] => (*n, rest.iter().product()),
+    }
 }
 
 /// A tensor of `shape` holding `data` (row-major).

@@ -99,16 +99,63 @@ struct Votes {
     has: Vec<bool>,
 }
 
-/// A node as the walk reads it: 24 bytes, so a tree's top levels share
-/// cache lines. A leaf's `yes..no` is its range of votes.
+/// A value the walk compares: the input's own `f32` when the thresholds
+/// are floats, `f64` otherwise.
+trait Value: Copy + PartialOrd {
+    fn is_nan(self) -> bool;
+}
+
+impl Value for f32 {
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl Value for f64 {
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+/// A node as the walk reads it: 16 bytes in `f32`, so a small tree sits in
+/// a few cache lines. A leaf leads to itself whatever the row holds (its
+/// threshold passes no value), so rows walked side by side need no test
+/// for the end.
 #[derive(Clone, Copy, Debug)]
-struct Compact {
-    threshold: f64,
+struct Step<T> {
+    threshold: T,
+    /// The feature read, with [`MISSING_TRUE`] set when a missing value
+    /// takes the true side.
     feature: u32,
-    yes: u32,
-    no: u32,
-    leaf: bool,
-    missing_true: bool,
+    /// Where a failed and a passed comparison lead.
+    next: [u32; 2],
+}
+
+/// The bit of [`Step::feature`] that sends a missing value the true way.
+const MISSING_TRUE: u32 = 1 << 31;
+
+/// The input as the walk reads it: the tensor's own floats when the forest
+/// compares in `f32`, otherwise its values widened to `f64`.
+enum Input<'a> {
+    Single(&'a [f32]),
+    Double(Vec<f64>),
+}
+
+/// A block of [`Input`] rows.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Single(&'a [f32]),
+    Double(&'a [f64]),
+}
+
+impl Input<'_> {
+    fn block(&self, start: usize, count: usize, width: usize) -> Rows<'_> {
+        let span = start * width..(start + count) * width;
+        match self {
+            Self::Single(x) => Rows::Single(&x[span]),
+            Self::Double(x) => Rows::Double(&x[span]),
+        }
+    }
 }
 
 /// Rows scored together: each tree is walked for every row of a block
@@ -123,12 +170,12 @@ const LANES: usize = 8;
 #[derive(Debug)]
 struct Forest {
     nodes: Vec<Node>,
-    /// `nodes` compacted for the walk.
-    compact: Vec<Compact>,
-    /// `compact` with every leaf its own `no` side and a threshold no value
-    /// passes: a walk that reached its leaf stays there, so rows walked side
-    /// by side need no test for the end.
-    absorbing: Vec<Compact>,
+    /// `nodes` as a uniform forest's walk reads them.
+    steps: Vec<Step<f64>>,
+    /// `steps` in `f32`, when the thresholds are floats.
+    steps32: Vec<Step<f32>>,
+    /// Each node's range of `votes` (empty for a branch).
+    spans: Vec<(u32, u32)>,
     /// Each tree's depth (branches on its longest path), in `roots` order.
     depths: Vec<u32>,
     /// The one comparison every branch makes, when they all make the same
@@ -141,6 +188,8 @@ struct Forest {
     max_feature: Option<usize>,
     /// Thresholds and weights were given as floats: compute in `f32`.
     single: bool,
+    /// Thresholds were given as floats: compare an `f32` input in `f32`.
+    single_thresholds: bool,
 }
 
 fn index(v: i64, what: &str) -> TractResult<usize> {
@@ -247,14 +296,16 @@ impl Forest {
         }
         let forest = Self {
             nodes,
-            compact: Vec::new(),
-            absorbing: Vec::new(),
+            steps: Vec::new(),
+            steps32: Vec::new(),
+            spans: Vec::new(),
             depths: Vec::new(),
             uniform: None,
             roots,
             votes,
             max_feature: None,
             single: single_nodes && single_weights,
+            single_thresholds: single_nodes,
             sets: vec![],
         };
         forest.checked()
@@ -291,45 +342,30 @@ impl Forest {
             self.nodes.len(),
             self.votes.len()
         );
-        self.compact = self
+        ensure!(
+            self.max_feature.is_none_or(|f| f < MISSING_TRUE as usize),
+            "the trees read feature {:?}: more than this walk indexes",
+            self.max_feature
+        );
+        self.steps = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| match *node {
+                Node::Branch { feature, threshold, missing_true, yes, no, .. } => Step {
+                    threshold,
+                    feature: feature as u32 | if missing_true { MISSING_TRUE } else { 0 },
+                    next: [no as u32, yes as u32],
+                },
+                Node::Leaf { .. } => Step { threshold: f64::NAN, feature: 0, next: [i as u32; 2] },
+            })
+            .collect();
+        self.spans = self
             .nodes
             .iter()
             .map(|node| match *node {
-                Node::Branch { feature, threshold, missing_true, yes, no, .. } => Compact {
-                    threshold,
-                    feature: u32::try_from(feature).unwrap_or(u32::MAX),
-                    yes: yes as u32,
-                    no: no as u32,
-                    leaf: false,
-                    missing_true,
-                },
-                Node::Leaf { first, end } => Compact {
-                    threshold: 0.0,
-                    feature: 0,
-                    yes: first as u32,
-                    no: end as u32,
-                    leaf: true,
-                    missing_true: false,
-                },
-            })
-            .collect();
-        self.absorbing = self
-            .compact
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                if node.leaf {
-                    Compact {
-                        threshold: f64::NAN,
-                        feature: 0,
-                        yes: i as u32,
-                        no: i as u32,
-                        leaf: true,
-                        missing_true: false,
-                    }
-                } else {
-                    *node
-                }
+                Node::Branch { .. } => (0, 0),
+                Node::Leaf { first, end } => (first as u32, end as u32),
             })
             .collect();
         let mut modes = self.nodes.iter().filter_map(|n| match n {
@@ -338,6 +374,14 @@ impl Forest {
         });
         let first = modes.next();
         self.uniform = first.filter(|m| !matches!(m, Mode::Member(_)) && modes.all(|other| other == *m));
+        if self.single_thresholds && self.comparison().is_some() {
+            // Exact: the thresholds were floats before they were widened.
+            self.steps32 = self
+                .steps
+                .iter()
+                .map(|s| Step { threshold: s.threshold as f32, feature: s.feature, next: s.next })
+                .collect();
+        }
         Ok(self)
     }
 
@@ -369,78 +413,108 @@ impl Forest {
         if self.single { f64::from(a as f32 / b as f32) } else { a / b }
     }
 
-    /// The leaf a row reaches in the tree at `root`, every branch making
-    /// the comparison `holds` (the walk of a uniform forest).
-    #[inline(always)]
-    fn walk(&self, root: usize, row: &[f64], holds: impl Fn(f64, f64) -> bool) -> (usize, usize) {
-        let mut node = &self.compact[root];
-        while !node.leaf {
-            let x = row[node.feature as usize];
-            let next = if holds(x, node.threshold) || (node.missing_true && x.is_nan()) { node.yes } else { node.no };
-            node = &self.compact[next as usize];
+    /// The input as [`Self::votes`] reads it, with its row count and width.
+    fn input<'a>(&self, input: &'a Tensor) -> TractResult<(usize, usize, Input<'a>)> {
+        if !self.steps32.is_empty() && input.datum_type() == f32::datum_type() {
+            let (rows, width) = super::rows_and_width(input);
+            return Ok((rows, width, Input::Single(input.try_as_plain_ram()?.as_slice::<f32>()?)));
         }
-        (node.yes as usize, node.no as usize)
+        let (rows, width, x) = rows_f64(input)?;
+        Ok((rows, width, Input::Double(x)))
     }
 
     /// The votes of `count` rows (row-major in `rows`, `width` each), per
     /// target, and which targets had any: every row's trees in the same
     /// order as one row at a time, so sums round the same.
-    fn votes(&self, rows: &[f64], count: usize, aggregate: Aggregate, n_targets: usize, into: &mut Votes) {
-        let width = rows.len().checked_div(count).unwrap_or(0);
+    fn votes(&self, rows: Rows<'_>, count: usize, aggregate: Aggregate, n_targets: usize, into: &mut Votes) {
         into.score.clear();
         into.score.resize(count * n_targets, 0.0);
         into.has.clear();
         into.has.resize(count * n_targets, false);
-        match self.uniform {
-            Some(Mode::Leq) => self.votes_uniform(rows, width, aggregate, n_targets, into, |x, v| x <= v),
-            Some(Mode::Lt) => self.votes_uniform(rows, width, aggregate, n_targets, into, |x, v| x < v),
-            Some(Mode::Gte) => self.votes_uniform(rows, width, aggregate, n_targets, into, |x, v| x >= v),
-            Some(Mode::Gt) => self.votes_uniform(rows, width, aggregate, n_targets, into, |x, v| x > v),
-            _ => self.votes_with(rows, width, aggregate, n_targets, into, |r, t| self.leaf(t, r)),
+        let (s32, s64) = (&self.steps32, &self.steps);
+        match (rows, self.comparison()) {
+            (Rows::Single(x), Some(LEQ)) => self.votes_uniform::<_, LEQ>(s32, x, count, aggregate, n_targets, into),
+            (Rows::Single(x), Some(LT)) => self.votes_uniform::<_, LT>(s32, x, count, aggregate, n_targets, into),
+            (Rows::Single(x), Some(GTE)) => self.votes_uniform::<_, GTE>(s32, x, count, aggregate, n_targets, into),
+            (Rows::Single(x), Some(_)) => self.votes_uniform::<_, GT>(s32, x, count, aggregate, n_targets, into),
+            (Rows::Double(x), Some(LEQ)) => self.votes_uniform::<_, LEQ>(s64, x, count, aggregate, n_targets, into),
+            (Rows::Double(x), Some(LT)) => self.votes_uniform::<_, LT>(s64, x, count, aggregate, n_targets, into),
+            (Rows::Double(x), Some(GTE)) => self.votes_uniform::<_, GTE>(s64, x, count, aggregate, n_targets, into),
+            (Rows::Double(x), Some(_)) => self.votes_uniform::<_, GT>(s64, x, count, aggregate, n_targets, into),
+            (rows, None) => {
+                let widened;
+                let rows = match rows {
+                    Rows::Double(x) => x,
+                    // `input` gives floats only to a forest with one comparison.
+                    Rows::Single(x) => {
+                        widened = x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+                        &widened
+                    }
+                };
+                let width = rows.len().checked_div(count).unwrap_or(0);
+                for &root in &self.roots {
+                    for r in 0..count {
+                        let (first, end) = self.leaf(root, &rows[r * width..(r + 1) * width]);
+                        self.vote(first, end, aggregate, n_targets, r, into);
+                    }
+                }
+            }
         }
     }
 
-    /// [`Self::votes_with`] for a forest whose branches all compare with
-    /// `holds`. Each row's walk down a tree is a chain of dependent loads;
-    /// `LANES` rows walk side by side, as many steps as the tree is deep
-    /// (a row at its leaf stays there), so that the memory system serves
-    /// several chains at once and no lane tests for its end.
+    /// The comparison every branch makes, when it is one the side-by-side
+    /// walk makes ([`LEQ`], [`LT`], [`GTE`], [`GT`]).
+    fn comparison(&self) -> Option<u8> {
+        match self.uniform {
+            Some(Mode::Leq) => Some(LEQ),
+            Some(Mode::Lt) => Some(LT),
+            Some(Mode::Gte) => Some(GTE),
+            Some(Mode::Gt) => Some(GT),
+            _ => None,
+        }
+    }
+
+    /// The votes of a forest whose branches all make the comparison `MODE`.
+    /// Each row's walk down a tree is a chain of dependent loads; `LANES`
+    /// rows walk side by side, as many steps as the tree is deep (a row at
+    /// its leaf stays there), so that the core serves several chains at
+    /// once, and each step picks its side without a branch to mispredict.
     #[inline(always)]
-    fn votes_uniform(
+    fn votes_uniform<T: Value, const MODE: u8>(
         &self,
-        rows: &[f64],
-        width: usize,
+        steps: &[Step<T>],
+        rows: &[T],
+        count: usize,
         aggregate: Aggregate,
         n_targets: usize,
         into: &mut Votes,
-        holds: impl Fn(f64, f64) -> bool + Copy,
     ) {
-        let count = into.score.len() / n_targets.max(1);
+        let width = rows.len().checked_div(count).unwrap_or(0);
+        // Which groups of `LANES` rows hold a missing value: the others walk
+        // without testing for one.
+        let mut missing = [false; BLOCK.div_ceil(LANES)];
+        for (group, rows) in missing.iter_mut().zip(rows.chunks(LANES * width.max(1))) {
+            *group = rows.iter().any(|x| x.is_nan());
+        }
         for (&root, &depth) in self.roots.iter().zip(&self.depths) {
             let mut r = 0;
             while r + LANES <= count {
                 let lanes = &rows[r * width..(r + LANES) * width];
-                let mut at = [root; LANES];
-                for _ in 0..depth {
-                    for (k, at) in at.iter_mut().enumerate() {
-                        let node = &self.absorbing[*at];
-                        let x = lanes[k * width + node.feature as usize];
-                        *at = if holds(x, node.threshold) || (node.missing_true && x.is_nan()) {
-                            node.yes
-                        } else {
-                            node.no
-                        } as usize;
-                    }
-                }
-                for (k, &leaf) in at.iter().enumerate() {
-                    let leaf = &self.compact[leaf];
-                    self.vote(leaf.yes as usize, leaf.no as usize, aggregate, n_targets, r + k, into);
+                let leaves = if missing[r / LANES] {
+                    walk::<T, MODE, LANES, true>(steps, root, depth, lanes, width)
+                } else {
+                    walk::<T, MODE, LANES, false>(steps, root, depth, lanes, width)
+                };
+                for (k, &leaf) in leaves.iter().enumerate() {
+                    let (first, end) = self.spans[leaf];
+                    self.vote(first as usize, end as usize, aggregate, n_targets, r + k, into);
                 }
                 r += LANES;
             }
             for r in r..count {
-                let (first, end) = self.walk(root, &rows[r * width..(r + 1) * width], holds);
-                self.vote(first, end, aggregate, n_targets, r, into);
+                let [leaf] = walk::<T, MODE, 1, true>(steps, root, depth, &rows[r * width..(r + 1) * width], width);
+                let (first, end) = self.spans[leaf];
+                self.vote(first as usize, end as usize, aggregate, n_targets, r, into);
             }
         }
     }
@@ -471,25 +545,55 @@ impl Forest {
             has[t] = true;
         }
     }
+}
 
-    #[inline(always)]
-    fn votes_with(
-        &self,
-        rows: &[f64],
-        width: usize,
-        aggregate: Aggregate,
-        n_targets: usize,
-        into: &mut Votes,
-        leaf: impl Fn(&[f64], usize) -> (usize, usize),
-    ) {
-        let count = into.score.len() / n_targets.max(1);
-        for &root in &self.roots {
-            for r in 0..count {
-                let (first, end) = leaf(&rows[r * width..(r + 1) * width], root);
-                self.vote(first, end, aggregate, n_targets, r, into);
+const LEQ: u8 = 0;
+const LT: u8 = 1;
+const GTE: u8 = 2;
+const GT: u8 = 3;
+
+/// The comparison `MODE` (one of [`LEQ`], [`LT`], [`GTE`], [`GT`]).
+#[inline(always)]
+fn holds<T: Value, const MODE: u8>(x: T, threshold: T) -> bool {
+    match MODE {
+        LEQ => x <= threshold,
+        LT => x < threshold,
+        GTE => x >= threshold,
+        _ => x > threshold,
+    }
+}
+
+/// The leaves that `L` rows (row-major, `width` each) reach after `depth`
+/// steps down the tree at `root`.
+#[inline(always)]
+fn walk<T: Value, const MODE: u8, const L: usize, const MISSING: bool>(
+    steps: &[Step<T>],
+    root: usize,
+    depth: u32,
+    rows: &[T],
+    width: usize,
+) -> [usize; L] {
+    let mut at = [root; L];
+    for _ in 0..depth {
+        // A step that moves no row finds every row at its leaf: the trees
+        // of leaf-wise boosting (LightGBM) are far deeper on one side.
+        let mut moved = false;
+        for (k, at) in at.iter_mut().enumerate() {
+            let step = &steps[*at];
+            let x = rows[k * width + (step.feature & !MISSING_TRUE) as usize];
+            let mut passed = holds::<T, MODE>(x, step.threshold);
+            if MISSING {
+                passed |= x.is_nan() & (step.feature & MISSING_TRUE != 0);
             }
+            let next = step.next[usize::from(passed)] as usize;
+            moved |= next != *at;
+            *at = next;
+        }
+        if !moved {
+            break;
         }
     }
+    at
 }
 
 pub(super) fn logistic(v: f32) -> f32 {
@@ -645,14 +749,14 @@ impl Kernel for Regressor {
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
-        let (rows, width, x) = rows_f64(input)?;
+        let (rows, width, x) = self.forest.input(input)?;
         self.forest.check_width(width)?;
         let mut out = Vec::with_capacity(rows * self.n_targets);
         let mut votes = Votes::default();
         let n = self.n_targets;
         for start in (0..rows).step_by(BLOCK) {
             let count = BLOCK.min(rows - start);
-            self.forest.votes(&x[start * width..(start + count) * width], count, self.aggregate, n, &mut votes);
+            self.forest.votes(x.block(start, count, width), count, self.aggregate, n, &mut votes);
             for (score, has) in votes.score.chunks_exact(n.max(1)).zip(votes.has.chunks_exact(n.max(1))) {
                 self.row(score, has, &mut out);
             }
@@ -789,8 +893,9 @@ fn read_tree_ensemble(a: &Attrs) -> TractResult<Regressor> {
     let single = !double && splits_are_single(a)?;
     let forest = Forest {
         nodes,
-        compact: Vec::new(),
-        absorbing: Vec::new(),
+        steps: Vec::new(),
+        steps32: Vec::new(),
+        spans: Vec::new(),
         depths: Vec::new(),
         uniform: None,
         sets,
@@ -798,6 +903,7 @@ fn read_tree_ensemble(a: &Attrs) -> TractResult<Regressor> {
         votes,
         max_feature: None,
         single,
+        single_thresholds: splits_are_single(a)?,
     }
     .checked()?;
     let aggregate = match a.int("aggregate_function", 1) {
@@ -974,7 +1080,7 @@ impl Kernel for Classifier {
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
-        let (rows, width, x) = rows_f64(input)?;
+        let (rows, width, x) = self.forest.input(input)?;
         self.forest.check_width(width)?;
         let n = self.labels.len();
         let mut scores = Vec::with_capacity(rows * n);
@@ -982,7 +1088,7 @@ impl Kernel for Classifier {
         let mut votes = Votes::default();
         for start in (0..rows).step_by(BLOCK) {
             let count = BLOCK.min(rows - start);
-            self.forest.votes(&x[start * width..(start + count) * width], count, Aggregate::Sum, n, &mut votes);
+            self.forest.votes(x.block(start, count, width), count, Aggregate::Sum, n, &mut votes);
             let Votes { score, has } = &mut votes;
             for (score, has) in score.chunks_exact_mut(n.max(1)).zip(has.chunks_exact_mut(n.max(1))) {
                 picks.push(self.row(score, has, &mut scores));
@@ -1103,6 +1209,79 @@ mod tests {
         let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
         assert!(close(p[0], logistic(2.0)) && close(p[1], logistic(-2.0)), "{p:?}");
         assert!(close(p[2], logistic(-3.0)) && close(p[3], logistic(3.0)), "{p:?}");
+    }
+
+    /// Two trees on two features: a chain five branches deep on one side
+    /// (as leaf-wise boosting grows them) and a stump; every branch makes
+    /// `mode`, or the modes alternate when `mode` is `None`.
+    fn lopsided(mode: Option<&'static str>) -> NodeProto {
+        let alternating = ["BRANCH_LEQ", "BRANCH_GT", "BRANCH_LT", "BRANCH_GTE", "BRANCH_LEQ", "BRANCH_LT"];
+        let mode_of = |i: usize| mode.unwrap_or(alternating[i]);
+        // (tree, node, feature, mode, threshold, true node, false node, missing tracks true)
+        type Row = (i64, i64, i64, &'static str, f32, i64, i64, i64);
+        let mut nodes: Vec<Row> = Vec::new();
+        for i in 0..5 {
+            let next = if i == 4 { 10 } else { 2 * i + 2 };
+            nodes.push((0, 2 * i, i % 2, mode_of(i as usize), 0.25 * i as f32 - 0.5, 2 * i + 1, next, i % 2));
+            nodes.push((0, 2 * i + 1, 0, "LEAF", 0.0, 0, 0, 0));
+        }
+        nodes.push((0, 10, 0, "LEAF", 0.0, 0, 0, 0));
+        nodes.push((1, 0, 1, mode_of(5), 0.1, 1, 2, 1));
+        nodes.push((1, 1, 0, "LEAF", 0.0, 0, 0, 0));
+        nodes.push((1, 2, 0, "LEAF", 0.0, 0, 0, 0));
+        let field = |pick: fn(&Row) -> i64| nodes.iter().map(pick).collect::<Vec<_>>();
+        let (tree, id, feature, yes, no, missing) =
+            (field(|n| n.0), field(|n| n.1), field(|n| n.2), field(|n| n.5), field(|n| n.6), field(|n| n.7));
+        let mode_s: Vec<&str> = nodes.iter().map(|n| n.3).collect();
+        let value: Vec<f32> = nodes.iter().map(|n| n.4).collect();
+        let leaves: Vec<(i64, i64)> = vec![(0, 1), (0, 3), (0, 5), (0, 7), (0, 9), (0, 10), (1, 1), (1, 2)];
+        let weights: Vec<f32> = (0..leaves.len()).map(|k| 0.5 + k as f32 * 1.25).collect();
+        let attribute = vec![
+            ints("nodes_treeids", &tree),
+            ints("nodes_nodeids", &id),
+            ints("nodes_featureids", &feature),
+            strings("nodes_modes", &mode_s),
+            floats("nodes_values", &value),
+            ints("nodes_truenodeids", &yes),
+            ints("nodes_falsenodeids", &no),
+            ints("nodes_missing_value_tracks_true", &missing),
+            ints("target_treeids", &leaves.iter().map(|l| l.0).collect::<Vec<_>>()),
+            ints("target_nodeids", &leaves.iter().map(|l| l.1).collect::<Vec<_>>()),
+            ints("target_ids", &vec![0; leaves.len()]),
+            floats("target_weights", &weights),
+            AttributeProto { name: "n_targets".into(), i: 1, ..Default::default() },
+        ];
+        NodeProto { attribute, ..Default::default() }
+    }
+
+    #[test]
+    fn rows_walked_side_by_side_reach_the_leaves_one_row_at_a_time_reaches() {
+        // 45 rows: whole groups of lanes with and without missing values, and a remainder.
+        let x: Vec<f32> =
+            (0..90).map(|i| if i % 31 == 7 { f32::NAN } else { ((i * 37 % 23) as f32 - 11.0) / 8.0 }).collect();
+        for mode in [Some("BRANCH_LEQ"), Some("BRANCH_LT"), Some("BRANCH_GTE"), Some("BRANCH_GT"), None] {
+            let regressor = Regressor::read(&Attrs::of(&lopsided(mode))).expect("regressor");
+            let f = &regressor.forest;
+            assert_eq!(f.steps32.is_empty(), mode.is_none(), "{mode:?}: f32 steps only for one comparison");
+            let expected: Vec<f32> = x
+                .chunks(2)
+                .map(|row| {
+                    let row: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+                    let sum = f.roots.iter().fold(0.0, |s, &root| {
+                        let (first, end) = f.leaf(root, &row);
+                        f.votes[first..end].iter().fold(s, |s, &(_, w)| f.add(s, w))
+                    });
+                    sum as f32
+                })
+                .collect();
+            let single = make(&[45, 2], x.clone()).expect("input");
+            let double = make(&[45, 2], x.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>()).expect("input");
+            for input in [single, double] {
+                let out = regressor.eval(&input).expect("eval");
+                let got = out[0].try_as_plain_ram().expect("ram").as_slice::<f32>().expect("f32").to_vec();
+                assert_eq!(got, expected, "{mode:?}, {:?} input", input.datum_type());
+            }
+        }
     }
 
     #[test]
