@@ -2,7 +2,7 @@
 batches of BATCH, with one intra-op thread and with onnxruntime's default;
 rows/s and peak memory. The rows are the pool `usan bench onnx` draws from
 each package's golden inputs (src/cli/bench/onnx.rs, `drawn_row`): up to
-65,536 distinct rows, cycled through in whole batches.
+65,536 distinct rows (and 2^21 values), cycled through in whole batches.
 
     .venv-onnx/bin/python scripts/onnx/bench.py ROWS BATCH PACKAGE...
 """
@@ -23,6 +23,7 @@ def rows_of(package):
 
 
 POOL = 65_536
+POOL_VALUES = 1 << 21
 
 
 def mix(z):
@@ -37,8 +38,8 @@ def mix(z):
 def pool(golden, rows, batch):
     """Whole batches of distinct rows: value j of row i is column j of golden
     row mix(i * width + j) mod len(golden)."""
-    n = -(-min(rows, POOL) // batch) * batch
     width = golden.shape[1]
+    n = max(-(-min(rows, POOL, POOL_VALUES // width) // batch), 1) * batch
     index = np.arange(n * width, dtype=np.uint64)
     picked = (mix(index) % np.uint64(len(golden))).astype(np.int64).reshape(n, width)
     return golden[picked, np.arange(width)]

@@ -4,10 +4,11 @@
 //! runs onnxruntime on the same rows beside it (BENCHMARKS.md).
 //!
 //! The rows are distinct, as live data is: a pool of up to [`POOL`] rows
-//! whose every value is drawn from the same column of a golden input row
-//! (`drawn_row`, which `scripts/onnx/bench.py` repeats bit for bit). A
-//! few golden rows repeated would let the processor's branch predictor
-//! learn the trees' paths, which no plant's data allows.
+//! (and [`POOL_VALUES`] values) whose every value is drawn from the same
+//! column of a golden input row (`drawn_row`, which `scripts/onnx/bench.py`
+//! repeats bit for bit). A few golden rows repeated would let the
+//! processor's branch predictor learn the trees' paths, which no plant's
+//! data allows.
 
 use anyhow::Context;
 use std::path::PathBuf;
@@ -26,6 +27,10 @@ pub struct OnnxRun {
 
 /// The most distinct rows a benchmark holds; batches cycle through them.
 pub const POOL: usize = 65_536;
+
+/// The most values the pool holds (16 MiB of `f64`): fewer rows for a
+/// sequence model's wide rows.
+pub const POOL_VALUES: usize = 1 << 21;
 
 /// splitmix64, the pool's random numbers.
 fn mix(z: u64) -> u64 {
@@ -69,7 +74,7 @@ pub fn onnx(run: &OnnxRun) -> anyhow::Result<()> {
         let batch = run.batch.max(1);
         anyhow::ensure!(golden.count > 0, "{}: the golden inputs have no rows", path.display());
         // Whole batches of distinct rows, cycled through.
-        let batches = run.rows.min(POOL).div_ceil(batch).max(1);
+        let batches = run.rows.min(POOL).min(POOL_VALUES / width.max(1)).div_ceil(batch).max(1);
         let values: Vec<f64> = (0..batches * batch).flat_map(|i| drawn_row(&golden.values, width, i)).collect();
         let warm = model.run(batch.min(golden.count), &values[..batch.min(golden.count) * width]);
         warm.with_context(|| path.display().to_string())?;

@@ -476,9 +476,9 @@ impl Forest {
 
     /// The votes of a forest whose branches all make the comparison `MODE`.
     /// Each row's walk down a tree is a chain of dependent loads; `LANES`
-    /// rows walk side by side, as many steps as the tree is deep (a row at
-    /// its leaf stays there), so that the core serves several chains at
-    /// once, and each step picks its side without a branch to mispredict.
+    /// rows walk side by side (a row at its leaf stays there) until a step
+    /// moves none of them, so that the core serves several chains at once,
+    /// and each step picks its side without a branch to mispredict.
     #[inline(always)]
     fn votes_uniform<T: Value, const MODE: u8>(
         &self,
@@ -500,7 +500,7 @@ impl Forest {
             let mut r = 0;
             while r + LANES <= count {
                 let lanes = &rows[r * width..(r + LANES) * width];
-                let leaves = if missing[r / LANES] {
+                let leaves = if missing.get(r / LANES).copied().unwrap_or(true) {
                     walk::<T, MODE, LANES, true>(steps, root, depth, lanes, width)
                 } else {
                     walk::<T, MODE, LANES, false>(steps, root, depth, lanes, width)
