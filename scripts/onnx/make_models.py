@@ -482,6 +482,72 @@ def vectorizer_models(out):
     write_model(out, "onnx_feature_vectorizer_linear", model, gs, "usan make_models.py (by hand)")
 
 
+def recurrent_models(out):
+    """LSTM and GRU nodes with the options exporters rarely write but the
+    specification has (reverse and bidirectional directions, peepholes,
+    clip, input_forget, per-row sequence_lens, other activations,
+    linear_before_reset off), weights drawn at random, on C-MAPSS windows."""
+    from onnx import TensorProto, numpy_helper
+
+    xc, _, _ = cmapss()
+    xc = xc[:, xc.std(axis=0) > 1e-3]
+    xc = ((xc - xc.mean(axis=0)) / (xc.std(axis=0) + 1e-6)).astype(np.float32)
+    seq, width, hidden = 12, xc.shape[1], 8
+    starts = np.random.default_rng(SEED).choice(len(xc) - seq, size=40, replace=False)
+    windows = np.stack([xc[s:s + seq] for s in starts])
+    rng = np.random.default_rng(SEED + 1)
+    const = lambda name, shape, scale=0.4: numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    def model(name, op, attrs, dirs, with_lens=False, golden=windows):
+        gates = 4 if op == "LSTM" else 3
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, seq, width])
+        inits = [const("W", [dirs, gates * hidden, width]), const("R", [dirs, gates * hidden, hidden]),
+                 const("B", [dirs, 2 * gates * hidden], 0.2)]
+        nodes = [helper.make_node("Transpose", ["x"], ["x_tnf"], perm=[1, 0, 2])]
+        lens = ""
+        if with_lens:
+            # A length per row from its data: 1 + floor(4 |x[n, 0, 0]|), at most seq.
+            inits += [numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+                      numpy_helper.from_array(np.array(4.0, dtype=np.float32), "four"),
+                      numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+                      numpy_helper.from_array(np.array(float(seq), dtype=np.float32), "last")]
+            nodes += [helper.make_node("Gather", ["x", "zero"], ["first_step"], axis=1),
+                      helper.make_node("Gather", ["first_step", "zero"], ["first_value"], axis=2),
+                      helper.make_node("Flatten", ["first_value"], ["column"], axis=0),
+                      helper.make_node("Abs", ["column"], ["size"]),
+                      helper.make_node("Mul", ["size", "four"], ["scaled"]),
+                      helper.make_node("Floor", ["scaled"], ["floored"]),
+                      helper.make_node("Add", ["floored", "one"], ["plus_one"]),
+                      helper.make_node("Min", ["plus_one", "last"], ["bounded"]),
+                      helper.make_node("Squeeze", ["bounded", "zero"], ["lens_f"]),
+                      helper.make_node("Cast", ["lens_f"], ["lens"], to=TensorProto.INT32)]
+            lens = "lens"
+        ins = ["x_tnf", "W", "R", "B", lens]
+        outs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+        if op == "LSTM" and attrs.pop("peepholes", False):
+            inits.append(const("P", [dirs, 3 * hidden]))
+            ins += ["", "", "P"]
+        nodes.append(helper.make_node(op, ins, [o + "_raw" for o in outs], hidden_size=hidden, **attrs))
+        # Batch first, so that each output's rows are the input's.
+        nodes.append(helper.make_node("Transpose", ["Y_raw"], ["Y"], perm=[2, 0, 1, 3]))
+        for o in outs[1:]:
+            nodes.append(helper.make_node("Transpose", [o + "_raw"], [o], perm=[1, 0, 2]))
+        outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, seq, dirs, hidden])]
+        outputs += [helper.make_tensor_value_info(o, TensorProto.FLOAT, [None, dirs, hidden]) for o in outs[1:]]
+        graph = helper.make_graph(nodes, name, [x], outputs, initializer=inits)
+        onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        write_model(out, name, onx, golden, "usan make_models.py (by hand)")
+
+    model("onnx_lstm_bidirectional_peepholes", "LSTM", {"direction": "bidirectional", "peepholes": True}, 2)
+    model("onnx_lstm_reverse_clip_input_forget", "LSTM", {"direction": "reverse", "clip": 1.5, "input_forget": 1}, 1)
+    model("onnx_lstm_sequence_lens_activations", "LSTM",
+          {"activations": ["HardSigmoid", "Tanh", "Softsign"], "activation_alpha": [0.25], "activation_beta": [0.45]}, 1,
+          with_lens=True)
+    model("onnx_gru_bidirectional_sequence_lens", "GRU", {"direction": "bidirectional", "linear_before_reset": 1}, 2,
+          with_lens=True)
+    model("onnx_gru_reverse_reset_before_product", "GRU", {"direction": "reverse"}, 1)
+
+
 def bad_models(out):
     """Files usan must refuse with a clear error: operators it cannot run."""
     from onnx import TensorProto
@@ -505,7 +571,7 @@ def bad_models(out):
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "target/onnx-models")
     out.mkdir(parents=True, exist_ok=True)
-    families = sys.argv[2:] or ["sklearn", "boosting", "tree_ensemble", "vectorizer", "bad"]
+    families = sys.argv[2:] or ["sklearn", "boosting", "tree_ensemble", "vectorizer", "recurrent", "bad"]
     if "sklearn" in families:
         sklearn_models(out)
     if "boosting" in families:
@@ -514,5 +580,7 @@ if __name__ == "__main__":
         tree_ensemble_models(out)
     if "vectorizer" in families:
         vectorizer_models(out)
+    if "recurrent" in families:
+        recurrent_models(out)
     if "bad" in families:
         bad_models(out)

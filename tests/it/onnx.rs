@@ -55,6 +55,11 @@ const FAMILIES: &[&str] = &[
     "onnx_tree_ensemble_v5_boosting_sum",
     "onnx_tree_ensemble_v5_every_mode",
     "onnx_feature_vectorizer_linear",
+    "onnx_lstm_bidirectional_peepholes",
+    "onnx_lstm_reverse_clip_input_forget",
+    "onnx_lstm_sequence_lens_activations",
+    "onnx_gru_bidirectional_sequence_lens",
+    "onnx_gru_reverse_reset_before_product",
 ];
 
 /// The exported models, or `None` (skipped outside CI) when not generated.

@@ -16,6 +16,7 @@
 //! (enforced by `clippy::undocumented_unsafe_blocks`).
 #![allow(unsafe_code)]
 
+pub mod activation;
 pub mod allocator;
 pub(crate) mod forest;
 pub(crate) mod pca;

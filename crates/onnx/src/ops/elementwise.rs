@@ -210,9 +210,9 @@ pub(super) fn tanh(_: &ParsingContext, _: &NodeProto) -> Built {
 }
 
 impl Activation {
-    /// In `f32`, the rational minimax fits onnxruntime's MLAS kernels use
-    /// (tract-linalg's scalar versions: a few ulps from libm, several
-    /// times faster, and NaN stays NaN).
+    /// In `f32`, the rational minimax fits of the kind onnxruntime's MLAS
+    /// kernels use (tract-linalg's, in [`usan_core::activation`]: a few ulps
+    /// from libm, several times faster, and NaN stays NaN).
     pub(super) fn f32(self, v: f32) -> f32 {
         match self {
             Self::Relu => {
@@ -222,8 +222,8 @@ impl Activation {
                     v
                 }
             }
-            Self::Sigmoid => tract_linalg::generic::sigmoid::ssigmoid(v),
-            Self::Tanh => tract_linalg::generic::tanh::stanh(v),
+            Self::Sigmoid => usan_core::activation::sigmoid_one(v),
+            Self::Tanh => usan_core::activation::tanh_one(v),
         }
     }
 

@@ -2,7 +2,9 @@
 //! onnxruntime, implemented here and registered into tract's ONNX parser.
 //!
 //! Each operator is a [`Kernel`]: one input, outputs whose type and shape
-//! follow from it, and an `eval` over plain slices. [`Native`] plugs a
+//! follow from it, and an `eval` over plain slices. The recurrent layers
+//! (`LSTM`, `GRU`), which take weights and states as further inputs, are an
+//! operator of tract's kind of their own (`recurrent`). [`Native`] plugs a
 //! kernel into tract (its inference rules, then a typed op that evaluates
 //! it), so an operator is one file here plus one line in [`register`].
 //! Semantics follow onnxruntime's CPU kernels, the reference the exporters'
@@ -15,6 +17,7 @@ mod feature_vectorizer;
 mod label_encoder;
 mod linear;
 mod one_hot;
+mod recurrent;
 mod svm;
 mod tree;
 
@@ -47,8 +50,9 @@ pub(crate) const ML_OPERATORS: &[&str] = &[
 
 /// Adds this module's operators to tract's, replacing tract's tree and
 /// linear classifiers (onnxruntime's binary-case rules, all six
-/// comparisons, text labels) and its ArrayFeatureExtractor (onnxruntime's
-/// output shape).
+/// comparisons, text labels), its ArrayFeatureExtractor (onnxruntime's
+/// output shape) and its LSTM and GRU (a `Scan` per step, and only part of
+/// the specification).
 pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Binarizer", elementwise::binarizer);
     reg.insert("Imputer", elementwise::imputer);
@@ -68,6 +72,8 @@ pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("SVMClassifier", svm::classifier);
     reg.insert("SVMRegressor", svm::regressor);
     reg.insert(dense::OP_TYPE, dense::dense);
+    reg.insert("LSTM", recurrent::lstm);
+    reg.insert("GRU", recurrent::gru);
 }
 
 /// The result type of an operator builder, as tract's parser wants it.
