@@ -548,6 +548,54 @@ def recurrent_models(out):
     model("onnx_gru_reverse_reset_before_product", "GRU", {"direction": "reverse"}, 1)
 
 
+def convolution_models(out):
+    """1-D convolutions (`Conv` with rank-3 weights) of every geometry: strides,
+    dilations, explicit and SAME padding, groups, with and without bias and a
+    Relu after, on C-MAPSS windows."""
+    from onnx import TensorProto, numpy_helper
+
+    xc, _, _ = cmapss()
+    xc = xc[:, xc.std(axis=0) > 1e-3][:, :12]
+    xc = ((xc - xc.mean(axis=0)) / (xc.std(axis=0) + 1e-6)).astype(np.float32)
+    seq, width = 16, xc.shape[1]
+    starts = np.random.default_rng(SEED + 2).choice(len(xc) - seq, size=40, replace=False)
+    windows = np.stack([xc[s:s + seq] for s in starts])
+    windows[:3, 5, 2] = np.nan  # a missing value spoils only the windows over it
+    rng = np.random.default_rng(SEED + 3)
+
+    def model(name, layers):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, seq, width])
+        nodes, inits, value, channels = [helper.make_node("Transpose", ["x"], ["x_ncl"], perm=[0, 2, 1])], [], "x_ncl", width
+        for i, (outputs, kernel, group, bias, relu, attrs) in enumerate(layers):
+            w = numpy_helper.from_array((rng.standard_normal([outputs, channels // group, kernel]) * 0.3).astype(np.float32), f"w{i}")
+            inits.append(w)
+            ins = [value, f"w{i}"]
+            if bias:
+                inits.append(numpy_helper.from_array((rng.standard_normal([outputs]) * 0.2).astype(np.float32), f"b{i}"))
+                ins.append(f"b{i}")
+            nodes.append(helper.make_node("Conv", ins, [f"conv{i}"], group=group, kernel_shape=[kernel], **attrs))
+            value, channels = f"conv{i}", outputs
+            if relu:
+                nodes.append(helper.make_node("Relu", [value], [f"relu{i}"]))
+                value = f"relu{i}"
+        nodes.append(helper.make_node("Identity", [value], ["y"]))
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        graph = helper.make_graph(nodes, name, [x], [y], initializer=inits)
+        onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        write_model(out, name, onx, windows, "usan make_models.py (by hand)")
+
+    model("onnx_conv1d_strides_dilations_pads", [
+        (8, 5, 1, True, True, {"pads": [2, 1], "strides": [2]}),
+        (6, 3, 2, True, False, {"dilations": [2], "pads": [1, 1]}),
+        (4, 2, 1, False, True, {"strides": [3]}),
+    ])
+    model("onnx_conv1d_same_padding_groups", [
+        (12, 4, 12, True, True, {"auto_pad": "SAME_UPPER"}),
+        (6, 3, 3, True, True, {"auto_pad": "SAME_LOWER", "strides": [2]}),
+        (5, 3, 1, False, False, {"auto_pad": "VALID", "dilations": [3]}),
+    ])
+
+
 def bad_models(out):
     """Files usan must refuse with a clear error: operators it cannot run."""
     from onnx import TensorProto
@@ -571,7 +619,7 @@ def bad_models(out):
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "target/onnx-models")
     out.mkdir(parents=True, exist_ok=True)
-    families = sys.argv[2:] or ["sklearn", "boosting", "tree_ensemble", "vectorizer", "recurrent", "bad"]
+    families = sys.argv[2:] or ["sklearn", "boosting", "tree_ensemble", "vectorizer", "recurrent", "convolution", "bad"]
     if "sklearn" in families:
         sklearn_models(out)
     if "boosting" in families:
@@ -582,5 +630,7 @@ if __name__ == "__main__":
         vectorizer_models(out)
     if "recurrent" in families:
         recurrent_models(out)
+    if "convolution" in families:
+        convolution_models(out)
     if "bad" in families:
         bad_models(out)

@@ -60,6 +60,8 @@ const FAMILIES: &[&str] = &[
     "onnx_lstm_sequence_lens_activations",
     "onnx_gru_bidirectional_sequence_lens",
     "onnx_gru_reverse_reset_before_product",
+    "onnx_conv1d_strides_dilations_pads",
+    "onnx_conv1d_same_padding_groups",
 ];
 
 /// The exported models, or `None` (skipped outside CI) when not generated.

@@ -89,8 +89,10 @@ pub(crate) fn merge_identical_nodes(graph: &mut GraphProto) -> usize {
 /// Replace every dense layer with constant float weights by one
 /// `UsanDense` node: `Gemm` (not transposing its input, with a bias that
 /// is absent, a scalar or one per output), or `MatMul` by a matrix
-/// followed by the `Add` of a `[M]` or `[1, M]` bias, each with the
-/// `Relu`, `Sigmoid` or `Tanh` that alone reads it; the layers replaced.
+/// followed by the `Add` of a `[M]` or `[1, M]` bias; and every 1-D
+/// convolution (`Conv` with rank-3 constant weights) by one `UsanConv1d`
+/// node; each with the `Relu`, `Sigmoid` or `Tanh` that alone reads it;
+/// the layers replaced.
 ///
 /// Left alone: graphs with subgraphs, weights that are not float or are
 /// stored outside the file, products or sums whose result is also read
@@ -123,6 +125,7 @@ pub(crate) fn fuse_dense_layers(graph: &mut GraphProto) -> usize {
         }
         let layer = match node.op_type.as_str() {
             "Gemm" => gemm_layer(node, &constants),
+            "Conv" => conv_layer(node, &constants),
             "MatMul" => matmul_layer(node, &constants).map(|mut layer| {
                 let bias = sole_reader(&layer.output).and_then(|a| {
                     let add = &graph.node[a];
@@ -204,6 +207,18 @@ struct Layer {
     activation: Option<String>,
     /// Nodes folded into this one (a bias `Add`, an activation).
     absorbed: Vec<usize>,
+    /// A 1-D convolution's geometry (`weights` are then `[M, C/group, K]`).
+    conv: Option<Convolution>,
+}
+
+/// What a `Conv` over `[N, C, L]` needs besides its weights.
+struct Convolution {
+    shape: [usize; 3],
+    group: usize,
+    stride: usize,
+    dilation: usize,
+    /// `[begin, end]`, or `SAME_UPPER` / `SAME_LOWER`.
+    pads: Result<[usize; 2], String>,
 }
 
 impl Layer {
@@ -216,25 +231,43 @@ impl Layer {
             r#type: 6,
             ..Default::default()
         };
-        let mut attribute = vec![
-            ints("shape", vec![self.inputs as i64, self.outputs as i64]),
-            floats("weights", self.weights.clone()),
-            AttributeProto { name: "min_rank".into(), i: self.min_rank as i64, r#type: 2, ..Default::default() },
-        ];
+        let int =
+            |name: &str, i: usize| AttributeProto { name: name.into(), i: i as i64, r#type: 2, ..Default::default() };
+        let text = |name: &str, s: &str| AttributeProto {
+            name: name.into(),
+            s: s.as_bytes().to_vec(),
+            r#type: 3,
+            ..Default::default()
+        };
+        let (op_type, mut attribute) = match &self.conv {
+            None => (
+                crate::ops::dense::OP_TYPE,
+                vec![ints("shape", vec![self.inputs as i64, self.outputs as i64]), int("min_rank", self.min_rank)],
+            ),
+            Some(conv) => {
+                let mut attribute = vec![
+                    ints("shape", conv.shape.iter().map(|&d| d as i64).collect()),
+                    int("group", conv.group),
+                    int("stride", conv.stride),
+                    int("dilation", conv.dilation),
+                ];
+                attribute.push(match &conv.pads {
+                    Ok(pads) => ints("pads", pads.iter().map(|&p| p as i64).collect()),
+                    Err(auto_pad) => text("auto_pad", auto_pad),
+                });
+                (crate::ops::conv::OP_TYPE, attribute)
+            }
+        };
+        attribute.push(floats("weights", self.weights.clone()));
         if let Some(bias) = &self.bias {
             attribute.push(floats("bias", bias.clone()));
         }
         if let Some(activation) = &self.activation {
-            attribute.push(AttributeProto {
-                name: "activation".into(),
-                s: activation.clone().into_bytes(),
-                r#type: 3,
-                ..Default::default()
-            });
+            attribute.push(text("activation", activation));
         }
         NodeProto {
             name: from.name.clone(),
-            op_type: crate::ops::dense::OP_TYPE.into(),
+            op_type: op_type.into(),
             domain: crate::ops::dense::DOMAIN.into(),
             input: vec![self.input.clone()],
             output: vec![self.output.clone()],
@@ -291,6 +324,7 @@ fn gemm_layer(node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> Opti
         min_rank: 2,
         activation: None,
         absorbed: vec![],
+        conv: None,
     })
 }
 
@@ -313,6 +347,63 @@ fn matmul_layer(node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> Op
         min_rank: 1,
         activation: None,
         absorbed: vec![],
+        conv: None,
+    })
+}
+
+/// `Conv(X, W[, B])` with `W` constant floats of rank 3 (a 1-D convolution
+/// over `[N, C, L]`) and `B`, if given, one constant per output channel.
+fn conv_layer(node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> Option<Layer> {
+    let attr = crate::ops::Attrs::of(node);
+    let x = node.input.first()?;
+    if constants.contains_key(x.as_str()) || node.output.len() != 1 || node.input.len() > 3 {
+        return None;
+    }
+    let (dims, weights) = constants.get(node.input.get(1)?.as_str()).and_then(|t| floats(t))?;
+    let &[outputs, group_inputs, kernel] = dims.as_slice() else { return None };
+    let shape = [outputs, group_inputs, kernel].map(|d| usize::try_from(d).ok().filter(|&d| d > 0));
+    let shape = [shape[0]?, shape[1]?, shape[2]?];
+    let one = |name: &str| -> Option<usize> {
+        match attr.ints(name) {
+            [] => Some(1),
+            &[v] => usize::try_from(v).ok().filter(|&v| v > 0),
+            _ => None,
+        }
+    };
+    let (stride, dilation) = (one("strides")?, one("dilations")?);
+    let group = usize::try_from(attr.int("group", 1)).ok().filter(|&g| g > 0 && shape[0] % g == 0)?;
+    if !matches!(attr.ints("kernel_shape"), [] | [_]) || attr.ints("kernel_shape").first().is_some_and(|&k| k != kernel)
+    {
+        return None;
+    }
+    let pads = match attr.string("auto_pad", "NOTSET").ok()?.as_str() {
+        "NOTSET" => match attr.ints("pads") {
+            [] => Ok([0, 0]),
+            &[begin, end] => Ok([usize::try_from(begin).ok()?, usize::try_from(end).ok()?]),
+            _ => return None,
+        },
+        "VALID" => Ok([0, 0]),
+        same @ ("SAME_UPPER" | "SAME_LOWER") => Err(same.to_string()),
+        _ => return None,
+    };
+    let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
+        None => None,
+        Some(b) => {
+            let (dims, values) = constants.get(b.as_str()).and_then(|t| floats(t))?;
+            (dims.as_slice() == [outputs]).then_some(values)?.into()
+        }
+    };
+    Some(Layer {
+        input: x.clone(),
+        output: node.output[0].clone(),
+        weights,
+        inputs: shape[1] * shape[2],
+        outputs: shape[0],
+        bias,
+        min_rank: 3,
+        activation: None,
+        absorbed: vec![],
+        conv: Some(Convolution { shape, group, stride, dilation, pads }),
     })
 }
 

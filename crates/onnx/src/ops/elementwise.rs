@@ -213,6 +213,7 @@ impl Activation {
     /// In `f32`, the rational minimax fits of the kind onnxruntime's MLAS
     /// kernels use (tract-linalg's, in [`usan_core::activation`]: a few ulps
     /// from libm, several times faster, and NaN stays NaN).
+    #[inline]
     pub(super) fn f32(self, v: f32) -> f32 {
         match self {
             Self::Relu => {

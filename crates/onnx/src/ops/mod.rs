@@ -11,6 +11,7 @@
 //! goldens come from, including their treatment of missing values (NaN).
 
 mod array_feature;
+pub(crate) mod conv;
 pub(crate) mod dense;
 mod elementwise;
 mod feature_vectorizer;
@@ -72,6 +73,7 @@ pub(crate) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("SVMClassifier", svm::classifier);
     reg.insert("SVMRegressor", svm::regressor);
     reg.insert(dense::OP_TYPE, dense::dense);
+    reg.insert(conv::OP_TYPE, conv::conv1d);
     reg.insert("LSTM", recurrent::lstm);
     reg.insert("GRU", recurrent::gru);
 }
@@ -91,6 +93,8 @@ pub(crate) enum OutShape {
     /// The input's shape with the last dimension of this size, padded with
     /// leading 1s to at least `min_rank` dimensions.
     LastAxis { size: usize, min_rank: usize },
+    /// A 1-D convolution's `[N, channels, L']` from `[N, C, L]`.
+    Windows { channels: usize, windows: conv::Windows },
 }
 
 /// One output of a kernel.
@@ -165,6 +169,14 @@ impl Expansion for Native {
                 OutShape::LastAxis { size, min_rank } => {
                     s.given(&inputs[0].shape, move |s, shape| {
                         s.equals(&output.shape, last_axis(&shape, size, min_rank))
+                    })?;
+                }
+                OutShape::Windows { channels, windows } => {
+                    s.equals(&output.rank, 3)?;
+                    s.equals(&output.shape[0], &inputs[0].shape[0])?;
+                    s.equals(&output.shape[1], channels.to_dim())?;
+                    s.given(&inputs[0].shape[2], move |s, length| {
+                        s.equals(&output.shape[2], windows.along_dim(&length))
                     })?;
                 }
             }
@@ -242,6 +254,13 @@ impl TypedOp for NativeOp {
                     OutShape::LastAxis { size, min_rank } => {
                         let shape: TVec<TDim> = input.shape.iter().cloned().collect();
                         datum.fact(last_axis(&shape, size, min_rank))
+                    }
+                    OutShape::Windows { channels, windows } => {
+                        let dims: TVec<TDim> = input.shape.iter().cloned().collect();
+                        let [rows, _, length] = dims.as_slice() else {
+                            bail!("a 1-D convolution takes [N, C, L], not {dims:?}")
+                        };
+                        datum.fact(tvec![rows.clone(), channels.to_dim(), windows.along_dim(length)])
                     }
                 })
             })
