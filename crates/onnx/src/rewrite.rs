@@ -150,6 +150,29 @@ pub(crate) fn fuse_dense_layers(graph: &mut GraphProto) -> usize {
             _ => None,
         };
         let Some(mut layer) = layer else { continue };
+        // A normalisation of a `Gemm`'s `[N, M]` output: batch (inference)
+        // folds into the weights, layer normalisation runs in the same pass.
+        if node.op_type == "Gemm"
+            && let Some(a) = sole_reader(&layer.output).filter(|a| !absorbed.contains(a))
+        {
+            let next = &graph.node[a];
+            let single =
+                next.output.first().is_some_and(|o| !o.is_empty()) && next.output[1..].iter().all(String::is_empty);
+            if next.domain.is_empty() && single && next.input.first() == Some(&layer.output) {
+                let normalised = match next.op_type.as_str() {
+                    "BatchNormalization" => fold_batch_norm(&mut layer, next, &constants),
+                    "LayerNormalization" => {
+                        layer.norm = layer_norm(next, &constants, layer.outputs);
+                        layer.norm.is_some()
+                    }
+                    _ => false,
+                };
+                if normalised {
+                    layer.output.clone_from(&next.output[0]);
+                    layer.absorbed.push(a);
+                }
+            }
+        }
         if let Some(a) = sole_reader(&layer.output) {
             let act = &graph.node[a];
             if act.domain.is_empty()
@@ -209,6 +232,8 @@ struct Layer {
     absorbed: Vec<usize>,
     /// A 1-D convolution's geometry (`weights` are then `[M, C/group, K]`).
     conv: Option<Convolution>,
+    /// A layer normalisation after the bias: scale, bias, epsilon.
+    norm: Option<(Vec<f32>, Vec<f32>, f32)>,
 }
 
 /// What a `Conv` over `[N, C, L]` needs besides its weights.
@@ -261,6 +286,16 @@ impl Layer {
         attribute.push(floats("weights", self.weights.clone()));
         if let Some(bias) = &self.bias {
             attribute.push(floats("bias", bias.clone()));
+        }
+        if let Some((scale, bias, epsilon)) = &self.norm {
+            attribute.push(floats("norm_scale", scale.clone()));
+            attribute.push(floats("norm_bias", bias.clone()));
+            attribute.push(AttributeProto {
+                name: "norm_epsilon".into(),
+                f: *epsilon,
+                r#type: 1,
+                ..Default::default()
+            });
         }
         if let Some(activation) = &self.activation {
             attribute.push(text("activation", activation));
@@ -325,6 +360,7 @@ fn gemm_layer(node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> Opti
         activation: None,
         absorbed: vec![],
         conv: None,
+        norm: None,
     })
 }
 
@@ -348,7 +384,70 @@ fn matmul_layer(node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> Op
         activation: None,
         absorbed: vec![],
         conv: None,
+        norm: None,
     })
+}
+
+/// Folds `BatchNormalization` (inference, constant statistics, one value
+/// per output) into the layer's weights and bias; false when it cannot.
+fn fold_batch_norm(layer: &mut Layer, node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> bool {
+    let attr = crate::ops::Attrs::of(node);
+    if attr.int("training_mode", 0) != 0 || node.input.len() != 5 || layer.conv.is_some() {
+        return false;
+    }
+    let m = layer.outputs;
+    let per_output = |name: &String| {
+        constants
+            .get(name.as_str())
+            .and_then(|t| floats(t))
+            .filter(|(dims, _)| dims.as_slice() == [m as i64])
+            .map(|(_, v)| v)
+    };
+    let Some([scale, shift, mean, variance]) = node.input[1..]
+        .iter()
+        .map(per_output)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| <[Vec<f32>; 4]>::try_from(v).ok())
+    else {
+        return false;
+    };
+    let epsilon = f64::from(attr.float("epsilon", 1e-5));
+    let factor: Vec<f64> =
+        scale.iter().zip(&variance).map(|(&s, &v)| f64::from(s) / (f64::from(v) + epsilon).sqrt()).collect();
+    for row in layer.weights.chunks_exact_mut(m) {
+        row.iter_mut().zip(&factor).for_each(|(w, f)| *w = (f64::from(*w) * f) as f32);
+    }
+    let bias = layer.bias.take().unwrap_or_else(|| vec![0.0; m]);
+    layer.bias = Some(
+        (0..m).map(|j| ((f64::from(bias[j]) - f64::from(mean[j])) * factor[j] + f64::from(shift[j])) as f32).collect(),
+    );
+    true
+}
+
+/// `LayerNormalization` over the last axis of `[N, M]` with a constant scale
+/// (and bias), as the dense layer's (scale, bias, epsilon).
+fn layer_norm(
+    node: &NodeProto,
+    constants: &HashMap<&str, &TensorProto>,
+    m: usize,
+) -> Option<(Vec<f32>, Vec<f32>, f32)> {
+    let attr = crate::ops::Attrs::of(node);
+    if !matches!(attr.int("axis", -1), -1 | 1) {
+        return None;
+    }
+    let per_output = |name: &String| {
+        constants
+            .get(name.as_str())
+            .and_then(|t| floats(t))
+            .filter(|(dims, _)| dims.as_slice() == [m as i64])
+            .map(|(_, v)| v)
+    };
+    let scale = per_output(node.input.get(1)?)?;
+    let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
+        Some(b) => per_output(b)?,
+        None => vec![0.0; m],
+    };
+    Some((scale, bias, attr.float("epsilon", 1e-5)))
 }
 
 /// `Conv(X, W[, B])` with `W` constant floats of rank 3 (a 1-D convolution
@@ -404,6 +503,7 @@ fn conv_layer(node: &NodeProto, constants: &HashMap<&str, &TensorProto>) -> Opti
         activation: None,
         absorbed: vec![],
         conv: Some(Convolution { shape, group, stride, dilation, pads }),
+        norm: None,
     })
 }
 
@@ -601,6 +701,10 @@ mod tests {
         AttributeProto { name: name.into(), i: value, r#type: 2, ..AttributeProto::default() }
     }
 
+    fn ints(name: &str, values: &[i64]) -> AttributeProto {
+        AttributeProto { name: name.into(), ints: values.to_vec(), r#type: 7, ..AttributeProto::default() }
+    }
+
     fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
         node.attribute.iter().find(|a| a.name == name)
     }
@@ -705,6 +809,113 @@ mod tests {
         assert_eq!(attribute(dense, "bias").unwrap().floats, [0.05, 0.1, 0.15]);
         assert_eq!(attribute(dense, "activation").unwrap().s, b"Sigmoid");
         assert!(g.initializer.is_empty() && g.value_info.is_empty(), "the weights and `g` are gone from the graph");
+    }
+
+    #[test]
+    fn normalisations_and_convolutions_join_their_layers() {
+        let wt = constant("Wt", &[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let per = |name: &str, v: [f32; 2]| constant(name, &[2], &v);
+        let stats =
+            vec![per("scale", [2.0, 1.0]), per("shift", [0.5, 0.0]), per("mean", [1.0, 0.0]), per("var", [3.0, 0.0])];
+        let conv_w = constant("Cw", &[2, 1, 3], &[1.0; 6]);
+        // What, the nodes, the constants, the graph's outputs, the wiring after.
+        type Case<'a> = (&'a str, Vec<NodeProto>, Vec<TensorProto>, &'a [&'a str], Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "Gemm, BatchNormalization, Relu; Gemm, LayerNormalization, Relu",
+                vec![
+                    node("Gemm", &["X", "Wt"], &["g"], vec![int("transB", 1)]),
+                    node(
+                        "BatchNormalization",
+                        &["g", "scale", "shift", "mean", "var"],
+                        &["bn"],
+                        vec![float("epsilon", 1.0)],
+                    ),
+                    node("Relu", &["bn"], &["r"], vec![]),
+                    node("Gemm", &["r", "Wt"], &["g2"], vec![int("transB", 1)]),
+                    node("LayerNormalization", &["g2", "scale", "shift"], &["ln"], vec![]),
+                    node("Relu", &["ln"], &["Y"], vec![]),
+                ],
+                [vec![wt.clone()], stats.clone()].concat(),
+                &["Y"],
+                vec!["UsanDense X -> r", "UsanDense r -> Y"],
+            ),
+            (
+                "a training BatchNormalization, a LayerNormalization over the rows and a MatMul's stay",
+                vec![
+                    node("Gemm", &["X", "Wt"], &["g"], vec![]),
+                    node(
+                        "BatchNormalization",
+                        &["g", "scale", "shift", "mean", "var"],
+                        &["bn"],
+                        vec![int("training_mode", 1)],
+                    ),
+                    node("Gemm", &["X", "Wt"], &["g2"], vec![]),
+                    node("LayerNormalization", &["g2", "scale", "shift"], &["ln"], vec![int("axis", 0)]),
+                    node("MatMul", &["X", "Wt"], &["m"], vec![]),
+                    node("LayerNormalization", &["m", "scale", "shift"], &["ln2"], vec![]),
+                ],
+                [vec![wt.clone()], stats.clone()].concat(),
+                &["bn", "ln", "ln2"],
+                vec![
+                    "UsanDense X -> g",
+                    "BatchNormalization g,scale,shift,mean,var -> bn",
+                    "UsanDense X -> g2",
+                    "LayerNormalization g2,scale,shift -> ln",
+                    "UsanDense X -> m",
+                    "LayerNormalization m,scale,shift -> ln2",
+                ],
+            ),
+            (
+                "a 1-D Conv and its Relu; a 2-D Conv and one of runtime weights stay",
+                vec![
+                    node("Conv", &["X", "Cw"], &["c"], vec![ints("pads", &[1, 1])]),
+                    node("Relu", &["c"], &["r"], vec![]),
+                    node("Conv", &["X", "W2d"], &["c2"], vec![]),
+                    node("Conv", &["X", "r"], &["c3"], vec![]),
+                ],
+                vec![conv_w.clone(), constant("W2d", &[1, 1, 2, 2], &[1.0; 4])],
+                &["r", "c2", "c3"],
+                vec!["UsanConv1d X -> r", "Conv X,W2d -> c2", "Conv X,r -> c3"],
+            ),
+        ];
+        for (what, nodes, constants, outputs, expected) in cases {
+            let mut g = graph(nodes, outputs);
+            g.initializer = constants;
+            let fused = fuse_dense_layers(&mut g);
+            assert_eq!(wiring(&g), expected, "{what}");
+            assert_eq!(fused, expected.iter().filter(|w| w.starts_with("Usan")).count(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_batch_normalisation_folds_into_the_weights_and_bias() {
+        let mut g = graph(
+            vec![
+                node("Gemm", &["X", "W", "b"], &["g"], vec![]),
+                node(
+                    "BatchNormalization",
+                    &["g", "scale", "shift", "mean", "var"],
+                    &["Y"],
+                    vec![float("epsilon", 1.0)],
+                ),
+            ],
+            &["Y"],
+        );
+        let per = |name: &str, v: [f32; 2]| constant(name, &[2], &v);
+        g.initializer = vec![
+            constant("W", &[1, 2], &[1.0, 2.0]),
+            per("b", [1.0, 1.0]),
+            per("scale", [2.0, 1.0]),
+            per("shift", [0.5, 0.0]),
+            per("mean", [1.0, 0.0]),
+            per("var", [3.0, 0.0]),
+        ];
+        assert_eq!(fuse_dense_layers(&mut g), 1);
+        // Factors scale / sqrt(var + 1): 1 and 1.
+        assert_eq!(attribute(&g.node[0], "weights").unwrap().floats, [1.0, 2.0]);
+        assert_eq!(attribute(&g.node[0], "bias").unwrap().floats, [0.5, 1.0]);
+        assert!(g.initializer.is_empty(), "the statistics live in the layer now");
     }
 
     #[test]

@@ -34,6 +34,8 @@ struct Dense {
     /// The output has at least this many dimensions (a `[1, M]` bias on a
     /// one-dimensional input makes `[1, M]`, as broadcasting does).
     min_rank: usize,
+    /// A layer normalisation of each row after the bias (scale, bias, epsilon).
+    norm: Option<(Vec<f32>, Vec<f32>, f32)>,
     activation: Option<Activation>,
 }
 
@@ -61,7 +63,19 @@ pub(super) fn dense(_: &ParsingContext, node: &NodeProto) -> Built {
         other => bail!("{OP_TYPE} has an unknown activation {other}"),
     };
     let min_rank = usize::try_from(a.int("min_rank", 1))?;
-    native(Dense { weights, inputs, outputs, bias, min_rank, activation })
+    let norm = match (a.has("norm_scale"), a.has("norm_bias")) {
+        (false, false) => None,
+        (true, true) => {
+            let (scale, shift) = (a.floats("norm_scale").to_vec(), a.floats("norm_bias").to_vec());
+            ensure!(
+                scale.len() == outputs && shift.len() == outputs,
+                "{OP_TYPE}'s normalisation needs {outputs} values"
+            );
+            Some((scale, shift, a.float("norm_epsilon", 1e-5)))
+        }
+        _ => bail!("{OP_TYPE}'s normalisation needs both norm_scale and norm_bias"),
+    };
+    native(Dense { weights, inputs, outputs, bias, min_rank, norm, activation })
 }
 
 impl Kernel for Dense {
@@ -95,6 +109,18 @@ impl Kernel for Dense {
             out.chunks_exact_mut(self.outputs).for_each(|row| row.copy_from_slice(bias));
         }
         general_mat_mul(1.0, &x, &w, 1.0, &mut ArrayViewMut2::from_shape((rows, self.outputs), &mut *out)?);
+        if let Some((scale, shift, epsilon)) = &self.norm {
+            // In f32, as onnxruntime computes it (`stash_type` 1).
+            let m = self.outputs as f32;
+            for row in out.chunks_exact_mut(self.outputs) {
+                let mean = row.iter().sum::<f32>() / m;
+                let variance = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / m;
+                let inverse = 1.0 / (variance + epsilon).sqrt();
+                for ((v, s), b) in row.iter_mut().zip(scale).zip(shift) {
+                    *v = (*v - mean) * inverse * s + b;
+                }
+            }
+        }
         if let Some(activation) = self.activation {
             out.iter_mut().for_each(|v| *v = activation.f32(*v));
         }
@@ -114,6 +140,7 @@ mod tests {
             outputs: shape[1],
             bias: bias.map(<[f32]>::to_vec),
             min_rank: 1,
+            norm: None,
             activation,
         }
     }
@@ -149,6 +176,22 @@ mod tests {
         assert_eq!((shape, got), (vec![2, 3, 1], vec![Activation::Tanh.f32(1.0); 6]));
         dense.min_rank = 2;
         assert_eq!(run(&dense, &[1], &[0.5]).0, [1, 1]);
+    }
+
+    #[test]
+    fn a_layer_normalisation_centres_and_scales_each_row_before_the_activation() {
+        let mut dense = layer(&[1.0, 0.0, 0.0, 1.0], [2, 2], Some(&[0.0, 2.0]), Some(Activation::Relu));
+        dense.norm = Some((vec![2.0, 1.0], vec![0.5, -0.25], 1e-5));
+        // Rows [1, 3] and [5, 5] after the bias: means 2 and 5, deviations 1 and 0.
+        let (_, got) = run(&dense, &[2, 2], &[1.0, 1.0, 5.0, 3.0]);
+        let scaled = 1.0 / (1.0f32 + 1e-5).sqrt();
+        let want = [0.0, scaled - 0.25, 0.5, 0.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() < 1e-6,
+                "[-1, 1]·[2, 1] + [0.5, -0.25] and a flat row's [0.5, -0.25], then Relu: {got:?}"
+            );
+        }
     }
 
     #[test]
