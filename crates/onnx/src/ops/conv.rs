@@ -125,13 +125,7 @@ pub(super) fn conv1d(_: &ParsingContext, node: &NodeProto) -> Built {
     if let Some(bias) = &bias {
         ensure!(bias.len() == out_channels, "{OP_TYPE} has {} biases for {out_channels} outputs", bias.len());
     }
-    let activation = match a.string("activation", "")?.as_str() {
-        "" => None,
-        "Relu" => Some(Activation::Relu),
-        "Sigmoid" => Some(Activation::Sigmoid),
-        "Tanh" => Some(Activation::Tanh),
-        other => bail!("{OP_TYPE} has an unknown activation {other}"),
-    };
+    let activation = Activation::attribute(&a, OP_TYPE)?;
     let windows = Windows { kernel, stride, dilation, padding };
     native(Conv1d { weights, out_channels, group_inputs, group, windows, bias, activation })
 }

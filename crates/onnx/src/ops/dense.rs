@@ -55,13 +55,7 @@ pub(super) fn dense(_: &ParsingContext, node: &NodeProto) -> Built {
     if let Some(bias) = &bias {
         ensure!(bias.len() == outputs, "{OP_TYPE} has {} biases for {outputs} outputs", bias.len());
     }
-    let activation = match a.string("activation", "")?.as_str() {
-        "" => None,
-        "Relu" => Some(Activation::Relu),
-        "Sigmoid" => Some(Activation::Sigmoid),
-        "Tanh" => Some(Activation::Tanh),
-        other => bail!("{OP_TYPE} has an unknown activation {other}"),
-    };
+    let activation = Activation::attribute(&a, OP_TYPE)?;
     let min_rank = usize::try_from(a.int("min_rank", 1))?;
     let norm = match (a.has("norm_scale"), a.has("norm_bias")) {
         (false, false) => None,

@@ -210,6 +210,21 @@ pub(super) fn tanh(_: &ParsingContext, _: &NodeProto) -> Built {
 }
 
 impl Activation {
+    /// The `activation` attribute the rewrite gives a fused layer (`op`):
+    /// none, or the activation it names.
+    ///
+    /// # Errors
+    /// A name other than `Relu`, `Sigmoid` or `Tanh`.
+    pub(super) fn attribute(a: &Attrs<'_>, op: &str) -> TractResult<Option<Self>> {
+        Ok(match a.string("activation", "")?.as_str() {
+            "" => None,
+            "Relu" => Some(Self::Relu),
+            "Sigmoid" => Some(Self::Sigmoid),
+            "Tanh" => Some(Self::Tanh),
+            other => bail!("{op} has an unknown activation {other}"),
+        })
+    }
+
     /// In `f32`, the rational minimax fits of the kind onnxruntime's MLAS
     /// kernels use (tract-linalg's, in [`usan_core::activation`]: a few ulps
     /// from libm, several times faster, and NaN stays NaN).
