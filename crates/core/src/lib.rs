@@ -38,5 +38,5 @@ pub mod threshold;
 pub mod trees;
 
 pub use detector::{Detector, DetectorConfig, DetectorError, FittedModel, Score};
-pub use kernels::{activation, allocator};
+pub use kernels::{activation, allocator, dense};
 pub use model::{Contribution, Finding, Quality, Sample, SignalSpec, Timestamp};

@@ -9,6 +9,10 @@
 //! tests, and `USAN_SIMD=off` in the environment makes a process use only the
 //! plain versions (the CI runs the core's tests a second time that way).
 //!
+//! Models from Python (the ONNX crate) run two more here: [`activation`]'s
+//! sigmoid and tanh over the gates of recurrent networks, and [`dense`]'s
+//! narrow dense layers with weights laid out once at load.
+//!
 //! [`allocator`] sets how the C allocator hands freed memory back (one
 //! foreign call, made once by the binary).
 //!
@@ -18,6 +22,7 @@
 
 pub mod activation;
 pub mod allocator;
+pub mod dense;
 pub(crate) mod forest;
 pub(crate) mod pca;
 

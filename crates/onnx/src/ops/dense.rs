@@ -5,18 +5,18 @@
 //! tract picks its matrix tiles for large operands; for the narrow layers
 //! of plant models (52 → 24 → 8 …) its choice pads most of each tile and
 //! leaves the bias and the activation as passes of their own over the
-//! batch. Here the product is one call to `matrixmultiply`'s sgemm (the
-//! crate ndarray multiplies with; runtime-detected AVX2/FMA kernels of
-//! 8 × 8) into an output that already holds the bias, and the activation
-//! is applied while the row is in cache. Sums run in another order than
-//! onnxruntime's, a few ulps apart, as any two BLAS are.
+//! batch. Here the weights are laid out once, at load, for
+//! [`usan_core::dense::PackedLayer`], whose product starts from the bias,
+//! and the normalisation and the activation run on each block of rows
+//! while it is in cache. Sums run in another order than onnxruntime's, a
+//! few ulps apart, as any two BLAS are.
 
 use super::elementwise::Activation;
 use super::{Attrs, Built, Kernel, OutShape, OutSpec, last_axis, native};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
+use usan_core::dense::PackedLayer;
 
 /// The operator the rewrite emits (in its own domain, so that no model's
 /// own operator is mistaken for it).
@@ -25,12 +25,8 @@ pub(crate) const DOMAIN: &str = "ai.usan";
 
 #[derive(Debug)]
 struct Dense {
-    /// `inputs × outputs`, row-major.
-    weights: Vec<f32>,
-    inputs: usize,
-    outputs: usize,
-    /// One per output; none: zeros.
-    bias: Option<Vec<f32>>,
+    /// The weights (`inputs × outputs`) and the bias (none: zeros).
+    layer: PackedLayer,
     /// The output has at least this many dimensions (a `[1, M]` bias on a
     /// one-dimensional input makes `[1, M]`, as broadcasting does).
     min_rank: usize,
@@ -45,16 +41,9 @@ pub(super) fn dense(_: &ParsingContext, node: &NodeProto) -> Built {
     let a = Attrs::of(node);
     let &[inputs, outputs] = a.ints("shape") else { bail!("{OP_TYPE} needs a shape [inputs, outputs]") };
     let (inputs, outputs) = (usize::try_from(inputs)?, usize::try_from(outputs)?);
-    let weights = a.floats("weights").to_vec();
-    ensure!(
-        inputs > 0 && outputs > 0 && weights.len() == inputs * outputs,
-        "{OP_TYPE} has {} weights for shape [{inputs}, {outputs}]",
-        weights.len()
-    );
-    let bias = a.has("bias").then(|| a.floats("bias").to_vec());
-    if let Some(bias) = &bias {
-        ensure!(bias.len() == outputs, "{OP_TYPE} has {} biases for {outputs} outputs", bias.len());
-    }
+    let bias = a.has("bias").then(|| a.floats("bias"));
+    let layer =
+        PackedLayer::new(a.floats("weights"), inputs, outputs, bias).map_err(|e| format_err!("{OP_TYPE}: {e}"))?;
     let activation = Activation::attribute(&a, OP_TYPE)?;
     let min_rank = usize::try_from(a.int("min_rank", 1))?;
     let norm = match (a.has("norm_scale"), a.has("norm_bias")) {
@@ -69,7 +58,7 @@ pub(super) fn dense(_: &ParsingContext, node: &NodeProto) -> Built {
         }
         _ => bail!("{OP_TYPE}'s normalisation needs both norm_scale and norm_bias"),
     };
-    native(Dense { weights, inputs, outputs, bias, min_rank, norm, activation })
+    native(Dense { layer, min_rank, norm, activation })
 }
 
 impl Kernel for Dense {
@@ -80,46 +69,60 @@ impl Kernel for Dense {
     fn outputs(&self) -> Vec<OutSpec> {
         vec![OutSpec {
             datum: Some(f32::datum_type()),
-            shape: OutShape::LastAxis { size: self.outputs, min_rank: self.min_rank },
+            shape: OutShape::LastAxis { size: self.layer.outputs(), min_rank: self.min_rank },
         }]
     }
 
     fn eval(&self, input: &Tensor) -> TractResult<TVec<Tensor>> {
         ensure!(input.datum_type() == f32::datum_type(), "{OP_TYPE} takes float, not {:?}", input.datum_type());
+        let (inputs, outputs) = (self.layer.inputs(), self.layer.outputs());
         let shape = input.shape();
         let width = shape.last().copied().unwrap_or(1);
-        ensure!(width == self.inputs, "the layer takes {} values per row, the input has {width}", self.inputs);
-        let rows = input.len() / self.inputs;
+        ensure!(width == inputs, "the layer takes {inputs} values per row, the input has {width}");
         let x = input.try_as_plain_ram()?;
-        let x = ArrayView2::from_shape((rows, self.inputs), x.as_slice::<f32>()?)?;
-        let w = ArrayView2::from_shape((self.inputs, self.outputs), &self.weights)?;
-        let dims = last_axis(shape, self.outputs, self.min_rank);
+        let dims = last_axis(shape, outputs, self.min_rank);
         // Written in place: tract's tensors are aligned buffers of their own,
         // and one made from a `Vec` would be a copy.
         let mut tensor = Tensor::zero::<f32>(&dims)?;
         let mut ram = tensor.try_as_plain_ram_mut()?;
-        let out = ram.as_slice_mut::<f32>()?;
-        if let Some(bias) = &self.bias {
-            out.chunks_exact_mut(self.outputs).for_each(|row| row.copy_from_slice(bias));
-        }
-        general_mat_mul(1.0, &x, &w, 1.0, &mut ArrayViewMut2::from_shape((rows, self.outputs), &mut *out)?);
-        if let Some((scale, shift, epsilon)) = &self.norm {
-            // In f32, as onnxruntime computes it (`stash_type` 1).
-            let m = self.outputs as f32;
-            for row in out.chunks_exact_mut(self.outputs) {
-                let mean = row.iter().sum::<f32>() / m;
-                let variance = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / m;
-                let inverse = 1.0 / (variance + epsilon).sqrt();
-                for ((v, s), b) in row.iter_mut().zip(scale).zip(shift) {
-                    *v = (*v - mean) * inverse * s + b;
+        self.layer.apply(x.as_slice::<f32>()?, ram.as_slice_mut::<f32>()?, |block| {
+            if let Some((scale, shift, epsilon)) = &self.norm {
+                for row in block.chunks_exact_mut(outputs) {
+                    normalise(row, scale, shift, *epsilon);
                 }
             }
-        }
-        if let Some(activation) = self.activation {
-            out.iter_mut().for_each(|v| *v = activation.f32(*v));
-        }
+            if let Some(activation) = self.activation {
+                activation.slice(block);
+            }
+        });
         Ok(tvec![tensor])
     }
+}
+
+/// A layer normalisation of one row, in f32 as onnxruntime computes it
+/// (`stash_type` 1).
+fn normalise(row: &mut [f32], scale: &[f32], shift: &[f32], epsilon: f32) {
+    let m = row.len() as f32;
+    let mean = lane_sum(row, |v| v) / m;
+    let variance = lane_sum(row, |v| (v - mean) * (v - mean)) / m;
+    let inverse = 1.0 / (variance + epsilon).sqrt();
+    for ((v, s), b) in row.iter_mut().zip(scale).zip(shift) {
+        *v = (*v - mean) * inverse * s + b;
+    }
+}
+
+/// The sum of `f` of every value, in eight running sums (a chain of
+/// dependent additions, one per value, would be most of the layer's time).
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = values.chunks_exact(lanes.len());
+    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        for (sum, &v) in lanes.iter_mut().zip(chunk) {
+            *sum += f(v);
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
 }
 
 #[cfg(test)]
@@ -129,10 +132,7 @@ mod tests {
 
     fn layer(weights: &[f32], shape: [usize; 2], bias: Option<&[f32]>, activation: Option<Activation>) -> Dense {
         Dense {
-            weights: weights.to_vec(),
-            inputs: shape[0],
-            outputs: shape[1],
-            bias: bias.map(<[f32]>::to_vec),
+            layer: PackedLayer::new(weights, shape[0], shape[1], bias).unwrap(),
             min_rank: 1,
             norm: None,
             activation,

@@ -243,6 +243,16 @@ impl Activation {
         }
     }
 
+    /// [`Self::f32`] of every value, in place (sigmoid and tanh in the
+    /// wide registers the CPU has).
+    pub(super) fn slice(self, values: &mut [f32]) {
+        match self {
+            Self::Relu => values.iter_mut().for_each(|v| *v = self.f32(*v)),
+            Self::Sigmoid => usan_core::activation::sigmoid(values),
+            Self::Tanh => usan_core::activation::tanh(values),
+        }
+    }
+
     fn f64(self, v: f64) -> f64 {
         match self {
             Self::Relu => {
@@ -275,7 +285,7 @@ impl Kernel for Activation {
         let mut out = input.clone();
         let mut view = out.try_as_plain_ram_mut()?;
         match (input.datum_type(), self) {
-            (DatumType::F32, _) => view.as_slice_mut::<f32>()?.iter_mut().for_each(|v| *v = self.f32(*v)),
+            (DatumType::F32, _) => self.slice(view.as_slice_mut::<f32>()?),
             (DatumType::F64, _) => view.as_slice_mut::<f64>()?.iter_mut().for_each(|v| *v = self.f64(*v)),
             (DatumType::I32, Self::Relu) => view.as_slice_mut::<i32>()?.iter_mut().for_each(|v| *v = (*v).max(0)),
             (DatumType::I64, Self::Relu) => view.as_slice_mut::<i64>()?.iter_mut().for_each(|v| *v = (*v).max(0)),
