@@ -228,6 +228,106 @@ fn eval_nab_writes_nab_results_layout_and_scores_with_nab_rules() {
     assert!(standard > 50.0, "{line}");
 }
 
+/// The first `standard` figure of the stdout line that starts with `prefix`.
+fn standard_after(stdout: &str, prefix: &str) -> f64 {
+    let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {stdout}"));
+    line.split("standard ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn eval_nab_folds_choose_each_setting_without_the_series_they_score() {
+    let root = tempfile::tempdir().unwrap();
+    nab_folder(root.path());
+    // A second category: the shift again, under another name.
+    std::fs::create_dir_all(root.path().join("data/copies")).unwrap();
+    std::fs::copy(root.path().join("data/synthetic/shift.csv"), root.path().join("data/copies/shift.csv")).unwrap();
+    let labels = std::fs::read_to_string(root.path().join("labels/combined_windows.json")).unwrap();
+    let window = labels.split("\"synthetic/shift.csv\": ").nth(1).unwrap().split(", \"synthetic/stuck").next().unwrap();
+    let labels = labels.replacen('{', &format!("{{\"copies/shift.csv\": {window}, "), 1);
+    std::fs::write(root.path().join("labels/combined_windows.json"), labels).unwrap();
+    // Candidate 2 never flags anything; candidate 3 flags every quiet stretch too.
+    let settings = root.path().join("candidates.toml");
+    std::fs::write(
+        &settings,
+        "[[candidates.nab]]\nalgorithm = { type = \"robust_z\" }\nthreshold = { value = 1e12, k = 1, n = 1 }\n\
+         [[candidates.nab]]\nalgorithm = { type = \"robust_z\" }\nthreshold = { value = 0.01, k = 1, n = 1 }\n",
+    )
+    .unwrap();
+    let data = root.path().to_str().unwrap();
+    for (folds, count) in [("series", "4 folds"), ("category", "2 folds"), ("leave-one-category-out", "2 folds")] {
+        let out = tempfile::tempdir().unwrap();
+        let o = out.path().to_str().unwrap();
+        let s = settings.to_str().unwrap();
+        let result = usan(&["eval", "nab", data, "--out", o, "--settings", s, "--folds", folds]);
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
+        assert!(stdout.contains("[[candidates.nab]]"), "prints the candidates it chose among: {stdout}");
+        let held = stdout.lines().find(|l| l.starts_with("held-out")).unwrap();
+        assert!(held.contains(count), "{held}");
+        // Every fold learns from the others that the default settings are best.
+        assert_eq!(held.matches("→ 1").count(), held.matches('→').count(), "{held}");
+        let in_sample = standard_after(&stdout, "in-sample: candidate 1 ");
+        assert!(in_sample > 50.0, "{stdout}");
+        assert_eq!(standard_after(&stdout, "held-out"), standard_after(&stdout, "NAB score"), "{stdout}");
+        assert!(out.path().join("usan/copies/usan_shift.csv").exists());
+    }
+
+    // Alone, the silent candidate is chosen on the others and scores 0 on each fold.
+    std::fs::write(
+        &settings,
+        "[nab]\nalgorithm = { type = \"robust_z\" }\nthreshold = { value = 1e12, k = 1, n = 1 }\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let result =
+        usan(&["eval", "nab", data, "--out", o, "--settings", settings.to_str().unwrap(), "--folds", "series"]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(stdout.contains("one candidate: nothing is chosen"), "{stdout}");
+    assert_eq!(standard_after(&stdout, "held-out"), 0.0, "nothing flagged, nothing found: {stdout}");
+
+    // A bad candidate is named; folds are for NAB only.
+    std::fs::write(&settings, "[[candidates.nab]]\nalgorithm = { type = \"robust_z\" }\nthreshold = { k = 1 }\n")
+        .unwrap();
+    let result = usan(&["eval", "nab", data, "--out", o, "--settings", settings.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("candidates.nab[1]: threshold: set `value`"), "{stderr}");
+    let result = usan(&["eval", "tep", data, "--out", o, "--folds", "series"]);
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("--folds is for usan eval nab and skab"));
+}
+
+#[test]
+fn eval_skab_folds_report_the_held_out_f1_beside_the_in_sample_one() {
+    let root = tempfile::tempdir().unwrap();
+    skab_folder(root.path());
+    // A second valve file: the same run under another name, in another group.
+    std::fs::create_dir_all(root.path().join("data/valve2")).unwrap();
+    std::fs::copy(root.path().join("data/valve1/0.csv"), root.path().join("data/valve2/1.csv")).unwrap();
+    let settings = root.path().join("candidates.toml");
+    // Candidate 2 never flags a row.
+    std::fs::write(
+        &settings,
+        "[[candidates.skab]]\nalgorithm = { type = \"robust_z\" }\nthreshold = { value = 1e12, k = 1, n = 1 }\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (data, o, s) = (root.path().to_str().unwrap(), out.path().to_str().unwrap(), settings.to_str().unwrap());
+    let result = usan(&["eval", "skab", data, "--out", o, "--settings", s, "--folds", "category"]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
+    let f1_after = |prefix: &str| -> f64 {
+        let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {stdout}"));
+        line.split("F1 ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()
+    };
+    let held = stdout.lines().find(|l| l.starts_with("held-out, leave-one-category-out (2 folds)")).unwrap();
+    assert!(held.contains("valve1 (1) → 1") && held.contains("valve2 (1) → 1"), "{held}");
+    assert!(f1_after("in-sample: candidate 1 ") > 0.8, "{stdout}");
+    assert_eq!(f1_after("held-out"), f1_after("SKAB outlier detection"));
+    assert!(stdout.contains("| 2 | F1 0.000"), "the silent candidate's in-sample row: {stdout}");
+    assert_eq!(std::fs::read_dir(out.path().join("valve2")).unwrap().count(), 1);
+}
+
 #[test]
 fn eval_skab_reference_run_must_match_the_sensors_unless_turned_off() {
     let root = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@ pub mod secom;
 pub mod skab;
 pub mod steel;
 pub mod tep;
+pub mod validation;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,12 @@ pub struct Args {
     /// C-MAPSS subset: FD001, FD002, FD003 or FD004.
     #[arg(long, value_parser = Subset::parse)]
     subset: Option<Subset>,
+    /// Validation (nab, skab): choose among the candidate settings (the
+    /// benchmark's section and each `[[candidates.<benchmark>]]`) without
+    /// the held-out category or series, score it there, and report the
+    /// held-out score beside the in-sample one.
+    #[arg(long, value_enum, value_name = "category|series")]
+    folds: Option<validation::Folds>,
 }
 
 /// The benchmarks `usan eval` runs.
@@ -100,12 +107,15 @@ impl Subset {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let settings = EvalSettings::load(args.settings.as_deref())?;
     let out = || args.out.clone().ok_or_else(|| anyhow::anyhow!("this benchmark needs --out"));
+    if args.folds.is_some() && !matches!(args.benchmark, Benchmark::Nab | Benchmark::Skab) {
+        anyhow::bail!("--folds is for usan eval nab and skab (the other benchmarks have their own protocols)");
+    }
     match args.benchmark {
         Benchmark::Secom => secom::run(&args.data, args.out.as_deref(), &settings.secom),
         Benchmark::Steel => steel::run(&args.data, &settings.steel),
         Benchmark::Tep => tep::run(&args.data, &out()?, &settings),
-        Benchmark::Skab => skab::run(&args.data, &out()?, &settings),
-        Benchmark::Nab => nab::run(&args.data, &out()?, &settings),
+        Benchmark::Skab => skab::run(&args.data, &out()?, &settings, args.folds),
+        Benchmark::Nab => nab::run(&args.data, &out()?, &settings, args.folds),
         Benchmark::Cmapss => {
             let subset = args
                 .subset
@@ -147,6 +157,29 @@ pub struct EvalSettings {
     /// Steel-plate defect classes.
     #[serde(default = "steel::default_settings")]
     pub steel: steel::SteelSettings,
+    /// Other settings that validation (`--folds`) chooses among.
+    #[serde(default, skip_serializing_if = "Candidates::is_empty")]
+    pub candidates: Candidates,
+}
+
+/// Settings `usan eval --folds` chooses among, beside each benchmark's own
+/// section (`[[candidates.nab]]`, `[[candidates.skab]]`: each what the
+/// benchmark's section holds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Candidates {
+    /// NAB: each an `algorithm` and a `threshold`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nab: Vec<DetectorSettings>,
+    /// SKAB: each an `algorithm`, a `threshold` and `reference_rows`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skab: Vec<skab::SkabSettings>,
+}
+
+impl Candidates {
+    fn is_empty(&self) -> bool {
+        self.nab.is_empty() && self.skab.is_empty()
+    }
 }
 
 impl Default for EvalSettings {
@@ -158,6 +191,7 @@ impl Default for EvalSettings {
             cmapss: usan_core::rul::RulConfig::default(),
             secom: secom::default_settings(),
             steel: steel::default_settings(),
+            candidates: Candidates::default(),
         }
     }
 }
@@ -184,6 +218,15 @@ impl EvalSettings {
         ] {
             problems.extend(algorithm.validate());
             problems.extend(threshold.validate());
+        }
+        let nab: Vec<_> = settings.candidates.nab.iter().map(|c| (&c.algorithm, &c.threshold)).collect();
+        let skab: Vec<_> = settings.candidates.skab.iter().map(|c| (&c.algorithm, &c.threshold)).collect();
+        for (benchmark, candidates) in [("nab", nab), ("skab", skab)] {
+            for (i, (algorithm, threshold)) in candidates.into_iter().enumerate() {
+                let name = format!("candidates.{benchmark}[{}]", i + 1);
+                problems.extend(algorithm.validate().into_iter().map(|p| format!("{name}: {p}")));
+                problems.extend(threshold.validate().into_iter().map(|p| format!("{name}: {p}")));
+            }
         }
         problems.extend(settings.cmapss.validate());
         problems.extend(settings.secom.validate());
@@ -240,6 +283,19 @@ pub(crate) fn pca_settings(alpha: f64, lags: usize, smoothing: usize) -> PcaConf
         lags,
         smoothing,
         ..PcaConfig::default()
+    }
+}
+
+/// Print the candidates as the TOML that would reproduce them, numbered
+/// from 2 (1 is the benchmark's own section).
+pub(crate) fn print_candidates(candidates: &Candidates) {
+    #[derive(Serialize)]
+    struct Wrapper<'a> {
+        candidates: &'a Candidates,
+    }
+    match toml::to_string(&Wrapper { candidates }) {
+        Ok(text) => println!("candidates 2, 3, … in order:\n{text}"),
+        Err(e) => println!("candidates: (cannot print: {e})"),
     }
 }
 

@@ -13,6 +13,7 @@
 //! ([`usan_core::metrics::nab`]) at that fixed 0.5 threshold. NAB's
 //! `run.py --optimize` may pick another threshold from the same files.
 
+use super::validation::{self, Folds, Selection};
 use super::{DetectorSettings, EvalSettings, print_settings};
 use anyhow::{Context, bail};
 use std::collections::HashMap;
@@ -136,61 +137,116 @@ fn find_files(data: &Path) -> anyhow::Result<Vec<super::GroupFile>> {
     super::csv_files_by_group(&data.join("data"), "DATA/data/<category>/<file>.csv")
 }
 
-/// Run the protocol.
+/// One setting's pass over one series.
+struct SeriesRun {
+    /// The anomaly score written for each row.
+    anomaly_scores: Vec<f64>,
+    /// The row's score under each of [`NAB_PROFILES`].
+    scores: [NabFileScore; 3],
+}
+
+/// Scores `series` with a fresh detector of `settings`, causally.
+fn run_series(settings: &DetectorSettings, series: &Series, windows: &[(usize, usize)]) -> anyhow::Result<SeriesRun> {
+    let mut detector = settings.algorithm.build()?;
+    let mut threshold = settings.threshold.build(&[]);
+    let level = threshold.level();
+    let mut detections = Vec::with_capacity(series.values.len());
+    let mut anomaly_scores = Vec::with_capacity(series.values.len());
+    for value in &series.values {
+        let score = match detector.score(&[*value]) {
+            Ok(s) => s.value,
+            Err(usan_core::DetectorError::NoData) => 0.0,
+            Err(e) => return Err(e.into()),
+        };
+        let decision = threshold.decide(score);
+        let ratio = (score / level).max(0.0);
+        let squashed = if ratio.is_finite() { ratio / (1.0 + ratio) } else { 1.0 };
+        anomaly_scores.push(if decision.rising { squashed.max(0.5) } else { squashed.min(ONSET_ONLY) });
+        detections.push(decision.rising);
+    }
+    let scores = NAB_PROFILES.map(|profile| score_file(&detections, windows, &profile));
+    Ok(SeriesRun { anomaly_scores, scores })
+}
+
+/// Writes NAB's results file of one series.
+fn write_results(
+    target: &Path,
+    series: &Series,
+    windows: &[(usize, usize)],
+    anomaly_scores: &[f64],
+) -> anyhow::Result<()> {
+    let mut writer = std::io::BufWriter::new(
+        std::fs::File::create(target).with_context(|| format!("cannot create {}", target.display()))?,
+    );
+    writeln!(writer, "timestamp,value,anomaly_score,label")?;
+    let mut window = windows.iter().peekable();
+    for (i, ((stamp, value), anomaly_score)) in
+        series.timestamps.iter().zip(&series.values).zip(anomaly_scores).enumerate()
+    {
+        while window.peek().is_some_and(|(_, end)| *end < i) {
+            window.next();
+        }
+        let label = window.peek().is_some_and(|(s, e)| *s <= i && i <= *e);
+        writeln!(writer, "{stamp},{value},{anomaly_score},{}", u8::from(label))?;
+    }
+    writer.flush().with_context(|| format!("cannot write {}", target.display()))
+}
+
+/// The three profiles' normalised scores of a set of series.
+fn profile_scores(runs: &[&SeriesRun]) -> String {
+    NAB_PROFILES
+        .iter()
+        .enumerate()
+        .map(|(p, profile)| {
+            let files: Vec<NabFileScore> = runs.iter().map(|r| r.scores[p]).collect();
+            format!("{} {:.2}", profile.name, normalized(&files, profile))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Run the protocol: every candidate setting on every series (over the
+/// machine's cores), then the files of the chosen one (with `folds`, each
+/// series gets the candidate chosen without its fold).
 ///
 /// # Errors
 /// When a file or the labels are malformed.
-pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<()> {
+pub fn run(data: &Path, out: &Path, settings: &EvalSettings, folds: Option<Folds>) -> anyhow::Result<()> {
     let start = Instant::now();
-    let settings = &settings.nab;
+    let candidates: Vec<&DetectorSettings> = std::iter::once(&settings.nab).chain(&settings.candidates.nab).collect();
     let labels = read_labels(data)?;
     let files = find_files(data)?;
     if files.is_empty() {
         bail!("{} has no data/<category>/<file>.csv series", data.display());
     }
-    let mut per_profile: Vec<Vec<NabFileScore>> = vec![Vec::new(); NAB_PROFILES.len()];
-    let mut rows_scored = 0usize;
-    println!("| series | rows | windows | detected | false detections |");
-    println!("|---|---|---|---|---|");
+    let mut loaded = Vec::with_capacity(files.len());
     for (category, stem, path) in &files {
         let series = read_series(path)?;
         let windows =
             window_rows(&series, labels.get(&format!("{category}/{stem}.csv")).map_or(&[][..], Vec::as_slice));
-        let mut detector = settings.algorithm.build()?;
-        let mut threshold = settings.threshold.build(&[]);
-        let level = threshold.level();
+        loaded.push((series, windows));
+    }
+    let runs = validation::score_every(candidates.len(), files.len(), |c, f| {
+        let (series, windows) = &loaded[f];
+        run_series(candidates[c], series, windows).with_context(|| files[f].2.display().to_string())
+    })?;
+    let metric = |picked: &[&SeriesRun]| {
+        let files: Vec<NabFileScore> = picked.iter().map(|r| r.scores[0]).collect();
+        normalized(&files, &NAB_PROFILES[0])
+    };
+    let keys: Option<Vec<String>> =
+        folds.map(|folds| files.iter().map(|(category, stem, _)| folds.key(category, stem)).collect());
+    let selection = Selection::new(&runs, keys.as_deref(), &metric);
+    let mut rows_scored = 0usize;
+    println!("| series | rows | windows | detected | false detections |");
+    println!("|---|---|---|---|---|");
+    for (f, ((category, stem, _), (series, windows))) in files.iter().zip(&loaded).enumerate() {
+        let run = &runs[selection.chosen[f]][f];
         let dir = out.join("usan").join(category);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let target = dir.join(format!("usan_{stem}.csv"));
-        let mut writer = std::io::BufWriter::new(
-            std::fs::File::create(&target).with_context(|| format!("cannot create {}", target.display()))?,
-        );
-        writeln!(writer, "timestamp,value,anomaly_score,label")?;
-        let mut detections = Vec::with_capacity(series.values.len());
-        let mut window = windows.iter().peekable();
-        for (i, (stamp, value)) in series.timestamps.iter().zip(&series.values).enumerate() {
-            let score = match detector.score(&[*value]) {
-                Ok(s) => s.value,
-                Err(usan_core::DetectorError::NoData) => 0.0,
-                Err(e) => return Err(e.into()),
-            };
-            let decision = threshold.decide(score);
-            let ratio = (score / level).max(0.0);
-            let squashed = if ratio.is_finite() { ratio / (1.0 + ratio) } else { 1.0 };
-            let anomaly_score = if decision.rising { squashed.max(0.5) } else { squashed.min(ONSET_ONLY) };
-            detections.push(decision.rising);
-            while window.peek().is_some_and(|(_, end)| *end < i) {
-                window.next();
-            }
-            let label = window.peek().is_some_and(|(s, e)| *s <= i && i <= *e);
-            writeln!(writer, "{stamp},{value},{anomaly_score},{}", u8::from(label))?;
-        }
-        writer.flush()?;
+        write_results(&dir.join(format!("usan_{stem}.csv")), series, windows, &run.anomaly_scores)?;
         rows_scored += series.values.len();
-        for (profile, scores) in NAB_PROFILES.iter().zip(per_profile.iter_mut()) {
-            scores.push(score_file(&detections, &windows, profile));
-        }
-        let standard = per_profile[0].last().copied().unwrap_or_default();
+        let standard = run.scores[0];
         println!(
             "| {category}/{stem} | {} | {} | {} | {} |",
             series.values.len(),
@@ -200,13 +256,13 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<(
         );
     }
     let wall_s = start.elapsed().as_secs_f64();
-    print_settings("nab", settings);
-    let scores: Vec<String> = NAB_PROFILES
-        .iter()
-        .zip(&per_profile)
-        .map(|(profile, files)| format!("{} {:.2}", profile.name, normalized(files, profile)))
-        .collect();
-    println!("NAB score over {} series at anomaly_score >= 0.5: {}", files.len(), scores.join(", "));
+    print_settings("nab", &settings.nab);
+    let describe = |runs: &[&SeriesRun]| profile_scores(runs);
+    selection.report("nab", "series", &runs, &settings.candidates, folds, &describe);
+    let written = selection.picked(&runs);
+    println!("NAB score over {} series at anomaly_score >= 0.5: {}", files.len(), profile_scores(&written));
+    // Every candidate scored every row.
+    let rows_scored = rows_scored * candidates.len();
     println!("wall time {wall_s:.2} s ({rows_scored} rows, {:.0} rows/s)", rows_scored as f64 / wall_s);
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! `datetime` and end with `anomaly;changepoint`, or with a cell that is
 //! not a number, is refused with its line.
 
+use super::validation::{self, Folds, Selection};
 use super::{EvalSettings, GroupFile, print_settings};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -216,26 +217,71 @@ fn score_file(
     Ok(out)
 }
 
-/// Run the protocol.
+/// One setting's pass over one file: each row's (anomaly, score) and the
+/// test rows' confusion.
+struct FileRun {
+    predictions: Vec<(bool, f64)>,
+    confusion: Confusion,
+}
+
+/// The pooled confusion of some files' runs.
+fn pooled(runs: &[&FileRun]) -> Confusion {
+    let mut total = Confusion::default();
+    for run in runs {
+        total.tp += run.confusion.tp;
+        total.fp += run.confusion.fp;
+        total.tn += run.confusion.tn;
+        total.fn_ += run.confusion.fn_;
+    }
+    total
+}
+
+/// `F1 …, FAR … %, MAR … %` of a confusion.
+fn summary(c: &Confusion) -> String {
+    format!("F1 {:.3}, FAR {:.2} %, MAR {:.2} %", c.f1(), c.far(), c.mar())
+}
+
+/// Run the protocol: every candidate setting on every file (over the
+/// machine's cores), then the files of the chosen one (with `folds`, each
+/// file gets the candidate with the best pooled F1 without its fold).
 ///
 /// # Errors
 /// When a file is malformed or a detector cannot be fitted.
-pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<()> {
+pub fn run(data: &Path, out: &Path, settings: &EvalSettings, folds: Option<Folds>) -> anyhow::Result<()> {
     let start = Instant::now();
-    let settings = &settings.skab;
-    let files = find_files(data)?;
-    let reference = if settings.reference_rows > 0 { read_reference(&files)? } else { None };
-    let mut total = Confusion::default();
-    let mut per_group: std::collections::BTreeMap<String, Confusion> = Default::default();
-    let mut scored_files = 0;
-    let mut rows_scored = 0usize;
-    for (group, name, path) in &files {
+    let candidates: Vec<&SkabSettings> = std::iter::once(&settings.skab).chain(&settings.candidates.skab).collect();
+    let all_files = find_files(data)?;
+    let needs_reference = candidates.iter().any(|c| c.reference_rows > 0);
+    let reference = if needs_reference { read_reference(&all_files)? } else { None };
+    let mut files = Vec::new();
+    for (group, name, path) in &all_files {
         let Some(file) = read_file(path)? else { continue };
         if file.rows.len() <= TRAINING_ROWS {
             bail!("{}: {} rows; the protocol needs more than {TRAINING_ROWS}", path.display(), file.rows.len());
         }
+        files.push((group, name, path, file));
+    }
+    if files.is_empty() {
+        bail!("{} has no labelled SKAB files (<group>/<name>.csv ending in anomaly;changepoint)", data.display());
+    }
+    let runs = validation::score_every(candidates.len(), files.len(), |c, f| {
+        let (_, _, path, file) = &files[f];
         let predictions =
-            score_file(settings, &file, reference.as_ref()).with_context(|| format!("{}", path.display()))?;
+            score_file(candidates[c], file, reference.as_ref()).with_context(|| path.display().to_string())?;
+        let mut confusion = Confusion::default();
+        for ((anomaly, _), truth) in predictions.iter().zip(&file.labels).skip(TRAINING_ROWS) {
+            confusion.add(*anomaly, *truth);
+        }
+        Ok(FileRun { predictions, confusion })
+    })?;
+    let metric = |picked: &[&FileRun]| pooled(picked).f1();
+    let keys: Option<Vec<String>> =
+        folds.map(|folds| files.iter().map(|(group, name, _, _)| folds.key(group, name)).collect());
+    let selection = Selection::new(&runs, keys.as_deref(), &metric);
+    let mut per_group: std::collections::BTreeMap<String, Vec<&FileRun>> = Default::default();
+    let mut rows_scored = 0usize;
+    for (f, (group, name, _, file)) in files.iter().enumerate() {
+        let run = &runs[selection.chosen[f]][f];
         let dir = out.join(group);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let target = dir.join(format!("{name}.csv"));
@@ -244,10 +290,7 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<(
         );
         writeln!(writer, "datetime,anomaly,changepoint,score")?;
         let mut previous = false;
-        let confusion = per_group.entry(group.clone()).or_default();
-        for (i, ((datetime, (anomaly, score)), truth)) in
-            file.datetimes.iter().zip(&predictions).zip(&file.labels).enumerate()
-        {
+        for (i, (datetime, (anomaly, score))) in file.datetimes.iter().zip(&run.predictions).enumerate() {
             let changepoint = if i < TRAINING_ROWS {
                 false
             } else if i == TRAINING_ROWS {
@@ -257,21 +300,14 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<(
             };
             previous = *anomaly;
             writeln!(writer, "{datetime},{},{},{score}", u8::from(*anomaly), u8::from(changepoint))?;
-            if i >= TRAINING_ROWS {
-                confusion.add(*anomaly, *truth);
-                total.add(*anomaly, *truth);
-            }
         }
-        writer.flush()?;
-        scored_files += 1;
+        writer.flush().with_context(|| format!("cannot write {}", target.display()))?;
+        per_group.entry((*group).clone()).or_default().push(run);
         rows_scored += file.rows.len();
     }
-    if scored_files == 0 {
-        bail!("{} has no labelled SKAB files (<group>/<name>.csv ending in anomaly;changepoint)", data.display());
-    }
     let wall_s = start.elapsed().as_secs_f64();
-    print_settings("skab", settings);
-    match (&reference, settings.reference_rows) {
+    print_settings("skab", &settings.skab);
+    match (&reference, settings.skab.reference_rows) {
         (_, 0) => println!("reference run: not used"),
         (Some((_, rows)), n) => {
             println!("reference run: {} of its {} rows join each file's training rows", n.min(rows.len()), rows.len())
@@ -280,16 +316,24 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings) -> anyhow::Result<(
     }
     println!("| group | F1 | FAR % | MAR % |");
     println!("|---|---|---|---|");
-    for (group, c) in &per_group {
+    for (group, runs) in &per_group {
+        let c = pooled(runs);
         println!("| {group} | {:.3} | {:.2} | {:.2} |", c.f1(), c.far(), c.mar());
     }
+    let describe = |runs: &[&FileRun]| summary(&pooled(runs));
+    selection.report("skab", "files", &runs, &settings.candidates, folds, &describe);
+    let written = selection.picked(&runs);
+    let total = pooled(&written);
     println!(
-        "SKAB outlier detection over {scored_files} files ({} test rows): F1 {:.3}, FAR {:.2} %, MAR {:.2} %",
+        "SKAB outlier detection over {} files ({} test rows): F1 {:.3}, FAR {:.2} %, MAR {:.2} %",
+        files.len(),
         total.tp + total.fp + total.tn + total.fn_,
         total.f1(),
         total.far(),
         total.mar()
     );
+    // Every candidate scored every row.
+    let rows_scored = rows_scored * candidates.len();
     println!("wall time {wall_s:.2} s ({rows_scored} rows, {:.0} rows/s)", rows_scored as f64 / wall_s);
     Ok(())
 }
