@@ -579,6 +579,21 @@ mod tests {
         graph.node.iter().map(|n| format!("{} {} -> {}", n.op_type, n.input.join(","), n.output.join(","))).collect()
     }
 
+    /// What, the nodes, the constants, the graph's outputs, the wiring after.
+    type FusionCase<'a> = (&'a str, Vec<NodeProto>, Vec<TensorProto>, &'a [&'a str], Vec<&'a str>);
+
+    /// Each case's graph after `fuse_dense_layers`, and the count of the
+    /// nodes it made (usan's own operators).
+    fn assert_fusions(cases: Vec<FusionCase>) {
+        for (what, nodes, constants, outputs, expected) in cases {
+            let mut g = graph(nodes, outputs);
+            g.initializer = constants;
+            let fused = fuse_dense_layers(&mut g);
+            assert_eq!(wiring(&g), expected, "{what}");
+            assert_eq!(fused, expected.iter().filter(|w| w.starts_with("Usan")).count(), "{what}");
+        }
+    }
+
     #[test]
     fn identical_nodes_merge_and_what_differs_stays() {
         // What, the nodes, the graph's outputs, the wiring after.
@@ -719,9 +734,7 @@ mod tests {
         let wide = constant("wide", &[2, 3], &[0.0; 6]);
         let scalar = constant("s", &[], &[7.0]);
         let doubles = TensorProto { data_type: 11, double_data: vec![1.0; 6], ..constant("D", &[2, 3], &[]) };
-        // What, the nodes, the constants, the graph's outputs, the wiring after.
-        type Case<'a> = (&'a str, Vec<NodeProto>, Vec<TensorProto>, &'a [&'a str], Vec<&'a str>);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<FusionCase> = vec![
             (
                 "scikit-learn's MatMul, Add [1, M], Tanh; then a layer read by Reshape",
                 vec![
@@ -775,13 +788,7 @@ mod tests {
                 vec!["Gemm X,W -> ta", "Gemm X,W,wide -> c", "MatMul X,D -> d", "MatMul X,V -> v", "MatMul W,X -> k"],
             ),
         ];
-        for (what, nodes, constants, outputs, expected) in cases {
-            let mut g = graph(nodes, outputs);
-            g.initializer = constants;
-            let fused = fuse_dense_layers(&mut g);
-            assert_eq!(wiring(&g), expected, "{what}");
-            assert_eq!(fused, expected.iter().filter(|w| w.starts_with("UsanDense")).count(), "{what}");
-        }
+        assert_fusions(cases);
     }
 
     #[test]
@@ -818,9 +825,7 @@ mod tests {
         let stats =
             vec![per("scale", [2.0, 1.0]), per("shift", [0.5, 0.0]), per("mean", [1.0, 0.0]), per("var", [3.0, 0.0])];
         let conv_w = constant("Cw", &[2, 1, 3], &[1.0; 6]);
-        // What, the nodes, the constants, the graph's outputs, the wiring after.
-        type Case<'a> = (&'a str, Vec<NodeProto>, Vec<TensorProto>, &'a [&'a str], Vec<&'a str>);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<FusionCase> = vec![
             (
                 "Gemm, BatchNormalization, Relu; Gemm, LayerNormalization, Relu",
                 vec![
@@ -879,13 +884,7 @@ mod tests {
                 vec!["UsanConv1d X -> r", "Conv X,W2d -> c2", "Conv X,r -> c3"],
             ),
         ];
-        for (what, nodes, constants, outputs, expected) in cases {
-            let mut g = graph(nodes, outputs);
-            g.initializer = constants;
-            let fused = fuse_dense_layers(&mut g);
-            assert_eq!(wiring(&g), expected, "{what}");
-            assert_eq!(fused, expected.iter().filter(|w| w.starts_with("Usan")).count(), "{what}");
-        }
+        assert_fusions(cases);
     }
 
     #[test]
