@@ -26,8 +26,8 @@ use anyhow::Context;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 use usan_core::detector::{
-    Detector, DetectorConfig, EwmaConfig, FlatlineConfig, HalfSpaceTreesConfig, IsolationForestConfig, KnnCadConfig,
-    MsetConfig, PcaConfig, RobustZConfig,
+    ContextMemoryConfig, Detector, DetectorConfig, EwmaConfig, FlatlineConfig, HalfSpaceTreesConfig,
+    IsolationForestConfig, KnnCadConfig, MsetConfig, PcaConfig, RobustZConfig,
 };
 use usan_core::model::Timestamp;
 use usan_core::stats::SeededNormal;
@@ -334,6 +334,10 @@ pub fn detectors(rows: usize, dims: &[usize], only: &[String], repeat: usize) ->
         (
             "knn_cad (window 32, reference 2000, k 5), score+learn",
             DetectorConfig::KnnCad(KnnCadConfig { window: 32, reference: 2000, k: 5, calibration: 1000 }),
+        ),
+        (
+            "context_memory (window 1000, 4 levels, order 3), score+learn",
+            DetectorConfig::ContextMemory(ContextMemoryConfig::default()),
         ),
     ];
     let measured: Vec<&str> = candidates.iter().map(|(_, config)| config.kind()).collect();

@@ -138,6 +138,14 @@ fn detects_an_obvious_injected_fault_and_blames_the_right_signal() {
                 detector.score(&row).unwrap();
             }
         }
+        // Context memory judges runs of `recent` values: the fault lasts one.
+        if let DetectorConfig::ContextMemory(c) = &config {
+            for mut row in normal_rows(c.recent - 1, 15) {
+                row[2] += 3.0;
+                row[0] += 16.0;
+                detector.score(&row).unwrap();
+            }
+        }
         let score = detector.score(&faulty).unwrap();
         assert!(score.value > bar, "{config:?}: fault {} vs normal scores' bar {bar}", score.value);
         let blamed = score.contributions.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;

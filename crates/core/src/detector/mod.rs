@@ -470,6 +470,7 @@ registry! {
     knn_cad::KnnCad,
     flatline::Flatline,
     control_chart::ControlChart,
+    context_memory::ContextMemory,
 }
 
 #[cfg(test)]
