@@ -52,6 +52,35 @@ fn eval_tep_writes_the_scorer_layout_and_separates_fault_from_normal() {
 }
 
 #[test]
+fn eval_tep_folds_choose_each_setting_within_the_false_alarm_budget() {
+    let data = tempfile::tempdir().unwrap();
+    tep_folder(data.path());
+    std::fs::copy(data.path().join("d01.dat"), data.path().join("d02.dat")).unwrap();
+    // Candidate 2 alarms on everything (over the false-alarm budget), candidate 3 on nothing.
+    let settings = data.path().join("candidates.toml");
+    std::fs::write(
+        &settings,
+        "[[candidates.tep]]\nalgorithm = { type = \"cva\" }\nthreshold = { value = 1e-9, k = 1, n = 1 }\n\
+         [[candidates.tep]]\nalgorithm = { type = \"cva\" }\nthreshold = { value = 1e12, k = 1, n = 1 }\n",
+    )
+    .unwrap();
+    let (d, s) = (data.path().to_str().unwrap(), settings.to_str().unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let result = usan(&["eval", "tep", d, "--out", o, "--settings", s, "--folds", "series"]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&result.stderr));
+    assert!(stdout.contains("[[candidates.tep]]"), "prints the candidates it chose among: {stdout}");
+    assert!(stdout.contains("| 2 | FAR 1.000"), "{stdout}");
+    let held = stdout.lines().find(|l| l.starts_with("held-out")).unwrap();
+    assert!(held.contains("(2 folds)") && held.contains("IDV1 (1) → 1") && held.contains("IDV2 (1) → 1"), "{held}");
+    assert!(stdout.contains("in-sample: candidate 1 "), "{stdout}");
+    let result = usan(&["eval", "tep", d, "--out", o, "--settings", s, "--folds", "category"]);
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("--folds takes series"));
+}
+
+#[test]
 fn eval_tep_refuses_bad_files_and_settings_clearly() {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -286,15 +315,15 @@ fn eval_nab_folds_choose_each_setting_without_the_series_they_score() {
     assert!(stdout.contains("one candidate: nothing is chosen"), "{stdout}");
     assert_eq!(standard_after(&stdout, "held-out"), 0.0, "nothing flagged, nothing found: {stdout}");
 
-    // A bad candidate is named; folds are for NAB only.
+    // A bad candidate is named; folds are not for every benchmark.
     std::fs::write(&settings, "[[candidates.nab]]\nalgorithm = { type = \"robust_z\" }\nthreshold = { k = 1 }\n")
         .unwrap();
     let result = usan(&["eval", "nab", data, "--out", o, "--settings", settings.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success() && stderr.contains("candidates.nab[1]: threshold: set `value`"), "{stderr}");
-    let result = usan(&["eval", "tep", data, "--out", o, "--folds", "series"]);
+    let result = usan(&["eval", "cmapss", data, "--out", o, "--subset", "FD001", "--folds", "series"]);
     assert!(!result.status.success());
-    assert!(String::from_utf8_lossy(&result.stderr).contains("--folds is for usan eval nab and skab"));
+    assert!(String::from_utf8_lossy(&result.stderr).contains("--folds is for usan eval nab, skab and tep"));
 }
 
 #[test]

@@ -42,6 +42,21 @@ pub fn f_quantile(alpha: f64, d1: f64, d2: f64) -> Option<f64> {
     FisherSnedecor::new(d1, d2).ok().map(|f| f.inverse_cdf(alpha))
 }
 
+/// Moving mean over a window of `w`, with partial windows at the start
+/// (smoothed monitoring statistics and the baseline they are limited on).
+pub(crate) fn moving_mean(values: &[f64], w: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(values.len());
+    let mut sum = 0.0;
+    for (i, v) in values.iter().enumerate() {
+        sum += v;
+        if i >= w {
+            sum -= values[i - w];
+        }
+        out.push(sum / (i + 1).min(w) as f64);
+    }
+    out
+}
+
 /// `alpha` quantile of the standard normal distribution.
 #[must_use]
 pub fn normal_quantile(alpha: f64) -> f64 {

@@ -26,7 +26,7 @@ use anyhow::Context;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 use usan_core::detector::{
-    ContextMemoryConfig, Detector, DetectorConfig, EwmaConfig, FlatlineConfig, HalfSpaceTreesConfig,
+    ContextMemoryConfig, CvaConfig, Detector, DetectorConfig, EwmaConfig, FlatlineConfig, HalfSpaceTreesConfig,
     IsolationForestConfig, KnnCadConfig, MsetConfig, PcaConfig, RobustZConfig,
 };
 use usan_core::model::Timestamp;
@@ -339,6 +339,7 @@ pub fn detectors(rows: usize, dims: &[usize], only: &[String], repeat: usize) ->
             "context_memory (window 1000, 4 levels, order 3), score+learn",
             DetectorConfig::ContextMemory(ContextMemoryConfig::default()),
         ),
+        ("cva (past 2, future 2, a state per signal, smoothing 3)", DetectorConfig::Cva(CvaConfig::default())),
     ];
     let measured: Vec<&str> = candidates.iter().map(|(_, config)| config.kind()).collect();
     if let Some(unknown) = only.iter().find(|name| !measured.contains(&name.as_str())) {
@@ -377,7 +378,7 @@ pub fn detectors(rows: usize, dims: &[usize], only: &[String], repeat: usize) ->
                 );
             };
             row(name, score_s);
-            if matches!(config, DetectorConfig::Pca(_) | DetectorConfig::IsolationForest(_)) {
+            if matches!(config, DetectorConfig::Pca(_) | DetectorConfig::IsolationForest(_) | DetectorConfig::Cva(_)) {
                 let mut batch = config.build()?;
                 batch.learn(&data[..fit_rows])?;
                 let mut batch_s = f64::INFINITY;
@@ -387,8 +388,10 @@ pub fn detectors(rows: usize, dims: &[usize], only: &[String], repeat: usize) ->
                     batch_s = batch_s.min(start.elapsed().as_secs_f64());
                     std::hint::black_box(values);
                 }
-                let cores = usan_core::parallel::cores();
-                row(&format!("{name}, batch `score_values` (no contributions, {cores} cores)"), batch_s);
+                // CVA carries its lags and smoothing from row to row: one core.
+                let cores = if matches!(config, DetectorConfig::Cva(_)) { 1 } else { usan_core::parallel::cores() };
+                let cores = if cores == 1 { "one core".to_string() } else { format!("{cores} cores") };
+                row(&format!("{name}, batch `score_values` (no contributions, {cores})"), batch_s);
             }
         }
     }

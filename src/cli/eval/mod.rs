@@ -40,10 +40,10 @@ pub struct Args {
     /// C-MAPSS subset: FD001, FD002, FD003 or FD004.
     #[arg(long, value_parser = Subset::parse)]
     subset: Option<Subset>,
-    /// Validation (nab, skab): choose among the candidate settings (the
+    /// Validation (nab, skab, tep): choose among the candidate settings (the
     /// benchmark's section and each `[[candidates.<benchmark>]]`) without
-    /// the held-out category or series, score it there, and report the
-    /// held-out score beside the in-sample one.
+    /// the held-out category or series (tep: fault run), score it there,
+    /// and report the held-out score beside the in-sample one.
     #[arg(long, value_enum, value_name = "category|series")]
     folds: Option<validation::Folds>,
 }
@@ -107,13 +107,13 @@ impl Subset {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let settings = EvalSettings::load(args.settings.as_deref())?;
     let out = || args.out.clone().ok_or_else(|| anyhow::anyhow!("this benchmark needs --out"));
-    if args.folds.is_some() && !matches!(args.benchmark, Benchmark::Nab | Benchmark::Skab) {
-        anyhow::bail!("--folds is for usan eval nab and skab (the other benchmarks have their own protocols)");
+    if args.folds.is_some() && !matches!(args.benchmark, Benchmark::Nab | Benchmark::Skab | Benchmark::Tep) {
+        anyhow::bail!("--folds is for usan eval nab, skab and tep (the other benchmarks have their own protocols)");
     }
     match args.benchmark {
         Benchmark::Secom => secom::run(&args.data, args.out.as_deref(), &settings.secom),
         Benchmark::Steel => steel::run(&args.data, &settings.steel),
-        Benchmark::Tep => tep::run(&args.data, &out()?, &settings),
+        Benchmark::Tep => tep::run(&args.data, &out()?, &settings, args.folds),
         Benchmark::Skab => skab::run(&args.data, &out()?, &settings, args.folds),
         Benchmark::Nab => nab::run(&args.data, &out()?, &settings, args.folds),
         Benchmark::Cmapss => {
@@ -163,8 +163,8 @@ pub struct EvalSettings {
 }
 
 /// Settings `usan eval --folds` chooses among, beside each benchmark's own
-/// section (`[[candidates.nab]]`, `[[candidates.skab]]`: each what the
-/// benchmark's section holds).
+/// section (`[[candidates.nab]]`, `[[candidates.skab]]`,
+/// `[[candidates.tep]]`: each what the benchmark's section holds).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Candidates {
@@ -174,11 +174,14 @@ pub struct Candidates {
     /// SKAB: each an `algorithm`, a `threshold` and `reference_rows`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skab: Vec<skab::SkabSettings>,
+    /// TEP: each an `algorithm` and a `threshold`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tep: Vec<DetectorSettings>,
 }
 
 impl Candidates {
     fn is_empty(&self) -> bool {
-        self.nab.is_empty() && self.skab.is_empty()
+        self.nab.is_empty() && self.skab.is_empty() && self.tep.is_empty()
     }
 }
 
@@ -221,7 +224,8 @@ impl EvalSettings {
         }
         let nab: Vec<_> = settings.candidates.nab.iter().map(|c| (&c.algorithm, &c.threshold)).collect();
         let skab: Vec<_> = settings.candidates.skab.iter().map(|c| (&c.algorithm, &c.threshold)).collect();
-        for (benchmark, candidates) in [("nab", nab), ("skab", skab)] {
+        let tep: Vec<_> = settings.candidates.tep.iter().map(|c| (&c.algorithm, &c.threshold)).collect();
+        for (benchmark, candidates) in [("nab", nab), ("skab", skab), ("tep", tep)] {
             for (i, (algorithm, threshold)) in candidates.into_iter().enumerate() {
                 let name = format!("candidates.{benchmark}[{}]", i + 1);
                 problems.extend(algorithm.validate().into_iter().map(|p| format!("{name}: {p}")));
@@ -265,11 +269,6 @@ pub(crate) fn csv_files_by_group(root: &Path, layout: &str) -> anyhow::Result<Ve
     }
     files.sort();
     Ok(files)
-}
-
-/// A PCA detector's settings, for the defaults.
-pub(crate) fn pca(alpha: f64, lags: usize, smoothing: usize) -> DetectorConfig {
-    DetectorConfig::Pca(pca_settings(alpha, lags, smoothing))
 }
 
 /// PCA settings for the defaults: 90 % variance, theory limits unless smoothed.

@@ -68,7 +68,7 @@ pub struct Score {
     /// Squared prediction error (Q) when the detector computes it.
     pub spe: Option<f64>,
     /// Each monitored statistic with its own per-signal contributions, for
-    /// detectors that watch more than one (PCA: T² and SPE); empty otherwise.
+    /// detectors that watch more than one (PCA: T² and SPE; CVA: two T²); empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub statistics: Vec<Statistic>,
 }
@@ -76,7 +76,7 @@ pub struct Score {
 /// One statistic of a multi-statistic detector, explained per signal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Statistic {
-    /// Short name: `t2` or `spe`.
+    /// Short name: `t2` or `spe` (PCA), `t2` or `tr2` (CVA: states, residual variates).
     pub name: String,
     /// The statistic's value (after any smoothing).
     pub value: f64,
@@ -471,6 +471,7 @@ registry! {
     flatline::Flatline,
     control_chart::ControlChart,
     context_memory::ContextMemory,
+    cva::Cva,
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@
 
 use super::{Detector, DetectorError, DetectorKind, Score, Statistic, check_row, check_rows, refuse_invalid};
 use crate::kernels::pca::{BatchKernel, Projection, Statistics};
-use crate::stats::{f_quantile, mean_std, normal_quantile, quantile};
+use crate::stats::{f_quantile, mean_std, moving_mean, normal_quantile, quantile};
 use crate::threshold::ThresholdConfig;
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
@@ -453,20 +453,6 @@ impl TryFrom<StoredPca> for Pca {
             augmented: Vec::new(),
         })
     }
-}
-
-/// Moving mean over a window of `w`, with partial windows at the start.
-fn moving_mean(values: &[f64], w: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(values.len());
-    let mut sum = 0.0;
-    for (i, v) in values.iter().enumerate() {
-        sum += v;
-        if i >= w {
-            sum -= values[i - w];
-        }
-        out.push(sum / (i + 1).min(w) as f64);
-    }
-    out
 }
 
 impl Pca {
