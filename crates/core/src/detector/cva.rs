@@ -722,6 +722,26 @@ mod tests {
     }
 
     #[test]
+    fn extreme_values_are_refused_or_fitted_never_a_hang() {
+        for extreme in [1e308, 1e200, f64::MAX] {
+            let mut rows = process(200, 8, 0.9);
+            for (i, row) in rows.iter_mut().enumerate() {
+                row[0] = if i % 2 == 0 { extreme } else { -extreme };
+            }
+            let mut cva = Cva::new(CvaConfig::default()).unwrap();
+            if cva.learn(&rows).is_ok() {
+                let score = cva.score(&rows[0]).unwrap();
+                assert!(!score.value.is_nan(), "{extreme}: {score:?}");
+            }
+            let mut normal = fitted(CvaConfig::default(), &process(200, 9, 0.9));
+            for row in [[extreme, -extreme, extreme], [extreme, extreme, -extreme], [-extreme; 3]] {
+                let score = normal.score(&row).unwrap();
+                assert!(!score.value.is_nan() && score.value > 1.0, "{extreme}: {score:?}");
+            }
+        }
+    }
+
+    #[test]
     fn too_little_data_is_refused() {
         let mut cva = Cva::new(CvaConfig::default()).unwrap();
         assert!(matches!(cva.learn(&process(22, 7, 0.9)), Err(DetectorError::NotEnoughData { .. })));
