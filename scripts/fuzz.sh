@@ -33,7 +33,7 @@ for target in "${targets[@]}"; do
   log="$(mktemp)"
   if ! cargo +nightly fuzz run -s none --release "$target" "${corpora[@]}" -- \
       -max_total_time="$seconds" "${runs_limit[@]}" -print_final_stats=1 -rss_limit_mb=2048 >"$log" 2>&1; then
-    grep -E "panicked at|^thread|index out|Failing input|crash-|oom-|timeout-" "$log" | head -20
+    grep -E "panicked at|^thread|index out|memory allocation|fatal runtime|ERROR: libFuzzer|Failing input|crash-|oom-|timeout-" "$log" | head -20
     echo "fuzz: $target FAILED; the input is in fuzz/artifacts/$target/" >&2
     exit 1
   fi

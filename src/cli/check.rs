@@ -116,5 +116,10 @@ fn threshold(t: &ThresholdConfig) -> String {
     };
     let margin = if t.margin == 1.0 { String::new() } else { format!(" × {}", t.margin) };
     let adaptive = t.adaptive_window.map(|w| format!(", adaptive over {w} scores")).unwrap_or_default();
-    format!("{level}{margin} ({} of {} frames){adaptive}", t.k, t.n)
+    let deadband = if t.deadband > 0.0 {
+        format!(", deadband {} (held on while above {:.3} of the level)", t.deadband, 1.0 - t.deadband)
+    } else {
+        String::new()
+    };
+    format!("{level}{margin} ({} of {} frames){deadband}{adaptive}", t.k, t.n)
 }

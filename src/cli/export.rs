@@ -278,7 +278,7 @@ impl ParquetFrames {
         let mut fields = vec![Arc::new(
             Type::primitive_type_builder("ts", Physical::INT64)
                 .with_repetition(Repetition::REQUIRED)
-                .with_logical_type(Some(LogicalType::Timestamp { is_adjusted_to_u_t_c: true, unit: TimeUnit::MILLIS }))
+                .with_logical_type(Some(LogicalType::timestamp(true, TimeUnit::MILLIS)))
                 .build()?,
         )];
         for column in columns {

@@ -183,7 +183,7 @@ impl Rows {
                     .map(|i| {
                         matches!(
                             schema.column(i).logical_type_ref(),
-                            Some(parquet::basic::LogicalType::Timestamp { unit: parquet::basic::TimeUnit::NANOS, .. })
+                            Some(parquet::basic::LogicalType::Timestamp(parquet::basic::TimestampType { unit: parquet::basic::TimeUnit::NANOS, .. }))
                         )
                     })
                     .collect();

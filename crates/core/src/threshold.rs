@@ -6,6 +6,12 @@
 //! score would otherwise cause, at the price of up to `k − 1` frames of
 //! detection delay.
 //!
+//! A **deadband** (ISA-18.2's term) lowers the bar for staying on: once
+//! anomalous, a score counts as exceeding while it is above the level less
+//! `deadband` × |level|. A fault's score rarely stays above the level that
+//! raised it; without a deadband the decision flickers off on every dip,
+//! and with a low level instead every normal wobble raises it.
+//!
 //! A level can also be **adaptive**: with `adaptive_window = w`, the level
 //! in force is the larger of the configured level and `adaptive_margin` ×
 //! the `adaptive_quantile` of the last `w` scores seen while not anomalous.
@@ -36,6 +42,10 @@ pub struct ThresholdConfig {
     /// Length of the persistence window.
     #[serde(default = "default_n")]
     pub n: usize,
+    /// Share of the level a score may fall below it and still count as
+    /// exceeding while the frame is anomalous (0: clear at the level).
+    #[serde(default)]
+    pub deadband: f64,
     /// Recent non-anomalous scores an adaptive level follows; none: a fixed level.
     #[serde(default)]
     pub adaptive_window: Option<usize>,
@@ -71,6 +81,7 @@ impl ThresholdConfig {
             margin: 1.0,
             k: default_k(),
             n: default_n(),
+            deadband: 0.0,
             adaptive_window: None,
             adaptive_quantile: default_adaptive_quantile(),
             adaptive_margin: 1.0,
@@ -99,6 +110,9 @@ impl ThresholdConfig {
         if self.k == 0 || self.k > self.n {
             problems.push(format!("threshold.k must be between 1 and n ({}), got {}", self.n, self.k));
         }
+        if !(self.deadband >= 0.0 && self.deadband < 1.0) {
+            problems.push(format!("threshold.deadband must be in [0, 1), got {}", self.deadband));
+        }
         if let Some(w) = self.adaptive_window
             && !(10..=1_000_000).contains(&w)
         {
@@ -126,6 +140,7 @@ impl ThresholdConfig {
             level,
             k: self.k.max(1),
             n: self.n.max(1),
+            deadband: if (0.0..1.0).contains(&self.deadband) { self.deadband } else { 0.0 },
             recent: VecDeque::new(),
             exceeding: 0,
             anomalous: false,
@@ -172,6 +187,7 @@ pub struct Threshold {
     level: f64,
     k: usize,
     n: usize,
+    deadband: f64,
     recent: VecDeque<bool>,
     exceeding: usize,
     anomalous: bool,
@@ -226,12 +242,15 @@ impl Threshold {
 
     /// Decide on the next score. NaN never exceeds.
     pub fn decide(&mut self, score: f64) -> Decision {
-        let exceeded = score > self.level();
+        let level = self.level();
+        let exceeded = score > level;
+        // While on, the deadband's lower bar decides what keeps it on.
+        let counted = if self.anomalous { score > level - self.deadband * level.abs() } else { exceeded };
         if self.recent.len() == self.n && self.recent.pop_front() == Some(true) {
             self.exceeding -= 1;
         }
-        self.recent.push_back(exceeded);
-        if exceeded {
+        self.recent.push_back(counted);
+        if counted {
             self.exceeding += 1;
         }
         let was = self.anomalous;
@@ -276,6 +295,35 @@ mod tests {
             let config = ThresholdConfig { k: *k, n: *n, ..ThresholdConfig::fixed(1.0) };
             assert_eq!(run(&config, scores), *want, "k={k} n={n} {scores:?}");
         }
+    }
+
+    #[test]
+    fn a_deadband_keeps_an_anomaly_on_through_dips_but_does_not_raise_one() {
+        // (level, deadband, n, scores, decisions); k = 1
+        let cases: &[(f64, f64, usize, &[f64], &str)] = &[
+            // No deadband: off at the first dip below the level.
+            (1.0, 0.0, 1, &[2.0, 0.8, 0.6, 2.0], "1001"),
+            // Deadband 0.3: on until a score is at or below 0.7.
+            (1.0, 0.3, 1, &[0.9, 2.0, 0.8, 0.71, 0.7, 0.8, 2.0], "0111001"),
+            // Below the level but above its deadband never raises an anomaly.
+            (1.0, 0.5, 1, &[0.6, 0.9, 0.99], "000"),
+            // With persistence: off once none of the last 3 is above 0.5.
+            (1.0, 0.5, 3, &[2.0, 0.6, 0.4, 0.4, 0.4, 0.6], "111100"),
+            // A negative level: the band lies below it too (-2 → -3).
+            (-2.0, 0.5, 1, &[-1.0, -2.5, -2.9, -3.0], "1110"),
+            // NaN never counts, on or off.
+            (1.0, 0.5, 1, &[2.0, f64::NAN, 2.0], "101"),
+        ];
+        for (level, deadband, n, scores, want) in cases {
+            let config = ThresholdConfig { k: 1, n: *n, deadband: *deadband, ..ThresholdConfig::fixed(*level) };
+            assert!(config.validate().is_empty());
+            assert_eq!(run(&config, scores), *want, "level {level} deadband {deadband} n={n} {scores:?}");
+        }
+        // `exceeded` stays the raw comparison with the level.
+        let mut t = ThresholdConfig { k: 1, n: 1, deadband: 0.5, ..ThresholdConfig::fixed(1.0) }.build(&[]);
+        assert!(t.decide(2.0).exceeded);
+        let inside = t.decide(0.8);
+        assert!(inside.anomalous && !inside.exceeded);
     }
 
     #[test]
@@ -332,10 +380,15 @@ mod tests {
             margin: -1.0,
             k: 9,
             n: 0,
+            deadband: 1.0,
             adaptive_window: Some(3),
             adaptive_quantile: 1.5,
             adaptive_margin: 0.0,
         };
-        assert_eq!(config.validate().len(), 7);
+        assert_eq!(config.validate().len(), 8);
+        for deadband in [-0.1, f64::NAN, 1.5] {
+            let problems = ThresholdConfig { deadband, ..ThresholdConfig::fixed(1.0) }.validate();
+            assert_eq!(problems.len(), 1, "{deadband}: {problems:?}");
+        }
     }
 }

@@ -32,6 +32,12 @@ use usan_core::threshold::ThresholdConfig;
 /// Rows of each file the detector may learn from.
 pub const TRAINING_ROWS: usize = 400;
 
+/// The false-alarm budget (percent of normal test rows) a setting must keep
+/// to be chosen by its F1; over it, a setting ranks by false alarms alone,
+/// below every setting within it. Without a budget, choosing by F1 alone
+/// favours settings that hold every alarm on and buy recall with false alarms.
+pub const MAX_FALSE_ALARM_PERCENT: f64 = 10.0;
+
 /// SKAB settings: a detector, its decision rule, and the reference run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +55,10 @@ pub struct SkabSettings {
 /// that trend through the training rows watched by their change over 30
 /// rows, statistics smoothed over 10 rows, cross-fitted limits at 99 %,
 /// trained on each file's first 400 rows plus 1,000 rows of the
-/// anomaly-free run.
+/// anomaly-free run. An anomaly is raised at 1.5 × the limit and held
+/// while scores stay above 0.6 × it (deadband 0.6), until 5 rows in a row
+/// fall below (chosen among 140 decision rules, `scripts/skab-candidates.toml`,
+/// by 17 of the 20 leave-one-file-out folds).
 #[must_use]
 pub fn default_settings() -> SkabSettings {
     let algorithm = DetectorConfig::Pca(PcaConfig {
@@ -59,7 +68,7 @@ pub fn default_settings() -> SkabSettings {
     });
     SkabSettings {
         algorithm,
-        threshold: ThresholdConfig { k: 1, n: 1, ..ThresholdConfig::fixed(1.0) },
+        threshold: ThresholdConfig { k: 1, n: 5, deadband: 0.6, ..ThresholdConfig::fixed(1.5) },
         reference_rows: 1000,
     }
 }
@@ -236,6 +245,13 @@ fn pooled(runs: &[&FileRun]) -> Confusion {
     total
 }
 
+/// How a setting ranks when folds choose: its F1 within the false-alarm
+/// budget; over it, minus its false-alarm rate (below every F1 in [0, 1]).
+fn merit(confusion: &Confusion) -> f64 {
+    let far = confusion.far();
+    if far <= MAX_FALSE_ALARM_PERCENT { confusion.f1() } else { -far }
+}
+
 /// `F1 …, FAR … %, MAR … %` of a confusion.
 fn summary(c: &Confusion) -> String {
     format!("F1 {:.3}, FAR {:.2} %, MAR {:.2} %", c.f1(), c.far(), c.mar())
@@ -243,7 +259,8 @@ fn summary(c: &Confusion) -> String {
 
 /// Run the protocol: every candidate setting on every file (over the
 /// machine's cores), then the files of the chosen one (with `folds`, each
-/// file gets the candidate with the best pooled F1 without its fold).
+/// file gets the candidate with the best pooled F1 without its fold, among
+/// those within [`MAX_FALSE_ALARM_PERCENT`]).
 ///
 /// # Errors
 /// When a file is malformed or a detector cannot be fitted.
@@ -274,7 +291,7 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings, folds: Option<Folds
         }
         Ok(FileRun { predictions, confusion })
     })?;
-    let metric = |picked: &[&FileRun]| pooled(picked).f1();
+    let metric = |picked: &[&FileRun]| merit(&pooled(picked));
     let keys: Option<Vec<String>> =
         folds.map(|folds| files.iter().map(|(group, name, _, _)| folds.key(group, name)).collect());
     let selection = Selection::new(&runs, keys.as_deref(), &metric);
@@ -336,4 +353,24 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings, folds: Option<Folds
     let rows_scored = rows_scored * candidates.len();
     println!("wall time {wall_s:.2} s ({rows_scored} rows, {:.0} rows/s)", rows_scored as f64 / wall_s);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_within_the_false_alarm_budget_rank_by_f1_above_every_other() {
+        let confusion = |tp, fp, tn, fn_| Confusion { tp, fp, tn, fn_ };
+        // (confusion, F1, FAR %)
+        let within_low = confusion(50, 9, 91, 50); // F1 0.629, FAR 9 %
+        let within_high = confusion(90, 10, 90, 10); // F1 0.900, FAR 10 %: at the budget
+        let over_best_f1 = confusion(100, 11, 89, 0); // F1 0.948, FAR 11 %
+        let far_over = confusion(100, 50, 50, 0); // FAR 50 %
+        let silent = confusion(0, 0, 100, 100); // F1 0, FAR 0
+        let order = [within_high, within_low, silent, over_best_f1, far_over];
+        let merits: Vec<f64> = order.iter().map(merit).collect();
+        assert!(merits.windows(2).all(|w| w[0] > w[1]), "{merits:?}");
+        assert!((merit(&within_high) - within_high.f1()).abs() < 1e-12);
+    }
 }
