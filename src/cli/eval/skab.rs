@@ -56,8 +56,8 @@ pub struct SkabSettings {
 /// rows, statistics smoothed over 10 rows, cross-fitted limits at 99 %,
 /// trained on each file's first 400 rows plus 1,000 rows of the
 /// anomaly-free run. An anomaly is raised at 1.5 × the limit and held
-/// while scores stay above 0.6 × it (deadband 0.6), until 5 rows in a row
-/// fall below (chosen among 140 decision rules, `scripts/skab-candidates.toml`,
+/// while scores stay above 0.6 × the limit (deadband 0.6 of the level:
+/// 1.5 − 0.9), until 5 rows in a row fall below (chosen among 140 decision rules, `scripts/skab-candidates.toml`,
 /// by 17 of the 20 leave-one-file-out folds).
 #[must_use]
 pub fn default_settings() -> SkabSettings {
