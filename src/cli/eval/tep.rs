@@ -142,6 +142,13 @@ fn rates(runs: &[&RunOutcome]) -> (Option<f64>, f64) {
 /// Faults the literature counts as undetectable (reported apart).
 const UNDETECTABLE: [u32; 3] = [3, 9, 15];
 
+/// The mean detection rate over every fault run, IDV3, 9 and 15 included
+/// (NaN without fault runs).
+fn all_faults_rate(runs: &[&RunOutcome]) -> f64 {
+    let all: Vec<f64> = runs.iter().filter(|r| r.fault > 0).map(|r| r.after).collect();
+    if all.is_empty() { f64::NAN } else { all.iter().sum::<f64>() / all.len() as f64 }
+}
+
 /// How validation ranks a setting on some runs: Youden's J, the mean
 /// detection rate less `d00_te`'s false-alarm rate (an alarm system is
 /// judged on both), when the false-alarm rate is within
@@ -235,11 +242,10 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings, folds: Option<Folds
     print_settings("tep", &settings.tep);
     let describe = |runs: &[&RunOutcome]| {
         let (far, mean) = rates(runs);
-        let all: Vec<f64> = runs.iter().filter(|r| r.fault > 0).map(|r| r.after).collect();
         let far = far.map_or("no d00_te".to_string(), |f| format!("{f:.3}"));
         format!(
             "FAR {far}, mean detection rate excluding IDV3/9/15 {mean:.3} (over all faults {:.3})",
-            all.iter().sum::<f64>() / all.len().max(1) as f64
+            all_faults_rate(runs)
         )
     };
     selection.report("tep", "runs", &outcomes, &settings.candidates, folds, &describe);
@@ -255,11 +261,7 @@ pub fn run(data: &Path, out: &Path, settings: &EvalSettings, folds: Option<Folds
         println!("| IDV{} | {:.3} | {:.3} |", run.fault, run.after, run.before);
     }
     let (_, mean) = rates(&written);
-    let all: Vec<f64> = written.iter().filter(|r| r.fault > 0).map(|r| r.after).collect();
-    println!(
-        "mean detection rate excluding IDV3/9/15: {mean:.3}; over all faults: {:.3}",
-        if all.is_empty() { f64::NAN } else { all.iter().sum::<f64>() / all.len() as f64 }
-    );
+    println!("mean detection rate excluding IDV3/9/15: {mean:.3}; over all faults: {:.3}", all_faults_rate(&written));
     let samples = samples * candidates.len();
     println!("wall time {wall_s:.2} s ({samples} samples scored, {:.0} samples/s)", samples as f64 / wall_s);
     Ok(())
